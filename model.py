@@ -1,0 +1,718 @@
+"""
+The Skywork-R1V3 / InternVL chat model, parameter for parameter as released:
+InternViT encoder -> pixel shuffle -> mlp1 connector -> transformers LLM (Qwen2/Qwen3/Llama).
+
+Reads and writes the released checkpoint format (config.json + safetensors, original names), so a
+checkpoint we save loads in vLLM's InternVLChatModel / SkyworkR1VChatModel and back here.
+Also: InternVL image tiling, the R1V3 ChatML prompt, a batched KV-cache sampler, a tiny config and
+tokenizer for CPU, and `python model.py CONFIG_OR_DIR [--json OUT]` to inspect parameter counts.
+"""
+import json
+import math
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field, fields, asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN = "<img>", "</img>", "<IMG_CONTEXT>"
+THINK_START, THINK_END = "<think>", "</think>"
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+MODULE_PREFIXES = {"vision": "vision_model.", "connector": "mlp1.", "llm": "language_model."}
+
+# -----------------------------------------------------------------------------
+# config: mirrors the released config.json, unknown fields are kept and written back
+
+
+@dataclass
+class VisionConfig:
+    hidden_size: int = 3200
+    num_hidden_layers: int = 45
+    num_attention_heads: int = 25
+    intermediate_size: int = 12800
+    patch_size: int = 14
+    image_size: int = 448
+    num_channels: int = 3
+    qkv_bias: bool = False
+    qk_normalization: bool = True
+    norm_type: str = "rms_norm"  # "rms_norm" (InternViT-6B) | "layer_norm" (InternViT-300M)
+    layer_norm_eps: float = 1e-6
+    hidden_act: str = "gelu"
+    drop_path_rate: float = 0.0
+    initializer_factor: float = 0.1
+    initializer_range: float = 0.02
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class ModelConfig:
+    vision_config: VisionConfig = field(default_factory=VisionConfig)
+    llm_config: dict = field(default_factory=dict)  # handed to transformers as is
+    downsample_ratio: float = 0.5
+    force_image_size: int = 448
+    ps_version: str = "v2"
+    select_layer: int = -1
+    template: str = "internvl2_5"
+    dynamic_image_size: bool = True
+    min_dynamic_patch: int = 1
+    max_dynamic_patch: int = 12
+    use_thumbnail: bool = True
+    architectures: list = field(default_factory=lambda: ["InternVLChatModel"])
+    model_type: str = "internvl_chat"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def num_image_token(self):
+        patches = (self.force_image_size // self.vision_config.patch_size) ** 2
+        return int(patches * self.downsample_ratio ** 2)
+
+    @classmethod
+    def from_json(cls, src):
+        d = src if isinstance(src, dict) else json.loads(Path(src).read_text())
+        d = dict(d)
+        if d.get("model_type") not in ("internvl_chat", "skywork_chat"):
+            raise ValueError(f"{src}: model_type {d.get('model_type')!r} is not internvl_chat or skywork_chat")
+        for key in ("vision_config", "llm_config"):
+            if key not in d:
+                raise ValueError(f"{src}: config has no {key!r}")
+        names = {f.name for f in fields(VisionConfig)} - {"extra"}
+        v = d.pop("vision_config")
+        vision = VisionConfig(**{k: v[k] for k in v if k in names}, extra={k: v[k] for k in v if k not in names})
+        if vision.norm_type not in ("rms_norm", "layer_norm"):
+            raise ValueError(f"{src}: vision_config.norm_type {vision.norm_type!r} not rms_norm/layer_norm")
+        names = {f.name for f in fields(cls)} - {"extra", "vision_config"}
+        cfg = cls(vision_config=vision, **{k: d[k] for k in d if k in names},
+                  extra={k: d[k] for k in d if k not in names})
+        if cfg.ps_version not in ("v1", "v2"):
+            raise ValueError(f"{src}: ps_version {cfg.ps_version!r} is not v1/v2")
+        if cfg.force_image_size is None:
+            cfg.force_image_size = vision.image_size
+        return cfg
+
+    def to_dict(self):
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("extra", "vision_config")}
+        v = {k: val for k, val in asdict(self.vision_config).items() if k != "extra"}
+        d["vision_config"] = {**v, **self.vision_config.extra}
+        return {**d, **self.extra}
+
+
+def tiny_config(vocab_size=1024, **overrides):
+    """A few-M-parameter model with the same structure (300M-style ViT: LayerNorm, qkv bias)."""
+    vision = dict(hidden_size=96, num_hidden_layers=3, num_attention_heads=4, intermediate_size=256, patch_size=14,
+                  image_size=112, qkv_bias=True, qk_normalization=False, norm_type="layer_norm",
+                  initializer_factor=1.0)
+    vision.update(overrides.pop("vision", {}))
+    llm = dict(architectures=["Qwen2ForCausalLM"], model_type="qwen2", vocab_size=vocab_size, hidden_size=128,
+               intermediate_size=384, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+               max_position_embeddings=4096, rope_theta=10000.0, rms_norm_eps=1e-6, tie_word_embeddings=False,
+               bos_token_id=None, eos_token_id=2, pad_token_id=0)
+    llm.update(overrides.pop("llm", {}))
+    d = dict(vision_config=vision, llm_config=llm, force_image_size=vision["image_size"], dynamic_image_size=False,
+             max_dynamic_patch=1, use_thumbnail=False, model_type="internvl_chat",
+             architectures=["InternVLChatModel"], template="skywork-r1v3")
+    d.update(overrides)
+    return ModelConfig.from_json(d)
+
+# -----------------------------------------------------------------------------
+# InternViT
+
+
+class InternRMSNorm(nn.Module):
+    def __init__(self, dim, eps=1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x):
+        dtype = x.dtype
+        x = x.float()  # fp32 statistics, as released
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+def make_norm(cfg, dim):
+    return InternRMSNorm(dim, cfg.layer_norm_eps) if cfg.norm_type == "rms_norm" else nn.LayerNorm(dim, eps=cfg.layer_norm_eps)
+
+
+class InternVisionEmbeddings(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.image_size, self.patch_size = cfg.image_size, cfg.patch_size
+        self.class_embedding = nn.Parameter(torch.randn(1, 1, cfg.hidden_size))
+        self.patch_embedding = nn.Conv2d(cfg.num_channels, cfg.hidden_size, cfg.patch_size, cfg.patch_size)
+        self.num_positions = (cfg.image_size // cfg.patch_size) ** 2 + 1
+        self.position_embedding = nn.Parameter(torch.randn(1, self.num_positions, cfg.hidden_size))
+
+    def forward(self, pixel_values):  # [N,3,H,W] -> [N,1+h*w,D]
+        patches = self.patch_embedding(pixel_values.to(self.patch_embedding.weight.dtype))  # [N,D,h,w]
+        n, d, h, w = patches.shape
+        patches = patches.flatten(2).transpose(1, 2)
+        cls = self.class_embedding.expand(n, 1, d).to(patches.dtype)
+        side = self.image_size // self.patch_size
+        # bicubic interpolation of the 2-D position grid to the input size, in fp32 as released
+        grid = self.position_embedding[:, 1:].float().reshape(1, side, side, d).permute(0, 3, 1, 2)
+        grid = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False)
+        grid = grid.reshape(1, d, h * w).permute(0, 2, 1).to(patches.dtype)
+        pos = torch.cat([self.position_embedding[:, :1].to(patches.dtype), grid], dim=1)
+        return torch.cat([cls, patches], dim=1) + pos
+
+
+class InternAttention(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        d = cfg.hidden_size
+        self.num_heads, self.head_dim = cfg.num_attention_heads, d // cfg.num_attention_heads
+        self.qkv = nn.Linear(d, 3 * d, bias=cfg.qkv_bias)
+        self.qk_normalization = cfg.qk_normalization
+        if self.qk_normalization:  # over the full width (all heads concatenated), not per head
+            self.q_norm = InternRMSNorm(d, cfg.layer_norm_eps)
+            self.k_norm = InternRMSNorm(d, cfg.layer_norm_eps)
+        self.proj = nn.Linear(d, d)
+
+    def forward(self, x):  # [N,L,D]
+        n, l, d = x.shape
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        if self.qk_normalization:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = (t.view(n, l, self.num_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v)  # bidirectional
+        return self.proj(out.transpose(1, 2).reshape(n, l, d))
+
+
+class InternMLP(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.fc1 = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.fc2 = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+def drop_path(x, p, training):
+    if p == 0.0 or not training:
+        return x
+    keep = x.new_empty(x.shape[0], *([1] * (x.dim() - 1))).bernoulli_(1 - p)
+    return x * keep / (1 - p)
+
+
+class InternVisionEncoderLayer(nn.Module):
+    def __init__(self, cfg, drop_path_rate):
+        super().__init__()
+        self.norm1, self.norm2 = make_norm(cfg, cfg.hidden_size), make_norm(cfg, cfg.hidden_size)
+        self.attn, self.mlp = InternAttention(cfg), InternMLP(cfg)
+        self.ls1 = nn.Parameter(cfg.initializer_factor * torch.ones(cfg.hidden_size))  # layer scale
+        self.ls2 = nn.Parameter(cfg.initializer_factor * torch.ones(cfg.hidden_size))
+        self.drop_path_rate = drop_path_rate
+
+    def forward(self, x):
+        x = x + drop_path(self.attn(self.norm1(x)) * self.ls1, self.drop_path_rate, self.training)
+        return x + drop_path(self.mlp(self.norm2(x)) * self.ls2, self.drop_path_rate, self.training)
+
+
+class InternVisionEncoder(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        rates = np.linspace(0, cfg.drop_path_rate, cfg.num_hidden_layers).tolist()  # linear drop-path schedule
+        self.layers = nn.ModuleList(InternVisionEncoderLayer(cfg, r) for r in rates)
+
+
+class InternVisionModel(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.config = cfg
+        self.embeddings = InternVisionEmbeddings(cfg)
+        self.encoder = InternVisionEncoder(cfg)
+
+    def forward(self, pixel_values, select_layer=-1):
+        # hidden_states[k] is the output after k layers (k=0: embeddings), as in InternVL's output_hidden_states;
+        # layers past the selected one are never run
+        n_layers = len(self.encoder.layers)
+        k = select_layer if select_layer >= 0 else n_layers + 1 + select_layer
+        if not 0 <= k <= n_layers:
+            raise ValueError(f"select_layer {select_layer} out of range for {n_layers} layers")
+        x = self.embeddings(pixel_values)
+        for layer in self.encoder.layers[:k]:
+            x = layer(x)
+        return x
+
+# -----------------------------------------------------------------------------
+# pixel shuffle + connector + LLM
+
+
+def pixel_shuffle(x, scale_factor=0.5, ps_version="v2"):
+    """[N,W,H,C] -> [N,W*s,H*s,C/s^2]: folds each 2x2 patch neighbourhood into channels (s=0.5)."""
+    n, w, h, c = x.shape
+    x = x.reshape(n, w, int(h * scale_factor), int(c / scale_factor))
+    x = x.permute(0, 2, 1, 3).contiguous()
+    x = x.reshape(n, int(h * scale_factor), int(w * scale_factor), int(c / (scale_factor * scale_factor)))
+    if ps_version != "v1":  # v2 swaps the spatial axes back; v1 leaves them transposed
+        x = x.permute(0, 2, 1, 3).contiguous()
+    return x
+
+
+def build_llm_config(llm_config):
+    from transformers import AutoConfig
+    d = dict(llm_config)
+    model_type = d.pop("model_type", None)
+    if model_type is None:
+        raise ValueError("llm_config has no model_type (e.g. 'qwen2')")
+    d.pop("architectures", None)
+    d.pop("transformers_version", None)
+    d.pop("auto_map", None)
+    cfg = AutoConfig.for_model(model_type, **d)
+    cfg.architectures = llm_config.get("architectures")
+    return cfg
+
+
+class InternVLChatModel(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        from transformers import AutoModelForCausalLM
+        self.config = config
+        vd, ld = config.vision_config.hidden_size, config.llm_config["hidden_size"]
+        ratio = int(1 / config.downsample_ratio) ** 2
+        self.vision_model = InternVisionModel(config.vision_config)
+        self.mlp1 = nn.Sequential(nn.LayerNorm(vd * ratio), nn.Linear(vd * ratio, ld), nn.GELU(), nn.Linear(ld, ld))
+        self.language_model = AutoModelForCausalLM.from_config(build_llm_config(config.llm_config),
+                                                               attn_implementation="sdpa")
+        self.img_context_token_id = config.extra.get("img_context_token_id")
+
+    def extract_feature(self, pixel_values):  # [N,3,S,S] -> [N,num_image_token,D_llm]
+        x = self.vision_model(pixel_values, self.config.select_layer)[:, 1:]  # drop CLS
+        n, p, c = x.shape
+        side = int(p ** 0.5)
+        x = pixel_shuffle(x.reshape(n, side, side, c), self.config.downsample_ratio, self.config.ps_version)
+        return self.mlp1(x.reshape(n, -1, x.shape[-1]))
+
+    def forward(self, input_ids, pixel_values=None, image_flags=None, attention_mask=None, position_ids=None,
+                past_key_values=None, return_hidden=False):
+        embeds = self.language_model.get_input_embeddings()(input_ids)  # [B,T,D]
+        n_ctx = int((input_ids == self.img_context_token_id).sum()) if self.img_context_token_id is not None else 0
+        if pixel_values is not None:
+            if self.img_context_token_id is None:
+                raise ValueError("img_context_token_id is not set (load a tokenizer with <IMG_CONTEXT>)")
+            feats = self.extract_feature(pixel_values)  # [N,n_img,D]
+            dummy = None
+            if image_flags is not None:
+                keep = image_flags.to(torch.bool).view(-1)
+                feats, dummy = feats[keep], feats[~keep]
+            n_feat = feats.shape[0] * feats.shape[1]
+            if n_ctx != n_feat:
+                raise ValueError(f"{n_ctx} {IMG_CONTEXT_TOKEN} tokens in input_ids but {n_feat} image features "
+                                 f"({feats.shape[0]} tiles x {feats.shape[1]} tokens per tile)")
+            mask = (input_ids == self.img_context_token_id).unsqueeze(-1)
+            embeds = embeds.masked_scatter(mask, feats.to(embeds.dtype))
+            if dummy is not None and dummy.numel():  # keeps the ViT in the graph (FSDP/DDP) at zero weight
+                embeds = embeds + 0.0 * dummy.sum().to(embeds.dtype)
+        elif n_ctx:
+            raise ValueError(f"{n_ctx} {IMG_CONTEXT_TOKEN} tokens in input_ids but 0 image features (no pixel_values)")
+        out = self.language_model.model(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
+                                        past_key_values=past_key_values, use_cache=past_key_values is not None)
+        hidden = out.last_hidden_state
+        return hidden if return_hidden else self.language_model.lm_head(hidden)
+
+# -----------------------------------------------------------------------------
+# build, trainable modules, load, save
+
+
+def init_vision_and_connector(model):
+    std = model.config.vision_config.initializer_range
+    for m in list(model.vision_model.modules()) + list(model.mlp1.modules()):
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            nn.init.trunc_normal_(m.weight, std=std)
+            nn.init.zeros_(m.bias) if m.bias is not None else None
+    emb = model.vision_model.embeddings
+    nn.init.trunc_normal_(emb.class_embedding, std=std)
+    nn.init.trunc_normal_(emb.position_embedding, std=std)
+
+
+def build_model(config, dtype=torch.float32, device="cpu"):
+    """Random init (or parameter-free on device='meta', for counting and for loading)."""
+    with torch.device(device):
+        model = InternVLChatModel(config)
+    if str(device) != "meta":
+        init_vision_and_connector(model)
+    return model.to(dtype)
+
+
+def set_trainable(model, modules):
+    modules = set(modules)
+    if not modules <= set(MODULE_PREFIXES):
+        raise ValueError(f"trainable modules {sorted(modules - set(MODULE_PREFIXES))} not in {sorted(MODULE_PREFIXES)}")
+    counts = {}
+    for name, p in model.named_parameters():
+        module = next(m for m, pre in MODULE_PREFIXES.items() if name.startswith(pre))
+        p.requires_grad_(module in modules)
+        t, n = counts.get(module, (0, 0))
+        counts[module] = (t + p.numel() * (module in modules), n + p.numel())
+    for module, (t, n) in counts.items():
+        print(f"{module:>10}: {t:>15,d} trainable / {n:>15,d} params")
+    return counts
+
+
+def parameter_counts(model):
+    counts = {m: 0 for m in MODULE_PREFIXES}
+    for name, p in model.named_parameters():
+        counts[next(m for m, pre in MODULE_PREFIXES.items() if name.startswith(pre))] += p.numel()
+    return counts
+
+
+def checkpoint_files(path):
+    path = Path(path)
+    index = path / "model.safetensors.index.json"
+    if index.exists():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        return [path / f for f in sorted(set(weight_map.values()))]
+    single = path / "model.safetensors"
+    if single.exists():
+        return [single]
+    raise FileNotFoundError(f"{path}: no model.safetensors.index.json or model.safetensors")
+
+
+def tied_lm_head(config):
+    return bool(config.llm_config.get("tie_word_embeddings", False))
+
+
+def load_model(path, dtype=torch.float32, device="cpu", allow_missing=False):
+    """Builds on the meta device and fills tensors shard by shard: peak memory ~ one copy of the weights."""
+    from safetensors import safe_open
+    path = Path(path)
+    config = ModelConfig.from_json(path / "config.json")
+    model = build_model(config, device="meta")
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if tied_lm_head(config):
+        expected.pop("language_model.lm_head.weight", None)
+    seen, unexpected, bad_shape = set(), [], []
+    for file in checkpoint_files(path):
+        with safe_open(str(file), framework="pt", device="cpu") as f:
+            for key in f.keys():
+                if key not in expected:
+                    unexpected.append(f"{key} (in {file.name})")
+                    continue
+                t = f.get_slice(key)
+                shape = tuple(t.get_shape())
+                if shape != expected[key]:
+                    bad_shape.append(f"{key}: checkpoint {list(shape)} vs model {list(expected[key])} (in {file.name})")
+                    continue
+                set_tensor(model, key, f.get_tensor(key).to(device=device, dtype=dtype))
+                seen.add(key)
+    missing = sorted(set(expected) - seen)
+    errors = [f"unexpected tensor {u}" for u in unexpected] + [f"mis-shaped tensor {b}" for b in bad_shape]
+    if missing and not allow_missing:
+        errors += [f"missing tensor {m}" for m in missing]
+    if errors:
+        raise ValueError(f"{path}: checkpoint does not match the model:\n  " + "\n  ".join(errors))
+    for key in missing:  # allowed: fresh init, listed
+        shape = expected[key]
+        t = torch.zeros(shape) if len(shape) < 2 else torch.randn(shape) * config.vision_config.initializer_range
+        if key.endswith(("norm.weight", "norm1.weight", "norm2.weight", "ls1", "ls2", "layernorm.weight")):
+            t = torch.ones(shape)
+        set_tensor(model, key, t.to(device=device, dtype=dtype))
+    if missing:
+        print(f"load_model: {len(missing)} tensors missing from {path}, freshly initialised: {missing}")
+    materialize_buffers(model, device)
+    if tied_lm_head(config):
+        model.language_model.lm_head.weight = model.language_model.get_input_embeddings().weight
+    if (path / "tokenizer_config.json").exists() or (path / "tokenizer.json").exists():
+        model.img_context_token_id = load_tokenizer(path).convert_tokens_to_ids(IMG_CONTEXT_TOKEN)
+    return model
+
+
+def set_tensor(model, key, tensor):
+    module_name, _, name = key.rpartition(".")
+    module = model.get_submodule(module_name)
+    if name in module._parameters:
+        module._parameters[name] = nn.Parameter(tensor, requires_grad=module._parameters[name].requires_grad)
+    else:
+        module._buffers[name] = tensor
+
+
+def materialize_buffers(model, device):
+    # non-persistent buffers (rotary inv_freq) are not in checkpoints: rebuild their modules off the meta device
+    for name, module in list(model.named_modules()):
+        if any(b.is_meta for b in module.buffers(recurse=False)):
+            if not hasattr(module, "config"):
+                raise ValueError(f"cannot materialise buffers of {name} ({type(module).__name__})")
+            parent, _, attr = name.rpartition(".")
+            with torch.device(device):
+                setattr(model.get_submodule(parent), attr, type(module)(config=module.config))
+    leftover = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    if leftover:
+        raise ValueError(f"tensors left on the meta device: {leftover[:10]}")
+
+
+def save_model(path, state_dict, config, tokenizer=None, max_shard_bytes=2 ** 30):
+    """config.json + safetensors shards (+ index when >1) + tokenizer, under the original names.
+    Atomic: written into a temporary sibling directory, then renamed into place."""
+    from safetensors.torch import save_file
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    state_dict = {k: v for k, v in state_dict.items()
+                  if not (tied_lm_head(config) and k == "language_model.lm_head.weight")}
+    shards, current, size = [], {}, 0
+    for key, tensor in state_dict.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if current and size + nbytes > max_shard_bytes:
+            shards.append(current)
+            current, size = {}, 0
+        current[key] = tensor.detach().to("cpu").contiguous()
+        size += nbytes
+    shards.append(current)
+    if len(shards) == 1:
+        save_file(shards[0], str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    else:
+        weight_map = {}
+        for i, shard in enumerate(shards):
+            name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+            save_file(shard, str(tmp / name), metadata={"format": "pt"})
+            weight_map.update({k: name for k in shard})
+        total = sum(t.numel() * t.element_size() for t in state_dict.values())
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(tmp))
+    old = path.parent / f".{path.name}.old-{os.getpid()}"
+    if path.exists():
+        path.rename(old)
+    tmp.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
+    return path
+
+# -----------------------------------------------------------------------------
+# tokenizer and prompts
+
+CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n<think>\\n' }}{%- endif %}"
+)
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN]
+DEFAULT_CORPUS = [
+    "<|im_start|>user\n<image>\nHow many circles are there? Answer with a number.<|im_end|>\n",
+    "<|im_start|>assistant\n<think>\nI see 2 red circles and 1 blue square. Wait, let me check again. "
+    "Alternatively, count by colour. Hmm, 2 + 1 = 3.\n</think>\n\nThe answer is \\boxed{3}.<|im_end|>\n",
+    "A. 1\nB. 2\nC. 3\nD. 4\n0 1 2 3 4 5 6 7 8 9 10 + - * / = ( ) { } $ \\frac \\boxed The final answer is",
+]
+
+
+def build_tiny_tokenizer(corpus=None, vocab_size=1024):
+    """Byte-level BPE with the R1V3 special tokens and chat template, trained in milliseconds."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers, AddedToken
+    from transformers import PreTrainedTokenizerFast
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(list(corpus or DEFAULT_CORPUS) * 4, trainer)
+    # <think> tags are plain added tokens (not special), so decode(skip_special_tokens=True) keeps them
+    tok.add_tokens([AddedToken(THINK_START, normalized=False), AddedToken(THINK_END, normalized=False)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   additional_special_tokens=SPECIAL_TOKENS[1:], chat_template=CHAT_TEMPLATE)
+
+
+def load_tokenizer(path):
+    from transformers import AutoTokenizer
+    from transformers.utils import logging
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()  # AutoTokenizer warns that config.json is not a tokenizer's model type
+    try:
+        return AutoTokenizer.from_pretrained(str(path))
+    finally:
+        logging.set_verbosity(level)
+
+
+def build_prompt(messages, mode="think", add_generation_prompt=True):
+    """R1V3 ChatML. The think-mode generation prompt opens the think block (paper §6.2); nothink/nowait don't."""
+    if mode not in ("think", "nothink", "nowait"):
+        raise ValueError(f"mode {mode!r} not in think/nothink/nowait")
+    text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+    if add_generation_prompt:
+        text += "<|im_start|>assistant\n" + ("<think>\n" if mode == "think" else "")
+    return text
+
+
+def expand_image_tokens(text, num_tiles, num_image_token):
+    """Each <image> -> <img> + <IMG_CONTEXT> x (num_image_token * tiles) + </img>."""
+    if num_tiles and "<image>" not in text:
+        text = "<image>\n" * len(num_tiles) + text
+    if text.count("<image>") != len(num_tiles):
+        raise ValueError(f"{text.count('<image>')} <image> markers but {len(num_tiles)} images")
+    parts = text.split("<image>")
+    out = [parts[0]]
+    for tiles, part in zip(num_tiles, parts[1:]):
+        out.append(IMG_START_TOKEN + IMG_CONTEXT_TOKEN * (num_image_token * tiles) + IMG_END_TOKEN + part)
+    return "".join(out)
+
+# -----------------------------------------------------------------------------
+# images: InternVL dynamic tiling with PIL + numpy (no torchvision)
+
+
+def find_closest_aspect_ratio(aspect_ratio, target_ratios, width, height, image_size):
+    best_diff, best = float("inf"), (1, 1)
+    area = width * height
+    for ratio in target_ratios:
+        diff = abs(aspect_ratio - ratio[0] / ratio[1])
+        if diff < best_diff:
+            best_diff, best = diff, ratio
+        elif diff == best_diff and area > 0.5 * image_size * image_size * ratio[0] * ratio[1]:
+            best = ratio  # ties go to the larger grid when the image is big enough to fill it
+    return best
+
+
+def dynamic_preprocess(image, min_num=1, max_num=12, image_size=448, use_thumbnail=True):
+    width, height = image.size
+    ratios = sorted({(i, j) for n in range(min_num, max_num + 1) for i in range(1, n + 1) for j in range(1, n + 1)
+                     if min_num <= i * j <= max_num}, key=lambda r: r[0] * r[1])
+    cols, rows = find_closest_aspect_ratio(width / height, ratios, width, height, image_size)
+    resized = image.resize((image_size * cols, image_size * rows), resample=3)  # 3 = BICUBIC
+    tiles = [resized.crop(((i % cols) * image_size, (i // cols) * image_size,
+                           (i % cols + 1) * image_size, (i // cols + 1) * image_size)) for i in range(cols * rows)]
+    if use_thumbnail and len(tiles) != 1:
+        tiles.append(image.resize((image_size, image_size), resample=3))
+    return tiles
+
+
+def image_to_pixel_values(image, config):  # -> [n_tiles,3,S,S]
+    s = config.force_image_size
+    image = image.convert("RGB")
+    if config.dynamic_image_size:
+        tiles = dynamic_preprocess(image, config.min_dynamic_patch, config.max_dynamic_patch, s, config.use_thumbnail)
+    else:
+        tiles = [image]
+    arr = np.stack([np.asarray(t.resize((s, s), resample=3) if t.size != (s, s) else t, dtype=np.float32)
+                    for t in tiles]) / 255.0
+    arr = (arr - np.array(IMAGENET_MEAN, dtype=np.float32)) / np.array(IMAGENET_STD, dtype=np.float32)
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+
+# -----------------------------------------------------------------------------
+# generation: batched sampling with a KV cache; the rollout engine wherever vLLM is absent
+
+
+def sample_next(logits, temperature, top_p, banned, generator):
+    """logits [b,V] fp32 -> (tokens [b], log-probs [b] under the sampling distribution)."""
+    if banned is not None:
+        logits = logits.masked_fill(banned, float("-inf"))
+    if temperature == 0:
+        tokens = logits.argmax(-1)
+        return tokens, torch.log_softmax(logits, -1).gather(-1, tokens[:, None])[:, 0]
+    logits = logits / temperature
+    if top_p < 1.0:
+        sorted_logits, order = logits.sort(-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        cut = probs.cumsum(-1) - probs > top_p  # keep the smallest prefix with mass >= top_p
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(cut, float("-inf")))
+    logprobs = torch.log_softmax(logits, -1)
+    tokens = torch.multinomial(logprobs.exp(), 1, generator=generator)[:, 0]
+    return tokens, logprobs.gather(-1, tokens[:, None])[:, 0]
+
+
+@torch.no_grad()
+def generate(model, prompts, pixel_values=None, image_flags=None, max_new_tokens=256, temperature=1.0, top_p=1.0,
+             stop_token_ids=(), banned_token_ids=(), pad_token_id=0, generator=None, sync_ranks=False):
+    """Left-padded batched sampling. The prefix is encoded once (KV cache); rows that finish leave the batch.
+    sync_ranks: under FSDP every rank must run the same number of forwards, so a rank that is done keeps
+    running one-token forwards until all ranks are done."""
+    from transformers import DynamicCache
+    device = next(model.parameters()).device
+    b, width = len(prompts), max(len(p) for p in prompts)
+    input_ids = torch.full((b, width), pad_token_id, dtype=torch.long, device=device)
+    attn = torch.zeros((b, width), dtype=torch.long, device=device)
+    for i, p in enumerate(prompts):
+        input_ids[i, width - len(p):] = torch.tensor(p, device=device)
+        attn[i, width - len(p):] = 1
+    positions = (attn.cumsum(-1) - 1).clamp(min=0)
+    vocab = model.language_model.get_output_embeddings().weight.shape[0]
+    banned = None
+    if banned_token_ids:
+        banned = torch.zeros(vocab, dtype=torch.bool, device=device)
+        banned[list(banned_token_ids)] = True
+    stop = torch.tensor(sorted(set(stop_token_ids)) or [-1], device=device)
+    cache = DynamicCache()
+    logits = model(input_ids, pixel_values=pixel_values, image_flags=image_flags, attention_mask=attn,
+                   position_ids=positions, past_key_values=cache)[:, -1].float()
+    rows = torch.arange(b, device=device)  # original row of each live batch entry
+    out_tokens = [[] for _ in range(b)]
+    out_logprobs = [[] for _ in range(b)]
+    finish = ["length"] * b
+    next_pos = positions[:, -1] + 1
+    for step in range(max_new_tokens):
+        tokens, logprobs = sample_next(logits, temperature, top_p, banned, generator)
+        for r, t, lp in zip(rows.tolist(), tokens.tolist(), logprobs.tolist()):
+            out_tokens[r].append(t)
+            out_logprobs[r].append(lp)
+        done = torch.isin(tokens, stop)
+        for r in rows[done].tolist():
+            finish[r] = "stop"
+        live = ~done
+        if step == max_new_tokens - 1:
+            break
+        if not live.all():
+            keep = live.nonzero()[:, 0]
+            rows, tokens, next_pos, attn = rows[keep], tokens[keep], next_pos[keep], attn[keep]
+            if len(rows):
+                cache.batch_select_indices(keep)
+        if len(rows) == 0:
+            break
+        attn = torch.cat([attn, attn.new_ones(len(rows), 1)], dim=1)
+        logits = model(tokens[:, None], attention_mask=attn, position_ids=next_pos[:, None],
+                       past_key_values=cache)[:, -1].float()
+        next_pos = next_pos + 1
+        if sync_ranks:
+            sync_ranks_step(model, device, alive=True)
+    if sync_ranks:
+        while sync_ranks_step(model, device, alive=False):
+            pass
+    return [{"token_ids": out_tokens[i], "logprobs": out_logprobs[i], "finish_reason": finish[i]} for i in range(b)]
+
+
+def sync_ranks_step(model, device, alive):
+    """One collective per decode step: returns whether any rank is still decoding; idle ranks run a dummy forward."""
+    import torch.distributed as dist
+    flag = torch.tensor([1.0 if alive else 0.0], device=device)
+    dist.all_reduce(flag)
+    if not alive and flag.item() > 0:
+        model(torch.zeros((1, 1), dtype=torch.long, device=device))
+    return flag.item() > 0
+
+# -----------------------------------------------------------------------------
+# inspection CLI: python model.py CONFIG_OR_CHECKPOINT_DIR [--json OUT]
+
+
+def main(argv):
+    if not argv or argv[0].startswith("-"):
+        print(__doc__)
+        print("usage: python model.py CONFIG.json|CHECKPOINT_DIR [--json OUT]")
+        return 1
+    src = Path(argv[0])
+    config = ModelConfig.from_json(src / "config.json" if src.is_dir() else src)
+    model = build_model(config, device="meta")
+    counts = parameter_counts(model)
+    total = sum(counts.values())
+    print(f"{src}: {config.architectures[0]} ({config.model_type}), LLM {config.llm_config.get('architectures')}")
+    print(f"image tokens per tile: {config.num_image_token}")
+    for module, n in counts.items():
+        print(f"{module:>10}: {n:>15,d} ({n / 1e9:.3f}B)")
+    print(f"{'total':>10}: {total:>15,d} ({total / 1e9:.3f}B)")
+    if "--json" in argv:
+        out = Path(argv[argv.index("--json") + 1])
+        shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
+        if tied_lm_head(config):
+            shapes.pop("language_model.lm_head.weight", None)
+        out.write_text(json.dumps({"total": total, "modules": counts, "parameters": shapes}, indent=1))
+        print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
