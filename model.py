@@ -416,9 +416,9 @@ def load_model(path, dtype=torch.float32, device="cpu", allow_missing=False):
         set_tensor(model, key, t.to(device=device, dtype=dtype))
     if missing:
         print(f"load_model: {len(missing)} tensors missing from {path}, freshly initialised: {missing}")
-    materialize_buffers(model, device)
     if tied_lm_head(config):
         model.language_model.lm_head.weight = model.language_model.get_input_embeddings().weight
+    materialize_buffers(model, device)
     if (path / "tokenizer_config.json").exists() or (path / "tokenizer.json").exists():
         model.img_context_token_id = load_tokenizer(path).convert_tokens_to_ids(IMG_CONTEXT_TOKEN)
     return model

@@ -1,0 +1,486 @@
+"""
+Data for every stage (sft.py, grpo.py, eval.py, entropy.py): question records, images, prompts,
+SFT chat samples with label masking, collation (right-padded, packed, left-padded) and a
+deterministic resumable data order. Reads top to bottom:
+
+  1. records      read_records / load_image / check_images
+  2. prompts      format_question / encode_prompt            (RL rollouts, eval, rejection sampling)
+  3. chat (SFT)   read_chat_jsonl / tokenize_chat            (loss on assistant tokens only)
+  4. collation    collate_right_padded / pack_samples / block_causal_mask / collate_left_padded
+  5. data order   epoch_order / shard_indices / next_batch   (state = (epoch, offset) -> exact resume)
+
+Formats (image paths are relative to the data file's directory; absolute paths are kept):
+  records JSONL   {"id", "images": [paths], "question", "answer", "options"?: {"A": text, ...}}
+  K12 json        [{"id", "question", "answer", "image_path"}, ...]     (../shared/data/mm-eureka-k12)
+  chat JSONL      {"messages": [{"role": "system"|"user"|"assistant", "content": str}], "images": [paths]}
+                  with one "<image>" marker (in user turns) per image.
+"""
+
+import json
+import re
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+import model
+
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"   # ChatML, as in model.build_prompt
+IMAGE_MARKER = "<image>"                          # placeholder that model.expand_image_tokens expands
+IGNORE_INDEX = -100                               # label of tokens without loss (torch cross_entropy default)
+DEFAULT_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+OPTION_LETTER = re.compile(r"^[A-Z]$")
+
+# -----------------------------------------------------------------------------
+# 1. records
+
+
+@dataclass
+class Record:
+    id: str
+    question: str
+    answer: str
+    images: list[str]                  # absolute paths
+    options: dict[str, str] | None     # {"A": text, ...} for multiple choice, else None
+    source: str                        # the record's "source" field, else the data file's stem (e.g. "k12")
+    meta: dict = field(default_factory=dict)   # any other fields of the record, untouched
+    where: str = ""                    # "file:line" (JSONL) or "file: item N" (json list), for error messages
+
+
+def read_records(path) -> list[Record]:
+    """Our JSONL or a JSON list (the K12 file). Any malformed record is a ValueError citing its location."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):   # a JSON list: the K12 format (our JSONL records are accepted in it too)
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
+        located = []
+        for n, item in enumerate(items):
+            item_id = item.get("id") if isinstance(item, dict) else None
+            located.append((f"{path}: item {n} (id={item_id!r})", item))
+    else:
+        located = []
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                located.append((f"{path}:{lineno}", json.loads(line)))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: invalid JSON: {e.msg}") from None
+
+    records, first_seen = [], {}
+    for where, item in located:
+        record = _record_from_dict(item, path, where)
+        if record.id in first_seen:
+            raise ValueError(f"{where}: duplicate id {record.id!r} (first at {first_seen[record.id]})")
+        first_seen[record.id] = where
+        records.append(record)
+    return records
+
+
+def _record_from_dict(item, path: Path, where: str) -> Record:
+    if not isinstance(item, dict):
+        raise ValueError(f"{where}: a record must be a JSON object, got {type(item).__name__}")
+    item = dict(item)
+
+    def take(key, types, required=True):
+        if key not in item:
+            if required:
+                raise ValueError(f"{where}: missing field {key!r}")
+            return None
+        value = item.pop(key)
+        if isinstance(value, bool) or not isinstance(value, types):
+            names = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
+            raise ValueError(f"{where}: field {key!r} must be {names}, got {type(value).__name__}: {value!r:.80}")
+        return value
+
+    record_id = str(take("id", (str, int)))
+    question = take("question", str)
+    answer = take("answer", (str, int, float))   # gold numbers written as JSON numbers are fine
+    if not record_id or not question.strip() or str(answer).strip() == "":
+        raise ValueError(f"{where}: empty id, question or answer")
+
+    if "images" in item and "image_path" in item:
+        raise ValueError(f"{where}: give either 'images' or 'image_path', not both")
+    if "image_path" in item:   # the K12 json: one image per record
+        images = [take("image_path", str)]
+    else:
+        images = take("images", list)
+    for image in images:
+        if not isinstance(image, str) or not image:
+            raise ValueError(f"{where}: 'images' must be a list of non-empty path strings, got {images!r:.120}")
+    images = [str(path.parent / image) for image in images]   # an absolute image path wins over the parent
+
+    options = take("options", (dict, list), required=False)
+    if isinstance(options, list):   # ["x", "y"] means {"A": "x", "B": "y"}
+        options = {chr(ord("A") + i): text for i, text in enumerate(options)}
+    if options is not None:
+        if not options or len(options) > 26:
+            raise ValueError(f"{where}: 'options' must have 1..26 entries")
+        for letter, text in options.items():
+            if not OPTION_LETTER.match(letter) or not isinstance(text, str):
+                raise ValueError(f"{where}: 'options' must map letters A-Z to strings, got {letter!r}: {text!r:.80}")
+
+    source = item.pop("source", None)
+    source = source if isinstance(source, str) and source else path.stem
+    return Record(id=record_id, question=question, answer=str(answer), images=images,
+                  options=options, source=source, meta=item, where=where)
+
+
+def load_image(path, where: str | None = None) -> Image.Image:
+    """RGB PIL image (InternVL converts every image to RGB). Errors name the path (and the record)."""
+    context = f" (record {where})" if where else ""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")   # convert() decodes now, so a truncated file fails here, not later
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image not found: {path}{context}") from None
+    except Exception as e:   # PIL raises many types (UnidentifiedImageError, OSError, DecompressionBombError, ...)
+        raise ValueError(f"cannot read image {path}{context}: {type(e).__name__}: {e}") from e
+
+
+def check_images(records, decode: bool = False) -> None:
+    """Pre-flight before a long run: every image exists (and decodes, when decode=True).
+    Works for Records and chat samples (dicts with "images" and "where")."""
+    problems = []
+    for r in records:
+        images, where = (r.images, r.where) if isinstance(r, Record) else (r["images"], r.get("where", "?"))
+        for image in images:
+            if not Path(image).is_file():
+                problems.append(f"{where}: image not found: {image}")
+            elif decode:
+                try:
+                    load_image(image)
+                except ValueError as e:
+                    problems.append(f"{where}: {e}")
+    if problems:
+        shown = "\n  ".join(problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise FileNotFoundError(f"{len(problems)} bad image(s):\n  {shown}{more}")
+
+
+# -----------------------------------------------------------------------------
+# 2. prompts
+
+
+def format_question(record: Record, instruction: str | None = DEFAULT_INSTRUCTION) -> str:
+    """User-turn text: "<image>\\n" per image + question + "A. text\\nB. text" options + instruction.
+    A question that already places its <image> markers keeps them (their count must match the images)."""
+    n_markers = record.question.count(IMAGE_MARKER)
+    if n_markers == 0:
+        text = IMAGE_MARKER + "\n"
+        text = text * len(record.images) + record.question.strip()
+    elif n_markers == len(record.images):
+        text = record.question.strip()
+    else:
+        raise ValueError(f"{record.where}: question has {n_markers} {IMAGE_MARKER} markers "
+                         f"but the record has {len(record.images)} images")
+    if record.options:
+        text += "\n" + "\n".join(f"{letter}. {option}" for letter, option in record.options.items())
+    if instruction:
+        text += "\n\n" + instruction
+    return text
+
+
+def load_pixel_values(paths, config, max_tiles: int | None = None, where: str | None = None):
+    """Images -> (pixel_values [sum(num_tiles),3,S,S] or None, num_tiles per image, PIL images).
+    max_tiles overrides config.max_dynamic_patch (fewer tiles, shorter prompts)."""
+    if max_tiles is not None:
+        config = replace(config, max_dynamic_patch=max_tiles)
+    images = [load_image(p, where) for p in paths]
+    tiles = [model.image_to_pixel_values(image, config) for image in images]   # each [n_i,3,S,S]
+    pixel_values = torch.cat(tiles) if tiles else None
+    return pixel_values, [t.shape[0] for t in tiles], images
+
+
+def encode_prompt(tokenizer, config, record: Record, mode: str = "think", system: str | None = None,
+                  max_prompt_tokens: int | None = None, max_tiles: int | None = None,
+                  instruction: str | None = DEFAULT_INSTRUCTION) -> dict | None:
+    """Generation prompt for one record, or None when longer than max_prompt_tokens (the caller counts
+    skips or raises, by its own flag). Returns
+      input_ids     list[int], image tokens expanded (<img><IMG_CONTEXT>*256*tiles</img>), for model.py
+      pixel_values  [n_tiles,3,S,S] or None;  num_tiles: list[int] per image
+      prompt        ChatML string with <image> placeholders unexpanded, and images (PIL): for vLLM,
+                    whose processor does the same expansion from the same config."""
+    user = format_question(record, instruction)
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+    pixel_values, num_tiles, images = load_pixel_values(record.images, config, max_tiles, record.where)
+    prompt = model.build_prompt(messages, mode=mode, add_generation_prompt=True)
+    expanded = model.expand_image_tokens(prompt, num_tiles, config.num_image_token)
+    input_ids = tokenizer.encode(expanded, add_special_tokens=False)
+    if max_prompt_tokens is not None and len(input_ids) > max_prompt_tokens:
+        return None
+    return {"input_ids": input_ids, "pixel_values": pixel_values, "num_tiles": num_tiles,
+            "prompt": prompt, "images": images}
+
+
+# -----------------------------------------------------------------------------
+# 3. SFT chat data
+
+
+def read_chat_jsonl(path) -> list[dict]:
+    """-> [{"messages", "images" (absolute paths), "id", "where"}]. Errors cite file:line.
+    Roles: an optional system turn, then user/assistant alternating, ending with an assistant turn.
+    <image> markers may only appear in user turns, one per image; a sample with images and no marker at
+    all gets "<image>\\n" per image prepended to its first user turn (InternVL's convention)."""
+    path = Path(path)
+    samples = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{where}: invalid JSON: {e.msg}") from None
+        if not isinstance(item, dict):
+            raise ValueError(f"{where}: a sample must be a JSON object, got {type(item).__name__}")
+
+        messages = item.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise ValueError(f"{where}: 'messages' must be a non-empty list")
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict) or not isinstance(m.get("content"), str) or \
+                    m.get("role") not in ("system", "user", "assistant"):
+                raise ValueError(f"{where}: messages[{i}] must be {{'role': system|user|assistant, "
+                                 f"'content': str}}, got {m!r:.120}")
+        roles = [m["role"] for m in messages]
+        turns = roles[1:] if roles[0] == "system" else roles
+        expected = ["user", "assistant"] * (len(turns) // 2)
+        if not turns or turns != expected:
+            raise ValueError(f"{where}: roles must be [system], then user/assistant alternating and ending "
+                             f"with assistant, got {roles}")
+
+        images = item.get("images", [])
+        if not isinstance(images, list) or not all(isinstance(p, str) and p for p in images):
+            raise ValueError(f"{where}: 'images' must be a list of path strings, got {images!r:.120}")
+        images = [str(path.parent / p) for p in images]
+        messages = [{"role": m["role"], "content": m["content"]} for m in messages]
+        counts = [m["content"].count(IMAGE_MARKER) for m in messages]
+        if any(c for c, m in zip(counts, messages) if m["role"] != "user"):
+            raise ValueError(f"{where}: {IMAGE_MARKER} markers are only allowed in user turns")
+        if sum(counts) == 0 and images:
+            first_user = roles.index("user")
+            messages[first_user]["content"] = (IMAGE_MARKER + "\n") * len(images) + messages[first_user]["content"]
+        elif sum(counts) != len(images):
+            raise ValueError(f"{where}: {sum(counts)} {IMAGE_MARKER} markers but {len(images)} images")
+        samples.append({"messages": messages, "images": images, "id": str(item.get("id", where)), "where": where})
+    return samples
+
+
+def tokenize_chat(tokenizer, config, sample: dict, max_len: int | None = None, overflow: str = "truncate",
+                  max_tiles: int | None = None) -> dict | None:
+    """One chat sample -> {"input_ids", "labels", "pixel_values", "num_tiles", "truncated"}, or None.
+
+    Loss on assistant tokens only (InternVL internvl2_5 rule): each assistant turn is
+        "<|im_start|>assistant\\n"  -100  |  content (think included) + "<|im_end|>"  labelled  |  "\\n"  -100
+    and every system/user turn "<|im_start|>{role}\\n{content}<|im_end|>\\n" is -100.
+    labels are aligned with input_ids (labels[t] = input_ids[t] or -100); the loss shifts them.
+
+    Each of these pieces is tokenised on its own, so label boundaries are exact by construction (as
+    InternVL's preprocess does turn by turn). Special tokens split the text identically either way; the one
+    boundary without a special token is "assistant\\n" | content. There the result equals tokenising the
+    whole ChatML text unless the content starts with whitespace that the BPE pre-tokenizer would merge with
+    that "\\n"; even then ours is the tokenisation the model sees at generation time, where the prompt ends in
+    "assistant\\n" (tests/test_data.py checks the equality on a multi-turn example).
+
+    Over max_len: overflow="truncate" cuts the tail (never through an image: a partly kept image is dropped
+    with its tiles), "skip" returns None, "error" raises. None also when truncation leaves no labelled token.
+    """
+    if overflow not in ("truncate", "skip", "error"):
+        raise ValueError(f"overflow={overflow!r}, expected 'truncate', 'skip' or 'error'")
+    pixel_values, num_tiles, _ = load_pixel_values(sample["images"], config, max_tiles, sample.get("where"))
+
+    segments = []   # (text, labelled)
+    image_index = 0
+    for m in sample["messages"]:
+        content = m["content"]
+        n_images = content.count(IMAGE_MARKER)
+        if n_images:
+            content = model.expand_image_tokens(content, num_tiles[image_index:image_index + n_images],
+                                                config.num_image_token)
+            image_index += n_images
+        if m["role"] == "assistant":
+            segments += [(f"{IM_START}assistant\n", False), (content + IM_END, True), ("\n", False)]
+        else:
+            segments.append((f"{IM_START}{m['role']}\n{content}{IM_END}\n", False))
+    if image_index != len(num_tiles):
+        raise ValueError(f"{sample.get('where')}: {image_index} {IMAGE_MARKER} markers but {len(num_tiles)} images")
+
+    input_ids, labels = [], []
+    for (_, labelled), ids in zip(segments, tokenizer([s for s, _ in segments], add_special_tokens=False)["input_ids"]):
+        input_ids += ids
+        labels += ids if labelled else [IGNORE_INDEX] * len(ids)
+
+    truncated = False
+    if max_len is not None and len(input_ids) > max_len:
+        if overflow == "skip":
+            return None
+        if overflow == "error":
+            raise ValueError(f"{sample.get('where')}: {len(input_ids)} tokens > max_len {max_len}")
+        cut, kept_images = max_len, 0
+        img_start, img_end = (tokenizer.convert_tokens_to_ids(t) for t in (model.IMG_START_TOKEN, model.IMG_END_TOKEN))
+        starts = [i for i, t in enumerate(input_ids) if t == img_start]
+        ends = [i for i, t in enumerate(input_ids) if t == img_end]
+        for start, end in zip(starts, ends):
+            if end >= max_len:     # this image would be cut: drop it and everything after
+                cut = start
+                break
+            kept_images += 1
+        input_ids, labels, truncated = input_ids[:cut], labels[:cut], True
+        num_tiles = num_tiles[:kept_images]
+        pixel_values = pixel_values[:sum(num_tiles)] if kept_images else None
+    if all(label == IGNORE_INDEX for label in labels):
+        return None
+    return {"input_ids": input_ids, "labels": labels, "pixel_values": pixel_values, "num_tiles": num_tiles,
+            "truncated": truncated}
+
+
+# -----------------------------------------------------------------------------
+# 4. collation
+# pixel_values of a batch are concatenated in sample order, which is the order of the <IMG_CONTEXT> runs
+# in the row-major flattened input_ids, as model.forward expects.
+
+
+def _concat_images(samples, image_size: int | None):
+    """-> pixel_values [N,3,S,S], image_flags [N]. A batch without images gets one zero dummy tile with
+    flag 0 when image_size is given, so every FSDP rank runs the ViT (its all-gathers must match)."""
+    tiles = [s["pixel_values"] for s in samples if s.get("pixel_values") is not None and len(s["pixel_values"])]
+    if tiles:
+        pixel_values = torch.cat(tiles)
+        return pixel_values, torch.ones(pixel_values.shape[0], dtype=torch.long)
+    if image_size is None:
+        return None, None
+    return torch.zeros(1, 3, image_size, image_size), torch.zeros(1, dtype=torch.long)
+
+
+def collate_right_padded(samples, pad_id: int, image_size: int | None) -> dict:
+    """Training batch. samples: dicts with input_ids (+ labels, pixel_values). Returns
+    input_ids [B,T] (pad_id on the right), labels [B,T] (-100 on pad; only when every sample has labels),
+    attention_mask [B,T] (1 = real token), pixel_values [N,3,S,S], image_flags [N].
+    image_size: model_config.force_image_size for the dummy tile of image-free batches (None = no dummy)."""
+    T = max(len(s["input_ids"]) for s in samples)
+    B = len(samples)
+    input_ids = torch.full((B, T), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros(B, T, dtype=torch.long)
+    has_labels = all("labels" in s for s in samples)
+    labels = torch.full((B, T), IGNORE_INDEX, dtype=torch.long)
+    for i, s in enumerate(samples):
+        n = len(s["input_ids"])
+        input_ids[i, :n] = torch.as_tensor(s["input_ids"])
+        attention_mask[i, :n] = 1
+        if has_labels:
+            labels[i, :n] = torch.as_tensor(s["labels"])
+    pixel_values, image_flags = _concat_images(samples, image_size)
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask,
+             "pixel_values": pixel_values, "image_flags": image_flags}
+    if has_labels:
+        batch["labels"] = labels
+    return batch
+
+
+def pack_samples(samples, max_len: int, pad_id: int = 0, image_size: int | None = None) -> dict:
+    """SFT packing: samples (in order) go into rows of at most max_len tokens, a new row whenever the next
+    sample does not fit (next-fit keeps the data order, hence exact resume). Returns
+      input_ids, labels [R,T]  (T = longest row; pad / -100 after it)
+      position_ids [R,T]       restarting at 0 for each sample (0 on pad)
+      doc_ids [R,T]            sample index within its row, -1 on pad -> block_causal_mask(doc_ids)
+      seq_lens                 list per row of the sample lengths
+      pixel_values, image_flags as collate_right_padded.
+    The first label of every sample is -100, so no loss crosses a sample boundary."""
+    rows, row, used = [], [], 0
+    for s in samples:
+        n = len(s["input_ids"])
+        if n > max_len:
+            raise ValueError(f"sample of {n} tokens > pack max_len {max_len}: truncate or skip it first")
+        if used + n > max_len:
+            rows.append(row)
+            row, used = [], 0
+        row.append(s)
+        used += n
+    rows.append(row)
+
+    R, T = len(rows), max(sum(len(s["input_ids"]) for s in row) for row in rows)
+    input_ids = torch.full((R, T), pad_id, dtype=torch.long)
+    labels = torch.full((R, T), IGNORE_INDEX, dtype=torch.long)
+    position_ids = torch.zeros(R, T, dtype=torch.long)
+    doc_ids = torch.full((R, T), -1, dtype=torch.long)
+    seq_lens = []
+    for r, row in enumerate(rows):
+        t = 0
+        for d, s in enumerate(row):
+            n = len(s["input_ids"])
+            input_ids[r, t:t + n] = torch.as_tensor(s["input_ids"])
+            labels[r, t:t + n] = torch.as_tensor(s["labels"])
+            labels[r, t] = IGNORE_INDEX
+            position_ids[r, t:t + n] = torch.arange(n)
+            doc_ids[r, t:t + n] = d
+            t += n
+        seq_lens.append([len(s["input_ids"]) for s in row])
+    pixel_values, image_flags = _concat_images(samples, image_size)
+    return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids, "doc_ids": doc_ids,
+            "seq_lens": seq_lens, "pixel_values": pixel_values, "image_flags": image_flags}
+
+
+def block_causal_mask(doc_ids: torch.Tensor) -> torch.Tensor:
+    """doc_ids [B,T] -> bool [B,1,T,T], True = may attend: causal and within the same sample.
+    Pad positions (doc -1) attend to each other, so no row is empty (an all-False row gives NaN softmax)."""
+    T = doc_ids.shape[1]
+    same_doc = doc_ids[:, :, None] == doc_ids[:, None, :]                     # [B,T,T]
+    causal = torch.tril(torch.ones(T, T, dtype=torch.bool, device=doc_ids.device))
+    return (same_doc & causal)[:, None]
+
+
+def collate_left_padded(prompts, pad_id: int, image_size: int | None = None) -> dict:
+    """Generation / scoring prompts (encode_prompt outputs, or plain lists of ids), left padded so every
+    row's last prompt token sits at T-1. Returns input_ids [B,T], attention_mask [B,T], position_ids [B,T]
+    (0 at each row's first real token), pixel_values, image_flags, prompt_lens."""
+    prompts = [p if isinstance(p, dict) else {"input_ids": p} for p in prompts]
+    T = max(len(p["input_ids"]) for p in prompts)
+    input_ids = torch.full((len(prompts), T), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros(len(prompts), T, dtype=torch.long)
+    for i, p in enumerate(prompts):
+        n = len(p["input_ids"])
+        input_ids[i, T - n:] = torch.as_tensor(p["input_ids"])
+        attention_mask[i, T - n:] = 1
+    position_ids = (attention_mask.cumsum(1) - 1).clamp(min=0)
+    pixel_values, image_flags = _concat_images(prompts, image_size)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids,
+            "pixel_values": pixel_values, "image_flags": image_flags,
+            "prompt_lens": [len(p["input_ids"]) for p in prompts]}
+
+
+# -----------------------------------------------------------------------------
+# 5. data order: a pure function of (seed, epoch), so a run resumes at exactly the same data position
+
+
+@lru_cache(maxsize=4)
+def _permutation(n: int, seed: int, epoch: int) -> tuple[int, ...]:
+    return tuple(np.random.default_rng([seed, epoch]).permutation(n).tolist())
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """Shuffled indices 0..n-1 for this epoch; the same on every rank and every run."""
+    return list(_permutation(n, seed, epoch))
+
+
+def shard_indices(indices, rank: int, world: int) -> list[int]:
+    """This rank's share of a global batch: strided, so all ranks together cover it exactly once."""
+    return list(indices[rank::world])
+
+
+def next_batch(n: int, batch_size: int, seed: int, state: tuple[int, int]) -> tuple[list[int], tuple[int, int]]:
+    """Global batch at data position state = (epoch, offset) -> (indices, next state). An epoch's tail shorter
+    than batch_size is dropped so every step sees a full global batch (the update does not depend on where
+    an epoch ends). Save the returned state in the checkpoint to resume exactly."""
+    if not 0 < batch_size <= n:
+        raise ValueError(f"batch_size {batch_size} must be in 1..{n} (the dataset size)")
+    epoch, offset = state
+    if offset + batch_size > n:
+        epoch, offset = epoch + 1, 0
+    return list(_permutation(n, seed, epoch)[offset:offset + batch_size]), (epoch, offset + batch_size)

@@ -1,0 +1,288 @@
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import model as M
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def expected_released_names(cfg):
+    """Parameter names and shapes as listed for the released checkpoints (reference note §2), written out by hand."""
+    v, l = cfg["vision_config"], cfg["llm_config"]
+    D, I, P = v["hidden_size"], v["intermediate_size"], v["patch_size"]
+    side = v["image_size"] // P
+    out = {
+        "vision_model.embeddings.class_embedding": [1, 1, D],
+        "vision_model.embeddings.patch_embedding.weight": [D, 3, P, P],
+        "vision_model.embeddings.patch_embedding.bias": [D],
+        "vision_model.embeddings.position_embedding": [1, side * side + 1, D],
+    }
+    for i in range(v["num_hidden_layers"]):
+        p = f"vision_model.encoder.layers.{i}."
+        out.update({p + "ls1": [D], p + "ls2": [D], p + "attn.qkv.weight": [3 * D, D], p + "attn.proj.weight": [D, D],
+                    p + "attn.proj.bias": [D], p + "mlp.fc1.weight": [I, D], p + "mlp.fc1.bias": [I],
+                    p + "mlp.fc2.weight": [D, I], p + "mlp.fc2.bias": [D], p + "norm1.weight": [D], p + "norm2.weight": [D]})
+        if v["qkv_bias"]:
+            out[p + "attn.qkv.bias"] = [3 * D]
+        if v["qk_normalization"]:
+            out.update({p + "attn.q_norm.weight": [D], p + "attn.k_norm.weight": [D]})
+        if v["norm_type"] == "layer_norm":
+            out.update({p + "norm1.bias": [D], p + "norm2.bias": [D]})
+    H, V, F = l["hidden_size"], l["vocab_size"], l["intermediate_size"]
+    kv = H // l["num_attention_heads"] * l["num_key_value_heads"]
+    C = D * 4
+    out.update({"mlp1.0.weight": [C], "mlp1.0.bias": [C], "mlp1.1.weight": [H, C], "mlp1.1.bias": [H],
+                "mlp1.3.weight": [H, H], "mlp1.3.bias": [H],
+                "language_model.model.embed_tokens.weight": [V, H], "language_model.model.norm.weight": [H],
+                "language_model.lm_head.weight": [V, H]})
+    for j in range(l["num_hidden_layers"]):
+        p = f"language_model.model.layers.{j}."
+        out.update({p + "self_attn.q_proj.weight": [H, H], p + "self_attn.q_proj.bias": [H],
+                    p + "self_attn.k_proj.weight": [kv, H], p + "self_attn.k_proj.bias": [kv],
+                    p + "self_attn.v_proj.weight": [kv, H], p + "self_attn.v_proj.bias": [kv],
+                    p + "self_attn.o_proj.weight": [H, H], p + "mlp.gate_proj.weight": [F, H],
+                    p + "mlp.up_proj.weight": [F, H], p + "mlp.down_proj.weight": [H, F],
+                    p + "input_layernorm.weight": [H], p + "post_attention_layernorm.weight": [H]})
+    return out
+
+
+@pytest.mark.parametrize("name,total", [("skywork-r1v3-38b.json", 38.39e9), ("internvl3-1b.json", 0.94e9)])
+def test_released_configs_give_released_names_and_shapes(name, total, tmp_path):
+    path = ROOT / "config" / name
+    model = M.build_model(M.ModelConfig.from_json(path), device="meta")
+    got = {k: list(t.shape) for k, t in model.state_dict().items()}
+    assert got == expected_released_names(json.loads(path.read_text()))
+    out = tmp_path / "params.json"
+    assert M.main([str(path), "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["total"] == pytest.approx(total, rel=0.005)
+    assert report["parameters"] == got
+    if "38b" in name:  # issue 2: vision ~5.54B, connector ~91.8M, LLM ~32.76B
+        assert report["modules"]["vision"] == pytest.approx(5.54e9, rel=0.002)
+        assert report["modules"]["connector"] == pytest.approx(91.8e6, rel=0.002)
+        assert report["modules"]["llm"] == pytest.approx(32.76e9, rel=0.002)
+
+
+def test_config_round_trip_keeps_unknown_fields():
+    d = json.loads((ROOT / "config" / "skywork-r1v3-38b.json").read_text())
+    assert M.ModelConfig.from_json(d).to_dict() == d
+    with pytest.raises(ValueError, match="model_type"):
+        M.ModelConfig.from_json({**d, "model_type": "llava"})
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return M.build_tiny_tokenizer()
+
+
+def tiny(tok, seed=0, **overrides):
+    torch.manual_seed(seed)
+    cfg = M.tiny_config(vocab_size=len(tok), **overrides)
+    model = M.build_model(cfg).eval()
+    model.img_context_token_id = tok.convert_tokens_to_ids(M.IMG_CONTEXT_TOKEN)
+    return model
+
+
+def image_prompt(tok, cfg, n_images=1, question="How many circles?"):
+    text = M.build_prompt([{"role": "user", "content": M.expand_image_tokens(
+        "<image>\n" * n_images + question, [1] * n_images, cfg.num_image_token)}])
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def random_pixels(n, cfg, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, cfg.force_image_size, cfg.force_image_size, generator=g)
+
+
+VIT_6B_STYLE = dict(vision=dict(norm_type="rms_norm", qkv_bias=False, qk_normalization=True, initializer_factor=0.1,
+                                drop_path_rate=0.1))
+
+
+@pytest.mark.parametrize("overrides", [{}, VIT_6B_STYLE, dict(ps_version="v1", select_layer=-2)])
+@pytest.mark.parametrize("max_shard_bytes", [2 ** 30, 200_000])
+def test_save_load_identical_logits(tok, tmp_path, overrides, max_shard_bytes):
+    model = tiny(tok, **overrides)
+    ids = torch.tensor([image_prompt(tok, model.config, 2)])
+    pv = random_pixels(2, model.config)
+    ref = model(ids, pixel_values=pv)
+    M.save_model(tmp_path / "ck", model.state_dict(), model.config, tok, max_shard_bytes=max_shard_bytes)
+    sharded = (tmp_path / "ck" / "model.safetensors.index.json").exists()
+    assert sharded == (max_shard_bytes < 2 ** 30)
+    loaded = M.load_model(tmp_path / "ck").eval()
+    assert loaded.img_context_token_id == model.img_context_token_id
+    assert torch.equal(loaded(ids, pixel_values=pv), ref)
+    bf16 = M.load_model(tmp_path / "ck", dtype=torch.bfloat16)
+    assert bf16.mlp1[1].weight.dtype == torch.bfloat16
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".")]  # no temp dirs left behind
+
+
+def test_tied_embeddings_round_trip(tok, tmp_path):
+    model = tiny(tok, llm=dict(tie_word_embeddings=True))
+    ids = torch.tensor([image_prompt(tok, model.config)])
+    pv = random_pixels(1, model.config)
+    M.save_model(tmp_path / "ck", model.state_dict(), model.config, tok)
+    loaded = M.load_model(tmp_path / "ck").eval()
+    assert loaded.language_model.lm_head.weight is loaded.language_model.get_input_embeddings().weight
+    assert torch.equal(loaded(ids, pixel_values=pv), model(ids, pixel_values=pv))
+
+
+def test_bad_checkpoints_name_the_tensor(tok, tmp_path):
+    from safetensors.torch import save_file, load_file
+    model = tiny(tok)
+    M.save_model(tmp_path / "ck", model.state_dict(), model.config, tok)
+    f = tmp_path / "ck" / "model.safetensors"
+    good = load_file(str(f))
+    cases = {
+        "missing tensor mlp1.1.bias": {k: v for k, v in good.items() if k != "mlp1.1.bias"},
+        "unexpected tensor vision_model.extra.weight": {**good, "vision_model.extra.weight": torch.zeros(2)},
+        "mis-shaped tensor mlp1.3.weight": {**good, "mlp1.3.weight": torch.zeros(3, 3)},
+    }
+    for message, tensors in cases.items():
+        save_file(tensors, str(f))
+        with pytest.raises(ValueError, match=message.replace(".", r"\.")):
+            M.load_model(tmp_path / "ck")
+    save_file(cases["missing tensor mlp1.1.bias"], str(f))
+    loaded = M.load_model(tmp_path / "ck", allow_missing=True)  # allowed, listed, freshly initialised
+    assert torch.equal(loaded.mlp1[3].weight, model.mlp1[3].weight)
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_pixel_shuffle_moves_the_right_elements(version):
+    n, w, h, c = 2, 4, 6, 3
+    x = torch.arange(n * w * h * c, dtype=torch.float32).reshape(n, w, h, c)
+    y = M.pixel_shuffle(x, 0.5, version)
+    assert y.shape == ((n, w // 2, h // 2, 4 * c) if version == "v2" else (n, h // 2, w // 2, 4 * c))
+    for b in range(n):
+        for i in range(w // 2):
+            for j in range(h // 2):
+                for m in range(2):
+                    for k in range(2):
+                        for ch in range(c):
+                            # channel block (m, k) of output cell (i, j) holds input cell (2i+m, 2j+k)
+                            got = y[b, i, j] if version == "v2" else y[b, j, i]
+                            assert got[(m * 2 + k) * c + ch] == x[b, 2 * i + m, 2 * j + k, ch]
+
+
+@pytest.mark.parametrize("size,tiles", [
+    ((448, 448), 1),           # exact 1:1, no thumbnail for a single tile
+    ((896, 448), 3),           # 2x1 + thumbnail
+    ((1344, 448), 4),          # 3x1 + thumbnail
+    ((800, 600), 13),          # 4:3 exactly -> 4x3 + thumbnail
+    ((1000, 100), 11),         # 10:1 -> 10x1 + thumbnail
+    ((100, 1000), 11),
+    ((500, 500), 1),           # ties at 1:1 go to bigger grids only if area > half their pixels
+    ((1000, 1000), 10),        # 3x3 (1e6 > 0.5*448^2*9) + thumbnail
+])
+def test_tile_counts_follow_internvl_rule(size, tiles):
+    assert len(M.dynamic_preprocess(Image.new("RGB", size), 1, 12, 448, True)) == tiles
+
+
+def test_pixel_values_are_imagenet_normalised():
+    cfg = M.ModelConfig.from_json(ROOT / "config" / "internvl3-1b.json")
+    pv = M.image_to_pixel_values(Image.new("RGB", (896, 448), (255, 0, 0)), cfg)
+    assert pv.shape == (3, 3, 448, 448)
+    expected = [(1 - 0.485) / 0.229, (0 - 0.456) / 0.224, (0 - 0.406) / 0.225]
+    assert torch.allclose(pv[:, :, 100, 100], torch.tensor(expected).expand(3, 3), atol=1e-5)
+
+
+def test_image_token_mismatch_says_both_numbers(tok):
+    model = tiny(tok)
+    ids = torch.tensor([image_prompt(tok, model.config, 2)])  # 2 images x 16 tokens
+    with pytest.raises(ValueError, match="32 <IMG_CONTEXT> tokens in input_ids but 16 image features"):
+        model(ids, pixel_values=random_pixels(1, model.config))
+    with pytest.raises(ValueError, match="32 <IMG_CONTEXT> tokens in input_ids but 0 image features"):
+        model(ids)
+
+
+def test_text_only_and_dummy_tiles(tok):
+    model = tiny(tok)
+    text = tok(M.build_prompt([{"role": "user", "content": "2 + 1 = ?"}]), add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([text])
+    ref = model(ids)
+    # a dummy tile (image_flags=0) leaves the logits unchanged but keeps the ViT in the graph
+    out = model(ids, pixel_values=random_pixels(1, model.config), image_flags=torch.tensor([0]))
+    assert torch.allclose(out, ref, atol=1e-6)
+    out.sum().backward()
+    assert model.vision_model.embeddings.patch_embedding.weight.grad is not None
+
+
+def test_position_embedding_interpolates_to_other_sizes(tok):
+    model = tiny(tok)
+    x = torch.randn(1, 3, 168, 168)  # 12x12 patches from a 8x8 grid
+    assert model.vision_model(x).shape == (1, 145, model.config.vision_config.hidden_size)
+
+
+@pytest.mark.parametrize("overrides", [{}, VIT_6B_STYLE])
+def test_kv_cache_generation_equals_no_cache_greedy(tok, overrides):
+    model = tiny(tok, **overrides)
+    cfg = model.config
+    prompts = [image_prompt(tok, cfg, 1, "How many?"), image_prompt(tok, cfg, 2, "Sum the numbers in both images, then")]
+    pv = random_pixels(3, cfg)
+    out = M.generate(model, prompts, pixel_values=pv, max_new_tokens=12, temperature=0, pad_token_id=tok.pad_token_id)
+    tiles = [pv[:1], pv[1:]]
+    for prompt, tile, res in zip(prompts, tiles, out):
+        ids = list(prompt)
+        for _ in range(12):  # no cache: re-encode everything each step
+            logits = model(torch.tensor([ids]), pixel_values=tile)[0, -1]
+            ids.append(int(logits.argmax()))
+        assert res["token_ids"] == ids[len(prompt):]
+        assert res["finish_reason"] == "length" and len(res["logprobs"]) == 12
+
+
+def test_generation_stops_bans_and_returns_logprobs(tok):
+    model = tiny(tok)
+    prompts = [image_prompt(tok, model.config)] * 4
+    pv = random_pixels(4, model.config)
+    g = torch.Generator().manual_seed(0)
+    greedy = M.generate(model, prompts[:1], pixel_values=pv[:1], max_new_tokens=3, temperature=0)[0]["token_ids"]
+    stop = greedy[1]
+    out = M.generate(model, prompts, pixel_values=pv, max_new_tokens=30, temperature=1.0, stop_token_ids=[stop],
+                     banned_token_ids=[greedy[0]], generator=g)
+    for r in out:
+        assert greedy[0] not in r["token_ids"]
+        if r["finish_reason"] == "stop":
+            assert r["token_ids"][-1] == stop and stop not in r["token_ids"][:-1]
+        else:
+            assert len(r["token_ids"]) == 30
+        assert all(lp <= 0 for lp in r["logprobs"])
+    # log-probs at T=1 equal the model's log-softmax of the sampled tokens
+    r = out[0]
+    ids = torch.tensor([prompts[0] + r["token_ids"]])
+    logits = model(ids, pixel_values=pv[:1])[0, len(prompts[0]) - 1:-1].float()
+    logits[:, greedy[0]] = float("-inf")
+    ref = torch.log_softmax(logits, -1).gather(-1, torch.tensor(r["token_ids"])[:, None])[:, 0]
+    assert torch.allclose(torch.tensor(r["logprobs"]), ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("modules", [{"vision"}, {"connector"}, {"llm"}, {"connector", "llm"},
+                                     {"vision", "connector", "llm"}])
+def test_only_trainable_modules_get_gradients(tok, modules):
+    model = tiny(tok)
+    counts = M.set_trainable(model, modules)
+    assert {m for m, (t, n) in counts.items() if t} == modules
+    ids = torch.tensor([image_prompt(tok, model.config)])
+    model(ids, pixel_values=random_pixels(1, model.config)).float().logsumexp(-1).mean().backward()
+    for name, p in model.named_parameters():
+        module = next(m for m, pre in M.MODULE_PREFIXES.items() if name.startswith(pre))
+        if module in modules and "position_embedding" not in name:
+            assert p.grad is not None, name
+        if module not in modules:
+            assert p.grad is None, name
+    with pytest.raises(ValueError, match="adapter"):
+        M.set_trainable(model, {"adapter"})
+
+
+def test_chat_template_matches_build_prompt(tok):
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "1+1?"}]
+    jinja = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    assert jinja == M.build_prompt(msgs, "think")
+    assert jinja.endswith("<|im_start|>assistant\n<think>\n")
+    assert M.build_prompt(msgs, "nothink").endswith("<|im_start|>assistant\n")
+    text = "<think>\nhmm\n</think>\n\\boxed{2}<|im_end|>"
+    assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
+    assert "<think>" in tok.decode(tok(text)["input_ids"], skip_special_tokens=True)
