@@ -533,12 +533,13 @@ def load_tokenizer(path):
 
 
 def build_prompt(messages, mode="think", add_generation_prompt=True):
-    """R1V3 ChatML. The think-mode generation prompt opens the think block (paper §6.2); nothink/nowait don't."""
+    """R1V3 ChatML. The generation prompt opens the think block (paper §6.2) except in nothink mode; nowait
+    still thinks, with the "Wait"-type tokens banned at sampling time."""
     if mode not in ("think", "nothink", "nowait"):
         raise ValueError(f"mode {mode!r} not in think/nothink/nowait")
     text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
     if add_generation_prompt:
-        text += "<|im_start|>assistant\n" + ("<think>\n" if mode == "think" else "")
+        text += "<|im_start|>assistant\n" + ("" if mode == "nothink" else "<think>\n")
     return text
 
 
@@ -601,8 +602,7 @@ def image_to_pixel_values(image, config):  # -> [n_tiles,3,S,S]
 
 def sample_next(logits, temperature, top_p, banned, generator):
     """logits [b,V] fp32 -> (tokens [b], log-probs [b] under the sampling distribution)."""
-    if banned is not None:
-        logits = logits.masked_fill(banned, float("-inf"))
+    logits = logits.masked_fill(banned, float("-inf"))
     if temperature == 0:
         tokens = logits.argmax(-1)
         return tokens, torch.log_softmax(logits, -1).gather(-1, tokens[:, None])[:, 0]
@@ -633,10 +633,10 @@ def generate(model, prompts, pixel_values=None, image_flags=None, max_new_tokens
         attn[i, width - len(p):] = 1
     positions = (attn.cumsum(-1) - 1).clamp(min=0)
     vocab = model.language_model.get_output_embeddings().weight.shape[0]
-    banned = None
-    if banned_token_ids:
-        banned = torch.zeros(vocab, dtype=torch.bool, device=device)
-        banned[list(banned_token_ids)] = True
+    banned = torch.zeros(vocab, dtype=torch.bool, device=device)
+    banned[list(banned_token_ids)] = True
+    if model.img_context_token_id is not None:  # a sampled <IMG_CONTEXT> would have no image feature to fill it
+        banned[model.img_context_token_id] = True
     stop = torch.tensor(sorted(set(stop_token_ids)) or [-1], device=device)
     cache = DynamicCache()
     logits = model(input_ids, pixel_values=pixel_values, image_flags=image_flags, attention_mask=attn,

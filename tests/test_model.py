@@ -254,7 +254,7 @@ def test_generation_stops_bans_and_returns_logprobs(tok):
     r = out[0]
     ids = torch.tensor([prompts[0] + r["token_ids"]])
     logits = model(ids, pixel_values=pv[:1])[0, len(prompts[0]) - 1:-1].float()
-    logits[:, greedy[0]] = float("-inf")
+    logits[:, [greedy[0], model.img_context_token_id]] = float("-inf")  # <IMG_CONTEXT> is never sampled
     ref = torch.log_softmax(logits, -1).gather(-1, torch.tensor(r["token_ids"])[:, None])[:, 0]
     assert torch.allclose(torch.tensor(r["logprobs"]), ref, atol=1e-4)
 
@@ -283,6 +283,7 @@ def test_chat_template_matches_build_prompt(tok):
     assert jinja == M.build_prompt(msgs, "think")
     assert jinja.endswith("<|im_start|>assistant\n<think>\n")
     assert M.build_prompt(msgs, "nothink").endswith("<|im_start|>assistant\n")
+    assert M.build_prompt(msgs, "nowait").endswith("<|im_start|>assistant\n<think>\n")  # NoWait still thinks
     text = "<think>\nhmm\n</think>\n\\boxed{2}<|im_end|>"
     assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
     assert "<think>" in tok.decode(tok(text)["input_ids"], skip_special_tokens=True)
