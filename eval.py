@@ -1005,6 +1005,7 @@ def pick_backend(cfg):
 
 def generate_run(cfg, items, mode, budget, sample_fn, run_dir, forced_tokens):
     """Generate the missing (id, sample) pairs of one run, appending each finished batch to generations.jsonl."""
+    import model as M
     gen_path = Path(run_dir) / "generations.jsonl"
     gen_path.parent.mkdir(parents=True, exist_ok=True)
     done = read_generations(gen_path)
@@ -1017,7 +1018,7 @@ def generate_run(cfg, items, mode, budget, sample_fn, run_dir, forced_tokens):
         text, images = build_user_text(item)
         messages = ([{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []) + \
                    [{"role": "user", "content": text}]
-        prompts[item.id] = (prompt_for_mode(messages, mode), images)
+        prompts[item.id] = (M.build_prompt(messages, mode), images)
     pending = [(item, s) for item in items for s in range(cfg.k) if (item.id, s) not in done]
     print(f"{run_dir}: {len(done)} samples already generated, {len(pending)} to go")
     chunk = max(1, cfg.batch_size if cfg.backend == "builtin" else cfg.vllm_chunk * cfg.k)
@@ -1038,11 +1039,6 @@ def generate_run(cfg, items, mode, budget, sample_fn, run_dir, forced_tokens):
         print(f"  {n}/{len(pending)} samples, {rate:.2f}/s, ETA {(len(pending) - n) / max(rate, 1e-9):.0f}s")
     return done
 
-
-def prompt_for_mode(messages, mode):
-    """NoWait keeps the think prompt (it still reasons, Table 4); only NoThink drops "<think>\\n"."""
-    import model as M
-    return M.build_prompt(messages, mode="nothink" if mode == "nothink" else "think")
 
 # -----------------------------------------------------------------------------
 # scoring a run, writing outputs, W&B
