@@ -1,0 +1,1185 @@
+"""
+GRPO reward of Skywork-R1V3 (paper §3.1, eqs. 1-3):
+
+    R_format   = 1[response is "<think> ... </think> answer"]                       (eq. 1)
+    R_accuracy = 1[R_rule(a_hat, a) = 1  or  R_theta(a_hat, a) = 1]                 (eq. 2)
+    R          = eps * R_accuracy + (1 - eps) * R_format,  eps = 0.8                (eq. 3)
+
+R_rule is ours: multiple-choice letters by our own regexes, a cheap in-process fast path (canonical
+string match, closed-form numbers with tolerance, percent, degrees, units), and Math-Verify for the
+rest. Math-Verify runs in a persistent pool of worker processes ("spawn" context, safe under torchrun)
+with a hard wall-clock limit per item: a hung sympy call holds the GIL so SIGALRM cannot stop it; we
+kill the worker, score the item 0, count it, and start a replacement. Scripts that score must guard
+their entry point with `if __name__ == "__main__":` (spawn re-imports the main module in each worker, so
+a worker start costs the main script's imports). Call start_rule_workers(cfg) once at startup so the
+first episode does not wait for them; shutdown_pool() stops them (also at exit).
+
+R_theta is an OpenAI-compatible chat endpoint. The paper uses Qwen2.5-32B-Instruct; serve it with
+    vllm serve Qwen/Qwen2.5-32B-Instruct --served-model-name Qwen2.5-32B-Instruct \
+        --tensor-parallel-size 4 --max-model-len 8192 --port 8000
+and pass verifier_url="http://HOST:8000". It is off by default; it is only asked about items the rule
+checker marked wrong (eq. 2 is an OR). If it is unreachable we warn once and score rule-only.
+
+Counters: after each score_batch, `rewards.last_stats` (a RewardStats, updated in place) holds that
+batch's counts (timeouts, worker restarts, verifier calls/fallbacks, ...) and `rewards.total_stats` the
+running totals since import. Log `last_stats.as_dict()` next to the rewards.
+
+CLI for debugging rewards:
+    python rewards.py --jsonl IN --out OUT [--verifier_url URL] [--timeout_s 5] [--no_think]
+each IN line: {"response", "answer", "options"?: {letter: text}, "question"?}; each OUT line is the
+input line plus accuracy, format, reward, extracted, reason, timed_out, rule, verifier.
+"""
+from __future__ import annotations
+
+import argparse
+import atexit
+import functools
+import json
+import math
+import multiprocessing as mp
+import os
+import random
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+import warnings
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, fields
+from multiprocessing.connection import wait as wait_for_connections
+
+
+@dataclass
+class RewardConfig:
+    accuracy_weight: float = 0.8        # eq. 3 epsilon
+    think_mode: bool = True             # generation prompt ends with "<think>\n", so the response starts inside it
+    timeout_s: float = 5.0              # hard wall-clock limit per Math-Verify item (worker is killed past it)
+    num_workers: int = 2                # rule-checker processes; 0 = in-process (no hard timeout, for debugging)
+    start_method: str = "spawn"         # "spawn" or "forkserver": never fork a process that holds CUDA/NCCL state
+    worker_memory_mb: int = 2048        # address-space headroom per worker; a sympy blow-up becomes MemoryError
+    max_answer_chars: int = 1000        # longer extracted answers are compared as strings only
+    verifier_url: str = ""              # R_theta endpoint, off when empty
+    verifier_model: str = "Qwen2.5-32B-Instruct"
+    verifier_timeout_s: float = 30.0    # per HTTP request
+    verifier_retries: int = 2           # extra attempts after a timeout / connection error / 5xx
+    verifier_concurrency: int = 32      # parallel requests; vLLM batches them on the server
+    verifier_max_tokens: int = 16
+    verifier_api_key: str = ""          # sent as "Authorization: Bearer ..." when set (vllm serve --api-key)
+
+
+@dataclass
+class RewardStats:
+    items: int = 0
+    fast_path: int = 0            # decided in-process (letters, canonical strings, numbers)
+    worker_checks: int = 0        # distinct (gold, answer) pairs sent to Math-Verify workers
+    cache_hits: int = 0           # pairs answered from the Math-Verify result cache
+    timeouts: int = 0             # items scored 0 because the checker ran out of time
+    worker_errors: int = 0        # items scored 0 because the checker crashed
+    worker_restarts: int = 0
+    verifier_calls: int = 0
+    verifier_yes: int = 0
+    verifier_fallbacks: int = 0   # verifier asked but gave no verdict (down, timeout, garbage): rule-only
+    seconds: float = 0.0
+
+    def reset(self):
+        for f in fields(self):
+            setattr(self, f.name, f.default)
+
+    def add(self, other: "RewardStats"):
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+last_stats = RewardStats()   # the latest score_batch call (updated in place, so `from rewards import` works)
+total_stats = RewardStats()  # since import
+
+# ----------------------------------------------------------------------------------------------------
+# Format reward (eq. 1) and answer extraction
+
+THINK_START, THINK_END = "<think>", "</think>"
+_END_TOKENS = re.compile(r"<\|im_end\|>|<\|endoftext\|>")
+
+
+def format_reward(response: str, think_mode: bool = True) -> float:
+    # eq. 1: exactly one <think>...</think> with some reasoning, followed by a non-empty answer.
+    # think_mode: the prompt already ended with "<think>\n", so the opening tag may be absent; a caller
+    # that passes prompt tail + response (tag included) is scored the same.
+    text = _END_TOKENS.sub("", response or "").lstrip()
+    if text.startswith(THINK_START):
+        text = text[len(THINK_START):]
+    elif not think_mode:
+        return 0.0
+    if THINK_START in text or text.count(THINK_END) != 1:
+        return 0.0
+    thought, answer = text.split(THINK_END)
+    return float(bool(thought.strip()) and bool(answer.strip()))
+
+
+def _answer_part(response: str) -> str:
+    # only the text after the last </think> is the answer (the whole text when there is none)
+    return _END_TOKENS.sub("", response or "").rsplit(THINK_END, 1)[-1].strip()
+
+
+_BOX_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_ANSWER_IS = re.compile(r"answer\s+is\s*[:：]?|答案(?:是|为)\s*[:：]?", re.IGNORECASE)
+_ANSWER_COLON = re.compile(r"answer\s*[:：]|答案\s*[:：]", re.IGNORECASE)
+_BOLD = re.compile(r"\*\*([^*\n]{1,200})\*\*")
+
+
+def _last_boxed(text: str) -> str | None:
+    # one pass matches all braces (O(n) even for 5000 nested ones); \{ \} are literal set braces
+    opens = [m.end() - 1 for m in _BOX_OPEN.finditer(text)]
+    if not opens:
+        return None
+    close_of, stack, i = {}, [], 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "{":
+            stack.append(i)
+        elif c == "}" and stack:
+            close_of[stack.pop()] = i
+        i += 1
+    for start in reversed(opens):
+        if start in close_of:
+            return text[start + 1:close_of[start]]
+    return None
+
+
+def _rest_of_line(text: str, start: int) -> str:
+    end = text.find("\n", start)
+    return text[start:] if end < 0 else text[start:end]
+
+
+def extract_answer(response: str) -> str:
+    """Text after the last </think>; then the last brace-balanced \\boxed{}, "answer is X", "Answer: X",
+    "**X**", else the last non-empty line."""
+    text = _answer_part(response)
+    if not text:
+        return ""
+    boxed = _last_boxed(text)
+    if boxed is not None:
+        return boxed.strip()
+    for pattern in (_ANSWER_IS, _ANSWER_COLON):
+        last = None
+        for last in pattern.finditer(text):
+            pass
+        if last is not None:
+            found = _rest_of_line(text, last.end()).strip().strip("*").strip()
+            if found:
+                return found.rstrip(".。").strip()
+    bold = None
+    for bold in _BOLD.finditer(text):
+        pass
+    if bold is not None and bold.group(1).strip():
+        return bold.group(1).strip()
+    return text.rsplit("\n", 1)[-1].strip() if "\n" in text else text
+
+
+# ----------------------------------------------------------------------------------------------------
+# Canonical strings and closed-form numbers (the in-process fast path)
+
+_INVISIBLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+_UNICODE = {"−": "-", "–": "-", "×": "\\times ", "÷": "\\div ", "·": "\\cdot ", "π": "\\pi ",
+            "√": "\\sqrt ", "≤": "\\le ", "≥": "\\ge ", "≠": "\\ne ", "＜": "<", "＞": ">", "，": ",",
+            "：": ":", "；": ";", "（": "(", "）": ")", "。": ".", "²": "^2", "³": "^3", "＝": "=", "％": "%"}
+_UNICODE_RE = re.compile("|".join(map(re.escape, _UNICODE)))
+_UNWRAP = re.compile(r"\\(?:boxed|text|textbf|textrm|textit|mathrm|mathbf|mathit|mbox|number|ce|unit|"
+                     r"operatorname|boldsymbol)\s*\{([^{}]*)\}")
+_QUANTITY = re.compile(r"\\(?:quantity|qty|SI)\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
+_DEGREE = re.compile(r"\{\}\s*\^\s*\\circ|\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree|\$?textdegree\$?|°|℃")
+_DELIMS = re.compile(r"\$|\\\(|\\\)|\\\[|\\\]|\\displaystyle|\\(?:left|right)(?![a-zA-Z])\.?")
+_SPACES = re.compile(r"\\[,;:! ]|\\q?quad|~")
+_COMMANDS = [(re.compile(r"\\[dt]frac"), r"\\frac"), (re.compile(r"\\leqslant|\\leq"), r"\\le"),
+             (re.compile(r"\\geqslant|\\geq"), r"\\ge"), (re.compile(r"\\neq"), r"\\ne"),
+             (re.compile(r"\\lt\b"), "<"), (re.compile(r"\\gt\b"), ">"), (re.compile(r"\\%"), "%"),
+             (re.compile(r"\\\$"), ""), (re.compile(r"\\(?:mathrm|text|rm)\b\s*"), "")]
+
+
+_WORDS = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}")   # a real word, not a \command or a product "ab"
+
+
+def _canon(s: str) -> str:
+    # golds and answers repeat across a GRPO group; whole answers are long and do not, so skip the cache
+    return _canon_cached(s) if len(s) <= 300 else _canonical(s)
+
+
+@functools.lru_cache(maxsize=16384)
+def _canon_cached(s: str) -> str:
+    return _canonical(s)
+
+
+def _canonical(s: str) -> str:
+    # a string both sides can be compared on: no delimiters, wrappers, spacing, degree signs or case
+    s = _INVISIBLE.sub("", s)
+    s = _UNICODE_RE.sub(lambda m: _UNICODE[m.group(0)], s)
+    s = _QUANTITY.sub(r"\1 \2", s)
+    for _ in range(3):   # nested wrappers like \text{\textbf{B}}
+        s = _UNWRAP.sub(r"\1", s)
+    s = _DEGREE.sub("", s)
+    s = _DELIMS.sub("", s)
+    for pattern, repl in _COMMANDS:
+        s = pattern.sub(repl, s)
+    s = _SPACES.sub(" ", s).replace("{}", "")
+    s = re.sub(r"\s+", " ", s)
+    s = re.sub(r"\s*([^\w\s\\])\s*", r"\1", s)        # spaces only survive between words
+    s = re.sub(r"\s+\\", r"\\", s)                     # ... and after a command before a letter: "\pi r"
+    s = re.sub(r"(\\[a-zA-Z]+)\s+(?![a-zA-Z])", r"\1", s)
+    s = re.sub(r"([\^_])\{(\w)\}", r"\1\2", s)         # x^{2} -> x^2
+    return s.strip().rstrip(".,;:").strip().lower()
+
+
+_TOKEN = re.compile(r"\s*(\d+\.?\d*|\.\d+|\\(?:frac|sqrt|pi|times|cdot|div|sin|cos|tan|ln)(?![a-z])|"
+                    r"[a-hj-z](?:_(?:\{\w+\}|\w))?|[-+*/^(){}\[\]])")
+_FUNCTIONS = {"\\sin": math.sin, "\\cos": math.cos, "\\tan": math.tan, "\\ln": math.log}
+_ATOM_START = ("(", "{", "\\frac", "\\sqrt", "\\pi", "\\sin", "\\cos", "\\tan", "\\ln")
+_UNITS = re.compile(r"\s*(?:(?:k|c|d|m)?m(?:\^?[23])?|km/h|m/s|kg|mg|ml|min|hours?|minutes?|seconds?|days?|"
+                    r"years?|meters?|metres?|centimeters?|kilometers?|(?:square|cubic) (?:meters?|centimeters?)|"
+                    r"degrees?|yuan|dollars?|people|persons?|students?|sets?|units?|pieces?|times|"
+                    r"个|元|米|厘米|千米|人|度|平方米|平方厘米)$")
+_MIXED = re.compile(r"^(-?)(\d+)\\frac\{(\d+)\}\{(\d+)\}$")
+_THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+_RELATION = re.compile(r"<|>|\\le|\\ge|\\ne|\\in|\\cup|\\cap|\\subset|\\pm|\\mp|!|\||\\\{|\\\}|:|\band\b")
+_STATEMENTS = re.compile(r"^\d+(?:[.,、 ]\d+)+$")   # "1.3.4" = statements 1, 3 and 4 are true
+_PROBE_RNG = random.Random(1234)
+_PROBES = [[_PROBE_RNG.uniform(0.5, 2.5) for _ in range(64)] for _ in range(4)]   # 4 points, up to 64 variables
+
+
+def _compile(s: str):
+    """Closed-form expressions (numbers, + - * / ^, \\frac, \\sqrt, \\pi, sin/cos/tan/ln(...), single-letter
+    variables) -> (f(env) -> float, variables), or None for anything else. Depth- and size-bounded."""
+    if not s or len(s) > 200:
+        return None
+    if _THOUSANDS.match(s):
+        s = s.replace(",", "")
+    mixed = _MIXED.match(s)   # K12 mixed numbers: 1\frac{1}{4} = 1.25, not 1 * 1/4
+    if mixed and int(mixed.group(4)):
+        value = int(mixed.group(2)) + int(mixed.group(3)) / int(mixed.group(4))
+        return (lambda env, v=-value if mixed.group(1) else value: v), frozenset()
+    tokens, pos = [], 0
+    while pos < len(s):
+        m = _TOKEN.match(s, pos)
+        if not m:
+            if s[pos:].strip() == "":
+                break
+            return None
+        is_number = m.group(1)[0].isdigit() or m.group(1)[0] == "."
+        if is_number and tokens and (tokens[-1][0].isdigit() or tokens[-1][0] == "."):
+            return None   # "9 19" (two blanks) or "1.3.4" (statement numbers) are not one number
+        tokens.append(m.group(1))
+        pos = m.end()
+    variables = frozenset(t for t in tokens if t[0].isalpha())
+    i = 0
+
+    def peek():
+        return tokens[i] if i < len(tokens) else None
+
+    def take(expected=None):
+        nonlocal i
+        tok = peek()
+        if tok is None or (expected is not None and tok != expected):
+            raise ValueError
+        i += 1
+        return tok
+
+    def expr(depth):
+        if depth > 40:
+            raise ValueError
+        f = term(depth)
+        while peek() in ("+", "-"):
+            op, g = take(), term(depth)
+            f = (lambda e, f=f, g=g: f(e) + g(e)) if op == "+" else (lambda e, f=f, g=g: f(e) - g(e))
+        return f
+
+    def term(depth):
+        f = unary(depth)
+        while True:
+            tok = peek()
+            if tok in ("*", "\\times", "\\cdot"):
+                take()
+                g = unary(depth)
+                f = lambda e, f=f, g=g: f(e) * g(e)
+            elif tok in ("/", "\\div"):
+                take()
+                g = unary(depth)
+                f = lambda e, f=f, g=g: f(e) / g(e)
+            elif tok is not None and (tok[0].isalnum() or tok[0] == "." or tok in _ATOM_START):
+                g = power(depth)   # implicit product: 2\sqrt{3}, 3\pi, ab
+                f = lambda e, f=f, g=g: f(e) * g(e)
+            else:
+                return f
+
+    def unary(depth):
+        if peek() in ("-", "+"):
+            f = unary(depth + 1) if take() == "-" else None
+            return (lambda e, f=f: -f(e)) if f else unary(depth + 1)
+        return power(depth)
+
+    def power(depth):
+        base = atom(depth)
+        if peek() != "^":
+            return base
+        take()
+        exponent = unary(depth + 1) if peek() in ("-", "+") else power(depth + 1)
+
+        def f(e, base=base, exponent=exponent):
+            b, x = base(e), exponent(e)
+            if abs(x) > 1e3:   # 5^{5^{5}}: no point building it; Math-Verify (with a timeout) may try
+                raise OverflowError
+            return math.pow(b, x)
+        return f
+
+    def group(depth):
+        if peek() == "{":
+            take()
+            f = expr(depth + 1)
+            take("}")
+            return f
+        return atom(depth + 1)   # \frac12, \sqrt3
+
+    def atom(depth):
+        tok = take()
+        if tok[0].isdigit() or tok[0] == ".":
+            return lambda e, v=float(tok): v
+        if tok[0].isalpha():
+            return lambda e, name=tok: e[name]
+        if tok == "\\pi":
+            return lambda e: math.pi
+        if tok in ("(", "{", "["):
+            f = expr(depth + 1)
+            take({"(": ")", "{": "}", "[": "]"}[tok])
+            return f
+        if tok == "\\frac":
+            numerator = group(depth)
+            denominator = group(depth)
+            return lambda e: numerator(e) / denominator(e)
+        if tok == "\\sqrt":
+            root = None
+            if peek() == "[":
+                take()
+                root = expr(depth + 1)
+                take("]")
+            radicand = group(depth)
+            return lambda e: math.pow(radicand(e), 1.0 / root(e)) if root else math.sqrt(radicand(e))
+        if tok in _FUNCTIONS and peek() in ("(", "{"):   # no bare "\sin 2x": its scope is ambiguous
+            fn, arg = _FUNCTIONS[tok], atom(depth + 1)
+            return lambda e: fn(arg(e))
+        raise ValueError
+
+    try:
+        f = expr(0)
+    except (ValueError, RecursionError):
+        return None
+    return (f, variables) if i == len(tokens) else None
+
+
+@functools.lru_cache(maxsize=16384)
+def _readings(canon: str) -> tuple:
+    # every value an answer may stand for: "40m" -> 40*m or 40 (metres), "75%" -> 0.75 or 75 (both
+    # conventions are in use). Words make it prose, not algebra: no reading.
+    percent = canon.endswith("%")
+    core = canon.rstrip("%")
+    cores = [core]
+    unit = _UNITS.search(core)
+    if unit and unit.start() > 0:
+        cores.append(core[:unit.start()])
+    readings = []
+    for k, text in enumerate(cores):
+        compiled = None if _WORDS.search(text) else _compile(text)
+        if compiled is None or (k > 0 and compiled[1]):
+            continue   # "2a cm": stripping a unit off an expression is too ambiguous
+        if percent and not compiled[1]:
+            f = compiled[0]
+            readings.append(((lambda e, f=f: f(e) / 100.0), frozenset()))
+        readings.append(compiled)
+    return tuple(readings)
+
+
+def _close(a: float, b: float) -> bool:
+    # float noise, or equal to 6 decimals like Math-Verify (1/3 = 0.333333, but 1000000 != 1000001)
+    return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b)) or round(a, 6) == round(b, 6)
+
+
+def _same_value(gold, pred) -> bool | None:
+    # equal at every probe point (constants: one point) -> True; clearly different at one -> False
+    (f, fv), (g, gv) = gold, pred
+    names = sorted(fv | gv)
+    if len(names) > 64:
+        return None
+    agree = 0
+    for point in _PROBES[:1] if not names else _PROBES:
+        env = dict(zip(names, point))
+        try:
+            a, b = f(env), g(env)
+        except (ValueError, ZeroDivisionError, OverflowError, TypeError):
+            continue   # outside the domain at this point
+        if isinstance(a, complex) or isinstance(b, complex) or not (math.isfinite(a) and math.isfinite(b)):
+            continue
+        if not _close(a, b):
+            return False
+        agree += 1
+    return agree >= (2 if names else 1) or None
+
+
+def _split_top(s: str) -> tuple[str, list[str]]:
+    # "(1,2)" -> ("()", ["1", "2"]); "1,2" -> ("", ["1", "2"]); "(1,2)\cup(3,4)" keeps its brackets
+    def depth_zero_at(text):
+        depth, zeros = 0, []
+        for k, c in enumerate(text):
+            depth += (c in "([{") - (c in ")]}")
+            if depth == 0:
+                zeros.append(k)
+        return zeros
+    brackets = ""
+    if len(s) >= 2 and s[0] in "([" and s[-1] in ")]" and depth_zero_at(s)[:1] == [len(s) - 1]:
+        brackets, s = s[0] + s[-1], s[1:-1]
+    parts, depth, start = [], 0, 0
+    for k, c in enumerate(s):
+        depth += (c in "([{") - (c in ")]}")
+        if c in ",;" and depth == 0:
+            parts.append(s[start:k])
+            start = k + 1
+    return brackets, parts + [s[start:]]
+
+
+def _parts(s: str) -> tuple[str, list[str]]:
+    if not (s[:1] in "([" and s[-1:] in ")]") and " or " in s:   # "6 or 2 or 10": a set of answers
+        return "", s.split(" or ")
+    brackets, parts = _split_top(s)
+    if len(parts) == 1 and " " in s and not brackets:   # "9 19 5 9": one value per blank (newlines in the gold)
+        pieces = s.split(" ")
+        if all(_readings(p) and not any(r[1] for r in _readings(p)) for p in pieces):
+            return brackets, pieces
+    return brackets, parts
+
+
+def _same_equation(gl: str, gr: str, pl: str, pr: str) -> bool | None:
+    # "x^2/8 + y^2/4 = 1" vs "x^2 + 2y^2 = 8": lhs - rhs agree up to a constant factor -> same equation
+    g, p = _compile(f"({gl})-({gr})"), _compile(f"({pl})-({pr})")
+    if g is None or p is None or not g[1] or len(g[1] | p[1]) > 64:
+        return None
+    if g[1] != p[1]:
+        return False   # AC=BD vs OE=4EF: equations in different unknowns (Math-Verify: False too)
+    names, pairs = sorted(g[1]), []
+    for point in _PROBES:
+        env = dict(zip(names, point))
+        try:
+            pairs.append((g[0](env), p[0](env)))
+        except (ValueError, ZeroDivisionError, OverflowError, TypeError):
+            continue
+    if len(pairs) < 2:
+        return None
+    g_identity, p_identity = (all(abs(v[k]) < 1e-9 for v in pairs) for k in (0, 1))
+    if g_identity != p_identity:
+        return False   # a^2-b^2=(a+b)(a-b) holds everywhere, a^2-b^5=(a+b)(a-b) does not
+    ratios = [a / b for a, b in pairs if abs(a) > 1e-9 and abs(b) > 1e-9]
+    if len(ratios) >= 2 and all(_close(r, ratios[0]) for r in ratios):
+        return True
+    return None   # different zero sets are not proven by a non-constant ratio ((x-1)^2=0 vs x=1)
+
+
+@functools.lru_cache(maxsize=16384)
+def _numeric_verdict(gold: str, pred: str) -> bool | None:
+    """Canonical gold vs canonical answer as numbers/expressions: True, False, or None (undecided: ask
+    Math-Verify). Handles "x=2" vs "2", units, percent, tuples/lists elementwise."""
+    gold, pred = [x.replace(",", "") if _THOUSANDS.match(x) else x for x in (gold, pred)]   # 1,500 = 1500
+    if re.fullmatch(r"\d+(?:\.\d+){2,}", gold) and _STATEMENTS.match(pred):
+        return re.findall(r"\d+", gold) == re.findall(r"\d+", pred)
+    if gold.count(":") >= 1 and pred.count(":") == gold.count(":"):   # ratios 1:\sqrt{3}, or times 8:40
+        g, p = [_readings(x) for x in gold.split(":")], [_readings(x) for x in pred.split(":")]
+        if all(len(r) == 1 and not r[0][1] for r in g + p):
+            try:
+                gv, pv = [r[0][0]({}) for r in g], [r[0][0]({}) for r in p]
+            except (ValueError, ZeroDivisionError, OverflowError, TypeError):
+                return None
+            if all(_close(a, b) for a, b in zip(gv, pv)):
+                return True
+            proportional = all(_close(a * pv[0], b * gv[0]) for a, b in zip(gv, pv))
+            return None if proportional else False   # 2:3 vs 4:6: a ratio or a time? Math-Verify decides
+        return None
+    if gold.count("=") == 1 and pred.count("=") == 1:
+        (gl, gr), (pl, pr) = gold.split("="), pred.split("=")
+        if gl != pl:
+            return _same_equation(gl, gr, pl, pr)
+        gold, pred = gr, pr
+    elif gold.count("=") == 1 and re.fullmatch(r"[a-z](?:_\w|\([a-z]\))?", gold.split("=")[0]) and "=" not in pred:
+        gold = gold.split("=")[1]   # assignments: "x=2", "f(x)=2x" vs "2x"
+    elif pred.count("=") == 1 and "=" not in gold:
+        pred = pred.split("=")[1]   # like Math-Verify: gold 101 vs "a+2z=101" is right, "x=2" vs 2 too
+    elif gold.count("=") == 1 and "=" not in pred and not _RELATION.search(pred) and _readings(pred):
+        return False                # an equation (x^2+y^2=1) is neither 3 nor x^2+y^2-1
+    elif "=" in gold or "=" in pred:
+        return None
+    if _RELATION.search(gold) or _RELATION.search(pred):
+        return None
+    (gb, gparts), (pb, pparts) = _parts(gold), _parts(pred)
+    if len(gparts) == 1 and len(pparts) == 1:
+        greads, preads = _readings(gold), _readings(pred)
+        if not greads or not preads:
+            return None
+        verdicts = [_same_value(a, b) for a in greads for b in preads]
+        return True if True in verdicts else (False if all(v is False for v in verdicts) else None)
+    greads, preads = [_readings(p) for p in gparts], [_readings(p) for p in pparts]
+    if not all(greads) or not all(preads) or any(len(r) > 1 for r in greads + preads):
+        return None
+    if len(gparts) != len(pparts):
+        return False   # gold "1, 2" vs "1": every part is a plain value, so the answers differ
+    if gb and pb and gb != pb:
+        return False   # [1,2] vs (1,2): closed vs open (Math-Verify agrees)
+    if gb != pb and "()" not in (gb, pb):
+        return None    # "1,2" vs "[1,2]": a set vs an interval; Math-Verify decides
+    if gb != pb:       # "1,2" vs "(1,2)": Math-Verify calls these equal; in order -> equal here too
+        same = [_same_value(a[0], b[0]) for a, b in zip(greads, preads)]
+        return True if all(same) else None
+    if not gb:         # a bare list is a set of answers: order-free
+        if any(r[0][1] for r in greads + preads):
+            return None
+        try:
+            gvals = sorted(r[0][0]({}) for r in greads)
+            pvals = sorted(r[0][0]({}) for r in preads)
+        except (ValueError, ZeroDivisionError, OverflowError, TypeError):
+            return None
+        return all(_close(a, b) for a, b in zip(gvals, pvals))
+    verdicts = [_same_value(a[0], b[0]) for a, b in zip(greads, preads)]
+    return False if False in verdicts else (True if all(verdicts) else None)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Multiple choice: our own regexes (Math-Verify's StringExtractionConfig misses "(B)", "b", ...)
+
+_LETTER_ONLY = re.compile(r"^(?:option|choice)?\s*[(\[]?\s*([A-Za-z])\s*[)\]]?\s*[.:：、．)]?$", re.IGNORECASE)
+_LETTER_PAREN = re.compile(r"^[(\[]\s*([A-Za-z])\s*[)\]]")
+_LETTER_DOT = re.compile(r"^(?:option\s*|choice\s*)?([A-Z])\s*[.:：、．)](?:\s|$)")
+_LETTER_PHRASE = re.compile(r"(?:answer|option|choice)\s*(?:is|:|：)?\s*(?:option\s*)?[*\s]*[(\[]?\s*([A-Za-z])\s*[)\]]?"
+                            r"(?![A-Za-z0-9])", re.IGNORECASE)
+_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mathbf|textrm)\s*\{([^{}]*)\}")
+
+
+def _strip_wrappers(s: str) -> str:
+    s = _INVISIBLE.sub("", s)
+    for _ in range(2):
+        s = _WRAPPER.sub(r"\1", s)
+    return s.replace("$", "").replace("*", "").strip()
+
+
+def _option_letters(options: dict | None) -> dict:
+    # {"(a)": "3"} -> {"A": "3"}
+    out = {}
+    for key, text in (options or {}).items():
+        letter = re.sub(r"[^A-Za-z]", "", str(key)).upper()
+        if len(letter) == 1:
+            out[letter] = "" if text is None else str(text)
+    return out
+
+
+def _gold_letter(gold: str, options: dict) -> str | None:
+    s = _strip_wrappers(gold).strip("().[] ").rstrip(".")
+    if re.fullmatch(r"[A-Z]", s) or (options and re.fullmatch(r"[A-Za-z]", s) and s.upper() in options):
+        return s.upper()
+    if options:   # gold given as option text
+        matches = [k for k, text in options.items() if text and _canon(text) == _canon(gold)]
+        if len(matches) == 1:
+            return matches[0]
+    return None
+
+
+def _pred_letter(answer_text: str, extracted: str, options: dict) -> str | None:
+    e = _strip_wrappers(extracted)
+    for pattern in (_LETTER_ONLY, _LETTER_PAREN, _LETTER_DOT):
+        m = pattern.match(e)
+        if m:
+            return m.group(1).upper()
+    for text in (e, answer_text[-2000:]):
+        last = None
+        for m in _LETTER_PHRASE.finditer(text):
+            # a lowercase letter must end the phrase ("answer is b."), else "answer is a number" reads as A
+            if m.group(1).isupper() or re.match(r"\s*(?:[.,;:!)\]*]|$)", text[m.end():]):
+                last = m
+        if last is not None:
+            return last.group(1).upper()
+    if options:   # option text written out instead of its letter
+        canon = _canon(extracted)
+        matches = [k for k, text in options.items()
+                   if text and (_canon(text) == canon or _numeric_verdict(_canon(text), canon) is True)]
+        if len(matches) == 1:
+            return matches[0]
+    return None
+
+
+_TEXT = re.compile(r"^[a-z]+(?: [a-z]+)*$")
+_NUMBER_HINT = re.compile(r"\d|\\pi|\\infty")
+
+
+def _fast_rule(answer_text: str, extracted: str, gold: str, options: dict | None, max_chars: int):
+    """In-process verdict: (True|False, reason), or (None, reason) when Math-Verify must decide."""
+    if not extracted and not answer_text:
+        return False, "empty answer"
+    options = _option_letters(options)
+    gold_letter = _gold_letter(gold, options)
+    if gold_letter is not None:
+        letter = _pred_letter(answer_text, extracted, options)
+        if letter is None:
+            return False, "no option letter"
+        return letter == gold_letter, f"letter {letter} vs {gold_letter}"
+    gold_canon = _canon(gold) if len(gold) <= 10 * max_chars else gold
+    if not re.search(r"\w", gold_canon):   # "<", "=": a symbol to fill in, nothing to evaluate
+        return _canon(extracted) == gold_canon and bool(gold_canon), "symbol"
+    if len(extracted) <= max_chars and _canon(extracted) == gold_canon and gold_canon:
+        return True, "exact"
+    if len(answer_text) <= 10 * max_chars and _canon(answer_text) == gold_canon and gold_canon:
+        return True, "exact (whole answer)"
+    if len(extracted) > max_chars:
+        return False, "answer too long"
+    if not extracted:
+        return False, "empty answer"
+    pred_canon = _canon(extracted)
+    verdict = _numeric_verdict(gold_canon, pred_canon)
+    if verdict is not None:
+        return verdict, "numeric" if verdict else "numeric mismatch"
+    for number, other in ((gold_canon, pred_canon), (pred_canon, gold_canon)):
+        if _readings(number) and not any(r[1] for r in _readings(number)) and not _NUMBER_HINT.search(other):
+            return False, "number vs no number"   # 4 vs "BD=CE": Math-Verify has no number to find in it
+    if any(_TEXT.match(s) and _WORDS.search(s) for s in (gold_canon, pred_canon)):
+        return False, "text mismatch"   # "yes" vs "no" or vs 0.49: words are not algebra (Math-Verify reads y*e*s)
+    return None, "math-verify"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Math-Verify (LaTeX/symbolic equivalence); runs inside the workers
+
+def _math_verify_text(s: str) -> str:
+    # Math-Verify only parses a gold inside a LaTeX environment ("\dfrac{9}{7}" -> [], "$\dfrac{9}{7}$" ok)
+    s = _INVISIBLE.sub("", s)
+    s = _UNICODE_RE.sub(lambda m: _UNICODE[m.group(0)], s)
+    s = _QUANTITY.sub(r"\1", s)
+    s = re.sub(r"\\number\s*\{([^{}]*)\}", r"\1", s)
+    s = re.sub(r"\$|\\\(|\\\)|\\\[|\\\]", " ", s).strip().rstrip(".;。").strip()
+    return f"${s}$"
+
+
+def _math_verify(gold: str, pred: str, timeout_s: int | None) -> tuple[bool, str, bool]:
+    """(equal, reason, timed_out). timeout_s: Math-Verify's own SIGALRM limit (main thread only) or None."""
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+    pred_config = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
+    t0 = time.monotonic()
+    # prose ("... Thus, it is 300.", "$$2.2$$ (not unique)"): let Math-Verify find the math in it; wrapped
+    # whole, the words would parse as products of symbols (slow, and never equal)
+    golds = [parse(gold if _WORDS.search(gold) else _math_verify_text(gold), parsing_timeout=timeout_s)]
+    preds = [parse(pred if _WORDS.search(pred) else _math_verify_text(pred), pred_config, parsing_timeout=timeout_s)]
+    golds, preds = [g for g in golds if g], [p for p in preds if p]
+    if not golds or not preds:
+        timed_out = timeout_s is not None and time.monotonic() - t0 >= timeout_s
+        return False, "math-verify timeout" if timed_out else "math-verify: unparsable", timed_out
+    for g in golds:
+        for p in preds:
+            t1 = time.monotonic()
+            if verify(g, p, timeout_seconds=timeout_s):
+                return True, "math-verify", False
+            if timeout_s is not None and time.monotonic() - t1 >= timeout_s:
+                return False, "math-verify timeout", True
+    return False, "math-verify: not equal", False
+
+
+def _limit_address_space(extra_bytes: int):
+    try:
+        import resource
+        with open("/proc/self/statm") as f:
+            current = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+        resource.setrlimit(resource.RLIMIT_AS, (current + extra_bytes, hard))
+    except (OSError, ValueError, ImportError):
+        pass
+
+
+def _worker_main(conn, memory_bytes: int):
+    import logging
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C belongs to the parent, which kills us
+    for name in ("math_verify", "latex2sympy2_extended"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    for gold, pred in (("$x>1$", "$1<x$"), ("$x^2+y^2=1$", "$y^2=1-x^2$"), ("$[1,2)$", "$\\{1,2\\}$")):
+        _math_verify(gold, pred, 2)                # import + warm up sympy before the first deadline starts
+    _limit_address_space(memory_bytes)
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            chunk = conn.recv()
+        except (EOFError, OSError):
+            return
+        if chunk is None:
+            return
+        inner_timeout_s, items = chunk
+        for job, gold, pred in items:
+            try:
+                result = _math_verify(gold, pred, inner_timeout_s)
+            except BaseException as e:   # Math-Verify's TimeoutException is a BaseException
+                result = (False, f"error: {type(e).__name__}", False)
+            conn.send((job, *result))
+
+
+class _Worker:
+    def __init__(self, ctx, memory_bytes: int):
+        self.conn, child_conn = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker_main, args=(child_conn, memory_bytes),
+                                daemon=True, name="rewards-rule-worker")
+        self.proc.start()
+        child_conn.close()
+        self.started = time.monotonic()
+        self.ready = False
+        self.assigned: deque = deque()   # job ids sent, in the order the worker runs them
+        self.last_progress = 0.0
+
+    def kill(self):
+        try:
+            self.proc.kill()
+            self.proc.join(timeout=2)
+            self.conn.close()
+        except (OSError, ValueError, AttributeError):
+            pass
+
+
+class _RulePool:
+    """Persistent Math-Verify workers with a hard per-item wall-clock limit. Work goes out in chunks; a
+    worker answers item by item, so the item running when a deadline passes is the one that hung."""
+
+    def __init__(self, num_workers: int, start_method: str, memory_mb: int, startup_timeout_s: float = 120.0):
+        self.ctx = mp.get_context(start_method)
+        self.memory_bytes = memory_mb * 2**20
+        self.startup_timeout_s = startup_timeout_s
+        self.failed_starts = 0
+        self.lock = threading.Lock()
+        self.workers = [self._start() for _ in range(num_workers)]
+
+    def _start(self) -> _Worker:
+        return _Worker(self.ctx, self.memory_bytes)
+
+    def _replace(self, worker: _Worker, stats: RewardStats):
+        worker.kill()
+        self.workers[self.workers.index(worker)] = self._start()
+        stats.worker_restarts += 1
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        with self.lock:
+            while time.monotonic() < deadline:
+                waiting = [w for w in self.workers if not w.ready]
+                if not waiting:
+                    return True
+                for conn in wait_for_connections([w.conn for w in waiting], timeout=deadline - time.monotonic()):
+                    w = next(w for w in waiting if w.conn is conn)
+                    try:
+                        if conn.recv()[0] == "ready":
+                            w.ready, w.last_progress = True, time.monotonic()
+                    except (EOFError, OSError):
+                        self._on_death(w, [], deque(), RewardStats())
+            return all(w.ready for w in self.workers)
+
+    def close(self):
+        for w in self.workers:
+            try:
+                w.conn.send(None)
+            except (OSError, ValueError):
+                pass
+        for w in self.workers:
+            w.proc.join(timeout=1)
+            w.kill()
+        self.workers = []
+
+    def check(self, jobs: list[tuple[str, str]], timeout_s: float, stats: RewardStats) -> list[tuple[bool, str, bool]]:
+        """jobs: [(gold, pred)] -> [(equal, reason, timed_out)], never raises for a bad item."""
+        with self.lock:
+            return self._check(jobs, timeout_s, stats)
+
+    def _check(self, jobs, timeout_s, stats):
+        inner_timeout_s = max(1, int(timeout_s // 4))   # Math-Verify's SIGALRM first; the kill is the backstop
+        results: list = [None] * len(jobs)
+        pending = deque(range(len(jobs)))
+        for w in list(self.workers):
+            if not w.proc.is_alive():
+                self._replace(w, stats)
+        while pending or any(w.assigned for w in self.workers):
+            now = time.monotonic()
+            idle = [w for w in self.workers if w.ready and not w.assigned]
+            for k, w in enumerate(idle):
+                if not pending:
+                    break
+                # small chunks balance load and bound what a killed worker hands back
+                size = max(1, min(16, math.ceil(len(pending) / (len(idle) - k))))
+                chunk = [pending.popleft() for _ in range(min(size, len(pending)))]
+                w.assigned.extend(chunk)
+                w.last_progress = now
+                try:
+                    w.conn.send((inner_timeout_s, [(j, *jobs[j]) for j in chunk]))
+                except (OSError, ValueError):
+                    self._on_death(w, results, pending, stats)
+            deadlines = [w.last_progress + timeout_s for w in self.workers if w.assigned]
+            deadlines += [w.started + self.startup_timeout_s for w in self.workers if not w.ready]
+            wait_s = max(0.0, min(deadlines) - time.monotonic()) if deadlines else 0.05
+            by_conn = {w.conn: w for w in self.workers}
+            for conn in wait_for_connections(list(by_conn), timeout=wait_s):
+                w = by_conn[conn]
+                try:
+                    while conn.poll():
+                        msg = conn.recv()
+                        if msg[0] == "ready":
+                            w.ready, w.last_progress, self.failed_starts = True, time.monotonic(), 0
+                            continue
+                        job, equal, reason, timed_out = msg
+                        if w.assigned and w.assigned[0] == job:
+                            w.assigned.popleft()
+                            results[job] = (equal, reason, timed_out)
+                        w.last_progress = time.monotonic()
+                except (EOFError, OSError):
+                    self._on_death(w, results, pending, stats)
+            now = time.monotonic()
+            for w in list(self.workers):
+                if w.assigned and w.ready and now - w.last_progress > timeout_s:
+                    job = w.assigned.popleft()   # the item it is stuck on
+                    results[job] = (False, "timeout", True)
+                    pending.extendleft(reversed(w.assigned))
+                    w.assigned.clear()
+                    self._replace(w, stats)
+                elif not w.ready and now - w.started > self.startup_timeout_s:
+                    self._on_death(w, results, pending, stats)
+            if self.failed_starts >= 3 * max(1, len(self.workers)):
+                for w in self.workers:
+                    w.kill()
+                self.workers = [self._start() for _ in self.workers]   # try afresh next call
+                self.failed_starts = 0
+                raise RuntimeError("rewards: rule-checker workers keep dying before they start; is the main "
+                                   "script guarded by `if __name__ == '__main__':` (needed by the spawn context)?")
+        return [r if r is not None else (False, "error: no result", False) for r in results]
+
+    def _on_death(self, w: _Worker, results, pending, stats):
+        if w.assigned:   # the item it was running probably killed it (segfault, OOM killer)
+            job = w.assigned.popleft()
+            results[job] = (False, "error: worker died", False)
+            pending.extendleft(reversed(w.assigned))
+            w.assigned.clear()
+        elif not w.ready:
+            self.failed_starts += 1
+        self._replace(w, stats)
+
+
+_POOL: _RulePool | None = None
+_POOL_KEY = None
+_POOL_LOCK = threading.Lock()
+_CACHE: dict = {}   # (gold, pred) -> (equal, reason); GRPO groups repeat answers a lot
+_CACHE_MAX = 50_000
+
+
+def _get_pool(cfg: RewardConfig) -> _RulePool:
+    global _POOL, _POOL_KEY
+    key = (cfg.num_workers, cfg.start_method, cfg.worker_memory_mb)
+    with _POOL_LOCK:
+        if _POOL is None or _POOL_KEY != key:
+            if _POOL is not None:
+                _POOL.close()
+            _POOL, _POOL_KEY = _RulePool(cfg.num_workers, cfg.start_method, cfg.worker_memory_mb), key
+        return _POOL
+
+
+def start_rule_workers(cfg: RewardConfig | None = None, timeout_s: float = 120.0) -> bool:
+    """Start the rule-checker workers now and wait until they are up (e.g. while the policy loads), so the
+    first episode does not pay for it. True when all are ready."""
+    cfg = cfg or RewardConfig()
+    return cfg.num_workers <= 0 or _get_pool(cfg).wait_ready(timeout_s)
+
+
+def shutdown_pool():
+    """Stop the rule-checker workers (also runs at exit). The next score_batch starts new ones."""
+    global _POOL, _POOL_KEY
+    with _POOL_LOCK:
+        if _POOL is not None:
+            _POOL.close()
+        _POOL, _POOL_KEY = None, None
+
+
+atexit.register(shutdown_pool)
+
+
+def rule_accuracy(extracted_or_response: str, gold: str, options: dict | None = None) -> bool:
+    """R_rule for one item, in-process: no worker and no hard timeout (Math-Verify's own SIGALRM limits
+    apply on the main thread). Takes a full response or an already extracted answer."""
+    text = extracted_or_response or ""
+    verdict, _ = _fast_rule(_answer_part(text), extract_answer(text), gold, options, RewardConfig.max_answer_chars)
+    if verdict is not None:
+        return verdict
+    on_main = threading.current_thread() is threading.main_thread()
+    try:
+        return _math_verify(gold, extract_answer(text), 5 if on_main else None)[0]
+    except Exception:
+        return False
+
+
+# ----------------------------------------------------------------------------------------------------
+# LLM verifier R_theta (OpenAI-compatible /v1/chat/completions)
+
+VERIFIER_PROMPT = """You are a strict grader. Decide whether a model's final answer is equivalent to the reference answer.
+Rules:
+- Compare only the final answers. Do not solve the problem yourself and do not judge any reasoning.
+- Equivalent means the same value or meaning. Ignore formatting (LaTeX, \\boxed, $...$), equivalent forms
+  (1/2 = 0.5 = 50%), and a missing unit when the number is the same.
+- If the reference answer has several parts or blanks, every part must match.
+- For a multiple-choice question the model must pick the same option (letter or option text).
+- An empty, truncated, or hedging answer (several different answers) is not equivalent.
+
+Question: {question}
+Reference answer: {gold}
+Model's answer: {answer}
+
+Reply with exactly one word: Yes or No."""
+
+
+def _parse_verdict(content: str) -> bool | None:
+    text = re.sub(r"<think>.*?</think>", "", content or "", flags=re.DOTALL).strip().lower()
+    m = re.match(r"[\s*\"'`\[(]*(yes|no)\b", text)
+    if m:
+        return m.group(1) == "yes"
+    words = set(re.findall(r"\b(yes|no)\b", text))
+    return (words.pop() == "yes") if len(words) == 1 else None
+
+
+class VerifierClient:
+    """judge(questions, golds, answers) -> [True | False | None]; None = no verdict (server down, timeout,
+    HTTP error, unparsable reply). Requests are concurrent (the vLLM server batches them)."""
+
+    def __init__(self, url: str, model: str = "Qwen2.5-32B-Instruct", timeout_s: float = 30.0, retries: int = 2,
+                 concurrency: int = 32, max_tokens: int = 16, api_key: str = "", down_cooldown_s: float = 60.0):
+        url = url.rstrip("/")
+        if not url.endswith("/chat/completions"):
+            url += "/chat/completions" if url.endswith("/v1") else "/v1/chat/completions"
+        self.url, self.model, self.timeout_s, self.retries = url, model, timeout_s, retries
+        self.concurrency, self.max_tokens, self.api_key = max(1, concurrency), max_tokens, api_key
+        self.down_cooldown_s = down_cooldown_s
+        self.down_until = 0.0      # after a connection failure, skip calls until then (then probe again)
+        self.warned = False
+        self.errors = 0
+        self.unparsable = 0
+        self._lock = threading.Lock()
+
+    def _warn_once(self, message: str):
+        with self._lock:
+            if self.warned:
+                return
+            self.warned = True
+        warnings.warn(f"rewards: LLM verifier {self.url}: {message}; scoring rule-only", RuntimeWarning, stacklevel=3)
+
+    def _ask(self, question: str, gold: str, answer: str) -> bool | None:
+        body = json.dumps({"model": self.model, "temperature": 0.0, "max_tokens": self.max_tokens,
+                           "messages": [{"role": "user", "content": VERIFIER_PROMPT.format(
+                               question=question or "(not given)", gold=gold, answer=answer)}]}).encode()
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        for attempt in range(self.retries + 1):
+            if time.monotonic() < self.down_until:
+                return None
+            try:
+                request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                    reply = json.loads(response.read().decode("utf-8", "replace"))
+                verdict = _parse_verdict(reply["choices"][0]["message"]["content"])
+                if verdict is None:
+                    self.unparsable += 1
+                return verdict
+            except urllib.error.HTTPError as e:
+                if e.code < 500 and e.code != 429:   # our request is wrong (model name, ...): retrying won't help
+                    self.errors += 1
+                    self._warn_once(f"HTTP {e.code} {e.read()[:200]!r}")
+                    return None
+                error = f"HTTP {e.code}"
+            except urllib.error.URLError as e:
+                if isinstance(e.reason, (TimeoutError, OSError)) and "timed out" in str(e.reason):
+                    error = "timed out"
+                else:   # refused / unknown host: the server is down
+                    error = f"unreachable ({e.reason})"
+                    if attempt == self.retries:
+                        self.down_until = time.monotonic() + self.down_cooldown_s
+            except (TimeoutError, OSError) as e:
+                error = f"{type(e).__name__}: {e}"
+            except (ValueError, KeyError, IndexError, TypeError) as e:   # not an OpenAI-style reply
+                self.errors += 1
+                self._warn_once(f"bad reply ({type(e).__name__})")
+                return None
+            if attempt < self.retries:
+                time.sleep(min(2.0, 0.1 * 2 ** attempt))
+        self.errors += 1
+        self._warn_once(error)
+        return None
+
+    def judge(self, questions: list[str], golds: list[str], answers: list[str]) -> list[bool | None]:
+        if not (len(questions) == len(golds) == len(answers)):
+            raise ValueError(f"VerifierClient.judge: {len(questions)} questions, {len(golds)} golds, {len(answers)} answers")
+        if not golds:
+            return []
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(golds))) as pool:
+            return list(pool.map(self._ask, questions, golds, answers))
+
+
+_VERIFIERS: dict = {}
+
+
+def _get_verifier(cfg: RewardConfig) -> VerifierClient:
+    key = (cfg.verifier_url, cfg.verifier_model, cfg.verifier_timeout_s, cfg.verifier_retries,
+           cfg.verifier_concurrency, cfg.verifier_max_tokens, cfg.verifier_api_key)
+    if key not in _VERIFIERS:   # one client per setting keeps the warn-once and down state across batches
+        _VERIFIERS[key] = VerifierClient(cfg.verifier_url, cfg.verifier_model, cfg.verifier_timeout_s, cfg.verifier_retries,
+                                         cfg.verifier_concurrency, cfg.verifier_max_tokens, cfg.verifier_api_key)
+    return _VERIFIERS[key]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Batch scoring (eqs. 1-3)
+
+def score_batch(responses: list[str], golds: list[str], options: list[dict | None] | None = None,
+                questions: list[str] | None = None, cfg: RewardConfig | None = None) -> list[dict]:
+    """One dict per response: accuracy, format, reward (eq. 3), extracted, reason, timed_out, rule, verifier.
+    Item-level failures (hangs, crashes, verifier errors) score 0 and are counted in `last_stats`. Raises
+    only for caller errors (mismatched lengths, a non-str gold) or when no worker process can start."""
+    cfg = cfg or RewardConfig()
+    n = len(responses)
+    options = options if options is not None else [None] * n
+    questions = questions if questions is not None else [""] * n
+    if not (len(golds) == n and len(options) == n and len(questions) == n):
+        raise ValueError(f"score_batch: {n} responses, {len(golds)} golds, {len(options)} options, "
+                         f"{len(questions)} questions")
+    for i, gold in enumerate(golds):
+        if not isinstance(gold, str):
+            raise ValueError(f"score_batch: golds[{i}] is {type(gold).__name__}, expected str")
+    t0 = time.monotonic()
+    stats = RewardStats(items=n)
+    out, hard = [], {}   # hard: (gold, pred) -> indices that need Math-Verify
+    for i, (response, gold, opts) in enumerate(zip(responses, golds, options)):
+        response = response if isinstance(response, str) else ""
+        item = {"accuracy": 0.0, "format": 0.0, "reward": 0.0, "extracted": "", "reason": "",
+                "timed_out": False, "rule": 0.0, "verifier": None}
+        try:
+            item["format"] = format_reward(response, cfg.think_mode)
+            item["extracted"] = extract_answer(response)
+            verdict, item["reason"] = _fast_rule(_answer_part(response), item["extracted"], gold, opts, cfg.max_answer_chars)
+        except Exception as e:   # never let one odd string take down the batch
+            verdict, item["reason"] = False, f"error: {type(e).__name__}"
+            stats.worker_errors += 1
+        if verdict is None:
+            key = (gold, item["extracted"])
+            if key in _CACHE:
+                verdict, item["reason"] = _CACHE[key]
+                stats.cache_hits += 1
+            else:
+                hard.setdefault(key, []).append(i)
+        else:
+            stats.fast_path += 1
+        item["rule"] = float(bool(verdict))
+        out.append(item)
+
+    if hard:
+        keys = list(hard)
+        stats.worker_checks += len(keys)
+        if cfg.num_workers > 0:
+            checked = _get_pool(cfg).check(keys, cfg.timeout_s, stats)
+        else:
+            on_main = threading.current_thread() is threading.main_thread()
+            checked = []
+            for gold, pred in keys:
+                try:
+                    checked.append(_math_verify(gold, pred, max(1, int(cfg.timeout_s)) if on_main else None))
+                except Exception as e:
+                    checked.append((False, f"error: {type(e).__name__}", False))
+        for key, (equal, reason, timed_out) in zip(keys, checked):
+            if timed_out:
+                stats.timeouts += len(hard[key])
+            elif reason.startswith("error"):
+                stats.worker_errors += len(hard[key])
+            else:
+                if len(_CACHE) >= _CACHE_MAX:
+                    _CACHE.clear()
+                _CACHE[key] = (equal, reason)
+            for i in hard[key]:
+                out[i].update(rule=float(equal), reason=reason, timed_out=timed_out)
+
+    if cfg.verifier_url:   # eq. 2 is an OR: only items the rules call wrong need R_theta
+        ask = [i for i, item in enumerate(out) if item["rule"] == 0.0 and item["extracted"]]
+        if ask:
+            client = _get_verifier(cfg)
+            verdicts = client.judge([questions[i] or "" for i in ask], [golds[i] for i in ask],
+                                    [out[i]["extracted"][:4000] for i in ask])
+            stats.verifier_calls += len(ask)
+            for i, verdict in zip(ask, verdicts):
+                if verdict is None:
+                    stats.verifier_fallbacks += 1
+                    out[i]["reason"] += "; verifier: no verdict"
+                    continue
+                out[i]["verifier"] = float(verdict)
+                stats.verifier_yes += int(verdict)
+                out[i]["reason"] += "; verifier yes" if verdict else "; verifier no"
+
+    eps = cfg.accuracy_weight
+    for item in out:
+        item["accuracy"] = float(item["rule"] == 1.0 or item["verifier"] == 1.0)   # eq. 2
+        item["reward"] = eps * item["accuracy"] + (1.0 - eps) * item["format"]    # eq. 3
+    stats.seconds = time.monotonic() - t0
+    last_stats.reset()
+    last_stats.add(stats)
+    total_stats.add(stats)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None):
+    parser = argparse.ArgumentParser(description="Score responses with the R1V3 reward (debugging aid).")
+    parser.add_argument("--jsonl", required=True, help="input: {response, answer, options?, question?} per line")
+    parser.add_argument("--out", required=True, help="output JSONL: input fields + accuracy, format, reward, extracted")
+    defaults = RewardConfig()
+    parser.add_argument("--accuracy_weight", type=float, default=defaults.accuracy_weight)
+    parser.add_argument("--no_think", action="store_true", help="the prompt did not end with <think>")
+    parser.add_argument("--timeout_s", type=float, default=defaults.timeout_s)
+    parser.add_argument("--num_workers", type=int, default=defaults.num_workers)
+    parser.add_argument("--verifier_url", default=defaults.verifier_url)
+    parser.add_argument("--verifier_model", default=defaults.verifier_model)
+    args = parser.parse_args(argv)
+    cfg = RewardConfig(accuracy_weight=args.accuracy_weight, think_mode=not args.no_think, timeout_s=args.timeout_s,
+                       num_workers=args.num_workers, verifier_url=args.verifier_url, verifier_model=args.verifier_model)
+
+    records = []
+    with open(args.jsonl, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{args.jsonl}:{line_no}: not JSON ({e})") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{args.jsonl}:{line_no}: expected an object")
+            for name in ("response", "answer"):
+                if not isinstance(record.get(name), str):
+                    raise ValueError(f"{args.jsonl}:{line_no}: field '{name}' missing or not a string")
+            if record.get("options") is not None and not isinstance(record["options"], dict):
+                raise ValueError(f"{args.jsonl}:{line_no}: field 'options' must be an object {{letter: text}}")
+            records.append(record)
+
+    scored = score_batch([r["response"] for r in records], [r["answer"] for r in records],
+                         [r.get("options") for r in records], [r.get("question") or "" for r in records], cfg)
+    tmp = args.out + ".tmp"
+    with open(tmp, "w", encoding="utf-8", errors="replace") as f:   # lone surrogates from JSON escapes
+        for record, result in zip(records, scored):
+            f.write(json.dumps({**record, **result}, ensure_ascii=False) + "\n")
+    os.replace(tmp, args.out)
+    n = max(1, len(records))
+    print(f"{len(records)} items -> {args.out}: accuracy {sum(r['accuracy'] for r in scored) / n:.3f} "
+          f"format {sum(r['format'] for r in scored) / n:.3f} reward {sum(r['reward'] for r in scored) / n:.3f}")
+    print("stats:", json.dumps(last_stats.as_dict()))
+
+
+if __name__ == "__main__":
+    main()
