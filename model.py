@@ -686,13 +686,32 @@ def sync_ranks_step(model, device, alive):
     return flag.item() > 0
 
 # -----------------------------------------------------------------------------
-# inspection CLI: python model.py CONFIG_OR_CHECKPOINT_DIR [--json OUT]
+# CLI: inspect a config (no weights), or write a fresh tiny checkpoint for the CPU demo
+#   python model.py CONFIG.json|CHECKPOINT_DIR [--json OUT]
+#   python model.py --init_tiny OUT_DIR [--corpus TEXT_FILE] [--overrides JSON] [--seed N]
+
+
+def init_tiny(argv):
+    out = Path(argv[argv.index("--init_tiny") + 1])
+    opt = lambda name, default: argv[argv.index(name) + 1] if name in argv else default
+    corpus = Path(opt("--corpus", "")).read_text().splitlines() if "--corpus" in argv else None
+    tokenizer = build_tiny_tokenizer(corpus, vocab_size=int(opt("--vocab_size", 1024)))
+    config = tiny_config(vocab_size=len(tokenizer), **json.loads(opt("--overrides", "{}")))
+    config.llm_config.update(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(int(opt("--seed", 0)))
+    model = build_model(config)
+    save_model(out, model.state_dict(), config, tokenizer)
+    print(f"wrote a fresh tiny model to {out}: {parameter_counts(model)}, vocab {len(tokenizer)}")
+    return 0
 
 
 def main(argv):
+    if "--init_tiny" in argv:
+        return init_tiny(argv)
     if not argv or argv[0].startswith("-"):
         print(__doc__)
-        print("usage: python model.py CONFIG.json|CHECKPOINT_DIR [--json OUT]")
+        print("usage: python model.py CONFIG.json|CHECKPOINT_DIR [--json OUT]\n"
+              "       python model.py --init_tiny OUT_DIR [--corpus TEXT_FILE] [--overrides JSON] [--seed N]")
         return 1
     src = Path(argv[0])
     config = ModelConfig.from_json(src / "config.json" if src.is_dir() else src)

@@ -287,3 +287,15 @@ def test_chat_template_matches_build_prompt(tok):
     text = "<think>\nhmm\n</think>\n\\boxed{2}<|im_end|>"
     assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
     assert "<think>" in tok.decode(tok(text)["input_ids"], skip_special_tokens=True)
+
+
+def test_init_tiny_writes_a_loadable_checkpoint(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("How many red circles are there?\nThe answer is \\boxed{3}.\n")
+    assert M.main(["--init_tiny", str(tmp_path / "ck"), "--corpus", str(corpus), "--overrides",
+                   '{"vision": {"image_size": 56}}']) == 0
+    model = M.load_model(tmp_path / "ck")
+    tok = M.load_tokenizer(tmp_path / "ck")
+    assert model.config.force_image_size == 56 and model.config.num_image_token == 4
+    assert model.config.llm_config["vocab_size"] == len(tok)
+    assert model.img_context_token_id == tok.convert_tokens_to_ids(M.IMG_CONTEXT_TOKEN)
