@@ -1,0 +1,548 @@
+"""
+Supervised finetuning of the InternVL / Skywork-R1V3 chat model, and the rejection sampler that makes its data.
+
+  cold-start SFT (paper §2, §3.2)   torchrun --nproc_per_node=8 sft.py config/sft_38b.py --data=coldstart.jsonl
+  SFT arm of RL vs SFT (§6.1)       the same on math data distilled from the RL model (Table 3)
+  connector-only tuning (§3.4)      connector_tune.py: this file's train() with other defaults (Table 2)
+  rejection sampling (§2)           python sft.py --mode=reject --checkpoint=DIR --data=questions.jsonl --k=8
+                                        --out=coldstart.jsonl
+
+One optimizer step of train():
+  1. A global batch of `global_batch_size` samples comes from data position (epoch, offset) (data.next_batch).
+     Each rank tokenises its strided share. Over-long samples are truncated or skipped, and both are counted.
+  2. The share is cut into micro-batches: right-padded, or packed (several samples per row, each sample
+     attending only to itself, with positions restarting at 0).
+  3. loss = sum of -log p(token) over assistant tokens / number of assistant tokens in the GLOBAL batch.
+     The token count is all-reduced before the first backward, so the update is the same for any world size
+     and micro-batch size.
+  4. AdamW steps on the trainable modules (vision / connector / llm) with a cosine schedule and warmup.
+  5. Every eval_every steps the validation loss is computed. Early stopping with `patience` keeps the best
+     checkpoint (out_dir/best.json names it).
+Checkpoints (train_utils) hold weights, optimizer shards, RNG states and the data position, so --resume=True
+continues bit-exactly.
+"""
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import data
+import entropy
+import model
+import rewards
+import train_utils as tu
+
+
+@dataclass
+class Config:
+    mode: str = "train"                  # train | reject (rejection sampling, §2)
+    checkpoint: str = ""                 # model.py checkpoint dir: the model to finetune / to sample from
+    data: str = ""                       # train: chat JSONL (data.read_chat_jsonl); reject: question records
+    val_data: str = ""                   # chat JSONL for the validation loss
+    val_fraction: float = 0.0            # else hold out this share of `data` (seeded) for validation
+    out_dir: str = "out/sft"
+    # sequences
+    max_seq_len: int = 16384             # tokens per sample, image tokens included (§3.4)
+    overflow: str = "truncate"           # over-long samples: truncate | skip (both counted and logged)
+    max_tiles: int = 0                   # image tiles per image; 0 = the checkpoint's max_dynamic_patch
+    packing: bool = False                # several samples per row of max_seq_len tokens, attention within each
+    # optimisation: §3.4 and §6.1 give batch 64, lr 1e-5, cosine, warmup ratio 0.03
+    trainable: list[str] = field(default_factory=lambda: ["vision", "connector", "llm"])
+    epochs: float = 2.0
+    max_steps: int = 0                   # > 0: this many steps instead of epochs (smoke runs)
+    global_batch_size: int = 64          # samples per optimizer step = ranks x micro-batches x micro_batch_size
+    micro_batch_size: int = 1            # samples per forward on one rank (packing: rows of max_seq_len)
+    lr: float = 1e-5
+    schedule: str = "cosine"             # cosine | constant
+    warmup_ratio: float = 0.03
+    min_lr_ratio: float = 0.0
+    weight_decay: float = 0.05           # not in the paper; InternVL's finetune scripts use 0.05 (matrices only)
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 1.0               # not in the paper; 0 = off
+    loss_chunk_tokens: int = 4096        # lm_head + log-softmax over this many tokens at a time, never [T, V]
+    # validation, early stopping, checkpoints
+    eval_every: int = 0                  # steps between validation losses; 0 = once per epoch
+    patience: int = 0                    # stop after this many evaluations without a new best; 0 = never stop
+    save_every: int = 0                  # steps between checkpoints; 0 = only the best and the last
+    keep_last: int = 2                   # older step_* dirs are deleted, never the best one
+    save_dtype: str = "bfloat16"         # safetensors dtype (released: bf16); exact fp32 goes to the optim shards
+    resume: bool = False                 # continue from the last checkpoint in out_dir
+    # system
+    seed: int = 0
+    compute_dtype: str = "auto"          # auto (bf16 on GPU, fp32 on CPU) | bfloat16 | float32; FSDP2 mixed
+                                         # precision, so >1 rank only: one process computes in fp32
+    activation_checkpointing: bool = False
+    log_every: int = 1
+    wandb: bool = True
+    wandb_project: str = "r1v3-sft"
+    run_name: str = ""
+    # rejection sampling (--mode=reject)
+    out: str = ""                        # SFT chat JSONL to write (+ OUT.progress.jsonl, OUT.counts.json)
+    k: int = 8                           # responses sampled per question
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 8192
+    max_response_tokens: int = 0         # length filter on kept responses; 0 = off
+    max_per_question: int = 1            # correct responses kept per question; 0 = all of them
+    system: str = ""                     # optional system prompt, written into the SFT samples too
+    backend: str = "auto"                # auto (vLLM if importable and a GPU is there) | vllm | builtin
+    batch_size: int = 8                  # questions per sampling call
+    tensor_parallel_size: int = 1        # vLLM
+    gpu_memory_utilization: float = 0.85  # vLLM
+    max_model_len: int = 16384           # vLLM context; longer prompts are skipped and counted
+    reward_workers: int = 2              # rewards.py Math-Verify processes
+    verifier_url: str = ""               # rewards.py LLM verifier (eq. 2 R_theta), off when empty
+
+# -----------------------------------------------------------------------------
+# batches
+
+
+def tokenize_share(samples, indices, cfg, tokenizer, model_config, dist):
+    """This rank's strided share of `indices`, tokenised -> (tokenised samples, n skipped, n truncated)."""
+    out, skipped, truncated = [], 0, 0
+    for i in data.shard_indices(indices, dist.rank, dist.world_size):
+        s = data.tokenize_chat(tokenizer, model_config, samples[i], cfg.max_seq_len, cfg.overflow,
+                               cfg.max_tiles or None)
+        if s is None:  # over-long with overflow=skip, or truncation left no assistant token
+            skipped += 1
+            continue
+        truncated += s["truncated"]
+        out.append(s)
+    return out, skipped, truncated
+
+
+def micro_batches(samples, cfg, pad_id, image_size):
+    """Tokenised samples -> model inputs with labels. Right-padded: micro_batch_size samples per batch.
+    Packed: rows of at most max_seq_len tokens filled next-fit in data order (as data.pack_samples does),
+    micro_batch_size rows per batch, attention_mask = block-causal [R,1,T,T] bool, position_ids restarting."""
+    if not cfg.packing:
+        return [data.collate_right_padded(samples[i:i + cfg.micro_batch_size], pad_id, image_size)
+                for i in range(0, len(samples), cfg.micro_batch_size)]
+    rows, used = [], cfg.max_seq_len
+    for s in samples:
+        if used + len(s["input_ids"]) > cfg.max_seq_len:
+            rows.append([])
+            used = 0
+        rows[-1].append(s)
+        used += len(s["input_ids"])
+    batches = []
+    for r in range(0, len(rows), cfg.micro_batch_size):
+        packed = data.pack_samples([s for row in rows[r:r + cfg.micro_batch_size] for s in row], cfg.max_seq_len,
+                                   pad_id, image_size)
+        # transformers' Qwen2 (sdpa) takes a 4-D bool mask as is (True = attend); tests check packed == unpacked
+        packed["attention_mask"] = data.block_causal_mask(packed["doc_ids"])
+        batches.append(packed)
+    return batches
+
+
+def pad_micro_batches(batches, dist, pad_id, image_size):
+    """FSDP2 needs the same number of forwards on every rank: ranks with fewer micro-batches run dummy ones
+    (one pad token, no label, a zero dummy tile so the ViT runs too), which add exactly 0 to the loss."""
+    n = int(tu.all_reduce_max(len(batches), dist))
+    dummy = data.collate_right_padded([{"input_ids": [pad_id], "labels": [data.IGNORE_INDEX]}], pad_id, image_size)
+    return batches + [dummy] * (n - len(batches))
+
+
+def num_targets(batch):
+    return int((batch["labels"][:, 1:] != data.IGNORE_INDEX).sum())
+
+
+def nll_and_entropy(net, batch, device, chunk_tokens):
+    """-> (sum of -log p over the labelled next tokens, sum of their entropies (detached), in fp32).
+    Position t predicts token t+1; only the labelled positions go through lm_head, chunk by chunk."""
+    batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    hidden = net(batch["input_ids"], pixel_values=batch["pixel_values"], image_flags=batch["image_flags"],
+                 attention_mask=batch["attention_mask"], position_ids=batch.get("position_ids"),
+                 return_hidden=True)                                        # [B,T,D]
+    targets = batch["labels"][:, 1:]                                        # [B,T-1]
+    keep = targets != data.IGNORE_INDEX
+    weight = net.language_model.get_output_embeddings().weight
+    if hasattr(weight, "full_tensor"):  # wrap_fsdp keeps the root group (lm_head) unsharded until backward ends
+        raise RuntimeError("lm_head.weight is sharded after forward: the FSDP2 root must not reshard after "
+                           "forward (train_utils.wrap_fsdp)")
+    logp, ent = entropy.token_logprobs_and_entropy(hidden[:, :-1][keep], weight, targets[keep], chunk_tokens,
+                                                   with_grad=torch.is_grad_enabled())
+    return -logp.sum(), ent.detach().sum()
+
+
+def train_step(net, optimizer, batches, dist, cfg):
+    """One optimizer step over this rank's micro-batches -> (global mean loss, mean entropy, tokens, grad norm).
+    Returns None (and does not step) when the global batch has no labelled token at all."""
+    n_tokens = int(tu.all_reduce_sum(float(sum(num_targets(b) for b in batches)), dist))
+    if n_tokens == 0:
+        return None
+    nll_sum = ent_sum = 0.0
+    for batch in batches:
+        nll, ent = nll_and_entropy(net, batch, dist.device, cfg.loss_chunk_tokens)
+        # global token mean: FSDP2 averages gradients over ranks, the world_size factor turns that into a sum
+        (nll * dist.world_size / n_tokens).backward()
+        nll_sum, ent_sum = nll_sum + nll.item(), ent_sum + ent.item()
+    grad_norm = tu.clip_grad_norm([p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    loss, ent = (tu.all_reduce_sum(v, dist) / n_tokens for v in (nll_sum, ent_sum))
+    return loss, ent, n_tokens, grad_norm
+
+
+@torch.no_grad()
+def validation_loss(net, val_set, cfg, tokenizer, model_config, dist):
+    """Token-mean loss over the whole validation set (every rank scores its strided share)."""
+    net.eval()
+    samples, _, _ = tokenize_share(val_set, list(range(len(val_set))), cfg, tokenizer, model_config, dist)
+    image_size = model_config.force_image_size
+    batches = pad_micro_batches(micro_batches(samples, cfg, tokenizer.pad_token_id, image_size), dist,
+                                tokenizer.pad_token_id, image_size)
+    nll_sum = 0.0
+    for batch in batches:
+        nll_sum += nll_and_entropy(net, batch, dist.device, cfg.loss_chunk_tokens)[0].item()
+    n_tokens = tu.all_reduce_sum(float(sum(num_targets(b) for b in batches)), dist)
+    tu.reshard(net)  # no backward ran to free the gathered root group
+    net.train()
+    return tu.all_reduce_sum(nll_sum, dist) / max(n_tokens, 1.0)
+
+# -----------------------------------------------------------------------------
+# the training loop (connector_tune.py runs this with its own Config)
+
+
+def read_splits(cfg):
+    samples = data.read_chat_jsonl(cfg.data)
+    if cfg.val_data:
+        return samples, data.read_chat_jsonl(cfg.val_data)
+    if cfg.val_fraction > 0:
+        order = np.random.default_rng(cfg.seed).permutation(len(samples))
+        n_val = max(1, round(cfg.val_fraction * len(samples)))
+        held_out = set(order[:n_val].tolist())
+        return ([s for i, s in enumerate(samples) if i not in held_out],
+                [s for i, s in enumerate(samples) if i in held_out])
+    return samples, []
+
+
+def train(cfg, dist=None):
+    """Runs (or resumes) the SFT loop described in the module docstring -> summary dict (also written to
+    out_dir/summary.json). dist: from tu.setup_distributed(); None sets it up (single process or torchrun)."""
+    for key, allowed in (("overflow", ("truncate", "skip")), ("schedule", ("cosine", "constant")),
+                         ("compute_dtype", ("auto", "bfloat16", "float32")),
+                         ("save_dtype", ("bfloat16", "float32"))):
+        if getattr(cfg, key) not in allowed:
+            raise ValueError(f"--{key}={getattr(cfg, key)!r}: expected one of {allowed}")
+    if not cfg.checkpoint or not cfg.data:
+        raise ValueError("--checkpoint (model to finetune) and --data (chat JSONL) are required")
+    dist = dist or tu.setup_distributed()
+    tu.set_seed(cfg.seed)
+    out_dir = Path(cfg.out_dir)
+    train_set, val_set = read_splits(cfg)
+    G, world = cfg.global_batch_size, dist.world_size
+    if G % world:
+        raise ValueError(f"global_batch_size {G} is not a multiple of the {world} ranks")
+    if len(train_set) < G:
+        raise ValueError(f"{cfg.data}: {len(train_set)} training samples, fewer than global_batch_size {G}")
+    if cfg.patience and not val_set:
+        raise ValueError("--patience needs validation data (--val_data or --val_fraction)")
+    steps_per_epoch = len(train_set) // G  # data.next_batch drops an epoch's short tail
+    total_steps = cfg.max_steps or max(1, round(cfg.epochs * steps_per_epoch))
+    warmup_steps = math.ceil(cfg.warmup_ratio * total_steps)
+    eval_every = cfg.eval_every or steps_per_epoch
+    if dist.is_main:
+        print(f"sft: {len(train_set)} train / {len(val_set)} val samples, {total_steps} steps "
+              f"({steps_per_epoch}/epoch, warmup {warmup_steps}); global batch {G} = {world} ranks x "
+              f"{G // world} samples in micro-batches of {cfg.micro_batch_size}{' packed rows' if cfg.packing else ''}")
+
+    tokenizer = model.load_tokenizer(cfg.checkpoint)
+    # built on the meta device, sharded, then each rank reads only its slices: no rank holds the whole model
+    compute_dtype = {"auto": torch.bfloat16 if dist.device.type == "cuda" else None,
+                     "bfloat16": torch.bfloat16, "float32": None}[cfg.compute_dtype]
+    net = tu.load_model_sharded(cfg.checkpoint, dist, cfg.trainable, param_dtype=compute_dtype,
+                                activation_checkpointing=cfg.activation_checkpointing).train()
+    model_config = net.config
+    decay = [p for p in net.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in net.parameters() if p.requires_grad and p.dim() < 2]  # norms, biases, ls1/ls2
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.betas)
+    state = {"data_state": (0, 0), "best_val": math.inf, "best_step": None, "bad_evals": 0, "stopped": False,
+             "skipped": 0, "truncated": 0, "tokens": 0, "val_history": [], "loss": None}
+    step, last = 0, tu.find_last_checkpoint(out_dir)
+    if last is not None and not cfg.resume:
+        raise ValueError(f"{out_dir} already has checkpoints ({last.name}): pass --resume=True or another out_dir")
+    if last is not None:
+        state = tu.load_checkpoint(last, net, optimizer)
+        step = state.pop("step")
+        if dist.is_main:
+            print(f"resumed from {last} at step {step}, data position {state['data_state']}")
+            if state["best_step"] is not None:  # a crash between saving the best and marking it
+                tu.mark_best(out_dir, state["best_step"], val_loss=state["best_val"])
+    logger = tu.RunLogger(out_dir, cfg, cfg.wandb_project, cfg.run_name or None, enabled=dist.is_main,
+                          use_wandb=cfg.wandb, resume_step=step if last is not None else None)
+    save_dtype = {"bfloat16": torch.bfloat16, "float32": None}[cfg.save_dtype]
+    saved_step = step if last is not None else None
+
+    def save():
+        nonlocal saved_step
+        if saved_step != step:
+            tu.save_checkpoint(out_dir, step, net, optimizer, model_config, tokenizer, dict(state),
+                               keep_last=cfg.keep_last, save_dtype=save_dtype)
+            saved_step = step
+
+    image_size, pad_id = model_config.force_image_size, tokenizer.pad_token_id
+    while step < total_steps and not state["stopped"]:
+        t0 = time.time()
+        indices, state["data_state"] = data.next_batch(len(train_set), G, cfg.seed, state["data_state"])
+        samples, skipped, truncated = tokenize_share(train_set, indices, cfg, tokenizer, model_config, dist)
+        batches = pad_micro_batches(micro_batches(samples, cfg, pad_id, image_size), dist, pad_id, image_size)
+        lr = tu.lr_at(step, total_steps, cfg.lr, warmup_steps, cfg.schedule, cfg.min_lr_ratio)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        result = train_step(net, optimizer, batches, dist, cfg)
+        step += 1
+        state["skipped"] += int(tu.all_reduce_sum(float(skipped), dist))
+        state["truncated"] += int(tu.all_reduce_sum(float(truncated), dist))
+        if result is None:
+            print(f"step {step}: no assistant token in the global batch (all skipped?), no update", file=sys.stderr)
+        else:
+            state["loss"], mean_entropy, n_tokens, grad_norm = result
+            state["tokens"] += n_tokens
+            seq_tokens = tu.all_reduce_sum(float(sum(len(s["input_ids"]) for s in samples)), dist)
+            metrics = {"train/loss": state["loss"], "train/entropy": mean_entropy, "train/lr": lr,
+                       "train/grad_norm": grad_norm, "train/target_tokens": n_tokens,
+                       "train/tokens_per_s": seq_tokens / (time.time() - t0), "data/epoch": state["data_state"][0],
+                       "data/skipped_total": state["skipped"], "data/truncated_total": state["truncated"]}
+            logger.log(step, metrics)
+            if step % cfg.log_every == 0 or step == total_steps:
+                logger.progress(step, total_steps, loss=state["loss"], lr=lr, grad_norm=grad_norm,
+                                skipped=state["skipped"], truncated=state["truncated"])
+
+        if val_set and (step % eval_every == 0 or step == total_steps):
+            val = validation_loss(net, val_set, cfg, tokenizer, model_config, dist)
+            state["val_history"].append((step, val))
+            if val < state["best_val"]:
+                state["best_val"], state["best_step"], state["bad_evals"] = val, step, 0
+                save()
+                if dist.is_main:
+                    tu.mark_best(out_dir, step, val_loss=val)
+            else:
+                state["bad_evals"] += 1
+                state["stopped"] = bool(cfg.patience) and state["bad_evals"] >= cfg.patience
+            logger.log(step, {"val/loss": val, "val/best_loss": state["best_val"], "val/bad_evals": state["bad_evals"]})
+            if dist.is_main:
+                stop = f"; early stop: {cfg.patience} evaluations without improvement" if state["stopped"] else ""
+                best_text = f"best {state['best_val']:.4f} at step {state['best_step']}"
+                print(f"step {step}: val loss {val:.4f} ({best_text}){stop}")
+        if cfg.save_every and step % cfg.save_every == 0:
+            save()
+    save()  # the last state, so a finished or early-stopped run resumes as finished
+
+    best = out_dir / f"step_{state['best_step']:06d}" if state["best_step"] is not None else None
+    summary = {"steps": step, "total_steps": total_steps, "stopped_early": state["stopped"],
+               "train_loss": state["loss"], "best_val_loss": state["best_val"] if val_set else None,
+               "best_step": state["best_step"], "best_checkpoint": str(best) if best else None,
+               "last_checkpoint": str(out_dir / f"step_{step:06d}"), "val_history": state["val_history"],
+               "skipped": state["skipped"], "truncated": state["truncated"], "target_tokens": state["tokens"],
+               "trainable": list(cfg.trainable), "world_size": world}
+    if dist.is_main:
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    logger.finish()
+    return summary
+
+# -----------------------------------------------------------------------------
+# rejection sampling (§2): k responses per question, keep those whose final answer is right and well formed
+
+EOS_TOKENS = ("<|im_end|>", "<|endoftext|>")
+# per question: sampled responses; correct (eq. 2); well formed (eq. 1); cut off at max_new_tokens; passed = all
+# three good; too long (passed, over max_response_tokens); kept (written, at most max_per_question)
+PROGRESS_COUNTS = ("prompt_too_long", "sampled", "correct", "well_formed", "cut_off", "passed", "too_long", "kept")
+
+
+def strip_eos(text):
+    for eos in EOS_TOKENS:
+        if text.endswith(eos):
+            return text[:-len(eos)]
+    return text
+
+
+def builtin_sampler(cfg, net, tokenizer):
+    """sample_fn(prompts, k) -> per prompt k dicts {text, num_tokens, finish_reason} with model.generate."""
+    stop_ids = [tokenizer.convert_tokens_to_ids(t) for t in EOS_TOKENS]
+    device = next(net.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+
+    def sample_fn(prompts, k):
+        pixels = [p["pixel_values"] for p in prompts for _ in range(k) if p["pixel_values"] is not None]
+        outs = model.generate(net, [p["input_ids"] for p in prompts for _ in range(k)],
+                              pixel_values=torch.cat(pixels).to(device) if pixels else None,
+                              max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                              stop_token_ids=stop_ids, pad_token_id=tokenizer.pad_token_id, generator=generator)
+        texts = [{"text": strip_eos(tokenizer.decode(o["token_ids"], skip_special_tokens=False)),
+                  "num_tokens": len(o["token_ids"]), "finish_reason": o["finish_reason"]} for o in outs]
+        return [texts[i * k:(i + 1) * k] for i in range(len(prompts))]
+
+    return sample_fn
+
+
+def vllm_engine_kwargs(cfg, max_images):
+    kwargs = dict(model=cfg.checkpoint, tokenizer=cfg.checkpoint, trust_remote_code=True, dtype="bfloat16",
+                  tensor_parallel_size=cfg.tensor_parallel_size, max_model_len=cfg.max_model_len,
+                  gpu_memory_utilization=cfg.gpu_memory_utilization, seed=cfg.seed,
+                  limit_mm_per_prompt={"image": max(1, max_images)})
+    if cfg.max_tiles:
+        kwargs["mm_processor_kwargs"] = {"max_dynamic_patch": cfg.max_tiles}
+    return kwargs
+
+
+def vllm_sampler(cfg, llm, SamplingParams, tokenizer):
+    """The same sample_fn over vLLM: one request per question with n = k. vLLM expands each <image> of the
+    ChatML prompt itself, from the PIL images (InternVL processor, same tiling as model.py)."""
+    stop_ids = [tokenizer.convert_tokens_to_ids(t) for t in EOS_TOKENS]
+
+    def sample_fn(prompts, k):
+        params = SamplingParams(n=k, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_new_tokens,
+                                stop_token_ids=stop_ids, skip_special_tokens=False)  # keeps <think> in the text
+        requests = [{"prompt": p["prompt"], **({"multi_modal_data": {"image": p["images"]}} if p["images"] else {})}
+                    for p in prompts]
+        results = llm.generate(requests, params)
+        return [[{"text": strip_eos(o.text), "num_tokens": len(o.token_ids),
+                  "finish_reason": "length" if o.finish_reason == "length" else "stop"} for o in r.outputs]
+                for r in results]
+
+    return sample_fn
+
+
+def make_sampler(cfg, tokenizer, records):
+    backend = cfg.backend
+    if backend == "auto":
+        try:
+            import vllm  # noqa: F401
+            backend = "vllm" if torch.cuda.is_available() else "builtin"
+        except ImportError:
+            backend = "builtin"
+    print(f"reject: sampling with {backend}")
+    if backend == "vllm":
+        from vllm import LLM, SamplingParams
+        llm = LLM(**vllm_engine_kwargs(cfg, max((len(r.images) for r in records), default=1)))
+        return vllm_sampler(cfg, llm, SamplingParams, tokenizer)
+    if backend == "builtin":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        net = model.load_model(cfg.checkpoint, dtype=torch.bfloat16 if device == "cuda" else torch.float32,
+                               device=device).eval()
+        return builtin_sampler(cfg, net, tokenizer)
+    raise ValueError(f"--backend={cfg.backend!r}: expected auto, vllm or builtin")
+
+
+def select_responses(scored, cfg):
+    """scored: [(response, rewards.score_batch item)] of one question -> (kept responses, progress counts).
+    Kept: right (eq. 2) AND well formed (eq. 1) AND finished, within max_response_tokens, at most
+    max_per_question of them in sampling order."""
+    passed = [o for o, s in scored if s["accuracy"] == 1.0 and s["format"] == 1.0 and o["finish_reason"] == "stop"]
+    short = [o for o in passed if not cfg.max_response_tokens or o["num_tokens"] <= cfg.max_response_tokens]
+    kept = short[:cfg.max_per_question] if cfg.max_per_question else short
+    return kept, {"sampled": len(scored), "correct": sum(s["accuracy"] == 1.0 for _, s in scored),
+                  "well_formed": sum(s["format"] == 1.0 for _, s in scored),
+                  "cut_off": sum(o["finish_reason"] == "length" for o, _ in scored),
+                  "passed": len(passed), "too_long": len(passed) - len(short), "kept": len(kept)}
+
+
+def sft_sample(record, j, response, system, out_dir):
+    """One SFT chat line: the exact user turn the response was sampled for, and the response."""
+    user = {"role": "user", "content": data.format_question(record)}
+    # the generation prompt ended with "<think>\n" (model.build_prompt): the trained answer starts with it
+    answer = {"role": "assistant", "content": model.THINK_START + "\n" + response["text"]}
+    return {"id": f"{record.id}#{j}", "question_id": record.id, "source": record.source,
+            "messages": ([{"role": "system", "content": system}] if system else []) + [user, answer],
+            "images": [os.path.relpath(p, Path(out_dir).resolve()) for p in record.images],  # relative to OUT
+            "num_tokens": response["num_tokens"]}
+
+
+def reject(cfg, sample_fn=None):
+    """Writes cfg.out (SFT chat JSONL) and returns the counts per source (also in OUT.counts.json).
+    Restartable: OUT.progress.jsonl has one line per finished question, and a rerun skips those.
+    sample_fn(prompts, k): see builtin_sampler; None picks vLLM or the built-in sampler."""
+    if not (cfg.checkpoint and cfg.data and cfg.out):
+        raise ValueError("--mode=reject needs --checkpoint, --data (question records) and --out")
+    records = data.read_records(cfg.data)
+    tokenizer = model.load_tokenizer(cfg.checkpoint)
+    model_config = model.ModelConfig.from_json(Path(cfg.checkpoint) / "config.json")
+    out = Path(cfg.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    progress_path, counts_path = out.with_name(out.name + ".progress.jsonl"), out.with_name(out.name + ".counts.json")
+    done = {}
+    if progress_path.exists():
+        done = {p["id"]: p for p in map(json.loads, progress_path.read_text().splitlines())}
+    # a crash between writing samples and their progress line leaves samples of unfinished questions: drop them
+    kept_lines = [line for line in (out.read_text().splitlines() if out.exists() else [])
+                  if json.loads(line)["question_id"] in done]
+    out.write_text("".join(line + "\n" for line in kept_lines))
+    todo = [r for r in records if r.id not in done]
+    print(f"reject: {len(records)} questions, {len(done)} already done, k={cfg.k}")
+    sample_fn = sample_fn or make_sampler(cfg, tokenizer, todo)
+    reward_cfg = rewards.RewardConfig(num_workers=cfg.reward_workers, verifier_url=cfg.verifier_url)
+    max_prompt_tokens = cfg.max_model_len - cfg.max_new_tokens if cfg.max_model_len > cfg.max_new_tokens else None
+
+    for start in range(0, len(todo), cfg.batch_size):
+        chunk = todo[start:start + cfg.batch_size]
+        prompts = [data.encode_prompt(tokenizer, model_config, r, mode="think", system=cfg.system or None,
+                                      max_prompt_tokens=max_prompt_tokens, max_tiles=cfg.max_tiles or None)
+                   for r in chunk]
+        fits = [i for i, p in enumerate(prompts) if p is not None]
+        responses = dict(zip(fits, sample_fn([prompts[i] for i in fits], cfg.k))) if fits else {}
+        flat = [(i, o) for i in fits for o in responses[i]]
+        scores = rewards.score_batch([o["text"] for _, o in flat], [chunk[i].answer for i, _ in flat],
+                                     [chunk[i].options for i, _ in flat], [chunk[i].question for i, _ in flat],
+                                     reward_cfg) if flat else []
+        scored = {i: [] for i in range(len(chunk))}
+        for (i, o), score in zip(flat, scores):
+            scored[i].append((o, score))
+        samples, progress = [], []
+        for i, r in enumerate(chunk):
+            kept, line = select_responses(scored[i], cfg)
+            samples += [sft_sample(r, j, o, cfg.system, out.parent) for j, o in enumerate(kept)]
+            progress.append({"id": r.id, "source": r.source, "prompt_too_long": prompts[i] is None, **line})
+        with open(out, "a", encoding="utf-8") as f:
+            f.writelines(json.dumps(s, ensure_ascii=False) + "\n" for s in samples)
+        with open(progress_path, "a", encoding="utf-8") as f:
+            f.writelines(json.dumps(p) + "\n" for p in progress)
+        done.update({p["id"]: p for p in progress})
+        print(f"reject: {len(done)}/{len(records)} questions, {sum(p['kept'] for p in done.values())} samples kept")
+
+    counts = {}
+    for p in done.values():
+        for source in (p["source"], "total"):
+            c = counts.setdefault(source, {"questions": 0, "questions_kept": 0, **dict.fromkeys(PROGRESS_COUNTS, 0)})
+            c["questions"] += 1
+            c["questions_kept"] += p["kept"] > 0
+            for key in PROGRESS_COUNTS:
+                c[key] += int(p[key])
+    counts_path.write_text(json.dumps(counts, indent=1))
+    for source, c in counts.items():
+        print(f"{source:>20}: {c['kept']} kept from {c['questions']} questions ({c['questions_kept']} with one), "
+              f"{c['correct']}/{c['sampled']} correct, {c['well_formed']} well formed, {c['cut_off']} cut off, "
+              f"{c['passed']} passed, {c['too_long']} of them too long")
+    return counts
+
+# -----------------------------------------------------------------------------
+
+
+def main(argv=None, config_cls=Config):
+    cfg = tu.parse_config(config_cls, argv)
+    if cfg.mode == "reject":
+        if "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", 1)) > 1:
+            raise ValueError("--mode=reject runs in one process (vLLM uses tensor_parallel_size GPUs): use python")
+        reject(cfg)
+        return 0
+    if cfg.mode != "train":
+        raise ValueError(f"--mode={cfg.mode!r}: expected train or reject")
+    dist = tu.setup_distributed()
+    try:
+        summary = train(cfg, dist)
+    finally:
+        tu.cleanup_distributed()
+    if dist.is_main:
+        print(json.dumps({k: v for k, v in summary.items() if k != "val_history"}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Tests for connector_tune.py: the paper's defaults, Table 2's variants, and that connector-only tuning leaves
+every vision and LLM weight bit-identical (tiny model, CPU, through the real CLI entry point)."""
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+import connector_tune
+import model
+import sft
+import train_utils as tu
+
+torch.set_num_threads(1)  # shared CI cores: tiny matmuls are much faster single-threaded under load
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("connector_tune")
+    tok = model.build_tiny_tokenizer()
+    mc = model.tiny_config(vocab_size=len(tok))
+    torch.manual_seed(0)
+    model.save_model(root / "init", model.build_model(mc).state_dict(), mc, tokenizer=tok)
+    Image.new("RGB", (60, 40), (200, 30, 30)).save(root / "red.png")
+    rows = [{"messages": [{"role": "user", "content": f"<image>\nWhat colour is shape {i}?"},
+                          {"role": "assistant", "content": f"<think>\nShape {i} is red.\n</think>\n\nred"}],
+             "images": ["red.png"]} for i in range(6)]
+    (root / "multi_domain.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def run(tiny, out_dir, *flags):
+    """connector_tune's own entry point, with sizes shrunk for the tiny model: 5 train / 1 val samples."""
+    argv = [f"--checkpoint={tiny / 'init'}", f"--data={tiny / 'multi_domain.jsonl'}", f"--out_dir={out_dir}",
+            "--global_batch_size=4", "--micro_batch_size=2", "--max_seq_len=128", "--max_steps=2", "--lr=1e-2",
+            "--warmup_ratio=0.0", "--eval_every=1", "--save_dtype=float32", "--wandb=False", "--val_fraction=0.2",
+            *flags]
+    assert connector_tune.main(argv) == 0
+    return json.loads((Path(out_dir) / "summary.json").read_text())
+
+
+def module_of(name):
+    return next(m for m, prefix in model.MODULE_PREFIXES.items() if name.startswith(prefix))
+
+
+def test_defaults_are_the_papers():
+    cfg = connector_tune.Config()
+    assert (cfg.epochs, cfg.global_batch_size, cfg.lr, cfg.schedule, cfg.warmup_ratio, cfg.max_seq_len) == \
+        (2.0, 64, 1e-5, "cosine", 0.03, 16384)  # §3.4
+    assert cfg.trainable == ["connector"] and cfg.variant == "connector"
+    assert cfg.patience > 0 and cfg.val_fraction > 0  # early stopping on the validation loss
+    assert isinstance(cfg, sft.Config)  # the loop is sft.train
+
+
+def test_connector_only_tuning_changes_only_the_connector(tiny, tmp_path):
+    summary = run(tiny, tmp_path)
+    assert summary["trainable"] == ["connector"] and summary["steps"] == 2
+    assert [s for s, _ in summary["val_history"]] == [1, 2] and summary["best_checkpoint"]
+    init = load_file(tiny / "init" / "model.safetensors")
+    final = load_file(Path(summary["last_checkpoint"]) / "model.safetensors")
+    assert final.keys() == init.keys()
+    for name in init:
+        if module_of(name) == "connector":
+            assert not torch.equal(final[name], init[name]), name
+        else:
+            assert torch.equal(final[name], init[name]), name  # bit-identical
+    # the optimizer state holds the connector only (nothing to step, nothing to save for frozen modules)
+    shard = torch.load(Path(summary["last_checkpoint"]) / "optim_rank0.pt", weights_only=False)
+    assert {module_of(n) for group in shard["param_names"] for n in group} == {"connector"}
+
+
+@pytest.mark.parametrize("variant,changed", [("connector+llm", {"connector", "llm"}),
+                                             ("connector+vision+llm", {"connector", "llm", "vision"})])
+def test_table2_variants(tiny, tmp_path, variant, changed):
+    summary = run(tiny, tmp_path, f"--variant={variant}")
+    assert sorted(summary["trainable"]) == sorted(changed)
+    init = load_file(tiny / "init" / "model.safetensors")
+    final = load_file(Path(summary["last_checkpoint"]) / "model.safetensors")
+    moved = {module_of(n) for n in init if not torch.equal(final[n], init[n])}
+    assert moved == changed
+    if "vision" not in changed:
+        assert all(torch.equal(final[n], init[n]) for n in init if module_of(n) == "vision")
+
+
+def test_variant_errors(tiny, tmp_path):
+    with pytest.raises(ValueError, match="contradicts --variant"):
+        tu.parse_config(connector_tune.Config, ["--trainable=connector,llm"])
+    assert tu.parse_config(connector_tune.Config, ["--variant=connector+llm", "--trainable=llm,connector"]).trainable \
+        == ["connector", "llm"]
+    with pytest.raises(ValueError, match="expected one of"):
+        connector_tune.Config(variant="vision")

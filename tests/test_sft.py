@@ -1,0 +1,467 @@
+"""Tests for sft.py (tiny model, CPU). Also the torchrun worker: `python -m torch.distributed.run --standalone
+--nproc_per_node=2 tests/test_sft.py CONFIG_JSON` (launched by test_two_ranks_give_the_same_update_as_one)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import load_file
+
+import data
+import model
+import sft
+import train_utils as tu
+
+torch.set_num_threads(1)  # the CI cores are shared: multi-threaded tiny matmuls are ~20x slower under load
+
+A1 = "<think>\nI see 2 red circles.\n</think>\n\nThe answer is \\boxed{2}."
+A2 = "<think>\nBlue, one square.\n</think>\n\n1"
+MULTI_TURN = {"messages": [{"role": "system", "content": "You are careful."},
+                           {"role": "user", "content": "<image>\nHow many circles?"},
+                           {"role": "assistant", "content": A1},
+                           {"role": "user", "content": "And <image> here?"},
+                           {"role": "assistant", "content": A2}],
+              "images": ["red.png", "blue.png"]}
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def chat(i, image=None):
+    user = ("<image>\n" if image else "") + f"Count the circles: {i}?"
+    answer = f"<think>\nThere are {i} circles.\n</think>\n\n\\boxed{{{i}}}"
+    return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}],
+            "images": [image] if image else []}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sft")
+    tok = model.build_tiny_tokenizer()
+    mc = model.tiny_config(vocab_size=len(tok))  # 112px tiles, 1 tile per image, 16 image tokens
+    torch.manual_seed(0)
+    net = model.build_model(mc)
+    model.save_model(root / "init", net.state_dict(), mc, tokenizer=tok)
+    Image.new("RGB", (60, 40), (200, 30, 30)).save(root / "red.png")
+    Image.new("RGB", (40, 60), (30, 30, 200)).save(root / "blue.png")
+    write_jsonl(root / "train.jsonl", [chat(i, ["red.png", None, "blue.png", None][i % 4]) for i in range(8)])
+    write_jsonl(root / "multi_turn.jsonl", [MULTI_TURN])
+    return SimpleNamespace(root=root, tok=tok, mc=mc, init=root / "init", train=root / "train.jsonl")
+
+
+def make_config(tiny, out_dir, **overrides):
+    kwargs = dict(checkpoint=str(tiny.init), data=str(tiny.train), out_dir=str(out_dir), global_batch_size=4,
+                  micro_batch_size=2, max_seq_len=160, lr=2e-3, warmup_ratio=0.0, max_steps=2, save_dtype="float32",
+                  compute_dtype="float32", wandb=False)
+    return sft.Config(**{**kwargs, **overrides})
+
+
+def load_net(tiny):
+    net = model.load_model(tiny.init)
+    net.img_context_token_id = tiny.tok.convert_tokens_to_ids(model.IMG_CONTEXT_TOKEN)
+    return net
+
+
+def decode(tok, ids):
+    return tok.decode(ids, skip_special_tokens=False)
+
+
+def labelled_spans(labels):
+    spans, start = [], None
+    for t, label in enumerate(list(labels) + [-100]):
+        if label != -100 and start is None:
+            start = t
+        if label == -100 and start is not None:
+            spans.append((start, t))
+            start = None
+    return spans
+
+# -----------------------------------------------------------------------------
+# batches and loss
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_label_masking_exact_through_the_batch_path(tiny, tmp_path, packing):
+    cfg = make_config(tiny, tmp_path, packing=packing, max_seq_len=300, data=str(tiny.root / "multi_turn.jsonl"))
+    sample = data.read_chat_jsonl(cfg.data)[0]
+    samples, skipped, truncated = sft.tokenize_share([sample, sample], [0, 1], cfg, tiny.tok, tiny.mc, tu.Dist())
+    assert (skipped, truncated) == (0, 0)
+    [batch] = sft.micro_batches(samples, cfg, tiny.tok.pad_token_id, tiny.mc.force_image_size)
+    ids, labels = batch["input_ids"].reshape(-1).tolist(), batch["labels"].reshape(-1).tolist()
+
+    image = "<img>" + "<IMG_CONTEXT>" * 16 + "</img>"
+    one = ("<|im_start|>system\nYou are careful.<|im_end|>\n"
+           f"<|im_start|>user\n{image}\nHow many circles?<|im_end|>\n"
+           f"<|im_start|>assistant\n{A1}<|im_end|>\n"
+           f"<|im_start|>user\nAnd {image} here?<|im_end|>\n"
+           f"<|im_start|>assistant\n{A2}<|im_end|>\n")
+    n = len(samples[0]["input_ids"])
+    assert decode(tiny.tok, ids) == one + one  # two rows of n tokens, or one packed row of 2n
+    # exactly the assistant contents with their <|im_end|> are labelled, in both copies of the sample
+    spans = labelled_spans(labels)
+    assert [decode(tiny.tok, ids[a:b]) for a, b in spans] == [A1 + "<|im_end|>", A2 + "<|im_end|>"] * 2
+    assert all(labels[t] == ids[t] for a, b in spans for t in range(a, b))
+    n_labelled = 2 * len(tiny.tok.encode(A1 + "<|im_end|>") + tiny.tok.encode(A2 + "<|im_end|>"))
+    assert sum(label != -100 for label in labels) == n_labelled == sft.num_targets(batch)
+    assert ids.count(tiny.tok.convert_tokens_to_ids("<IMG_CONTEXT>")) == 4 * 16
+    assert batch["pixel_values"].shape == (4, 3, 112, 112)
+    if packing:  # one row, two documents, positions restarting at the second
+        assert batch["input_ids"].shape == (1, 2 * n)
+        assert batch["position_ids"][0, n].item() == 0 and batch["attention_mask"].shape == (1, 1, 2 * n, 2 * n)
+
+    # the trainer's loss is cross-entropy over exactly those tokens (reference: full logits, unpacked)
+    net = load_net(tiny)
+    with torch.no_grad():
+        nll, _ = sft.nll_and_entropy(net, batch, torch.device("cpu"), chunk_tokens=7)
+        plain = data.collate_right_padded(samples, tiny.tok.pad_token_id, tiny.mc.force_image_size)
+        logits = net(plain["input_ids"], plain["pixel_values"], plain["image_flags"], plain["attention_mask"])
+        reference = F.cross_entropy(logits[:, :-1].flatten(0, 1), plain["labels"][:, 1:].flatten(),
+                                    ignore_index=-100, reduction="sum")
+    torch.testing.assert_close(nll, reference, rtol=1e-5, atol=1e-4)
+
+
+def test_packed_loss_equals_unpacked_loss(tiny, tmp_path):
+    cfg = make_config(tiny, tmp_path, max_seq_len=100, micro_batch_size=8)
+    train_set = data.read_chat_jsonl(tiny.train)
+    samples, _, _ = sft.tokenize_share(train_set, list(range(6)), cfg, tiny.tok, tiny.mc, tu.Dist())
+    assert [len(s["input_ids"]) for s in samples] == [58, 37, 56, 37, 56, 37]
+    pad, size = tiny.tok.pad_token_id, tiny.mc.force_image_size
+    [unpacked] = sft.micro_batches(samples, cfg, pad, size)
+    packed = sft.micro_batches(samples, sft.Config(**{**cfg.__dict__, "packing": True, "micro_batch_size": 2}),
+                               pad, size)
+    # next-fit rows of <= 100 tokens: [58+37], [56+37], [56+37]; two rows per micro-batch
+    assert [tuple(b["input_ids"].shape) for b in packed] == [(2, 95), (1, 93)]
+    assert [b["seq_lens"] for b in packed] == [[[58, 37], [56, 37]], [[56, 37]]]
+    net = load_net(tiny)
+    with torch.no_grad():
+        loss_unpacked = sft.nll_and_entropy(net, unpacked, torch.device("cpu"), 64)[0]
+        loss_packed = sum(sft.nll_and_entropy(net, b, torch.device("cpu"), 64)[0] for b in packed)
+        torch.testing.assert_close(loss_packed, loss_unpacked, rtol=1e-5, atol=1e-4)
+        # control: the same packed rows with plain causal attention across samples give another loss
+        causal = torch.tril(torch.ones(packed[0]["attention_mask"].shape, dtype=torch.bool))
+        leaky = dict(packed[0], attention_mask=causal)
+        assert abs(sft.nll_and_entropy(net, leaky, torch.device("cpu"), 64)[0]
+                   - sft.nll_and_entropy(net, packed[0], torch.device("cpu"), 64)[0]) > 1e-2
+
+
+def test_update_is_the_global_token_mean_for_any_micro_batch_size(tiny, tmp_path):
+    """One step with SGD(lr=1): the weight change is minus the gradient of (sum of token losses / tokens of the
+    whole global batch), whatever the micro-batching; samples have different lengths, so a per-micro-batch
+    mean would differ."""
+    train_set = data.read_chat_jsonl(tiny.train)
+    cfg = make_config(tiny, tmp_path, grad_clip=0.0)
+    samples, _, _ = sft.tokenize_share(train_set, [0, 1, 2, 5], cfg, tiny.tok, tiny.mc, tu.Dist())
+    assert len({len(s["input_ids"]) for s in samples}) > 1
+    pad, size = tiny.tok.pad_token_id, tiny.mc.force_image_size
+
+    net = load_net(tiny)
+    batch = data.collate_right_padded(samples, pad, size)
+    logits = net(batch["input_ids"], batch["pixel_values"], batch["image_flags"], batch["attention_mask"])
+    targets = batch["labels"][:, 1:]
+    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum")
+    (loss / (targets != -100).sum()).backward()
+    expected = {k: p.detach() - p.grad for k, p in net.named_parameters()}
+
+    for micro in (1, 3):
+        net = load_net(tiny)
+        optimizer = torch.optim.SGD(net.parameters(), lr=1.0)
+        batches = sft.micro_batches(samples, sft.Config(**{**cfg.__dict__, "micro_batch_size": micro}), pad, size)
+        assert len(batches) == (4 if micro == 1 else 2)
+        sft.train_step(net, optimizer, batches, tu.Dist(), cfg)
+        for k, p in net.named_parameters():
+            torch.testing.assert_close(p.detach(), expected[k], rtol=1e-5, atol=1e-6, msg=k)
+
+# -----------------------------------------------------------------------------
+# the training loop
+
+
+def test_loss_falls_on_a_tiny_overfit_set(tiny, tmp_path):
+    cfg = make_config(tiny, tmp_path, max_steps=12, val_data=str(tiny.train), eval_every=4, micro_batch_size=4,
+                      lr=5e-3, schedule="constant")
+    summary = sft.train(cfg)
+    losses = [json.loads(line)["train/loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
+              if "train/loss" in line]
+    assert len(losses) == 12 and losses[-1] < 0.5 * losses[0], losses
+    vals = [v for _, v in summary["val_history"]]
+    assert [s for s, _ in summary["val_history"]] == [4, 8, 12] and vals[2] < vals[1] < vals[0]
+    assert summary["best_step"] == 12 and summary["best_checkpoint"].endswith("step_000012")
+    assert (summary["skipped"], summary["truncated"]) == (0, 0)
+
+
+def test_early_stopping_fires_and_keeps_the_best_checkpoint(tiny, tmp_path, monkeypatch):
+    scripted = iter([5.0, 4.0, 4.5, 4.2, 3.0, 3.0])  # best at step 2, then two evaluations without improvement
+    monkeypatch.setattr(sft, "validation_loss", lambda *args: next(scripted))
+    cfg = make_config(tiny, tmp_path, max_steps=6, val_data=str(tiny.train), eval_every=1, patience=2,
+                      save_every=1, keep_last=1)
+    summary = sft.train(cfg)
+    assert summary["steps"] == 4 and summary["stopped_early"]
+    assert summary["best_step"] == 2 and summary["best_val_loss"] == 4.0
+    out = tmp_path
+    assert sorted(p.name for p in out.glob("step_*")) == ["step_000002", "step_000004"]  # keep_last=1 + best
+    assert json.loads((out / "best.json").read_text())["step"] == 2
+    best = load_file(out / "step_000002" / "model.safetensors")
+    last = load_file(out / "step_000004" / "model.safetensors")
+    assert not torch.equal(best["mlp1.1.weight"], last["mlp1.1.weight"])
+    assert model.load_model(summary["best_checkpoint"]) is not None  # loadable as a plain model
+    # resuming a run that stopped early does nothing more
+    again = sft.train(sft.Config(**{**cfg.__dict__, "resume": True}))
+    assert again["steps"] == 4 and again["best_step"] == 2
+
+
+def test_overlong_samples_are_truncated_or_skipped_and_counted(tiny, tmp_path):
+    long_sample = chat(3, "red.png")
+    long_sample["messages"][1]["content"] = "<think>\n" + "Wait, let me check again. " * 30 + "</think>\n\n3"
+    path = write_jsonl(tiny.root / "long.jsonl", [chat(0), chat(1), long_sample, chat(2)])
+    for overflow, expected in (("truncate", (0, 2)), ("skip", (2, 0))):
+        cfg = make_config(tiny, tmp_path / overflow, data=str(path), overflow=overflow, max_seq_len=100)
+        summary = sft.train(cfg)
+        assert (summary["skipped"], summary["truncated"]) == expected  # the long sample is in both global batches
+        rows = [json.loads(line) for line in (tmp_path / overflow / "metrics.jsonl").read_text().splitlines()]
+        assert rows[-1]["data/skipped_total"] == expected[0] and rows[-1]["data/truncated_total"] == expected[1]
+
+
+def test_resume_after_interruption_gives_the_same_weights(tiny, tmp_path, monkeypatch):
+    kwargs = dict(max_steps=4, save_every=2, packing=True, micro_batch_size=1, keep_last=1)
+    straight = sft.train(make_config(tiny, tmp_path / "straight", **kwargs))
+
+    calls, real_step = [], sft.train_step
+
+    def crashing_step(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("simulated crash in step 3")
+        return real_step(*args)
+
+    monkeypatch.setattr(sft, "train_step", crashing_step)
+    cfg = make_config(tiny, tmp_path / "resumed", **kwargs)
+    with pytest.raises(KeyboardInterrupt):
+        sft.train(cfg)
+    assert tu.find_last_checkpoint(tmp_path / "resumed").name == "step_000002"
+    with pytest.raises(ValueError, match="--resume=True"):
+        sft.train(cfg)  # a fresh start over existing checkpoints is refused
+    monkeypatch.setattr(sft, "train_step", real_step)
+    resumed = sft.train(sft.Config(**{**cfg.__dict__, "resume": True}))
+    assert resumed["steps"] == straight["steps"] == 4
+    a = load_file(Path(straight["last_checkpoint"]) / "model.safetensors")
+    b = load_file(Path(resumed["last_checkpoint"]) / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["mlp1.1.weight"], load_file(tiny.init / "model.safetensors")["mlp1.1.weight"])
+    steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_bad_config_errors(tiny, tmp_path):
+    with pytest.raises(ValueError, match="overflow"):
+        sft.train(make_config(tiny, tmp_path, overflow="drop"))
+    with pytest.raises(ValueError, match="fewer than global_batch_size"):
+        sft.train(make_config(tiny, tmp_path, global_batch_size=64))
+    with pytest.raises(ValueError, match="patience"):
+        sft.train(make_config(tiny, tmp_path, patience=2))
+
+# -----------------------------------------------------------------------------
+# torchrun --nproc_per_node=2 (gloo, FSDP2) == one process
+
+
+def test_two_ranks_give_the_same_update_as_one(tiny, tmp_path):
+    """Global batch 4 with one over-long sample (skipped) in every step: one rank has 1 micro-batch, the other
+    2, so the short rank runs a dummy forward. All modules trainable, gradient clipping on, validation on."""
+    long_sample = chat(3)
+    long_sample["messages"][1]["content"] = "<think>\n" + "Wait, let me check again. " * 30 + "</think>\n\n3"
+    path = write_jsonl(tiny.root / "four.jsonl", [chat(0, "red.png"), chat(1), long_sample, chat(2, "blue.png")])
+    kwargs = dict(data=str(path), overflow="skip", max_seq_len=100, micro_batch_size=1, grad_clip=0.5,
+                  val_data=str(path), eval_every=1)
+    cfg = make_config(tiny, tmp_path / "two", **kwargs)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", __file__,
+           json.dumps(cfg.__dict__)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    two = json.loads((tmp_path / "two" / "summary.json").read_text())
+    one = sft.train(make_config(tiny, tmp_path / "one", **kwargs))
+    assert two["world_size"] == 2 and one["world_size"] == 1
+    assert two["skipped"] == one["skipped"] == 2 and two["target_tokens"] == one["target_tokens"]
+    assert two["train_loss"] == pytest.approx(one["train_loss"], rel=1e-5)
+    # the gradient itself (AdamW's update would hide a constant factor such as a missing world_size)
+    norms = [[json.loads(line)["train/grad_norm"] for line in (tmp_path / run / "metrics.jsonl").read_text()
+              .splitlines() if "train/grad_norm" in line] for run in ("one", "two")]
+    assert len(norms[0]) == 2 and norms[1] == pytest.approx(norms[0], rel=1e-5)
+    assert [s for s, _ in two["val_history"]] == [1, 2]  # validation under FSDP2 (with a dummy forward) too
+    assert [v for _, v in two["val_history"]] == pytest.approx([v for _, v in one["val_history"]], rel=1e-5)
+    a = load_file(Path(one["last_checkpoint"]) / "model.safetensors")
+    b = load_file(Path(two["last_checkpoint"]) / "model.safetensors")
+    init = load_file(tiny.init / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)
+        assert not torch.equal(a[k], init[k]) or k.endswith("bias") or "norm" in k, k  # every weight moved
+
+# -----------------------------------------------------------------------------
+# rejection sampling (§2)
+
+QUESTIONS = [
+    {"id": "q1", "images": ["red.png"], "question": "How many circles?", "answer": "3", "source": "count"},
+    {"id": "q2", "images": [], "question": "Which is two?", "options": {"A": "one", "B": "two"}, "answer": "B",
+     "source": "choice"},
+    {"id": "q3", "images": [], "question": "What is 3 + 4?", "answer": "7", "source": "count"},
+]
+LONG = "Let me check again. " * 12
+# (text after the prompt's "<think>\n", finish_reason); which of them are right is written beside each
+RESPONSES = {
+    "q1": [("I count 3.\n</think>\n\nThe answer is \\boxed{3}.", "stop"),     # right
+           ("I count 4.\n</think>\n\nThe answer is \\boxed{4}.", "stop"),     # wrong answer
+           ("I count 3. The answer is \\boxed{3}.", "stop")],                 # right answer, no </think>: bad format
+    "q2": [("Two is B.\n</think>\n\n\\boxed{B}", "stop"),                     # right
+           ("One.\n</think>\n\n\\boxed{A}", "stop"),                          # wrong
+           ("So B.\n</think>\n\nThe answer is B.", "stop")],                  # right
+    "q3": [("3 + 4 = 7.\n</think>\n\n\\boxed{7}", "length"),                  # right but cut off: dropped
+           (LONG + "7.\n</think>\n\n\\boxed{7}", "stop"),                     # right but too long: dropped
+           ("3 + 4 = 8.\n</think>\n\n\\boxed{8}", "stop")],                   # wrong
+}
+KEPT = {"q1": [0], "q2": [0, 2], "q3": []}
+
+
+@pytest.fixture
+def questions(tiny, tmp_path):
+    return write_jsonl(tiny.root / "questions.jsonl", QUESTIONS)
+
+
+def reject_config(tiny, tmp_path, **overrides):
+    max_kept = max(len(tiny.tok.encode(RESPONSES[q][j][0] + "<|im_end|>")) for q in KEPT for j in KEPT[q])
+    assert len(tiny.tok.encode(RESPONSES["q3"][1][0])) > max_kept
+    kwargs = dict(mode="reject", checkpoint=str(tiny.init), data=str(tiny.root / "questions.jsonl"),
+                  out=str(tmp_path / "sft_data" / "cold.jsonl"), k=3, max_per_question=0,
+                  max_response_tokens=max_kept, reward_workers=0, batch_size=8, max_new_tokens=64)
+    return sft.Config(**{**kwargs, **overrides})
+
+
+def fake_generate(tok, calls):
+    """model.generate stand-in: row i of a question's k copies gets RESPONSES[question][i]."""
+    def generate(net, prompts, pixel_values=None, stop_token_ids=(), **kwargs):
+        calls.append(len(prompts))
+        n_tiles = 0
+        outs, seen = [], {}
+        for p in prompts:
+            text = decode(tok, p)
+            q = next(q["id"] for q in QUESTIONS if q["question"] in text)
+            n_tiles += text.count("<img>")
+            response, finish = RESPONSES[q][seen.setdefault(q, 0)]
+            seen[q] += 1
+            ids = tok.encode(response) + ([stop_token_ids[0]] if finish == "stop" else [])
+            outs.append({"token_ids": ids, "logprobs": [0.0] * len(ids), "finish_reason": finish})
+        assert (0 if pixel_values is None else pixel_values.shape[0]) == n_tiles
+        return outs
+    return generate
+
+
+def test_rejection_sampling_keeps_exactly_the_right_answers(tiny, tmp_path, questions, monkeypatch):
+    calls = []
+    monkeypatch.setattr(model, "generate", fake_generate(tiny.tok, calls))
+    counts = sft.reject(reject_config(tiny, tmp_path, backend="builtin"))
+    assert calls == [9]  # 3 questions x k=3 in one batch
+    out = tmp_path / "sft_data" / "cold.jsonl"
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["question_id"], r["messages"][-1]["content"]) for r in rows] == \
+        [(q, "<think>\n" + RESPONSES[q][j][0]) for q in KEPT for j in KEPT[q]]
+    records = {r.id: r for r in data.read_records(questions)}
+    for r in rows:
+        assert r["messages"][0] == {"role": "user", "content": data.format_question(records[r["question_id"]])}
+    assert counts["count"] == {"questions": 2, "questions_kept": 1, "prompt_too_long": 0, "sampled": 6,
+                               "correct": 4, "well_formed": 5, "cut_off": 1, "passed": 2, "too_long": 1, "kept": 1}
+    assert counts["choice"]["kept"] == 2 and counts["total"]["kept"] == 3 and counts["total"]["questions"] == 3
+    assert json.loads(out.with_name("cold.jsonl.counts.json").read_text()) == counts
+    # the output is SFT data: images resolve relative to it, and it tokenises with labels
+    chats = data.read_chat_jsonl(out)
+    assert chats[0]["images"] and Path(chats[0]["images"][0]).resolve() == (tiny.root / "red.png").resolve()
+    cfg = make_config(tiny, tmp_path, data=str(out))
+    samples, skipped, _ = sft.tokenize_share(chats, [0, 1, 2], cfg, tiny.tok, tiny.mc, tu.Dist())
+    assert skipped == 0 and decode(tiny.tok, [t for t in samples[0]["labels"] if t != -100]) == \
+        "<think>\n" + RESPONSES["q1"][0][0] + "<|im_end|>"
+
+
+def test_rejection_sampling_per_question_cap_and_restart(tiny, tmp_path, questions, monkeypatch):
+    calls = []
+    monkeypatch.setattr(model, "generate", fake_generate(tiny.tok, calls))
+    cfg = reject_config(tiny, tmp_path, backend="builtin", max_per_question=1, batch_size=2)
+    counts = sft.reject(cfg)
+    out = Path(cfg.out)
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["q1#0", "q2#0"]
+    assert counts["total"]["kept"] == 2 and calls == [6, 3]
+    # a crash after q2's samples were written but before its progress line: the rerun redoes q2 only
+    progress = out.with_name("cold.jsonl.progress.jsonl")
+    lines = progress.read_text().splitlines()
+    progress.write_text("".join(line + "\n" for line in lines if json.loads(line)["id"] != "q2"))
+    calls.clear()
+    assert sft.reject(cfg) == counts and calls == [3]
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["q1#0", "q2#0"]
+
+
+def test_reject_cli_end_to_end_with_the_real_builtin_sampler(tiny, tmp_path, questions):
+    out = tmp_path / "cli.jsonl"
+    argv = ["--mode=reject", f"--checkpoint={tiny.init}", f"--data={questions}", f"--out={out}", "--k=2",
+            "--max_new_tokens=6", "--backend=builtin", "--reward_workers=0", "--batch_size=2"]
+    assert sft.main(argv) == 0
+    counts = json.loads(out.with_name("cli.jsonl.counts.json").read_text())
+    assert counts["total"]["questions"] == 3 and counts["total"]["sampled"] == 6
+    assert counts["total"]["cut_off"] + counts["total"]["passed"] <= 6  # random weights: answers are noise
+    assert len(out.read_text().splitlines()) == counts["total"]["kept"]
+
+
+def test_vllm_backend_arguments_with_a_fake_vllm(tiny, tmp_path, questions, monkeypatch):
+    made = {}
+
+    class FakeSamplingParams:
+        def __init__(self, **kwargs):
+            self.kwargs = kwargs
+
+    class FakeLLM:
+        def __init__(self, **kwargs):
+            made["engine"] = kwargs
+
+        def generate(self, requests, params):
+            made.setdefault("requests", []).extend(requests)
+            made["params"] = params.kwargs
+            results = []
+            for req in requests:
+                q = next(q["id"] for q in QUESTIONS if q["question"] in req["prompt"])
+                results.append(SimpleNamespace(outputs=[
+                    SimpleNamespace(text=text + ("<|im_end|>" if finish == "stop" else ""),
+                                    token_ids=tiny.tok.encode(text), finish_reason=finish)
+                    for text, finish in RESPONSES[q][:params.kwargs["n"]]]))
+            return results
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setitem(sys.modules, "vllm", SimpleNamespace(LLM=FakeLLM, SamplingParams=FakeSamplingParams))
+    cfg = reject_config(tiny, tmp_path, backend="auto", tensor_parallel_size=4, max_tiles=6, max_model_len=8192)
+    counts = sft.reject(cfg)
+    assert made["engine"] == dict(model=str(tiny.init), tokenizer=str(tiny.init), trust_remote_code=True,
+                                  dtype="bfloat16", tensor_parallel_size=4, max_model_len=8192,
+                                  gpu_memory_utilization=0.85, seed=0, limit_mm_per_prompt={"image": 1},
+                                  mm_processor_kwargs={"max_dynamic_patch": 6})
+    ids = [tiny.tok.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
+    assert made["params"] == dict(n=3, temperature=1.0, top_p=1.0, max_tokens=64, stop_token_ids=ids,
+                                  skip_special_tokens=False)
+    q1, q2, q3 = made["requests"]
+    assert q1["prompt"] == model.build_prompt([{"role": "user", "content": data.format_question(
+        data.read_records(questions)[0])}])  # ChatML ending in "<|im_start|>assistant\n<think>\n", <image> unexpanded
+    assert "<image>" in q1["prompt"] and "<IMG_CONTEXT>" not in q1["prompt"]
+    assert [im.size for im in q1["multi_modal_data"]["image"]] == [(60, 40)] and "multi_modal_data" not in q2
+    assert counts["total"]["kept"] == 3  # same decisions as the built-in sampler
+
+
+# -----------------------------------------------------------------------------
+
+if __name__ == "__main__":  # torchrun worker for test_two_ranks_give_the_same_update_as_one
+    dist = tu.setup_distributed()
+    sft.train(sft.Config(**json.loads(sys.argv[1])), dist)
+    tu.cleanup_distributed()
