@@ -1,0 +1,474 @@
+"""Tests for grpo.py. Also the torchrun worker of the distributed test:
+`python -m torch.distributed.run --standalone --nproc_per_node=2 tests/test_grpo.py WORKSPACE OUT_DIR`."""
+import json
+import math
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+import data
+import grpo
+import model
+import train_utils as tu
+
+# 2 shared cores: with more intra-op threads than free cores, tiny matmuls spin and run ~20x slower
+torch.set_num_threads(1)
+
+# -----------------------------------------------------------------------------
+# workspace: a tiny checkpoint (with tokenizer) and records, some with images
+
+
+def make_workspace(root, n_records=8, images=True, seed=0):
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    tok = model.build_tiny_tokenizer()
+    cfg = model.tiny_config(vocab_size=len(tok))
+    torch.manual_seed(seed)
+    model.save_model(root / "ckpt", model.build_model(cfg).state_dict(), cfg, tok)
+    Image.new("RGB", (60, 40), (200, 10, 10)).save(root / "red.png")
+    Image.new("RGB", (40, 40), (10, 10, 200)).save(root / "blue.png")
+    with open(root / "train.jsonl", "w") as f:
+        for i in range(n_records):
+            image = [] if not images or i % 3 == 0 else ["red.png" if i % 2 else "blue.png"]
+            f.write(json.dumps({"id": f"q{i}", "images": image, "question": f"What is {i} + 1?",
+                                "answer": str(i % 3)}) + "\n")
+    return root / "ckpt", root / "train.jsonl"
+
+
+def toy_reward(texts, records):
+    """TOY REWARD (custom reward_fn hook, not the paper's): the share of response characters that are digits.
+    Dense, so an untrained tiny model learns it in a few dozen GRPO steps."""
+    return [{"reward": sum(c.isdigit() for c in t) / max(1, len(t)), "accuracy": 0.0, "format": 0.0} for t in texts]
+
+
+def half_constant_reward(texts, records):
+    """TOY REWARD for dynamic sampling: records with an even number always get 0.5 (zero-variance groups), the
+    others the toy reward."""
+    toy = toy_reward(texts, records)
+    return [{**t, "reward": 0.5} if int(r.id[1:]) % 2 == 0 else t for t, r in zip(toy, records)]
+
+
+class FixedRollout:
+    """Pre-written rollouts, the same whatever the rank or world size: rollout k of a prompt is a response whose
+    boxed answer is k % 3 (so rewards.score_batch marks about a third right), with or without the </think>
+    format, of varying lengths."""
+
+    def __init__(self, tokenizer, dist):
+        self.tokenizer, self.ranks = tokenizer, [dist.rank]
+
+    def generate(self, prompts, n, max_tokens, seed):
+        out = []
+        for p in prompts:
+            outs = []
+            for k in range(n):
+                text = "I count" + " 1" * ((len(p["input_ids"]) + k) % 4) + (" </think>" if k % 2 else "") + \
+                       f" \\boxed{{{k % 3}}}"
+                ids = self.tokenizer.encode(text, add_special_tokens=False)[:max_tokens - 1]
+                ids.append(self.tokenizer.eos_token_id)
+                outs.append({"token_ids": ids, "logprobs": [], "finish_reason": "stop"})
+            out.append(outs)
+        return out
+
+    def sleep(self):
+        pass
+
+    def update_weights(self, net):
+        pass
+
+
+def run_config(ckpt, records, out, **overrides):
+    base = dict(init_from=str(ckpt), data=str(records), out_dir=str(out), steps=2, prompts_per_step=4,
+                rollouts_per_prompt=4, response_length_schedule=[(0, 6)], lr=1e-3, reward_workers=0,
+                micro_batch_size=2, save_every=1000, max_prompt_tokens=512)
+    base.update(overrides)
+    return grpo.Config(**base)
+
+# -----------------------------------------------------------------------------
+# (a) advantages and loss by hand
+
+
+def test_group_advantages_by_hand():
+    r = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.2, 0.2, 0.2, 0.2], [1.0, 0.8, 0.0, 0.2]], dtype=torch.float64)
+    adv = grpo.group_advantages(r, eps=1e-6)
+    # group 0: mean 0.5, unbiased std sqrt(4 * 0.25 / 3) = 0.57735
+    s0 = math.sqrt(1 / 3)
+    assert adv[0].tolist() == pytest.approx([d / (s0 + 1e-6) for d in (0.5, -0.5, -0.5, 0.5)], abs=1e-12)
+    assert adv[1].tolist() == [0.0, 0.0, 0.0, 0.0]   # zero variance: no signal
+    # group 2: mean 0.5, deviations .5 .3 -.5 -.3, unbiased var (.25+.09+.25+.09)/3
+    s2 = math.sqrt(0.68 / 3)
+    assert adv[2].tolist() == pytest.approx([d / (s2 + 1e-6) for d in (0.5, 0.3, -0.5, -0.3)], abs=1e-12)
+    # Dr. GRPO: no division by the std
+    assert grpo.group_advantages(r, scale_by_std=False)[2].tolist() == pytest.approx([0.5, 0.3, -0.5, -0.3])
+    with pytest.raises(ValueError, match=">= 2 rollouts"):
+        grpo.group_advantages(torch.ones(3, 1))
+
+
+def hand_loss(logp, old, ref, adv, lengths, agg, normaliser, lo, hi, beta):
+    """eq. 7 with plain Python floats, token by token."""
+    seq_terms, token_sum, clipped = [], 0.0, 0
+    for i, n in enumerate(lengths):
+        terms = []
+        for t in range(n):
+            ratio = math.exp(logp[i][t] - old[i][t])
+            clip_ratio = min(max(ratio, 1 - lo), 1 + hi)
+            term = -min(ratio * adv[i], clip_ratio * adv[i])
+            clipped += (adv[i] > 0 and ratio > 1 + hi) or (adv[i] < 0 and ratio < 1 - lo)
+            d = ref[i][t] - logp[i][t]
+            term += beta * (math.exp(d) - d - 1)
+            terms.append(term)
+        seq_terms.append(sum(terms) / n)
+        token_sum += sum(terms)
+    total = sum(seq_terms) if agg == "seq-mean-token-mean" else token_sum
+    return total / normaliser, clipped
+
+
+@pytest.mark.parametrize("agg", ["seq-mean-token-mean", "token-mean"])
+def test_policy_loss_by_hand_with_clip_higher_and_kl(agg):
+    lengths = [4, 2, 3]
+    # ratios exp(logp - old): inside the range, above 1 + 0.28, below 1 - 0.2, between 1.2 and 1.28 (clip-higher)
+    logp = [[-1.0, -0.5, -2.0, -0.1], [-0.3, -1.2, 0, 0], [-0.7, -0.2, -3.0, 0]]
+    old = [[-1.1, -0.9, -1.7, -0.32], [-0.6, -0.9, 0, 0], [-0.4, -0.6, -2.8, 0]]
+    ref = [[-1.2, -0.4, -2.2, -0.2], [-0.2, -1.0, 0, 0], [-0.9, -0.3, -3.1, 0]]
+    adv = [1.5, -0.8, 0.6]
+    normaliser = 7.0 if agg == "seq-mean-token-mean" else 19.0   # the whole mini-batch, beyond this micro-batch
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0]], dtype=torch.bool)
+    lp = torch.tensor(logp, dtype=torch.float64, requires_grad=True)
+    loss, stats = grpo.policy_loss(lp, torch.tensor(old, dtype=torch.float64), torch.tensor(adv, dtype=torch.float64),
+                                   mask, normaliser, agg, clip_low=0.2, clip_high=0.28,
+                                   ref_logp=torch.tensor(ref, dtype=torch.float64), beta=0.05)
+    want, clipped = hand_loss(logp, old, ref, adv, lengths, agg, normaliser, 0.2, 0.28, 0.05)
+    assert loss.item() == pytest.approx(want, rel=1e-12)
+    assert stats["clipped"] == clipped == 3 and stats["tokens"] == 9
+    # clip-higher: ratio e^0.22 = 1.246 with A > 0 is inside [0.8, 1.28] (would be clipped at 1.2)
+    assert math.exp(-0.1 + 0.32) < 1.28
+    # clipped tokens get no policy gradient, only the KL term's; padding gets none at all
+    loss.backward()
+    d = [[r - p for r, p in zip(rr, pp)] for rr, pp in zip(ref, logp)]
+    scale = [(1 / n if agg == "seq-mean-token-mean" else 1.0) / normaliser for n in lengths]
+    for i, t in ((0, 1), (1, 1), (2, 1)):   # the three clipped tokens
+        kl_grad = 0.05 * (1 - math.exp(d[i][t])) * scale[i]   # d/dlogp of beta * (e^d - d - 1), d = ref - logp
+        assert float(lp.grad[i, t]) == pytest.approx(kl_grad, rel=1e-9)
+    assert lp.grad[1, 2:].abs().sum() == 0 and lp.grad[2, 3] == 0
+
+
+def test_ratio_one_is_reinforce_with_group_advantages():
+    # the paper's setting: old = logp.detach(), so d loss / d logp = -A / |y| / N exactly and nothing is clipped
+    lp = torch.tensor([[-1.0, -2.0, -0.5], [-0.3, -0.4, 0.0]], requires_grad=True)
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]], dtype=torch.bool)
+    adv = torch.tensor([2.0, -1.0])
+    loss, stats = grpo.policy_loss(lp, lp.detach(), adv, mask, normaliser=4.0)
+    loss.backward()
+    assert loss.item() == pytest.approx(-(2.0 - 1.0) / 4.0)
+    torch.testing.assert_close(lp.grad, torch.tensor([[-2 / 3 / 4] * 3, [1 / 2 / 4, 1 / 2 / 4, 0.0]]))
+    assert stats["clipped"] == 0 and stats["approx_kl"] == 0
+
+
+def test_schedules():
+    schedule = [(0, 4096), (100, 8192)]
+    assert [grpo.value_at(s, schedule) for s in (0, 99, 100, 500)] == [4096, 4096, 8192, 8192]
+    stages = [("normal.jsonl", 0), ("hard.jsonl", 50)]
+    assert [grpo.stage_at(s, stages) for s in (0, 49, 50)] == [0, 0, 1]
+
+# -----------------------------------------------------------------------------
+# (b) two ranks == one process
+
+
+def distributed_configs(ckpt, records, out, world):
+    """The same global batches; micro-batch sizes differ between the 1- and 2-rank runs on purpose."""
+    return [
+        run_config(ckpt, records, out / "seq", loss_agg="seq-mean-token-mean", mini_batches=2, clip_eps_high=0.28,
+                   kl_beta=0.05, micro_batch_size=2 if world == 2 else 3, steps=1, response_length_schedule=[(0, 40)]),
+        run_config(ckpt, records, out / "tok", loss_agg="token-mean", micro_batch_size=2 if world == 2 else 5,
+                   trainable=["connector", "llm"], steps=1, response_length_schedule=[(0, 40)]),
+    ]
+
+
+def recording_adamw_step(store):
+    """AdamW.step that first keeps a full copy of every gradient it is about to apply (gathered under FSDP2,
+    a collective that all ranks reach in the same order), so the test compares the update before Adam's
+    per-element 1/sqrt(v) amplifies summation-order noise of near-zero gradients."""
+    step = torch.optim.AdamW.step
+
+    def recording(self, *args, **kwargs):
+        grads = []
+        for group in self.param_groups:
+            for p in group["params"]:
+                g = p.grad if p.grad is not None else torch.zeros_like(p)
+                grads.append((g.full_tensor() if hasattr(g, "full_tensor") else g).detach().cpu().clone())
+        store.append(grads)
+        return step(self, *args, **kwargs)
+    return recording
+
+
+def torchrun_worker(workspace, out):
+    dist = grpo.current_dist()
+    tokenizer = model.load_tokenizer(Path(workspace) / "ckpt")
+    store = []
+    torch.optim.AdamW.step = recording_adamw_step(store)
+    for cfg in distributed_configs(Path(workspace) / "ckpt", Path(workspace) / "train.jsonl", Path(out), 2):
+        store.clear()
+        history = grpo.main(cfg, rollout=FixedRollout(tokenizer, dist))
+        if dist.is_main:
+            (Path(cfg.out_dir) / "history.json").write_text(json.dumps(history))
+            torch.save(store, Path(cfg.out_dir) / "grads.pt")
+    # model.generate under FSDP (sync_ranks, dummy tiles) and dynamic sampling's cross-rank trimming
+    cfg = dynamic_sampling_config(Path(workspace) / "ckpt", Path(workspace) / "train.jsonl", Path(out) / "dyn")
+    history = grpo.main(cfg, reward_fn=half_constant_reward)
+    if dist.is_main:
+        (Path(cfg.out_dir) / "history.json").write_text(json.dumps(history))
+    torch.distributed.barrier()   # nobody tears the process group down while a peer still uses it
+    tu.cleanup_distributed()
+
+
+def dynamic_sampling_config(ckpt, records, out):
+    return run_config(ckpt, records, out, steps=2, dynamic_sampling=True, max_sampling_rounds=4,
+                      rollout_backend="builtin")
+
+
+def check_dynamic_sampling(history):
+    for m in history:
+        assert m["data/groups_trained"] == 4   # exactly prompts_per_step groups, all with reward variance
+        assert m["data/sampling_rounds"] >= 2 and 0 < m["reward/zero_var_groups"] < 1
+
+
+def test_two_ranks_give_the_same_update_as_one_process(tmp_path, monkeypatch):
+    ckpt, records = make_workspace(tmp_path / "ws")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", __file__,
+           str(tmp_path / "ws"), str(tmp_path / "two")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    tokenizer = model.load_tokenizer(ckpt)
+    store = []
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_adamw_step(store))
+    for one_cfg, two_cfg in zip(distributed_configs(ckpt, records, tmp_path / "one", 1),
+                                distributed_configs(ckpt, records, tmp_path / "two", 2)):
+        store.clear()
+        one = grpo.main(one_cfg, rollout=FixedRollout(tokenizer, tu.Dist()))
+        two = json.loads((Path(two_cfg.out_dir) / "history.json").read_text())
+        for a, b in zip(one, two):
+            assert a["reward/mean"] == pytest.approx(b["reward/mean"]) and 0 < a["reward/mean"] < 1
+            assert a["reward/zero_var_groups"] < 1   # there is something to learn
+            for key in ("train/loss", "train/grad_norm", "train/clip_frac", "train/approx_kl", "train/kl_ref",
+                        "entropy/mean"):
+                assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-7), key
+        if one_cfg.mini_batches > 1:
+            assert one[0]["train/clip_frac"] > 0 and one[0]["train/kl_ref"] > 0   # clip and KL really act
+        # the gradient of every optimizer step (mini_batches of them) is the same
+        two_grads = torch.load(Path(two_cfg.out_dir) / "grads.pt")
+        assert len(store) == len(two_grads) == one_cfg.mini_batches
+        for g1, g2 in zip(store, two_grads):
+            assert len(g1) == len(g2) and sum(int(g.count_nonzero()) for g in g1) > 0
+            for a, b in zip(g1, g2):
+                torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+        # hence the weights, up to Adam's g / (sqrt(v) + eps) blowing up fp32 summation noise where |g| ~ 1e-8:
+        # far below one step (lr) everywhere
+        w1 = load_file(str(Path(one_cfg.out_dir) / "step_000001" / "model.safetensors"))
+        w2 = load_file(str(Path(two_cfg.out_dir) / "step_000001" / "model.safetensors"))
+        w0 = load_file(str(ckpt / "model.safetensors"))
+        assert w1.keys() == w2.keys()
+        for k in w1:
+            torch.testing.assert_close(w2[k], w1[k], rtol=0, atol=0.1 * one_cfg.lr, msg=k)
+        frozen = [k for k in w0 if not any(k.startswith(model.MODULE_PREFIXES[m]) for m in one_cfg.trainable)]
+        assert all(torch.equal(w0[k], w2[k]) for k in frozen)
+        assert sum(not torch.equal(w0[k], w2[k]) for k in w0) > len(w0) // 3   # a real update happened
+    check_dynamic_sampling(json.loads((tmp_path / "two" / "dyn" / "history.json").read_text()))
+
+
+def test_dynamic_sampling_refills_to_full_groups(tmp_path):
+    ckpt, records = make_workspace(tmp_path / "ws")
+    check_dynamic_sampling(grpo.main(dynamic_sampling_config(ckpt, records, tmp_path / "out"),
+                                     reward_fn=half_constant_reward))
+
+
+# -----------------------------------------------------------------------------
+# (c) exact resume, with a curriculum stage switch and a length schedule step inside
+
+
+def test_resume_is_exact(tmp_path):
+    ckpt, records = make_workspace(tmp_path / "ws")
+    second = tmp_path / "ws" / "hard.jsonl"
+    second.write_text("".join(json.dumps({"id": f"h{i}", "images": [], "question": f"Hard {i}?", "answer": "2"}) + "\n"
+                              for i in range(6)))
+    common = dict(steps=4, save_every=2, curriculum=[(str(records), 0), (str(second), 3)],
+                  response_length_schedule=[(0, 5), (2, 7)])
+    full = grpo.main(run_config(ckpt, records, tmp_path / "full", **common), reward_fn=toy_reward)
+    grpo.main(run_config(ckpt, records, tmp_path / "split", **{**common, "steps": 2}), reward_fn=toy_reward)
+    resumed = grpo.main(run_config(ckpt, records, tmp_path / "split", resume=True, **common), reward_fn=toy_reward)
+    assert len(resumed) == 2
+    assert [m["data/stage"] for m in full] == [0, 0, 0, 1]
+    assert [m["data/max_response_tokens"] for m in full] == [5, 5, 7, 7]
+
+    def lines(path):
+        rows = [json.loads(x) for x in (path / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in r.items() if not k.startswith(("time/", "perf/"))} for r in rows]
+
+    a, b = lines(tmp_path / "full"), lines(tmp_path / "split")
+    assert [r["step"] for r in b] == [1, 2, 3, 4]
+    assert json.dumps(a) == json.dumps(b)   # bitwise: nan == nan as text too
+    wa = load_file(str(tmp_path / "full" / "step_000004" / "model.safetensors"))
+    wb = load_file(str(tmp_path / "split" / "step_000004" / "model.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+# -----------------------------------------------------------------------------
+# (d) frozen modules stay bit-identical (the frozen-connector ablation of Fig. 6)
+
+
+def test_frozen_modules_are_bit_identical(tmp_path):
+    ckpt, records = make_workspace(tmp_path / "ws")
+    grpo.main(run_config(ckpt, records, tmp_path / "out", trainable=["vision", "llm"]), reward_fn=toy_reward)
+    before = load_file(str(ckpt / "model.safetensors"))
+    after = load_file(str(tmp_path / "out" / "step_000002" / "model.safetensors"))
+    for name in before:
+        if name.startswith(model.MODULE_PREFIXES["connector"]):
+            assert torch.equal(before[name], after[name]), name
+    for prefix in (model.MODULE_PREFIXES["vision"], model.MODULE_PREFIXES["llm"]):
+        changed = [n for n in before if n.startswith(prefix) and not torch.equal(before[n], after[n])]
+        assert len(changed) > 10, prefix   # the images reached the ViT: it trained
+
+# -----------------------------------------------------------------------------
+# (e) the reward rises
+
+
+def test_reward_rises_on_a_toy_task(tmp_path):
+    ckpt, records = make_workspace(tmp_path / "ws", images=False)
+    history = grpo.main(run_config(ckpt, records, tmp_path / "out", steps=20, rollouts_per_prompt=8, lr=3e-3,
+                                   weight_decay=0.0, micro_batch_size=32), reward_fn=toy_reward)
+    curve = [m["reward/mean"] for m in history]
+    first, last = sum(curve[:4]) / 4, sum(curve[-4:]) / 4
+    assert first < 0.15 and last > first + 0.3, [round(x, 3) for x in curve]
+    assert history[-1]["entropy/mean"] < history[0]["entropy/mean"]   # the policy sharpens as it learns
+
+# -----------------------------------------------------------------------------
+# data: over-long prompts skipped and counted, or an error naming the record; missing images named
+
+
+def test_overlong_prompts_and_missing_images(tmp_path):
+    ckpt, records = make_workspace(tmp_path / "ws")
+    tokenizer = model.load_tokenizer(ckpt)
+    config = model.ModelConfig.from_json(ckpt / "config.json")
+    lengths = {r.id: len(grpo.encode(tokenizer, config, r, run_config(ckpt, records, tmp_path, max_prompt_tokens=0))
+                         ["input_ids"]) for r in data.read_records(records)}
+    limit = max(lengths[i] for i in ("q0", "q3", "q6"))   # the text-only ones; an image adds 18 tokens
+    cfg = run_config(ckpt, records, tmp_path, max_prompt_tokens=limit, prompts_per_step=2)
+    kept, skipped = grpo.load_stage_records(records, tokenizer, config, cfg, tu.Dist())
+    assert [r.id for r in kept] == ["q0", "q3", "q6"] and skipped == 5
+    cfg = run_config(ckpt, records, tmp_path, max_prompt_tokens=limit, skip_long_prompts=False)
+    with pytest.raises(ValueError, match=r"train\.jsonl:\d+: prompt of record 'q\d' is longer than"):
+        grpo.load_stage_records(records, tokenizer, config, cfg, tu.Dist())
+    # a missing image is an error naming it, at startup rather than mid-run
+    with open(records, "a") as f:
+        f.write(json.dumps({"id": "gone", "images": ["missing.png"], "question": "?", "answer": "1"}) + "\n")
+    with pytest.raises(FileNotFoundError, match=r"missing\.png"):
+        grpo.load_stage_records(records, tokenizer, config, run_config(ckpt, records, tmp_path), tu.Dist())
+
+# -----------------------------------------------------------------------------
+# vLLM backend against a fake vllm module: engine arguments, requests, sleep/wake, weight push
+
+
+class FakeLLM:
+    calls = []
+
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+        self.pushed = []
+        runner = types.SimpleNamespace(model=types.SimpleNamespace(load_weights=self.pushed.extend),
+                                       encoder_cache={"img": 1})
+        executor = types.SimpleNamespace(driver_worker=types.SimpleNamespace(worker=types.SimpleNamespace(
+            model_runner=runner)))
+        self.llm_engine = types.SimpleNamespace(model_executor=executor,
+                                                reset_encoder_cache=lambda: FakeLLM.calls.append("reset_encoder_cache"))
+        self.prompt_ids = {}
+
+    def generate(self, requests, params, use_tqdm=True):
+        FakeLLM.calls.append("generate")
+        self.requests, self.params = requests, params
+        outs = []
+        for req in requests:
+            completions = [types.SimpleNamespace(token_ids=(5, 6, 2), finish_reason="stop",
+                                                 logprobs=[{5: types.SimpleNamespace(logprob=-0.5)},
+                                                           {6: types.SimpleNamespace(logprob=-1.0)},
+                                                           {2: types.SimpleNamespace(logprob=-0.1)}])
+                           for _ in range(params.kwargs["n"])]
+            outs.append(types.SimpleNamespace(prompt_token_ids=self.prompt_ids.get(req["prompt"]), outputs=completions))
+        return outs
+
+    def sleep(self, level):
+        FakeLLM.calls.append(f"sleep({level})")
+
+    def wake_up(self, tags=None):
+        FakeLLM.calls.append(f"wake_up({tags})")
+
+    def reset_prefix_cache(self):
+        FakeLLM.calls.append("reset_prefix_cache")
+
+    def reset_mm_cache(self):
+        FakeLLM.calls.append("reset_mm_cache")
+
+
+def test_vllm_backend_with_a_fake_engine(tmp_path, monkeypatch):
+    fake = types.ModuleType("vllm")
+    fake.LLM = FakeLLM
+    fake.SamplingParams = lambda **kw: types.SimpleNamespace(kwargs=kw)
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    FakeLLM.calls.clear()
+    ckpt, records = make_workspace(tmp_path / "ws")
+    tokenizer = model.load_tokenizer(ckpt)
+    config = model.ModelConfig.from_json(ckpt / "config.json")
+    cfg = run_config(ckpt, records, tmp_path, vllm_tensor_parallel_size=2, rollout_backend="vllm", max_tiles=2,
+                     response_length_schedule=[(0, 4096), (10, 8192)], max_prompt_tokens=1024, temperature=1.0)
+    rollout = grpo.make_rollout(cfg, tu.Dist(rank=3, world_size=4), None, tokenizer, ckpt, 56)
+    assert isinstance(rollout, grpo.VLLMRollout) and rollout.ranks == [2, 3]   # engine of ranks 2 and 3
+    kw = rollout.llm.kwargs
+    assert kw["model"] == str(ckpt) and kw["tensor_parallel_size"] == 2 and kw["enable_sleep_mode"] is True
+    assert kw["distributed_executor_backend"] == "external_launcher" and kw["dtype"] == "bfloat16"
+    assert kw["limit_mm_per_prompt"] == {"image": 8} and kw["max_model_len"] == 1024 + 8192
+    assert kw["mm_processor_kwargs"] == {"max_dynamic_patch": 2} and kw["seed"] == cfg.seed + 1
+
+    recs = data.read_records(records)
+    prompts = [dict(grpo.encode(tokenizer, config, r, cfg), id=r.id) for r in recs[:2]]   # q0 text, q1 image
+    rollout.llm.prompt_ids = {p["prompt"]: p["input_ids"] for p in prompts}
+    out = rollout.generate(prompts, 3, 77, seed=0)
+    req = rollout.llm.requests
+    assert req[0] == {"prompt": prompts[0]["prompt"]} and "<image>" in req[1]["prompt"]
+    assert req[1]["multi_modal_data"]["image"] == prompts[1]["images"] and len(req[1]["multi_modal_data"]["image"]) == 1
+    sp = rollout.llm.params.kwargs
+    assert (sp["n"], sp["max_tokens"], sp["temperature"], sp["logprobs"]) == (3, 77, 1.0, 0)
+    assert sp["stop_token_ids"] == grpo.stop_token_ids(tokenizer) and tokenizer.eos_token_id in sp["stop_token_ids"]
+    assert set(sp["logit_bias"]) == set(grpo.image_token_ids(tokenizer))
+    assert out[1][2] == {"token_ids": [5, 6, 2], "finish_reason": "stop", "logprobs": [-0.5, -1.0, -0.1]}
+
+    # sleep: the encoder cache goes first (image rollouts), then level-1 sleep
+    rollout.sleep()
+    assert FakeLLM.calls[-3:] == ["reset_encoder_cache", "reset_mm_cache", "sleep(1)"]
+
+    # weight push: only trainable parameters, under the checkpoint names, in bf16, then the prefix cache reset
+    net = tu.load_model_sharded(ckpt, tu.Dist(), ["connector"])
+    FakeLLM.calls.clear()
+    rollout.update_weights(net)
+    names = [name for name, _ in rollout.llm.pushed]
+    assert names == [n for n, p in net.named_parameters() if p.requires_grad] and names[0].startswith("mlp1.")
+    assert all(t.dtype == torch.bfloat16 for _, t in rollout.llm.pushed)
+    torch.testing.assert_close(rollout.llm.pushed[0][1].float(), net.mlp1[0].weight.detach(), rtol=1e-2, atol=1e-2)
+    assert FakeLLM.calls == ["wake_up(['weights'])", "wake_up(['kv_cache'])", "reset_prefix_cache"]
+
+    # a prompt that vLLM expands differently from us is an error, not a silently corrupted sample
+    rollout.llm.prompt_ids = {prompts[1]["prompt"]: prompts[1]["input_ids"][:-3]}
+    with pytest.raises(ValueError, match="record q1: vLLM's prompt"):
+        rollout.generate(prompts[1:], 1, 5, seed=0)
+
+
+if __name__ == "__main__":
+    torchrun_worker(sys.argv[1], sys.argv[2])
