@@ -711,8 +711,10 @@ class RunLogger:
                 import wandb
                 id_path = out_dir / "wandb_run_id.txt"
                 run_id = id_path.read_text().strip() if resume_step is not None and id_path.exists() else None
+                # the mode is passed explicitly: wandb reads WANDB_MODE only once per process
                 self.wandb = wandb.init(project=project, name=run_name, config=config, dir=str(out_dir),
-                                        id=run_id, resume="allow" if run_id else None)
+                                        id=run_id, resume="allow" if run_id else None,
+                                        mode=os.environ.get("WANDB_MODE") or None)
                 id_path.write_text(self.wandb.id)
             except Exception as e:  # missing package, no API key, no network: keep training, say so
                 print(f"RunLogger: warning: W&B disabled ({type(e).__name__}: {e}); metrics go to "
