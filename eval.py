@@ -13,7 +13,7 @@ the hallucination split. Every table of the paper is one of these runs:
   python eval.py --out_dir=DIR --score_only=True  re-scores existing generations (no model needed).
 
 Reads top to bottom: config, items + readers, prompts, scoring (MMMU official, Skywork's boxed rule,
-VLMEvalKit can_infer, MathVista, rewards.py for the rest), analyses, generation backends, main.
+VLMEvalKit can_infer, MathVista, rewards.py for the rest), analyses, generation (over sampling.py), main.
 
 Files (one run = one benchmark x mode x budget): OUT/<benchmark>/<mode>_<budget>/generations.jsonl
 (resumable: (id, sample) pairs already there are skipped), scores.jsonl, summary.json; and OUT/summary.json
@@ -110,7 +110,6 @@ HALLUCINATION_PHRASES = [
 ]
 MODES = ("think", "nothink", "nowait")
 FORCED_THINK_END = "\n</think>\n\n"
-EOS_STRINGS = ("<|im_end|>", "<|endoftext|>")
 
 # -----------------------------------------------------------------------------
 # items and readers: every layout becomes a list of EvalItem
@@ -862,28 +861,6 @@ def nowait_banned_token_ids(tokenizer, words):
     return banned
 
 
-def image_token_ids(tokenizer):
-    """<img>, </img>, <IMG_CONTEXT>: never generated. A sampled <IMG_CONTEXT> would make the next forward fail
-    (model.py checks image tokens against image features), so the built-in sampler always masks them."""
-    import model as M
-    ids = [tokenizer.convert_tokens_to_ids(t) for t in (M.IMG_START_TOKEN, M.IMG_END_TOKEN, M.IMG_CONTEXT_TOKEN)]
-    return [i for i in ids if isinstance(i, int) and i >= 0 and i != tokenizer.unk_token_id]
-
-
-def eos_token_ids(tokenizer):
-    ids = {tokenizer.convert_tokens_to_ids(t) for t in EOS_STRINGS}
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    return sorted(i for i in ids if isinstance(i, int) and i >= 0 and i != tokenizer.unk_token_id)
-
-
-def strip_eos(text):
-    for s in EOS_STRINGS:
-        if text.endswith(s):
-            return text[: -len(s)]
-    return text
-
-
 def generate_rows(rows, sample_fn, mode, budget, cfg):
     """The budget rule of the module docstring. rows: [{"prefix": "", ...}]; sample_fn(rows, max_tokens,
     stop_at_think_end) -> [{"text", "num_tokens", "finish_reason"}] continuing each row after its prefix.
@@ -914,93 +891,37 @@ def generate_rows(rows, sample_fn, mode, budget, cfg):
     return results
 
 
-def builtin_sampler(cfg, model_, tokenizer, banned):
-    """sample_fn over model.generate: rows are batched `batch_size` at a time; images are tiled per row."""
+def row_sampler(sampler, tokenizer, banned):
+    """sample_fn for generate_rows over a sampling.py sampler. Rows with the same prompt and prefix (the k samples
+    of a question) become one prompt with n = their count. The built-in sampler takes token ids with our image
+    expansion; vLLM takes the ChatML text and PIL images, and its processor tiles and expands them itself."""
     import torch
     import model as M
-    device = next(model_.parameters()).device
-    eos = eos_token_ids(tokenizer)
-    think_end = tokenizer.convert_tokens_to_ids(M.THINK_END)
-    if not isinstance(think_end, int) or think_end == tokenizer.unk_token_id:
-        think_end = None   # not a single token: the rule then only sees </think> when the row ends
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    banned = sorted(set(banned) | set(image_token_ids(tokenizer)))
+    import sampling
 
-    def sample_fn(rows, max_tokens, stop_at_think_end):
-        outs = []
-        for start in range(0, len(rows), cfg.batch_size):
-            batch = rows[start:start + cfg.batch_size]
-            prompts, pixels = [], []
-            for row in batch:
-                tiles = [M.image_to_pixel_values(load_rgb(im), model_.config) for im in row["images"]]
-                text = M.expand_image_tokens(row["prompt"], [t.shape[0] for t in tiles], model_.config.num_image_token)
-                prompts.append(tokenizer.encode(text + row["prefix"], add_special_tokens=False))
-                pixels += tiles
-            pixel_values = torch.cat(pixels).to(device, next(model_.parameters()).dtype) if pixels else None
-            stops = eos + ([think_end] if stop_at_think_end and think_end is not None else [])
-            gens = M.generate(model_, prompts, pixel_values=pixel_values, max_new_tokens=max_tokens,
-                              temperature=cfg.temperature, top_p=cfg.top_p, stop_token_ids=stops,
-                              banned_token_ids=banned, pad_token_id=tokenizer.pad_token_id or 0,
-                              generator=generator)
-            for g in gens:
-                ids = g["token_ids"]
-                text = tokenizer.decode(ids[:-1] if ids and ids[-1] in eos else ids, skip_special_tokens=False)
-                outs.append({"text": text, "num_tokens": len(ids), "finish_reason": g["finish_reason"]})
-        return outs
+    def encode(row):
+        images = [load_rgb(im) for im in row["images"]]
+        if isinstance(sampler, sampling.VLLMSampler):
+            return {"prompt": row["prompt"] + row["prefix"], "images": images}
+        config = sampler.net.config
+        tiles = [M.image_to_pixel_values(im, config) for im in images]
+        text = M.expand_image_tokens(row["prompt"], [t.shape[0] for t in tiles], config.num_image_token)
+        return {"input_ids": tokenizer.encode(text + row["prefix"], add_special_tokens=False),
+                "pixel_values": torch.cat(tiles) if tiles else None}
 
-    return sample_fn
-
-
-def vllm_engine_kwargs(cfg):
-    return dict(model=cfg.checkpoint, tensor_parallel_size=cfg.tensor_parallel_size, trust_remote_code=True,
-                limit_mm_per_prompt={"image": cfg.max_images}, max_model_len=cfg.max_model_len,
-                gpu_memory_utilization=cfg.gpu_memory_utilization, seed=cfg.seed,
-                dtype="bfloat16" if cfg.dtype == "auto" else cfg.dtype)
-
-
-def vllm_sampler(cfg, llm, SamplingParams, eos_ids, banned):
-    """sample_fn over vLLM's LLM.generate. Rows with the same prompt and prefix become one request with n = their
-    count (the k samples of a question). NoWait: the same banned ids through logit_bias -100 (vLLM's V1 engine
-    has no per-request logits processors). skip_special_tokens=False keeps <think>/</think> in the text."""
     def sample_fn(rows, max_tokens, stop_at_think_end):
         groups = {}
         for i, row in enumerate(rows):
             groups.setdefault((row["id"], row["prefix"]), []).append(i)
-        requests, params, order = [], [], []
-        for (_, prefix), members in groups.items():
-            row = rows[members[0]]
-            request = {"prompt": row["prompt"] + prefix}
-            if row["images"]:
-                request["multi_modal_data"] = {"image": [load_rgb(im) for im in row["images"]]}
-            requests.append(request)
-            params.append(SamplingParams(
-                n=len(members), temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=max_tokens,
-                stop_token_ids=list(eos_ids), stop=["</think>"] if stop_at_think_end else None,
-                include_stop_str_in_output=True, skip_special_tokens=False,
-                logit_bias={int(t): -100.0 for t in banned} if banned else None))
-            order.append(members)
-        if not requests:
-            return []
-        results = llm.generate(requests, params)
-        outs = [None] * len(rows)
-        for members, result in zip(order, results):
-            for i, o in zip(members, result.outputs):
-                outs[i] = {"text": strip_eos(o.text), "num_tokens": len(o.token_ids),
-                           "finish_reason": "length" if o.finish_reason == "length" else "stop"}
-        return outs
+        outs = sampler.sample([encode(rows[members[0]]) for members in groups.values()],
+                              [len(members) for members in groups.values()], max_tokens,
+                              stop=[M.THINK_END] if stop_at_think_end else [], banned_ids=banned)
+        by_row = {}
+        for members, samples in zip(groups.values(), outs):
+            by_row.update(zip(members, samples))
+        return [by_row[i] for i in range(len(rows))]
 
     return sample_fn
-
-
-def pick_backend(cfg):
-    if cfg.backend != "auto":
-        return cfg.backend
-    try:
-        import torch
-        import vllm  # noqa: F401
-        return "vllm" if torch.cuda.is_available() else "builtin"
-    except ImportError:
-        return "builtin"
 
 
 def generate_run(cfg, items, mode, budget, sample_fn, run_dir, forced_tokens):
@@ -1207,18 +1128,21 @@ def main(argv=None):
         benchmarks.append(items)
     budgets = sorted(int(b) for b in cfg.budgets) or [None]
 
-    sampler_for, tokenizer = None, None
+    sampler, tokenizer = None, None
     if not cfg.score_only:
-        backend = cfg.backend = pick_backend(cfg)
+        import sampling
+        backend = cfg.backend = sampling.pick_backend(cfg.backend)
         if not cfg.checkpoint:
             raise ValueError("--checkpoint is required to generate (or use --score_only=True)")
         import model as M
         tokenizer = M.load_tokenizer(cfg.checkpoint)
         if backend == "vllm":
-            from vllm import LLM, SamplingParams
-            llm = LLM(**vllm_engine_kwargs(cfg))
-            sampler_for = lambda banned: vllm_sampler(cfg, llm, SamplingParams, eos_token_ids(tokenizer), banned)
-        elif backend == "builtin":
+            from vllm import LLM
+            llm = LLM(**sampling.vllm_engine_kwargs(
+                cfg.checkpoint, cfg.tensor_parallel_size, cfg.gpu_memory_utilization, cfg.max_model_len,
+                cfg.max_images, seed=cfg.seed, dtype="bfloat16" if cfg.dtype == "auto" else cfg.dtype))
+            sampler = sampling.VLLMSampler(llm, tokenizer, cfg.temperature, cfg.top_p)
+        else:
             import torch
             device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
             dtypes = {"auto": torch.bfloat16 if device.startswith("cuda") else torch.float32,
@@ -1227,9 +1151,7 @@ def main(argv=None):
                 raise ValueError(f"--dtype={cfg.dtype!r}: not one of {sorted(dtypes)}")
             dtype = dtypes[cfg.dtype]
             model_ = M.load_model(cfg.checkpoint, dtype=dtype, device=device).eval()
-            sampler_for = lambda banned: builtin_sampler(cfg, model_, tokenizer, banned)
-        else:
-            raise ValueError(f"--backend={backend!r}: not auto, vllm or builtin")
+            sampler = sampling.BuiltinSampler(model_, tokenizer, cfg.temperature, cfg.top_p, cfg.batch_size, cfg.seed)
 
     main_keys = []
     for items in benchmarks:
@@ -1245,7 +1167,8 @@ def main(argv=None):
                     generations = read_generations(run_dir / "generations.jsonl")
                 else:
                     forced = len(tokenizer.encode(FORCED_THINK_END, add_special_tokens=False))
-                    generations = generate_run(cfg, items, mode, budget, sampler_for(banned), run_dir, forced)
+                    sample_fn = row_sampler(sampler, tokenizer, banned)
+                    generations = generate_run(cfg, items, mode, budget, sample_fn, run_dir, forced)
                 missing = [(it.id, s) for it in items for s in range(cfg.k) if (it.id, s) not in generations]
                 if missing:
                     raise ValueError(f"{run_dir}: {len(missing)} (id, sample) pairs not generated, e.g. {missing[:3]}")

@@ -55,10 +55,11 @@ import torch.distributed as tdist
 
 import data
 import rewards
+import sampling
 import train_utils as tu
 from entropy import DEFAULT_CRITICAL_WORDS, critical_mask, critical_token_sequences, entropy_metrics, \
     token_logprobs_and_entropy
-from model import IMG_CONTEXT_TOKEN, IMG_END_TOKEN, IMG_START_TOKEN, ModelConfig, generate, load_tokenizer
+from model import ModelConfig, load_tokenizer
 
 # -----------------------------------------------------------------------------
 # config: paper values are the defaults (section numbers of the paper); config/grpo_38b.py is the full run
@@ -195,7 +196,7 @@ def stage_at(step, stages):
     return [i for i, (_, first) in enumerate(stages) if first <= step][-1]
 
 # -----------------------------------------------------------------------------
-# rollout engines, one interface:
+# rollout engines (sampling.py's samplers and what training needs around them), one interface:
 #   ranks                  the ranks whose prompts this engine samples (a vLLM tensor-parallel group: all of them)
 #   generate(prompts, n, max_tokens, seed) -> per prompt, n dicts {token_ids, logprobs, finish_reason}
 #   sleep()                before the policy update: give the GPU memory back
@@ -203,32 +204,18 @@ def stage_at(step, stages):
 
 
 class BuiltinRollout:
-    """model.generate on the policy itself (CPU, tests, small models). Under FSDP every rank runs the same number
-    of forwards (sync_ranks), and image-free batches carry a dummy tile so every rank runs the ViT."""
+    """sampling.BuiltinSampler on the policy itself (CPU, tests, small models). Under FSDP every rank runs the
+    same number of forwards (sync_ranks), and image-free batches carry a dummy tile so every rank runs the ViT."""
 
-    def __init__(self, model, tokenizer, cfg, dist, image_size, autocast=contextlib.nullcontext):
-        self.model, self.cfg, self.dist, self.image_size, self.autocast = model, cfg, dist, image_size, autocast
-        self.ranks = [dist.rank]
-        self.pad_id = tokenizer.pad_token_id
-        self.stop_ids = stop_token_ids(tokenizer)
-        self.banned_ids = image_token_ids(tokenizer)
+    def __init__(self, model, tokenizer, cfg, dist, autocast=contextlib.nullcontext):
+        self.ranks, self.autocast = [dist.rank], autocast
+        self.sampler = sampling.BuiltinSampler(model, tokenizer, cfg.temperature, cfg.top_p, cfg.rollout_batch_size,
+                                               sync_ranks=dist.world_size > 1)
 
     def generate(self, prompts, n, max_tokens, seed):
-        generator = torch.Generator(self.dist.device).manual_seed(seed)
-        rows = [p for p in prompts for _ in range(n)]
-        sharded = self.dist.world_size > 1
-        outputs = []
-        for start in range(0, len(rows), self.cfg.rollout_batch_size):
-            chunk = rows[start:start + self.cfg.rollout_batch_size]
-            batch = data.collate_left_padded(chunk, self.pad_id, self.image_size if sharded else None)
-            pixel_values = batch["pixel_values"].to(self.dist.device) if batch["pixel_values"] is not None else None
-            image_flags = batch["image_flags"].to(self.dist.device) if batch["image_flags"] is not None else None
-            with self.autocast():
-                outputs += generate(self.model, [p["input_ids"] for p in chunk], pixel_values, image_flags,
-                                    max_new_tokens=max_tokens, temperature=self.cfg.temperature,
-                                    top_p=self.cfg.top_p, stop_token_ids=self.stop_ids, pad_token_id=self.pad_id,
-                                    banned_token_ids=self.banned_ids, generator=generator, sync_ranks=sharded)
-        return [outputs[i * n:(i + 1) * n] for i in range(len(prompts))]
+        self.sampler.generator.manual_seed(seed)
+        with self.autocast():
+            return self.sampler.sample(prompts, n, max_tokens)
 
     def sleep(self):
         pass
@@ -252,41 +239,18 @@ class VLLMRollout:
         tp = cfg.vllm_tensor_parallel_size
         if dist.world_size % tp:
             raise ValueError(f"vllm_tensor_parallel_size {tp} does not divide the world size {dist.world_size}")
-        self.cfg, self.tokenizer = cfg, tokenizer
         self.ranks = list(range(dist.rank // tp * tp, dist.rank // tp * tp + tp))
-        self.stop_ids = stop_token_ids(tokenizer)
-        self.banned_ids = image_token_ids(tokenizer)
-        self.SamplingParams = vllm.SamplingParams
-        self.llm = vllm.LLM(
-            model=str(checkpoint), tensor_parallel_size=tp, distributed_executor_backend="external_launcher",
-            dtype="bfloat16", enable_sleep_mode=True, gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
-            max_model_len=max_model_len, limit_mm_per_prompt={"image": cfg.vllm_max_images},
-            mm_processor_kwargs={"max_dynamic_patch": cfg.max_tiles} if cfg.max_tiles else None,
+        self.llm = vllm.LLM(**sampling.vllm_engine_kwargs(
+            checkpoint, tp, cfg.vllm_gpu_memory_utilization, max_model_len, cfg.vllm_max_images, cfg.max_tiles,
             seed=cfg.seed + dist.rank // tp,   # one seed per engine: its tp workers must sample identically
-            trust_remote_code=True)
+            distributed_executor_backend="external_launcher", enable_sleep_mode=True))
+        # prompts carry our input_ids too: the sampler checks that vLLM's expansion of <image> gives the same
+        self.sampler = sampling.VLLMSampler(self.llm, tokenizer, cfg.temperature, cfg.top_p)
         self.had_images = False
 
     def generate(self, prompts, n, max_tokens, seed):
-        # the ChatML text with <image> placeholders: vLLM's InternVL processor expands them from the same config
-        requests = [{"prompt": p["prompt"], "multi_modal_data": {"image": p["images"]}} if p["images"]
-                    else {"prompt": p["prompt"]} for p in prompts]
         self.had_images = self.had_images or any(p["images"] for p in prompts)
-        params = self.SamplingParams(n=n, temperature=self.cfg.temperature, top_p=self.cfg.top_p,
-                                     max_tokens=max_tokens, stop_token_ids=self.stop_ids, logprobs=0,
-                                     logit_bias={t: -100.0 for t in self.banned_ids},
-                                     skip_special_tokens=False, detokenize=False)
-        results = self.llm.generate(requests, params, use_tqdm=False)
-        out = []
-        for prompt, result in zip(prompts, results):
-            # training re-reads prompt + response with our own expansion: a silent mismatch would train on a
-            # corrupted prompt (trl#6401), so the two tokenisations must agree exactly
-            if result.prompt_token_ids is not None and list(result.prompt_token_ids) != prompt["input_ids"]:
-                raise ValueError(f"record {prompt['id']}: vLLM's prompt has {len(result.prompt_token_ids)} tokens "
-                                 f"but ours {len(prompt['input_ids'])}: image expansion differs (max_tiles?)")
-            out.append([{"token_ids": list(o.token_ids), "finish_reason": o.finish_reason,
-                         "logprobs": [lp[t].logprob for lp, t in zip(o.logprobs, o.token_ids)] if o.logprobs
-                         else []} for o in result.outputs])
-        return out
+        return self.sampler.sample(prompts, n, max_tokens)
 
     def sleep(self):
         if self.had_images:
@@ -326,27 +290,9 @@ def vllm_model_runner(llm):
     return getattr(worker, "worker", worker).model_runner   # WorkerWrapperBase -> Worker (older vLLM: no wrapper)
 
 
-def stop_token_ids(tokenizer):
-    return sorted({tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|endoftext|>")} - {None})
-
-
-def image_token_ids(tokenizer):
-    """<img>, </img>, <IMG_CONTEXT>: never sampled. A response holding <IMG_CONTEXT> could not be re-read by the
-    training forward (it would ask for image features that do not exist). A trained model gives them ~0 mass, so
-    the training log-probs (full vocabulary) and the sampler's (these masked) agree."""
-    return [tokenizer.convert_tokens_to_ids(t) for t in (IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN)]
-
-
-def make_rollout(cfg, dist, model, tokenizer, checkpoint, image_size, autocast=contextlib.nullcontext):
-    backend = cfg.rollout_backend
-    if backend == "auto":
-        try:
-            import vllm  # noqa: F401
-            backend = "vllm" if torch.cuda.is_available() else "builtin"
-        except ImportError:
-            backend = "builtin"
-    if backend == "builtin":
-        return BuiltinRollout(model, tokenizer, cfg, dist, image_size, autocast)
+def make_rollout(cfg, dist, model, tokenizer, checkpoint, autocast=contextlib.nullcontext):
+    if sampling.pick_backend(cfg.rollout_backend) == "builtin":
+        return BuiltinRollout(model, tokenizer, cfg, dist, autocast)
     longest = max(tokens for _, tokens in cfg.response_length_schedule)
     return VLLMRollout(checkpoint, cfg, dist, tokenizer, max_model_len=cfg.max_prompt_tokens + longest)
 
@@ -591,15 +537,6 @@ def padded(rows, mask):
     return out
 
 
-def current_dist():
-    """train_utils.Dist for this process, joining a process group that is already up (several runs in one
-    torchrun launch, as the tests do) or starting one."""
-    if not tdist.is_initialized():
-        return tu.setup_distributed()
-    local = int(os.environ.get("LOCAL_RANK", 0))
-    device = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
-    return tu.Dist(tdist.get_rank(), tdist.get_world_size(), local, device)
-
 # -----------------------------------------------------------------------------
 
 
@@ -607,7 +544,7 @@ def main(cfg, rollout=None, reward_fn=None):
     """The training run. Hooks for tests and forks: rollout (an engine with the interface above) and
     reward_fn(texts, records) -> [{"reward", "accuracy", "format"}] (default: rewards.score_batch, eqs. 1-3).
     Returns the per-step metrics (the same on every rank)."""
-    dist = current_dist()
+    dist = tu.setup_distributed()   # joins the process group when it is up already (several runs, one launch)
     if dist.is_main:
         tu.print_config(cfg)
     if not (Path(cfg.init_from) / "config.json").is_file():
@@ -658,8 +595,7 @@ def main(cfg, rollout=None, reward_fn=None):
             print(f"resumed from {resume_from} at step {state['step']}")
     logger = tu.RunLogger(cfg.out_dir, cfg, cfg.wandb_project, cfg.run_name, enabled=dist.is_main,
                           resume_step=state["step"] if resume_from is not None else None)
-    rollout = rollout or make_rollout(cfg, dist, model, tokenizer, resume_from or cfg.init_from, image_size,
-                                      autocast)
+    rollout = rollout or make_rollout(cfg, dist, model, tokenizer, resume_from or cfg.init_from, autocast)
     if reward_fn is None:
         reward_cfg = rewards.RewardConfig(accuracy_weight=cfg.accuracy_weight, think_mode=cfg.mode == "think",
                                           verifier_url=cfg.verifier_url, num_workers=cfg.reward_workers)

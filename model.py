@@ -341,7 +341,7 @@ def build_model(config, dtype=torch.float32, device="cpu"):
     return model.to(dtype)
 
 
-def set_trainable(model, modules):
+def set_trainable(model, modules, verbose=True):
     modules = set(modules)
     if not modules <= set(MODULE_PREFIXES):
         raise ValueError(f"trainable modules {sorted(modules - set(MODULE_PREFIXES))} not in {sorted(MODULE_PREFIXES)}")
@@ -352,7 +352,8 @@ def set_trainable(model, modules):
         t, n = counts.get(module, (0, 0))
         counts[module] = (t + p.numel() * (module in modules), n + p.numel())
     for module, (t, n) in counts.items():
-        print(f"{module:>10}: {t:>15,d} trainable / {n:>15,d} params")
+        if verbose:
+            print(f"{module:>10}: {t:>15,d} trainable / {n:>15,d} params")
     return counts
 
 

@@ -36,6 +36,7 @@ import data
 import entropy
 import model
 import rewards
+import sampling
 import train_utils as tu
 
 
@@ -351,85 +352,9 @@ def train(cfg, dist=None):
 # -----------------------------------------------------------------------------
 # rejection sampling (§2): k responses per question, keep those whose final answer is right and well formed
 
-EOS_TOKENS = ("<|im_end|>", "<|endoftext|>")
 # per question: sampled responses; correct (eq. 2); well formed (eq. 1); cut off at max_new_tokens; passed = all
 # three good; too long (passed, over max_response_tokens); kept (written, at most max_per_question)
 PROGRESS_COUNTS = ("prompt_too_long", "sampled", "correct", "well_formed", "cut_off", "passed", "too_long", "kept")
-
-
-def strip_eos(text):
-    for eos in EOS_TOKENS:
-        if text.endswith(eos):
-            return text[:-len(eos)]
-    return text
-
-
-def builtin_sampler(cfg, net, tokenizer):
-    """sample_fn(prompts, k) -> per prompt k dicts {text, num_tokens, finish_reason} with model.generate."""
-    stop_ids = [tokenizer.convert_tokens_to_ids(t) for t in EOS_TOKENS]
-    device = next(net.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
-
-    def sample_fn(prompts, k):
-        pixels = [p["pixel_values"] for p in prompts for _ in range(k) if p["pixel_values"] is not None]
-        outs = model.generate(net, [p["input_ids"] for p in prompts for _ in range(k)],
-                              pixel_values=torch.cat(pixels).to(device) if pixels else None,
-                              max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                              stop_token_ids=stop_ids, pad_token_id=tokenizer.pad_token_id, generator=generator)
-        texts = [{"text": strip_eos(tokenizer.decode(o["token_ids"], skip_special_tokens=False)),
-                  "num_tokens": len(o["token_ids"]), "finish_reason": o["finish_reason"]} for o in outs]
-        return [texts[i * k:(i + 1) * k] for i in range(len(prompts))]
-
-    return sample_fn
-
-
-def vllm_engine_kwargs(cfg, max_images):
-    kwargs = dict(model=cfg.checkpoint, tokenizer=cfg.checkpoint, trust_remote_code=True, dtype="bfloat16",
-                  tensor_parallel_size=cfg.tensor_parallel_size, max_model_len=cfg.max_model_len,
-                  gpu_memory_utilization=cfg.gpu_memory_utilization, seed=cfg.seed,
-                  limit_mm_per_prompt={"image": max(1, max_images)})
-    if cfg.max_tiles:
-        kwargs["mm_processor_kwargs"] = {"max_dynamic_patch": cfg.max_tiles}
-    return kwargs
-
-
-def vllm_sampler(cfg, llm, SamplingParams, tokenizer):
-    """The same sample_fn over vLLM: one request per question with n = k. vLLM expands each <image> of the
-    ChatML prompt itself, from the PIL images (InternVL processor, same tiling as model.py)."""
-    stop_ids = [tokenizer.convert_tokens_to_ids(t) for t in EOS_TOKENS]
-
-    def sample_fn(prompts, k):
-        params = SamplingParams(n=k, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_new_tokens,
-                                stop_token_ids=stop_ids, skip_special_tokens=False)  # keeps <think> in the text
-        requests = [{"prompt": p["prompt"], **({"multi_modal_data": {"image": p["images"]}} if p["images"] else {})}
-                    for p in prompts]
-        results = llm.generate(requests, params)
-        return [[{"text": strip_eos(o.text), "num_tokens": len(o.token_ids),
-                  "finish_reason": "length" if o.finish_reason == "length" else "stop"} for o in r.outputs]
-                for r in results]
-
-    return sample_fn
-
-
-def make_sampler(cfg, tokenizer, records):
-    backend = cfg.backend
-    if backend == "auto":
-        try:
-            import vllm  # noqa: F401
-            backend = "vllm" if torch.cuda.is_available() else "builtin"
-        except ImportError:
-            backend = "builtin"
-    print(f"reject: sampling with {backend}")
-    if backend == "vllm":
-        from vllm import LLM, SamplingParams
-        llm = LLM(**vllm_engine_kwargs(cfg, max((len(r.images) for r in records), default=1)))
-        return vllm_sampler(cfg, llm, SamplingParams, tokenizer)
-    if backend == "builtin":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        net = model.load_model(cfg.checkpoint, dtype=torch.bfloat16 if device == "cuda" else torch.float32,
-                               device=device).eval()
-        return builtin_sampler(cfg, net, tokenizer)
-    raise ValueError(f"--backend={cfg.backend!r}: expected auto, vllm or builtin")
 
 
 def select_responses(scored, cfg):
@@ -456,10 +381,11 @@ def sft_sample(record, j, response, system, out_dir):
             "num_tokens": response["num_tokens"]}
 
 
-def reject(cfg, sample_fn=None):
+def reject(cfg, sampler=None):
     """Writes cfg.out (SFT chat JSONL) and returns the counts per source (also in OUT.counts.json).
     Restartable: OUT.progress.jsonl has one line per finished question, and a rerun skips those.
-    sample_fn(prompts, k): see builtin_sampler; None picks vLLM or the built-in sampler."""
+    sampler: a sampling.py sampler; None makes one for --backend (vLLM expands each <image> of the ChatML
+    prompt itself, from the PIL images, with the same tiling as model.py)."""
     if not (cfg.checkpoint and cfg.data and cfg.out):
         raise ValueError("--mode=reject needs --checkpoint, --data (question records) and --out")
     records = data.read_records(cfg.data)
@@ -477,7 +403,22 @@ def reject(cfg, sample_fn=None):
     out.write_text("".join(line + "\n" for line in kept_lines))
     todo = [r for r in records if r.id not in done]
     print(f"reject: {len(records)} questions, {len(done)} already done, k={cfg.k}")
-    sample_fn = sample_fn or make_sampler(cfg, tokenizer, todo)
+    if sampler is None:
+        backend = sampling.pick_backend(cfg.backend)
+        print(f"reject: sampling with {backend}")
+        if backend == "vllm":
+            from vllm import LLM
+            llm = LLM(**sampling.vllm_engine_kwargs(
+                cfg.checkpoint, cfg.tensor_parallel_size, cfg.gpu_memory_utilization, cfg.max_model_len,
+                max((len(r.images) for r in todo), default=1), cfg.max_tiles, cfg.seed))
+            sampler = sampling.VLLMSampler(llm, tokenizer, cfg.temperature, cfg.top_p)
+        else:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            net = model.load_model(cfg.checkpoint, dtype=torch.bfloat16 if device == "cuda" else torch.float32,
+                                   device=device).eval()
+            # one model.generate call per batch of questions: batch_size x k rows
+            sampler = sampling.BuiltinSampler(net, tokenizer, cfg.temperature, cfg.top_p, cfg.batch_size * cfg.k,
+                                              cfg.seed)
     reward_cfg = rewards.RewardConfig(num_workers=cfg.reward_workers, verifier_url=cfg.verifier_url)
     max_prompt_tokens = cfg.max_model_len - cfg.max_new_tokens if cfg.max_model_len > cfg.max_new_tokens else None
 
@@ -487,7 +428,8 @@ def reject(cfg, sample_fn=None):
                                       max_prompt_tokens=max_prompt_tokens, max_tiles=cfg.max_tiles or None)
                    for r in chunk]
         fits = [i for i, p in enumerate(prompts) if p is not None]
-        responses = dict(zip(fits, sample_fn([prompts[i] for i in fits], cfg.k))) if fits else {}
+        outputs = sampler.sample([prompts[i] for i in fits], cfg.k, cfg.max_new_tokens) if fits else []
+        responses = dict(zip(fits, outputs))
         flat = [(i, o) for i in fits for o in responses[i]]
         scores = rewards.score_batch([o["text"] for _, o in flat], [chunk[i].answer for i, _ in flat],
                                      [chunk[i].options for i, _ in flat], [chunk[i].question for i, _ in flat],

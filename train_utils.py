@@ -212,18 +212,18 @@ class Dist:
 
 def setup_distributed(timeout_minutes=60):
     """One process per GPU (nccl) or per CPU worker (gloo). Without torchrun's env: a single process.
-    The generous timeout covers ranks waiting for the slowest rank's rollouts."""
+    The generous timeout covers ranks waiting for the slowest rank's rollouts. A process group that is already
+    up (several runs in one torchrun launch, as the tests do) is joined, not started again."""
     cuda = torch.cuda.is_available()
-    if "RANK" not in os.environ:
-        device = torch.device("cuda", 0) if cuda else torch.device("cpu")
-        if cuda:
-            torch.cuda.set_device(device)
-        return Dist(device=device)
-    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    if tdist.is_initialized():
+        return Dist(tdist.get_rank(), tdist.get_world_size(), local_rank, device)
     if cuda:
         torch.cuda.set_device(device)
+    if "RANK" not in os.environ:
+        return Dist(local_rank=local_rank, device=device)
+    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     tdist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(minutes=timeout_minutes),
                              device_id=device if cuda else None)
     return Dist(rank, world_size, local_rank, device)
@@ -448,7 +448,7 @@ def load_model_sharded(path, dist, trainable, param_dtype=None, activation_check
                          f"(R1V3-38B and InternVL3 are untied); use model.load_model")
     net = build_model(config, device="meta")
     with_buffers = [name for name, m in net.named_modules() if any(True for _ in m.buffers(recurse=False))]
-    set_trainable(net, trainable)
+    set_trainable(net, trainable, verbose=dist.is_main)
     wrap_fsdp(net, dist, param_dtype=param_dtype, activation_checkpointing=activation_checkpointing)
     net.to_empty(device=dist.device)
     if tied_lm_head(config):  # to_empty gave lm_head its own tensor

@@ -4,6 +4,7 @@ import json
 import os
 import random
 import sys
+import types
 from pathlib import Path
 
 os.environ.setdefault("WANDB_MODE", "disabled")
@@ -455,26 +456,27 @@ class FakeSamplingParams:
 class FakeOutput:
     def __init__(self, text, n_tokens, finish_reason):
         self.text, self.token_ids, self.finish_reason = text, list(range(n_tokens)), finish_reason
+        self.logprobs = None
 
 
 class FakeLLM:
-    def __init__(self):
-        self.calls = []
+    def __init__(self, **engine_kwargs):
+        self.calls, self.engine_kwargs = [], engine_kwargs
 
-    def generate(self, requests, params):
+    def generate(self, requests, params, use_tqdm=True):
         self.calls.append((requests, params))
         return [type("RequestOutput", (), {"outputs": [FakeOutput(f"s{j}<|im_end|>", 3 + j, "stop")
                                                        for j in range(p.kwargs["n"])]})() for p in params]
 
 
-def test_vllm_arguments_with_fake_engine():
-    cfg = E.EvalConfig(checkpoint="/ckpt", tensor_parallel_size=8, max_images=7, temperature=1.0, top_p=0.95)
-    assert E.vllm_engine_kwargs(cfg) == dict(
-        model="/ckpt", tensor_parallel_size=8, trust_remote_code=True, limit_mm_per_prompt={"image": 7},
-        max_model_len=32768, gpu_memory_utilization=0.9, seed=0, dtype="bfloat16")
+def test_vllm_arguments_with_fake_engine(monkeypatch):
+    import model
+    import sampling
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(SamplingParams=FakeSamplingParams))
+    tok = model.build_tiny_tokenizer()
     llm = FakeLLM()
     red = Image.new("RGB", (4, 4), (255, 0, 0))
-    sample_fn = E.vllm_sampler(cfg, llm, FakeSamplingParams, eos_ids=[151645, 151643], banned=[11, 12])
+    sample_fn = E.row_sampler(sampling.VLLMSampler(llm, tok, temperature=1.0, top_p=0.95), tok, banned=[11, 12])
     rows = [{"id": q, "sample": s, "prompt": f"<|im_start|>user\n<image>\n{q}<|im_end|>\n<|im_start|>assistant\n",
              "images": [red], "prefix": ""} for q in ("q1", "q2") for s in range(3)]
     outs = sample_fn(rows, 512, True)
@@ -482,9 +484,9 @@ def test_vllm_arguments_with_fake_engine():
     assert len(requests) == 2 and requests[0]["prompt"].endswith("q1<|im_end|>\n<|im_start|>assistant\n")
     assert [im.getpixel((0, 0)) for im in requests[0]["multi_modal_data"]["image"]] == [(255, 0, 0)]
     assert params[0].kwargs == dict(n=3, temperature=1.0, top_p=0.95, max_tokens=512,
-                                    stop_token_ids=[151645, 151643], stop=["</think>"],
-                                    include_stop_str_in_output=True, skip_special_tokens=False,
-                                    logit_bias={11: -100.0, 12: -100.0})
+                                    stop_token_ids=sampling.stop_token_ids(tok), stop=["</think>"],
+                                    include_stop_str_in_output=True, skip_special_tokens=False, logprobs=0,
+                                    logit_bias={i: -100.0 for i in [11, 12] + sampling.image_token_ids(tok)})
     assert [o["text"] for o in outs] == ["s0", "s1", "s2"] * 2 and [o["num_tokens"] for o in outs] == [3, 4, 5] * 2
     # continuation rows (different prefixes) become separate n=1 requests
     cont = [dict(rows[0], prefix="a</think>"), dict(rows[1], prefix="b</think>")]
@@ -492,6 +494,27 @@ def test_vllm_arguments_with_fake_engine():
     requests, params = llm.calls[1]
     assert [r["prompt"][-9:] for r in requests] == ["a</think>", "b</think>"]
     assert [p.kwargs["n"] for p in params] == [1, 1] and params[0].kwargs["stop"] is None
+
+
+def test_vllm_engine_arguments_end_to_end_with_fake_engine(tiny_checkpoint, tmp_path, monkeypatch):
+    engines = []
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(
+        LLM=lambda **kw: engines.append(FakeLLM(**kw)) or engines[-1], SamplingParams=FakeSamplingParams))
+    write_tsv(tmp_path / "MMMU_tiny.tsv", ["index", "question", "A", "B", "answer", "id", "image"],
+              [[0, "Colour of <image 1>?", "red", "blue", "A", "validation_Art_1", b64((255, 0, 0))],
+               [1, "Which one?", "left", "right", "B", "validation_Math_2", b64((0, 0, 255))]])
+    out = tmp_path / "out"
+    assert E.main([f"--checkpoint={tiny_checkpoint}", f"--benchmarks={tmp_path / 'MMMU_tiny.tsv'}", "--k=3",
+                   "--backend=vllm", "--tensor_parallel_size=8", "--max_images=7", f"--out_dir={out}",
+                   "--wandb=False"]) == 0
+    assert engines[0].engine_kwargs == dict(
+        model=str(tiny_checkpoint), tokenizer=str(tiny_checkpoint), tensor_parallel_size=8, trust_remote_code=True,
+        limit_mm_per_prompt={"image": 7}, max_model_len=32768, gpu_memory_utilization=0.9, seed=0, dtype="bfloat16")
+    requests, params = engines[0].calls[0]   # one request per question, its k samples as n
+    assert len(requests) == 2 and [p.kwargs["n"] for p in params] == [3, 3]
+    gens = [json.loads(g) for g in (out / "MMMU_tiny/think_full/generations.jsonl").read_text().splitlines()]
+    assert sorted((g["id"], g["sample"], g["response"]) for g in gens) == \
+        [(i, s, f"s{s}") for i in ("validation_Art_1", "validation_Math_2") for s in range(3)]
 
 
 @pytest.fixture(scope="module")
@@ -510,6 +533,7 @@ def tiny_checkpoint(tmp_path_factory):
 def test_nowait_never_emits_a_banned_token(tiny_checkpoint):
     import torch
     import model
+    import sampling
     tok = model.load_tokenizer(tiny_checkpoint)
     m = model.load_model(tiny_checkpoint).eval()
     banned = E.nowait_banned_token_ids(tok, ["Wait", "Alternatively", "Hmm"])
@@ -521,9 +545,9 @@ def test_nowait_never_emits_a_banned_token(tiny_checkpoint):
     try:
         prompt = tok.encode(model.build_prompt([{"role": "user", "content": "How many circles?"}]),
                             add_special_tokens=False)
-        kw = dict(max_new_tokens=16, temperature=1.0, stop_token_ids=E.eos_token_ids(tok),
+        kw = dict(max_new_tokens=16, temperature=1.0, stop_token_ids=sampling.stop_token_ids(tok),
                   generator=torch.Generator().manual_seed(0))
-        image_ids = E.image_token_ids(tok)   # a text-only prompt must not sample image tokens either
+        image_ids = sampling.image_token_ids(tok)   # a text-only prompt must not sample image tokens either
         free = model.generate(m, [prompt] * 12, banned_token_ids=image_ids, **kw)
         masked = model.generate(m, [prompt] * 12, banned_token_ids=banned + image_ids, **kw)
     finally:

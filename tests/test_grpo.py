@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 import data
 import grpo
 import model
+import sampling
 import train_utils as tu
 
 # 2 shared cores: with more intra-op threads than free cores, tiny matmuls spin and run ~20x slower
@@ -212,7 +213,7 @@ def recording_adamw_step(store):
 
 
 def torchrun_worker(workspace, out):
-    dist = grpo.current_dist()
+    dist = tu.setup_distributed()
     tokenizer = model.load_tokenizer(Path(workspace) / "ckpt")
     store = []
     torch.optim.AdamW.step = recording_adamw_step(store)
@@ -396,7 +397,7 @@ class FakeLLM:
         self.requests, self.params = requests, params
         outs = []
         for req in requests:
-            completions = [types.SimpleNamespace(token_ids=(5, 6, 2), finish_reason="stop",
+            completions = [types.SimpleNamespace(token_ids=(5, 6, 2), finish_reason="stop", text="",
                                                  logprobs=[{5: types.SimpleNamespace(logprob=-0.5)},
                                                            {6: types.SimpleNamespace(logprob=-1.0)},
                                                            {2: types.SimpleNamespace(logprob=-0.1)}])
@@ -429,7 +430,7 @@ def test_vllm_backend_with_a_fake_engine(tmp_path, monkeypatch):
     config = model.ModelConfig.from_json(ckpt / "config.json")
     cfg = run_config(ckpt, records, tmp_path, vllm_tensor_parallel_size=2, rollout_backend="vllm", max_tiles=2,
                      response_length_schedule=[(0, 4096), (10, 8192)], max_prompt_tokens=1024, temperature=1.0)
-    rollout = grpo.make_rollout(cfg, tu.Dist(rank=3, world_size=4), None, tokenizer, ckpt, 56)
+    rollout = grpo.make_rollout(cfg, tu.Dist(rank=3, world_size=4), None, tokenizer, ckpt)
     assert isinstance(rollout, grpo.VLLMRollout) and rollout.ranks == [2, 3]   # engine of ranks 2 and 3
     kw = rollout.llm.kwargs
     assert kw["model"] == str(ckpt) and kw["tensor_parallel_size"] == 2 and kw["enable_sleep_mode"] is True
@@ -446,9 +447,10 @@ def test_vllm_backend_with_a_fake_engine(tmp_path, monkeypatch):
     assert req[1]["multi_modal_data"]["image"] == prompts[1]["images"] and len(req[1]["multi_modal_data"]["image"]) == 1
     sp = rollout.llm.params.kwargs
     assert (sp["n"], sp["max_tokens"], sp["temperature"], sp["logprobs"]) == (3, 77, 1.0, 0)
-    assert sp["stop_token_ids"] == grpo.stop_token_ids(tokenizer) and tokenizer.eos_token_id in sp["stop_token_ids"]
-    assert set(sp["logit_bias"]) == set(grpo.image_token_ids(tokenizer))
-    assert out[1][2] == {"token_ids": [5, 6, 2], "finish_reason": "stop", "logprobs": [-0.5, -1.0, -0.1]}
+    assert sp["stop_token_ids"] == sampling.stop_token_ids(tokenizer) and tokenizer.eos_token_id in sp["stop_token_ids"]
+    assert set(sp["logit_bias"]) == set(sampling.image_token_ids(tokenizer))
+    assert out[1][2] == {"token_ids": [5, 6, 2], "finish_reason": "stop", "logprobs": [-0.5, -1.0, -0.1], "text": "",
+                         "num_tokens": 3}
 
     # sleep: the encoder cache goes first (image rollouts), then level-1 sleep
     rollout.sleep()

@@ -277,6 +277,13 @@ def test_only_trainable_modules_get_gradients(tok, modules):
         M.set_trainable(model, {"adapter"})
 
 
+def test_set_trainable_prints_only_when_verbose(tok, capsys):
+    model = tiny(tok)
+    assert M.set_trainable(model, {"llm"}, verbose=False) == M.set_trainable(model, {"llm"})
+    printed = capsys.readouterr().out.splitlines()   # the second call only: one line per module
+    assert len(printed) == 3 and printed[2].split()[:2] == ["llm:", f"{M.parameter_counts(model)['llm']:,d}"]
+
+
 def test_chat_template_matches_build_prompt(tok):
     msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "1+1?"}]
     jinja = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
@@ -299,3 +306,19 @@ def test_init_tiny_writes_a_loadable_checkpoint(tmp_path):
     assert model.config.force_image_size == 56 and model.config.num_image_token == 4
     assert model.config.llm_config["vocab_size"] == len(tok)
     assert model.img_context_token_id == tok.convert_tokens_to_ids(M.IMG_CONTEXT_TOKEN)
+
+
+@pytest.mark.parametrize("llm", [
+    dict(architectures=["Qwen3ForCausalLM"], model_type="qwen3", head_dim=32),
+    dict(architectures=["LlamaForCausalLM"], model_type="llama"),
+])
+def test_other_llms_build_round_trip_and_generate(tok, tmp_path, llm):
+    model = tiny(tok, llm=llm)
+    assert type(model.language_model).__name__ == llm["architectures"][0]
+    ids = torch.tensor([image_prompt(tok, model.config)])
+    pv = random_pixels(1, model.config)
+    M.save_model(tmp_path / "ck", model.state_dict(), model.config, tok)
+    loaded = M.load_model(tmp_path / "ck").eval()
+    assert torch.equal(loaded(ids, pixel_values=pv), model(ids, pixel_values=pv))
+    out = M.generate(loaded, [ids[0].tolist()], pixel_values=pv, max_new_tokens=4, temperature=0)
+    assert len(out[0]["token_ids"]) == 4

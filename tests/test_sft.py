@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 
 import data
 import model
+import sampling
 import sft
 import train_utils as tu
 
@@ -428,15 +429,15 @@ def test_vllm_backend_arguments_with_a_fake_vllm(tiny, tmp_path, questions, monk
         def __init__(self, **kwargs):
             made["engine"] = kwargs
 
-        def generate(self, requests, params):
+        def generate(self, requests, params, use_tqdm=True):
             made.setdefault("requests", []).extend(requests)
             made["params"] = params.kwargs
             results = []
             for req in requests:
                 q = next(q["id"] for q in QUESTIONS if q["question"] in req["prompt"])
-                results.append(SimpleNamespace(outputs=[
+                results.append(SimpleNamespace(prompt_token_ids=None, outputs=[
                     SimpleNamespace(text=text + ("<|im_end|>" if finish == "stop" else ""),
-                                    token_ids=tiny.tok.encode(text), finish_reason=finish)
+                                    token_ids=tiny.tok.encode(text), finish_reason=finish, logprobs=None)
                     for text, finish in RESPONSES[q][:params.kwargs["n"]]]))
             return results
 
@@ -449,7 +450,9 @@ def test_vllm_backend_arguments_with_a_fake_vllm(tiny, tmp_path, questions, monk
                                   gpu_memory_utilization=0.85, seed=0, limit_mm_per_prompt={"image": 1},
                                   mm_processor_kwargs={"max_dynamic_patch": 6})
     ids = [tiny.tok.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
-    assert made["params"] == dict(n=3, temperature=1.0, top_p=1.0, max_tokens=64, stop_token_ids=ids,
+    assert made["params"] == dict(n=3, temperature=1.0, top_p=1.0, max_tokens=64, stop_token_ids=sorted(ids),
+                                  stop=None, include_stop_str_in_output=True, logprobs=0,
+                                  logit_bias={i: -100.0 for i in sampling.image_token_ids(tiny.tok)},
                                   skip_special_tokens=False)
     q1, q2, q3 = made["requests"]
     assert q1["prompt"] == model.build_prompt([{"role": "user", "content": data.format_question(

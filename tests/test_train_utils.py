@@ -17,6 +17,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np
 import pytest
 import torch
+import torch.distributed as tdist
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -317,6 +318,17 @@ def test_setup_distributed_single_process(monkeypatch):
     dist = tu.setup_distributed()
     assert (dist.rank, dist.world_size, dist.is_main) == (0, 1, True)
     assert tu.all_reduce_sum(3.5, dist) == 3.5 and tu.all_reduce_max(2, dist) == 2
+
+
+def test_setup_distributed_joins_a_group_that_is_up(tmp_path, monkeypatch):
+    monkeypatch.setenv("RANK", "0")   # torchrun's env, but the group exists already: no second init (it would raise)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    tdist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        dist = tu.setup_distributed()
+        assert (dist.rank, dist.world_size, dist.device.type) == (0, 1, "cpu") and tdist.is_initialized()
+    finally:
+        tdist.destroy_process_group()
 
 
 def test_real_model_checkpoint_round_trip_with_tied_embeddings(tmp_path):

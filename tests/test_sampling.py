@@ -1,0 +1,199 @@
+"""Tests for sampling.py: token ids, backend choice, engine arguments, the built-in sampler on a tiny model and
+the vLLM sampler against a fake vllm module."""
+import os
+import sys
+import types
+from pathlib import Path
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pytest
+import torch
+from PIL import Image
+
+import model
+import sampling
+
+torch.set_num_threads(1)   # shared cores: tiny matmuls on many threads spin
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    tok = model.build_tiny_tokenizer()
+    torch.manual_seed(0)
+    net = model.build_model(model.tiny_config(vocab_size=len(tok))).eval()
+    net.img_context_token_id = tok.convert_tokens_to_ids(model.IMG_CONTEXT_TOKEN)
+    text = model.build_prompt([{"role": "user", "content": "How many?"}])
+    image_text = model.build_prompt([{"role": "user", "content": "<image>\nHow many?"}])
+    tiles = model.image_to_pixel_values(Image.new("RGB", (60, 40), (200, 10, 10)), net.config)   # [n,3,S,S]
+    expanded = model.expand_image_tokens(image_text, [tiles.shape[0]], net.config.num_image_token)
+    prompts = [{"input_ids": tok.encode(text, add_special_tokens=False), "pixel_values": None},
+               {"input_ids": tok.encode(expanded, add_special_tokens=False), "pixel_values": tiles}]
+    return types.SimpleNamespace(tok=tok, net=net, prompts=prompts, tiles=tiles.shape[0])
+
+
+def test_token_ids_and_strip_eos(tiny):
+    ids = {t: tiny.tok.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>", "<img>", "</img>",
+                                                           "<IMG_CONTEXT>")}
+    assert sampling.stop_token_ids(tiny.tok) == sorted([ids["<|im_end|>"], ids["<|endoftext|>"]])
+    assert tiny.tok.eos_token_id in sampling.stop_token_ids(tiny.tok)
+    assert sampling.image_token_ids(tiny.tok) == [ids["<img>"], ids["</img>"], ids["<IMG_CONTEXT>"]]
+    assert sampling.strip_eos("a</think>b<|im_end|>") == "a</think>b"
+    assert sampling.strip_eos("b<|endoftext|>") == "b" and sampling.strip_eos("a<|im_end|>b") == "a<|im_end|>b"
+    assert sampling.strip_eos("x<|im_end|><|im_end|>") == "x<|im_end|>"   # one end token, not all of them
+
+
+def test_pick_backend(monkeypatch):
+    assert sampling.pick_backend("builtin") == "builtin" and sampling.pick_backend("vllm") == "vllm"
+    with pytest.raises(ValueError, match="'gpu': expected auto, vllm or builtin"):
+        sampling.pick_backend("gpu")
+    monkeypatch.setitem(sys.modules, "vllm", None)   # not installed: import fails
+    assert sampling.pick_backend("auto") == "builtin"
+    monkeypatch.setitem(sys.modules, "vllm", types.ModuleType("vllm"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert sampling.pick_backend("auto") == "builtin"   # vLLM without a GPU cannot run
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert sampling.pick_backend("auto") == "vllm"
+
+
+def test_vllm_engine_kwargs():
+    assert sampling.vllm_engine_kwargs("/ckpt", 8, 0.9, 32768, 7, seed=3) == dict(
+        model="/ckpt", tokenizer="/ckpt", trust_remote_code=True, dtype="bfloat16", tensor_parallel_size=8,
+        max_model_len=32768, gpu_memory_utilization=0.9, seed=3, limit_mm_per_prompt={"image": 7})
+    kw = sampling.vllm_engine_kwargs(Path("/ckpt"), 2, 0.5, 9000, 0, max_tiles=6, dtype="float16",
+                                     enable_sleep_mode=True)
+    assert kw["model"] == "/ckpt" and kw["limit_mm_per_prompt"] == {"image": 1}   # vLLM wants >= 1
+    assert kw["mm_processor_kwargs"] == {"max_dynamic_patch": 6} and kw["dtype"] == "float16"
+    assert kw["enable_sleep_mode"] is True
+
+# -----------------------------------------------------------------------------
+# the built-in sampler
+
+
+def biased(net, bias):
+    """lm_head + bias: makes chosen tokens near-certain, so a mask or a stop that failed would show."""
+    return net.language_model.lm_head.register_forward_hook(lambda mod, inp, out: out + bias)
+
+
+def test_builtin_sampler_shapes_text_and_reproducibility(tiny):
+    sampler = sampling.BuiltinSampler(tiny.net, tiny.tok, temperature=1.0, batch_size=2, seed=5)
+    out = sampler.sample(tiny.prompts, [2, 3], max_tokens=5)
+    assert [len(o) for o in out] == [2, 3]
+    for o in out[0] + out[1]:
+        assert o["num_tokens"] == len(o["token_ids"]) == len(o["logprobs"]) <= 5
+        assert all(lp <= 0 for lp in o["logprobs"]) and o["finish_reason"] in ("stop", "length")
+        assert o["text"] == sampling.strip_eos(tiny.tok.decode(o["token_ids"], skip_special_tokens=False))
+    sampler.generator.manual_seed(11)
+    first = sampler.sample(tiny.prompts, 2, max_tokens=5)
+    sampler.generator.manual_seed(11)
+    assert sampler.sample(tiny.prompts, 2, max_tokens=5) == first   # GRPO's exact resume reseeds per step
+
+
+def test_builtin_sampler_bans_and_stops(tiny):
+    tok, vocab = tiny.tok, len(tiny.tok)
+    think_end = tok.convert_tokens_to_ids(model.THINK_END)
+    sampler = sampling.BuiltinSampler(tiny.net, tok, temperature=1.0)
+    bias = torch.zeros(vocab)
+    bias[[7] + sampling.image_token_ids(tok)] = 30.0
+    hook = biased(tiny.net, bias)
+    try:
+        free = sampler.sample(tiny.prompts[:1], 1, max_tokens=8)[0][0]["token_ids"]
+        masked = sampler.sample(tiny.prompts, 2, max_tokens=8, banned_ids=[7])
+    finally:
+        hook.remove()
+    assert free == [7] * 8   # unmasked, token 7 is all it says (the image tokens are always masked)
+    tokens = [t for o in masked for s in o for t in s["token_ids"]]
+    assert len(tokens) >= 8 and not set(tokens) & {7, *sampling.image_token_ids(tok)}
+
+    bias = torch.zeros(vocab)
+    bias[think_end] = 30.0
+    hook = biased(tiny.net, bias)
+    try:
+        stopped = sampler.sample(tiny.prompts, 1, max_tokens=6, stop=[model.THINK_END, "not one token"])
+        running = sampler.sample(tiny.prompts[:1], 1, max_tokens=6)[0][0]
+    finally:
+        hook.remove()
+    assert [o[0]["token_ids"] for o in stopped] == [[think_end]] * 2
+    assert stopped[0][0]["text"] == "</think>" and stopped[0][0]["finish_reason"] == "stop"
+    assert running["token_ids"] == [think_end] * 6 and running["finish_reason"] == "length"
+
+
+def test_builtin_sampler_batches_tiles_and_fsdp_dummy_tile(tiny, monkeypatch):
+    calls = []
+
+    def fake_generate(net, prompts, pixel_values=None, image_flags=None, sync_ranks=False, **kw):
+        calls.append((len(prompts), None if pixel_values is None else pixel_values.shape[0],
+                      None if image_flags is None else image_flags.tolist(), sync_ranks, kw["stop_token_ids"]))
+        return [{"token_ids": [9, 2], "logprobs": [-1.0, -0.5], "finish_reason": "stop"} for _ in prompts]
+
+    monkeypatch.setattr(model, "generate", fake_generate)
+    t = tiny.tiles
+    out = sampling.BuiltinSampler(tiny.net, tiny.tok, batch_size=2).sample(tiny.prompts, [1, 2], 4)
+    # rows: text, image, image -> chunks of 2: (text, image) then (image); each chunk brings its own tiles
+    assert [c[:3] for c in calls] == [(2, t, [1] * t), (1, t, [1] * t)]
+    assert out[1][1] == {"token_ids": [9, 2], "logprobs": [-1.0, -0.5], "text": tiny.tok.decode([9]),
+                         "num_tokens": 2, "finish_reason": "stop"}
+    calls.clear()   # under FSDP a text-only batch gets one zero tile with flag 0, and generate syncs the ranks
+    sampling.BuiltinSampler(tiny.net, tiny.tok, sync_ranks=True).sample(tiny.prompts[:1], 2, 4)
+    assert calls == [(2, 1, [0], True, sampling.stop_token_ids(tiny.tok))]
+
+# -----------------------------------------------------------------------------
+# the vLLM sampler against a fake engine
+
+
+class FakeLLM:
+    def __init__(self, prompt_ids=None):
+        self.prompt_ids = prompt_ids or {}
+
+    def generate(self, requests, params, use_tqdm=True):
+        self.requests, self.params, self.use_tqdm = requests, params, use_tqdm
+        per_request = params if isinstance(params, list) else [params] * len(requests)
+        completion = lambda j: types.SimpleNamespace(
+            token_ids=(5, 6, 2), text=f"s{j}</think><|im_end|>", finish_reason="length" if j else "stop",
+            logprobs=[{5: types.SimpleNamespace(logprob=-0.5)}, {6: types.SimpleNamespace(logprob=-1.0)},
+                      {2: types.SimpleNamespace(logprob=-0.1)}])
+        return [types.SimpleNamespace(prompt_token_ids=self.prompt_ids.get(r["prompt"]),
+                                      outputs=[completion(j) for j in range(p.kwargs["n"])])
+                for r, p in zip(requests, per_request)]
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    fake = types.ModuleType("vllm")
+    fake.SamplingParams = lambda **kw: types.SimpleNamespace(kwargs=kw)
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+
+
+def test_vllm_sampler_requests_params_and_outputs(tiny, fake_vllm):
+    llm = FakeLLM()
+    red = Image.new("RGB", (4, 4), (255, 0, 0))
+    prompts = [{"prompt": "<|im_start|>user\nq1<|im_end|>\n", "images": []},
+               {"prompt": "<|im_start|>user\n<image>\nq2<|im_end|>\n", "images": [red]}]
+    out = sampling.VLLMSampler(llm, tiny.tok, temperature=0.7, top_p=0.9).sample(
+        prompts, 2, 32, stop=["</think>"], banned_ids=[9, 3])
+    assert llm.requests == [{"prompt": prompts[0]["prompt"]},
+                            {"prompt": prompts[1]["prompt"], "multi_modal_data": {"image": [red]}}]
+    assert llm.params.kwargs == dict(n=2, temperature=0.7, top_p=0.9, max_tokens=32,
+                                     stop_token_ids=sampling.stop_token_ids(tiny.tok), stop=["</think>"],
+                                     include_stop_str_in_output=True, logprobs=0,
+                                     logit_bias={3: -100.0, 4: -100.0, 5: -100.0, 9: -100.0},
+                                     skip_special_tokens=False)
+    assert llm.use_tqdm is False
+    assert out[1] == [{"token_ids": [5, 6, 2], "logprobs": [-0.5, -1.0, -0.1], "text": "s0</think>",
+                       "num_tokens": 3, "finish_reason": "stop"},
+                      {"token_ids": [5, 6, 2], "logprobs": [-0.5, -1.0, -0.1], "text": "s1</think>",
+                       "num_tokens": 3, "finish_reason": "length"}]
+    # one count per prompt: one SamplingParams per request; no stop strings -> stop=None
+    sampling.VLLMSampler(llm, tiny.tok).sample(prompts, [3, 1], 8)
+    assert [p.kwargs["n"] for p in llm.params] == [3, 1] and llm.params[0].kwargs["stop"] is None
+
+
+def test_vllm_sampler_checks_our_prompt_tokens(tiny, fake_vllm):
+    prompt = {"prompt": "<|im_start|>user\n<image>\nq<|im_end|>\n", "images": [], "input_ids": [1, 2, 3],
+              "id": "q7"}
+    llm = FakeLLM({prompt["prompt"]: [1, 2, 3]})
+    assert len(sampling.VLLMSampler(llm, tiny.tok).sample([prompt], 1, 4)[0]) == 1
+    llm.prompt_ids[prompt["prompt"]] = [1, 2, 3, 3]   # vLLM expanded <image> to one token more
+    with pytest.raises(ValueError, match="record q7: vLLM's prompt has 4 tokens but ours 3"):
+        sampling.VLLMSampler(llm, tiny.tok).sample([prompt], 1, 4)
