@@ -1,17 +1,30 @@
-"""
+r"""
 Synthetic visual-reasoning task for the CPU demo: this repo's "shakespeare_char".
 
 An image is a grid x grid board (default 2x2) on white. Each cell is empty or holds one big filled
 shape (circle / square / triangle) in one colour (red / green / blue). A question needs the image
 plus a short computation: count the shapes of a kind, add two counts, or (out of domain) subtract
-two counts. With image_size = 56, patch 14 and pixel-shuffle 0.5, every cell of a 2x2 board is
-exactly one image token of the InternVL-style tiny model, so a few-M-parameter model can learn to
-read it in minutes on a CPU.
+two counts. At image_size 112 (tiny_config's), patch 14 and pixel-shuffle 0.5, every cell of a 2x2
+board is a 2x2 block of image tokens, big and high-contrast, so a few-M-parameter model learns to
+read it in a few hundred steps on a CPU (given a large enough vision init, see the demo recipe).
 
 Pieces, top to bottom: scenes and their hash split, rendering, questions and gold answers,
 multiple-choice options, the scripted teacher that writes <think> traces for cold-start SFT
 (paper §2/§3.2) with "Wait"/"Hmm"/"Alternatively" detours (the critical tokens of §5.1), the
-caption corpus for the alignment stage, the tokenizer corpus, and the writers.
+caption corpus for the alignment stage, the tokenizer corpus, and the writers. A teacher trace for
+"How many shapes are red or blue?" (multiple choice ends with "A. 3: no." ... "C. 2: yes." instead):
+
+    <think>
+    Top left: a red circle. Red count: 1.
+    Top right: empty.
+    Bottom left: a blue square. Blue count: 1.
+    Bottom right: a green triangle.
+    Red shapes: 1.
+    Blue shapes: 1.
+    1 + 1 = 2.
+    </think>
+
+    The answer is \boxed{2}.
 
     python synthetic.py --out=data/synthetic --n_train=2000 --seed=1337
 
@@ -46,11 +59,12 @@ class Config:
     n_val: int = 200
     n_test: int = 200
     n_ood: int = 200
-    n_sft: int = 1000
+    n_sft: int = 2000
     n_sft_val: int = 100
     n_caption: int = 2000
     # the board
-    image_size: int = 56  # px; 56 = 4x4 ViT patches of 14 = 2x2 image tokens after pixel shuffle
+    image_size: int = 112  # px, = tiny_config's; 112 / patch 14 = 8x8 patches = 4x4 image tokens after pixel
+    #                        shuffle, so each cell of a 2x2 board is 2x2 tokens: enough to tell shapes apart
     grid: int = 2  # grid x grid cells (2 or 3)
     min_shapes: int = 1
     max_shapes: int = 4  # capped at grid * grid
@@ -71,7 +85,7 @@ class Config:
     detour_fraction: float = 0.3  # traces with one "Wait" / "Hmm" / "Alternatively" detour
     detour_kinds: tuple = ("correct", "recheck", "hmm", "alternatively")
     noise_fraction: float = 0.0  # traces where the teacher misreads one cell (wrong answer, on purpose)
-    caption_kinds: tuple = ("list", "sentence", "cell")
+    caption_kinds: tuple = ("list",)  # also "sentence", "cell"; the list (the traces' first lines) is learnt fastest
 
 
 COLOR_RGB = {"red": (220, 30, 30), "green": (30, 160, 40), "blue": (30, 60, 220),
@@ -260,15 +274,6 @@ def describe(item):
     return "empty" if item is None else f"a {item[0]} {item[1]}"
 
 
-def count_line(label, color, shape, scene, names):
-    # numbered as it goes ("top left (1), bottom right (2)") so counting is a next-number step
-    hits = [names[i] for i, item in enumerate(scene)
-            if item is not None and (color is None or item[0] == color) and (shape is None or item[1] == shape)]
-    if not hits:
-        return f"{label}: none. That is 0."
-    return f"{label}: " + ", ".join(f"{name} ({k + 1})" for k, name in enumerate(hits)) + f". That is {len(hits)}."
-
-
 def misread(scene, rng, cfg):
     """The scene with one cell seen wrong (what a noisy teacher 'sees')."""
     contents = [None] + [[c, s] for c in cfg.colors for s in cfg.shapes]
@@ -286,10 +291,22 @@ def teacher_trace(scene, qtype, args, options, rng, cfg, detour=None):
     `detour` is one of Config.detour_kinds or None. Returns (content, boxed answer, detour used)."""
     names = CELL_NAMES[cfg.grid]
     filters = count_filters(qtype, args)
-    cell_lines = [f"{names[i].capitalize()}: {describe(item)}." for i, item in enumerate(scene)]
+    # Each cell line decides on the spot whether the cell counts and carries a running count
+    # ("Top left: a red circle. Red count: 1."): a local step per line, which a tiny LM learns far
+    # sooner than picking the matching cells out of the list afterwards.
+    running = [0] * len(filters)
+    cell_lines = []
+    for i, item in enumerate(scene):
+        line = f"{names[i].capitalize()}: {describe(item)}."
+        for f, (label, color, shape) in enumerate(filters):
+            if item is not None and color in (None, item[0]) and shape in (None, item[1]):
+                running[f] += 1
+                tag = " ".join(x for x in (color, shape) if x) or "shape"
+                line += f" {tag.capitalize()} count: {running[f]}."
+        cell_lines.append(line)
     counts = [count(scene, color, shape) for _, color, shape in filters]
     answer = answer_for(qtype, args, scene)
-    count_lines = [count_line(label, color, shape, scene, names) for label, color, shape in filters]
+    count_lines = [f"{label}: {n}." for (label, _, _), n in zip(filters, counts)]
     if qtype == "sum_colors":
         count_lines.append(f"{counts[0]} + {counts[1]} = {answer}.")
     elif qtype == "difference":
@@ -304,7 +321,7 @@ def teacher_trace(scene, qtype, args, options, rng, cfg, detour=None):
         color, shape = scene[i]
         wrong = rng.choice([[c, s] for c in cfg.colors for s in cfg.shapes if [c, s] != [color, shape]])
         cell_lines[i] = (f"{names[i].capitalize()}: {describe(wrong)}.\n"
-                         f"Wait, let me re-check. {names[i].capitalize()}: {describe(scene[i])}.")
+                         f"Wait, let me re-check. {cell_lines[i]}")
     elif detour == "hmm":
         i = rng.randrange(len(scene))
         check = "It is empty." if scene[i] is None else f"No, it has {describe(scene[i])}."
@@ -316,16 +333,19 @@ def teacher_trace(scene, qtype, args, options, rng, cfg, detour=None):
     elif detour == "alternatively":
         label, color, shape = filters[0]
         total = count(scene)
-        count_lines.append(f"Alternatively, count the rest: {total} shapes, {total - answer} of them not "
+        count_lines.append(f"Alternatively, count the rest: {total} shape{'s' * (total != 1)}, {total - answer} of them not "
                            f"{label.lower()}, and {total} - {total - answer} = {answer}.")
     elif detour is not None:
         raise ValueError(f"unknown detour {detour!r}")
 
     final = str(answer)
-    if options:
-        letter = next(k for k, v in options.items() if v == str(answer))
-        count_lines.append(f"{answer} is option {letter}.")
-        final = letter
+    if options:  # option by option, stopping at the match: the letter to box ends the last line read
+        for letter, value in options.items():
+            match = value == str(answer)
+            count_lines.append(f"{letter}. {value}: {'yes' if match else 'no'}.")
+            if match:
+                final = letter
+                break
     think = "\n".join(cell_lines + count_lines)
     return f"<think>\n{think}\n</think>\n\nThe answer is \\boxed{{{final}}}.", final, detour
 
@@ -435,6 +455,7 @@ def tokenizer_corpus(n=400, seed=0, cfg=None):
     for item in generate_split("sft", n, seed, cfg=every_type) + generate_split("caption", n, seed, cfg=cfg):
         texts.extend(m["content"] for m in item["messages"])
     texts.append(" ".join(str(i) for i in range(100)) + " " + " ".join(OPTION_LETTERS))
+    texts.append("<|im_start|>system\n<|im_start|>user\n<|im_start|>assistant\n")  # ChatML role names
     return texts
 
 

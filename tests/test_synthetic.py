@@ -2,8 +2,8 @@ import os
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 
-import dataclasses
 import json
+import random
 import re
 import sys
 
@@ -99,11 +99,11 @@ def test_image_shows_the_scene():
     rgb = {"red": (220, 30, 30), "green": (30, 160, 40), "blue": (30, 60, 220)}
     for x in generate_split("val", 20, seed=5, cfg=cfg):
         img = x["image"]
-        assert img.size == (56, 56) and img.mode == "RGB"
+        assert img.size == (112, 112) and img.mode == "RGB"
         for i, item in enumerate(x["meta"]["scene"]):
             row, col = divmod(i, 2)
             # a point inside every shape at the smallest scale (for the triangle: below its apex)
-            px = img.getpixel((col * 28 + 14, row * 28 + 17))
+            px = img.getpixel((col * 56 + 28, row * 56 + 34))
             assert px == ((255, 255, 255) if item is None else rgb[item[0]]), (x["id"], i, item, px)
 
 
@@ -123,6 +123,10 @@ def test_teacher_traces_well_formed_with_detours():
         if x["meta"]["options"]:
             options = dict(re.findall(r"^([A-D])\. (\d+)$", user["content"], re.M))
             assert len(options) == 4 and options[boxed] == str(value)
+            # options are checked in order up to the match, whose letter is boxed
+            checked = re.findall(r"^([A-D])\. (\d+): (yes|no)\.$", think, re.M)
+            assert checked == [(k, v, "yes" if k == boxed else "no") for k, v in options.items()][:len(checked)]
+            assert checked[-1][0] == boxed
         else:
             assert boxed == str(value)
         assert boxed == x["meta"]["gold"]
@@ -150,6 +154,23 @@ def test_arithmetic_lines_are_right():
         think = x["messages"][1]["content"]
         a, op, b, c = re.search(r"^(\d) ([+-]) (\d) = (\d)\.$", think, re.M).groups()
         assert int(c) == (int(a) + int(b) if op == "+" else int(a) - int(b))
+
+
+def test_running_counts_match_the_tally():
+    cfg = Config(question_types=tuple(synthetic.QUESTION_TYPES), detour_fraction=0.0)
+    for x in generate_split("sft", 200, seed=4, cfg=cfg):
+        think = x["messages"][1]["content"]
+        scene = x["meta"]["scene"]
+        # one "<Tag> count: k" per matching cell, numbered 1, 2, ... per tag, on that cell's own line
+        for line, item in zip(think.split("\n")[1:5], scene):
+            for tag, k in re.findall(r"(\w+(?: \w+)?) count: (\d)\.", line):
+                words = tag.lower().split()
+                assert item is not None and all(w in ("shape", *item) for w in words), (line, item)
+        tallies = dict(re.findall(r"^(\w+(?: \w+)?): (\d)\.$", think, re.M))
+        for label, n in tallies.items():
+            tag = {"Shapes": "Shape"}.get(label, label.replace(" shapes", "").rstrip("s").capitalize())
+            counted = re.findall(rf"(?<![A-Za-z]){tag} count: (\d)\.", think)
+            assert int(n) == (int(counted[-1]) if counted else 0) == len(counted), (label, think)
 
 
 def test_noisy_teacher_is_wrong_on_purpose_but_consistent():
@@ -192,7 +213,7 @@ def test_captions_describe_the_scene():
 
 
 def test_write_dataset_layout(tmp_path):
-    cfg = Config(image_size=56)
+    cfg = Config(image_size=56)  # any size; 56 keeps the test fast
     written = synthetic.write_dataset(tmp_path, n_train=12, n_val=5, n_test=6, n_ood=7, n_sft=8, n_sft_val=3,
                                       n_caption=9, seed=11, cfg=cfg)
     expected = {"train": 12, "val": 5, "test": 6, "ood": 7, "sft": 8, "sft_val": 3, "caption": 9}
@@ -267,3 +288,11 @@ def test_generation_is_fast():
     t = time.time()
     generate_split("sft", 500, seed=0)
     assert time.time() - t < 5.0
+
+
+def test_docstring_trace_is_what_the_teacher_writes():
+    scene = [["red", "circle"], None, ["blue", "square"], ["green", "triangle"]]
+    content, boxed, detour = synthetic.teacher_trace(scene, "sum_colors", {"color_a": "red", "color_b": "blue"},
+                                                     None, random.Random(0), Config())
+    assert (boxed, detour) == ("2", None)
+    assert content in synthetic.__doc__.replace("\n    ", "\n")
