@@ -50,6 +50,19 @@ class Record:
     where: str = ""                    # "file:line" (JSONL) or "file: item N" (json list), for error messages
 
 
+def read_jsonl(path) -> list[tuple[str, object]]:
+    """JSONL -> [("file:line", parsed value)], blank lines skipped; invalid JSON is a ValueError citing file:line."""
+    located = []
+    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            located.append((f"{path}:{lineno}", json.loads(line)))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{lineno}: invalid JSON: {e.msg}") from None
+    return located
+
+
 def read_records(path) -> list[Record]:
     """Our JSONL or a JSON list (the K12 file). Any malformed record is a ValueError citing its location."""
     path = Path(path)
@@ -64,14 +77,7 @@ def read_records(path) -> list[Record]:
             item_id = item.get("id") if isinstance(item, dict) else None
             located.append((f"{path}: item {n} (id={item_id!r})", item))
     else:
-        located = []
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                located.append((f"{path}:{lineno}", json.loads(line)))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: invalid JSON: {e.msg}") from None
+        located = read_jsonl(path)
 
     records, first_seen = [], {}
     for where, item in located:
@@ -230,14 +236,7 @@ def read_chat_jsonl(path) -> list[dict]:
     all gets "<image>\\n" per image prepended to its first user turn (InternVL's convention)."""
     path = Path(path)
     samples = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{where}: invalid JSON: {e.msg}") from None
+    for where, item in read_jsonl(path):
         if not isinstance(item, dict):
             raise ValueError(f"{where}: a sample must be a JSON object, got {type(item).__name__}")
 

@@ -375,15 +375,9 @@ def read_accuracy(path):
 def read_generation_rows(path):
     """JSONL rows {checkpoint?, id, sample?, prompt_ids? | prompt?, response_ids | response}; errors cite file:line.
     eval.py's generations.jsonl has this shape (id, sample, response)."""
+    import data
     rows = []
-    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{where}: invalid JSON: {e.msg}") from None
+    for where, row in data.read_jsonl(path):
         if not isinstance(row, dict) or "id" not in row:
             raise ValueError(f"{where}: a generation must be an object with an 'id'")
         if not isinstance(row.get("response_ids"), list) and not isinstance(row.get("response"), str):
