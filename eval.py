@@ -1137,8 +1137,7 @@ def main(argv=None):
         import model as M
         tokenizer = M.load_tokenizer(cfg.checkpoint)
         if backend == "vllm":
-            from vllm import LLM
-            llm = LLM(**sampling.vllm_engine_kwargs(
+            llm = sampling.build_vllm(sampling.vllm_engine_kwargs(
                 cfg.checkpoint, cfg.tensor_parallel_size, cfg.gpu_memory_utilization, cfg.max_model_len,
                 cfg.max_images, seed=cfg.seed, dtype="bfloat16" if cfg.dtype == "auto" else cfg.dtype))
             sampler = sampling.VLLMSampler(llm, tokenizer, cfg.temperature, cfg.top_p)

@@ -41,7 +41,6 @@ Everything runs in eval mode: there is no dropout in R1V3, and drop-path in the 
 pi_theta different functions of the same weights.
 """
 import contextlib
-import inspect
 import math
 import os
 import re
@@ -59,7 +58,7 @@ import sampling
 import train_utils as tu
 from entropy import DEFAULT_CRITICAL_WORDS, critical_mask, critical_token_sequences, entropy_metrics, \
     token_logprobs_and_entropy
-from model import ModelConfig, load_tokenizer
+from model import ModelConfig, build_model, load_tokenizer, materialize_buffers, set_tensor, tied_lm_head
 
 # -----------------------------------------------------------------------------
 # config: paper values are the defaults (section numbers of the paper); config/grpo_38b.py is the full run
@@ -114,6 +113,10 @@ class Config:
     # engines
     rollout_backend: Literal["auto", "vllm", "builtin"] = "auto"   # auto: vllm when importable with a GPU
     rollout_batch_size: int = 64        # builtin: sequences per model.generate call
+    rollout_dtype: Literal["auto", "bfloat16", "policy"] = "auto"
+    # ^ builtin, one process: "bfloat16" samples from a bf16 copy of the policy refreshed after every optimizer
+    #   step, "policy" from the policy itself (fp32 under autocast on a GPU); auto: bfloat16 on one GPU with
+    #   dtype=bfloat16 (fp32 weights under autocast decode 3.7x slower, issue 11), policy elsewhere
     vllm_tensor_parallel_size: int = 1
     vllm_gpu_memory_utilization: float = 0.5   # vLLM shares the GPUs with the sharded policy and its optimizer
     vllm_max_images: int = 8            # limit_mm_per_prompt
@@ -204,11 +207,28 @@ def stage_at(step, stages):
 
 
 class BuiltinRollout:
-    """sampling.BuiltinSampler on the policy itself (CPU, tests, small models). Under FSDP every rank runs the
-    same number of forwards (sync_ranks), and image-free batches carry a dummy tile so every rank runs the ViT."""
+    """sampling.BuiltinSampler on the policy (CPU, tests, small models) or, with bf16_copy (one process), on a
+    bf16 copy of it: fp32 weights under autocast are re-cast at every decode step. The copy is built as
+    model.load_model builds (meta device, rotary buffers in fp32) and its trainable tensors are refreshed after
+    every optimizer step, so it is always bf16(master weights): the fp32 policy is untouched and a resumed run
+    samples as the uninterrupted one. Under FSDP every rank runs the same number of forwards (sync_ranks), and
+    image-free batches carry a dummy tile so every rank runs the ViT."""
 
-    def __init__(self, model, tokenizer, cfg, dist, autocast=contextlib.nullcontext):
-        self.ranks, self.autocast = [dist.rank], autocast
+    def __init__(self, model, tokenizer, cfg, dist, autocast=contextlib.nullcontext, bf16_copy=False):
+        self.ranks, self.autocast, self.copy = [dist.rank], autocast, None
+        if bf16_copy:
+            if dist.world_size > 1:
+                raise ValueError("rollout_dtype=bfloat16 needs one process (FSDP already samples in param_dtype)")
+            self.copy = build_model(model.config, device="meta")
+            for key, t in model.state_dict().items():
+                set_tensor(self.copy, key, t.detach().to(torch.bfloat16 if t.is_floating_point() else t.dtype,
+                                                           copy=True))
+            if tied_lm_head(model.config):
+                self.copy.language_model.lm_head.weight = self.copy.language_model.get_input_embeddings().weight
+            materialize_buffers(self.copy, next(model.parameters()).device)
+            self.copy.img_context_token_id = model.img_context_token_id
+            self.copy.eval().requires_grad_(False)
+            self.autocast, model = contextlib.nullcontext, self.copy
         self.sampler = sampling.BuiltinSampler(model, tokenizer, cfg.temperature, cfg.top_p, cfg.rollout_batch_size,
                                                sync_ranks=dist.world_size > 1)
 
@@ -221,7 +241,12 @@ class BuiltinRollout:
         pass
 
     def update_weights(self, model):
-        pass
+        if self.copy is not None:
+            copied = dict(self.copy.named_parameters())
+            with torch.no_grad():
+                for name, param in model.named_parameters():
+                    if param.requires_grad:   # frozen ones never change
+                        copied[name].copy_(param)
 
 
 class VLLMRollout:
@@ -233,66 +258,54 @@ class VLLMRollout:
     InternVL / SkyworkR1V load_weights expects."""
 
     def __init__(self, checkpoint, cfg, dist, tokenizer, max_model_len):
-        import vllm  # GPU-only dependency (requirements-gpu.txt): imported only when this backend is used
-        # the engine must live in this process so load_weights can reach its model (no V1 engine-core process)
+        # the engine lives in this process (no V1 engine-core process): apply_model runs our function on its model
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         tp = cfg.vllm_tensor_parallel_size
         if dist.world_size % tp:
             raise ValueError(f"vllm_tensor_parallel_size {tp} does not divide the world size {dist.world_size}")
         self.ranks = list(range(dist.rank // tp * tp, dist.rank // tp * tp + tp))
-        self.llm = vllm.LLM(**sampling.vllm_engine_kwargs(
+        # sampling.build_vllm restores this process's RNGs, which the engine reseeds with its seed
+        self.llm = sampling.build_vllm(sampling.vllm_engine_kwargs(
             checkpoint, tp, cfg.vllm_gpu_memory_utilization, max_model_len, cfg.vllm_max_images, cfg.max_tiles,
             seed=cfg.seed + dist.rank // tp,   # one seed per engine: its tp workers must sample identically
             distributed_executor_backend="external_launcher", enable_sleep_mode=True))
         # prompts carry our input_ids too: the sampler checks that vLLM's expansion of <image> gives the same
         self.sampler = sampling.VLLMSampler(self.llm, tokenizer, cfg.temperature, cfg.top_p)
-        self.had_images = False
 
     def generate(self, prompts, n, max_tokens, seed):
-        self.had_images = self.had_images or any(p["images"] for p in prompts)
-        return self.sampler.sample(prompts, n, max_tokens)
+        # the same seed on every rank of the engine (collect_groups adds ranks[0]): tp workers sample alike
+        return self.sampler.sample(prompts, n, max_tokens, seed=seed)
 
     def sleep(self):
-        if self.had_images:
-            # encoder outputs are cached per image and never freed between steps (~0.25 GB/step, EasyR1 #11002);
-            # after a ViT update they would also be stale features of the old weights
-            if hasattr(self.llm.llm_engine, "reset_encoder_cache"):   # recent vLLM: workers' and scheduler's
-                self.llm.llm_engine.reset_encoder_cache()
-            else:
-                vllm_model_runner(self.llm).encoder_cache.clear()
-            if hasattr(self.llm, "reset_mm_cache"):                   # the processor's preprocessed images
-                self.llm.reset_mm_cache()
-            self.had_images = False
+        # level 1: weights to CPU, KV cache freed. It also clears the prefix, multimodal and encoder caches (stale
+        # after a ViT update): LLMEngine.sleep -> renderer.clear_mm_cache, EngineCore.sleep -> pause_scheduler ->
+        # _reset_caches (v1/engine/llm_engine.py:418-421; v1/engine/core.py:898-919, 959-974)
         self.llm.sleep(level=1)
 
     def update_weights(self, model):
         from torch.distributed.tensor import DTensor
-        tagged = "tags" in inspect.signature(self.llm.wake_up).parameters   # wake_up(tags=...): vLLM >= 0.8.5
-        if tagged:
-            self.llm.wake_up(tags=["weights"])   # the KV cache stays free while the weights come in
-        else:
-            self.llm.wake_up()
-        target = vllm_model_runner(self.llm).model
+        self.llm.wake_up(tags=["weights"])   # the KV cache stays free while the weights come in (llm.py:869)
         for name, param in model.named_parameters():
             if not param.requires_grad:
                 continue   # frozen modules are identical in vLLM already
             full = param.full_tensor() if isinstance(param, DTensor) else param   # collective: same order everywhere
-            target.load_weights([(tu.clean_name(name), full.detach().to(torch.bfloat16))])
-            del full
-        if tagged:
-            self.llm.wake_up(tags=["kv_cache"])
-        self.llm.reset_prefix_cache()   # cached prefixes hold KV of the old weights
-
-
-def vllm_model_runner(llm):
-    """This rank's vLLM model runner (the engine is in-process with external_launcher)."""
-    worker = llm.llm_engine.model_executor.driver_worker
-    return getattr(worker, "worker", worker).model_runner   # WorkerWrapperBase -> Worker (older vLLM: no wrapper)
+            weights = [(tu.clean_name(name), full.detach().to(torch.bfloat16))]
+            # LLM.apply_model runs fn(model) on this rank's worker, in-process with external_launcher, nothing
+            # pickled (entrypoints/llm.py:605-615 -> v1/engine/core.py:1073-1080 -> v1/executor/uniproc_executor.py
+            # :90-106 -> v1/worker/worker_base.py:160-162). load_weights maps the checkpoint names (q/k/v ->
+            # qkv_proj, TP slices) and returns the vLLM names it filled
+            loaded = self.llm.apply_model(lambda m, w=weights: m.load_weights(w))[0]
+            if not loaded:
+                raise ValueError(f"vLLM's load_weights took nothing for {weights[0][0]}")
+            del full, weights
+        self.llm.wake_up(tags=["kv_cache"])   # fully awake: the scheduler resumes (v1/engine/core.py:997-1019)
 
 
 def make_rollout(cfg, dist, model, tokenizer, checkpoint, autocast=contextlib.nullcontext):
     if sampling.pick_backend(cfg.rollout_backend) == "builtin":
-        return BuiltinRollout(model, tokenizer, cfg, dist, autocast)
+        one_gpu_bf16 = dist.device.type == "cuda" and dist.world_size == 1 and cfg.dtype == "bfloat16"
+        return BuiltinRollout(model, tokenizer, cfg, dist, autocast, bf16_copy=cfg.rollout_dtype == "bfloat16" or
+                              (cfg.rollout_dtype == "auto" and one_gpu_bf16))
     longest = max(tokens for _, tokens in cfg.response_length_schedule)
     return VLLMRollout(checkpoint, cfg, dist, tokenizer, max_model_len=cfg.max_prompt_tokens + longest)
 
@@ -357,7 +370,7 @@ def collect_groups(step, records, data_state, data_seed, cfg, dist, rollout, tok
                    for pos in served]
         t0 = time.time()
         outputs = rollout.generate(prompts, n, max_tokens, seed=cfg.seed + 1_000_003 * step + 7919 * round_ +
-                                   dist.rank)
+                                   rollout.ranks[0])   # this rank with the builtin sampler, the engine's first with vLLM
         sums["rollout_s"] += time.time() - t0
         groups = []
         for pos, prompt, outs in zip(served, prompts, outputs):

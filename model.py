@@ -7,6 +7,7 @@ checkpoint we save loads in vLLM's InternVLChatModel / SkyworkR1VChatModel and b
 Also: InternVL image tiling, the R1V3 ChatML prompt, a batched KV-cache sampler, a tiny config and
 tokenizer for CPU, and `python model.py CONFIG_OR_DIR [--json OUT]` to inspect parameter counts.
 """
+import inspect
 import json
 import math
 import os
@@ -65,6 +66,8 @@ class ModelConfig:
     architectures: list = field(default_factory=lambda: ["InternVLChatModel"])
     model_type: str = "internvl_chat"
     extra: dict = field(default_factory=dict)
+    # the directory config.json was read from (not written back): save_model copies its auto_map code files
+    source_dir: str = field(default=None, compare=False)
 
     @property
     def num_image_token(self):
@@ -85,9 +88,10 @@ class ModelConfig:
         vision = VisionConfig(**{k: v[k] for k in v if k in names}, extra={k: v[k] for k in v if k not in names})
         if vision.norm_type not in ("rms_norm", "layer_norm"):
             raise ValueError(f"{src}: vision_config.norm_type {vision.norm_type!r} not rms_norm/layer_norm")
-        names = {f.name for f in fields(cls)} - {"extra", "vision_config"}
+        names = {f.name for f in fields(cls)} - {"extra", "vision_config", "source_dir"}
         cfg = cls(vision_config=vision, **{k: d[k] for k in d if k in names},
-                  extra={k: d[k] for k in d if k not in names})
+                  extra={k: d[k] for k in d if k not in names},
+                  source_dir=None if isinstance(src, dict) else str(Path(src).parent))
         if cfg.ps_version not in ("v1", "v2"):
             raise ValueError(f"{src}: ps_version {cfg.ps_version!r} is not v1/v2")
         if cfg.force_image_size is None:
@@ -95,7 +99,8 @@ class ModelConfig:
         return cfg
 
     def to_dict(self):
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("extra", "vision_config")}
+        d = {f.name: getattr(self, f.name) for f in fields(self)
+             if f.name not in ("extra", "vision_config", "source_dir")}
         v = {k: val for k, val in asdict(self.vision_config).items() if k != "extra"}
         d["vision_config"] = {**v, **self.vision_config.extra}
         return {**d, **self.extra}
@@ -282,6 +287,10 @@ class InternVLChatModel(nn.Module):
         self.language_model = AutoModelForCausalLM.from_config(build_llm_config(config.llm_config),
                                                                attn_implementation="sdpa")
         self.img_context_token_id = config.extra.get("img_context_token_id")
+        # transformers renamed the LLM's past_key_values= to cache= after 5.20 (the old name warns, and goes in
+        # 5.40): pass the name this version's signature declares, so one code runs on every version
+        self.cache_kwarg = "cache" if "cache" in inspect.signature(self.language_model.model.forward).parameters \
+            else "past_key_values"
 
     def extract_feature(self, pixel_values):  # [N,3,S,S] -> [N,num_image_token,D_llm]
         x = self.vision_model(pixel_values, self.config.select_layer)[:, 1:]  # drop CLS
@@ -313,7 +322,7 @@ class InternVLChatModel(nn.Module):
         elif n_ctx:
             raise ValueError(f"{n_ctx} {IMG_CONTEXT_TOKEN} tokens in input_ids but 0 image features (no pixel_values)")
         out = self.language_model.model(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
-                                        past_key_values=past_key_values, use_cache=past_key_values is not None)
+                                        use_cache=past_key_values is not None, **{self.cache_kwarg: past_key_values})
         hidden = out.last_hidden_state
         return hidden if return_hidden else self.language_model.lm_head(hidden)
 
@@ -448,8 +457,27 @@ def materialize_buffers(model, device):
         raise ValueError(f"tensors left on the meta device: {leftover[:10]}")
 
 
+def remote_code_files(config):
+    """The .py files of config.source_dir that config.json's auto_map names, plus their relative imports
+    (transitively); files the source lacks are skipped. vLLM 0.32 registers neither internvl_chat nor skywork_chat,
+    so LLM() reads the config through AutoConfig's remote code (vllm/transformers_utils/config.py:398-404): a
+    checkpoint without configuration_*.py fails with OSError."""
+    from transformers.dynamic_module_utils import get_relative_imports   # the regexes transformers' loader uses
+    refs = [r for v in (config.extra.get("auto_map") or {}).values()
+            for r in (v if isinstance(v, (list, tuple)) else [v]) if r]
+    todo = [r.split("--")[-1].rsplit(".", 1)[0] for r in refs]   # "repo--module.Class" -> "module"
+    found = []
+    while todo and config.source_dir:
+        name = f"{todo.pop()}.py"
+        if name not in found and (Path(config.source_dir) / name).is_file():
+            found.append(name)
+            todo += get_relative_imports(Path(config.source_dir) / name)
+    return sorted(found)
+
+
 def save_model(path, state_dict, config, tokenizer=None, max_shard_bytes=2 ** 30):
-    """config.json + safetensors shards (+ index when >1) + tokenizer, under the original names.
+    """config.json + safetensors shards (+ index when >1) + tokenizer + the source's remote code (auto_map),
+    under the original names.
     Atomic: written into a temporary sibling directory, then renamed into place."""
     from safetensors.torch import save_file
     path = Path(path)
@@ -479,6 +507,8 @@ def save_model(path, state_dict, config, tokenizer=None, max_shard_bytes=2 ** 30
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
         (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
     (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    for name in remote_code_files(config):   # a checkpoint of a checkpoint still loads in vLLM
+        shutil.copy2(Path(config.source_dir) / name, tmp / name)
     if tokenizer is not None:
         tokenizer.save_pretrained(str(tmp))
     old = path.parent / f".{path.name}.old-{os.getpid()}"
@@ -527,8 +557,10 @@ def load_tokenizer(path):
     from transformers.utils import logging
     level = logging.get_verbosity()
     logging.set_verbosity_error()  # AutoTokenizer warns that config.json is not a tokenizer's model type
-    try:
-        return AutoTokenizer.from_pretrained(str(path))
+    try:   # trust_remote_code=False: with auto_map in config.json, None asks "Do you wish to run the custom
+        # code?" and waits 15 s (transformers dynamic_module_utils.py:754-771); False raises at once and
+        # AutoTokenizer falls back to the plain config (tokenization_auto.py:805-812). The tokenizer needs no code.
+        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
     finally:
         logging.set_verbosity(level)
 
@@ -602,20 +634,22 @@ def image_to_pixel_values(image, config):  # -> [n_tiles,3,S,S]
 
 
 def sample_next(logits, temperature, top_p, banned, generator):
-    """logits [b,V] fp32 -> (tokens [b], log-probs [b] under the sampling distribution)."""
+    """logits [b,V] fp32 -> (tokens [b], raw log-probs [b]). Tokens come from the processed distribution (banned
+    masked, temperature, top-p); the log-probs are the model's own (log_softmax of the unprocessed logits), as
+    vLLM's default logprobs_mode="raw_logprobs" returns them and as GRPO's training forward computes them."""
+    raw = torch.log_softmax(logits, -1)
     logits = logits.masked_fill(banned, float("-inf"))
     if temperature == 0:
         tokens = logits.argmax(-1)
-        return tokens, torch.log_softmax(logits, -1).gather(-1, tokens[:, None])[:, 0]
+        return tokens, raw.gather(-1, tokens[:, None])[:, 0]
     logits = logits / temperature
     if top_p < 1.0:
         sorted_logits, order = logits.sort(-1, descending=True)
         probs = sorted_logits.softmax(-1)
         cut = probs.cumsum(-1) - probs > top_p  # keep the smallest prefix with mass >= top_p
         logits = logits.scatter(-1, order, sorted_logits.masked_fill(cut, float("-inf")))
-    logprobs = torch.log_softmax(logits, -1)
-    tokens = torch.multinomial(logprobs.exp(), 1, generator=generator)[:, 0]
-    return tokens, logprobs.gather(-1, tokens[:, None])[:, 0]
+    tokens = torch.multinomial(torch.log_softmax(logits, -1).exp(), 1, generator=generator)[:, 0]
+    return tokens, raw.gather(-1, tokens[:, None])[:, 0]
 
 
 @torch.no_grad()

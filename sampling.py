@@ -15,11 +15,21 @@ the same call
 
 n is one count for all prompts or one per prompt. stop: extra stop strings (eval's thinking budget stops at
 "</think>"); banned_ids: extra never-sampled token ids (eval's NoWait). Temperature and top-p are the sampler's.
+
+"logprobs" are raw in both samplers: log_softmax of the model's unprocessed logits at the sampled token (before
+temperature, top-p and the banned ids), i.e. what GRPO's training forward computes for the same token. vLLM
+returns these by default (logprobs_mode="raw_logprobs", vllm/config/model.py:287 in 0.32.0; set explicitly
+below); model.sample_next returns the same.
+
+vLLM references are to the vllm==0.32.0 wheel that requirements-gpu.txt pins.
 """
+import random
+
 import torch
 
 import data
 import model
+import train_utils as tu
 
 EOS_TOKENS = ("<|im_end|>", "<|endoftext|>")   # end of the assistant turn (ChatML), end of the document
 
@@ -64,16 +74,34 @@ def pick_backend(backend):
 
 def vllm_engine_kwargs(checkpoint, tensor_parallel_size, gpu_memory_utilization, max_model_len, max_images,
                        max_tiles=0, seed=0, dtype="bfloat16", **extra):
-    """LLM(**kwargs) for a model.py checkpoint (config.json, safetensors and the tokenizer in one dir).
+    """LLM(**kwargs) for a model.py checkpoint (config.json, safetensors, tokenizer and the auto_map config code in
+    one dir: trust_remote_code reads the config, vLLM's own InternVL / SkyworkR1V classes do the rest).
     max_tiles > 0 caps the tiles per image as data.encode_prompt(max_tiles=...) does, so both expansions of
     <image> agree. extra: engine options of one caller (GRPO's sleep mode and external launcher)."""
     kwargs = dict(model=str(checkpoint), tokenizer=str(checkpoint), trust_remote_code=True, dtype=dtype,
                   tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len,
-                  gpu_memory_utilization=gpu_memory_utilization, seed=seed,
-                  limit_mm_per_prompt={"image": max(1, max_images)}, **extra)
+                  gpu_memory_utilization=gpu_memory_utilization, seed=seed, logprobs_mode="raw_logprobs",
+                  # "video": 0: a modality left out gets 999 (config/multimodal.py:695-708), and InternVL3 with a
+                  # Qwen vocabulary would profile dummy videos
+                  limit_mm_per_prompt={"image": max(1, max_images), "video": 0}, **extra)
     if max_tiles:
-        kwargs["mm_processor_kwargs"] = {"max_dynamic_patch": max_tiles}
+        # a config override, not mm_processor_kwargs: those also reach InternVLVideoProcessor, whose __init__
+        # raises TypeError on max_dynamic_patch (model_executor/models/internvl.py:338-345, 378-380;
+        # transformers_utils/processors/internvl.py:320-326). The image processor reads the config
+        # (internvl.py:329-335) after config.update (transformers_utils/config.py:926-928)
+        kwargs["hf_overrides"] = {"max_dynamic_patch": max_tiles}
     return kwargs
+
+
+def build_vllm(engine_kwargs):
+    """vllm.LLM(**engine_kwargs), leaving this process's random/numpy/torch generators as they were: the worker
+    reseeds them all with the engine's seed at init and after profiling (v1/worker/gpu_worker.py:522, 1062 ->
+    utils/torch_utils.py:542-553), which would override a trainer's set_seed(seed + rank)."""
+    import vllm   # GPU-only dependency (requirements-gpu.txt): imported only when this backend is used
+    state = tu.get_rng_state()
+    llm = vllm.LLM(**engine_kwargs)
+    tu.set_rng_state(state)
+    return llm
 
 
 class BuiltinSampler:
@@ -124,19 +152,24 @@ class VLLMSampler:
         self.llm, self.temperature, self.top_p = llm, temperature, top_p
         self.stop_ids, self.image_ids = stop_token_ids(tokenizer), image_token_ids(tokenizer)
 
-    def sample(self, prompts, n, max_tokens, stop=(), banned_ids=()):
+    def sample(self, prompts, n, max_tokens, stop=(), banned_ids=(), seed=None):
+        """seed: one SamplingParams(seed=...) per request, drawn from it (vLLM gives the k-th of a request's n
+        samples seed + k, v1/engine/parallel_sampling.py:69-81). None: vLLM draws each request's seed from the
+        global numpy generator (v1/worker/gpu/sample/states.py:54-58), seeded by the engine's seed."""
         from vllm import SamplingParams
+        counts = [n] * len(prompts) if isinstance(n, int) else n
+        draw = random.Random(seed)
+        seeds = [None if seed is None else draw.getrandbits(31) for _ in prompts]
         requests = [{"prompt": p["prompt"], "multi_modal_data": {"image": p["images"]}} if p["images"]
                     else {"prompt": p["prompt"]} for p in prompts]
         # banned ids through logit_bias -100: vLLM's V1 engine has no per-request logits processors.
         # skip_special_tokens=False keeps <think>/</think> in the text; logprobs=0: the sampled token's only
-        params = lambda k: SamplingParams(
+        params = [SamplingParams(
             n=k, temperature=self.temperature, top_p=self.top_p, max_tokens=max_tokens,
             stop_token_ids=self.stop_ids, stop=list(stop) or None, include_stop_str_in_output=True, logprobs=0,
             logit_bias={t: -100.0 for t in sorted(set(banned_ids) | set(self.image_ids))},
-            skip_special_tokens=False)
-        results = self.llm.generate(requests, params(n) if isinstance(n, int) else [params(k) for k in n],
-                                    use_tqdm=False)
+            skip_special_tokens=False, seed=s) for k, s in zip(counts, seeds)]
+        results = self.llm.generate(requests, params, use_tqdm=False)
         out = []
         for i, (prompt, result) in enumerate(zip(prompts, results)):
             ours = prompt.get("input_ids")

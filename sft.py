@@ -407,8 +407,7 @@ def reject(cfg, sampler=None):
         backend = sampling.pick_backend(cfg.backend)
         print(f"reject: sampling with {backend}")
         if backend == "vllm":
-            from vllm import LLM
-            llm = LLM(**sampling.vllm_engine_kwargs(
+            llm = sampling.build_vllm(sampling.vllm_engine_kwargs(
                 cfg.checkpoint, cfg.tensor_parallel_size, cfg.gpu_memory_utilization, cfg.max_model_len,
                 max((len(r.images) for r in todo), default=1), cfg.max_tiles, cfg.seed))
             sampler = sampling.VLLMSampler(llm, tokenizer, cfg.temperature, cfg.top_p)

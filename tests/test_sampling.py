@@ -1,5 +1,6 @@
 """Tests for sampling.py: token ids, backend choice, engine arguments, the built-in sampler on a tiny model and
 the vLLM sampler against a fake vllm module."""
+import math
 import os
 import sys
 import types
@@ -60,12 +61,34 @@ def test_pick_backend(monkeypatch):
 def test_vllm_engine_kwargs():
     assert sampling.vllm_engine_kwargs("/ckpt", 8, 0.9, 32768, 7, seed=3) == dict(
         model="/ckpt", tokenizer="/ckpt", trust_remote_code=True, dtype="bfloat16", tensor_parallel_size=8,
-        max_model_len=32768, gpu_memory_utilization=0.9, seed=3, limit_mm_per_prompt={"image": 7})
+        max_model_len=32768, gpu_memory_utilization=0.9, seed=3, logprobs_mode="raw_logprobs",
+        limit_mm_per_prompt={"image": 7, "video": 0})   # no dummy videos profiled
     kw = sampling.vllm_engine_kwargs(Path("/ckpt"), 2, 0.5, 9000, 0, max_tiles=6, dtype="float16",
                                      enable_sleep_mode=True)
-    assert kw["model"] == "/ckpt" and kw["limit_mm_per_prompt"] == {"image": 1}   # vLLM wants >= 1
-    assert kw["mm_processor_kwargs"] == {"max_dynamic_patch": 6} and kw["dtype"] == "float16"
-    assert kw["enable_sleep_mode"] is True
+    assert kw["model"] == "/ckpt" and kw["limit_mm_per_prompt"] == {"image": 1, "video": 0}   # vLLM wants >= 1
+    # the tile cap is a config override: as mm_processor_kwargs it also reaches vLLM's video processor (TypeError)
+    assert kw["hf_overrides"] == {"max_dynamic_patch": 6} and "mm_processor_kwargs" not in kw
+    assert kw["dtype"] == "float16" and kw["enable_sleep_mode"] is True
+
+
+def test_build_vllm_restores_the_callers_rngs(monkeypatch):
+    import random
+    import numpy as np
+
+    class ReseedingLLM:   # what vLLM's worker does at init: set_random_seed(engine seed) on every global RNG
+        def __init__(self, **kwargs):
+            self.kwargs = kwargs
+            random.seed(kwargs["seed"]), np.random.seed(kwargs["seed"]), torch.manual_seed(kwargs["seed"])
+
+    fake = types.ModuleType("vllm")
+    fake.LLM = ReseedingLLM
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    llm = sampling.build_vllm(sampling.vllm_engine_kwargs("/ckpt", 1, 0.5, 64, 1, seed=7))
+    after = (random.random(), np.random.rand(), torch.rand(1).item())
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    assert after == (random.random(), np.random.rand(), torch.rand(1).item())   # as if no engine was built
+    assert llm.kwargs["seed"] == 7
 
 # -----------------------------------------------------------------------------
 # the built-in sampler
@@ -88,6 +111,39 @@ def test_builtin_sampler_shapes_text_and_reproducibility(tiny):
     first = sampler.sample(tiny.prompts, 2, max_tokens=5)
     sampler.generator.manual_seed(11)
     assert sampler.sample(tiny.prompts, 2, max_tokens=5) == first   # GRPO's exact resume reseeds per step
+
+
+def test_sample_next_returns_raw_logprobs_at_any_temperature():
+    """Sampled from the processed distribution, reported under the raw one (as vLLM's raw_logprobs)."""
+    logits = torch.tensor([[2.0, 1.0, 0.5, -1.0, 3.0]])
+    banned = torch.tensor([False, False, False, False, True])   # the most likely token is never sampled
+    for seed in range(20):
+        token, logprob = model.sample_next(logits, 0.5, 0.9, banned, torch.Generator().manual_seed(seed))
+        # by hand: logits/T = [4, 2, 1, -2, -inf]; softmax ~ [.858, .116, .043, .002, 0]; top-p 0.9 keeps ids 0, 1
+        kept = torch.tensor([4.0, 2.0, -math.inf, -math.inf, -math.inf]).softmax(-1)
+        expected = torch.multinomial(kept, 1, generator=torch.Generator().manual_seed(seed)).item()
+        assert token.item() == expected
+        raw = logits[0, expected] - logits[0].logsumexp(-1)   # log_softmax of the unprocessed logits
+        assert abs(logprob.item() - raw.item()) < 1e-6
+        assert abs(logprob.item() - kept[expected].log().item()) > 0.1   # not the processed log-prob
+    token, logprob = model.sample_next(logits, 0, 1.0, banned, None)   # greedy: the best unbanned token
+    assert token.item() == 0 and abs(logprob.item() - (logits[0, 0] - logits[0].logsumexp(-1)).item()) < 1e-6
+
+
+def test_builtin_sampler_logprobs_are_the_models_at_temperature_one(tiny):
+    """At T = 0.7 and top-p 0.9 the reported log-probs equal a plain forward's log_softmax (what GRPO trains on)."""
+    sampler = sampling.BuiltinSampler(tiny.net, tiny.tok, temperature=0.7, top_p=0.9, seed=3)
+    out = sampler.sample(tiny.prompts[:1], 2, max_tokens=6)[0]
+    prompt = tiny.prompts[0]["input_ids"]
+    for o in out:
+        ids = torch.tensor([prompt + o["token_ids"]])
+        with torch.no_grad():
+            logits = tiny.net(ids)[0, len(prompt) - 1:-1].float()   # [n, V]: the logits each token was drawn from
+        targets = torch.tensor(o["token_ids"])[:, None]
+        expected = torch.log_softmax(logits, -1).gather(-1, targets)[:, 0]
+        torch.testing.assert_close(torch.tensor(o["logprobs"]), expected, atol=1e-4, rtol=1e-4)
+        processed = torch.log_softmax(logits / 0.7, -1).gather(-1, targets)[:, 0]
+        assert (torch.tensor(o["logprobs"]) - processed).abs().max() > 1e-3
 
 
 def test_builtin_sampler_bans_and_stops(tiny):
@@ -174,11 +230,12 @@ def test_vllm_sampler_requests_params_and_outputs(tiny, fake_vllm):
         prompts, 2, 32, stop=["</think>"], banned_ids=[9, 3])
     assert llm.requests == [{"prompt": prompts[0]["prompt"]},
                             {"prompt": prompts[1]["prompt"], "multi_modal_data": {"image": [red]}}]
-    assert llm.params.kwargs == dict(n=2, temperature=0.7, top_p=0.9, max_tokens=32,
-                                     stop_token_ids=sampling.stop_token_ids(tiny.tok), stop=["</think>"],
-                                     include_stop_str_in_output=True, logprobs=0,
-                                     logit_bias={3: -100.0, 4: -100.0, 5: -100.0, 9: -100.0},
-                                     skip_special_tokens=False)
+    # one SamplingParams per request; no seed given: vLLM seeds each request itself
+    assert [p.kwargs for p in llm.params] == [dict(n=2, temperature=0.7, top_p=0.9, max_tokens=32,
+                                                   stop_token_ids=sampling.stop_token_ids(tiny.tok), stop=["</think>"],
+                                                   include_stop_str_in_output=True, logprobs=0,
+                                                   logit_bias={3: -100.0, 4: -100.0, 5: -100.0, 9: -100.0},
+                                                   skip_special_tokens=False, seed=None)] * 2
     assert llm.use_tqdm is False
     assert out[1] == [{"token_ids": [5, 6, 2], "logprobs": [-0.5, -1.0, -0.1], "text": "s0</think>",
                        "num_tokens": 3, "finish_reason": "stop"},
@@ -187,6 +244,19 @@ def test_vllm_sampler_requests_params_and_outputs(tiny, fake_vllm):
     # one count per prompt: one SamplingParams per request; no stop strings -> stop=None
     sampling.VLLMSampler(llm, tiny.tok).sample(prompts, [3, 1], 8)
     assert [p.kwargs["n"] for p in llm.params] == [3, 1] and llm.params[0].kwargs["stop"] is None
+
+
+def test_vllm_sampler_per_request_seeds(tiny, fake_vllm):
+    """generate(seed=s): every request gets its own SamplingParams(seed=...), a function of s only."""
+    llm = FakeLLM()
+    prompts = [{"prompt": f"q{i}", "images": []} for i in range(4)]
+    seeds = lambda s: [p.kwargs["seed"] for p in (sampling.VLLMSampler(llm, tiny.tok).sample(prompts, 2, 4, seed=s),
+                                                  llm.params)[1]]
+    first = seeds(11)
+    assert all(isinstance(x, int) and 0 <= x < 2 ** 31 for x in first)
+    # distinct, with room for vLLM's seed + k of a request's k-th sample
+    assert len({x + k for x in first for k in range(2)}) == 8
+    assert seeds(11) == first and seeds(12) != first
 
 
 def test_vllm_sampler_checks_our_prompt_tokens(tiny, fake_vllm):
