@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import random
 import subprocess
 import sys
 import types
@@ -12,6 +13,7 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -297,13 +299,14 @@ def test_dynamic_sampling_refills_to_full_groups(tmp_path):
 # (c) exact resume, with a curriculum stage switch and a length schedule step inside
 
 
-def test_resume_is_exact(tmp_path):
+@pytest.mark.parametrize("rollout_dtype", ["auto", "bfloat16"])   # auto on CPU: the policy itself
+def test_resume_is_exact(tmp_path, rollout_dtype):
     ckpt, records = make_workspace(tmp_path / "ws")
     second = tmp_path / "ws" / "hard.jsonl"
     second.write_text("".join(json.dumps({"id": f"h{i}", "images": [], "question": f"Hard {i}?", "answer": "2"}) + "\n"
                               for i in range(6)))
     common = dict(steps=4, save_every=2, curriculum=[(str(records), 0), (str(second), 3)],
-                  response_length_schedule=[(0, 5), (2, 7)])
+                  response_length_schedule=[(0, 5), (2, 7)], rollout_dtype=rollout_dtype)
     full = grpo.main(run_config(ckpt, records, tmp_path / "full", **common), reward_fn=toy_reward)
     grpo.main(run_config(ckpt, records, tmp_path / "split", **{**common, "steps": 2}), reward_fn=toy_reward)
     resumed = grpo.main(run_config(ckpt, records, tmp_path / "split", resume=True, **common), reward_fn=toy_reward)
@@ -321,6 +324,43 @@ def test_resume_is_exact(tmp_path):
     wa = load_file(str(tmp_path / "full" / "step_000004" / "model.safetensors"))
     wb = load_file(str(tmp_path / "split" / "step_000004" / "model.safetensors"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+
+def test_bf16_rollout_copy(tmp_path):
+    """One GPU samples from a bf16 copy (forced here on CPU): bf16(master) after every refresh, the fp32 master
+    weights untouched, and it samples exactly as the checkpoint loaded in bf16 does."""
+    ckpt, records = make_workspace(tmp_path / "ws")
+    tokenizer = model.load_tokenizer(ckpt)
+    config = model.ModelConfig.from_json(ckpt / "config.json")
+    net = tu.load_model_sharded(ckpt, tu.Dist(), ["connector", "llm"]).eval()
+    master = {k: v.clone() for k, v in net.state_dict().items()}
+    cfg = run_config(ckpt, records, tmp_path / "out", rollout_dtype="bfloat16", temperature=0.8)
+    rollout = grpo.make_rollout(cfg, tu.Dist(), net, tokenizer, ckpt)
+    assert rollout.copy is not None and rollout.sampler.net is rollout.copy
+    assert grpo.make_rollout(run_config(ckpt, records, tmp_path / "o2"), tu.Dist(), net, tokenizer, ckpt).copy is None
+    copied = rollout.copy.state_dict()
+    assert all(copied[k].dtype == torch.bfloat16 and torch.equal(copied[k], v.to(torch.bfloat16))
+               for k, v in master.items())
+    rotary = [b for n, b in rollout.copy.named_buffers() if n.endswith("inv_freq")]
+    assert rotary and all(b.dtype == torch.float32 for b in rotary)   # rebuilt in fp32, as load_model does
+
+    prompts = [dict(grpo.encode(tokenizer, config, r, cfg), id=r.id) for r in data.read_records(records)[:2]]
+    out = rollout.generate(prompts, 2, 6, seed=3)
+    loaded = model.load_model(ckpt, dtype=torch.bfloat16).eval()
+    reference = grpo.BuiltinRollout(loaded, tokenizer, cfg, tu.Dist()).generate(prompts, 2, 6, seed=3)
+    assert out == reference
+    assert all(torch.equal(v, master[k]) and v.dtype == master[k].dtype for k, v in net.state_dict().items())
+
+    with torch.no_grad():   # an optimizer step on the trainable modules, then the refresh
+        for p in net.parameters():
+            if p.requires_grad:
+                p.add_(1e-2 * torch.randn_like(p))
+    rollout.update_weights(net)
+    copied = rollout.copy.state_dict()
+    assert all(torch.equal(copied[k], v.to(torch.bfloat16)) for k, v in net.state_dict().items())
+    assert torch.equal(copied["vision_model.embeddings.class_embedding"],
+                       master["vision_model.embeddings.class_embedding"].to(torch.bfloat16))   # frozen: as loaded
 
 # -----------------------------------------------------------------------------
 # (d) frozen modules stay bit-identical (the frozen-connector ablation of Fig. 6)
@@ -379,18 +419,20 @@ def test_overlong_prompts_and_missing_images(tmp_path):
 
 
 class FakeLLM:
+    """The public LLM API grpo.py may use, nothing private: building it reseeds the global RNGs as vLLM's worker
+    does (set_random_seed), and apply_model(fn) calls fn on a model whose load_weights records what it gets."""
     calls = []
 
     def __init__(self, **kwargs):
         self.kwargs = kwargs
         self.pushed = []
-        runner = types.SimpleNamespace(model=types.SimpleNamespace(load_weights=self.pushed.extend),
-                                       encoder_cache={"img": 1})
-        executor = types.SimpleNamespace(driver_worker=types.SimpleNamespace(worker=types.SimpleNamespace(
-            model_runner=runner)))
-        self.llm_engine = types.SimpleNamespace(model_executor=executor,
-                                                reset_encoder_cache=lambda: FakeLLM.calls.append("reset_encoder_cache"))
+        self.model = types.SimpleNamespace(load_weights=lambda ws: self.pushed.extend(ws) or {n for n, _ in ws})
         self.prompt_ids = {}
+        random.seed(kwargs["seed"]), np.random.seed(kwargs["seed"]), torch.manual_seed(kwargs["seed"])
+
+    def apply_model(self, fn):
+        FakeLLM.calls.append("apply_model")
+        return [fn(self.model)]
 
     def generate(self, requests, params, use_tqdm=True):
         FakeLLM.calls.append("generate")
@@ -401,7 +443,7 @@ class FakeLLM:
                                                  logprobs=[{5: types.SimpleNamespace(logprob=-0.5)},
                                                            {6: types.SimpleNamespace(logprob=-1.0)},
                                                            {2: types.SimpleNamespace(logprob=-0.1)}])
-                           for _ in range(params.kwargs["n"])]
+                           for _ in range(params[len(outs)].kwargs["n"])]
             outs.append(types.SimpleNamespace(prompt_token_ids=self.prompt_ids.get(req["prompt"]), outputs=completions))
         return outs
 
@@ -411,11 +453,6 @@ class FakeLLM:
     def wake_up(self, tags=None):
         FakeLLM.calls.append(f"wake_up({tags})")
 
-    def reset_prefix_cache(self):
-        FakeLLM.calls.append("reset_prefix_cache")
-
-    def reset_mm_cache(self):
-        FakeLLM.calls.append("reset_mm_cache")
 
 
 def test_vllm_backend_with_a_fake_engine(tmp_path, monkeypatch):
@@ -430,13 +467,20 @@ def test_vllm_backend_with_a_fake_engine(tmp_path, monkeypatch):
     config = model.ModelConfig.from_json(ckpt / "config.json")
     cfg = run_config(ckpt, records, tmp_path, vllm_tensor_parallel_size=2, rollout_backend="vllm", max_tiles=2,
                      response_length_schedule=[(0, 4096), (10, 8192)], max_prompt_tokens=1024, temperature=1.0)
+    tu.set_seed(5)
+    rng_before = tu.get_rng_state()
     rollout = grpo.make_rollout(cfg, tu.Dist(rank=3, world_size=4), None, tokenizer, ckpt)
     assert isinstance(rollout, grpo.VLLMRollout) and rollout.ranks == [2, 3]   # engine of ranks 2 and 3
+    # the engine reseeded the global RNGs with its seed; the trainer's state is back
+    rng_after = tu.get_rng_state()
+    assert rng_after["python"] == rng_before["python"] and torch.equal(rng_after["torch"], rng_before["torch"])
+    assert (rng_after["numpy"][1] == rng_before["numpy"][1]).all() and rng_after["numpy"][2] == rng_before["numpy"][2]
     kw = rollout.llm.kwargs
     assert kw["model"] == str(ckpt) and kw["tensor_parallel_size"] == 2 and kw["enable_sleep_mode"] is True
     assert kw["distributed_executor_backend"] == "external_launcher" and kw["dtype"] == "bfloat16"
-    assert kw["limit_mm_per_prompt"] == {"image": 8} and kw["max_model_len"] == 1024 + 8192
-    assert kw["mm_processor_kwargs"] == {"max_dynamic_patch": 2} and kw["seed"] == cfg.seed + 1
+    assert kw["limit_mm_per_prompt"] == {"image": 8, "video": 0} and kw["max_model_len"] == 1024 + 8192
+    assert kw["hf_overrides"] == {"max_dynamic_patch": 2} and "mm_processor_kwargs" not in kw
+    assert kw["seed"] == cfg.seed + 1 and kw["logprobs_mode"] == "raw_logprobs"
 
     recs = data.read_records(records)
     prompts = [dict(grpo.encode(tokenizer, config, r, cfg), id=r.id) for r in recs[:2]]   # q0 text, q1 image
@@ -445,16 +489,22 @@ def test_vllm_backend_with_a_fake_engine(tmp_path, monkeypatch):
     req = rollout.llm.requests
     assert req[0] == {"prompt": prompts[0]["prompt"]} and "<image>" in req[1]["prompt"]
     assert req[1]["multi_modal_data"]["image"] == prompts[1]["images"] and len(req[1]["multi_modal_data"]["image"]) == 1
-    sp = rollout.llm.params.kwargs
+    seeds = [p.kwargs["seed"] for p in rollout.llm.params]   # per request, from generate's seed
+    assert None not in seeds and len(set(seeds)) == 2
+    rollout.generate(prompts, 3, 77, seed=0)
+    assert [p.kwargs["seed"] for p in rollout.llm.params] == seeds
+    rollout.generate(prompts, 3, 77, seed=1)
+    assert [p.kwargs["seed"] for p in rollout.llm.params] != seeds
+    sp = rollout.llm.params[0].kwargs
     assert (sp["n"], sp["max_tokens"], sp["temperature"], sp["logprobs"]) == (3, 77, 1.0, 0)
     assert sp["stop_token_ids"] == sampling.stop_token_ids(tokenizer) and tokenizer.eos_token_id in sp["stop_token_ids"]
     assert set(sp["logit_bias"]) == set(sampling.image_token_ids(tokenizer))
     assert out[1][2] == {"token_ids": [5, 6, 2], "finish_reason": "stop", "logprobs": [-0.5, -1.0, -0.1], "text": "",
                          "num_tokens": 3}
 
-    # sleep: the encoder cache goes first (image rollouts), then level-1 sleep
+    # sleep level 1 (it clears vLLM's prefix, multimodal and encoder caches itself)
     rollout.sleep()
-    assert FakeLLM.calls[-3:] == ["reset_encoder_cache", "reset_mm_cache", "sleep(1)"]
+    assert FakeLLM.calls[-1] == "sleep(1)"
 
     # weight push: only trainable parameters, under the checkpoint names, in bf16, then the prefix cache reset
     net = tu.load_model_sharded(ckpt, tu.Dist(), ["connector"])
@@ -464,7 +514,10 @@ def test_vllm_backend_with_a_fake_engine(tmp_path, monkeypatch):
     assert names == [n for n, p in net.named_parameters() if p.requires_grad] and names[0].startswith("mlp1.")
     assert all(t.dtype == torch.bfloat16 for _, t in rollout.llm.pushed)
     torch.testing.assert_close(rollout.llm.pushed[0][1].float(), net.mlp1[0].weight.detach(), rtol=1e-2, atol=1e-2)
-    assert FakeLLM.calls == ["wake_up(['weights'])", "wake_up(['kv_cache'])", "reset_prefix_cache"]
+    assert FakeLLM.calls == ["wake_up(['weights'])"] + ["apply_model"] * len(names) + ["wake_up(['kv_cache'])"]
+    rollout.llm.model.load_weights = lambda ws: set()   # a name vLLM's model does not take is an error
+    with pytest.raises(ValueError, match="load_weights took nothing for mlp1"):
+        rollout.update_weights(net)
 
     # a prompt that vLLM expands differently from us is an error, not a silently corrupted sample
     rollout.llm.prompt_ids = {prompts[1]["prompt"]: prompts[1]["input_ids"][:-3]}

@@ -250,11 +250,10 @@ def test_generation_stops_bans_and_returns_logprobs(tok):
         else:
             assert len(r["token_ids"]) == 30
         assert all(lp <= 0 for lp in r["logprobs"])
-    # log-probs at T=1 equal the model's log-softmax of the sampled tokens
+    # log-probs are raw: the model's log-softmax over the whole vocabulary, the banned tokens included
     r = out[0]
     ids = torch.tensor([prompts[0] + r["token_ids"]])
     logits = model(ids, pixel_values=pv[:1])[0, len(prompts[0]) - 1:-1].float()
-    logits[:, [greedy[0], model.img_context_token_id]] = float("-inf")  # <IMG_CONTEXT> is never sampled
     ref = torch.log_softmax(logits, -1).gather(-1, torch.tensor(r["token_ids"])[:, None])[:, 0]
     assert torch.allclose(torch.tensor(r["logprobs"]), ref, atol=1e-4)
 
@@ -322,3 +321,115 @@ def test_other_llms_build_round_trip_and_generate(tok, tmp_path, llm):
     assert torch.equal(loaded(ids, pixel_values=pv), model(ids, pixel_values=pv))
     out = M.generate(loaded, [ids[0].tolist()], pixel_values=pv, max_new_tokens=4, temperature=0)
     assert len(out[0]["token_ids"]) == 4
+
+
+# -----------------------------------------------------------------------------
+# released checkpoints: remote code (auto_map) travels through every save; no script asks about running it
+
+CONFIGURATION_INTERN_VIT = """from transformers import PretrainedConfig
+
+
+class InternVisionConfig(PretrainedConfig):
+    model_type = "intern_vit_6b"
+
+    def __init__(self, hidden_size=3200, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_size = hidden_size
+"""
+CONFIGURATION_INTERNVL_CHAT = """from transformers import PretrainedConfig
+
+from .configuration_intern_vit import InternVisionConfig
+
+
+class InternVLChatConfig(PretrainedConfig):
+    model_type = "internvl_chat"
+
+    def __init__(self, vision_config=None, llm_config=None, **kwargs):
+        super().__init__(**kwargs)
+        self.vision_config = InternVisionConfig(**(vision_config or {}))
+        self.llm_config = llm_config or {}
+"""
+AUTO_MAP = {"AutoConfig": "configuration_internvl_chat.InternVLChatConfig",
+            "AutoModel": "modeling_internvl_chat.InternVLChatModel"}   # a released dir has this file; ours lacks it
+
+
+def released_style_checkpoint(tok, path):
+    """A tiny checkpoint shaped like a released one: auto_map in config.json and stand-in remote code (the config
+    module imports a sibling relatively), plus a .py file that nothing names."""
+    config = M.tiny_config(vocab_size=len(tok))
+    config.extra["auto_map"] = AUTO_MAP
+    torch.manual_seed(0)
+    M.save_model(path, M.build_model(config).state_dict(), config, tok)
+    (path / "configuration_internvl_chat.py").write_text(CONFIGURATION_INTERNVL_CHAT)
+    (path / "configuration_intern_vit.py").write_text(CONFIGURATION_INTERN_VIT)
+    (path / "unrelated.py").write_text("raise RuntimeError('not auto_map code')\n")
+    return path
+
+
+def test_remote_code_travels_through_every_save(tok, tmp_path):
+    """init -> SFT -> GRPO -> connector tuning, each saving through train_utils.save_checkpoint / save_model:
+    every output has the auto_map code and its relative import, and transformers' AutoConfig with remote code
+    (what vLLM's LLM() calls for internvl_chat) loads it."""
+    import subprocess
+    import sys
+    import connector_tune
+    import grpo
+    import sft
+    init = released_style_checkpoint(tok, tmp_path / "init")
+    assert M.remote_code_files(M.ModelConfig.from_json(init / "config.json")) == \
+        ["configuration_intern_vit.py", "configuration_internvl_chat.py"]
+    Image.new("RGB", (60, 40), (200, 30, 30)).save(tmp_path / "red.png")
+    chats = [{"messages": [{"role": "user", "content": f"<image>\nHow many? {i}"},
+                           {"role": "assistant", "content": f"<think>\nI see {i}.\n</think>\n\n\\boxed{{{i}}}"}],
+              "images": ["red.png"]} for i in range(6)]
+    (tmp_path / "chat.jsonl").write_text("".join(json.dumps(c) + "\n" for c in chats))
+    (tmp_path / "rl.jsonl").write_text("".join(json.dumps({"id": f"q{i}", "images": ["red.png"], "question": "How many?",
+                                                           "answer": str(i % 3)}) + "\n" for i in range(4)))
+    small = ["--global_batch_size=2", "--micro_batch_size=2", "--max_seq_len=128", "--max_steps=1",
+             "--warmup_ratio=0.0", "--save_dtype=float32", "--compute_dtype=float32", "--wandb=False"]
+    assert sft.main([f"--checkpoint={init}", f"--data={tmp_path / 'chat.jsonl'}", f"--out_dir={tmp_path / 'sft'}",
+                     *small]) == 0
+    sft_ckpt = tmp_path / "sft" / "step_000001"
+    grpo.main(grpo.Config(init_from=str(sft_ckpt), data=str(tmp_path / "rl.jsonl"), out_dir=str(tmp_path / "grpo"),
+                          steps=1, prompts_per_step=2, rollouts_per_prompt=2, response_length_schedule=[(0, 4)],
+                          reward_workers=0, save_every=1, max_prompt_tokens=512))
+    grpo_ckpt = tmp_path / "grpo" / "step_000001"
+    assert connector_tune.main([f"--checkpoint={grpo_ckpt}", f"--data={tmp_path / 'chat.jsonl'}",
+                                f"--out_dir={tmp_path / 'ct'}", "--eval_every=1", "--val_fraction=0.0",
+                                "--patience=0", *small]) == 0
+    saved = [sft_ckpt, grpo_ckpt, tmp_path / "ct" / "step_000001"]
+    for d in saved:
+        assert sorted(p.name for p in d.glob("*.py")) == ["configuration_intern_vit.py",
+                                                          "configuration_internvl_chat.py"], d
+        assert json.loads((d / "config.json").read_text())["auto_map"] == AUTO_MAP
+    # a fresh process (no class cached from an earlier directory), its module cache in tmp_path
+    script = ("import sys, transformers\n"
+              "for d in sys.argv[1:]:\n"
+              "    c = transformers.AutoConfig.from_pretrained(d, trust_remote_code=True)\n"
+              "    print(type(c).__name__, type(c.vision_config).__name__, c.llm_config['model_type'])\n")
+    run = subprocess.run([sys.executable, "-c", script, *map(str, saved)], capture_output=True, text=True,
+                         stdin=subprocess.DEVNULL, timeout=300, env={**os.environ, "HF_MODULES_CACHE": str(tmp_path / "hf")})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.splitlines() == ["InternVLChatConfig InternVisionConfig qwen2"] * 3
+
+
+def test_no_custom_code_question(tok, tmp_path):
+    """transformers asks "Do you wish to run the custom code?" and waits 15 s for any config with auto_map unless
+    told; under torchrun every rank would stall. Loading the tokenizer and model of a released-style checkpoint,
+    with stdin open but silent (as under torchrun), prints no question and takes no wait."""
+    import subprocess
+    import sys
+    import time
+    ckpt = released_style_checkpoint(tok, tmp_path / "ck")
+    script = ("import sys, model\n"
+              "tok = model.load_tokenizer(sys.argv[1])\n"
+              "net = model.load_model(sys.argv[1])\n"
+              "print('loaded', len(tok), net.img_context_token_id)\n")
+    t0 = time.time()
+    run = subprocess.run([sys.executable, "-c", script, str(ckpt)], capture_output=True, text=True, cwd=ROOT,
+                         stdin=subprocess.PIPE, timeout=120, env={**os.environ, "HF_MODULES_CACHE": str(tmp_path / "hf")})
+    wall = time.time() - t0
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "custom code" not in run.stdout + run.stderr and "[y/N]" not in run.stdout + run.stderr
+    assert run.stdout.split() == ["loaded", str(len(tok)), str(tok.convert_tokens_to_ids(M.IMG_CONTEXT_TOKEN))]
+    assert wall < 12, wall   # imports take ~4 s here; one unanswered question alone waits 15 s
