@@ -370,7 +370,7 @@ def collect_groups(step, records, data_state, data_seed, cfg, dist, rollout, tok
                    for pos in served]
         t0 = time.time()
         outputs = rollout.generate(prompts, n, max_tokens, seed=cfg.seed + 1_000_003 * step + 7919 * round_ +
-                                   rollout.ranks[0])   # this rank with the builtin sampler, the engine's first with vLLM
+                                   rollout.ranks[0])   # builtin: this rank; vLLM: the engine's first rank
         sums["rollout_s"] += time.time() - t0
         groups = []
         for pos, prompt, outs in zip(served, prompts, outputs):

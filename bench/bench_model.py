@@ -1,5 +1,7 @@
 """
-Built-in sampler throughput vs a no-cache baseline measured in the same run, plus forward+backward tokens/s.
+Built-in sampler throughput vs a no-cache baseline measured in the same run, plus forward+backward tokens/s of the
+training loss as sft.py / grpo.py compute it (hidden states, then entropy.py's chunked log-probs: the [B,T,V] fp32
+logits never exist; with them, batch 64 at the 1B shape ran out of 139 GiB on an H200).
   python bench/bench_model.py [--batch=16] [--new_tokens=64] [--config=tiny|internvl3-1b] [--device=cpu|cuda]
 On a GPU, --config=internvl3-1b builds an InternVL3-1B-shaped model with random weights in bf16.
 """
@@ -11,6 +13,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import model as M
+from entropy import token_logprobs_and_entropy
 
 args = dict(a.lstrip("-").split("=", 1) for a in sys.argv[1:])
 batch, new_tokens = int(args.get("batch", 16)), int(args.get("new_tokens", 64))
@@ -72,8 +75,11 @@ if device == "cuda":
     torch.cuda.reset_peak_memory_stats()
 
 
-def fwd_bwd():
-    model(ids, pixel_values=pv).float().logsumexp(-1).mean().backward()
+def fwd_bwd():  # next-token log-likelihood of ids, [B*(T-1)] log-probs in chunks of 1024 rows
+    hidden = model(ids, pixel_values=pv, return_hidden=True)[:, :-1].flatten(0, 1)   # [B*(T-1), D]
+    logp, _ = token_logprobs_and_entropy(hidden, model.language_model.lm_head.weight, ids[:, 1:].flatten(),
+                                         chunk_size=1024, with_grad=True)
+    logp.mean().backward()
 
 
 t = timed(fwd_bwd)

@@ -383,8 +383,8 @@ def test_remote_code_travels_through_every_save(tok, tmp_path):
                            {"role": "assistant", "content": f"<think>\nI see {i}.\n</think>\n\n\\boxed{{{i}}}"}],
               "images": ["red.png"]} for i in range(6)]
     (tmp_path / "chat.jsonl").write_text("".join(json.dumps(c) + "\n" for c in chats))
-    (tmp_path / "rl.jsonl").write_text("".join(json.dumps({"id": f"q{i}", "images": ["red.png"], "question": "How many?",
-                                                           "answer": str(i % 3)}) + "\n" for i in range(4)))
+    (tmp_path / "rl.jsonl").write_text("".join(json.dumps({"id": f"q{i}", "images": ["red.png"], "answer": str(i),
+                                                           "question": "How many?"}) + "\n" for i in range(4)))
     small = ["--global_batch_size=2", "--micro_batch_size=2", "--max_seq_len=128", "--max_steps=1",
              "--warmup_ratio=0.0", "--save_dtype=float32", "--compute_dtype=float32", "--wandb=False"]
     assert sft.main([f"--checkpoint={init}", f"--data={tmp_path / 'chat.jsonl'}", f"--out_dir={tmp_path / 'sft'}",
@@ -408,7 +408,8 @@ def test_remote_code_travels_through_every_save(tok, tmp_path):
               "    c = transformers.AutoConfig.from_pretrained(d, trust_remote_code=True)\n"
               "    print(type(c).__name__, type(c.vision_config).__name__, c.llm_config['model_type'])\n")
     run = subprocess.run([sys.executable, "-c", script, *map(str, saved)], capture_output=True, text=True,
-                         stdin=subprocess.DEVNULL, timeout=300, env={**os.environ, "HF_MODULES_CACHE": str(tmp_path / "hf")})
+                         stdin=subprocess.DEVNULL, timeout=300,
+                         env={**os.environ, "HF_MODULES_CACHE": str(tmp_path / "hf")})
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.splitlines() == ["InternVLChatConfig InternVisionConfig qwen2"] * 3
 
@@ -427,7 +428,8 @@ def test_no_custom_code_question(tok, tmp_path):
               "print('loaded', len(tok), net.img_context_token_id)\n")
     t0 = time.time()
     run = subprocess.run([sys.executable, "-c", script, str(ckpt)], capture_output=True, text=True, cwd=ROOT,
-                         stdin=subprocess.PIPE, timeout=120, env={**os.environ, "HF_MODULES_CACHE": str(tmp_path / "hf")})
+                         stdin=subprocess.PIPE, timeout=120,
+                         env={**os.environ, "HF_MODULES_CACHE": str(tmp_path / "hf")})
     wall = time.time() - t0
     assert run.returncode == 0, run.stderr[-3000:]
     assert "custom code" not in run.stdout + run.stderr and "[y/N]" not in run.stdout + run.stderr
