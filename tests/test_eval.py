@@ -486,7 +486,8 @@ def test_vllm_arguments_with_fake_engine(monkeypatch):
     assert params[0].kwargs == dict(n=3, temperature=1.0, top_p=0.95, max_tokens=512,
                                     stop_token_ids=sampling.stop_token_ids(tok), stop=["</think>"],
                                     include_stop_str_in_output=True, skip_special_tokens=False, logprobs=0,
-                                    logit_bias={i: -100.0 for i in [11, 12] + sampling.image_token_ids(tok)})
+                                    logit_bias={i: -100.0 for i in [11, 12] + sampling.image_token_ids(tok)},
+                                    seed=None)
     assert [o["text"] for o in outs] == ["s0", "s1", "s2"] * 2 and [o["num_tokens"] for o in outs] == [3, 4, 5] * 2
     # continuation rows (different prefixes) become separate n=1 requests
     cont = [dict(rows[0], prefix="a</think>"), dict(rows[1], prefix="b</think>")]
@@ -509,7 +510,8 @@ def test_vllm_engine_arguments_end_to_end_with_fake_engine(tiny_checkpoint, tmp_
                    "--wandb=False"]) == 0
     assert engines[0].engine_kwargs == dict(
         model=str(tiny_checkpoint), tokenizer=str(tiny_checkpoint), tensor_parallel_size=8, trust_remote_code=True,
-        limit_mm_per_prompt={"image": 7}, max_model_len=32768, gpu_memory_utilization=0.9, seed=0, dtype="bfloat16")
+        limit_mm_per_prompt={"image": 7, "video": 0}, max_model_len=32768, gpu_memory_utilization=0.9, seed=0,
+        dtype="bfloat16", logprobs_mode="raw_logprobs")
     requests, params = engines[0].calls[0]   # one request per question, its k samples as n
     assert len(requests) == 2 and [p.kwargs["n"] for p in params] == [3, 3]
     gens = [json.loads(g) for g in (out / "MMMU_tiny/think_full/generations.jsonl").read_text().splitlines()]

@@ -431,29 +431,31 @@ def test_vllm_backend_arguments_with_a_fake_vllm(tiny, tmp_path, questions, monk
 
         def generate(self, requests, params, use_tqdm=True):
             made.setdefault("requests", []).extend(requests)
-            made["params"] = params.kwargs
+            made["params"] = [p.kwargs for p in params]
             results = []
             for req in requests:
                 q = next(q["id"] for q in QUESTIONS if q["question"] in req["prompt"])
                 results.append(SimpleNamespace(prompt_token_ids=None, outputs=[
                     SimpleNamespace(text=text + ("<|im_end|>" if finish == "stop" else ""),
                                     token_ids=tiny.tok.encode(text), finish_reason=finish, logprobs=None)
-                    for text, finish in RESPONSES[q][:params.kwargs["n"]]]))
+                    for text, finish in RESPONSES[q][:params[0].kwargs["n"]]]))
             return results
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda: torch.zeros(8, dtype=torch.uint8))   # no real GPU
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state: None)
     monkeypatch.setitem(sys.modules, "vllm", SimpleNamespace(LLM=FakeLLM, SamplingParams=FakeSamplingParams))
     cfg = reject_config(tiny, tmp_path, backend="auto", tensor_parallel_size=4, max_tiles=6, max_model_len=8192)
     counts = sft.reject(cfg)
     assert made["engine"] == dict(model=str(tiny.init), tokenizer=str(tiny.init), trust_remote_code=True,
                                   dtype="bfloat16", tensor_parallel_size=4, max_model_len=8192,
-                                  gpu_memory_utilization=0.85, seed=0, limit_mm_per_prompt={"image": 1},
-                                  mm_processor_kwargs={"max_dynamic_patch": 6})
+                                  gpu_memory_utilization=0.85, seed=0, logprobs_mode="raw_logprobs",
+                                  limit_mm_per_prompt={"image": 1, "video": 0}, hf_overrides={"max_dynamic_patch": 6})
     ids = [tiny.tok.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
-    assert made["params"] == dict(n=3, temperature=1.0, top_p=1.0, max_tokens=64, stop_token_ids=sorted(ids),
-                                  stop=None, include_stop_str_in_output=True, logprobs=0,
-                                  logit_bias={i: -100.0 for i in sampling.image_token_ids(tiny.tok)},
-                                  skip_special_tokens=False)
+    assert made["params"][0] == dict(n=3, temperature=1.0, top_p=1.0, max_tokens=64, stop_token_ids=sorted(ids),
+                                     stop=None, include_stop_str_in_output=True, logprobs=0,
+                                     logit_bias={i: -100.0 for i in sampling.image_token_ids(tiny.tok)},
+                                     skip_special_tokens=False, seed=None)
     q1, q2, q3 = made["requests"]
     assert q1["prompt"] == model.build_prompt([{"role": "user", "content": data.format_question(
         data.read_records(questions)[0])}])  # ChatML ending in "<|im_start|>assistant\n<think>\n", <image> unexpanded
