@@ -327,6 +327,29 @@ def test_resume_is_exact(tmp_path, rollout_dtype):
 
 
 
+def test_one_seed_per_engine(tmp_path):
+    """The seed handed to generate is the same on every rank of one vLLM engine (its tp workers must sample
+    alike) and differs between builtin ranks, each of which samples its own prompts."""
+    ckpt, records = make_workspace(tmp_path / "ws")
+    tokenizer, config = model.load_tokenizer(ckpt), model.ModelConfig.from_json(ckpt / "config.json")
+    cfg, recs = run_config(ckpt, records, tmp_path), data.read_records(records)
+    seeds = {}
+
+    class SeedRecorder(FixedRollout):
+        def generate(self, prompts, n, max_tokens, seed):
+            seeds[(len(self.ranks), self.rank)] = seed
+            return super().generate(prompts, n, max_tokens, seed)
+
+    for engine_ranks in ([2, 3], None):
+        for rank in (2, 3):
+            dist = tu.Dist(rank=rank, world_size=4)
+            rollout = SeedRecorder(tokenizer, dist)
+            rollout.ranks, rollout.rank = engine_ranks or [rank], rank
+            grpo.collect_groups(5, recs, (0, 0), cfg.seed, cfg, dist, rollout, tokenizer, config, toy_reward, 6)
+    assert seeds[(2, 2)] == seeds[(2, 3)]   # one vLLM engine of ranks 2 and 3
+    assert seeds[(1, 2)] != seeds[(1, 3)]   # builtin: one sampler per rank
+
+
 def test_bf16_rollout_copy(tmp_path):
     """One GPU samples from a bf16 copy (forced here on CPU): bf16(master) after every refresh, the fp32 master
     weights untouched, and it samples exactly as the checkpoint loaded in bf16 does."""
