@@ -19,6 +19,7 @@ Needs requirements.txt and torch only; random weights, images and records writte
 import contextlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -246,6 +247,7 @@ def check_grpo(root):
     ckpt, records, vocab = write_workspace(root)
     history = grpo.main(grpo_config(ckpt, records, root / "out_builtin"))
     grpo_rows(f"grpo builtin, vocab {vocab}", history[-1])
+    shutil.rmtree(root / "out_builtin")   # its final checkpoint: weights + AdamW, ~11 GB at the 1B shape
     return ckpt, records
 
 
