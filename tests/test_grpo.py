@@ -326,7 +326,6 @@ def test_resume_is_exact(tmp_path, rollout_dtype):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-
 def test_one_seed_per_engine(tmp_path):
     """The seed handed to generate is the same on every rank of one vLLM engine (its tp workers must sample
     alike) and differs between builtin ranks, each of which samples its own prompts."""
