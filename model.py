@@ -463,15 +463,18 @@ def remote_code_files(config):
     so LLM() reads the config through AutoConfig's remote code (vllm/transformers_utils/config.py:398-404): a
     checkpoint without configuration_*.py fails with OSError."""
     from transformers.dynamic_module_utils import get_relative_imports   # the regexes transformers' loader uses
+    source = getattr(config, "source_dir", None)   # None: a config built in memory
+    if not source:
+        return []
     refs = [r for v in (config.extra.get("auto_map") or {}).values()
             for r in (v if isinstance(v, (list, tuple)) else [v]) if r]
     todo = [r.split("--")[-1].rsplit(".", 1)[0] for r in refs]   # "repo--module.Class" -> "module"
     found = []
-    while todo and config.source_dir:
+    while todo:
         name = f"{todo.pop()}.py"
-        if name not in found and (Path(config.source_dir) / name).is_file():
+        if name not in found and (Path(source) / name).is_file():
             found.append(name)
-            todo += get_relative_imports(Path(config.source_dir) / name)
+            todo += get_relative_imports(Path(source) / name)
     return sorted(found)
 
 

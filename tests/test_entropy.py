@@ -307,7 +307,7 @@ def test_cli_samples_with_generate_and_aligns_with_its_logprobs(tiny_run):
     rows = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
     assert len(rows) == 2 * 2 * 2 and {r["checkpoint"] for r in rows} == set(map(str, ckpts))
     # teacher-forced log-probs == the sampler's own log-probs at T=1: position t scores response token t.
-    # model.generate samples with <IMG_CONTEXT> banned, so the reference bans it too (a -inf logit)
+    # model.generate reports raw log-probs (the full vocabulary), though it never samples <IMG_CONTEXT>
     net = model.load_model(rows[0]["checkpoint"]).eval()
     records = {r.id: r for r in data.read_records(root / "val.jsonl")}
     lm_head = net.language_model.get_output_embeddings()
@@ -318,7 +318,6 @@ def test_cli_samples_with_generate_and_aligns_with_its_logprobs(tiny_run):
             hidden = net(torch.tensor([row["prompt_ids"] + row["response_ids"]]), pixel_values=pv,
                          return_hidden=True)[0]
             logits = lm_head(hidden[P - 1:-1])
-        logits[:, net.img_context_token_id] = float("-inf")
         logp, _ = E.logprobs_and_entropy_from_logits(logits, response, chunk_size=4)
         assert torch.allclose(logp, torch.tensor(row["logprobs"]), atol=1e-4)
         scored, _ = E.score_response(net, row["prompt_ids"], row["response_ids"], pv, chunk_size=4)
