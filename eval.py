@@ -156,14 +156,19 @@ def read_vlmevalkit_tsv(path) -> list[EvalItem]:
     Empty cells are missing values (pandas writes NaN as ""), so unused option columns are dropped."""
     path = Path(path)
     csv.field_size_limit(2 ** 31 - 1)   # base64 images are far over csv's 128 KB default
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f, delimiter="\t")
-        rows = []
-        for row in reader:
-            if None in row or any(v is None for v in row.values()):
-                raise ValueError(f"{path}:{reader.line_num}: row has {len(row)} cells, header has "
-                                 f"{len(reader.fieldnames)}")
-            rows.append((reader.line_num, row))
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f, delimiter="\t")
+            rows = []
+            for row in reader:
+                if None in row or any(v is None for v in row.values()):
+                    raise ValueError(f"{path}:{reader.line_num}: row has {len(row)} cells, header has "
+                                     f"{len(reader.fieldnames)}")
+                rows.append((reader.line_num, row))
+    except UnicodeDecodeError:   # the decoder reports a byte offset in a chunk: find the line
+        import data
+        data.read_utf8(path)   # raises ValueError("FILE:LINE: not UTF-8 ...")
+        raise
     columns = reader.fieldnames or []
     for col in ("index", "question", "answer"):   # test splits without answers cannot be scored
         if col not in columns:

@@ -95,6 +95,19 @@ def test_tsv_errors_name_the_row(tmp_path):
         E.read_benchmark(tmp_path / "bad2.tsv")
 
 
+def test_non_utf8_benchmark_files_name_file_and_line(tmp_path):
+    header = ["index", "question", "A", "answer", "image"]
+    write_tsv(tmp_path / "bad.tsv", header, [[0, "q", "a", "A", b64((1, 2, 3))], [1, "QQ", "a", "A", b64((1, 2, 3))]])
+    path = tmp_path / "bad.tsv"
+    path.write_bytes(path.read_bytes().replace(b"QQ", b"Q\xff"))
+    with pytest.raises(ValueError, match=r"bad\.tsv:3: not UTF-8"):
+        E.read_benchmark(path)
+    jsonl = tmp_path / "bench.jsonl"
+    jsonl.write_bytes(b'{"id": "1", "question": "q\x80", "answer": "1", "images": []}\n')
+    with pytest.raises(ValueError, match=r"bench\.jsonl:1: not UTF-8"):
+        E.read_benchmark(jsonl)
+
+
 def hub_image_type():
     import pyarrow as pa
     return pa.struct([("bytes", pa.binary()), ("path", pa.string())])   # datasets' Image() feature on disk
