@@ -929,8 +929,18 @@ def row_sampler(sampler, tokenizer, banned):
     return sample_fn
 
 
-def generate_run(cfg, items, mode, budget, sample_fn, run_dir, forced_tokens):
-    """Generate the missing (id, sample) pairs of one run, appending each finished batch to generations.jsonl."""
+def prompt_length(prompt, images, tokenizer, config):
+    """Tokens of a generation prompt with its images expanded as model.py does (vLLM's processor does the same)."""
+    import model as M
+    tiles = [M.image_to_pixel_values(load_rgb(im), config).shape[0] for im in images]
+    return len(tokenizer.encode(M.expand_image_tokens(prompt, tiles, config.num_image_token), add_special_tokens=False))
+
+
+def generate_run(cfg, items, mode, budget, sample_fn, run_dir, forced_tokens, tokenizer=None, model_config=None,
+                 max_prompt_tokens=None):
+    """Generate the missing (id, sample) pairs of one run, appending each finished batch to generations.jsonl.
+    max_prompt_tokens (with tokenizer, model_config): a longer prompt is an error naming its item, before any
+    generation (vLLM would reject it; model.generate would run past the model's positions)."""
     import model as M
     gen_path = Path(run_dir) / "generations.jsonl"
     gen_path.parent.mkdir(parents=True, exist_ok=True)
@@ -946,6 +956,13 @@ def generate_run(cfg, items, mode, budget, sample_fn, run_dir, forced_tokens):
                    [{"role": "user", "content": text}]
         prompts[item.id] = (M.build_prompt(messages, mode), images)
     pending = [(item, s) for item in items for s in range(cfg.k) if (item.id, s) not in done]
+    pending_ids = {item.id for item, _ in pending}
+    for item in [it for it in items if it.id in pending_ids] if max_prompt_tokens else []:
+        n = prompt_length(*prompts[item.id], tokenizer, model_config)
+        if n > max_prompt_tokens:
+            where = item.extra.get("where") or f"{item.benchmark}"
+            raise ValueError(f"{where}: prompt of item {item.id!r} is {n} tokens, more than {max_prompt_tokens} "
+                             f"(min(max_model_len, max_position_embeddings) - 1); drop the item or raise the limit")
     print(f"{run_dir}: {len(done)} samples already generated, {len(pending)} to go")
     chunk = max(1, cfg.batch_size if cfg.backend == "builtin" else cfg.vllm_chunk * cfg.k)
     t0 = time.time()
@@ -1121,6 +1138,9 @@ def main(argv=None):
             items = items[: cfg.max_items]
         if not items:
             raise ValueError(f"{path}: no items (split={cfg.split!r})")
+        import data   # every image path now, naming the record, not when its batch comes up
+        data.check_images([{"images": [im for im in it.images if isinstance(im, str)],
+                            "where": it.extra.get("where") or f"{path}: item {it.id!r}"} for it in items], decode=True)
         seen = set()
         for it in items:   # (id, sample) keys the generations: an id twice would mix two questions' samples
             if it.id in seen:
@@ -1141,6 +1161,9 @@ def main(argv=None):
             raise ValueError("--checkpoint is required to generate (or use --score_only=True)")
         import model as M
         tokenizer = M.load_tokenizer(cfg.checkpoint)
+        model_config = M.ModelConfig.from_json(Path(cfg.checkpoint) / "config.json")
+        max_prompt_tokens = min(cfg.max_model_len, model_config.llm_config.get("max_position_embeddings",
+                                                                                cfg.max_model_len)) - 1
         if backend == "vllm":
             from vllm import LLM
             llm = LLM(**sampling.vllm_engine_kwargs(
@@ -1173,7 +1196,8 @@ def main(argv=None):
                 else:
                     forced = len(tokenizer.encode(FORCED_THINK_END, add_special_tokens=False))
                     sample_fn = row_sampler(sampler, tokenizer, banned)
-                    generations = generate_run(cfg, items, mode, budget, sample_fn, run_dir, forced)
+                    generations = generate_run(cfg, items, mode, budget, sample_fn, run_dir, forced, tokenizer,
+                                               model_config, max_prompt_tokens)
                 missing = [(it.id, s) for it in items for s in range(cfg.k) if (it.id, s) not in generations]
                 if missing:
                     raise ValueError(f"{run_dir}: {len(missing)} (id, sample) pairs not generated, e.g. {missing[:3]}")

@@ -570,6 +570,30 @@ def test_nowait_never_emits_a_banned_token(tiny_checkpoint):
     assert count(masked) == 0 and sum(len(g["token_ids"]) for g in masked) > 150
 
 
+def test_bad_images_and_long_prompts_fail_at_startup_naming_the_record(tiny_checkpoint, tmp_path, monkeypatch):
+    import sampling
+    def sample(self, *args, **kwargs):
+        raise AssertionError("generation started before the bad record was reported")
+
+    monkeypatch.setattr(sampling.BuiltinSampler, "sample", sample)
+    Image.new("RGB", (20, 20), (0, 200, 0)).save(tmp_path / "g.png")
+    rows = [{"id": f"m{i}", "images": ["g.png"], "question": "1+1?", "answer": "2"} for i in range(3)]
+    bench = tmp_path / "mine.jsonl"
+    args = [f"--checkpoint={tiny_checkpoint}", f"--benchmarks={bench}", "--k=1", "--max_new_tokens=4",
+            f"--out_dir={tmp_path / 'out'}", "--backend=builtin", "--wandb=False", "--batch_size=1"]
+    # a missing image in the last record: an error naming file:line before the first generation
+    bench.write_text("".join(json.dumps(r) + "\n" for r in rows[:2] + [{**rows[2], "images": ["nope.png"]}]))
+    with pytest.raises(FileNotFoundError, match=r"mine\.jsonl:3: image not found: .*nope\.png"):
+        E.main(args)
+    # a prompt past the model's positions (tiny config: 512): an error naming the record, nothing generated
+    import model
+    positions = model.ModelConfig.from_json(tiny_checkpoint / "config.json").llm_config["max_position_embeddings"]
+    long = {**rows[2], "question": "one plus one " * positions}
+    bench.write_text("".join(json.dumps(r) + "\n" for r in rows[:2] + [long]))
+    with pytest.raises(ValueError, match=rf"mine\.jsonl:3: prompt of item 'm2' is \d+ tokens, more than {positions - 1}"):
+        E.main(args)
+
+
 def test_end_to_end_builtin_generation_and_resume(tiny_checkpoint, tmp_path):
     header = ["index", "question", "A", "B", "answer", "split", "id", "image"]
     rows = [[0, "Colour of <image 1>?", "red", "blue", "A", "validation", "validation_Art_1", b64((255, 0, 0))],
