@@ -597,23 +597,25 @@ def describe_run(cfg, may_change=(), files=(), model_config=None):
     return json.loads(json.dumps(run, default=str))   # tuples -> lists: compares equal after a save/load
 
 
+def _flat(d, prefix=""):
+    """{"model_config": {"llm_config": {"rope_theta": 50.0}}} -> {"model_config.llm_config.rope_theta": 50.0}"""
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
+    return out
+
+
 def _check_same_run(path, saved, run, allow_run_change):
     if saved is None:
         print(f"warning: {path} stores no run description (an older checkpoint): the resume is not checked",
               file=sys.stderr)
         return
-    changed = sorted(k for k in set(saved) | set(run) if saved.get(k) != run.get(k))
+    saved, run = _flat(saved), _flat(run)
+    changed = [f"{k}: {saved.get(k)!r:.100} -> {run.get(k)!r:.100}" for k in sorted(set(saved) | set(run))
+               if saved.get(k) != run.get(k)]
     if not changed:
         return
-    lines = []
-    for k in changed:
-        if k == "model_config":
-            a, b = saved.get(k) or {}, run.get(k) or {}
-            diff = {key: (a.get(key), b.get(key)) for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)}
-            lines.append(f"model_config {diff}"[:400])
-        else:
-            lines.append(f"{k}: {saved.get(k)!r:.120} -> {run.get(k)!r:.120}")
-    message = f"{path} was written by another run: " + "; ".join(lines)
+    message = f"{path} was written by another run: " + "; ".join(changed)
     if not allow_run_change:
         raise ValueError(message + ". Resume with the same settings, or pass --allow_run_change=True to continue "
                                    "with the new ones")

@@ -448,7 +448,7 @@ def test_resume_refuses_a_changed_run_unless_allowed(tmp_path, capsys):
     path = tu.save_checkpoint(tmp_path / "o", 1, m, opt, TOY_CONFIG, None, {}, run=run)
     assert tu.load_checkpoint(path, m, opt, tu.describe_run(Run(steps=8), ("steps", "data"), [data_file], config))
     other = types.SimpleNamespace(to_dict=lambda: {"rope_theta": 10000.0})
-    with pytest.raises(ValueError, match=r"another run: model_config \{'rope_theta': \(50\.0, 10000\.0\)\}.*"
+    with pytest.raises(ValueError, match=r"another run: model_config\.rope_theta: 50\.0 -> 10000\.0\. .*"
                                          r"--allow_run_change=True"):
         tu.load_checkpoint(path, m, opt, tu.describe_run(Run(), ("steps", "data"), [data_file], other))
     with pytest.raises(ValueError, match=r"lr: 0\.001 -> 0\.01"):
