@@ -73,7 +73,7 @@ class Config:
     curriculum: list[tuple[str, int]] = field(default_factory=list)   # §5.3: [(data, first_step), ...] replaces data
     out_dir: str = "out/grpo"
     resume: bool = False                # continue from the last checkpoint in out_dir
-    allow_run_change: bool = False      # resume although the model, data or a RUN-defining setting changed
+    allow_run_change: bool = False      # resume although the model, data or a run-defining setting changed
     steps: int = 300                    # episodes; the paper does not give its count
     # rollouts: "each episode samples 1,024 rollouts, with 32 verifier-rewarded samples per prompt" (§3.3)
     prompts_per_step: int = 32

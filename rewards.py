@@ -555,14 +555,14 @@ def _numeric_verdict(gold: str, pred: str) -> bool | None:
 # ----------------------------------------------------------------------------------------------------
 # Multiple choice: our own regexes (Math-Verify's StringExtractionConfig misses "(B)", "b", ...)
 
-# Whitespace runs before the letter are possessive (*+): adjacent greedy \s* runs backtrack in O(N^k) on N blanks
-# not followed by a letter (1,000 newlines after "answer" took minutes, in the caller, before any worker timeout).
-# The verdicts are the same: what follows each possessive run cannot start with the blanks it keeps.
-_LETTER_ONLY = re.compile(r"^(?:option|choice)?\s*+[(\[]?\s*+([A-Za-z])\s*+[)\]]?\s*+[.:：、．)]?$", re.IGNORECASE)
+# Every blank before the letter belongs to exactly one quantifier: adjacent \s* runs ("answer\s*(?:is)?\s*...")
+# backtrack in O(N^k) on N blanks not followed by a letter (1,000 newlines after "answer" took minutes, in the
+# caller, before any worker timeout). Each optional piece carries its own trailing blanks instead: same language.
+_LETTER_ONLY = re.compile(r"^(?:option|choice)?\s*(?:[(\[]\s*)?([A-Za-z])\s*(?:[)\]]\s*)?[.:：、．)]?$", re.IGNORECASE)
 _LETTER_PAREN = re.compile(r"^[(\[]\s*([A-Za-z])\s*[)\]]")
 _LETTER_DOT = re.compile(r"^(?:option\s*|choice\s*)?([A-Z])\s*[.:：、．)](?:\s|$)")
-_LETTER_PHRASE = re.compile(r"(?:answer|option|choice)\s*+(?:is|:|：)?\s*+(?:option\s*+)?[*\s]*+[(\[]?\s*+([A-Za-z])\s*[)\]]?"
-                            r"(?![A-Za-z0-9])", re.IGNORECASE)
+_LETTER_PHRASE = re.compile(r"(?:answer|option|choice)\s*(?:(?:is|:|：)\s*)?(?:option\s*)?(?:\*[*\s]*)?(?:[(\[]\s*)?"
+                            r"([A-Za-z])\s*[)\]]?(?![A-Za-z0-9])", re.IGNORECASE)
 _LETTER_END = re.compile(r"\s*(?:[.,;:!)\]*]|$)")
 _WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mathbf|textrm)\s*\{([^{}]*)\}")
 

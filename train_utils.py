@@ -590,8 +590,11 @@ def describe_run(cfg, may_change=(), files=(), model_config=None):
     `files` (so a moved file is fine and an edited one is not), and the model config."""
     run = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in may_change}
     for i, file in enumerate(files):
+        digest = hashlib.sha256()
         with open(file, "rb") as f:
-            run[f"sha256 of data file {i}"] = hashlib.file_digest(f, "sha256").hexdigest()
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        run[f"sha256 of data file {i}"] = digest.hexdigest()
     if model_config is not None:
         run["model_config"] = model_config.to_dict()
     return json.loads(json.dumps(run, default=str))   # tuples -> lists: compares equal after a save/load
@@ -696,7 +699,7 @@ def save_checkpoint(out_dir, step, model, optimizer, model_config, tokenizer, tr
         remove_debris(out_dir)
     weights = full_state_dict(model, dtype=save_dtype)  # collective
     if rank == 0:
-        # creates tmp (itself via a temp dir + rename); its temp dir is .step_N.tmp-PID
+        # creates tmp (itself via a temp dir + rename): its own temp dir is ..tmp_step_N.tmp-PID
         with _writing(tmp, out_dir / f".{tmp.name}.tmp-{os.getpid()}"):
             save_model(tmp, weights, model_config, tokenizer)
     del weights
