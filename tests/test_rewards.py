@@ -360,7 +360,7 @@ class _FakeVerifier(http.server.BaseHTTPRequestHandler):
             time.sleep(20)
             return
         if self.mode == "trickle":   # one byte every 0.2 s, headers included: ~20 s for the whole reply
-            reply = b'HTTP/1.1 200 OK\r\nContent-Length: 80\r\n\r\n{"choices": [{"message": {"content": "Yes"}}]}'
+            reply = b'HTTP/1.1 200 OK\r\nContent-Length: 46\r\n\r\n{"choices": [{"message": {"content": "Yes"}}]}'
             try:
                 for byte in reply:
                     self.wfile.write(bytes([byte]))
