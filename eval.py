@@ -648,8 +648,8 @@ def mathvista_llm_extractor(cfg):
     up to 5 tries at temperature 0, 0.5, 1.0, ... while the reply is empty or malformed, 128 tokens. None when
     there is no answer (the rule extractor is used then). A connection error or timeout switches the extractor
     off for the rest of the run, with one message: 5 x timeout per item would stall a 900-item scoring."""
-    import urllib.error
-    import urllib.request
+    import http.client
+    import socket
     import rewards
     client = rewards.VerifierClient(cfg.verifier_url, model=cfg.verifier_model or rewards.RewardConfig.verifier_model)
     state = {"down": False}
@@ -660,21 +660,19 @@ def mathvista_llm_extractor(cfg):
         for attempt in range(5):
             body = json.dumps({"model": client.model, "temperature": 0.5 * attempt, "max_tokens": 128,
                                "messages": [{"role": "user", "content": prompt}]}).encode()
-            request = urllib.request.Request(client.url, data=body, headers={"Content-Type": "application/json"},
-                                             method="POST")
             try:
-                with urllib.request.urlopen(request, timeout=client.timeout_s) as response:
-                    content = json.loads(response.read())["choices"][0]["message"]["content"]
+                status, data = client.post(body, {"Content-Type": "application/json"})   # a total deadline
+                if status != 200:
+                    continue   # the server answered with an error status: try again
+                content = json.loads(data)["choices"][0]["message"]["content"]
                 if content and content.strip():
                     return content
-            except urllib.error.HTTPError:
-                pass   # the server answered with an error status: try again
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
+            except (TimeoutError, ConnectionError, socket.gaierror) as e:
                 print(f"MathVista extractor: {client.url}: {e}; rule extraction from now on")
                 state["down"] = True
                 return None
-            except (OSError, ValueError, KeyError, IndexError, TypeError):
-                pass   # an HTTP error body or a reply that is not OpenAI-shaped: try again
+            except (OSError, http.client.HTTPException, ValueError, KeyError, IndexError, TypeError):
+                pass   # a broken reply or one that is not OpenAI-shaped: try again
         return None
 
     return extract

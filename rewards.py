@@ -978,7 +978,7 @@ class VerifierClient:
             self.warned = True
         warnings.warn(f"rewards: LLM verifier {self.url}: {message}; scoring rule-only", RuntimeWarning, stacklevel=3)
 
-    def _post(self, body: bytes, headers: dict) -> tuple[int, bytes]:
+    def post(self, body: bytes, headers: dict) -> tuple[int, bytes]:
         """One POST -> (status, body) within a TOTAL deadline of timeout_s (connect, headers and body): a socket
         timeout bounds each read only, so a server trickling a byte a second could hold the call forever. At the
         deadline a timer shuts the socket down, which wakes the blocked read. http.client, not urllib: it gives
@@ -1025,7 +1025,7 @@ class VerifierClient:
             if time.monotonic() < self.down_until:
                 return None
             try:
-                status, data = self._post(body, headers)
+                status, data = self.post(body, headers)
                 if status >= 500 or status == 429:
                     error = f"HTTP {status}"
                 elif status != 200:   # our request is wrong (model name, ...): retrying won't help
