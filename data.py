@@ -50,10 +50,22 @@ class Record:
     where: str = ""                    # "file:line" (JSONL) or "file: item N" (json list), for error messages
 
 
+def read_utf8(path) -> str:
+    """The text of a data file; bytes that are not UTF-8 are a ValueError citing file:line (not a byte offset)."""
+    raw = Path(path).read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ValueError(f"{path}:{line}: not UTF-8: byte {raw[e.start:e.start + 1]!r} at column {column} "
+                         f"({e.reason}); re-encode the file as UTF-8") from None
+
+
 def read_jsonl(path) -> list[tuple[str, object]]:
     """JSONL -> [("file:line", parsed value)], blank lines skipped; invalid JSON is a ValueError citing file:line."""
     located = []
-    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(read_utf8(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -66,7 +78,7 @@ def read_jsonl(path) -> list[tuple[str, object]]:
 def read_records(path) -> list[Record]:
     """Our JSONL or a JSON list (the K12 file). Any malformed record is a ValueError citing its location."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    text = read_utf8(path)
     if text.lstrip().startswith("["):   # a JSON list: the K12 format (our JSONL records are accepted in it too)
         try:
             items = json.loads(text)

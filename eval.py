@@ -156,14 +156,19 @@ def read_vlmevalkit_tsv(path) -> list[EvalItem]:
     Empty cells are missing values (pandas writes NaN as ""), so unused option columns are dropped."""
     path = Path(path)
     csv.field_size_limit(2 ** 31 - 1)   # base64 images are far over csv's 128 KB default
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f, delimiter="\t")
-        rows = []
-        for row in reader:
-            if None in row or any(v is None for v in row.values()):
-                raise ValueError(f"{path}:{reader.line_num}: row has {len(row)} cells, header has "
-                                 f"{len(reader.fieldnames)}")
-            rows.append((reader.line_num, row))
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f, delimiter="\t")
+            rows = []
+            for row in reader:
+                if None in row or any(v is None for v in row.values()):
+                    raise ValueError(f"{path}:{reader.line_num}: row has {len(row)} cells, header has "
+                                     f"{len(reader.fieldnames)}")
+                rows.append((reader.line_num, row))
+    except UnicodeDecodeError:   # the decoder reports a byte offset in a chunk: find the line
+        import data
+        data.read_utf8(path)   # raises ValueError("FILE:LINE: not UTF-8 ...")
+        raise
     columns = reader.fieldnames or []
     for col in ("index", "question", "answer"):   # test splits without answers cannot be scored
         if col not in columns:
@@ -643,8 +648,8 @@ def mathvista_llm_extractor(cfg):
     up to 5 tries at temperature 0, 0.5, 1.0, ... while the reply is empty or malformed, 128 tokens. None when
     there is no answer (the rule extractor is used then). A connection error or timeout switches the extractor
     off for the rest of the run, with one message: 5 x timeout per item would stall a 900-item scoring."""
-    import urllib.error
-    import urllib.request
+    import http.client
+    import socket
     import rewards
     client = rewards.VerifierClient(cfg.verifier_url, model=cfg.verifier_model or rewards.RewardConfig.verifier_model)
     state = {"down": False}
@@ -655,21 +660,19 @@ def mathvista_llm_extractor(cfg):
         for attempt in range(5):
             body = json.dumps({"model": client.model, "temperature": 0.5 * attempt, "max_tokens": 128,
                                "messages": [{"role": "user", "content": prompt}]}).encode()
-            request = urllib.request.Request(client.url, data=body, headers={"Content-Type": "application/json"},
-                                             method="POST")
             try:
-                with urllib.request.urlopen(request, timeout=client.timeout_s) as response:
-                    content = json.loads(response.read())["choices"][0]["message"]["content"]
+                status, data = client.post(body, {"Content-Type": "application/json"})   # a total deadline
+                if status != 200:
+                    continue   # the server answered with an error status: try again
+                content = json.loads(data)["choices"][0]["message"]["content"]
                 if content and content.strip():
                     return content
-            except urllib.error.HTTPError:
-                pass   # the server answered with an error status: try again
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
+            except (TimeoutError, ConnectionError, socket.gaierror) as e:
                 print(f"MathVista extractor: {client.url}: {e}; rule extraction from now on")
                 state["down"] = True
                 return None
-            except (OSError, ValueError, KeyError, IndexError, TypeError):
-                pass   # an HTTP error body or a reply that is not OpenAI-shaped: try again
+            except (OSError, http.client.HTTPException, ValueError, KeyError, IndexError, TypeError):
+                pass   # a broken reply or one that is not OpenAI-shaped: try again
         return None
 
     return extract
@@ -924,8 +927,18 @@ def row_sampler(sampler, tokenizer, banned):
     return sample_fn
 
 
-def generate_run(cfg, items, mode, budget, sample_fn, run_dir, forced_tokens):
-    """Generate the missing (id, sample) pairs of one run, appending each finished batch to generations.jsonl."""
+def prompt_length(prompt, images, tokenizer, config):
+    """Tokens of a generation prompt with its images expanded as model.py does (vLLM's processor does the same)."""
+    import model as M
+    tiles = [M.image_to_pixel_values(load_rgb(im), config).shape[0] for im in images]
+    return len(tokenizer.encode(M.expand_image_tokens(prompt, tiles, config.num_image_token), add_special_tokens=False))
+
+
+def generate_run(cfg, items, mode, budget, sample_fn, run_dir, forced_tokens, tokenizer=None, model_config=None,
+                 max_prompt_tokens=None):
+    """Generate the missing (id, sample) pairs of one run, appending each finished batch to generations.jsonl.
+    max_prompt_tokens (with tokenizer, model_config): a longer prompt is an error naming its item, before any
+    generation (vLLM would reject it; model.generate would run past the model's positions)."""
     import model as M
     gen_path = Path(run_dir) / "generations.jsonl"
     gen_path.parent.mkdir(parents=True, exist_ok=True)
@@ -941,6 +954,13 @@ def generate_run(cfg, items, mode, budget, sample_fn, run_dir, forced_tokens):
                    [{"role": "user", "content": text}]
         prompts[item.id] = (M.build_prompt(messages, mode), images)
     pending = [(item, s) for item in items for s in range(cfg.k) if (item.id, s) not in done]
+    pending_ids = {item.id for item, _ in pending}
+    for item in [it for it in items if it.id in pending_ids] if max_prompt_tokens else []:
+        n = prompt_length(*prompts[item.id], tokenizer, model_config)
+        if n > max_prompt_tokens:
+            where = item.extra.get("where") or f"{item.benchmark}"
+            raise ValueError(f"{where}: prompt of item {item.id!r} is {n} tokens, more than {max_prompt_tokens} "
+                             f"(min(max_model_len, max_position_embeddings) - 1); drop the item or raise the limit")
     print(f"{run_dir}: {len(done)} samples already generated, {len(pending)} to go")
     chunk = max(1, cfg.batch_size if cfg.backend == "builtin" else cfg.vllm_chunk * cfg.k)
     t0 = time.time()
@@ -1116,6 +1136,9 @@ def main(argv=None):
             items = items[: cfg.max_items]
         if not items:
             raise ValueError(f"{path}: no items (split={cfg.split!r})")
+        import data   # every image path now, naming the record, not when its batch comes up
+        data.check_images([{"images": [im for im in it.images if isinstance(im, str)],
+                            "where": it.extra.get("where") or f"{path}: item {it.id!r}"} for it in items], decode=True)
         seen = set()
         for it in items:   # (id, sample) keys the generations: an id twice would mix two questions' samples
             if it.id in seen:
@@ -1136,6 +1159,9 @@ def main(argv=None):
             raise ValueError("--checkpoint is required to generate (or use --score_only=True)")
         import model as M
         tokenizer = M.load_tokenizer(cfg.checkpoint)
+        model_config = M.ModelConfig.from_json(Path(cfg.checkpoint) / "config.json")
+        max_prompt_tokens = min(cfg.max_model_len, model_config.llm_config.get("max_position_embeddings",
+                                                                                cfg.max_model_len)) - 1
         if backend == "vllm":
             llm = sampling.build_vllm(sampling.vllm_engine_kwargs(
                 cfg.checkpoint, cfg.tensor_parallel_size, cfg.gpu_memory_utilization, cfg.max_model_len,
@@ -1167,7 +1193,8 @@ def main(argv=None):
                 else:
                     forced = len(tokenizer.encode(FORCED_THINK_END, add_special_tokens=False))
                     sample_fn = row_sampler(sampler, tokenizer, banned)
-                    generations = generate_run(cfg, items, mode, budget, sample_fn, run_dir, forced)
+                    generations = generate_run(cfg, items, mode, budget, sample_fn, run_dir, forced, tokenizer,
+                                               model_config, max_prompt_tokens)
                 missing = [(it.id, s) for it in items for s in range(cfg.k) if (it.id, s) not in generations]
                 if missing:
                     raise ValueError(f"{run_dir}: {len(missing)} (id, sample) pairs not generated, e.g. {missing[:3]}")

@@ -72,6 +72,7 @@ class Config:
     curriculum: list[tuple[str, int]] = field(default_factory=list)   # §5.3: [(data, first_step), ...] replaces data
     out_dir: str = "out/grpo"
     resume: bool = False                # continue from the last checkpoint in out_dir
+    allow_run_change: bool = False      # resume although the model, data or a run-defining setting changed
     steps: int = 300                    # episodes; the paper does not give its count
     # rollouts: "each episode samples 1,024 rollouts, with 32 verifier-rewarded samples per prompt" (§3.3)
     prompts_per_step: int = 32
@@ -136,6 +137,14 @@ class Config:
         "without the image", "without seeing the image", "image is not available", "not able to see the image",
         "don't have access to the image", "do not have access to the image", "no image is attached"])
     seed: int = 1337
+
+
+# settings a resume may change; every other field, the data files' contents and the model config define the run
+# (train_utils.describe_run). steps is the stop point: with lr_schedule="cosine" a new value reshapes the LR from here
+MAY_CHANGE = ("init_from", "data", "curriculum", "out_dir", "resume", "allow_run_change", "steps", "save_every",
+              "keep_last", "wandb_project", "run_name", "micro_batch_size", "rollout_batch_size", "logprob_chunk_size",
+              "activation_checkpointing", "rollout_backend", "vllm_tensor_parallel_size",
+              "vllm_gpu_memory_utilization", "vllm_max_images", "reward_workers")
 
 # -----------------------------------------------------------------------------
 # advantages and loss (eqs. 6-7)
@@ -560,6 +569,11 @@ def main(cfg, rollout=None, reward_fn=None):
     dist = tu.setup_distributed()   # joins the process group when it is up already (several runs, one launch)
     if dist.is_main:
         tu.print_config(cfg)
+    existing = tu.find_last_checkpoint(cfg.out_dir)
+    if existing is not None and not cfg.resume:   # starting over would mix two runs' checkpoints and metrics
+        raise ValueError(f"{cfg.out_dir} already has checkpoints ({existing.name}): pass --resume or another out_dir")
+    if dist.is_main:
+        tu.remove_debris(cfg.out_dir)   # a partial checkpoint of a crash (on a full disk it blocks the resume)
     if not (Path(cfg.init_from) / "config.json").is_file():
         raise FileNotFoundError(f"init_from={cfg.init_from!r} has no config.json: give a model.py checkpoint dir "
                                 f"(with its tokenizer), e.g. sft.py's out_dir/step_NNNNNN")
@@ -601,9 +615,11 @@ def main(cfg, rollout=None, reward_fn=None):
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
     state = {"step": 0, "stage": 0, "data_state": (0, 0)}
-    resume_from = tu.find_last_checkpoint(cfg.out_dir) if cfg.resume else None
-    if resume_from is not None:
-        state = tu.load_checkpoint(resume_from, model, optimizer)   # weights, Adam moments, RNG, data position
+    run = tu.describe_run(cfg, MAY_CHANGE, [path for path, _ in stages], model_config)
+    run["curriculum_steps"] = [first for _, first in stages]
+    resume_from = tu.find_resume_checkpoint(cfg.out_dir) if cfg.resume else None
+    if resume_from is not None:   # weights, Adam moments, RNG, data position; refused if the run changed
+        state = tu.load_checkpoint(resume_from, model, optimizer, run, cfg.allow_run_change)
         if dist.is_main:
             print(f"resumed from {resume_from} at step {state['step']}")
     logger = tu.RunLogger(cfg.out_dir, cfg, cfg.wandb_project, cfg.run_name, enabled=dist.is_main,
@@ -689,7 +705,7 @@ def main(cfg, rollout=None, reward_fn=None):
         if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
             tu.save_checkpoint(cfg.out_dir, step + 1, model, optimizer, model_config, tokenizer,
                                {k: v for k, v in state.items() if k != "step"}, keep_last=cfg.keep_last,
-                               save_dtype=torch.bfloat16 if cuda else None)
+                               save_dtype=torch.bfloat16 if cuda else None, run=run)
     logger.finish()
     return history
 

@@ -514,6 +514,13 @@ def save_model(path, state_dict, config, tokenizer=None, max_shard_bytes=2 ** 30
         shutil.copy2(Path(config.source_dir) / name, tmp / name)
     if tokenizer is not None:
         tokenizer.save_pretrained(str(tmp))
+    # on disk before the rename commits them: after a power loss a renamed dir could hold empty files
+    for f in [*sorted(q for q in tmp.rglob("*") if q.is_file()), tmp]:
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     old = path.parent / f".{path.name}.old-{os.getpid()}"
     if path.exists():
         path.rename(old)

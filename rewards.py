@@ -34,16 +34,17 @@ from __future__ import annotations
 import argparse
 import atexit
 import functools
+import http.client
 import json
 import math
 import multiprocessing as mp
 import os
 import random
 import re
+import socket
 import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -62,7 +63,7 @@ class RewardConfig:
     max_answer_chars: int = 1000        # longer extracted answers are compared as strings only
     verifier_url: str = ""              # R_theta endpoint, off when empty
     verifier_model: str = "Qwen2.5-32B-Instruct"
-    verifier_timeout_s: float = 30.0    # per HTTP request
+    verifier_timeout_s: float = 30.0    # per HTTP request, in total (not per socket read)
     verifier_retries: int = 2           # extra attempts after a timeout / connection error / 5xx
     verifier_concurrency: int = 32      # parallel requests; vLLM batches them on the server
     verifier_max_tokens: int = 16
@@ -554,11 +555,15 @@ def _numeric_verdict(gold: str, pred: str) -> bool | None:
 # ----------------------------------------------------------------------------------------------------
 # Multiple choice: our own regexes (Math-Verify's StringExtractionConfig misses "(B)", "b", ...)
 
-_LETTER_ONLY = re.compile(r"^(?:option|choice)?\s*[(\[]?\s*([A-Za-z])\s*[)\]]?\s*[.:：、．)]?$", re.IGNORECASE)
+# Every blank before the letter belongs to exactly one quantifier: adjacent \s* runs ("answer\s*(?:is)?\s*...")
+# backtrack in O(N^k) on N blanks not followed by a letter (1,000 newlines after "answer" took minutes, in the
+# caller, before any worker timeout). Each optional piece carries its own trailing blanks instead: same language.
+_LETTER_ONLY = re.compile(r"^(?:option|choice)?\s*(?:[(\[]\s*)?([A-Za-z])\s*(?:[)\]]\s*)?[.:：、．)]?$", re.IGNORECASE)
 _LETTER_PAREN = re.compile(r"^[(\[]\s*([A-Za-z])\s*[)\]]")
 _LETTER_DOT = re.compile(r"^(?:option\s*|choice\s*)?([A-Z])\s*[.:：、．)](?:\s|$)")
-_LETTER_PHRASE = re.compile(r"(?:answer|option|choice)\s*(?:is|:|：)?\s*(?:option\s*)?[*\s]*[(\[]?\s*([A-Za-z])\s*[)\]]?"
-                            r"(?![A-Za-z0-9])", re.IGNORECASE)
+_LETTER_PHRASE = re.compile(r"(?:answer|option|choice)\s*(?:(?:is|:|：)\s*)?(?:option\s*)?(?:\*[*\s]*)?(?:[(\[]\s*)?"
+                            r"([A-Za-z])\s*[)\]]?(?![A-Za-z0-9])", re.IGNORECASE)
+_LETTER_END = re.compile(r"\s*(?:[.,;:!)\]*]|$)")
 _WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mathbf|textrm)\s*\{([^{}]*)\}")
 
 
@@ -600,7 +605,7 @@ def _pred_letter(answer_text: str, extracted: str, options: dict) -> str | None:
         last = None
         for m in _LETTER_PHRASE.finditer(text):
             # a lowercase letter must end the phrase ("answer is b."), else "answer is a number" reads as A
-            if m.group(1).isupper() or re.match(r"\s*(?:[.,;:!)\]*]|$)", text[m.end():]):
+            if m.group(1).isupper() or _LETTER_END.match(text, m.end()):   # no slice: O(1) per match
                 last = m
         if last is not None:
             return last.group(1).upper()
@@ -960,7 +965,7 @@ class VerifierClient:
         self.url, self.model, self.timeout_s, self.retries = url, model, timeout_s, retries
         self.concurrency, self.max_tokens, self.api_key = max(1, concurrency), max_tokens, api_key
         self.down_cooldown_s = down_cooldown_s
-        self.down_until = 0.0      # after a connection failure, skip calls until then (then probe again)
+        self.down_until = 0.0      # after a refused or timed-out call, skip calls until then (then probe again)
         self.warned = False
         self.errors = 0
         self.unparsable = 0
@@ -973,6 +978,42 @@ class VerifierClient:
             self.warned = True
         warnings.warn(f"rewards: LLM verifier {self.url}: {message}; scoring rule-only", RuntimeWarning, stacklevel=3)
 
+    def post(self, body: bytes, headers: dict) -> tuple[int, bytes]:
+        """One POST -> (status, body) within a TOTAL deadline of timeout_s (connect, headers and body): a socket
+        timeout bounds each read only, so a server trickling a byte a second could hold the call forever. At the
+        deadline a timer shuts the socket down, which wakes the blocked read. http.client, not urllib: it gives
+        us the socket to shut; it does not read HTTP(S)_PROXY (the verifier is an internal endpoint)."""
+        url = urllib.parse.urlsplit(self.url)
+        conn_cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+        conn = conn_cls(url.hostname, url.port, timeout=self.timeout_s)
+        expired = threading.Event()
+
+        def expire():
+            expired.set()
+            try:
+                if conn.sock is not None:
+                    conn.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+        timer = threading.Timer(self.timeout_s, expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            conn.request("POST", url.path + (f"?{url.query}" if url.query else ""), body=body, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+        except (OSError, http.client.HTTPException) as e:
+            if expired.is_set() or isinstance(e, TimeoutError):
+                raise TimeoutError("timed out") from None
+            raise
+        finally:
+            timer.cancel()
+            conn.close()
+        if expired.is_set():   # the shutdown landed after the last byte: still past the deadline
+            raise TimeoutError("timed out")
+        return response.status, data
+
     def _ask(self, question: str, gold: str, answer: str) -> bool | None:
         body = json.dumps({"model": self.model, "temperature": 0.0, "max_tokens": self.max_tokens,
                            "messages": [{"role": "user", "content": VERIFIER_PROMPT.format(
@@ -984,27 +1025,24 @@ class VerifierClient:
             if time.monotonic() < self.down_until:
                 return None
             try:
-                request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                    reply = json.loads(response.read().decode("utf-8", "replace"))
-                verdict = _parse_verdict(reply["choices"][0]["message"]["content"])
-                if verdict is None:
-                    self.unparsable += 1
-                return verdict
-            except urllib.error.HTTPError as e:
-                if e.code < 500 and e.code != 429:   # our request is wrong (model name, ...): retrying won't help
+                status, data = self.post(body, headers)
+                if status >= 500 or status == 429:
+                    error = f"HTTP {status}"
+                elif status != 200:   # our request is wrong (model name, ...): retrying won't help
                     self.errors += 1
-                    self._warn_once(f"HTTP {e.code} {e.read()[:200]!r}")
+                    self._warn_once(f"HTTP {status} {data[:200]!r}")
                     return None
-                error = f"HTTP {e.code}"
-            except urllib.error.URLError as e:
-                if isinstance(e.reason, (TimeoutError, OSError)) and "timed out" in str(e.reason):
-                    error = "timed out"
-                else:   # refused / unknown host: the server is down
-                    error = f"unreachable ({e.reason})"
-                    if attempt == self.retries:
-                        self.down_until = time.monotonic() + self.down_cooldown_s
-            except (TimeoutError, OSError) as e:
+                else:
+                    reply = json.loads(data.decode("utf-8", "replace"))
+                    verdict = _parse_verdict(reply["choices"][0]["message"]["content"])
+                    if verdict is None:
+                        self.unparsable += 1
+                    return verdict
+            except TimeoutError:
+                error = "timed out"
+            except (ConnectionRefusedError, socket.gaierror) as e:   # the server is down / unknown host
+                error = f"unreachable ({e})"
+            except (OSError, http.client.HTTPException) as e:   # reset, closed without a reply, ...
                 error = f"{type(e).__name__}: {e}"
             except (ValueError, KeyError, IndexError, TypeError) as e:   # not an OpenAI-style reply
                 self.errors += 1
@@ -1012,6 +1050,10 @@ class VerifierClient:
                 return None
             if attempt < self.retries:
                 time.sleep(min(2.0, 0.1 * 2 ** attempt))
+        if error == "timed out" or error.startswith("unreachable"):
+            # a hung server costs (retries + 1) x timeout_s per call: after one such call, skip the verifier
+            # for down_cooldown_s (every batch would otherwise wait ceil(n / concurrency) times that again)
+            self.down_until = time.monotonic() + self.down_cooldown_s
         self.errors += 1
         self._warn_once(error)
         return None

@@ -74,6 +74,7 @@ class Config:
     keep_last: int = 2                   # older step_* dirs are deleted, never the best one
     save_dtype: str = "bfloat16"         # safetensors dtype (released: bf16); exact fp32 goes to the optim shards
     resume: bool = False                 # continue from the last checkpoint in out_dir
+    allow_run_change: bool = False       # resume although the model, data or a run-defining setting changed
     # system
     seed: int = 0
     compute_dtype: str = "auto"          # auto (bf16 on GPU, fp32 on CPU) | bfloat16 | float32; FSDP2 mixed
@@ -99,6 +100,15 @@ class Config:
     max_model_len: int = 16384           # vLLM context; longer prompts are skipped and counted
     reward_workers: int = 2              # rewards.py Math-Verify processes
     verifier_url: str = ""               # rewards.py LLM verifier (eq. 2 R_theta), off when empty
+
+
+# settings a resume may change; every other field, the data files' contents and the model config define the run
+# (train_utils.describe_run). max_steps / epochs are the stop point: a new value also reshapes the cosine LR
+MAY_CHANGE = ("checkpoint", "data", "val_data", "out_dir", "resume", "allow_run_change", "max_steps", "epochs",
+              "micro_batch_size", "activation_checkpointing", "loss_chunk_tokens", "log_every", "wandb",
+              "wandb_project", "run_name", "save_every", "keep_last", "patience", "mode", "out", "k", "temperature",
+              "top_p", "max_new_tokens", "max_response_tokens", "max_per_question", "system", "backend", "batch_size",
+              "tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "reward_workers", "verifier_url")
 
 # -----------------------------------------------------------------------------
 # batches
@@ -238,6 +248,7 @@ def train(cfg, dist=None):
     tu.set_seed(cfg.seed)
     out_dir = Path(cfg.out_dir)
     train_set, val_set = read_splits(cfg)
+    data.check_images(train_set + val_set, decode=True)   # now, not at the step that first draws a bad one
     G, world = cfg.global_batch_size, dist.world_size
     if G % world:
         raise ValueError(f"global_batch_size {G} is not a multiple of the {world} ranks")
@@ -270,8 +281,13 @@ def train(cfg, dist=None):
     step, last = 0, tu.find_last_checkpoint(out_dir)
     if last is not None and not cfg.resume:
         raise ValueError(f"{out_dir} already has checkpoints ({last.name}): pass --resume=True or another out_dir")
+    if dist.is_main:
+        tu.remove_debris(out_dir)   # a partial checkpoint of a crash (on a full disk it blocks the resume)
+    run = tu.describe_run(cfg, MAY_CHANGE, [cfg.data] + ([cfg.val_data] if cfg.val_data else []), model_config)
     if last is not None:
-        state = tu.load_checkpoint(last, net, optimizer)
+        last = tu.find_resume_checkpoint(out_dir)   # the newest one that is complete on disk
+    if last is not None:
+        state = tu.load_checkpoint(last, net, optimizer, run, cfg.allow_run_change)
         step = state.pop("step")
         if dist.is_main:
             print(f"resumed from {last} at step {step}, data position {state['data_state']}")
@@ -286,7 +302,7 @@ def train(cfg, dist=None):
         nonlocal saved_step
         if saved_step != step:
             tu.save_checkpoint(out_dir, step, net, optimizer, model_config, tokenizer, dict(state),
-                               keep_last=cfg.keep_last, save_dtype=save_dtype)
+                               keep_last=cfg.keep_last, save_dtype=save_dtype, run=run)
             saved_step = step
 
     image_size, pad_id = model_config.force_image_size, tokenizer.pad_token_id
@@ -320,15 +336,19 @@ def train(cfg, dist=None):
         if val_set and (step % eval_every == 0 or step == total_steps):
             val = validation_loss(net, val_set, cfg, tokenizer, model_config, dist)
             state["val_history"].append((step, val))
-            if val < state["best_val"]:
+            improved = val < state["best_val"]
+            if improved:
                 state["best_val"], state["best_step"], state["bad_evals"] = val, step, 0
-                save()
-                if dist.is_main:
-                    tu.mark_best(out_dir, step, val_loss=val)
             else:
                 state["bad_evals"] += 1
                 state["stopped"] = bool(cfg.patience) and state["bad_evals"] >= cfg.patience
+            # logged before the best checkpoint is saved: a crash after the save resumes past this line and keeps
+            # it; a crash before resumes from an earlier step, drops it and logs it again
             logger.log(step, {"val/loss": val, "val/best_loss": state["best_val"], "val/bad_evals": state["bad_evals"]})
+            if improved:
+                save()
+                if dist.is_main:
+                    tu.mark_best(out_dir, step, val_loss=val)
             if dist.is_main:
                 stop = f"; early stop: {cfg.patience} evaluations without improvement" if state["stopped"] else ""
                 best_text = f"best {state['best_val']:.4f} at step {state['best_step']}"

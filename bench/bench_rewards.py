@@ -1,5 +1,5 @@
 """
-Benchmark for rewards.py: scoring one GRPO episode of 1024 responses, and adversarial inputs.
+Benchmark for rewards.py: scoring one GRPO episode of 1024 responses, and 32 adversarial inputs (their total).
 
     cd /work/main && .venv/bin/python bench/bench_rewards.py [--n 1024] [--wrong 0.3] [--num_workers 2]
 
@@ -53,16 +53,46 @@ def clear_caches():
         cached.cache_clear()
 
 
-ADVERSARIAL = {
-    "100 KB": "<think>\nhmm\n</think>\n" + "1+" * 50_000 + "\\boxed{" + "x^{2}+" * 2000 + "1}",
-    "5000 nested braces": "</think>\\boxed{" + "{" * 5000 + "1" + "}" * 5000 + "}",
-    "5000 unclosed braces": "</think>\\boxed{" + "{" * 5000 + "1",
-    "power tower": "</think>\\boxed{5^{5^{5^{5^{5}}}}}",
-    "huge factorial": "</think>\\boxed{(10^{7})!}",
-    "NUL + RTL chars": "</think>\\boxed{\x00\u202e3\u202c\x00}",
-    "empty": "",
-    "only </think>": "</think>",
-}
+OPTIONS = {"A": "1", "B": "2", "C": "3", "D": "4"}
+MB = 999_000   # so that every input stays under 1 MB
+THINK = "<think>\nhmm\n</think>\n\n"
+# The 32 adversarial inputs (name, response, gold, options), each <= ~1 MB. tests/test_rewards.py runs them with a
+# hard per-item limit of timeout_s + 1 s. The multiple-choice ones hit the letter regexes (once O(N^4) in N blanks).
+ADVERSARIAL = [
+    ("MC: answer + 1,000 newlines", THINK + "So the answer" + "\n" * 1000 + ".", "B", OPTIONS),
+    ("MC: answer + 1 MB newlines", THINK + "So the answer" + "\n" * MB + ".", "B", OPTIONS),
+    ("MC: answer is + 1 MB spaces", THINK + "The answer is" + " " * MB + "?", "B", OPTIONS),
+    ("MC: option + 1 MB tabs + digit", THINK + "option" + "\t" * MB + "1", "B", OPTIONS),
+    ("MC: boxed option + 3,000 spaces", THINK + "\\boxed{option" + " " * 3000 + "1}", "B", OPTIONS),
+    ("MC: boxed option + 1 MB spaces", THINK + "\\boxed{option" + " " * MB + "1}", "B", OPTIONS),
+    ("MC: choice + 1 MB ' *'", THINK + "choice:" + " *" * (MB // 2) + "!", "B", OPTIONS),
+    ("MC: answer is ( + 1 MB spaces", THINK + "answer is (" + " " * MB + "1)", "B", OPTIONS),
+    ("MC: 1 MB of 'answer is b '", THINK + "answer is b " * (MB // 12), "B", OPTIONS),
+    ("MC: boxed letter + 1 MB spaces + x", THINK + "\\boxed{option B" + " " * MB + "x}", "B", OPTIONS),
+    ("MC: 1 MB gold option text", THINK + "\\boxed{C}", "B", {"A": "x" * MB, "B": "2", "C": "3"}),
+    ("1 MB think", "<think>" + "a" * MB + "</think>\\boxed{3}", "3", None),
+    ("1 MB answer", THINK + "1+" * (MB // 2), "3", None),
+    ("1 MB boxed content", THINK + "\\boxed{" + "x+" * (MB // 2) + "1}", "3", None),
+    ("1 MB gold", THINK + "\\boxed{3}", "1+" * (MB // 2), None),
+    ("5000 nested braces", THINK + "\\boxed{" + "{" * 5000 + "1" + "}" * 5000 + "}", "3", None),
+    ("5000 unclosed braces", THINK + "\\boxed{" + "{" * 5000 + "1", "3", None),
+    ("2000 \\left(", THINK + "\\boxed{" + "\\left(" * 2000 + "1}", "3", None),
+    ("10,000 unclosed \\boxed{", THINK + "\\boxed{" * 10_000, "3", None),
+    ("10,000 \\boxed{1}", THINK + "\\boxed{1}" * 10_000, "3", None),
+    ("tower 9^{9^{9^{9}}}", THINK + "\\boxed{9^{9^{9^{9}}}}", "9^{9^{9^{8}}}", None),
+    ("tower 2^2^2^2^2^2", THINK + "\\boxed{2^{2^{2^{2^{2^{2}}}}}}", "3", None),
+    ("10^{10^{10}}+1", THINK + "\\boxed{10^{10^{10}}+1}", "3", None),
+    ("(10^{10})!", THINK + "\\boxed{(10^{10})!}", "3", None),
+    ("\\frac depth 500", THINK + "\\boxed{" + "\\frac{1}{" * 500 + "2" + "}" * 500 + "}", "3", None),
+    ("\\sqrt depth 500", THINK + "\\boxed{" + "\\sqrt{" * 500 + "9" + "}" * 500 + "}", "3", None),
+    ("20k unicode garbage", THINK + "\\boxed{" + "a\u0301\u202e\u200b\x00\U0001F600" * 4000 + "}", "3", None),
+    ("lone surrogates", THINK + "\\boxed{\ud800 3 \udfff}", "\ud800", None),
+    ("100k-digit number", THINK + "\\boxed{" + "9" * 100_000 + "}", "3", None),
+    ("(x+1)^{1000000}", THINK + "\\boxed{(x+1)^{1000000}}", "x^2+1", None),
+    ("200x200 pmatrix", THINK + "\\boxed{\\begin{pmatrix}" + "\\\\".join(["&".join(["1"] * 200)] * 200)
+     + "\\end{pmatrix}}", "3", None),
+    ("300k **a", THINK + "**a" * 300_000, "3", None),
+]
 
 
 def main():
@@ -98,15 +128,19 @@ def main():
     print(f"EPISODE {args.n} responses: median {statistics.median(times):.3f} s (cold cache), "
           f"{warm:.3f} s (warm cache); target <= 2 s")
 
-    print("adversarial (timeout_s = %.1f):" % cfg.timeout_s)
-    for name, response in ADVERSARIAL.items():
+    print(f"adversarial: {len(ADVERSARIAL)} inputs, timeout_s = {cfg.timeout_s:.1f} (limit per item: timeout_s + 1 s)")
+    total = 0.0
+    for name, response, gold, options in ADVERSARIAL:
         t0 = time.perf_counter()
-        out = rewards.score_batch([response], ["3"], cfg=cfg)[0]
+        out = rewards.score_batch([response], [gold], [options], cfg=cfg)[0]
         dt = time.perf_counter() - t0
-        print(f"  {name:22s} {dt:6.3f} s  acc={out['accuracy']:.0f} timed_out={out['timed_out']} reason={out['reason']!r}")
+        total += dt
+        print(f"  {name:36s} {dt:6.3f} s  acc={out['accuracy']:.0f} timed_out={out['timed_out']} "
+              f"reason={out['reason'][:40]!r}")
+    print(f"ADVERSARIAL {len(ADVERSARIAL)} inputs: total {total:.2f} s")
     kill_cfg = rewards.RewardConfig(num_workers=args.num_workers, timeout_s=0.5)   # below the 1 s SIGALRM
     t0 = time.perf_counter()
-    out = rewards.score_batch([ADVERSARIAL["power tower"]], ["3"], cfg=kill_cfg)[0]
+    out = rewards.score_batch([THINK + "\\boxed{5^{5^{5^{5^{5}}}}}"], ["3"], cfg=kill_cfg)[0]
     print(f"  {'power tower, hard kill':22s} {time.perf_counter() - t0:6.3f} s  timed_out={out['timed_out']} "
           f"reason={out['reason']!r} restarts={rewards.last_stats.worker_restarts} (timeout_s=0.5)")
     rewards.shutdown_pool()

@@ -117,6 +117,25 @@ def test_malformed_k12_item_cites_item_and_id(tmp_path):
         data.read_records(path)
 
 
+def test_non_utf8_bytes_name_file_and_line(tmp_path):
+    # grpo.py and eval.py read records, sft.py chat samples: all through data.read_utf8
+    good = json.dumps({"id": "ok", "images": [], "question": "q", "answer": "1"}) + "\n"
+    bad = b'{"id": "x", "images": [], "question": "a\xffb", "answer": "1"}\n'
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(good.encode() * 3 + bad)
+    with pytest.raises(ValueError, match=r"bad\.jsonl:4: not UTF-8: byte b'\\xff' at column 41"):
+        data.read_records(path)
+    chat = tmp_path / "chat.jsonl"
+    line = json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]})
+    chat.write_bytes((line + "\n").encode() + line.encode().replace(b"yo", b"y\xc3") + b"\n")
+    with pytest.raises(ValueError, match=r"chat\.jsonl:2: not UTF-8"):
+        data.read_chat_jsonl(chat)
+    k12 = tmp_path / "k.json"
+    k12.write_bytes(b'[\n{"id": "a", "question": "q\xfe", "answer": "1", "image_path": "a.png"}]')
+    with pytest.raises(ValueError, match=r"k\.json:2: not UTF-8"):
+        data.read_records(k12)
+
+
 def test_k12_json_reads_all_records_with_images():
     records = data.read_records(K12)
     assert len(records) == 500 and len({r.id for r in records}) == 500

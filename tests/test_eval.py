@@ -95,6 +95,19 @@ def test_tsv_errors_name_the_row(tmp_path):
         E.read_benchmark(tmp_path / "bad2.tsv")
 
 
+def test_non_utf8_benchmark_files_name_file_and_line(tmp_path):
+    header = ["index", "question", "A", "answer", "image"]
+    write_tsv(tmp_path / "bad.tsv", header, [[0, "q", "a", "A", b64((1, 2, 3))], [1, "QQ", "a", "A", b64((1, 2, 3))]])
+    path = tmp_path / "bad.tsv"
+    path.write_bytes(path.read_bytes().replace(b"QQ", b"Q\xff"))
+    with pytest.raises(ValueError, match=r"bad\.tsv:3: not UTF-8"):
+        E.read_benchmark(path)
+    jsonl = tmp_path / "bench.jsonl"
+    jsonl.write_bytes(b'{"id": "1", "question": "q\x80", "answer": "1", "images": []}\n')
+    with pytest.raises(ValueError, match=r"bench\.jsonl:1: not UTF-8"):
+        E.read_benchmark(jsonl)
+
+
 def hub_image_type():
     import pyarrow as pa
     return pa.struct([("bytes", pa.binary()), ("path", pa.string())])   # datasets' Image() feature on disk
@@ -557,6 +570,30 @@ def test_nowait_never_emits_a_banned_token(tiny_checkpoint):
     count = lambda gens: sum(t in banned for g in gens for t in g["token_ids"])
     assert count(free) > 25                    # the test can fail: unmasked, they are ~30% of the tokens
     assert count(masked) == 0 and sum(len(g["token_ids"]) for g in masked) > 150
+
+
+def test_bad_images_and_long_prompts_fail_at_startup_naming_the_record(tiny_checkpoint, tmp_path, monkeypatch):
+    import sampling
+    def sample(self, *args, **kwargs):
+        raise AssertionError("generation started before the bad record was reported")
+
+    monkeypatch.setattr(sampling.BuiltinSampler, "sample", sample)
+    Image.new("RGB", (20, 20), (0, 200, 0)).save(tmp_path / "g.png")
+    rows = [{"id": f"m{i}", "images": ["g.png"], "question": "1+1?", "answer": "2"} for i in range(3)]
+    bench = tmp_path / "mine.jsonl"
+    args = [f"--checkpoint={tiny_checkpoint}", f"--benchmarks={bench}", "--k=1", "--max_new_tokens=4",
+            f"--out_dir={tmp_path / 'out'}", "--backend=builtin", "--wandb=False", "--batch_size=1"]
+    # a missing image in the last record: an error naming file:line before the first generation
+    bench.write_text("".join(json.dumps(r) + "\n" for r in rows[:2] + [{**rows[2], "images": ["nope.png"]}]))
+    with pytest.raises(FileNotFoundError, match=r"mine\.jsonl:3: image not found: .*nope\.png"):
+        E.main(args)
+    # a prompt past the model's positions (tiny config: 512): an error naming the record, nothing generated
+    import model
+    positions = model.ModelConfig.from_json(tiny_checkpoint / "config.json").llm_config["max_position_embeddings"]
+    long = {**rows[2], "question": "one plus one " * positions}
+    bench.write_text("".join(json.dumps(r) + "\n" for r in rows[:2] + [long]))
+    with pytest.raises(ValueError, match=rf"mine\.jsonl:3: prompt of item 'm2' is \d+ tokens, more than {positions - 1}"):
+        E.main(args)
 
 
 def test_end_to_end_builtin_generation_and_resume(tiny_checkpoint, tmp_path):

@@ -385,6 +385,70 @@ def test_bf16_rollout_copy(tmp_path):
                        master["vision_model.embeddings.class_embedding"].to(torch.bfloat16))   # frozen: as loaded
 
 # -----------------------------------------------------------------------------
+# (c2) one out_dir, one run: a fresh start is refused, a resume of another run is refused, a damaged last
+# checkpoint is skipped
+
+
+@pytest.fixture(scope="module")
+def two_step_run(tmp_path_factory):
+    """A finished 2-step run with checkpoints step_000001 and step_000002; tests copy its out_dir."""
+    root = tmp_path_factory.mktemp("two_step")
+    ckpt, records = make_workspace(root / "ws")
+    cfg = run_config(ckpt, records, root / "out", save_every=1, keep_last=0)
+    grpo.main(cfg, reward_fn=toy_reward)
+    return cfg
+
+
+def copy_run(cfg, out, **overrides):
+    import shutil
+    shutil.copytree(cfg.out_dir, out)
+    return grpo.Config(**{**cfg.__dict__, "out_dir": str(out), **overrides})
+
+
+def test_fresh_run_over_checkpoints_is_refused(two_step_run, tmp_path):
+    cfg = copy_run(two_step_run, tmp_path / "out", seed=5)
+    metrics = (tmp_path / "out" / "metrics.jsonl").read_text()
+    with pytest.raises(ValueError, match=r"already has checkpoints \(step_000002\): pass --resume or another out_dir"):
+        grpo.main(cfg, reward_fn=toy_reward)
+    assert (tmp_path / "out" / "metrics.jsonl").read_text() == metrics   # the old run's metrics are untouched
+
+
+def test_resume_refuses_a_changed_model_or_run_config(two_step_run, tmp_path, capsys):
+    tok = model.load_tokenizer(two_step_run.init_from)
+    config = model.ModelConfig.from_json(Path(two_step_run.init_from) / "config.json")
+    weights = model.load_model(two_step_run.init_from).state_dict()
+    config.llm_config["rope_theta"] = 50.0   # same shapes, another model
+    model.save_model(tmp_path / "rope50", weights, config, tok)
+    cfg = copy_run(two_step_run, tmp_path / "out", resume=True, steps=3, init_from=str(tmp_path / "rope50"))
+    with pytest.raises(ValueError, match=r"step_000002 was written by another run: "
+                                         r"model_config\.llm_config\.rope_theta: 10000\.0 -> 50\.0\."):
+        grpo.main(cfg, reward_fn=toy_reward)
+    with pytest.raises(ValueError, match=r"another run: prompts_per_step: 4 -> 8"):
+        grpo.main(grpo.Config(**{**cfg.__dict__, "init_from": two_step_run.init_from, "prompts_per_step": 8}),
+                  reward_fn=toy_reward)
+    capsys.readouterr()
+    history = grpo.main(grpo.Config(**{**cfg.__dict__, "allow_run_change": True}), reward_fn=toy_reward)
+    assert len(history) == 1 and "rope_theta" in capsys.readouterr().err
+    # paths may change (a moved data file), steps too: the same run
+    moved = Path(two_step_run.data).with_name("moved.jsonl")
+    moved.write_bytes(Path(two_step_run.data).read_bytes())
+    cfg = copy_run(two_step_run, tmp_path / "out2", resume=True, steps=3, data=str(moved))
+    assert len(grpo.main(cfg, reward_fn=toy_reward)) == 1
+
+
+def test_resume_falls_back_from_a_truncated_last_checkpoint(two_step_run, tmp_path, capsys):
+    cfg = copy_run(two_step_run, tmp_path / "out", resume=True)
+    last = tmp_path / "out" / "step_000002" / "model.safetensors"
+    intact = last.read_bytes()
+    last.write_bytes(b"")   # a power loss after the rename, before the data reached the disk (simulated)
+    capsys.readouterr()
+    assert len(grpo.main(cfg, reward_fn=toy_reward)) == 1   # step 2 again, from step_000001
+    out = capsys.readouterr()
+    assert f"cannot resume from {last.parent}" in out.err and "resumed from" in out.out
+    assert last.read_bytes() == intact   # the exact resume wrote the same step 2 again
+
+
+# -----------------------------------------------------------------------------
 # (d) frozen modules stay bit-identical (the frozen-connector ablation of Fig. 6)
 
 

@@ -131,6 +131,22 @@ def test_tied_embeddings_round_trip(tok, tmp_path):
     assert torch.equal(loaded(ids, pixel_values=pv), model(ids, pixel_values=pv))
 
 
+def test_save_model_fsyncs_every_file_and_the_dir_before_the_rename(tok, tmp_path, monkeypatch):
+    # after a power loss, a renamed checkpoint dir must not hold empty files: everything reaches the disk first
+    events, real_fsync, real_rename = [], os.fsync, Path.rename
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))),
+                                                 real_fsync(fd))[1])
+    monkeypatch.setattr(Path, "rename", lambda self, target: (events.append(("rename", str(self))),
+                                                              real_rename(self, target))[1])
+    cfg = M.tiny_config(vocab_size=len(tok))
+    path = M.save_model(tmp_path / "ck", M.build_model(cfg).state_dict(), cfg, tok, max_shard_bytes=2 ** 20)
+    commit = events.index(("rename", str(tmp_path / f".ck.tmp-{os.getpid()}")))
+    synced = {Path(p).relative_to(tmp_path / f".ck.tmp-{os.getpid()}") for kind, p in events[:commit]
+              if kind == "fsync" and p.startswith(str(tmp_path / ".ck.tmp-"))}
+    written = {f.relative_to(path) for f in path.rglob("*") if f.is_file()}
+    assert len(written) > 4 and written | {Path(".")} == synced, sorted(map(str, written ^ synced))
+
+
 def test_bad_checkpoints_name_the_tensor(tok, tmp_path):
     from safetensors.torch import save_file, load_file
     model = tiny(tok)

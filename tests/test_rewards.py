@@ -264,6 +264,49 @@ def test_adversarial_inputs_return_within_timeout(name):
     assert 0.0 <= out["reward"] <= 1.0
 
 
+# the child scores bench/bench_rewards.py's 32 adversarial inputs one at a time and reports each; the parent kills it
+# when one item runs past the limit (a catastrophic regex runs in C and cannot be interrupted from inside)
+_ADVERSARIAL_CHILD = """
+import json, sys, time
+sys.path[:0] = [sys.argv[1], sys.argv[1] + "/bench"]
+import rewards, bench_rewards
+cfg = rewards.RewardConfig(timeout_s=float(sys.argv[2]))
+rewards.start_rule_workers(cfg)
+print("ready", flush=True)
+for name, response, gold, options in bench_rewards.ADVERSARIAL:
+    t0 = time.monotonic()
+    out = rewards.score_batch([response], [gold], [options], cfg=cfg)[0]
+    print(json.dumps({"name": name, "seconds": time.monotonic() - t0, "accuracy": out["accuracy"]}), flush=True)
+"""
+
+
+def test_32_adversarial_inputs_each_within_timeout_plus_1s():
+    import select
+    timeout_s = 2.0
+    child = subprocess.Popen([sys.executable, "-c", _ADVERSARIAL_CHILD, str(REPO), str(timeout_s)],
+                             stdout=subprocess.PIPE, text=True)
+    sys.path.insert(0, str(REPO / "bench"))
+    import bench_rewards
+    names, results = [n for n, *_ in bench_rewards.ADVERSARIAL], []
+    try:
+        limit = 120.0   # the worker pool's start (spawn + Math-Verify import), then timeout_s + 1 s per item
+        for expected in ["ready"] + names:
+            ready, _, _ = select.select([child.stdout], [], [], limit)
+            line = child.stdout.readline() if ready else ""
+            assert line, f"{expected!r}: no result within {limit:.0f} s (hung; child killed)"
+            if expected != "ready":
+                results.append(json.loads(line))
+                assert results[-1]["name"] == expected
+            limit = timeout_s + 1.0 + 0.5   # + pipe and scheduling slack; the child's own clock is checked below
+    finally:
+        child.kill()   # the child we started, by its own handle
+        child.wait()
+    slow = [(r["name"], round(r["seconds"], 2)) for r in results if r["seconds"] > timeout_s + 1.0]
+    assert len(results) == 32 and not slow, slow
+    correct = {r["name"] for r in results if r["accuracy"] == 1.0}
+    assert correct == {"1 MB think", "MC: 1 MB of 'answer is b '", "MC: boxed letter + 1 MB spaces + x"}, correct
+
+
 def test_hung_item_is_killed_counted_and_pool_recovers():
     # timeout_s below Math-Verify's own 1 s SIGALRM: only the hard kill can stop the power tower
     cfg = RewardConfig(timeout_s=0.5)
@@ -313,6 +356,20 @@ class _FakeVerifier(http.server.BaseHTTPRequestHandler):
         type(self).requests.append(body)
         if self.mode == "sleep":
             time.sleep(1.5)
+        if self.mode == "hang":   # a verifier that accepts the connection and never answers
+            time.sleep(20)
+            return
+        if self.mode == "trickle":   # one byte every 0.2 s, headers included: ~20 s for the whole reply
+            reply = b'HTTP/1.1 200 OK\r\nContent-Length: 46\r\n\r\n{"choices": [{"message": {"content": "Yes"}}]}'
+            try:
+                for byte in reply:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            self.close_connection = True
+            return
         if self.mode == "http500":
             self.send_response(500)
             self.end_headers()
@@ -365,6 +422,34 @@ def test_verifier_timeout_retries_then_gives_up(verifier_server):
     with pytest.warns(RuntimeWarning, match="timed out"):
         assert client.judge([""], ["1"], ["1"]) == [None]
     assert len(_FakeVerifier.requests) == 2 and time.monotonic() - t0 < 3.0
+
+
+def test_verifier_deadline_is_total_for_a_trickling_server(verifier_server):
+    # every socket read gets a byte within 0.2 s, so a per-read timeout never fires: the deadline must be total
+    _, url = verifier_server
+    _FakeVerifier.mode = "trickle"
+    client = VerifierClient(url, timeout_s=1.0, retries=0)
+    t0 = time.monotonic()
+    with pytest.warns(RuntimeWarning, match="timed out"):
+        assert client.judge(["q"], ["1"], ["2"]) == [None]
+    assert time.monotonic() - t0 < 2.0
+
+
+def test_verifier_timeouts_trip_the_cooldown(verifier_server):
+    # a hung verifier: the first wave of calls times out (with its retry), the rest of the batch and the next
+    # batch skip it for down_cooldown_s instead of waiting ceil(n / concurrency) x (retries + 1) x timeout again
+    _, url = verifier_server
+    _FakeVerifier.mode = "hang"
+    client = VerifierClient(url, timeout_s=0.5, retries=1, concurrency=4)
+    t0 = time.monotonic()
+    with pytest.warns(RuntimeWarning, match="timed out"):
+        assert client.judge(["q"] * 16, ["1"] * 16, ["2"] * 16) == [None] * 16
+    first = time.monotonic() - t0
+    t0 = time.monotonic()
+    assert client.judge(["q"] * 16, ["1"] * 16, ["2"] * 16) == [None] * 16
+    second = time.monotonic() - t0
+    assert first < 2.0 and second < 0.2, (first, second)
+    assert len(_FakeVerifier.requests) == 8   # 4 calls x 2 attempts, then nothing until the cooldown ends
 
 
 def test_verifier_retries_server_errors(verifier_server):

@@ -263,6 +263,53 @@ def test_resume_after_interruption_gives_the_same_weights(tiny, tmp_path, monkey
     assert steps == [1, 2, 3, 4]
 
 
+def test_crash_after_the_best_checkpoint_keeps_its_val_line(tiny, tmp_path, monkeypatch):
+    # killed between committing the best checkpoint and the next step: the resume starts after that step,
+    # so the step's val/loss line must already be in metrics.jsonl
+    kwargs = dict(max_steps=6, val_data=str(tiny.train), eval_every=2)
+    sft.train(make_config(tiny, tmp_path / "straight", **kwargs))
+    real_mark_best = tu.mark_best
+
+    def crash_after_marking(out_dir, step, **info):
+        real_mark_best(out_dir, step, **info)
+        if step == 4:
+            raise KeyboardInterrupt("simulated kill right after the best checkpoint of step 4")
+
+    monkeypatch.setattr(tu, "mark_best", crash_after_marking)
+    cfg = make_config(tiny, tmp_path / "resumed", **kwargs)
+    with pytest.raises(KeyboardInterrupt):
+        sft.train(cfg)
+    monkeypatch.setattr(tu, "mark_best", real_mark_best)
+    sft.train(sft.Config(**{**cfg.__dict__, "resume": True}))
+
+    def rows(out):
+        lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        return [(r["step"], sorted(k for k in r if k.startswith("val/"))) for r in lines]
+
+    assert rows(tmp_path / "resumed") == rows(tmp_path / "straight")
+    assert sum(1 for _, keys in rows(tmp_path / "resumed") if keys) == 3   # val at steps 2, 4, 6
+
+
+def test_missing_image_fails_at_startup_naming_the_record(tiny, tmp_path):
+    # the bad sample is the last one: before, training ran until a batch drew it
+    rows = [chat(i, "red.png" if i % 2 else None) for i in range(7)] + [chat(7, "nope.png")]
+    path = write_jsonl(tiny.root / "missing_image.jsonl", rows)
+    with pytest.raises(FileNotFoundError, match=r"missing_image\.jsonl:8: image not found: .*nope\.png"):
+        sft.train(make_config(tiny, tmp_path, data=str(path), max_steps=1))
+    assert not (tmp_path / "metrics.jsonl").exists()   # not a single step
+
+
+def test_resume_refuses_a_changed_data_file(tiny, tmp_path):
+    data_file = write_jsonl(tmp_path / "train.jsonl", [chat(i) for i in range(8)])
+    cfg = make_config(tiny, tmp_path / "out", data=str(data_file), save_every=1, max_steps=1)
+    sft.train(cfg)
+    write_jsonl(data_file, [chat(i + 10) for i in range(16)])   # another file under the same name
+    with pytest.raises(ValueError, match=r"another run: sha256 of data file 0: "):
+        sft.train(sft.Config(**{**cfg.__dict__, "resume": True, "max_steps": 2}))
+    summary = sft.train(sft.Config(**{**cfg.__dict__, "resume": True, "max_steps": 2, "allow_run_change": True}))
+    assert summary["steps"] == 2
+
+
 def test_bad_config_errors(tiny, tmp_path):
     with pytest.raises(ValueError, match="overflow"):
         sft.train(make_config(tiny, tmp_path, overflow="drop"))

@@ -1,9 +1,11 @@
 """Tests for train_utils.py. Also the torchrun worker: `python -m torch.distributed.run --standalone
 --nproc_per_node=2 tests/test_train_utils.py OUT_DIR` (launched by test_torchrun_* below)."""
 import dataclasses
+import errno
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import types
@@ -284,6 +286,182 @@ def test_load_rejects_other_world_size_and_other_trainables(tmp_path):
         tu.load_checkpoint(path, m, opt)
 
 
+# kill points inside save_checkpoint(step 2, keep_last=1) -> the step a resume continues from
+KILL_POINTS = {"in save_model": 1, "optimizer shard written": 1, "before the commit rename": 1,
+               "after the commit rename": 2, "mid-rotation": 2}
+
+
+def _crash_worker(point, out):
+    """Subprocess: 1 toy step, save; 1 step, save with keep_last=1, SIGKILLed at `point` (by patching the
+    function that reaches it, as a kill at that instant would land); exits 3 if the point was never reached."""
+    import pathlib
+    import shutil
+    import signal
+    import safetensors.torch
+    die = lambda: os.kill(os.getpid(), signal.SIGKILL)
+    m, opt = build_toy(SINGLE, 0)
+    train_toy(m, opt, SINGLE, 1)
+    tu.save_checkpoint(out, 1, m, opt, TOY_CONFIG, None, {"pos": 1}, keep_last=1)
+    train_toy(m, opt, SINGLE, 1, start=1)
+    if point == "in save_model":   # the safetensors file is written, config and tokenizer are not
+        real_save_file = safetensors.torch.save_file
+        safetensors.torch.save_file = lambda *a, **k: (real_save_file(*a, **k), die())
+    elif point in ("optimizer shard written", "before the commit rename"):
+        real_save, name = tu._torch_save_durable, "optim_rank0.pt" if point.startswith("optim") else "trainer_state.pt"
+        tu._torch_save_durable = lambda obj, path: (real_save(obj, path), Path(path).name == name and die())
+    elif point == "after the commit rename":
+        real_rename = pathlib.Path.rename
+        pathlib.Path.rename = lambda self, target: (real_rename(self, target), Path(target).name == "step_000002"
+                                                    and die())[0]
+    elif point == "mid-rotation":   # rmtree of step_000001 has removed one file (ext4 order: trainer_state.pt)
+        real_rmtree = shutil.rmtree
+
+        def rmtree(path, *args, **kwargs):
+            if "step_000001" in str(path) and (Path(path) / "trainer_state.pt").exists():
+                (Path(path) / "trainer_state.pt").unlink()
+                die()
+            return real_rmtree(path, *args, **kwargs)
+        shutil.rmtree = rmtree
+    tu.save_checkpoint(out, 2, m, opt, TOY_CONFIG, None, {"pos": 2}, keep_last=1)
+    sys.exit(3)
+
+
+def test_sigkill_during_save_then_resume_is_exact(tmp_path):
+    import signal
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}   # bitwise equal to this process
+    procs = {point: subprocess.Popen([sys.executable, __file__, "crash", point, str(tmp_path / point[:6])], env=env,
+                                     cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for point in KILL_POINTS}
+    m, opt = build_toy(SINGLE, 0)
+    train_toy(m, opt, SINGLE, 4)   # the uninterrupted run
+    for point, proc in procs.items():
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == -signal.SIGKILL, (point, err[-2000:])
+        # never a step_* directory without its trainer state (launch.sh and evals list step_*)
+        out = tmp_path / point[:6]
+        assert all((p / "trainer_state.pt").is_file() for p in out.glob("step_*")), (point, os.listdir(out))
+    for point, resume_step in KILL_POINTS.items():
+        out = tmp_path / point[:6]
+        tu.remove_debris(out)   # what grpo.py / sft.py do at startup
+        assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [], point
+        m2, opt2 = build_toy(SINGLE, 7)
+        state = tu.load_checkpoint(tu.find_resume_checkpoint(out), m2, opt2)
+        assert state == {"pos": resume_step, "step": resume_step}, point
+        train_toy(m2, opt2, SINGLE, 4 - resume_step, start=resume_step)
+        assert state_equal(m2.state_dict(), m.state_dict()), point
+        assert all(i == j and k == l and torch.equal(v, w) for (i, k, v), (j, l, w)
+                   in zip(optimizer_tensors(opt2), optimizer_tensors(opt))), point
+        tu.save_checkpoint(out, 4, m2, opt2, TOY_CONFIG, None, {}, keep_last=1)
+        assert sorted(os.listdir(out)) == ["step_000004"], point
+
+
+class _FullDisk:
+    """A file that takes `room` bytes, then raises ENOSPC, as a full filesystem does."""
+
+    def __init__(self, f, room):
+        self.f, self.room = f, room
+
+    def write(self, b):
+        if len(b) > self.room:
+            self.f.write(bytes(b[:self.room]))
+            self.room = 0
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(b)
+        return self.f.write(b)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+def test_disk_full_names_the_file_removes_the_partial_checkpoint_and_resume_starts(tmp_path, monkeypatch):
+    import builtins
+    from safetensors import SafetensorError
+    m, opt = build_toy(SINGLE, 0)
+    train_toy(m, opt, SINGLE, 1)
+    first = tu.save_checkpoint(tmp_path, 1, m, opt, TOY_CONFIG, None, {}, keep_last=1)
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n')
+    train_toy(m, opt, SINGLE, 1, start=1)
+    # the optimizer shard hits the full disk (torch's own error is "enforce fail ... unexpected pos")
+    monkeypatch.setattr(tu, "open", lambda path, mode="r", *a, **k: _FullDisk(builtins.open(path, mode, *a, **k), 3000)
+                        if "w" in mode else builtins.open(path, mode, *a, **k), raising=False)
+    with pytest.raises(OSError, match=r"^\[Errno 28\] no space left on device while writing .*/\.tmp_step_000002/"
+                                      r"optim_rank0\.pt") as e:
+        tu.save_checkpoint(tmp_path, 2, m, opt, TOY_CONFIG, None, {}, keep_last=1)
+    assert e.value.errno == errno.ENOSPC
+    assert sorted(os.listdir(tmp_path)) == ["metrics.jsonl", "step_000001"]   # the partial write is gone
+    monkeypatch.undo()
+    # the safetensors write hits it (safetensors' message names no path)
+    import safetensors.torch
+
+    def full_save_file(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"x" * 100)
+        raise SafetensorError("Error while serializing: No space left on device (os error 28)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_save_file)
+    with pytest.raises(OSError, match=r"no space left on device while writing .*/\.tmp_step_000002 "):
+        tu.save_checkpoint(tmp_path, 2, m, opt, TOY_CONFIG, None, {}, keep_last=1)
+    assert sorted(os.listdir(tmp_path)) == ["metrics.jsonl", "step_000001"]
+    monkeypatch.undo()
+    # the resume starts: the last complete checkpoint loads, the metrics are rewritten, no temp file is left
+    assert tu.find_resume_checkpoint(tmp_path) == first
+    assert tu.load_checkpoint(first, *build_toy(SINGLE, 3))["step"] == 1
+    tu.RunLogger(tmp_path, {}, "p", use_wandb=False, resume_step=1).finish()
+    assert sorted(os.listdir(tmp_path)) == ["metrics.jsonl", "step_000001"]
+
+
+def test_resume_falls_back_from_a_damaged_last_checkpoint(tmp_path, capsys):
+    m, opt = build_toy(SINGLE, 0)
+    for step in (1, 2):
+        train_toy(m, opt, SINGLE, 1, start=step - 1)
+        tu.save_checkpoint(tmp_path, step, m, opt, TOY_CONFIG, None, {"pos": step}, keep_last=0)
+    last = tmp_path / "step_000002"
+    assert tu.find_resume_checkpoint(tmp_path) == last
+    for name, size in (("model.safetensors", 0), ("model.safetensors", 500), ("optim_rank0.pt", 900)):
+        intact = (last / name).read_bytes()
+        (last / name).write_bytes(intact[:size])   # what a power loss before fsync can leave
+        capsys.readouterr()
+        assert tu.find_resume_checkpoint(tmp_path) == tmp_path / "step_000001", (name, size)
+        assert f"warning: cannot resume from {last}" in capsys.readouterr().err
+        with pytest.raises(ValueError, match=re.escape(str(last / name) if name.endswith("tensors") else str(last))):
+            tu.validate_checkpoint(last)
+        (last / name).write_bytes(intact)
+    assert tu.find_resume_checkpoint(tmp_path) == last
+
+
+def test_resume_refuses_a_changed_run_unless_allowed(tmp_path, capsys):
+    @dataclasses.dataclass
+    class Run:
+        lr: float = 1e-3
+        steps: int = 4
+        data: str = ""
+    data_file = tmp_path / "d.jsonl"
+    data_file.write_text("a\n")
+    config = types.SimpleNamespace(to_dict=lambda: {"rope_theta": 50.0})
+    run = tu.describe_run(Run(data=str(data_file)), ("steps", "data"), [data_file], config)
+    m, opt = build_toy(SINGLE, 0)
+    path = tu.save_checkpoint(tmp_path / "o", 1, m, opt, TOY_CONFIG, None, {}, run=run)
+    assert tu.load_checkpoint(path, m, opt, tu.describe_run(Run(steps=8), ("steps", "data"), [data_file], config))
+    other = types.SimpleNamespace(to_dict=lambda: {"rope_theta": 10000.0})
+    with pytest.raises(ValueError, match=r"another run: model_config\.rope_theta: 50\.0 -> 10000\.0\. .*"
+                                         r"--allow_run_change=True"):
+        tu.load_checkpoint(path, m, opt, tu.describe_run(Run(), ("steps", "data"), [data_file], other))
+    with pytest.raises(ValueError, match=r"lr: 0\.001 -> 0\.01"):
+        tu.load_checkpoint(path, m, opt, tu.describe_run(Run(lr=1e-2), ("steps", "data"), [data_file], config))
+    data_file.write_text("b\n")
+    changed = tu.describe_run(Run(), ("steps", "data"), [data_file], config)
+    with pytest.raises(ValueError, match=r"sha256 of data file 0: '[0-9a-f]+' -> '[0-9a-f]+'"):
+        tu.load_checkpoint(path, m, opt, changed)
+    capsys.readouterr()
+    assert tu.load_checkpoint(path, m, opt, changed, allow_run_change=True)["step"] == 1
+    assert "continuing: allow_run_change" in capsys.readouterr().err
+
+
 def test_full_state_dict_strips_wrappers_and_copies():
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
     m = ToyVLM()
@@ -538,4 +716,7 @@ def _torchrun_worker(out):
 
 
 if __name__ == "__main__":
-    _torchrun_worker(sys.argv[1])
+    if sys.argv[1] == "crash":
+        _crash_worker(sys.argv[2], Path(sys.argv[3]))
+    else:
+        _torchrun_worker(sys.argv[1])
