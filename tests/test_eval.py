@@ -75,9 +75,13 @@ def test_vlmevalkit_tsv_reader(tmp_path):
     assert third.options == {} and E.mmmu_gold(third.answer) == ["24/7", "3.429"]
 
     # VLMEvalKit MCQ prompt; <image k> markers become <image> with the images reordered to match
-    text, images = E.build_user_text(first)
+    text, images = E.build_user_text(first, "inplace")
     assert text == ("Question: Which is red?\n<image> or <image>\nOptions:\nA. the first\nB. the second\n"
                     "Please select the correct answer from the options above. \n")
+    assert [pixel(im) for im in images] == [(0, 0, 255), (255, 0, 0)]
+    text, images = E.build_user_text(first)   # front (default): images first, the pieces joined with "\n"
+    assert text == ("<image>\n<image>\nQuestion: Which is red?\n\n or \n\nOptions:\nA. the first\n"
+                    "B. the second\nPlease select the correct answer from the options above. \n")
     assert [pixel(im) for im in images] == [(0, 0, 255), (255, 0, 0)]
     text, images = E.build_user_text(second)
     assert text.startswith("<image>\nHint: look closely\nQuestion: Same picture") and len(images) == 1
@@ -127,7 +131,7 @@ def test_mmmu_hub_parquet_reader(tmp_path):
         ("MMMU", "Art_Theory", "A", {"A": "<image 3>", "B": "none"})
     assert len(art.images) == 3 and art.images[1] is None and pixel(art.images[2]) == (0, 255, 0)
     assert art.extra["question_type"] == "multiple-choice" and art.extra["subfield"] == "Art History"
-    text, images = E.build_user_text(art)
+    text, images = E.build_user_text(art, "inplace")
     assert text == ("Question: Compare <image>.\nOptions:\nA. <image>\nB. none\n"
                     "Please select the correct answer from the options above. \n")
     assert [pixel(im) for im in images] == [(255, 0, 0), (0, 255, 0)]
@@ -432,15 +436,15 @@ def test_resume_skips_finished_samples(tmp_path):
     calls = []
     script = lambda r, n, stop: {"text": f"{r['id']} answer", "finish_reason": "stop", "num_tokens": 2}
     run = tmp_path / "run"
-    done = E.generate_run(cfg, items, "think", None, fake_sampler(script, calls), run, 4)
+    done = E.generate_run(cfg, items, "think", None, fake_sampler(script, calls), run, 4, None)
     assert len(done) == 12 and sum(len(c[0]) for c in calls) == 12
     calls.clear()
-    assert E.generate_run(cfg, items, "think", None, fake_sampler(script, calls), run, 4) == done and calls == []
+    assert E.generate_run(cfg, items, "think", None, fake_sampler(script, calls), run, 4, None) == done and calls == []
     # drop two records and tear the last line, as a killed run leaves it: exactly those are regenerated
     lines = (run / "generations.jsonl").read_text().splitlines()
     kept = lines[:9] + [lines[11][:20]]
     (run / "generations.jsonl").write_text("\n".join(kept))
-    again = E.generate_run(cfg, items, "think", None, fake_sampler(script, calls), run, 4)
+    again = E.generate_run(cfg, items, "think", None, fake_sampler(script, calls), run, 4, None)
     assert sum(len(c[0]) for c in calls) == 3 and set(again) == set(done)
     assert len((run / "generations.jsonl").read_text().splitlines()) == 12
     (run / "generations.jsonl").write_text("{broken\n" + "\n".join(lines) + "\n")
@@ -543,7 +547,7 @@ def test_nowait_never_emits_a_banned_token(tiny_checkpoint):
     bias[banned] = 4.0
     hook = m.language_model.lm_head.register_forward_hook(lambda mod, inp, out: out + bias)
     try:
-        prompt = tok.encode(model.build_prompt([{"role": "user", "content": "How many circles?"}]),
+        prompt = tok.encode(model.build_prompt([{"role": "user", "content": "How many circles?"}], tokenizer=tok),
                             add_special_tokens=False)
         kw = dict(max_new_tokens=16, temperature=1.0, stop_token_ids=sampling.stop_token_ids(tok),
                   generator=torch.Generator().manual_seed(0))
