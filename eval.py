@@ -110,10 +110,16 @@ PROTOCOLS = {"paper": dict(temperature=1.0, top_p=1.0, k=5, max_new_tokens=16384
              "released": dict(temperature=0.0, top_p=1.0, k=1, max_new_tokens=16384)}
 
 
-def protocol_of(cfg):
-    """The name of the preset that the sampling settings equal, else "custom"."""
-    return next((name for name, preset in PROTOCOLS.items()
-                 if all(getattr(cfg, key) == value for key, value in preset.items())), "custom")
+def sampling_of(cfg):
+    """The settings a protocol fixes, as this invocation has them."""
+    return {key: getattr(cfg, key) for key in PROTOCOLS["paper"]}
+
+
+def protocol_of(sampling):
+    """The name of the preset that these sampling settings equal, else "custom" (None: "unknown")."""
+    if sampling is None:
+        return "unknown"
+    return next((name for name, preset in PROTOCOLS.items() if preset == sampling), "custom")
 
 
 # Table 5: "I can't see the image" and its relatives, matched case-insensitively as substrings
@@ -1000,6 +1006,11 @@ def generate_run(cfg, items, mode, budget, sample_fn, run_dir, forced_tokens, to
     if others:   # resuming must never mix two models' samples in one avg@k
         raise ValueError(f"{gen_path} holds generations of checkpoint(s) {sorted(map(str, others))}, not "
                          f"{cfg.checkpoint!r}: use another out_dir")
+    sampling = {key: value for key, value in sampling_of(cfg).items() if key != "k"}   # k may grow on resume
+    others = {json.dumps(rec["sampling"]) for rec in done.values() if rec.get("sampling", sampling) != sampling}
+    if others:   # nor two protocols' samples (greedy and T = 1) in one avg@k
+        raise ValueError(f"{gen_path} holds generations sampled with {', '.join(sorted(others))}, not "
+                         f"{json.dumps(sampling)}: use another out_dir")
     prompts = {}
     for item in items:
         messages, images = build_messages(item, cfg.system_prompt, cfg.mmmu_images)
@@ -1016,7 +1027,7 @@ def generate_run(cfg, items, mode, budget, sample_fn, run_dir, forced_tokens, to
         with open(gen_path, "a", encoding="utf-8") as f:
             for (item, s), r in zip(part, results):
                 rec = {"id": item.id, "sample": s, "benchmark": item.benchmark, "mode": mode, "budget": budget,
-                       "checkpoint": cfg.checkpoint, **r}
+                       "checkpoint": cfg.checkpoint, "sampling": sampling, **r}
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 done[(item.id, s)] = rec
         n = start + len(part)
@@ -1067,10 +1078,11 @@ DEVIATIONS = [
 ]
 
 
-def setting_deviations(cfg, tokenizer=None):
+def setting_deviations(cfg, sampling, tokenizer=None):
     """Deviations from the released evaluation (VLMEvalKit R1V3-alpha over vLLM's OpenAI server) that depend on
     the settings, worded from the settings and from model.build_prompt itself, so that they cannot go stale.
-    tokenizer: the checkpoint's (None when only scoring: the template is then not known)."""
+    sampling: the runs' settings (run_sampling; None: they differ or are not recorded). tokenizer: the
+    checkpoint's (None when only scoring: the template is then not known)."""
     import model as M
     out = []
     if tokenizer is not None and not getattr(tokenizer, "chat_template", None):
@@ -1085,10 +1097,20 @@ def setting_deviations(cfg, tokenizer=None):
     if cfg.mmmu_images == "inplace":
         out.append("MMMU: each <image k> is replaced by its image in place (released: every image first, the "
                    "text pieces between markers joined with '\\n').")
-    if protocol_of(cfg) != "released":
-        out.append(f"Sampling ({protocol_of(cfg)}): temperature {cfg.temperature}, top_p {cfg.top_p}, avg@{cfg.k}, "
-                   f"{cfg.max_new_tokens} tokens (released evaluation: greedy, 1 sample, 16384 tokens).")
+    if sampling is None:
+        out.append("Sampling: the runs record no common setting (see runs/*/sampling).")
+    elif sampling != PROTOCOLS["released"]:
+        out.append(f"Sampling ({protocol_of(sampling)}): {sampling} (released evaluation: greedy, 1 sample, "
+                   f"16384 tokens).")
     return out
+
+
+def run_sampling(generations, cfg):
+    """A run's sampling settings, as its generations record them (a rescore may be given other flags); None
+    when they do not say (files written before they did) or disagree."""
+    found = {json.dumps(g.get("sampling"), sort_keys=True) for g in generations.values()}
+    settings = json.loads(found.pop()) if len(found) == 1 else None
+    return {**settings, "k": cfg.k} if settings else None
 
 
 def write_run(run_dir, scored, summary):
@@ -1121,8 +1143,10 @@ def write_overall(cfg, out_dir, main_keys, tokenizer=None):
         if len(mains) == 1:   # one benchmark: its breakdowns at the top level too
             overall.update({k: mains[0][k] for k in ("k", "n_items", "avg_tokens", "per_subject", "hallucination")})
     overall["runs"] = {f"{b}/{m}/{bud or 'full'}": s for (b, m, bud), s in runs.items()}
-    overall["protocol"] = protocol_of(cfg)
-    overall["deviations"] = DEVIATIONS + setting_deviations(cfg, tokenizer)
+    samplings = {json.dumps(m["sampling"], sort_keys=True) for m in mains}   # those of the main runs
+    sampling = (json.loads(samplings.pop()) if len(samplings) == 1 else None) if mains else sampling_of(cfg)
+    overall["protocol"] = protocol_of(sampling)
+    overall["deviations"] = DEVIATIONS + setting_deviations(cfg, sampling, tokenizer)
     overall["config"] = asdict(cfg)
     (Path(out_dir) / "summary.json").write_text(json.dumps(overall, indent=1, ensure_ascii=False))
     (Path(out_dir) / "summary.md").write_text(markdown_report(runs), encoding="utf-8")
@@ -1268,8 +1292,9 @@ def main(argv=None):
                 if missing:
                     raise ValueError(f"{run_dir}: {len(missing)} (id, sample) pairs not generated, e.g. {missing[:3]}")
                 scored = score_run(items, generations, cfg, mode)
-                summary = {"benchmark": bench, "mode": mode, "budget": budget, "protocol": protocol_of(cfg),
-                           "sampling": {key: getattr(cfg, key) for key in PROTOCOLS["paper"]},
+                sampling = run_sampling(generations, cfg)
+                summary = {"benchmark": bench, "mode": mode, "budget": budget, "protocol": protocol_of(sampling),
+                           "sampling": sampling,
                            **summarize_run(scored, cfg.hallucination_phrases, scorer_family(bench))}
                 write_run(run_dir, scored, summary)
                 print(f"{bench} {mode} budget={budget or 'none'}: avg@{summary['k']} = {pct(summary['accuracy'])} "

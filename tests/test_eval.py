@@ -447,6 +447,9 @@ def test_resume_skips_finished_samples(tmp_path):
     again = E.generate_run(cfg, items, "think", None, fake_sampler(script, calls), run, 4, None)
     assert sum(len(c[0]) for c in calls) == 3 and set(again) == set(done)
     assert len((run / "generations.jsonl").read_text().splitlines()) == 12
+    with pytest.raises(ValueError, match=r'sampled with \{"temperature": 1.0.*, not \{"temperature": 0.0'):
+        E.generate_run(E.EvalConfig(k=3, protocol="released", temperature=0.0), items, "think", None,
+                       fake_sampler(script, calls), run, 4, None)   # greedy samples into a T = 1 avg@k
     (run / "generations.jsonl").write_text("{broken\n" + "\n".join(lines) + "\n")
     with pytest.raises(ValueError, match=r"generations.jsonl:1: bad generation record"):
         E.read_generations(run / "generations.jsonl")
@@ -589,7 +592,7 @@ def test_end_to_end_builtin_generation_and_resume(tiny_checkpoint, tmp_path):
     assert think["k"] == 2 and think["n_items"] == 2 and "mmmu_official" in think and "boxed_rule" in think
     assert "## Modes on MMMU_tiny (Table 4)" in (out / "summary.md").read_text()
     assert think["protocol"] == overall["protocol"] == "custom"   # the paper's preset with k=2, 6 tokens
-    assert think["sampling"] == {"temperature": 1.0, "top_p": 1.0, "k": 2, "max_new_tokens": 6}
+    assert think["sampling"] == {"temperature": 1.0, "top_p": 1.0, "k": 2, "max_new_tokens": 6}   # generations say
     assert "nowait (not in the release) keeps the '<think>\\n' generation prompt" in " ".join(overall["deviations"])
     assert not any("no chat template" in d for d in overall["deviations"])   # the saved tokenizer keeps its template
     # rerun: nothing new is generated, the files are unchanged; a budget run adds its own directory
@@ -604,6 +607,7 @@ def test_end_to_end_builtin_generation_and_resume(tiny_checkpoint, tmp_path):
                    "--k=2", "--score_only=True"]) == 0   # W&B on, in WANDB_MODE=disabled
     rescored = json.loads((out / "MMMU_tiny/think_full/summary.json").read_text())
     assert rescored["per_run"] == think["per_run"]   # same rng order -> the same verdicts
+    assert rescored["sampling"] == think["sampling"]   # from the generations, not the rescore's defaults
 
 # -----------------------------------------------------------------------------
 # prompts as the released evaluation sent them (SkyworkAI/Skywork-R1V @ b806cef, eval/vlmevalkit, eval/MMK12)
@@ -667,23 +671,26 @@ def test_special_benchmark_prompts_equal_the_released_strings():
 
 
 def test_sampling_protocol_presets_and_setting_deviations():
-    assert E.protocol_of(E.EvalConfig()) == "paper"
+    assert E.protocol_of(E.sampling_of(E.EvalConfig())) == "paper" and E.protocol_of(None) == "unknown"
     released = E.parse_args(["--protocol=released"])
     assert (released.temperature, released.top_p, released.k, released.max_new_tokens) == (0.0, 1.0, 1, 16384)
-    assert E.protocol_of(released) == "released" and E.setting_deviations(released) == [
+    assert E.protocol_of(E.sampling_of(released)) == "released"
+    assert E.setting_deviations(released, E.sampling_of(released)) == [
         "nowait (not in the release) keeps the '<think>\\n' generation prompt of think mode; its ['Wait', "
         "'Alternatively', 'Hmm'] tokens are banned."]
     overridden = E.parse_args(["--protocol=released", "--k=3"])   # flags override the preset's values
-    assert (overridden.k, overridden.temperature, E.protocol_of(overridden)) == (3, 0.0, "custom")
+    assert (overridden.k, overridden.temperature, E.protocol_of(E.sampling_of(overridden))) == (3, 0.0, "custom")
     with pytest.raises(ValueError, match="--protocol='greedy'"):
         E.parse_args(["--protocol=greedy"])
     with pytest.raises(ValueError, match="--mmmu_images='middle'"):
         E.parse_args(["--mmmu_images=middle"])
-    statements = " ".join(E.setting_deviations(E.EvalConfig(mmmu_images="inplace", system_prompt="Hi.")))
-    assert "Sampling (paper): temperature 1.0, top_p 1.0, avg@5, 16384 tokens" in statements
+    cfg = E.EvalConfig(mmmu_images="inplace", system_prompt="Hi.")
+    statements = " ".join(E.setting_deviations(cfg, E.sampling_of(cfg)))
+    assert "Sampling (paper): {'temperature': 1.0, 'top_p': 1.0, 'k': 5, 'max_new_tokens': 16384}" in statements
     assert "MMMU: each <image k> is replaced by its image in place" in statements and "'Hi.'" in statements
     import model
     bare = model.build_tiny_tokenizer()
     bare.chat_template = None
-    assert "has no chat template" in E.setting_deviations(E.EvalConfig(), bare)[0]
-    assert not any("chat template" in d for d in E.setting_deviations(E.EvalConfig(), model.build_tiny_tokenizer()))
+    assert "has no chat template" in E.setting_deviations(cfg, None, bare)[0]
+    assert not any("chat template" in d for d in E.setting_deviations(cfg, None, model.build_tiny_tokenizer()))
+    assert "the runs record no common setting" in E.setting_deviations(cfg, None)[-1]
