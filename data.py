@@ -28,7 +28,7 @@ from PIL import Image
 
 import model
 
-IM_START, IM_END = "<|im_start|>", "<|im_end|>"   # ChatML, as in model.build_prompt
+IM_END = "<|im_end|>"   # ends every turn (ChatML); an SFT label span ends with it
 IMAGE_MARKER = "<image>"                          # placeholder that model.expand_image_tokens expands
 IGNORE_INDEX = -100                               # label of tokens without loss (torch cross_entropy default)
 DEFAULT_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."

@@ -666,8 +666,8 @@ def test_special_benchmark_prompts_equal_the_released_strings():
     assert E.build_messages(mmk12, system_prompt="Be brief.")[0][0] == {"role": "system", "content": "Be brief."}
     # everything else keeps the generic VLMEvalKit MCQ prompt and no system turn
     assert E.build_messages(item("MMStar")) == ([{"role": "user", "content": (
-        "<image>\nQuestion: Which?\nOptions:\nA. x\nB. y\nPlease select the correct answer from the options above. \n")}],
-        [im])
+        "<image>\nQuestion: Which?\nOptions:\nA. x\nB. y\n"
+        "Please select the correct answer from the options above. \n")}], [im])
 
 
 def test_sampling_protocol_presets_and_setting_deviations():

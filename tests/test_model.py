@@ -202,7 +202,8 @@ def test_image_token_mismatch_says_both_numbers(tok):
 
 def test_text_only_and_dummy_tiles(tok):
     model = tiny(tok)
-    text = tok(M.build_prompt([{"role": "user", "content": "2 + 1 = ?"}], tokenizer=tok), add_special_tokens=False)["input_ids"]
+    text = tok(M.build_prompt([{"role": "user", "content": "2 + 1 = ?"}], tokenizer=tok),
+               add_special_tokens=False)["input_ids"]
     ids = torch.tensor([text])
     ref = model(ids)
     # a dummy tile (image_flags=0) leaves the logits unchanged but keeps the ViT in the graph
@@ -291,7 +292,8 @@ def test_chat_template_matches_build_prompt(tok):
     assert jinja == M.build_prompt(msgs, "think", tokenizer=tok)
     assert jinja.endswith("<|im_start|>assistant\n<think>\n")
     assert M.build_prompt(msgs, "nothink", tokenizer=tok).endswith("<|im_start|>assistant\n")
-    assert M.build_prompt(msgs, "nowait", tokenizer=tok).endswith("<|im_start|>assistant\n<think>\n")  # NoWait still thinks
+    # NoWait still thinks
+    assert M.build_prompt(msgs, "nowait", tokenizer=tok).endswith("<|im_start|>assistant\n<think>\n")
     text = "<think>\nhmm\n</think>\n\\boxed{2}<|im_end|>"
     assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
     assert "<think>" in tok.decode(tok(text)["input_ids"], skip_special_tokens=True)
