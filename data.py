@@ -312,8 +312,10 @@ def tokenize_chat(tokenizer, config, sample: dict, max_len: int | None = None, o
                              f"generation prompt (e.g. it drops past think blocks); the SFT labels need it verbatim")
         pieces += [(head[len(done):], False), (full[len(head):end], True)]
         done = full[:end]
-    pieces.append((full[len(done):], False) if pieces else (model.build_prompt(
-        messages, add_generation_prompt=False, tokenizer=tokenizer), False))
+    whole = model.build_prompt(messages, add_generation_prompt=False, tokenizer=tokenizer)
+    if not whole.startswith(done):
+        raise ValueError(f"{where}: the chat template renders the conversation differently from its prefixes")
+    pieces.append((whole[len(done):], False))   # "\n" after the last assistant turn
 
     segments = []   # (text with images expanded, labelled)
     image_index = 0
