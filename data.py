@@ -28,7 +28,7 @@ from PIL import Image
 
 import model
 
-IM_START, IM_END = "<|im_start|>", "<|im_end|>"   # ChatML, as in model.build_prompt
+IM_END = "<|im_end|>"   # ends every turn (ChatML); an SFT label span ends with it
 IMAGE_MARKER = "<image>"                          # placeholder that model.expand_image_tokens expands
 IGNORE_INDEX = -100                               # label of tokens without loss (torch cross_entropy default)
 DEFAULT_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -223,12 +223,13 @@ def encode_prompt(tokenizer, config, record: Record, mode: str = "think", system
     skips or raises, by its own flag). Returns
       input_ids     list[int], image tokens expanded (<img><IMG_CONTEXT>*256*tiles</img>), for model.py
       pixel_values  [n_tiles,3,S,S] or None;  num_tiles: list[int] per image
-      prompt        ChatML string with <image> placeholders unexpanded, and images (PIL): for vLLM,
-                    whose processor does the same expansion from the same config."""
+      prompt        the prompt text (model.build_prompt: the checkpoint's chat template, else ChatML) with
+                    <image> placeholders unexpanded, and images (PIL): for vLLM, whose processor does the
+                    same expansion from the same config."""
     user = format_question(record, instruction)
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
     pixel_values, num_tiles, images = load_pixel_values(record.images, config, max_tiles, record.where)
-    prompt = model.build_prompt(messages, mode=mode, add_generation_prompt=True)
+    prompt = model.build_prompt(messages, mode=mode, add_generation_prompt=True, tokenizer=tokenizer)
     expanded = model.expand_image_tokens(prompt, num_tiles, config.num_image_token)
     input_ids = tokenizer.encode(expanded, add_special_tokens=False)
     if max_prompt_tokens is not None and len(input_ids) > max_prompt_tokens:
@@ -288,15 +289,18 @@ def tokenize_chat(tokenizer, config, sample: dict, max_len: int | None = None, o
                   max_tiles: int | None = None) -> dict | None:
     """One chat sample -> {"input_ids", "labels", "pixel_values", "num_tiles", "truncated"}, or None.
 
-    Loss on assistant tokens only (InternVL internvl2_5 rule): each assistant turn is
-        "<|im_start|>assistant\\n"  -100  |  content (think included) + "<|im_end|>"  labelled  |  "\\n"  -100
-    and every system/user turn "<|im_start|>{role}\\n{content}<|im_end|>\\n" is -100.
+    Loss on assistant tokens only (InternVL internvl2_5 rule). The conversation is rendered by model.build_prompt
+    (the checkpoint's chat template, else ChatML) and each assistant turn is cut out of it as
+        generation prompt without "<think>\\n" ("...<|im_start|>assistant\\n")  -100
+        | content (think included) + "<|im_end|>"  labelled  |  the rest ("\\n", the next turns)  -100
+    so a template's default system turn is in the input, unlabelled. A template that does not write an assistant
+    turn verbatim after its generation prompt (e.g. one that drops the think part of past turns) is an error.
     labels are aligned with input_ids (labels[t] = input_ids[t] or -100); the loss shifts them.
 
     Each of these pieces is tokenised on its own, so label boundaries are exact by construction (as
     InternVL's preprocess does turn by turn). Special tokens split the text identically either way; the one
     boundary without a special token is "assistant\\n" | content. There the result equals tokenising the
-    whole ChatML text unless the content starts with whitespace that the BPE pre-tokenizer would merge with
+    whole text unless the content starts with whitespace that the BPE pre-tokenizer would merge with
     that "\\n"; even then ours is the tokenisation the model sees at generation time, where the prompt ends in
     "assistant\\n" (tests/test_data.py checks the equality on a multi-turn example).
 
@@ -307,21 +311,35 @@ def tokenize_chat(tokenizer, config, sample: dict, max_len: int | None = None, o
         raise ValueError(f"overflow={overflow!r}, expected 'truncate', 'skip' or 'error'")
     pixel_values, num_tiles, _ = load_pixel_values(sample["images"], config, max_tiles, sample.get("where"))
 
-    segments = []   # (text, labelled)
+    messages, where = sample["messages"], sample.get("where")
+    pieces, done = [], ""   # (text, labelled); done: the text rendered so far
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        head = model.build_prompt(messages[:i], mode="nothink", tokenizer=tokenizer)   # ends "assistant\n"
+        full = model.build_prompt(messages[:i + 1], add_generation_prompt=False, tokenizer=tokenizer)
+        end = full.find(IM_END, len(head)) + len(IM_END)
+        if not (head.startswith(done) and full.startswith(head) and full[len(head):end] == m["content"] + IM_END):
+            raise ValueError(f"{where}: the chat template does not write assistant turn {i} verbatim after its "
+                             f"generation prompt (e.g. it drops past think blocks); the SFT labels need it verbatim")
+        pieces += [(head[len(done):], False), (full[len(head):end], True)]
+        done = full[:end]
+    whole = model.build_prompt(messages, add_generation_prompt=False, tokenizer=tokenizer)
+    if not whole.startswith(done):
+        raise ValueError(f"{where}: the chat template renders the conversation differently from its prefixes")
+    pieces.append((whole[len(done):], False))   # "\n" after the last assistant turn
+
+    segments = []   # (text with images expanded, labelled)
     image_index = 0
-    for m in sample["messages"]:
-        content = m["content"]
-        n_images = content.count(IMAGE_MARKER)
+    for text, labelled in pieces:
+        n_images = text.count(IMAGE_MARKER)
         if n_images:
-            content = model.expand_image_tokens(content, num_tiles[image_index:image_index + n_images],
-                                                config.num_image_token)
+            text = model.expand_image_tokens(text, num_tiles[image_index:image_index + n_images],
+                                             config.num_image_token)
             image_index += n_images
-        if m["role"] == "assistant":
-            segments += [(f"{IM_START}assistant\n", False), (content + IM_END, True), ("\n", False)]
-        else:
-            segments.append((f"{IM_START}{m['role']}\n{content}{IM_END}\n", False))
+        segments.append((text, labelled))
     if image_index != len(num_tiles):
-        raise ValueError(f"{sample.get('where')}: {image_index} {IMAGE_MARKER} markers but {len(num_tiles)} images")
+        raise ValueError(f"{where}: {image_index} {IMAGE_MARKER} markers but {len(num_tiles)} images")
 
     input_ids, labels = [], []
     for (_, labelled), ids in zip(segments, tokenizer([s for s, _ in segments], add_special_tokens=False)["input_ids"]):

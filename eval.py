@@ -2,8 +2,9 @@
 Evaluation: benchmarks from local files, slow thinking / NoThink / NoWait, thinking budgets, avg@k,
 the hallucination split. Every table of the paper is one of these runs:
 
-  Table 1   16 benchmarks, temperature 1.0, 16,384 tokens, avg@5
+  Table 1   16 benchmarks, temperature 1.0, 16,384 tokens, avg@5 (--protocol=paper, the default)
             python eval.py --checkpoint=CKPT --benchmarks=MMMU_DEV_VAL.tsv,MathVista_MINI.tsv --split=validation
+            --protocol=released: the released evaluation config instead (greedy, 1 sample, 16,384 tokens)
   Table 4   think vs nothink vs nowait (accuracy + avg tokens):   ... --mode=think,nothink,nowait
   Fig. 9    thinking budgets 1K..16K:                             ... --budgets="[1024,2048,4096,8192,16384]"
   Table 5   "I can't see the image" in the CoT: count, accuracy with/without (always computed; phrases configurable)
@@ -32,6 +33,10 @@ Thinking-budget rule (Fig. 9), applied per sample in think/nowait mode when `bud
   The token count reported includes the forced tokens. Without `budgets` there is no forcing: a single
   generation of at most `max_new_tokens` (the paper's 16,384 generation budget, §4).
 
+Prompts: each benchmark's released prompt (build_user_text), rendered with the checkpoint's own chat template
+(model.build_prompt). summary.json records the sampling protocol, and under "deviations" the ones below plus
+those of the settings (setting_deviations: sampling, nowait, system turn, MMMU image placement).
+
 Deviations from the reference scorers (stated again in summary.json under "deviations"):
   * MathVista post_check: VLMEvalKit compares str(None) with the gold for text/list answers, so those are
     always wrong; we compare the extracted answer (text: stripped string equality; list: element-wise).
@@ -50,7 +55,7 @@ import random
 import re
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +72,8 @@ class EvalConfig:
     split: str = ""                      # keep rows whose `split` column equals this (MMMU_DEV_VAL: "validation")
     max_items: int = 0                   # 0 = all; else the first N items of each benchmark (smoke tests)
     mode: str = "think"                  # think | nothink | nowait, or a comma list ("think,nothink,nowait")
+    protocol: str = "paper"              # sampling preset (PROTOCOLS) for k, temperature, top_p, max_new_tokens;
+    #                                      flags and config files override single values (then "custom")
     k: int = 5                           # samples per question -> avg@k with its std (Table 1: avg@5)
     temperature: float = 1.0             # §4: decoding temperature 1.0
     top_p: float = 1.0
@@ -82,7 +89,8 @@ class EvalConfig:
     max_images: int = 8                  # vLLM limit_mm_per_prompt (MMMU has up to 7 images per question)
     dtype: str = "auto"                  # auto: bfloat16 on GPU, float32 on CPU
     device: str = "auto"
-    system_prompt: str = ""              # "" = no system turn
+    system_prompt: str = ""              # "" = the benchmark's released one (MMK12) or none; applies to all
+    mmmu_images: str = "front"           # MMMU <image k>: front (the released pipeline) | inplace (build_user_text)
     seed: int = 0
     nowait_words: list = field(default_factory=lambda: ["Wait", "Alternatively", "Hmm"])  # §6.2
     hallucination_phrases: list = field(default_factory=lambda: list(HALLUCINATION_PHRASES))  # Table 5
@@ -93,6 +101,25 @@ class EvalConfig:
     wandb: bool = True                   # honours WANDB_MODE (disabled/offline)
     wandb_project: str = "r1v3-eval"
     run_name: str = ""
+
+
+# sampling presets. paper: §4, temperature 1.0, 16,384 tokens, avg@5. released: SkyworkAI/Skywork-R1V
+# eval/vlmevalkit/vlmeval/config.py L509-517 "R1V3-alpha" = LMDeployAPI(temperature=0, max_tokens=16384), which
+# sends n=1 and no top_p (vlmeval/api/lmdeploy.py L298-304; vLLM's default 1.0): greedy, one sample.
+PROTOCOLS = {"paper": dict(temperature=1.0, top_p=1.0, k=5, max_new_tokens=16384),
+             "released": dict(temperature=0.0, top_p=1.0, k=1, max_new_tokens=16384)}
+
+
+def sampling_of(cfg):
+    """The settings a protocol fixes, as this invocation has them."""
+    return {key: getattr(cfg, key) for key in PROTOCOLS["paper"]}
+
+
+def protocol_of(sampling):
+    """The name of the preset that these sampling settings equal, else "custom" (None: "unknown")."""
+    if sampling is None:
+        return "unknown"
+    return next((name for name, preset in PROTOCOLS.items() if preset == sampling), "custom")
 
 
 # Table 5: "I can't see the image" and its relatives, matched case-insensitively as substrings
@@ -304,32 +331,65 @@ def scorer_family(benchmark):
 
 # -----------------------------------------------------------------------------
 # prompts: each benchmark's default prompt, as the paper's VLMEvalKit run sent it (Skywork's model entry sets
-# no custom prompt, so the dataset defaults are used verbatim)
+# no custom prompt, so the dataset defaults are used verbatim). Sources quoted: SkyworkAI/Skywork-R1V @ b806cef,
+# eval/vlmevalkit/vlmeval/dataset/{image_mcq,image_vqa}.py and eval/MMK12/evaluate.py.
+
+# eval/vlmevalkit/vlmeval/dataset/image_mcq.py L1522-1524 (VisuLogic.build_prompt), appended to the question
+VISULOGIC_SUFFIX = ("\nSolve the complex visual logical reasoning problem through step-by-step reasoning."
+                    "Think about the reasoning process first "
+                    "and answer the question following this format: Answer: \\boxed{$LETTER}")
+# eval/MMK12/evaluate.py L35 (SYSTEM_PROMPT_32B, the system turn of every MMK12 item, L91-104), verbatim: the
+# Python literal "\\\\boxed" is the two characters "\\" then "boxed", and "Th answer" is their typo
+MMK12_SYSTEM_PROMPT = "Solve the question. The user asks a question, and you solves it. You first thinks about the reasoning process in the mind and then provides the user with the answer. The answer is in latex format and wrapped in $...$. The final answer must be wrapped using the \\\\boxed{} command. Th answer should be enclosed within <answer> </answer> tags, i.e., Since $1+1=2$, so the answer is $2$. <answer> The answer is $\\\\boxed{2}$ </answer>, which means the final answer assistant's output should start with <answer> and end with </answer>."  # noqa: E501
 
 
-def build_user_text(item: EvalItem):
-    """-> (user text with one "<image>" per image, images in that order).
-    VLMEvalKit MCQ datasets (MMMU, MMStar, ... and any TSV with option columns):
+def build_user_text(item: EvalItem, mmmu_images: str = "front"):
+    """-> (user text with one "<image>" per image, images in that order). Images go first ("<image>\\n" each,
+    as vLLM's OpenAI server places them) unless said otherwise.
+    VLMEvalKit MCQ datasets (MMMU, MMStar, ... and any TSV with option columns; image_mcq.py L174-208):
         "Hint: {hint}\\n" (if any) "Question: {q}\\n" "Options:\\nA. ..\\nB. ..\\n"
         "Please select the correct answer from the options above. \\n"   (MMMU open questions: no options part)
-      MMMU's "<image k>" markers are replaced by image k in place (VLMEvalKit split_MMMU; unreferenced images
-      are dropped, as there). Otherwise the images come first.
-    MathVista hub parquet: the official `query`. Other TSVs (MathVista_MINI, MathVerse, MathVision): `question`.
+      WeMath (L1259-1294): the same without the "Please select" line; WeMath_COT adds "\\n{requirement}".
+      MMMU "<image k>" markers (split_MMMU L411-431: the text is cut at each marker, image k goes between):
+        front    the released pipeline: LMDeployAPI sends the pieces as OpenAI content parts and vLLM's server
+                 (0.8.3, chat_utils._get_full_multimodal_text_prompt) joins the text parts with "\\n" and puts
+                 every image placeholder first: "<image>\\n" * n + "\\n".join(text pieces)
+        inplace  image k replaces its marker (the EMMA / InternVL chat() convention)
+      Either way the images are the referenced ones in marker order (unreferenced ones dropped, as there).
+    VisuLogic (L1510-1524): question + VISULOGIC_SUFFIX. MathVerse (image_vqa.py L362-377): `question`, or
+    `query_cot` when the benchmark name has "cot" (MathVerse_MINI_Vision_Only_cot).
+    MathVista hub parquet: the official `query`. Other TSVs (MathVista_MINI, MathVision, LogicVista): `question`.
+    MMK12 (evaluate.py L100-104, any benchmark named *mmk12*): the question (its system turn: build_messages).
     Our JSONL / K12: data.format_question (question, options, the boxed instruction used in training)."""
-    if item.extra.get("format") == "records":
+    if mmmu_images not in ("front", "inplace"):
+        raise ValueError(f"mmmu_images={mmmu_images!r}, expected 'front' or 'inplace'")
+    name = item.benchmark.lower()
+    if item.extra.get("format") == "records" and "mmk12" not in name:
         import data
         record = data.Record(id=item.id, question=item.question, answer=str(item.answer),
                              images=list(item.images), options=item.options or None, source=item.benchmark)
         return data.format_question(record), list(item.images)
 
-    if item.options and "mathvista" not in item.benchmark.lower() or is_mmmu(item.benchmark):
+    if name.startswith("mathverse"):
+        column = "query_cot" if "cot" in item.benchmark else "question"   # VLMEvalKit: 'cot' in dataset_name
+        text = item.question if column == "question" else item.extra.get(column)
+        if text is None:
+            raise ValueError(f"{item.benchmark} {item.id}: no {column!r} column (a *_cot MathVerse TSV needs it)")
+    elif name.startswith("visulogic"):
+        text = item.question + VISULOGIC_SUFFIX
+    elif "mmk12" in name:
+        text = item.question
+    elif item.options and "mathvista" not in name or is_mmmu(item.benchmark):
         text = ""
         if item.extra.get("hint"):
             text += f"Hint: {item.extra['hint']}\n"
         text += f"Question: {item.question}\n"
         if item.options:
             text += "Options:\n" + "".join(f"{k}. {v}\n" for k, v in item.options.items())
-            text += "Please select the correct answer from the options above. \n"
+            if not name.startswith("wemath"):
+                text += "Please select the correct answer from the options above. \n"
+        if name.startswith("wemath") and "COT" in item.benchmark and item.extra.get("requirement"):
+            text += f"\n{item.extra['requirement']}"
     else:
         text = item.question
 
@@ -338,9 +398,20 @@ def build_user_text(item: EvalItem):
         for k in markers:
             if k < 1 or k > len(item.images) or item.images[k - 1] is None:
                 raise ValueError(f"{item.benchmark} {item.id}: <image {k}> but the item has no image {k}")
-        return re.sub(r"<image \d+>", "<image>", text), [item.images[k - 1] for k in markers]
+        images = [item.images[k - 1] for k in markers]
+        if mmmu_images == "inplace":
+            return re.sub(r"<image \d+>", "<image>", text), images
+        return "\n".join(["<image>"] * len(images) + re.split(r"<image \d+>", text)), images
     images = [im for im in item.images if im is not None]
     return "<image>\n" * len(images) + text, images
+
+
+def build_messages(item: EvalItem, system_prompt: str = "", mmmu_images: str = "front"):
+    """-> (chat messages, images): build_user_text's user turn, after a system turn: system_prompt when given,
+    else the benchmark's released one (MMK12: MMK12_SYSTEM_PROMPT), else none (R1V3-alpha: system_prompt=None)."""
+    text, images = build_user_text(item, mmmu_images)
+    system = system_prompt or (MMK12_SYSTEM_PROMPT if "mmk12" in item.benchmark.lower() else "")
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}], images
 
 # -----------------------------------------------------------------------------
 # scoring 1: the official MMMU rules (MMMU-Benchmark/MMMU eval/eval_utils.py), rewritten from their description
@@ -934,11 +1005,12 @@ def prompt_length(prompt, images, tokenizer, config):
     return len(tokenizer.encode(M.expand_image_tokens(prompt, tiles, config.num_image_token), add_special_tokens=False))
 
 
-def generate_run(cfg, items, mode, budget, sample_fn, run_dir, forced_tokens, tokenizer=None, model_config=None,
+def generate_run(cfg, items, mode, budget, sample_fn, run_dir, forced_tokens, tokenizer, model_config=None,
                  max_prompt_tokens=None):
     """Generate the missing (id, sample) pairs of one run, appending each finished batch to generations.jsonl.
-    max_prompt_tokens (with tokenizer, model_config): a longer prompt is an error naming its item, before any
-    generation (vLLM would reject it; model.generate would run past the model's positions)."""
+    Prompts: build_messages rendered by model.build_prompt with the checkpoint's tokenizer (its chat template).
+    max_prompt_tokens (with model_config): a longer prompt is an error naming its item, before any generation
+    (vLLM would reject it; model.generate would run past the model's positions)."""
     import model as M
     gen_path = Path(run_dir) / "generations.jsonl"
     gen_path.parent.mkdir(parents=True, exist_ok=True)
@@ -947,12 +1019,15 @@ def generate_run(cfg, items, mode, budget, sample_fn, run_dir, forced_tokens, to
     if others:   # resuming must never mix two models' samples in one avg@k
         raise ValueError(f"{gen_path} holds generations of checkpoint(s) {sorted(map(str, others))}, not "
                          f"{cfg.checkpoint!r}: use another out_dir")
+    sampling = {key: value for key, value in sampling_of(cfg).items() if key != "k"}   # k may grow on resume
+    others = {json.dumps(rec["sampling"]) for rec in done.values() if rec.get("sampling", sampling) != sampling}
+    if others:   # nor two protocols' samples (greedy and T = 1) in one avg@k
+        raise ValueError(f"{gen_path} holds generations sampled with {', '.join(sorted(others))}, not "
+                         f"{json.dumps(sampling)}: use another out_dir")
     prompts = {}
     for item in items:
-        text, images = build_user_text(item)
-        messages = ([{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []) + \
-                   [{"role": "user", "content": text}]
-        prompts[item.id] = (M.build_prompt(messages, mode), images)
+        messages, images = build_messages(item, cfg.system_prompt, cfg.mmmu_images)
+        prompts[item.id] = (M.build_prompt(messages, mode, tokenizer=tokenizer), images)
     pending = [(item, s) for item in items for s in range(cfg.k) if (item.id, s) not in done]
     pending_ids = {item.id for item, _ in pending}
     for item in [it for it in items if it.id in pending_ids] if max_prompt_tokens else []:
@@ -972,7 +1047,7 @@ def generate_run(cfg, items, mode, budget, sample_fn, run_dir, forced_tokens, to
         with open(gen_path, "a", encoding="utf-8") as f:
             for (item, s), r in zip(part, results):
                 rec = {"id": item.id, "sample": s, "benchmark": item.benchmark, "mode": mode, "budget": budget,
-                       "checkpoint": cfg.checkpoint, **r}
+                       "checkpoint": cfg.checkpoint, "sampling": sampling, **r}
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 done[(item.id, s)] = rec
         n = start + len(part)
@@ -1019,8 +1094,43 @@ DEVIATIONS = [
     "str(None), so it scores them all wrong).",
     "MathVista extraction without a verifier endpoint: rewards.extract_answer instead of the GPT extractor.",
     "MMMU open: predictions de-duplicated in first-seen order instead of set() order (same set, same verdict).",
-    "nowait keeps the '<think>\\n' generation prompt (model.build_prompt's nowait mode drops it).",
+    "Images are decoded from the benchmark file as stored (the released pipeline re-encodes them as JPEG).",
 ]
+
+
+def setting_deviations(cfg, sampling, tokenizer=None):
+    """Deviations from the released evaluation (VLMEvalKit R1V3-alpha over vLLM's OpenAI server) that depend on
+    the settings, worded from the settings and from model.build_prompt itself, so that they cannot go stale.
+    sampling: the runs' settings (run_sampling; None: they differ or are not recorded). tokenizer: the
+    checkpoint's (None when only scoring: the template is then not known)."""
+    import model as M
+    out = []
+    if tokenizer is not None and not getattr(tokenizer, "chat_template", None):
+        out.append("The checkpoint's tokenizer has no chat template: prompts use ChatML without a system turn "
+                   "(the released tokenizer_config.json template is not public).")
+    nowait = M.build_prompt([{"role": "user", "content": "Q"}], "nowait", tokenizer=tokenizer)
+    think_prefix = M.THINK_START + "\n"
+    out.append(f"nowait (not in the release) {'keeps' if nowait.endswith(think_prefix) else 'drops'} the "
+               f"{think_prefix!r} generation prompt of think mode; its {cfg.nowait_words} tokens are banned.")
+    if cfg.system_prompt:
+        out.append(f"System turn {cfg.system_prompt!r} on every benchmark (released: none; MMK12 its own).")
+    if cfg.mmmu_images == "inplace":
+        out.append("MMMU: each <image k> is replaced by its image in place (released: every image first, the "
+                   "text pieces between markers joined with '\\n').")
+    if sampling is None:
+        out.append("Sampling: the runs record no common setting (see runs/*/sampling).")
+    elif sampling != PROTOCOLS["released"]:
+        out.append(f"Sampling ({protocol_of(sampling)}): {sampling} (released evaluation: greedy, 1 sample, "
+                   f"16384 tokens).")
+    return out
+
+
+def run_sampling(generations, cfg):
+    """A run's sampling settings, as its generations record them (a rescore may be given other flags); None
+    when they do not say (files written before they did) or disagree."""
+    found = {json.dumps(g.get("sampling"), sort_keys=True) for g in generations.values()}
+    settings = json.loads(found.pop()) if len(found) == 1 else None
+    return {**settings, "k": cfg.k} if settings else None
 
 
 def write_run(run_dir, scored, summary):
@@ -1039,7 +1149,7 @@ def collect_runs(out_dir):
     return runs
 
 
-def write_overall(cfg, out_dir, main_keys):
+def write_overall(cfg, out_dir, main_keys, tokenizer=None):
     """OUT/summary.json: top-level accuracy/std = the main runs of this invocation (first mode, no budget or the
     largest), macro-averaged over benchmarks run by run; every run found under OUT under "runs"."""
     runs = collect_runs(out_dir)
@@ -1053,7 +1163,10 @@ def write_overall(cfg, out_dir, main_keys):
         if len(mains) == 1:   # one benchmark: its breakdowns at the top level too
             overall.update({k: mains[0][k] for k in ("k", "n_items", "avg_tokens", "per_subject", "hallucination")})
     overall["runs"] = {f"{b}/{m}/{bud or 'full'}": s for (b, m, bud), s in runs.items()}
-    overall["deviations"] = DEVIATIONS
+    samplings = {json.dumps(m["sampling"], sort_keys=True) for m in mains}   # those of the main runs
+    sampling = (json.loads(samplings.pop()) if len(samplings) == 1 else None) if mains else sampling_of(cfg)
+    overall["protocol"] = protocol_of(sampling)
+    overall["deviations"] = DEVIATIONS + setting_deviations(cfg, sampling, tokenizer)
     overall["config"] = asdict(cfg)
     (Path(out_dir) / "summary.json").write_text(json.dumps(overall, indent=1, ensure_ascii=False))
     (Path(out_dir) / "summary.md").write_text(markdown_report(runs), encoding="utf-8")
@@ -1093,9 +1206,15 @@ def log_wandb(cfg, overall, runs):
 
 
 def parse_args(argv):
-    """config files and --key=value overrides, type-checked against EvalConfig (train_utils.parse_config)."""
+    """The sampling preset that `protocol` names, then config files and --key=value overrides, type-checked
+    against EvalConfig (train_utils.parse_config)."""
     from train_utils import parse_config, print_config
-    cfg = parse_config(EvalConfig, argv)
+    protocol = parse_config(EvalConfig, argv).protocol
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"--protocol={protocol!r}: not one of {sorted(PROTOCOLS)}")
+    cfg = parse_config(replace(EvalConfig(), **PROTOCOLS[protocol]), argv)
+    if cfg.mmmu_images not in ("front", "inplace"):
+        raise ValueError(f"--mmmu_images={cfg.mmmu_images!r}: expected front or inplace")
     print_config(cfg)
     return cfg
 
@@ -1199,14 +1318,16 @@ def main(argv=None):
                 if missing:
                     raise ValueError(f"{run_dir}: {len(missing)} (id, sample) pairs not generated, e.g. {missing[:3]}")
                 scored = score_run(items, generations, cfg, mode)
-                summary = {"benchmark": bench, "mode": mode, "budget": budget,
+                sampling = run_sampling(generations, cfg)
+                summary = {"benchmark": bench, "mode": mode, "budget": budget, "protocol": protocol_of(sampling),
+                           "sampling": sampling,
                            **summarize_run(scored, cfg.hallucination_phrases, scorer_family(bench))}
                 write_run(run_dir, scored, summary)
                 print(f"{bench} {mode} budget={budget or 'none'}: avg@{summary['k']} = {pct(summary['accuracy'])} "
                       f"± {100 * summary['std']:.2f}, {summary['avg_tokens']:.0f} tokens")
                 if mode == modes[0] and budget == budgets[-1]:
                     main_keys.append((bench, mode, budget))
-    overall, runs = write_overall(cfg, cfg.out_dir, main_keys)
+    overall, runs = write_overall(cfg, cfg.out_dir, main_keys, tokenizer)
     print(f"accuracy {pct(overall['accuracy'])} -> {Path(cfg.out_dir) / 'summary.json'}, summary.md")
     log_wandb(cfg, overall, runs)
     return 0

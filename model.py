@@ -575,14 +575,24 @@ def load_tokenizer(path):
         logging.set_verbosity(level)
 
 
-def build_prompt(messages, mode="think", add_generation_prompt=True):
-    """R1V3 ChatML. The generation prompt opens the think block (paper §6.2) except in nothink mode; nowait
-    still thinks, with the "Wait"-type tokens banned at sampling time."""
+def build_prompt(messages, mode="think", add_generation_prompt=True, *, tokenizer):
+    """The one prompt renderer: every prompt of grpo.py, sft.py (data.py), eval.py and entropy.py comes from here.
+    With the checkpoint's own chat template when its tokenizer has one (tokenizer.apply_chat_template: a released
+    checkpoint ships it in tokenizer_config.json and may add a default system turn), else R1V3 ChatML
+    "<|im_start|>{role}\\n{content}<|im_end|>\\n" with no system turn (tokenizer=None: always ChatML).
+    Think as the release does it (SkyworkAI/Skywork-R1V issue #40: the template's generation prompt is
+    "{{- '<|im_start|>assistant\\n<think>\\n' }}", and no-think is that line without "<think>\\n"): think and
+    nowait end the generation prompt with "<think>\\n" (added when the template lacks it), nothink without it
+    (removed when the template has it). nowait thinks; its "Wait"-type tokens are banned at sampling time."""
     if mode not in ("think", "nothink", "nowait"):
         raise ValueError(f"mode {mode!r} not in think/nothink/nowait")
-    text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    else:
+        text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+        text += "<|im_start|>assistant\n" if add_generation_prompt else ""
     if add_generation_prompt:
-        text += "<|im_start|>assistant\n" + ("" if mode == "nothink" else "<think>\n")
+        text = text.removesuffix(THINK_START + "\n") + ("" if mode == "nothink" else THINK_START + "\n")
     return text
 
 

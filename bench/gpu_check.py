@@ -72,7 +72,7 @@ def model_config(vocab_size=None):
 
 def prompt_ids(tok, cfg):
     text = M.build_prompt([{"role": "user", "content": M.expand_image_tokens("<image>\nSolve the problem.", [1],
-                                                                             cfg.num_image_token)}])
+                                                                             cfg.num_image_token)}], tokenizer=tok)
     return tok(text, add_special_tokens=False)["input_ids"]
 
 

@@ -241,7 +241,7 @@ def test_label_masking_exact_multi_turn_with_images(tmp_path, tokenizer, config)
     expanded = [dict(m) for m in sample["messages"]]
     expanded[1]["content"] = model.expand_image_tokens(expanded[1]["content"], [3], config.num_image_token)
     expanded[3]["content"] = model.expand_image_tokens(expanded[3]["content"], [1], config.num_image_token)
-    full = model.build_prompt(expanded, add_generation_prompt=False)
+    full = model.build_prompt(expanded, add_generation_prompt=False, tokenizer=tokenizer)
     assert ids == tokenizer.encode(full, add_special_tokens=False)
     context = tokenizer.convert_tokens_to_ids(model.IMG_CONTEXT_TOKEN)
     assert ids.count(context) == 4 * config.num_image_token
@@ -398,3 +398,39 @@ def test_next_batch_resumes_exactly():
     assert resumed == straight
     with pytest.raises(ValueError, match="batch_size 11"):
         data.next_batch(10, 11, seed=1, state=(0, 0))
+
+
+def test_label_masking_with_the_checkpoint_template(tmp_path, tokenizer, config):
+    import copy
+    sample = data.read_chat_jsonl(chat_file(tmp_path))[0]
+    plain = data.tokenize_chat(tokenizer, config, sample)
+    demo = copy.deepcopy(tokenizer)
+    demo.chat_template = model.CHAT_TEMPLATE   # the demo tokenizer's template: exactly today's samples
+    same = data.tokenize_chat(demo, config, sample)
+    assert torch.equal(same.pop("pixel_values"), plain.pop("pixel_values")) and same == plain
+
+    # a template that injects a default system turn when the sample has none
+    injected = "<|im_start|>system\nYou are Skywork-R1V.<|im_end|>\n"
+    templated = copy.deepcopy(tokenizer)
+    templated.chat_template = ("{%- if messages[0]['role'] != 'system' %}{{- '" + injected.replace("\n", "\\n")
+                               + "' }}{%- endif %}" + model.CHAT_TEMPLATE)
+    sample["messages"] = sample["messages"][1:]   # drop the sample's own system turn
+    out = data.tokenize_chat(templated, config, sample)
+    ids, labels = out["input_ids"], out["labels"]
+    assert decode(templated, ids).startswith(injected + "<|im_start|>user\n<img>")
+    assert all(label == -100 for label in labels[:len(templated.encode(injected, add_special_tokens=False))])
+    labelled = [i for i, label in enumerate(labels) if label != -100]
+    spans = [[labelled[0]]]
+    for t in labelled[1:]:
+        spans[-1].append(t) if t == spans[-1][-1] + 1 else spans.append([t])
+    assert [decode(templated, [ids[t] for t in s]) for s in spans] == [THINK1 + "<|im_end|>", ANSWER2 + "<|im_end|>"]
+    expanded = [dict(m) for m in sample["messages"]]   # token for token apply_chat_template's output
+    expanded[0]["content"] = model.expand_image_tokens(expanded[0]["content"], [3], config.num_image_token)
+    expanded[2]["content"] = model.expand_image_tokens(expanded[2]["content"], [1], config.num_image_token)
+    assert ids == templated.apply_chat_template(expanded, tokenize=True, return_dict=False)
+
+    # a template that rewrites past assistant turns (drops their think block) cannot give exact labels
+    templated.chat_template = model.CHAT_TEMPLATE.replace("message['content']",
+                                                          "message['content'].split('</think>')[-1]")
+    with pytest.raises(ValueError, match="does not write assistant turn 1 verbatim"):
+        data.tokenize_chat(templated, config, sample)

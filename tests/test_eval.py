@@ -75,9 +75,13 @@ def test_vlmevalkit_tsv_reader(tmp_path):
     assert third.options == {} and E.mmmu_gold(third.answer) == ["24/7", "3.429"]
 
     # VLMEvalKit MCQ prompt; <image k> markers become <image> with the images reordered to match
-    text, images = E.build_user_text(first)
+    text, images = E.build_user_text(first, "inplace")
     assert text == ("Question: Which is red?\n<image> or <image>\nOptions:\nA. the first\nB. the second\n"
                     "Please select the correct answer from the options above. \n")
+    assert [pixel(im) for im in images] == [(0, 0, 255), (255, 0, 0)]
+    text, images = E.build_user_text(first)   # front (default): images first, the pieces joined with "\n"
+    assert text == ("<image>\n<image>\nQuestion: Which is red?\n\n or \n\nOptions:\nA. the first\n"
+                    "B. the second\nPlease select the correct answer from the options above. \n")
     assert [pixel(im) for im in images] == [(0, 0, 255), (255, 0, 0)]
     text, images = E.build_user_text(second)
     assert text.startswith("<image>\nHint: look closely\nQuestion: Same picture") and len(images) == 1
@@ -140,7 +144,7 @@ def test_mmmu_hub_parquet_reader(tmp_path):
         ("MMMU", "Art_Theory", "A", {"A": "<image 3>", "B": "none"})
     assert len(art.images) == 3 and art.images[1] is None and pixel(art.images[2]) == (0, 255, 0)
     assert art.extra["question_type"] == "multiple-choice" and art.extra["subfield"] == "Art History"
-    text, images = E.build_user_text(art)
+    text, images = E.build_user_text(art, "inplace")
     assert text == ("Question: Compare <image>.\nOptions:\nA. <image>\nB. none\n"
                     "Please select the correct answer from the options above. \n")
     assert [pixel(im) for im in images] == [(255, 0, 0), (0, 255, 0)]
@@ -445,17 +449,20 @@ def test_resume_skips_finished_samples(tmp_path):
     calls = []
     script = lambda r, n, stop: {"text": f"{r['id']} answer", "finish_reason": "stop", "num_tokens": 2}
     run = tmp_path / "run"
-    done = E.generate_run(cfg, items, "think", None, fake_sampler(script, calls), run, 4)
+    done = E.generate_run(cfg, items, "think", None, fake_sampler(script, calls), run, 4, None)
     assert len(done) == 12 and sum(len(c[0]) for c in calls) == 12
     calls.clear()
-    assert E.generate_run(cfg, items, "think", None, fake_sampler(script, calls), run, 4) == done and calls == []
+    assert E.generate_run(cfg, items, "think", None, fake_sampler(script, calls), run, 4, None) == done and calls == []
     # drop two records and tear the last line, as a killed run leaves it: exactly those are regenerated
     lines = (run / "generations.jsonl").read_text().splitlines()
     kept = lines[:9] + [lines[11][:20]]
     (run / "generations.jsonl").write_text("\n".join(kept))
-    again = E.generate_run(cfg, items, "think", None, fake_sampler(script, calls), run, 4)
+    again = E.generate_run(cfg, items, "think", None, fake_sampler(script, calls), run, 4, None)
     assert sum(len(c[0]) for c in calls) == 3 and set(again) == set(done)
     assert len((run / "generations.jsonl").read_text().splitlines()) == 12
+    with pytest.raises(ValueError, match=r'sampled with \{"temperature": 1.0.*, not \{"temperature": 0.0'):
+        E.generate_run(E.EvalConfig(k=3, protocol="released", temperature=0.0), items, "think", None,
+                       fake_sampler(script, calls), run, 4, None)   # greedy samples into a T = 1 avg@k
     (run / "generations.jsonl").write_text("{broken\n" + "\n".join(lines) + "\n")
     with pytest.raises(ValueError, match=r"generations.jsonl:1: bad generation record"):
         E.read_generations(run / "generations.jsonl")
@@ -558,7 +565,7 @@ def test_nowait_never_emits_a_banned_token(tiny_checkpoint):
     bias[banned] = 4.0
     hook = m.language_model.lm_head.register_forward_hook(lambda mod, inp, out: out + bias)
     try:
-        prompt = tok.encode(model.build_prompt([{"role": "user", "content": "How many circles?"}]),
+        prompt = tok.encode(model.build_prompt([{"role": "user", "content": "How many circles?"}], tokenizer=tok),
                             add_special_tokens=False)
         kw = dict(max_new_tokens=16, temperature=1.0, stop_token_ids=sampling.stop_token_ids(tok),
                   generator=torch.Generator().manual_seed(0))
@@ -623,6 +630,10 @@ def test_end_to_end_builtin_generation_and_resume(tiny_checkpoint, tmp_path):
     assert overall["benchmarks"] == ["MMMU_tiny", "mine"] and mine["n_items"] == 1
     assert think["k"] == 2 and think["n_items"] == 2 and "mmmu_official" in think and "boxed_rule" in think
     assert "## Modes on MMMU_tiny (Table 4)" in (out / "summary.md").read_text()
+    assert think["protocol"] == overall["protocol"] == "custom"   # the paper's preset with k=2, 6 tokens
+    assert think["sampling"] == {"temperature": 1.0, "top_p": 1.0, "k": 2, "max_new_tokens": 6}   # generations say
+    assert "nowait (not in the release) keeps the '<think>\\n' generation prompt" in " ".join(overall["deviations"])
+    assert not any("no chat template" in d for d in overall["deviations"])   # the saved tokenizer keeps its template
     # rerun: nothing new is generated, the files are unchanged; a budget run adds its own directory
     assert E.main(args) == 0
     assert (out / "MMMU_tiny/think_full/generations.jsonl").read_text().splitlines() == gens
@@ -635,3 +646,90 @@ def test_end_to_end_builtin_generation_and_resume(tiny_checkpoint, tmp_path):
                    "--k=2", "--score_only=True"]) == 0   # W&B on, in WANDB_MODE=disabled
     rescored = json.loads((out / "MMMU_tiny/think_full/summary.json").read_text())
     assert rescored["per_run"] == think["per_run"]   # same rng order -> the same verdicts
+    assert rescored["sampling"] == think["sampling"]   # from the generations, not the rescore's defaults
+
+# -----------------------------------------------------------------------------
+# prompts as the released evaluation sent them (SkyworkAI/Skywork-R1V @ b806cef, eval/vlmevalkit, eval/MMK12)
+
+
+def test_mmmu_issue_example_in_both_placements():
+    import model
+    item = E.EvalItem(id="validation_Art_1", question="<image 1> Which painting style is shown?", answer="A",
+                      images=[Image.new("RGB", (8, 8))], options={"A": "Cubism", "B": "Baroque"},
+                      benchmark="MMMU_DEV_VAL")
+    front, images = E.build_user_text(item)   # split_MMMU + LMDeployAPI + vLLM 0.8.3 OpenAI server
+    assert front == ("<image>\nQuestion: \n Which painting style is shown?\nOptions:\nA. Cubism\nB. Baroque\n"
+                     "Please select the correct answer from the options above. \n") and len(images) == 1
+    inplace, _ = E.build_user_text(item, "inplace")
+    assert inplace == ("Question: <image> Which painting style is shown?\nOptions:\nA. Cubism\nB. Baroque\n"
+                       "Please select the correct answer from the options above. \n")
+    tok = model.build_tiny_tokenizer()   # the demo tokenizer renders the pre-issue prompt (prompt-parity.md)
+    messages, _ = E.build_messages(item, mmmu_images="inplace")
+    assert model.build_prompt(messages, "think", tokenizer=tok) == (
+        "<|im_start|>user\nQuestion: <image> Which painting style is shown?\nOptions:\nA. Cubism\nB. Baroque\n"
+        "Please select the correct answer from the options above. \n<|im_end|>\n<|im_start|>assistant\n<think>\n")
+    with pytest.raises(ValueError, match="mmmu_images='middle'"):
+        E.build_user_text(item, "middle")
+
+
+def test_special_benchmark_prompts_equal_the_released_strings():
+    im = Image.new("RGB", (8, 8))
+    item = lambda benchmark, **kw: E.EvalItem(**{"id": "1", "answer": "A", "images": [im], "benchmark": benchmark,
+                                                 "question": "Which?", "options": {"A": "x", "B": "y"}, **kw})
+    # WeMath (image_mcq.py L1259-1294): no "Please select ..." line; WeMath_COT appends its requirement
+    assert E.build_user_text(item("WeMath", extra={"hint": "h"}))[0] == \
+        "<image>\nHint: h\nQuestion: Which?\nOptions:\nA. x\nB. y\n"
+    assert E.build_user_text(item("WeMath_COT", extra={"requirement": "Think step by step."}))[0] == \
+        "<image>\nQuestion: Which?\nOptions:\nA. x\nB. y\n\nThink step by step."
+    # VisuLogic (image_mcq.py L1510-1524): the bare question and the released suffix
+    assert E.build_user_text(item("VisuLogic", question="Which shape is next?"))[0] == (
+        "<image>\nWhich shape is next?\nSolve the complex visual logical reasoning problem through step-by-step "
+        "reasoning.Think about the reasoning process first and answer the question following this format: "
+        "Answer: \\boxed{$LETTER}")
+    # MathVerse (image_vqa.py L362-377): *_cot reads query_cot, the others question; never an options block
+    cot = item("MathVerse_MINI_Vision_Only_cot", options={}, extra={"query_cot": "Find x. Think step by step."})
+    assert E.build_user_text(cot)[0] == "<image>\nFind x. Think step by step."
+    assert E.build_user_text(item("MathVerse_MINI", extra={"query_cot": "no"}))[0] == "<image>\nWhich?"
+    with pytest.raises(ValueError, match="no 'query_cot' column"):
+        E.build_user_text(item("MathVerse_MINI_Vision_Only_cot"))
+    # MMK12 (eval/MMK12/evaluate.py L35, L91-104): SYSTEM_PROMPT_32B as the system turn, the bare question
+    released_system = ("Solve the question. The user asks a question, and you solves it. You first thinks about the "
+                       "reasoning process in the mind and then provides the user with the answer. The answer is in "
+                       "latex format and wrapped in $...$. The final answer must be wrapped using the \\\\boxed{} "
+                       "command. Th answer should be enclosed within <answer> </answer> tags, i.e., Since $1+1=2$, "
+                       "so the answer is $2$. <answer> The answer is $\\\\boxed{2}$ </answer>, which means the "
+                       "final answer assistant's output should start with <answer> and end with </answer>.")
+    mmk12 = item("MMK12_test", question="Find $x$.", options={}, extra={"format": "records"})
+    assert E.build_messages(mmk12) == ([{"role": "system", "content": released_system},
+                                        {"role": "user", "content": "<image>\nFind $x$."}], [im])
+    assert E.build_messages(mmk12, system_prompt="Be brief.")[0][0] == {"role": "system", "content": "Be brief."}
+    # everything else keeps the generic VLMEvalKit MCQ prompt and no system turn
+    assert E.build_messages(item("MMStar")) == ([{"role": "user", "content": (
+        "<image>\nQuestion: Which?\nOptions:\nA. x\nB. y\n"
+        "Please select the correct answer from the options above. \n")}], [im])
+
+
+def test_sampling_protocol_presets_and_setting_deviations():
+    assert E.protocol_of(E.sampling_of(E.EvalConfig())) == "paper" and E.protocol_of(None) == "unknown"
+    released = E.parse_args(["--protocol=released"])
+    assert (released.temperature, released.top_p, released.k, released.max_new_tokens) == (0.0, 1.0, 1, 16384)
+    assert E.protocol_of(E.sampling_of(released)) == "released"
+    assert E.setting_deviations(released, E.sampling_of(released)) == [
+        "nowait (not in the release) keeps the '<think>\\n' generation prompt of think mode; its ['Wait', "
+        "'Alternatively', 'Hmm'] tokens are banned."]
+    overridden = E.parse_args(["--protocol=released", "--k=3"])   # flags override the preset's values
+    assert (overridden.k, overridden.temperature, E.protocol_of(E.sampling_of(overridden))) == (3, 0.0, "custom")
+    with pytest.raises(ValueError, match="--protocol='greedy'"):
+        E.parse_args(["--protocol=greedy"])
+    with pytest.raises(ValueError, match="--mmmu_images='middle'"):
+        E.parse_args(["--mmmu_images=middle"])
+    cfg = E.EvalConfig(mmmu_images="inplace", system_prompt="Hi.")
+    statements = " ".join(E.setting_deviations(cfg, E.sampling_of(cfg)))
+    assert "Sampling (paper): {'temperature': 1.0, 'top_p': 1.0, 'k': 5, 'max_new_tokens': 16384}" in statements
+    assert "MMMU: each <image k> is replaced by its image in place" in statements and "'Hi.'" in statements
+    import model
+    bare = model.build_tiny_tokenizer()
+    bare.chat_template = None
+    assert "has no chat template" in E.setting_deviations(cfg, None, bare)[0]
+    assert not any("chat template" in d for d in E.setting_deviations(cfg, None, model.build_tiny_tokenizer()))
+    assert "the runs record no common setting" in E.setting_deviations(cfg, None)[-1]

@@ -1,3 +1,4 @@
+import copy
 import json
 import os
 from pathlib import Path
@@ -90,7 +91,7 @@ def tiny(tok, seed=0, **overrides):
 
 def image_prompt(tok, cfg, n_images=1, question="How many circles?"):
     text = M.build_prompt([{"role": "user", "content": M.expand_image_tokens(
-        "<image>\n" * n_images + question, [1] * n_images, cfg.num_image_token)}])
+        "<image>\n" * n_images + question, [1] * n_images, cfg.num_image_token)}], tokenizer=tok)
     return tok(text, add_special_tokens=False)["input_ids"]
 
 
@@ -217,7 +218,8 @@ def test_image_token_mismatch_says_both_numbers(tok):
 
 def test_text_only_and_dummy_tiles(tok):
     model = tiny(tok)
-    text = tok(M.build_prompt([{"role": "user", "content": "2 + 1 = ?"}]), add_special_tokens=False)["input_ids"]
+    text = tok(M.build_prompt([{"role": "user", "content": "2 + 1 = ?"}], tokenizer=tok),
+               add_special_tokens=False)["input_ids"]
     ids = torch.tensor([text])
     ref = model(ids)
     # a dummy tile (image_flags=0) leaves the logits unchanged but keeps the ViT in the graph
@@ -302,10 +304,11 @@ def test_set_trainable_prints_only_when_verbose(tok, capsys):
 def test_chat_template_matches_build_prompt(tok):
     msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "1+1?"}]
     jinja = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-    assert jinja == M.build_prompt(msgs, "think")
+    assert jinja == M.build_prompt(msgs, "think", tokenizer=tok)
     assert jinja.endswith("<|im_start|>assistant\n<think>\n")
-    assert M.build_prompt(msgs, "nothink").endswith("<|im_start|>assistant\n")
-    assert M.build_prompt(msgs, "nowait").endswith("<|im_start|>assistant\n<think>\n")  # NoWait still thinks
+    assert M.build_prompt(msgs, "nothink", tokenizer=tok).endswith("<|im_start|>assistant\n")
+    # NoWait still thinks
+    assert M.build_prompt(msgs, "nowait", tokenizer=tok).endswith("<|im_start|>assistant\n<think>\n")
     text = "<think>\nhmm\n</think>\n\\boxed{2}<|im_end|>"
     assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
     assert "<think>" in tok.decode(tok(text)["input_ids"], skip_special_tokens=True)
@@ -451,3 +454,82 @@ def test_no_custom_code_question(tok, tmp_path):
     assert "custom code" not in run.stdout + run.stderr and "[y/N]" not in run.stdout + run.stderr
     assert run.stdout.split() == ["loaded", str(len(tok)), str(tok.convert_tokens_to_ids(M.IMG_CONTEXT_TOKEN))]
     assert wall < 12, wall   # imports take ~4 s here; one unanswered question alone waits 15 s
+
+
+# a checkpoint template that injects a default system turn (as InternVL's templates and Qwen2.5's do); its
+# generation prompt opens the think block, as the released one does (SkyworkAI/Skywork-R1V issue #40)
+SYSTEM_TEMPLATE = (
+    "{%- if messages[0]['role'] != 'system' %}"
+    "{{- '<|im_start|>system\\nYou are Skywork-R1V, a helpful assistant.<|im_end|>\\n' }}{%- endif %}"
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n<think>\\n' }}{%- endif %}"
+)
+
+
+def test_demo_tokenizer_prompts_are_unchanged(tok):
+    # the tiny demo tokenizer carries CHAT_TEMPLATE: its prompts are byte for byte the ChatML ones of before
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "<image>\n1+1?"}]
+    head = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n<image>\n1+1?<|im_end|>\n"
+    assert tok.chat_template == M.CHAT_TEMPLATE
+    assert M.build_prompt(msgs, "think", tokenizer=tok) == head + "<|im_start|>assistant\n<think>\n"
+    assert M.build_prompt(msgs, "nowait", tokenizer=tok) == head + "<|im_start|>assistant\n<think>\n"
+    assert M.build_prompt(msgs, "nothink", tokenizer=tok) == head + "<|im_start|>assistant\n"
+    assert M.build_prompt(msgs, add_generation_prompt=False, tokenizer=tok) == head
+    for mode in ("think", "nothink"):   # no template at all: the same ChatML
+        assert M.build_prompt(msgs, mode, tokenizer=None) == M.build_prompt(msgs, mode, tokenizer=tok)
+    with pytest.raises(ValueError, match="mode 'fast'"):
+        M.build_prompt(msgs, "fast", tokenizer=tok)
+
+
+def test_checkpoint_template_think_handling(tok):
+    tok = copy.deepcopy(tok)
+    tok.chat_template = SYSTEM_TEMPLATE
+    msgs = [{"role": "user", "content": "1+1?"}]
+    system = "<|im_start|>system\nYou are Skywork-R1V, a helpful assistant.<|im_end|>\n"
+    assert M.build_prompt(msgs, "think", tokenizer=tok) == \
+        system + "<|im_start|>user\n1+1?<|im_end|>\n<|im_start|>assistant\n<think>\n"
+    assert M.build_prompt(msgs, "nothink", tokenizer=tok) == \
+        system + "<|im_start|>user\n1+1?<|im_end|>\n<|im_start|>assistant\n"
+    # a template whose generation prompt does not open the think block gets "<think>\n" in think mode
+    tok.chat_template = SYSTEM_TEMPLATE.replace("<think>\\n", "")
+    assert M.build_prompt(msgs, "think", tokenizer=tok).endswith("<|im_end|>\n<|im_start|>assistant\n<think>\n")
+    assert M.build_prompt(msgs, "nothink", tokenizer=tok).endswith("<|im_end|>\n<|im_start|>assistant\n")
+
+
+@pytest.mark.parametrize("mode", ["think", "nothink"])
+def test_every_prompt_builder_uses_the_checkpoint_template(tok, mode, tmp_path):
+    """grpo.py, sft.py (data.encode_prompt in --mode=reject, data.tokenize_chat in training: tests/test_data.py),
+    eval.py and entropy.py: each prompt equals apply_chat_template's tokens, the default system turn included.
+    nothink is the release's recipe: the same template without "<think>\\n" in its generation prompt."""
+    import data
+    import entropy
+    import eval as E
+    import grpo
+    tok = copy.deepcopy(tok)
+    tok.chat_template = SYSTEM_TEMPLATE
+    template = SYSTEM_TEMPLATE if mode == "think" else SYSTEM_TEMPLATE.replace("<think>\\n", "")
+    expected = lambda messages: tok.apply_chat_template(messages, chat_template=template, tokenize=True,
+                                                        add_generation_prompt=True, return_dict=False)
+    config = M.tiny_config(vocab_size=len(tok))
+    record = data.Record(id="q1", question="1+1?", answer="2", images=[], options={"A": "2", "B": "3"},
+                         source="t")
+    user = [{"role": "user", "content": data.format_question(record)}]
+    assert "You are Skywork-R1V" in tok.decode(expected(user))
+
+    assert grpo.encode(tok, config, record, grpo.Config(mode=mode))["input_ids"] == expected(user)
+    assert data.encode_prompt(tok, config, record, mode=mode)["input_ids"] == expected(user)   # sft --mode=reject
+    ids, _ = entropy.build_prompt_inputs({"id": "q1", "where": "g:1"}, {"q1": record}, tok, config,
+                                         entropy.EntropyConfig(mode=mode))
+    assert ids == expected(user)
+
+    item = E.EvalItem(id="v1", question="2+2?", answer="4", images=[], options={}, benchmark="MathVision")
+    seen = []
+
+    def sample_fn(rows, max_tokens, stop_at_think_end):
+        seen.extend(rows)
+        return [{"text": "4", "finish_reason": "stop", "num_tokens": 1} for _ in rows]
+    E.generate_run(E.EvalConfig(k=1), [item], mode, None, sample_fn, tmp_path / "run", 4, tok)
+    assert tok.encode(seen[0]["prompt"], add_special_tokens=False) == \
+        expected([{"role": "user", "content": "2+2?"}])

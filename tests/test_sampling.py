@@ -25,8 +25,8 @@ def tiny():
     torch.manual_seed(0)
     net = model.build_model(model.tiny_config(vocab_size=len(tok))).eval()
     net.img_context_token_id = tok.convert_tokens_to_ids(model.IMG_CONTEXT_TOKEN)
-    text = model.build_prompt([{"role": "user", "content": "How many?"}])
-    image_text = model.build_prompt([{"role": "user", "content": "<image>\nHow many?"}])
+    text = model.build_prompt([{"role": "user", "content": "How many?"}], tokenizer=tok)
+    image_text = model.build_prompt([{"role": "user", "content": "<image>\nHow many?"}], tokenizer=tok)
     tiles = model.image_to_pixel_values(Image.new("RGB", (60, 40), (200, 10, 10)), net.config)   # [n,3,S,S]
     expanded = model.expand_image_tokens(image_text, [tiles.shape[0]], net.config.num_image_token)
     prompts = [{"input_ids": tok.encode(text, add_special_tokens=False), "pixel_values": None},

@@ -505,7 +505,8 @@ def test_vllm_backend_arguments_with_a_fake_vllm(tiny, tmp_path, questions, monk
                                      skip_special_tokens=False, seed=None)
     q1, q2, q3 = made["requests"]
     assert q1["prompt"] == model.build_prompt([{"role": "user", "content": data.format_question(
-        data.read_records(questions)[0])}])  # ChatML ending in "<|im_start|>assistant\n<think>\n", <image> unexpanded
+        data.read_records(questions)[0])}], tokenizer=tiny.tok)
+    # ChatML ending in "<|im_start|>assistant\n<think>\n", <image> unexpanded
     assert "<image>" in q1["prompt"] and "<IMG_CONTEXT>" not in q1["prompt"]
     assert [im.size for im in q1["multi_modal_data"]["image"]] == [(60, 40)] and "multi_modal_data" not in q2
     assert counts["total"]["kept"] == 3  # same decisions as the built-in sampler
