@@ -102,6 +102,9 @@ class Config:
     mini_batches: int = 1               # optimizer steps per epoch; §3.3: mini-batch 32 prompts = 1 step/episode
     ppo_epochs: int = 1
     micro_batch_size: int = 2           # sequences per forward/backward on each rank (memory only, not the math)
+    micro_batch_tokens: int = 0         # > 0: prompt+response tokens per forward instead (next-fit, data order)
+    packing: bool = True                # a micro-batch is one row without padding (position ids restart per
+                                        # sequence, no attention mask); False: right-padded rows with a mask
     # optimizer (§3.3 lr 1e-5; §5.4 compares 1e-6)
     lr: float = 1e-5
     lr_schedule: Literal["constant", "cosine"] = "constant"
@@ -414,31 +417,48 @@ def collect_groups(step, records, data_state, data_seed, cfg, dist, rollout, tok
     return kept, data_state, sums
 
 
-def micro_batches(samples, size, dist, pad_id):
-    """Chunks of `size` sequences. Under FSDP every rank must run the same number of forward/backward passes,
-    so a rank with fewer chunks runs dummy ones (one 2-token sequence, loss weight 0)."""
-    chunks = [samples[i:i + size] for i in range(0, len(samples), size)]
+def micro_batches(samples, cfg, dist, pad_id):
+    """Chunks of micro_batch_tokens tokens (next-fit in order) when > 0, else of micro_batch_size sequences.
+    Under FSDP every rank must run the same number of forward/backward passes, so a rank with fewer chunks runs
+    dummy ones (one 2-token sequence, loss weight 0)."""
+    if cfg.micro_batch_tokens > 0:
+        lengths = [len(s["prompt_ids"]) + len(s["response_ids"]) for s in samples]
+        chunks = [[samples[i] for i in g] for g in data.token_budget_groups(lengths, cfg.micro_batch_tokens)]
+    else:
+        size = cfg.micro_batch_size
+        chunks = [samples[i:i + size] for i in range(0, len(samples), size)]
     count = int(tu.all_reduce_max(float(len(chunks)), dist))
     dummy = {"prompt_ids": [pad_id], "response_ids": [pad_id], "pixel_values": None, "advantage": 0.0,
              "dummy": True}
     return chunks + [[dummy]] * (count - len(chunks))
 
 
-def sequence_logprobs(model, samples, pad_id, image_size, chunk_size, with_grad):
+def sequence_logprobs(model, samples, pad_id, image_size, chunk_size, with_grad, packing=True):
     """One forward over prompt + response of each sample -> (logp, entropy, mask) [B, L] over response tokens.
+    packing: the sequences are one row [1, sum of lengths] with position ids restarting at each (data.pack_samples;
+    transformers keeps them apart), else right-padded rows [B, T] with an attention mask. The same numbers.
     Log-probs come from the final hidden states through lm_head in chunks (entropy.py): no [N, V] fp32 logits."""
     device = next(model.parameters()).device
-    batch = data.collate_right_padded([{"input_ids": s["prompt_ids"] + s["response_ids"],
-                                        "pixel_values": s["pixel_values"]} for s in samples], pad_id, image_size)
+    seqs = [{"input_ids": s["prompt_ids"] + s["response_ids"], "pixel_values": s["pixel_values"]} for s in samples]
+    lengths = [len(s["response_ids"]) for s in samples]
+    if packing:
+        total = sum(len(s["input_ids"]) for s in seqs)
+        batch = data.pack_samples(seqs, total, pad_id, image_size)
+        attention_mask, position_ids = None, batch["position_ids"].to(device)
+        starts = [0] + torch.tensor([len(s["input_ids"]) for s in seqs]).cumsum(0).tolist()[:-1]
+        rows = torch.zeros(sum(lengths), dtype=torch.long, device=device)   # every sequence in row 0 ...
+    else:
+        batch = data.collate_right_padded(seqs, pad_id, image_size)
+        attention_mask, position_ids = batch["attention_mask"].to(device), None
+        starts = [0] * len(seqs)
+        rows = torch.tensor([i for i, n in enumerate(lengths) for _ in range(n)], device=device)
     pixel_values = batch["pixel_values"].to(device) if batch["pixel_values"] is not None else None
     image_flags = batch["image_flags"].to(device) if batch["image_flags"] is not None else None
     hidden = model(batch["input_ids"].to(device), pixel_values=pixel_values, image_flags=image_flags,
-                   attention_mask=batch["attention_mask"].to(device), return_hidden=True)   # [B, T, D]
-    lengths = [len(s["response_ids"]) for s in samples]
-    # the state at position P + t - 1 predicts response token t (prompt length P)
-    rows = torch.tensor([i for i, n in enumerate(lengths) for _ in range(n)], device=device)
-    cols = torch.tensor([len(s["prompt_ids"]) - 1 + t for s in samples for t in range(len(s["response_ids"]))],
-                        device=device)
+                   attention_mask=attention_mask, position_ids=position_ids, return_hidden=True)   # [B|1, T, D]
+    # ... from its start: the state at position start + P + t - 1 predicts response token t (prompt length P)
+    cols = torch.tensor([start + len(s["prompt_ids"]) - 1 + t for start, s in zip(starts, samples)
+                         for t in range(len(s["response_ids"]))], dtype=torch.long, device=device)
     targets = torch.tensor([t for s in samples for t in s["response_ids"]], device=device)
     # FSDP2 leaves the root group (lm_head) unsharded from forward to the end of backward; should it be a shard,
     # full_tensor() gathers it, differentiably
@@ -469,13 +489,13 @@ def update_policy(model, ref_model, optimizer, groups, step, cfg, dist, pad_id, 
     if need_old or cfg.kl_beta > 0:
         with torch.no_grad():
             for mini in minis:
-                for micro in micro_batches(mini, cfg.micro_batch_size, dist, pad_id):
+                for micro in micro_batches(mini, cfg, dist, pad_id):
                     if need_old:
-                        logp, _, _ = sequence_logprobs(model, micro, pad_id, image_size, chunk, with_grad=False)
+                        logp, _, _ = sequence_logprobs(model, micro, pad_id, image_size, chunk, False, cfg.packing)
                         for i, s in enumerate(micro):
                             s["old_logp"] = logp[i, :len(s["response_ids"])]
                     if ref_model is not None:
-                        logp, _, _ = sequence_logprobs(ref_model, micro, pad_id, image_size, chunk, with_grad=False)
+                        logp, _, _ = sequence_logprobs(ref_model, micro, pad_id, image_size, chunk, False, cfg.packing)
                         for i, s in enumerate(micro):
                             s["ref_logp"] = logp[i, :len(s["response_ids"])]
 
@@ -484,8 +504,8 @@ def update_policy(model, ref_model, optimizer, groups, step, cfg, dist, pad_id, 
     opt_step = step * K * E
     for epoch in range(E):
         for k, mini in enumerate(minis):
-            for micro in micro_batches(mini, cfg.micro_batch_size, dist, pad_id):
-                logp, ent, mask = sequence_logprobs(model, micro, pad_id, image_size, chunk, with_grad=True)
+            for micro in micro_batches(mini, cfg, dist, pad_id):
+                logp, ent, mask = sequence_logprobs(model, micro, pad_id, image_size, chunk, True, cfg.packing)
                 old = padded([s.get("old_logp") for s in micro], mask) if need_old else logp.detach()   # ratio 1
                 ref = padded([s.get("ref_logp") for s in micro], mask) if ref_model is not None else None
                 adv = torch.tensor([s["advantage"] for s in micro], device=logp.device)
