@@ -270,6 +270,56 @@ def build_llm_config(llm_config):
     return cfg
 
 
+# -----------------------------------------------------------------------------
+# packed (padding-free) attention for the LLM: one row of several sequences, position ids restarting at each.
+# transformers 5.19 detects such a row from position_ids (masking_utils.find_packed_sequence_indices) and, for
+# "sdpa", builds a dense [T, T] block-causal mask: (sum T_i)^2 work and memory. "sdpa_packed" is sdpa everywhere
+# else, but a packed row gets one causal sdpa call per sequence instead (sum T_i^2, no mask). The boundaries
+# travel as cu_seq_lens_q/k and max_length_q/k, the varlen kwargs of transformers' flash_attention_2, so setting
+# model.language_model.config._attn_implementation = "flash_attention_2" (GPU, flash-attn installed) runs the
+# same packed rows through the varlen kernel.
+
+
+def packed_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
+                          cu_seq_lens_q=None, **kwargs):   # query [1,H,T,d], key/value [1,H_kv,T,d]
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    if cu_seq_lens_q is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    bounds = cu_seq_lens_q.tolist()
+    gqa = query.shape[1] != key.shape[1]
+    out = torch.cat([F.scaled_dot_product_attention(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], is_causal=True,
+                                                    scale=scaling, enable_gqa=gqa)
+                     for a, b in zip(bounds[:-1], bounds[1:])], dim=2)
+    return out.transpose(1, 2).contiguous(), None   # [1,T,H,d] as transformers' sdpa returns
+
+
+def packed_sdpa_mask(*args, attention_mask=None, **kwargs):
+    """No mask for a row without padding (causal, or packed: the attention splits it); else sdpa's mask."""
+    from transformers.masking_utils import sdpa_mask
+    return None if attention_mask is None else sdpa_mask(*args, attention_mask=attention_mask, **kwargs)
+
+
+def packed_sequence_kwargs(position_ids):
+    """position_ids [1,T] restarting at 0 for each sequence -> the varlen kwargs (cu_seq_lens [n+1] int32)."""
+    if position_ids.shape[0] != 1:
+        raise ValueError(f"a packed batch is one row (data.pack_samples(..., max_len=total)), got "
+                         f"position_ids {list(position_ids.shape)}")
+    starts = (position_ids[0] == 0).nonzero()[:, 0]
+    if len(starts) == 0 or starts[0] != 0:
+        raise ValueError("packed position_ids must start at 0")
+    cu = torch.cat([starts, starts.new_tensor([position_ids.shape[1]])]).to(torch.int32)
+    longest = int((cu[1:] - cu[:-1]).max())
+    return {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": longest, "max_length_k": longest}
+
+
+def register_packed_attention():
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+    AttentionInterface.register("sdpa_packed", packed_sdpa_attention)
+    AttentionMaskInterface.register("sdpa_packed", packed_sdpa_mask)
+
+
 class InternVLChatModel(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -279,8 +329,9 @@ class InternVLChatModel(nn.Module):
         ratio = int(1 / config.downsample_ratio) ** 2
         self.vision_model = InternVisionModel(config.vision_config)
         self.mlp1 = nn.Sequential(nn.LayerNorm(vd * ratio), nn.Linear(vd * ratio, ld), nn.GELU(), nn.Linear(ld, ld))
+        register_packed_attention()
         self.language_model = AutoModelForCausalLM.from_config(build_llm_config(config.llm_config),
-                                                               attn_implementation="sdpa")
+                                                               attn_implementation="sdpa_packed")
         self.img_context_token_id = config.extra.get("img_context_token_id")
 
     def extract_feature(self, pixel_values):  # [N,3,S,S] -> [N,num_image_token,D_llm]
@@ -312,8 +363,13 @@ class InternVLChatModel(nn.Module):
                 embeds = embeds + 0.0 * dummy.sum().to(embeds.dtype)
         elif n_ctx:
             raise ValueError(f"{n_ctx} {IMG_CONTEXT_TOKEN} tokens in input_ids but 0 image features (no pixel_values)")
+        # a row without attention mask whose position ids restart is packed (data.pack_samples): its sequences are
+        # kept apart by the attention kernel (packed_sdpa_attention / flash varlen), never by a dense mask
+        packed = position_ids is not None and attention_mask is None and past_key_values is None and \
+            bool((position_ids[:, 1:] == 0).any())
         out = self.language_model.model(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
-                                        past_key_values=past_key_values, use_cache=past_key_values is not None)
+                                        past_key_values=past_key_values, use_cache=past_key_values is not None,
+                                        **(packed_sequence_kwargs(position_ids) if packed else {}))
         hidden = out.last_hidden_state
         return hidden if return_hidden else self.language_model.lm_head(hidden)
 

@@ -211,6 +211,30 @@ def test_text_only_and_dummy_tiles(tok):
     assert model.vision_model.embeddings.patch_embedding.weight.grad is not None
 
 
+def test_packed_row_equals_each_sequence_alone(tok):
+    """A padding-free row of three sequences (two with images, GQA heads) gives each sequence's own outputs: the
+    <IMG_CONTEXT> runs get their own tiles in order, and no sequence sees another (no mask is built)."""
+    import data
+    model = tiny(tok)
+    cfg = model.config
+    text = tok(M.build_prompt([{"role": "user", "content": "2 + 1 = ?"}]), add_special_tokens=False)["input_ids"]
+    seqs = [image_prompt(tok, cfg, 2, "Sum both"), text, image_prompt(tok, cfg, 1, "How many?")]
+    pv = random_pixels(3, cfg)
+    tiles = [pv[:2], None, pv[2:]]
+    batch = data.pack_samples([{"input_ids": s, "pixel_values": t} for s, t in zip(seqs, tiles)], 10 ** 6)
+    assert batch["input_ids"].shape == (1, sum(map(len, seqs)))
+    packed = model(batch["input_ids"], pixel_values=batch["pixel_values"], position_ids=batch["position_ids"])[0]
+    start = 0
+    for s, t in zip(seqs, tiles):
+        alone = model(torch.tensor([s]), pixel_values=t)[0]
+        torch.testing.assert_close(packed[start:start + len(s)], alone, rtol=1e-5, atol=1e-5)
+        start += len(s)
+    kwargs = M.packed_sequence_kwargs(batch["position_ids"])
+    assert kwargs["cu_seq_lens_q"].tolist() == [0, len(seqs[0]), len(seqs[0]) + len(seqs[1]), start]
+    with pytest.raises(ValueError, match="one row"):
+        M.packed_sequence_kwargs(torch.zeros(2, 4, dtype=torch.long))
+
+
 def test_position_embedding_interpolates_to_other_sizes(tok):
     model = tiny(tok)
     x = torch.randn(1, 3, 168, 168)  # 12x12 patches from a 8x8 grid
