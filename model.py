@@ -676,12 +676,19 @@ def sample_next(logits, temperature, top_p, banned, generator):
 
 @torch.no_grad()
 def generate(model, prompts, pixel_values=None, image_flags=None, max_new_tokens=256, temperature=1.0, top_p=1.0,
-             stop_token_ids=(), banned_token_ids=(), pad_token_id=0, generator=None, sync_ranks=False):
+             stop_token_ids=(), banned_token_ids=(), pad_token_id=0, generator=None, sync_ranks=False,
+             static_cache=None, compile_step=None):
     """Left-padded batched sampling. The prefix is encoded once (KV cache); rows that finish leave the batch.
     sync_ranks: under FSDP every rank must run the same number of forwards, so a rank that is done keeps
-    running one-token forwards until all ranks are done."""
+    running one-token forwards until all ranks are done.
+    static_cache (default: on cuda): the GPU decode loop instead (decode_static); compile_step (default: on
+    cuda) also captures its one-token step in CUDA graphs. Both give the same tokens (tests/test_model.py)."""
     from transformers import DynamicCache
     device = next(model.parameters()).device
+    if static_cache if static_cache is not None else device.type == "cuda":
+        return decode_static(model, prompts, pixel_values, image_flags, max_new_tokens, temperature, top_p,
+                             stop_token_ids, banned_token_ids, pad_token_id, generator, sync_ranks,
+                             device.type == "cuda" if compile_step is None else compile_step)
     b, width = len(prompts), max(len(p) for p in prompts)
     input_ids = torch.full((b, width), pad_token_id, dtype=torch.long, device=device)
     attn = torch.zeros((b, width), dtype=torch.long, device=device)
@@ -731,6 +738,80 @@ def generate(model, prompts, pixel_values=None, image_flags=None, max_new_tokens
         while sync_ranks_step(model, device, alive=False):
             pass
     return [{"token_ids": out_tokens[i], "logprobs": out_logprobs[i], "finish_reason": finish[i]} for i in range(b)]
+
+
+def decode_step(model, tokens, attention_mask, position_ids, cache):
+    """One token per row through the LLM alone (a sampled token is never <IMG_CONTEXT>: no image path, no
+    host sync) -> fp32 logits [b, V] of the next token."""
+    hidden = model.language_model.model(input_ids=tokens, attention_mask=attention_mask, position_ids=position_ids,
+                                        past_key_values=cache, use_cache=True).last_hidden_state
+    return model.language_model.lm_head(hidden[:, -1]).float()
+
+
+_compiled_steps = {}
+
+
+@torch.no_grad()
+def decode_static(model, prompts, pixel_values, image_flags, max_new_tokens, temperature, top_p, stop_token_ids,
+                  banned_token_ids, pad_token_id, generator, sync_ranks, compile_step):
+    """generate's loop with fixed shapes, so that a decode step is one CUDA-graph replay instead of ~900 kernel
+    launches: a StaticCache [b, H_kv, width + max_new_tokens, d] (transformers 5.19 cache_utils.StaticLayer:
+    written in place at its running length) and a full-width attention mask [b, width + max_new_tokens] whose
+    column width + t opens at step t. Rows that finish stay in the batch and feed pad tokens; their outputs are
+    dropped. Sampled tokens stay on the device; the host checks for "all rows done" every 16 steps.
+    compile_step: decode_step through torch.compile(mode="reduce-overhead") (CUDA graphs on cuda)."""
+    from transformers import StaticCache
+    device = next(model.parameters()).device
+    b, width = len(prompts), max(len(p) for p in prompts)
+    total = width + max_new_tokens
+    input_ids = torch.full((b, width), pad_token_id, dtype=torch.long, device=device)
+    attn = torch.zeros((b, total), dtype=torch.long, device=device)   # [b, total]: static for the whole loop
+    for i, p in enumerate(prompts):
+        input_ids[i, width - len(p):] = torch.tensor(p, device=device)
+        attn[i, width - len(p):width] = 1
+    positions = (attn[:, :width].cumsum(-1) - 1).clamp(min=0)
+    vocab = model.language_model.get_output_embeddings().weight.shape[0]
+    banned = torch.zeros(vocab, dtype=torch.bool, device=device)
+    banned[list(banned_token_ids)] = True
+    if model.img_context_token_id is not None:
+        banned[model.img_context_token_id] = True
+    stop = torch.tensor(sorted(set(stop_token_ids)) or [-1], device=device)
+    cache = StaticCache(config=model.language_model.config, max_cache_len=total)
+    logits = model(input_ids, pixel_values=pixel_values, image_flags=image_flags, attention_mask=attn,
+                   position_ids=positions, past_key_values=cache)[:, -1].float()
+    step_fn = decode_step
+    if compile_step:   # one compiled callable per model: later calls with the same shapes replay its graphs
+        step_fn = _compiled_steps.setdefault(id(model), torch.compile(decode_step, mode="reduce-overhead"))
+    out_tokens = torch.full((b, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
+    out_logprobs = torch.zeros((b, max_new_tokens), device=device)
+    lengths = torch.full((b,), max_new_tokens, dtype=torch.long, device=device)   # tokens kept per row
+    stopped = torch.zeros(b, dtype=torch.bool, device=device)
+    next_pos = positions[:, -1:] + 1   # [b, 1]
+    steps = 0
+    for step in range(max_new_tokens):
+        tokens, logprobs = sample_next(logits, temperature, top_p, banned, generator)
+        out_tokens[:, step], out_logprobs[:, step] = tokens, logprobs
+        newly = ~stopped & torch.isin(tokens, stop)
+        lengths = torch.where(newly, step + 1, lengths)
+        stopped |= newly
+        steps = step + 1
+        if step == max_new_tokens - 1 or (step % 16 == 15 and bool(stopped.all())):
+            break
+        attn[:, width + step] = 1
+        tokens = torch.where(stopped, pad_token_id, tokens)
+        logits = step_fn(model, tokens[:, None], attn, next_pos, cache)
+        if compile_step:
+            logits = logits.clone()   # a CUDA-graph output is overwritten by the next replay
+        next_pos = next_pos + 1
+        if sync_ranks:
+            sync_ranks_step(model, device, alive=True)
+    if sync_ranks:
+        while sync_ranks_step(model, device, alive=False):
+            pass
+    lengths, stopped = lengths.clamp(max=steps).tolist(), stopped.tolist()
+    tokens, logprobs = out_tokens.tolist(), out_logprobs.tolist()
+    return [{"token_ids": tokens[i][:lengths[i]], "logprobs": logprobs[i][:lengths[i]],
+             "finish_reason": "stop" if stopped[i] else "length"} for i in range(b)]
 
 
 def sync_ranks_step(model, device, alive):

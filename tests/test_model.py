@@ -258,6 +258,32 @@ def test_kv_cache_generation_equals_no_cache_greedy(tok, overrides):
         assert res["finish_reason"] == "length" and len(res["logprobs"]) == 12
 
 
+@pytest.mark.parametrize("overrides", [{}, VIT_6B_STYLE])
+def test_static_cache_decode_equals_dynamic_decode_greedy(tok, overrides):
+    """The GPU decode loop (StaticCache, finished rows kept in the batch under a mask) gives today's tokens on
+    multi-image batches of different prompt lengths, rows stopping at different steps included."""
+    model = tiny(tok, **overrides)
+    cfg = model.config
+    prompts = [image_prompt(tok, cfg, 1, "How many?"), image_prompt(tok, cfg, 2, "Sum the numbers in both images, then"),
+               image_prompt(tok, cfg, 1, "Count"), image_prompt(tok, cfg, 3, "Which of the three images")]
+    pv = random_pixels(7, cfg)
+    kwargs = dict(pixel_values=pv, max_new_tokens=20, temperature=0, pad_token_id=tok.pad_token_id)
+    dynamic = M.generate(model, prompts, static_cache=False, **kwargs)
+    static = M.generate(model, prompts, static_cache=True, compile_step=False, **kwargs)
+    assert [r["token_ids"] for r in static] == [r["token_ids"] for r in dynamic]
+    for a, b in zip(static, dynamic):
+        assert a["finish_reason"] == b["finish_reason"] == "length"
+        torch.testing.assert_close(torch.tensor(a["logprobs"]), torch.tensor(b["logprobs"]), rtol=1e-4, atol=1e-4)
+    # stop tokens: rows end at different steps (one at its first token), the others go on unchanged
+    stops = [dynamic[0]["token_ids"][0], dynamic[1]["token_ids"][5]]
+    dynamic = M.generate(model, prompts, static_cache=False, stop_token_ids=stops, **kwargs)
+    static = M.generate(model, prompts, static_cache=True, compile_step=False, stop_token_ids=stops, **kwargs)
+    assert [(r["token_ids"], r["finish_reason"]) for r in static] == \
+        [(r["token_ids"], r["finish_reason"]) for r in dynamic]
+    assert len(static[0]["token_ids"]) == 1 and static[0]["finish_reason"] == "stop"
+    assert len({len(r["token_ids"]) for r in static}) > 1
+
+
 def test_generation_stops_bans_and_returns_logprobs(tok):
     model = tiny(tok)
     prompts = [image_prompt(tok, model.config)] * 4
