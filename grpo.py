@@ -40,7 +40,6 @@ generator seeded by (seed, step, round, rank), so N steps == N/2 steps + --resum
 Everything runs in eval mode: there is no dropout in R1V3, and drop-path in the ViT would make pi_old and
 pi_theta different functions of the same weights.
 """
-import contextlib
 import inspect
 import math
 import os
@@ -210,15 +209,14 @@ class BuiltinRollout:
     """sampling.BuiltinSampler on the policy itself (CPU, tests, small models). Under FSDP every rank runs the
     same number of forwards (sync_ranks), and image-free batches carry a dummy tile so every rank runs the ViT."""
 
-    def __init__(self, model, tokenizer, cfg, dist, autocast=contextlib.nullcontext):
-        self.ranks, self.autocast = [dist.rank], autocast
+    def __init__(self, model, tokenizer, cfg, dist):
+        self.ranks = [dist.rank]
         self.sampler = sampling.BuiltinSampler(model, tokenizer, cfg.temperature, cfg.top_p, cfg.rollout_batch_size,
                                                sync_ranks=dist.world_size > 1)
 
     def generate(self, prompts, n, max_tokens, seed):
         self.sampler.generator.manual_seed(seed)
-        with self.autocast():
-            return self.sampler.sample(prompts, n, max_tokens)
+        return self.sampler.sample(prompts, n, max_tokens)
 
     def sleep(self):
         pass
@@ -293,9 +291,9 @@ def vllm_model_runner(llm):
     return getattr(worker, "worker", worker).model_runner   # WorkerWrapperBase -> Worker (older vLLM: no wrapper)
 
 
-def make_rollout(cfg, dist, model, tokenizer, checkpoint, autocast=contextlib.nullcontext):
+def make_rollout(cfg, dist, model, tokenizer, checkpoint):
     if sampling.pick_backend(cfg.rollout_backend) == "builtin":
-        return BuiltinRollout(model, tokenizer, cfg, dist, autocast)
+        return BuiltinRollout(model, tokenizer, cfg, dist)
     longest = max(tokens for _, tokens in cfg.response_length_schedule)
     return VLLMRollout(checkpoint, cfg, dist, tokenizer, max_model_len=cfg.max_prompt_tokens + longest)
 
@@ -584,9 +582,8 @@ def main(cfg, rollout=None, reward_fn=None):
     tu.set_seed(cfg.seed + dist.rank)
     cuda = dist.device.type == "cuda"
     param_dtype = torch.bfloat16 if cuda and cfg.dtype == "bfloat16" else None
-    # one GPU: no FSDP wrapper casts for us, so autocast does the bf16 compute of our forwards (not vLLM's)
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda and W == 1 and param_dtype else \
-        contextlib.nullcontext
+    # bf16 compute through FSDP2's MixedPrecisionPolicy on any number of GPUs (one GPU: a one-rank group,
+    # train_utils.wrap_fsdp): weights are cast once per forward, not at every op as under autocast
 
     tokenizer = load_tokenizer(cfg.init_from)
     model_config = ModelConfig.from_json(Path(cfg.init_from) / "config.json")
@@ -615,7 +612,7 @@ def main(cfg, rollout=None, reward_fn=None):
             print(f"resumed from {resume_from} at step {state['step']}")
     logger = tu.RunLogger(cfg.out_dir, cfg, cfg.wandb_project, cfg.run_name, enabled=dist.is_main,
                           resume_step=state["step"] if resume_from is not None else None)
-    rollout = rollout or make_rollout(cfg, dist, model, tokenizer, resume_from or cfg.init_from, autocast)
+    rollout = rollout or make_rollout(cfg, dist, model, tokenizer, resume_from or cfg.init_from)
     if reward_fn is None:
         reward_cfg = rewards.RewardConfig(accuracy_weight=cfg.accuracy_weight, think_mode=cfg.mode == "think",
                                           verifier_url=cfg.verifier_url, num_workers=cfg.reward_workers)
@@ -647,9 +644,8 @@ def main(cfg, rollout=None, reward_fn=None):
         # 3. policy update (eq. 7)
         rollout.sleep()
         t0 = time.time()
-        with autocast():
-            train_sums, last = update_policy(model, ref_model, optimizer, groups, step, cfg, dist,
-                                             tokenizer.pad_token_id, image_size, critical_seqs)
+        train_sums, last = update_policy(model, ref_model, optimizer, groups, step, cfg, dist,
+                                         tokenizer.pad_token_id, image_size, critical_seqs)
         train_s = time.time() - t0
 
         # 4. the new weights into the rollout engine
