@@ -409,10 +409,9 @@ def pack_samples(samples, max_len: int, pad_id: int = 0, image_size: int | None 
       position_ids [R,T]       restarting at 0 for each sample (0 on pad)
       seq_lens                 list per row of the sample lengths
       pixel_values, image_flags as collate_right_padded (sample order = order of the <IMG_CONTEXT> runs).
-    Give the model position_ids and NO attention_mask: transformers (masking_utils.find_packed_sequence_indices,
-    5.19) then keeps samples apart wherever position ids restart, as a block-causal mask (sdpa/eager), a
-    BlockMask (flex_attention) or cu_seqlens (flash_attention_2 varlen: no mask at all). Pad positions all
-    have position 0, so each is a sequence of its own and never attends to a sample."""
+    Give the model position_ids and NO attention_mask: model.forward then keeps the samples apart wherever
+    position ids restart, with one causal attention per sample (model.packed_sdpa_attention, or flash-attention
+    varlen), never a dense mask. Pad positions all have position 0, so each is a sequence of its own."""
     rows, row, used = [], [], 0
     for s in samples:
         n = len(s["input_ids"])

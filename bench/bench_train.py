@@ -105,7 +105,8 @@ def demo_rows(reps=3, budget_grpo=2048, budget_sft=4096, device="cpu"):
     g_samples = grpo_samples[:64]   # one demo step: 16 prompts x 4 rollouts
     n_seq = float(len(g_samples))
     for name, over in (("padded (micro_batch_size=16)", dict(packing=False, micro_batch_size=16)),
-                       (f"packed (micro_batch_tokens={budget_grpo})", dict(packing=True, micro_batch_tokens=budget_grpo))):
+                       (f"packed (micro_batch_tokens={budget_grpo})",
+                        dict(packing=True, micro_batch_tokens=budget_grpo))):
         cfg = grpo.Config(**over)
         micro, batches = grpo_batches(g_samples, cfg, pad, size)
 
@@ -121,7 +122,8 @@ def demo_rows(reps=3, budget_grpo=2048, budget_sft=4096, device="cpu"):
                      "real_tokens": real, "waste": round(computed / real, 3), "seconds": timed(step, reps, sync)})
     s_samples = sft_samples[:16]   # one demo step: global batch 16
     for name, over in (("padded (micro_batch_size=16)", dict(packing=False, micro_batch_size=16)),
-                       (f"packed (micro_batch_tokens={budget_sft})", dict(packing=True, micro_batch_tokens=budget_sft))):
+                       (f"packed (micro_batch_tokens={budget_sft})",
+                        dict(packing=True, micro_batch_tokens=budget_sft))):
         cfg = sft.Config(max_seq_len=512, **over)
         batches = sft.micro_batches(s_samples, cfg, pad, size)
         n_tokens = sum(sft.num_targets(b) for b in batches)

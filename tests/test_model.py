@@ -264,7 +264,7 @@ def test_static_cache_decode_equals_dynamic_decode_greedy(tok, overrides):
     multi-image batches of different prompt lengths, rows stopping at different steps included."""
     model = tiny(tok, **overrides)
     cfg = model.config
-    prompts = [image_prompt(tok, cfg, 1, "How many?"), image_prompt(tok, cfg, 2, "Sum the numbers in both images, then"),
+    prompts = [image_prompt(tok, cfg, 1, "How many?"), image_prompt(tok, cfg, 2, "Sum the numbers in both images"),
                image_prompt(tok, cfg, 1, "Count"), image_prompt(tok, cfg, 3, "Which of the three images")]
     pv = random_pixels(7, cfg)
     kwargs = dict(pixel_values=pv, max_new_tokens=20, temperature=0, pad_token_id=tok.pad_token_id)
