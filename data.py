@@ -6,7 +6,7 @@ deterministic resumable data order. Reads top to bottom:
   1. records      read_records / load_image / check_images
   2. prompts      format_question / encode_prompt            (RL rollouts, eval, rejection sampling)
   3. chat (SFT)   read_chat_jsonl / tokenize_chat            (loss on assistant tokens only)
-  4. collation    collate_right_padded / pack_samples / block_causal_mask / collate_left_padded
+  4. collation    collate_right_padded / token_budget_groups / pack_samples / collate_left_padded
   5. data order   epoch_order / shard_indices / next_batch   (state = (epoch, offset) -> exact resume)
 
 Formats (image paths are relative to the data file's directory; absolute paths are kept):
@@ -413,15 +413,35 @@ def collate_right_padded(samples, pad_id: int, image_size: int | None) -> dict:
     return batch
 
 
+def token_budget_groups(lengths, max_tokens: int) -> list[list[int]]:
+    """Micro-batches by token budget, not sequence count: indices (in order) go next-fit into groups of at most
+    max_tokens tokens; a sequence longer than the budget gets a group of its own. Data order is kept, so the
+    grouping is a pure function of the lengths (exact resume, same groups on every run)."""
+    if max_tokens <= 0:
+        raise ValueError(f"token budget must be > 0, got {max_tokens}")
+    groups, used = [], max_tokens
+    for i, n in enumerate(lengths):
+        if used + n > max_tokens:
+            groups.append([])
+            used = 0
+        groups[-1].append(i)
+        used += n
+    return groups
+
+
 def pack_samples(samples, max_len: int, pad_id: int = 0, image_size: int | None = None) -> dict:
-    """SFT packing: samples (in order) go into rows of at most max_len tokens, a new row whenever the next
-    sample does not fit (next-fit keeps the data order, hence exact resume). Returns
-      input_ids, labels [R,T]  (T = longest row; pad / -100 after it)
+    """Packing: samples (in order) go into rows of at most max_len tokens, a new row whenever the next sample
+    does not fit (next-fit keeps the data order, hence exact resume). max_len >= the samples' total gives one
+    row without any padding (the padding-free micro-batch of sft.py and grpo.py). Returns
+      input_ids [R,T]          (T = longest row; pad after it)
+      labels [R,T]             only when every sample has labels; -100 on pad and on each sample's first token,
+                               so no loss crosses a sample boundary
       position_ids [R,T]       restarting at 0 for each sample (0 on pad)
-      doc_ids [R,T]            sample index within its row, -1 on pad -> block_causal_mask(doc_ids)
       seq_lens                 list per row of the sample lengths
-      pixel_values, image_flags as collate_right_padded.
-    The first label of every sample is -100, so no loss crosses a sample boundary."""
+      pixel_values, image_flags as collate_right_padded (sample order = order of the <IMG_CONTEXT> runs).
+    Give the model position_ids and NO attention_mask: model.forward then keeps the samples apart wherever
+    position ids restart, with one causal attention per sample (model.packed_sdpa_attention, or flash-attention
+    varlen), never a dense mask. Pad positions all have position 0, so each is a sequence of its own."""
     rows, row, used = [], [], 0
     for s in samples:
         n = len(s["input_ids"])
@@ -435,34 +455,28 @@ def pack_samples(samples, max_len: int, pad_id: int = 0, image_size: int | None 
     rows.append(row)
 
     R, T = len(rows), max(sum(len(s["input_ids"]) for s in row) for row in rows)
+    has_labels = all("labels" in s for s in samples)
     input_ids = torch.full((R, T), pad_id, dtype=torch.long)
     labels = torch.full((R, T), IGNORE_INDEX, dtype=torch.long)
     position_ids = torch.zeros(R, T, dtype=torch.long)
-    doc_ids = torch.full((R, T), -1, dtype=torch.long)
     seq_lens = []
     for r, row in enumerate(rows):
         t = 0
-        for d, s in enumerate(row):
+        for s in row:
             n = len(s["input_ids"])
             input_ids[r, t:t + n] = torch.as_tensor(s["input_ids"])
-            labels[r, t:t + n] = torch.as_tensor(s["labels"])
-            labels[r, t] = IGNORE_INDEX
+            if has_labels:
+                labels[r, t:t + n] = torch.as_tensor(s["labels"])
+                labels[r, t] = IGNORE_INDEX
             position_ids[r, t:t + n] = torch.arange(n)
-            doc_ids[r, t:t + n] = d
             t += n
         seq_lens.append([len(s["input_ids"]) for s in row])
     pixel_values, image_flags = _concat_images(samples, image_size)
-    return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids, "doc_ids": doc_ids,
-            "seq_lens": seq_lens, "pixel_values": pixel_values, "image_flags": image_flags}
-
-
-def block_causal_mask(doc_ids: torch.Tensor) -> torch.Tensor:
-    """doc_ids [B,T] -> bool [B,1,T,T], True = may attend: causal and within the same sample.
-    Pad positions (doc -1) attend to each other, so no row is empty (an all-False row gives NaN softmax)."""
-    T = doc_ids.shape[1]
-    same_doc = doc_ids[:, :, None] == doc_ids[:, None, :]                     # [B,T,T]
-    causal = torch.tril(torch.ones(T, T, dtype=torch.bool, device=doc_ids.device))
-    return (same_doc & causal)[:, None]
+    batch = {"input_ids": input_ids, "position_ids": position_ids, "seq_lens": seq_lens,
+             "pixel_values": pixel_values, "image_flags": image_flags}
+    if has_labels:
+        batch["labels"] = labels
+    return batch
 
 
 def collate_left_padded(prompts, pad_id: int, image_size: int | None = None) -> dict:

@@ -40,7 +40,7 @@ generator seeded by (seed, step, round, rank), so N steps == N/2 steps + --resum
 Everything runs in eval mode: there is no dropout in R1V3, and drop-path in the ViT would make pi_old and
 pi_theta different functions of the same weights.
 """
-import contextlib
+import inspect
 import math
 import os
 import re
@@ -51,6 +51,7 @@ from typing import Literal
 
 import torch
 import torch.distributed as tdist
+from torch.distributed.tensor import DTensor
 
 import data
 import rewards
@@ -102,6 +103,9 @@ class Config:
     mini_batches: int = 1               # optimizer steps per epoch; §3.3: mini-batch 32 prompts = 1 step/episode
     ppo_epochs: int = 1
     micro_batch_size: int = 2           # sequences per forward/backward on each rank (memory only, not the math)
+    micro_batch_tokens: int = 0         # > 0: prompt+response tokens per forward instead (next-fit, data order)
+    packing: bool = True                # a micro-batch is one row without padding (position ids restart per
+                                        # sequence, no attention mask); False: right-padded rows with a mask
     # optimizer (§3.3 lr 1e-5; §5.4 compares 1e-6)
     lr: float = 1e-5
     lr_schedule: Literal["constant", "cosine"] = "constant"
@@ -116,8 +120,8 @@ class Config:
     rollout_batch_size: int = 64        # builtin: sequences per model.generate call
     rollout_dtype: Literal["auto", "bfloat16", "policy"] = "auto"
     # ^ builtin, one process: "bfloat16" samples from a bf16 copy of the policy refreshed after every optimizer
-    #   step, "policy" from the policy itself (fp32 under autocast on a GPU); auto: bfloat16 on one GPU with
-    #   dtype=bfloat16 (fp32 weights under autocast decode 3.7x slower, issue 11), policy elsewhere
+    #   step, "policy" from the policy itself (on one GPU a one-rank FSDP2 model that re-casts every weight at
+    #   every decode step); auto: bfloat16 on one GPU with dtype=bfloat16, policy elsewhere
     vllm_tensor_parallel_size: int = 1
     vllm_gpu_memory_utilization: float = 0.5   # vLLM shares the GPUs with the sharded policy and its optimizer
     vllm_max_images: int = 8            # limit_mm_per_prompt
@@ -217,34 +221,35 @@ def stage_at(step, stages):
 
 class BuiltinRollout:
     """sampling.BuiltinSampler on the policy (CPU, tests, small models) or, with bf16_copy (one process), on a
-    bf16 copy of it: fp32 weights under autocast are re-cast at every decode step. The copy is built as
+    bf16 copy of it: the fp32 policy would be re-cast to bf16 at every decode step (fp32 weights under autocast
+    decoded 3.7x slower than bf16 weights on an H200, issue 11). The copy is built as
     model.load_model builds (meta device, rotary buffers in fp32) and its trainable tensors are refreshed after
     every optimizer step, so it is always bf16(master weights): the fp32 policy is untouched and a resumed run
     samples as the uninterrupted one. Under FSDP every rank runs the same number of forwards (sync_ranks), and
     image-free batches carry a dummy tile so every rank runs the ViT."""
 
-    def __init__(self, model, tokenizer, cfg, dist, autocast=contextlib.nullcontext, bf16_copy=False):
-        self.ranks, self.autocast, self.copy = [dist.rank], autocast, None
+    def __init__(self, model, tokenizer, cfg, dist, bf16_copy=False):
+        self.ranks, self.copy = [dist.rank], None
         if bf16_copy:
             if dist.world_size > 1:
                 raise ValueError("rollout_dtype=bfloat16 needs one process (FSDP already samples in param_dtype)")
             self.copy = build_model(model.config, device="meta")
-            for key, t in model.state_dict().items():
-                set_tensor(self.copy, key, t.detach().to(torch.bfloat16 if t.is_floating_point() else t.dtype,
+            for key, t in model.state_dict().items():   # one GPU in bf16: a one-rank FSDP2 model (DTensors)
+                t = t.full_tensor() if isinstance(t, DTensor) else t
+                set_tensor(self.copy, tu.clean_name(key), t.detach().to(torch.bfloat16 if t.is_floating_point() else t.dtype,
                                                            copy=True))
             if tied_lm_head(model.config):
                 self.copy.language_model.lm_head.weight = self.copy.language_model.get_input_embeddings().weight
             materialize_buffers(self.copy, next(model.parameters()).device)
             self.copy.img_context_token_id = model.img_context_token_id
             self.copy.eval().requires_grad_(False)
-            self.autocast, model = contextlib.nullcontext, self.copy
+            model = self.copy
         self.sampler = sampling.BuiltinSampler(model, tokenizer, cfg.temperature, cfg.top_p, cfg.rollout_batch_size,
                                                sync_ranks=dist.world_size > 1)
 
     def generate(self, prompts, n, max_tokens, seed):
         self.sampler.generator.manual_seed(seed)
-        with self.autocast():
-            return self.sampler.sample(prompts, n, max_tokens)
+        return self.sampler.sample(prompts, n, max_tokens)
 
     def sleep(self):
         pass
@@ -255,7 +260,7 @@ class BuiltinRollout:
             with torch.no_grad():
                 for name, param in model.named_parameters():
                     if param.requires_grad:   # frozen ones never change
-                        copied[name].copy_(param)
+                        copied[tu.clean_name(name)].copy_(param.full_tensor() if isinstance(param, DTensor) else param)
 
 
 class VLLMRollout:
@@ -292,7 +297,6 @@ class VLLMRollout:
         self.llm.sleep(level=1)
 
     def update_weights(self, model):
-        from torch.distributed.tensor import DTensor
         self.llm.wake_up(tags=["weights"])   # the KV cache stays free while the weights come in (llm.py:869)
         for name, param in model.named_parameters():
             if not param.requires_grad:
@@ -310,10 +314,10 @@ class VLLMRollout:
         self.llm.wake_up(tags=["kv_cache"])   # fully awake: the scheduler resumes (v1/engine/core.py:997-1019)
 
 
-def make_rollout(cfg, dist, model, tokenizer, checkpoint, autocast=contextlib.nullcontext):
+def make_rollout(cfg, dist, model, tokenizer, checkpoint):
     if sampling.pick_backend(cfg.rollout_backend) == "builtin":
         one_gpu_bf16 = dist.device.type == "cuda" and dist.world_size == 1 and cfg.dtype == "bfloat16"
-        return BuiltinRollout(model, tokenizer, cfg, dist, autocast, bf16_copy=cfg.rollout_dtype == "bfloat16" or
+        return BuiltinRollout(model, tokenizer, cfg, dist, bf16_copy=cfg.rollout_dtype == "bfloat16" or
                               (cfg.rollout_dtype == "auto" and one_gpu_bf16))
     longest = max(tokens for _, tokens in cfg.response_length_schedule)
     return VLLMRollout(checkpoint, cfg, dist, tokenizer, max_model_len=cfg.max_prompt_tokens + longest)
@@ -436,31 +440,48 @@ def collect_groups(step, records, data_state, data_seed, cfg, dist, rollout, tok
     return kept, data_state, sums
 
 
-def micro_batches(samples, size, dist, pad_id):
-    """Chunks of `size` sequences. Under FSDP every rank must run the same number of forward/backward passes,
-    so a rank with fewer chunks runs dummy ones (one 2-token sequence, loss weight 0)."""
-    chunks = [samples[i:i + size] for i in range(0, len(samples), size)]
+def micro_batches(samples, cfg, dist, pad_id):
+    """Chunks of micro_batch_tokens tokens (next-fit in order) when > 0, else of micro_batch_size sequences.
+    Under FSDP every rank must run the same number of forward/backward passes, so a rank with fewer chunks runs
+    dummy ones (one 2-token sequence, loss weight 0)."""
+    if cfg.micro_batch_tokens > 0:
+        lengths = [len(s["prompt_ids"]) + len(s["response_ids"]) for s in samples]
+        chunks = [[samples[i] for i in g] for g in data.token_budget_groups(lengths, cfg.micro_batch_tokens)]
+    else:
+        size = cfg.micro_batch_size
+        chunks = [samples[i:i + size] for i in range(0, len(samples), size)]
     count = int(tu.all_reduce_max(float(len(chunks)), dist))
     dummy = {"prompt_ids": [pad_id], "response_ids": [pad_id], "pixel_values": None, "advantage": 0.0,
              "dummy": True}
     return chunks + [[dummy]] * (count - len(chunks))
 
 
-def sequence_logprobs(model, samples, pad_id, image_size, chunk_size, with_grad):
+def sequence_logprobs(model, samples, pad_id, image_size, chunk_size, with_grad, packing=True):
     """One forward over prompt + response of each sample -> (logp, entropy, mask) [B, L] over response tokens.
+    packing: the sequences are one row [1, sum of lengths] with position ids restarting at each (data.pack_samples;
+    transformers keeps them apart), else right-padded rows [B, T] with an attention mask. The same numbers.
     Log-probs come from the final hidden states through lm_head in chunks (entropy.py): no [N, V] fp32 logits."""
     device = next(model.parameters()).device
-    batch = data.collate_right_padded([{"input_ids": s["prompt_ids"] + s["response_ids"],
-                                        "pixel_values": s["pixel_values"]} for s in samples], pad_id, image_size)
+    seqs = [{"input_ids": s["prompt_ids"] + s["response_ids"], "pixel_values": s["pixel_values"]} for s in samples]
+    lengths = [len(s["response_ids"]) for s in samples]
+    if packing:
+        total = sum(len(s["input_ids"]) for s in seqs)
+        batch = data.pack_samples(seqs, total, pad_id, image_size)
+        attention_mask, position_ids = None, batch["position_ids"].to(device)
+        starts = [0] + torch.tensor([len(s["input_ids"]) for s in seqs]).cumsum(0).tolist()[:-1]
+        rows = torch.zeros(sum(lengths), dtype=torch.long, device=device)   # every sequence in row 0 ...
+    else:
+        batch = data.collate_right_padded(seqs, pad_id, image_size)
+        attention_mask, position_ids = batch["attention_mask"].to(device), None
+        starts = [0] * len(seqs)
+        rows = torch.tensor([i for i, n in enumerate(lengths) for _ in range(n)], device=device)
     pixel_values = batch["pixel_values"].to(device) if batch["pixel_values"] is not None else None
     image_flags = batch["image_flags"].to(device) if batch["image_flags"] is not None else None
     hidden = model(batch["input_ids"].to(device), pixel_values=pixel_values, image_flags=image_flags,
-                   attention_mask=batch["attention_mask"].to(device), return_hidden=True)   # [B, T, D]
-    lengths = [len(s["response_ids"]) for s in samples]
-    # the state at position P + t - 1 predicts response token t (prompt length P)
-    rows = torch.tensor([i for i, n in enumerate(lengths) for _ in range(n)], device=device)
-    cols = torch.tensor([len(s["prompt_ids"]) - 1 + t for s in samples for t in range(len(s["response_ids"]))],
-                        device=device)
+                   attention_mask=attention_mask, position_ids=position_ids, return_hidden=True)   # [B|1, T, D]
+    # ... from its start: the state at position start + P + t - 1 predicts response token t (prompt length P)
+    cols = torch.tensor([start + len(s["prompt_ids"]) - 1 + t for start, s in zip(starts, samples)
+                         for t in range(len(s["response_ids"]))], dtype=torch.long, device=device)
     targets = torch.tensor([t for s in samples for t in s["response_ids"]], device=device)
     # FSDP2 leaves the root group (lm_head) unsharded from forward to the end of backward; should it be a shard,
     # full_tensor() gathers it, differentiably
@@ -491,13 +512,13 @@ def update_policy(model, ref_model, optimizer, groups, step, cfg, dist, pad_id, 
     if need_old or cfg.kl_beta > 0:
         with torch.no_grad():
             for mini in minis:
-                for micro in micro_batches(mini, cfg.micro_batch_size, dist, pad_id):
+                for micro in micro_batches(mini, cfg, dist, pad_id):
                     if need_old:
-                        logp, _, _ = sequence_logprobs(model, micro, pad_id, image_size, chunk, with_grad=False)
+                        logp, _, _ = sequence_logprobs(model, micro, pad_id, image_size, chunk, False, cfg.packing)
                         for i, s in enumerate(micro):
                             s["old_logp"] = logp[i, :len(s["response_ids"])]
                     if ref_model is not None:
-                        logp, _, _ = sequence_logprobs(ref_model, micro, pad_id, image_size, chunk, with_grad=False)
+                        logp, _, _ = sequence_logprobs(ref_model, micro, pad_id, image_size, chunk, False, cfg.packing)
                         for i, s in enumerate(micro):
                             s["ref_logp"] = logp[i, :len(s["response_ids"])]
 
@@ -506,8 +527,8 @@ def update_policy(model, ref_model, optimizer, groups, step, cfg, dist, pad_id, 
     opt_step = step * K * E
     for epoch in range(E):
         for k, mini in enumerate(minis):
-            for micro in micro_batches(mini, cfg.micro_batch_size, dist, pad_id):
-                logp, ent, mask = sequence_logprobs(model, micro, pad_id, image_size, chunk, with_grad=True)
+            for micro in micro_batches(mini, cfg, dist, pad_id):
+                logp, ent, mask = sequence_logprobs(model, micro, pad_id, image_size, chunk, True, cfg.packing)
                 old = padded([s.get("old_logp") for s in micro], mask) if need_old else logp.detach()   # ratio 1
                 ref = padded([s.get("ref_logp") for s in micro], mask) if ref_model is not None else None
                 adv = torch.tensor([s["advantage"] for s in micro], device=logp.device)
@@ -591,9 +612,8 @@ def main(cfg, rollout=None, reward_fn=None):
     tu.set_seed(cfg.seed + dist.rank)
     cuda = dist.device.type == "cuda"
     param_dtype = torch.bfloat16 if cuda and cfg.dtype == "bfloat16" else None
-    # one GPU: no FSDP wrapper casts for us, so autocast does the bf16 compute of our forwards (not vLLM's)
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda and W == 1 and param_dtype else \
-        contextlib.nullcontext
+    # bf16 compute through FSDP2's MixedPrecisionPolicy on any number of GPUs (one GPU: a one-rank group,
+    # train_utils.wrap_fsdp): weights are cast once per forward, not at every op as under autocast
 
     tokenizer = load_tokenizer(cfg.init_from)
     model_config = ModelConfig.from_json(Path(cfg.init_from) / "config.json")
@@ -624,7 +644,7 @@ def main(cfg, rollout=None, reward_fn=None):
             print(f"resumed from {resume_from} at step {state['step']}")
     logger = tu.RunLogger(cfg.out_dir, cfg, cfg.wandb_project, cfg.run_name, enabled=dist.is_main,
                           resume_step=state["step"] if resume_from is not None else None)
-    rollout = rollout or make_rollout(cfg, dist, model, tokenizer, resume_from or cfg.init_from, autocast)
+    rollout = rollout or make_rollout(cfg, dist, model, tokenizer, resume_from or cfg.init_from)
     if reward_fn is None:
         reward_cfg = rewards.RewardConfig(accuracy_weight=cfg.accuracy_weight, think_mode=cfg.mode == "think",
                                           verifier_url=cfg.verifier_url, num_workers=cfg.reward_workers)
@@ -656,9 +676,8 @@ def main(cfg, rollout=None, reward_fn=None):
         # 3. policy update (eq. 7)
         rollout.sleep()
         t0 = time.time()
-        with autocast():
-            train_sums, last = update_policy(model, ref_model, optimizer, groups, step, cfg, dist,
-                                             tokenizer.pad_token_id, image_size, critical_seqs)
+        train_sums, last = update_policy(model, ref_model, optimizer, groups, step, cfg, dist,
+                                         tokenizer.pad_token_id, image_size, critical_seqs)
         train_s = time.time() - t0
 
         # 4. the new weights into the rollout engine

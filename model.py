@@ -275,6 +275,56 @@ def build_llm_config(llm_config):
     return cfg
 
 
+# -----------------------------------------------------------------------------
+# packed (padding-free) attention for the LLM: one row of several sequences, position ids restarting at each.
+# transformers 5.19 detects such a row from position_ids (masking_utils.find_packed_sequence_indices) and, for
+# "sdpa", builds a dense [T, T] block-causal mask: (sum T_i)^2 work and memory. "sdpa_packed" is sdpa everywhere
+# else, but a packed row gets one causal sdpa call per sequence instead (sum T_i^2, no mask). The boundaries
+# travel as cu_seq_lens_q/k and max_length_q/k, the varlen kwargs of transformers' flash_attention_2, so setting
+# model.language_model.config._attn_implementation = "flash_attention_2" (GPU, flash-attn installed) runs the
+# same packed rows through the varlen kernel.
+
+
+def packed_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
+                          cu_seq_lens_q=None, **kwargs):   # query [1,H,T,d], key/value [1,H_kv,T,d]
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    if cu_seq_lens_q is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    bounds = cu_seq_lens_q.tolist()
+    gqa = query.shape[1] != key.shape[1]
+    out = torch.cat([F.scaled_dot_product_attention(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], is_causal=True,
+                                                    scale=scaling, enable_gqa=gqa)
+                     for a, b in zip(bounds[:-1], bounds[1:])], dim=2)
+    return out.transpose(1, 2).contiguous(), None   # [1,T,H,d] as transformers' sdpa returns
+
+
+def packed_sdpa_mask(*args, attention_mask=None, **kwargs):
+    """No mask for a row without padding (causal, or packed: the attention splits it); else sdpa's mask."""
+    from transformers.masking_utils import sdpa_mask
+    return None if attention_mask is None else sdpa_mask(*args, attention_mask=attention_mask, **kwargs)
+
+
+def packed_sequence_kwargs(position_ids):
+    """position_ids [1,T] restarting at 0 for each sequence -> the varlen kwargs (cu_seq_lens [n+1] int32)."""
+    if position_ids.shape[0] != 1:
+        raise ValueError(f"a packed batch is one row (data.pack_samples(..., max_len=total)), got "
+                         f"position_ids {list(position_ids.shape)}")
+    starts = (position_ids[0] == 0).nonzero()[:, 0]
+    if len(starts) == 0 or starts[0] != 0:
+        raise ValueError("packed position_ids must start at 0")
+    cu = torch.cat([starts, starts.new_tensor([position_ids.shape[1]])]).to(torch.int32)
+    longest = int((cu[1:] - cu[:-1]).max())
+    return {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": longest, "max_length_k": longest}
+
+
+def register_packed_attention():
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+    AttentionInterface.register("sdpa_packed", packed_sdpa_attention)
+    AttentionMaskInterface.register("sdpa_packed", packed_sdpa_mask)
+
+
 class InternVLChatModel(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -284,8 +334,9 @@ class InternVLChatModel(nn.Module):
         ratio = int(1 / config.downsample_ratio) ** 2
         self.vision_model = InternVisionModel(config.vision_config)
         self.mlp1 = nn.Sequential(nn.LayerNorm(vd * ratio), nn.Linear(vd * ratio, ld), nn.GELU(), nn.Linear(ld, ld))
+        register_packed_attention()
         self.language_model = AutoModelForCausalLM.from_config(build_llm_config(config.llm_config),
-                                                               attn_implementation="sdpa")
+                                                               attn_implementation="sdpa_packed")
         self.img_context_token_id = config.extra.get("img_context_token_id")
         # transformers renamed the LLM's past_key_values= to cache= after 5.20 (the old name warns, and goes in
         # 5.40): pass the name this version's signature declares, so one code runs on every version
@@ -321,8 +372,13 @@ class InternVLChatModel(nn.Module):
                 embeds = embeds + 0.0 * dummy.sum().to(embeds.dtype)
         elif n_ctx:
             raise ValueError(f"{n_ctx} {IMG_CONTEXT_TOKEN} tokens in input_ids but 0 image features (no pixel_values)")
+        # a row without attention mask whose position ids restart is packed (data.pack_samples): its sequences are
+        # kept apart by the attention kernel (packed_sdpa_attention / flash varlen), never by a dense mask
+        packed = position_ids is not None and attention_mask is None and past_key_values is None and \
+            bool((position_ids[:, 1:] == 0).any())
         out = self.language_model.model(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
-                                        use_cache=past_key_values is not None, **{self.cache_kwarg: past_key_values})
+                                        use_cache=past_key_values is not None, **{self.cache_kwarg: past_key_values},
+                                        **(packed_sequence_kwargs(position_ids) if packed else {}))
         hidden = out.last_hidden_state
         return hidden if return_hidden else self.language_model.lm_head(hidden)
 
@@ -674,12 +730,19 @@ def sample_next(logits, temperature, top_p, banned, generator):
 
 @torch.no_grad()
 def generate(model, prompts, pixel_values=None, image_flags=None, max_new_tokens=256, temperature=1.0, top_p=1.0,
-             stop_token_ids=(), banned_token_ids=(), pad_token_id=0, generator=None, sync_ranks=False):
+             stop_token_ids=(), banned_token_ids=(), pad_token_id=0, generator=None, sync_ranks=False,
+             static_cache=None, compile_step=None):
     """Left-padded batched sampling. The prefix is encoded once (KV cache); rows that finish leave the batch.
     sync_ranks: under FSDP every rank must run the same number of forwards, so a rank that is done keeps
-    running one-token forwards until all ranks are done."""
+    running one-token forwards until all ranks are done.
+    static_cache (default: on cuda): the GPU decode loop instead (decode_static); compile_step (default: on
+    cuda) also captures its one-token step in CUDA graphs. Both give the same tokens (tests/test_model.py)."""
     from transformers import DynamicCache
     device = next(model.parameters()).device
+    if static_cache if static_cache is not None else device.type == "cuda":
+        return decode_static(model, prompts, pixel_values, image_flags, max_new_tokens, temperature, top_p,
+                             stop_token_ids, banned_token_ids, pad_token_id, generator, sync_ranks,
+                             device.type == "cuda" if compile_step is None else compile_step)
     b, width = len(prompts), max(len(p) for p in prompts)
     input_ids = torch.full((b, width), pad_token_id, dtype=torch.long, device=device)
     attn = torch.zeros((b, width), dtype=torch.long, device=device)
@@ -729,6 +792,80 @@ def generate(model, prompts, pixel_values=None, image_flags=None, max_new_tokens
         while sync_ranks_step(model, device, alive=False):
             pass
     return [{"token_ids": out_tokens[i], "logprobs": out_logprobs[i], "finish_reason": finish[i]} for i in range(b)]
+
+
+def decode_step(model, tokens, attention_mask, position_ids, cache):
+    """One token per row through the LLM alone (a sampled token is never <IMG_CONTEXT>: no image path, no
+    host sync) -> fp32 logits [b, V] of the next token."""
+    hidden = model.language_model.model(input_ids=tokens, attention_mask=attention_mask, position_ids=position_ids,
+                                        use_cache=True, **{model.cache_kwarg: cache}).last_hidden_state
+    return model.language_model.lm_head(hidden[:, -1]).float()
+
+
+_compiled_steps = {}
+
+
+@torch.no_grad()
+def decode_static(model, prompts, pixel_values, image_flags, max_new_tokens, temperature, top_p, stop_token_ids,
+                  banned_token_ids, pad_token_id, generator, sync_ranks, compile_step):
+    """generate's loop with fixed shapes, so that a decode step is one CUDA-graph replay instead of ~900 kernel
+    launches: a StaticCache [b, H_kv, width + max_new_tokens, d] (transformers 5.19 cache_utils.StaticLayer:
+    written in place at its running length) and a full-width attention mask [b, width + max_new_tokens] whose
+    column width + t opens at step t. Rows that finish stay in the batch and feed pad tokens; their outputs are
+    dropped. Sampled tokens stay on the device; the host checks for "all rows done" every 16 steps.
+    compile_step: decode_step through torch.compile(mode="reduce-overhead") (CUDA graphs on cuda)."""
+    from transformers import StaticCache
+    device = next(model.parameters()).device
+    b, width = len(prompts), max(len(p) for p in prompts)
+    total = width + max_new_tokens
+    input_ids = torch.full((b, width), pad_token_id, dtype=torch.long, device=device)
+    attn = torch.zeros((b, total), dtype=torch.long, device=device)   # [b, total]: static for the whole loop
+    for i, p in enumerate(prompts):
+        input_ids[i, width - len(p):] = torch.tensor(p, device=device)
+        attn[i, width - len(p):width] = 1
+    positions = (attn[:, :width].cumsum(-1) - 1).clamp(min=0)
+    vocab = model.language_model.get_output_embeddings().weight.shape[0]
+    banned = torch.zeros(vocab, dtype=torch.bool, device=device)
+    banned[list(banned_token_ids)] = True
+    if model.img_context_token_id is not None:
+        banned[model.img_context_token_id] = True
+    stop = torch.tensor(sorted(set(stop_token_ids)) or [-1], device=device)
+    cache = StaticCache(config=model.language_model.config, max_cache_len=total)
+    logits = model(input_ids, pixel_values=pixel_values, image_flags=image_flags, attention_mask=attn,
+                   position_ids=positions, past_key_values=cache)[:, -1].float()
+    step_fn = decode_step
+    if compile_step:   # one compiled callable per model: later calls with the same shapes replay its graphs
+        step_fn = _compiled_steps.setdefault(id(model), torch.compile(decode_step, mode="reduce-overhead"))
+    out_tokens = torch.full((b, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
+    out_logprobs = torch.zeros((b, max_new_tokens), device=device)
+    lengths = torch.full((b,), max_new_tokens, dtype=torch.long, device=device)   # tokens kept per row
+    stopped = torch.zeros(b, dtype=torch.bool, device=device)
+    next_pos = positions[:, -1:] + 1   # [b, 1]
+    steps = 0
+    for step in range(max_new_tokens):
+        tokens, logprobs = sample_next(logits, temperature, top_p, banned, generator)
+        out_tokens[:, step], out_logprobs[:, step] = tokens, logprobs
+        newly = ~stopped & torch.isin(tokens, stop)
+        lengths = torch.where(newly, step + 1, lengths)
+        stopped |= newly
+        steps = step + 1
+        if step == max_new_tokens - 1 or (step % 16 == 15 and bool(stopped.all())):
+            break
+        attn[:, width + step] = 1
+        tokens = torch.where(stopped, pad_token_id, tokens)
+        logits = step_fn(model, tokens[:, None], attn, next_pos, cache)
+        if compile_step:
+            logits = logits.clone()   # a CUDA-graph output is overwritten by the next replay
+        next_pos = next_pos + 1
+        if sync_ranks:
+            sync_ranks_step(model, device, alive=True)
+    if sync_ranks:
+        while sync_ranks_step(model, device, alive=False):
+            pass
+    lengths, stopped = lengths.clamp(max=steps).tolist(), stopped.tolist()
+    tokens, logprobs = out_tokens.tolist(), out_logprobs.tolist()
+    return [{"token_ids": tokens[i][:lengths[i]], "logprobs": logprobs[i][:lengths[i]],
+             "finish_reason": "stop" if stopped[i] else "length"} for i in range(b)]
 
 
 def sync_ranks_step(model, device, alive):

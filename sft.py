@@ -10,8 +10,8 @@ Supervised finetuning of the InternVL / Skywork-R1V3 chat model, and the rejecti
 One optimizer step of train():
   1. A global batch of `global_batch_size` samples comes from data position (epoch, offset) (data.next_batch).
      Each rank tokenises its strided share. Over-long samples are truncated or skipped, and both are counted.
-  2. The share is cut into micro-batches: right-padded, or packed (several samples per row, each sample
-     attending only to itself, with positions restarting at 0).
+  2. The share is cut into micro-batches (by sample count, or by token budget with micro_batch_tokens):
+     right-padded, or packed (one row, no padding: each sample attends only to itself, positions restart at 0).
   3. loss = sum of -log p(token) over assistant tokens / number of assistant tokens in the GLOBAL batch.
      The token count is all-reduced before the first backward, so the update is the same for any world size
      and micro-batch size.
@@ -52,13 +52,15 @@ class Config:
     max_seq_len: int = 16384             # tokens per sample, image tokens included (§3.4)
     overflow: str = "truncate"           # over-long samples: truncate | skip (both counted and logged)
     max_tiles: int = 0                   # image tiles per image; 0 = the checkpoint's max_dynamic_patch
-    packing: bool = False                # several samples per row of max_seq_len tokens, attention within each
+    packing: bool = False                # one row per micro-batch, no padding, attention within each sample
     # optimisation: §3.4 and §6.1 give batch 64, lr 1e-5, cosine, warmup ratio 0.03
     trainable: list[str] = field(default_factory=lambda: ["vision", "connector", "llm"])
     epochs: float = 2.0
     max_steps: int = 0                   # > 0: this many steps instead of epochs (smoke runs)
     global_batch_size: int = 64          # samples per optimizer step = ranks x micro-batches x micro_batch_size
-    micro_batch_size: int = 1            # samples per forward on one rank (packing: rows of max_seq_len)
+    micro_batch_size: int = 1            # samples per forward on one rank (when micro_batch_tokens = 0)
+    micro_batch_tokens: int = 0          # > 0: tokens per forward instead (next-fit, data order); packing with 0:
+                                         # max_seq_len x micro_batch_size
     lr: float = 1e-5
     schedule: str = "cosine"             # cosine | constant
     warmup_ratio: float = 0.03
@@ -129,27 +131,18 @@ def tokenize_share(samples, indices, cfg, tokenizer, model_config, dist):
 
 
 def micro_batches(samples, cfg, pad_id, image_size):
-    """Tokenised samples -> model inputs with labels. Right-padded: micro_batch_size samples per batch.
-    Packed: rows of at most max_seq_len tokens filled next-fit in data order (as data.pack_samples does),
-    micro_batch_size rows per batch, attention_mask = block-causal [R,1,T,T] bool, position_ids restarting."""
-    if not cfg.packing:
-        return [data.collate_right_padded(samples[i:i + cfg.micro_batch_size], pad_id, image_size)
-                for i in range(0, len(samples), cfg.micro_batch_size)]
-    rows, used = [], cfg.max_seq_len
-    for s in samples:
-        if used + len(s["input_ids"]) > cfg.max_seq_len:
-            rows.append([])
-            used = 0
-        rows[-1].append(s)
-        used += len(s["input_ids"])
-    batches = []
-    for r in range(0, len(rows), cfg.micro_batch_size):
-        packed = data.pack_samples([s for row in rows[r:r + cfg.micro_batch_size] for s in row], cfg.max_seq_len,
-                                   pad_id, image_size)
-        # transformers' Qwen2 (sdpa) takes a 4-D bool mask as is (True = attend); tests check packed == unpacked
-        packed["attention_mask"] = data.block_causal_mask(packed["doc_ids"])
-        batches.append(packed)
-    return batches
+    """Tokenised samples -> model inputs with labels, in data order. Grouped by micro_batch_tokens (next-fit
+    token budget) when > 0, else micro_batch_size samples. Right-padded [B,T] with an attention mask, or packed:
+    one row without padding, position_ids restarting per sample and no mask (data.pack_samples)."""
+    lengths = [len(s["input_ids"]) for s in samples]
+    budget = cfg.micro_batch_tokens or (cfg.max_seq_len * cfg.micro_batch_size if cfg.packing else 0)
+    size = cfg.micro_batch_size
+    groups = data.token_budget_groups(lengths, budget) if budget else \
+        [list(range(i, min(i + size, len(samples)))) for i in range(0, len(samples), size)]
+    if cfg.packing:
+        return [data.pack_samples([samples[i] for i in g], sum(lengths[i] for i in g), pad_id, image_size)
+                for g in groups]
+    return [data.collate_right_padded([samples[i] for i in g], pad_id, image_size) for g in groups]
 
 
 def pad_micro_batches(batches, dist, pad_id, image_size):
@@ -169,7 +162,7 @@ def nll_and_entropy(net, batch, device, chunk_tokens):
     Position t predicts token t+1; only the labelled positions go through lm_head, chunk by chunk."""
     batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     hidden = net(batch["input_ids"], pixel_values=batch["pixel_values"], image_flags=batch["image_flags"],
-                 attention_mask=batch["attention_mask"], position_ids=batch.get("position_ids"),
+                 attention_mask=batch.get("attention_mask"), position_ids=batch.get("position_ids"),
                  return_hidden=True)                                        # [B,T,D]
     targets = batch["labels"][:, 1:]                                        # [B,T-1]
     keep = targets != data.IGNORE_INDEX
@@ -263,7 +256,9 @@ def train(cfg, dist=None):
     if dist.is_main:
         print(f"sft: {len(train_set)} train / {len(val_set)} val samples, {total_steps} steps "
               f"({steps_per_epoch}/epoch, warmup {warmup_steps}); global batch {G} = {world} ranks x "
-              f"{G // world} samples in micro-batches of {cfg.micro_batch_size}{' packed rows' if cfg.packing else ''}")
+              f"{G // world} samples in micro-batches of "
+              f"{f'{cfg.micro_batch_tokens} tokens' if cfg.micro_batch_tokens else cfg.micro_batch_size}"
+              f"{' (packed)' if cfg.packing else ''}")
 
     tokenizer = model.load_tokenizer(cfg.checkpoint)
     # built on the meta device, sharded, then each rank reads only its slices: no rank holds the whole model

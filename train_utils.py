@@ -319,15 +319,20 @@ def wrap_fsdp(model, dist, param_dtype=None, activation_checkpointing=False, res
     group. param_dtype=torch.bfloat16: bf16 compute, fp32 sharded master weights and fp32 grad
     reduction. Frozen parameters need nothing special: FSDP2 all-gathers them for compute and only
     reduce-scatters the gradients that exist (mixed requires_grad inside one group works, tested).
-    Activation checkpointing also applies with one process; sharding and param_dtype need world_size > 1."""
+    Activation checkpointing also applies with one process. One process with param_dtype: FSDP2 over a
+    one-rank group, for its cast: each group's weights become param_dtype once per forward (the "all-gather"
+    is a copy), where autocast would cast every weight at every op; fp32 master weights and gradients stay."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard, MixedPrecisionPolicy
     blocks = transformer_blocks(model)
     if activation_checkpointing:
         for block in blocks:
             checkpoint_block(block)
-    if dist.world_size == 1:
+    if dist.world_size == 1 and param_dtype is None:
         return model
+    if not tdist.is_initialized():   # one process without torchrun: a one-rank group, no rendezvous
+        tdist.init_process_group("nccl" if dist.device.type == "cuda" else "gloo", store=tdist.HashStore(),
+                                 rank=0, world_size=1)
     mesh = init_device_mesh(dist.device.type, (dist.world_size,))
     mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32 if param_dtype else None)
     for block in blocks:

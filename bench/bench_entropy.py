@@ -8,6 +8,7 @@ extra peak memory >= 10x lower, values within 1e-3).
                                                 ~20 MiB fixed overhead of a first matmul dominates there; the
                                                 targets are for the full size)
   python bench/bench_entropy.py --from_logits   input = existing bf16 logits [T, V] (logprobs_and_entropy_from_logits)
+  python bench/bench_entropy.py --backward      forward + backward of lp + 0.1 H (the training case; CPU numbers)
 
 How memory is measured: each method runs in its own fresh subprocess. The inputs are created in place (no
 temporaries), then the kernel's resident-set high-water mark is reset (/proc/self/clear_refs = 5) and read back
@@ -66,14 +67,16 @@ def naive(inputs, targets):
     logp_all = torch.log_softmax(logits, -1)                                        # [T, V] fp32
     del logits
     logp = logp_all.gather(-1, targets[:, None])[:, 0]
+    if torch.is_grad_enabled():   # autograd keeps exp's output: no in-place product
+        return logp, -(logp_all.exp() * logp_all).sum(-1)
     entropy = -logp_all.exp().mul_(logp_all).sum(-1)
     return logp, entropy
 
 
-def chunked(inputs, targets, chunk_size):
+def chunked(inputs, targets, chunk_size, with_grad=False):
     if len(inputs) == 2:
-        return E.token_logprobs_and_entropy(*inputs, targets, chunk_size=chunk_size)
-    return E.logprobs_and_entropy_from_logits(inputs[0], targets, chunk_size=chunk_size)
+        return E.token_logprobs_and_entropy(*inputs, targets, chunk_size=chunk_size, with_grad=with_grad)
+    return E.logprobs_and_entropy_from_logits(inputs[0], targets, chunk_size=chunk_size, with_grad=with_grad)
 
 
 def worker(args):
@@ -83,10 +86,19 @@ def worker(args):
     print(f"  [{args.worker}] inputs ready in {time.time() - t0:.1f}s "
           f"({sum(x.numel() * x.element_size() for x in inputs) / MiB:.0f} MiB)", flush=True)
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+    if args.backward:   # the training case: gradients to hidden and lm_head (allocated here, same for both)
+        grads = [torch.zeros_like(x) for x in inputs]
+        for x, g in zip(inputs, grads):
+            x.requires_grad_(True)
+            x.grad = g
     rss_before = memory_kib("VmRSS")
     t0 = time.time()
-    with torch.no_grad():
-        logp, entropy = naive(inputs, targets) if args.worker == "naive" else chunked(inputs, targets, args.chunk_size)
+    with torch.set_grad_enabled(args.backward):
+        logp, entropy = naive(inputs, targets) if args.worker == "naive" else \
+            chunked(inputs, targets, args.chunk_size, with_grad=args.backward)
+        if args.backward:
+            (logp.sum() + 0.1 * entropy.sum()).backward()
+            logp, entropy = logp.detach(), entropy.detach()
     seconds = time.time() - t0
     peak = memory_kib("VmHWM")
     torch.save({"logp": logp, "entropy": entropy}, args.result + ".pt")
@@ -102,6 +114,7 @@ def main():
     ap.add_argument("--chunk_size", type=int, default=0, help="rows per chunk (default: entropy.py's 512; 64 with --small)")
     ap.add_argument("--small", action="store_true", help="T=1024, V=32000, D=1024, chunk 64: the same T/chunk ratio")
     ap.add_argument("--from_logits", action="store_true", help="input = existing [T, V] logits")
+    ap.add_argument("--backward", action="store_true", help="with grad: forward + backward (lp + 0.1 H)")
     ap.add_argument("--json", default="", help="also write the results here")
     ap.add_argument("--worker", default="", help=argparse.SUPPRESS)
     ap.add_argument("--result", default="", help=argparse.SUPPRESS)
@@ -128,7 +141,8 @@ def main():
             result = str(Path(tmp) / method)
             cmd = [sys.executable, __file__, "--worker", method, "--result", result, "--tokens", str(args.tokens),
                    "--vocab", str(args.vocab), "--hidden", str(args.hidden), "--dtype", args.dtype,
-                   "--chunk_size", str(args.chunk_size)] + (["--from_logits"] if args.from_logits else [])
+                   "--chunk_size", str(args.chunk_size)] + (["--from_logits"] if args.from_logits else []) + \
+                (["--backward"] if args.backward else [])
             subprocess.run(cmd, check=True)
             results[method] = json.loads(Path(result).read_text())
             results[method]["out"] = torch.load(result + ".pt")

@@ -16,6 +16,7 @@ lr_schedule = "cosine"
 warmup_steps = 10
 min_lr_ratio = 0.1
 micro_batch_size = 16
+micro_batch_tokens = 2048             # packed rows of <= 2048 tokens (bench/bench_train.py: 0.79x the padded time)
 rollout_backend = "builtin"
 rollout_batch_size = 64
 dtype = "float32"

@@ -332,31 +332,28 @@ def test_collate_right_padded_and_dummy_tile():
     assert no_dummy["pixel_values"] is None and no_dummy["image_flags"] is None
 
 
-def test_pack_samples_and_block_causal_mask():
+def test_pack_samples_and_token_budget_groups():
     samples = [fake(5, tiles=1, first=10), fake(4, first=30), fake(6, tiles=2, first=50)]
     samples[1]["labels"] = samples[1]["input_ids"]   # fully labelled: packing must still cut the boundary loss
     packed = data.pack_samples(samples, max_len=10, pad_id=0, image_size=8)
     assert packed["seq_lens"] == [[5, 4], [6]]
     assert packed["input_ids"].tolist() == [[10, 11, 12, 13, 14, 30, 31, 32, 33], [50, 51, 52, 53, 54, 55, 0, 0, 0]]
     assert packed["position_ids"].tolist() == [[0, 1, 2, 3, 4, 0, 1, 2, 3], [0, 1, 2, 3, 4, 5, 0, 0, 0]]
-    assert packed["doc_ids"].tolist() == [[0, 0, 0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0, -1, -1, -1]]
     assert packed["labels"][0, 5] == -100 and packed["labels"][0, 6] == 31 and packed["labels"][1, 6:].eq(-100).all()
     assert packed["image_flags"].tolist() == [1, 1, 1]
     with pytest.raises(ValueError, match="11 tokens > pack max_len 10"):
         data.pack_samples([fake(11)], max_len=10)
+    one_row = data.pack_samples([{"input_ids": [1, 2]}, {"input_ids": [3, 4, 5]}], max_len=5)   # no labels
+    assert one_row["input_ids"].tolist() == [[1, 2, 3, 4, 5]] and "labels" not in one_row
+    # what transformers reads from these position ids: one sequence per sample, each pad a sequence of its own
+    from transformers.masking_utils import find_packed_sequence_indices
+    assert find_packed_sequence_indices(packed["position_ids"]).tolist() == [[0, 0, 0, 0, 0, 1, 1, 1, 1],
+                                                                             [0, 0, 0, 0, 0, 0, 1, 2, 3]]
 
-    mask = data.block_causal_mask(packed["doc_ids"])
-    assert mask.shape == (2, 1, 9, 9) and mask.dtype == torch.bool
-    assert mask[0, 0, 5, :5].any().item() is False          # sample 2 cannot see sample 1
-    assert mask[0, 0, 8, 5:].all() and not mask[0, 0, 4, 5]  # causal within a sample
-    assert mask.any(-1).all()                                # no empty row (pads see each other)
-    # attention over the packed row equals attention over each sample alone
-    torch.manual_seed(0)
-    q, k, v = torch.randn(3, 1, 2, 9, 4).unbind(0)
-    packed_out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:1])
-    for a, b in [(0, 5), (5, 9)]:
-        alone = F.scaled_dot_product_attention(q[..., a:b, :], k[..., a:b, :], v[..., a:b, :], is_causal=True)
-        torch.testing.assert_close(packed_out[..., a:b, :], alone)
+    assert data.token_budget_groups([5, 4, 6, 12, 1, 1], 10) == [[0, 1], [2], [3], [4, 5]]
+    assert data.token_budget_groups([], 10) == []
+    with pytest.raises(ValueError, match="token budget"):
+        data.token_budget_groups([1], 0)
 
 
 def test_collate_left_padded():

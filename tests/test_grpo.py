@@ -177,6 +177,64 @@ def test_ratio_one_is_reinforce_with_group_advantages():
     assert stats["clipped"] == 0 and stats["approx_kl"] == 0
 
 
+def micro_batch_loss_and_grads(net, samples, cfg, normaliser):
+    """update_policy's micro-batch loop (eq. 7, one process) -> (summed loss, parameter gradients)."""
+    net.zero_grad(set_to_none=True)
+    total = 0.0
+    for micro in grpo.micro_batches(samples, cfg, tu.Dist(), 0):
+        logp, _, mask = grpo.sequence_logprobs(net, micro, 0, 112, 5, True, cfg.packing)
+        old = grpo.padded([s["old_logp"] for s in micro], mask)
+        adv = torch.tensor([s["advantage"] for s in micro])
+        loss, _ = grpo.policy_loss(logp, old, adv, mask, normaliser, cfg.loss_agg, 0.2, 0.28)
+        loss.backward()
+        total += float(loss.detach())
+    return total, {k: p.grad.clone() for k, p in net.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("agg", ["seq-mean-token-mean", "token-mean"])
+def test_packed_micro_batches_give_the_padded_loss_and_gradients(tmp_path, agg):
+    ckpt, records = make_workspace(tmp_path)
+    net = model.load_model(ckpt).eval()
+    tok = model.load_tokenizer(ckpt)
+    g = torch.Generator().manual_seed(0)
+    samples = []
+    for r in data.read_records(records)[:5]:   # with and without an image, prompts of different lengths
+        p = data.encode_prompt(tok, net.config, r)
+        for k in range(2):
+            n = 3 + 4 * k + len(samples) % 3
+            samples.append({"prompt_ids": p["input_ids"], "pixel_values": p["pixel_values"],
+                            "response_ids": torch.randint(10, len(tok) - 10, (n,), generator=g).tolist(),
+                            "old_logp": -torch.rand(n, generator=g) * 8,   # ratios far from 1: the clip acts
+                            "advantage": float(torch.randn(1, generator=g))})
+    assert len({len(s["prompt_ids"]) for s in samples}) > 1 and sum(s["pixel_values"] is not None for s in samples) > 2
+    normaliser = len(samples) if agg == "seq-mean-token-mean" else sum(len(s["response_ids"]) for s in samples)
+    padded = run_config(ckpt, records, tmp_path, loss_agg=agg, packing=False, micro_batch_size=3)
+    packed = run_config(ckpt, records, tmp_path, loss_agg=agg, packing=True, micro_batch_tokens=300)
+    assert [len(s["prompt_ids"]) + len(s["response_ids"]) for s in samples] == [61, 66, 81, 83, 80, 85, 60, 65, 81, 83]
+    assert [len(m) for m in grpo.micro_batches(samples, packed, tu.Dist(), 0)] == [4, 4, 2]   # next-fit <= 300
+    packed_big = run_config(ckpt, records, tmp_path, loss_agg=agg, packing=True, micro_batch_tokens=10_000)
+    loss_padded, grads_padded = micro_batch_loss_and_grads(net, samples, padded, normaliser)
+    for cfg in (packed, packed_big):
+        loss_packed, grads_packed = micro_batch_loss_and_grads(net, samples, cfg, normaliser)
+        assert loss_packed == pytest.approx(loss_padded, rel=1e-5)
+        assert grads_packed.keys() == grads_padded.keys() and any(k.startswith("vision") for k in grads_padded)
+        for k in grads_padded:
+            torch.testing.assert_close(grads_packed[k], grads_padded[k], rtol=1e-4, atol=1e-7, msg=k)
+    # control: one row whose positions do not restart lets the sequences see each other
+    micro = samples[:4]
+    logp_packed = grpo.sequence_logprobs(net, micro, 0, 112, 5, False, True)[0]
+    logp_padded = grpo.sequence_logprobs(net, micro, 0, 112, 5, False, False)[0]
+    torch.testing.assert_close(logp_packed, logp_padded, rtol=1e-5, atol=1e-5)
+    original = data.pack_samples
+    leaky = lambda *a: dict(original(*a), position_ids=torch.arange(original(*a)["input_ids"].shape[1])[None])
+    try:
+        data.pack_samples = leaky
+        logp_leaky = grpo.sequence_logprobs(net, micro, 0, 112, 5, False, True)[0]
+    finally:
+        data.pack_samples = original
+    assert (logp_leaky - logp_padded).abs().max() > 1e-3
+
+
 def test_schedules():
     schedule = [(0, 4096), (100, 8192)]
     assert [grpo.value_at(s, schedule) for s in (0, 99, 100, 500)] == [4096, 4096, 8192, 8192]

@@ -229,6 +229,30 @@ def test_text_only_and_dummy_tiles(tok):
     assert model.vision_model.embeddings.patch_embedding.weight.grad is not None
 
 
+def test_packed_row_equals_each_sequence_alone(tok):
+    """A padding-free row of three sequences (two with images, GQA heads) gives each sequence's own outputs: the
+    <IMG_CONTEXT> runs get their own tiles in order, and no sequence sees another (no mask is built)."""
+    import data
+    model = tiny(tok)
+    cfg = model.config
+    text = tok(M.build_prompt([{"role": "user", "content": "2 + 1 = ?"}], tokenizer=tok), add_special_tokens=False)["input_ids"]
+    seqs = [image_prompt(tok, cfg, 2, "Sum both"), text, image_prompt(tok, cfg, 1, "How many?")]
+    pv = random_pixels(3, cfg)
+    tiles = [pv[:2], None, pv[2:]]
+    batch = data.pack_samples([{"input_ids": s, "pixel_values": t} for s, t in zip(seqs, tiles)], 10 ** 6)
+    assert batch["input_ids"].shape == (1, sum(map(len, seqs)))
+    packed = model(batch["input_ids"], pixel_values=batch["pixel_values"], position_ids=batch["position_ids"])[0]
+    start = 0
+    for s, t in zip(seqs, tiles):
+        alone = model(torch.tensor([s]), pixel_values=t)[0]
+        torch.testing.assert_close(packed[start:start + len(s)], alone, rtol=1e-5, atol=1e-5)
+        start += len(s)
+    kwargs = M.packed_sequence_kwargs(batch["position_ids"])
+    assert kwargs["cu_seq_lens_q"].tolist() == [0, len(seqs[0]), len(seqs[0]) + len(seqs[1]), start]
+    with pytest.raises(ValueError, match="one row"):
+        M.packed_sequence_kwargs(torch.zeros(2, 4, dtype=torch.long))
+
+
 def test_position_embedding_interpolates_to_other_sizes(tok):
     model = tiny(tok)
     x = torch.randn(1, 3, 168, 168)  # 12x12 patches from a 8x8 grid
@@ -250,6 +274,32 @@ def test_kv_cache_generation_equals_no_cache_greedy(tok, overrides):
             ids.append(int(logits.argmax()))
         assert res["token_ids"] == ids[len(prompt):]
         assert res["finish_reason"] == "length" and len(res["logprobs"]) == 12
+
+
+@pytest.mark.parametrize("overrides", [{}, VIT_6B_STYLE])
+def test_static_cache_decode_equals_dynamic_decode_greedy(tok, overrides):
+    """The GPU decode loop (StaticCache, finished rows kept in the batch under a mask) gives today's tokens on
+    multi-image batches of different prompt lengths, rows stopping at different steps included."""
+    model = tiny(tok, **overrides)
+    cfg = model.config
+    prompts = [image_prompt(tok, cfg, 1, "How many?"), image_prompt(tok, cfg, 2, "Sum the numbers in both images"),
+               image_prompt(tok, cfg, 1, "Count"), image_prompt(tok, cfg, 3, "Which of the three images")]
+    pv = random_pixels(7, cfg)
+    kwargs = dict(pixel_values=pv, max_new_tokens=20, temperature=0, pad_token_id=tok.pad_token_id)
+    dynamic = M.generate(model, prompts, static_cache=False, **kwargs)
+    static = M.generate(model, prompts, static_cache=True, compile_step=False, **kwargs)
+    assert [r["token_ids"] for r in static] == [r["token_ids"] for r in dynamic]
+    for a, b in zip(static, dynamic):
+        assert a["finish_reason"] == b["finish_reason"] == "length"
+        torch.testing.assert_close(torch.tensor(a["logprobs"]), torch.tensor(b["logprobs"]), rtol=1e-4, atol=1e-4)
+    # stop tokens: rows end at different steps (one at its first token), the others go on unchanged
+    stops = [dynamic[0]["token_ids"][0], dynamic[1]["token_ids"][5]]
+    dynamic = M.generate(model, prompts, static_cache=False, stop_token_ids=stops, **kwargs)
+    static = M.generate(model, prompts, static_cache=True, compile_step=False, stop_token_ids=stops, **kwargs)
+    assert [(r["token_ids"], r["finish_reason"]) for r in static] == \
+        [(r["token_ids"], r["finish_reason"]) for r in dynamic]
+    assert len(static[0]["token_ids"]) == 1 and static[0]["finish_reason"] == "stop"
+    assert len({len(r["token_ids"]) for r in static}) > 1
 
 
 def test_generation_stops_bans_and_returns_logprobs(tok):

@@ -120,7 +120,7 @@ def test_label_masking_exact_through_the_batch_path(tiny, tmp_path, packing):
     assert batch["pixel_values"].shape == (4, 3, 112, 112)
     if packing:  # one row, two documents, positions restarting at the second
         assert batch["input_ids"].shape == (1, 2 * n)
-        assert batch["position_ids"][0, n].item() == 0 and batch["attention_mask"].shape == (1, 1, 2 * n, 2 * n)
+        assert batch["position_ids"][0, n].item() == 0 and "attention_mask" not in batch   # no dense mask
 
     # the trainer's loss is cross-entropy over exactly those tokens (reference: full logits, unpacked)
     net = load_net(tiny)
@@ -133,26 +133,35 @@ def test_label_masking_exact_through_the_batch_path(tiny, tmp_path, packing):
     torch.testing.assert_close(nll, reference, rtol=1e-5, atol=1e-4)
 
 
-def test_packed_loss_equals_unpacked_loss(tiny, tmp_path):
+def test_packed_loss_and_gradients_equal_unpacked(tiny, tmp_path):
     cfg = make_config(tiny, tmp_path, max_seq_len=100, micro_batch_size=8)
     train_set = data.read_chat_jsonl(tiny.train)
     samples, _, _ = sft.tokenize_share(train_set, list(range(6)), cfg, tiny.tok, tiny.mc, tu.Dist())
     assert [len(s["input_ids"]) for s in samples] == [58, 37, 56, 37, 56, 37]
     pad, size = tiny.tok.pad_token_id, tiny.mc.force_image_size
     [unpacked] = sft.micro_batches(samples, cfg, pad, size)
-    packed = sft.micro_batches(samples, sft.Config(**{**cfg.__dict__, "packing": True, "micro_batch_size": 2}),
+    packed = sft.micro_batches(samples, sft.Config(**{**cfg.__dict__, "packing": True, "micro_batch_tokens": 200}),
                                pad, size)
-    # next-fit rows of <= 100 tokens: [58+37], [56+37], [56+37]; two rows per micro-batch
-    assert [tuple(b["input_ids"].shape) for b in packed] == [(2, 95), (1, 93)]
-    assert [b["seq_lens"] for b in packed] == [[[58, 37], [56, 37]], [[56, 37]]]
+    # next-fit by a 200-token budget: [58+37+56+37], [56+37]; each one row without padding
+    assert [tuple(b["input_ids"].shape) for b in packed] == [(1, 188), (1, 93)]
+    assert [b["seq_lens"] for b in packed] == [[[58, 37, 56, 37]], [[56, 37]]]
+    assert (packed[0]["input_ids"] != pad).all()
     net = load_net(tiny)
-    with torch.no_grad():
-        loss_unpacked = sft.nll_and_entropy(net, unpacked, torch.device("cpu"), 64)[0]
-        loss_packed = sum(sft.nll_and_entropy(net, b, torch.device("cpu"), 64)[0] for b in packed)
-        torch.testing.assert_close(loss_packed, loss_unpacked, rtol=1e-5, atol=1e-4)
-        # control: the same packed rows with plain causal attention across samples give another loss
-        causal = torch.tril(torch.ones(packed[0]["attention_mask"].shape, dtype=torch.bool))
-        leaky = dict(packed[0], attention_mask=causal)
+
+    def loss_and_grads(batches):
+        net.zero_grad(set_to_none=True)
+        loss = sum(sft.nll_and_entropy(net, b, torch.device("cpu"), 64)[0] for b in batches)
+        loss.backward()
+        return loss.detach(), {k: p.grad.clone() for k, p in net.named_parameters() if p.grad is not None}
+
+    loss_unpacked, grads_unpacked = loss_and_grads([unpacked])
+    loss_packed, grads_packed = loss_and_grads(packed)
+    torch.testing.assert_close(loss_packed, loss_unpacked, rtol=1e-5, atol=1e-4)
+    assert grads_packed.keys() == grads_unpacked.keys() and any(k.startswith("vision_model") for k in grads_packed)
+    for k in grads_unpacked:
+        torch.testing.assert_close(grads_packed[k], grads_unpacked[k], rtol=1e-4, atol=1e-6, msg=k)
+    with torch.no_grad():   # control: the same row with positions that do not restart lets samples see each other
+        leaky = dict(packed[0], position_ids=torch.arange(188)[None])
         assert abs(sft.nll_and_entropy(net, leaky, torch.device("cpu"), 64)[0]
                    - sft.nll_and_entropy(net, packed[0], torch.device("cpu"), 64)[0]) > 1e-2
 

@@ -491,6 +491,38 @@ def test_activation_checkpointing_keeps_names_and_gradients():
         tu.wrap_fsdp(nn.Linear(2, 2), SINGLE)
 
 
+def test_one_process_bf16_compute_casts_weights_once_keeps_fp32_masters():
+    """One process with param_dtype (the 1-GPU path; here gloo on CPU): FSDP2 over a one-rank group computes
+    with bf16 copies of the weights, exactly as a bf16 copy of the model does, and keeps fp32 parameters and
+    gradients for the optimizer."""
+    tok = model.build_tiny_tokenizer()
+    cfg = model.tiny_config(vocab_size=len(tok))
+    torch.manual_seed(0)
+    net = model.build_model(cfg).eval()
+    net.img_context_token_id = tok.convert_tokens_to_ids(model.IMG_CONTEXT_TOKEN)
+    reference = model.build_model(cfg).eval()
+    reference.load_state_dict(net.state_dict())
+    for p in reference.parameters():   # parameters only: FSDP2 leaves buffers (rotary inv_freq) in fp32
+        p.data = p.data.to(torch.bfloat16)
+    reference.img_context_token_id = net.img_context_token_id
+    ids = torch.tensor([tok(model.expand_image_tokens("<image>\nHow many?", [1], cfg.num_image_token),
+                            add_special_tokens=False)["input_ids"]])
+    pv = torch.randn(1, 3, 112, 112)
+    assert not tdist.is_initialized()
+    try:
+        tu.wrap_fsdp(net, SINGLE, param_dtype=torch.bfloat16)
+        assert tdist.is_initialized() and tdist.get_world_size() == 1
+        out = net(ids, pixel_values=pv)
+        assert out.dtype == torch.bfloat16
+        torch.testing.assert_close(out, reference(ids, pixel_values=pv.to(torch.bfloat16)), rtol=0, atol=0)
+        out.float().pow(2).mean().backward()
+        params = dict(net.named_parameters())
+        assert all(p.dtype == torch.float32 for p in params.values())
+        assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in params.values() if p.requires_grad)
+    finally:
+        tu.cleanup_distributed()
+
+
 def test_setup_distributed_single_process(monkeypatch):
     monkeypatch.delenv("RANK", raising=False)
     dist = tu.setup_distributed()
