@@ -442,6 +442,38 @@ def test_bf16_rollout_copy(tmp_path):
     assert torch.equal(copied["vision_model.embeddings.class_embedding"],
                        master["vision_model.embeddings.class_embedding"].to(torch.bfloat16))   # frozen: as loaded
 
+FSDP_COPY_CHECK = """
+import sys, torch, grpo, model, train_utils as tu
+sys.path.insert(0, sys.argv[1])
+from test_grpo import make_workspace, run_config
+from pathlib import Path
+root = Path(sys.argv[2])
+ckpt, records = make_workspace(root / "ws")
+net = tu.load_model_sharded(ckpt, tu.Dist(), ["connector", "llm"], param_dtype=torch.bfloat16).eval()
+full = {tu.clean_name(k): v.full_tensor() for k, v in net.state_dict().items()}
+rollout = grpo.make_rollout(run_config(ckpt, records, root / "out", rollout_dtype="bfloat16"), tu.Dist(), net,
+                            model.load_tokenizer(ckpt), ckpt)
+with torch.no_grad():
+    for p in net.parameters():
+        if p.requires_grad:
+            p.add_(1e-2)
+rollout.update_weights(net)
+copied = rollout.copy.state_dict()
+fresh = {tu.clean_name(k): v.full_tensor() for k, v in net.state_dict().items()}
+assert set(copied) == set(full), sorted(set(copied) ^ set(full))
+assert all(torch.equal(copied[k], v.to(torch.bfloat16)) for k, v in fresh.items())
+print("OK", len(copied))
+"""
+
+
+def test_bf16_rollout_copy_of_one_rank_fsdp_policy(tmp_path):
+    """One GPU in bf16 trains a one-rank FSDP2 model (train_utils.wrap_fsdp): the rollout copy is built from and
+    refreshed with its DTensors under the checkpoint names (gloo on CPU, in a subprocess: it owns the group)."""
+    proc = subprocess.run([sys.executable, "-c", FSDP_COPY_CHECK, str(REPO / "tests"), str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-4000:]
+
+
 # -----------------------------------------------------------------------------
 # (c2) one out_dir, one run: a fresh start is refused, a resume of another run is refused, a damaged last
 # checkpoint is skipped
