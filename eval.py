@@ -13,8 +13,8 @@ the hallucination split. Every table of the paper is one of these runs:
                                                   (DIR/<Subject>/output.json) with the official rules.
   python eval.py --out_dir=DIR --score_only=True  re-scores existing generations (no model needed).
 
-Reads top to bottom: config, items + readers, prompts, scoring (MMMU official, Skywork's boxed rule,
-VLMEvalKit can_infer, MathVista, rewards.py for the rest), analyses, generation (over sampling.py), main.
+Reads top to bottom: config, analyses, generation (over sampling.py), scoring a run, outputs, main. The
+benchmark readers, prompts and official scorers (MMMU, MathVista, rewards.py for the rest) are benchmarks.py.
 
 Files (one run = one benchmark x mode x budget): OUT/<benchmark>/<mode>_<budget>/generations.jsonl
 (resumable: (id, sample) pairs already there are skipped), scores.jsonl, summary.json; and OUT/summary.json
@@ -33,23 +33,13 @@ Thinking-budget rule (Fig. 9), applied per sample in think/nowait mode when `bud
   The token count reported includes the forced tokens. Without `budgets` there is no forcing: a single
   generation of at most `max_new_tokens` (the paper's 16,384 generation budget, §4).
 
-Prompts: each benchmark's released prompt (build_user_text), rendered with the checkpoint's own chat template
-(model.build_prompt). summary.json records the sampling protocol, and under "deviations" the ones below plus
-those of the settings (setting_deviations: sampling, nowait, system turn, MMMU image placement).
-
-Deviations from the reference scorers (stated again in summary.json under "deviations"):
-  * MathVista post_check: VLMEvalKit compares str(None) with the gold for text/list answers, so those are
-    always wrong; we compare the extracted answer (text: stripped string equality; list: element-wise).
-  * MathVista extraction without a configured LLM verifier uses rewards.extract_answer (rule-based) instead
-    of the GPT extractor.
-  * MMMU open questions: parse_open_response's de-duplication keeps first-seen order (the official code
-    uses set(), whose order varies between runs); the set of predictions and the verdict are unchanged.
+Prompts: each benchmark's released prompt (benchmarks.build_messages), rendered with the checkpoint's own chat
+template (model.build_prompt). summary.json records the sampling protocol, and under "deviations" the
+reference scorers' (benchmarks.DEVIATIONS) plus those of the settings (setting_deviations: sampling, nowait,
+system turn, MMMU image placement).
 """
 
-import ast
-import base64
-import csv
-import io
+import argparse
 import json
 import random
 import re
@@ -59,6 +49,14 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import torch
+
+import model as M
+import rewards
+import sampling
+from benchmarks import DEVIATIONS, build_messages, load_items, load_rgb, score_mmmu_outputs, score_response, \
+    score_with_rewards, scorer_family
+from train_utils import parse_config, print_config
 
 # -----------------------------------------------------------------------------
 # config
@@ -139,579 +137,7 @@ MODES = ("think", "nothink", "nowait")
 FORCED_THINK_END = "\n</think>\n\n"
 
 # -----------------------------------------------------------------------------
-# items and readers: every layout becomes a list of EvalItem
-
-
-@dataclass
-class EvalItem:
-    id: str
-    question: str                 # the question text, <image k> markers kept (MMMU)
-    answer: object                # gold: letter for multiple choice, else text (MMMU open: str or list)
-    images: list                  # PIL images (decoded from TSV/parquet) or paths
-    options: dict                 # {"A": text, ...}, {} when not multiple choice
-    benchmark: str                # name that picks the prompt and the scorer (file stem or hub layout)
-    subject: str = ""             # MMMU subject / MathVista task / TSV category
-    extra: dict = field(default_factory=dict)   # every other column (hint, split, question_type, choices, ...)
-
-
-def read_benchmark(path) -> list[EvalItem]:
-    path = Path(path)
-    if path.is_dir() or path.suffix == ".parquet":
-        return read_hub_parquet(path)
-    if path.suffix == ".tsv":
-        return read_vlmevalkit_tsv(path)
-    if path.suffix in (".jsonl", ".json"):
-        return read_records_file(path)
-    raise ValueError(f"{path}: unknown benchmark layout (want .tsv, .parquet or a dir of them, .jsonl, .json)")
-
-
-def decode_image(data, where):
-    from PIL import Image
-    try:
-        raw = base64.b64decode(data, validate=False) if isinstance(data, str) else data
-        image = Image.open(io.BytesIO(raw))
-        image.load()
-        return image
-    except Exception as e:
-        raise ValueError(f"{where}: cannot decode image: {type(e).__name__}: {e}") from None
-
-
-def read_vlmevalkit_tsv(path) -> list[EvalItem]:
-    """VLMEvalKit TSV (MMMU_DEV_VAL, MathVista_MINI, MathVerse, MathVision, LogicVista, WeMath, MMStar, ...).
-    `image` is base64, a list literal of base64 strings, or (<= 64 chars) the `index` of the row whose image
-    to reuse; `image_path` (paths next to the file) is used when there is no `image` column.
-    Empty cells are missing values (pandas writes NaN as ""), so unused option columns are dropped."""
-    path = Path(path)
-    csv.field_size_limit(2 ** 31 - 1)   # base64 images are far over csv's 128 KB default
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f, delimiter="\t")
-            rows = []
-            for row in reader:
-                if None in row or any(v is None for v in row.values()):
-                    raise ValueError(f"{path}:{reader.line_num}: row has {len(row)} cells, header has "
-                                     f"{len(reader.fieldnames)}")
-                rows.append((reader.line_num, row))
-    except UnicodeDecodeError:   # the decoder reports a byte offset in a chunk: find the line
-        import data
-        data.read_utf8(path)   # raises ValueError("FILE:LINE: not UTF-8 ...")
-        raise
-    columns = reader.fieldnames or []
-    for col in ("index", "question", "answer"):   # test splits without answers cannot be scored
-        if col not in columns:
-            raise ValueError(f"{path}: no {col!r} column (columns: {columns})")
-    image_of = {row["index"]: row.get("image", "") for _, row in rows}
-    benchmark = path.stem
-    items = []
-    for line, row in rows:
-        where = f"{path}:{line} (index {row['index']})"
-        if "image" in row:
-            data = row["image"]
-            if len(data) <= 64:   # a reference: reuse the image of the row with that index
-                if data not in image_of or len(image_of[data]) <= 64:
-                    raise ValueError(f"{where}: image {data!r} is not the index of a row with an image")
-                data = image_of[data]
-            blobs = ast.literal_eval(data) if data.startswith("[") and data.endswith("]") else [data]
-            images = [decode_image(b, where) for b in blobs]
-        elif "image_path" in row and row["image_path"]:
-            p = row["image_path"]
-            paths = ast.literal_eval(p) if p.startswith("[") and p.endswith("]") else [p]
-            images = [str(path.parent / q) for q in paths]
-        else:
-            images = []
-        options = {c: row[c] for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" if row.get(c, "") != ""}
-        skip = set(options) | {"image", "image_path", "question", "answer"}
-        extra = {k: v for k, v in row.items() if k not in skip and v != ""}
-        item_id = row.get("id") or row["index"]
-        subject = mmmu_subject(item_id) if is_mmmu(benchmark) else row.get("category", "")
-        items.append(EvalItem(id=str(item_id), question=row["question"], answer=row["answer"], images=images,
-                              options=options, benchmark=benchmark, subject=subject, extra=extra))
-    return items
-
-
-def read_hub_parquet(path) -> list[EvalItem]:
-    """MMMU/MMMU and AI4Math/MathVista as stored on the HF hub (a .parquet file or a dir of shards).
-    MMMU: id, question, options (list literal string), explanation, image_1..image_7 ({bytes, path} or null),
-          img_type, answer, topic_difficulty, question_type (multiple-choice|open), subfield.
-    MathVista: pid, question, image (path), decoded_image ({bytes, path}), choices (list or null), unit,
-          precision, answer, question_type (multi_choice|free_form), answer_type (integer|float|text|list),
-          metadata (struct: task, category, skills, ...), query (the official prompt with its hint)."""
-    import pyarrow.parquet as pq
-    path = Path(path)
-    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
-    if not files:
-        raise ValueError(f"{path}: no .parquet files")
-    rows = []
-    for f in files:
-        rows += [(f, n, r) for n, r in enumerate(pq.read_table(f).to_pylist())]
-    columns = set(rows[0][2]) if rows else set()
-
-    def image_from(cell, f, where):
-        if cell is None:
-            return None
-        if cell.get("bytes"):
-            return decode_image(cell["bytes"], where)
-        if cell.get("path"):
-            return str(f.parent / cell["path"])
-        return None
-
-    items = []
-    if {"id", "question", "options", "answer", "image_1"} <= columns:   # MMMU
-        for f, n, r in rows:
-            where = f"{f}: row {n} (id {r['id']})"
-            try:
-                choices = ast.literal_eval(r["options"]) if r["options"] else []
-            except (ValueError, SyntaxError):
-                raise ValueError(f"{where}: options is not a list literal: {r['options']!r:.100}") from None
-            images = [image_from(r.get(f"image_{i}"), f, where) for i in range(1, 8)]
-            # <image k> refers to image_k, so keep the positions (None for absent slots) until the prompt is built
-            while images and images[-1] is None:
-                images.pop()
-            extra = {k: v for k, v in r.items() if not k.startswith("image_") and k not in ("id", "question", "answer")}
-            items.append(EvalItem(id=r["id"], question=r["question"], answer=r["answer"], images=images,
-                                  options={chr(65 + i): str(c) for i, c in enumerate(choices)},
-                                  benchmark="MMMU", subject=mmmu_subject(r["id"]), extra=extra))
-    elif {"pid", "query", "answer", "question_type", "answer_type"} <= columns:   # MathVista
-        for f, n, r in rows:
-            where = f"{f}: row {n} (pid {r['pid']})"
-            image = image_from(r.get("decoded_image"), f, where)
-            if image is None and r.get("image"):
-                image = str(f.parent / r["image"])
-            choices = list(r.get("choices") or [])
-            extra = {k: v for k, v in r.items() if k not in ("pid", "decoded_image", "answer")}
-            if r["question_type"] == "multi_choice":
-                if r["answer"] not in choices:
-                    raise ValueError(f"{where}: answer {r['answer']!r} is not one of the choices {choices}")
-                extra["answer_option"] = chr(65 + choices.index(r["answer"]))
-            meta = r.get("metadata") or {}
-            items.append(EvalItem(id=str(r["pid"]), question=r["query"], answer=r["answer"],
-                                  images=[image] if image is not None else [],
-                                  options={chr(65 + i): c for i, c in enumerate(choices)}, benchmark="MathVista",
-                                  subject=meta.get("task", "") or meta.get("category", ""), extra=extra))
-    else:
-        raise ValueError(f"{path}: parquet columns {sorted(columns)} are neither the MMMU nor the MathVista layout")
-    return items
-
-
-def read_records_file(path) -> list[EvalItem]:
-    """Our JSONL records and the K12 json, through data.py (same checks and error messages as training)."""
-    import data
-    items = []
-    for r in data.read_records(path):
-        items.append(EvalItem(id=r.id, question=r.question, answer=r.answer, images=list(r.images),
-                              options=dict(r.options or {}), benchmark=Path(path).stem,
-                              subject=str(r.meta.get("subject", r.meta.get("category", ""))),
-                              extra={**r.meta, "where": r.where, "source": r.source, "format": "records"}))
-    return items
-
-
-def load_rgb(image):
-    from PIL import Image
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    import data
-    return data.load_image(image)
-
-
-def is_mmmu(benchmark):
-    return benchmark.lower().startswith("mmmu") and "pro" not in benchmark.lower()
-
-
-def mmmu_subject(item_id):   # "validation_Art_Theory_12" -> "Art_Theory"
-    m = re.match(r"^(?:dev|validation|test)_(.+)_\d+$", str(item_id))
-    return m.group(1) if m else ""
-
-
-def scorer_family(benchmark):
-    if is_mmmu(benchmark):
-        return "mmmu"
-    if "mathvista" in benchmark.lower():
-        return "mathvista"
-    return "rule"
-
-# -----------------------------------------------------------------------------
-# prompts: each benchmark's default prompt, as the paper's VLMEvalKit run sent it (Skywork's model entry sets
-# no custom prompt, so the dataset defaults are used verbatim). Sources quoted: SkyworkAI/Skywork-R1V @ b806cef,
-# eval/vlmevalkit/vlmeval/dataset/{image_mcq,image_vqa}.py and eval/MMK12/evaluate.py.
-
-# eval/vlmevalkit/vlmeval/dataset/image_mcq.py L1522-1524 (VisuLogic.build_prompt), appended to the question
-VISULOGIC_SUFFIX = ("\nSolve the complex visual logical reasoning problem through step-by-step reasoning."
-                    "Think about the reasoning process first "
-                    "and answer the question following this format: Answer: \\boxed{$LETTER}")
-# eval/MMK12/evaluate.py L35 (SYSTEM_PROMPT_32B, the system turn of every MMK12 item, L91-104), verbatim: the
-# Python literal "\\\\boxed" is the two characters "\\" then "boxed", and "Th answer" is their typo
-MMK12_SYSTEM_PROMPT = "Solve the question. The user asks a question, and you solves it. You first thinks about the reasoning process in the mind and then provides the user with the answer. The answer is in latex format and wrapped in $...$. The final answer must be wrapped using the \\\\boxed{} command. Th answer should be enclosed within <answer> </answer> tags, i.e., Since $1+1=2$, so the answer is $2$. <answer> The answer is $\\\\boxed{2}$ </answer>, which means the final answer assistant's output should start with <answer> and end with </answer>."  # noqa: E501
-
-
-def build_user_text(item: EvalItem, mmmu_images: str = "front"):
-    """-> (user text with one "<image>" per image, images in that order). Images go first ("<image>\\n" each,
-    as vLLM's OpenAI server places them) unless said otherwise.
-    VLMEvalKit MCQ datasets (MMMU, MMStar, ... and any TSV with option columns; image_mcq.py L174-208):
-        "Hint: {hint}\\n" (if any) "Question: {q}\\n" "Options:\\nA. ..\\nB. ..\\n"
-        "Please select the correct answer from the options above. \\n"   (MMMU open questions: no options part)
-      WeMath (L1259-1294): the same without the "Please select" line; WeMath_COT adds "\\n{requirement}".
-      MMMU "<image k>" markers (split_MMMU L411-431: the text is cut at each marker, image k goes between):
-        front    the released pipeline: LMDeployAPI sends the pieces as OpenAI content parts and vLLM's server
-                 (0.8.3, chat_utils._get_full_multimodal_text_prompt) joins the text parts with "\\n" and puts
-                 every image placeholder first: "<image>\\n" * n + "\\n".join(text pieces)
-        inplace  image k replaces its marker (the EMMA / InternVL chat() convention)
-      Either way the images are the referenced ones in marker order (unreferenced ones dropped, as there).
-    VisuLogic (L1510-1524): question + VISULOGIC_SUFFIX. MathVerse (image_vqa.py L362-377): `question`, or
-    `query_cot` when the benchmark name has "cot" (MathVerse_MINI_Vision_Only_cot).
-    MathVista hub parquet: the official `query`. Other TSVs (MathVista_MINI, MathVision, LogicVista): `question`.
-    MMK12 (evaluate.py L100-104, any benchmark named *mmk12*): the question (its system turn: build_messages).
-    Our JSONL / K12: data.format_question (question, options, the boxed instruction used in training)."""
-    if mmmu_images not in ("front", "inplace"):
-        raise ValueError(f"mmmu_images={mmmu_images!r}, expected 'front' or 'inplace'")
-    name = item.benchmark.lower()
-    if item.extra.get("format") == "records" and "mmk12" not in name:
-        import data
-        record = data.Record(id=item.id, question=item.question, answer=str(item.answer),
-                             images=list(item.images), options=item.options or None, source=item.benchmark)
-        return data.format_question(record), list(item.images)
-
-    if name.startswith("mathverse"):
-        column = "query_cot" if "cot" in item.benchmark else "question"   # VLMEvalKit: 'cot' in dataset_name
-        text = item.question if column == "question" else item.extra.get(column)
-        if text is None:
-            raise ValueError(f"{item.benchmark} {item.id}: no {column!r} column (a *_cot MathVerse TSV needs it)")
-    elif name.startswith("visulogic"):
-        text = item.question + VISULOGIC_SUFFIX
-    elif "mmk12" in name:
-        text = item.question
-    elif item.options and "mathvista" not in name or is_mmmu(item.benchmark):
-        text = ""
-        if item.extra.get("hint"):
-            text += f"Hint: {item.extra['hint']}\n"
-        text += f"Question: {item.question}\n"
-        if item.options:
-            text += "Options:\n" + "".join(f"{k}. {v}\n" for k, v in item.options.items())
-            if not name.startswith("wemath"):
-                text += "Please select the correct answer from the options above. \n"
-        if name.startswith("wemath") and "COT" in item.benchmark and item.extra.get("requirement"):
-            text += f"\n{item.extra['requirement']}"
-    else:
-        text = item.question
-
-    markers = [int(m) for m in re.findall(r"<image (\d+)>", text)]
-    if markers:
-        for k in markers:
-            if k < 1 or k > len(item.images) or item.images[k - 1] is None:
-                raise ValueError(f"{item.benchmark} {item.id}: <image {k}> but the item has no image {k}")
-        images = [item.images[k - 1] for k in markers]
-        if mmmu_images == "inplace":
-            return re.sub(r"<image \d+>", "<image>", text), images
-        return "\n".join(["<image>"] * len(images) + re.split(r"<image \d+>", text)), images
-    images = [im for im in item.images if im is not None]
-    return "<image>\n" * len(images) + text, images
-
-
-def build_messages(item: EvalItem, system_prompt: str = "", mmmu_images: str = "front"):
-    """-> (chat messages, images): build_user_text's user turn, after a system turn: system_prompt when given,
-    else the benchmark's released one (MMK12: MMK12_SYSTEM_PROMPT), else none (R1V3-alpha: system_prompt=None)."""
-    text, images = build_user_text(item, mmmu_images)
-    system = system_prompt or (MMK12_SYSTEM_PROMPT if "mmk12" in item.benchmark.lower() else "")
-    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}], images
-
-# -----------------------------------------------------------------------------
-# scoring 1: the official MMMU rules (MMMU-Benchmark/MMMU eval/eval_utils.py), rewritten from their description
-
-
-def answer_segment(response):
-    """Text after the last </think> (what the scorers see), the whole text when there is none."""
-    return response.rsplit("</think>", 1)[-1]
-
-
-def mmmu_parse_multi_choice(response, all_choices, index2ans, rng):
-    """-> (letter, fell_back). Candidates by the first rule that finds any: "(X)", then " X ", then (only for
-    responses of more than 5 words) options whose text appears. Several -> the one mentioned last. None -> a
-    random choice from rng (the official code seeds `random` with 42), and fell_back=True."""
-    for ch in [",", ".", "!", "?", ";", ":", "'"]:   # one character at a time, as the official loop does
-        response = response.strip(ch)
-    padded = " " + response + " "
-    cands = [c for c in all_choices if f"({c})" in padded]
-    where = lambda c: padded.rfind(f"({c})")
-    if not cands:
-        cands = [c for c in all_choices if f" {c} " in padded]
-        where = lambda c: padded.rfind(f" {c} ")
-    if not cands and len(padded.split()) > 5:
-        cands = [c for c, text in index2ans.items() if text.lower() in padded.lower()]
-        where = lambda c: padded.lower().rfind(index2ans[c].lower())
-    if not cands:
-        return rng.choice(all_choices), True
-    positions = [where(c) for c in cands]
-    return cands[positions.index(max(positions))], False   # ties: the first candidate, like np.argmax
-
-
-def mmmu_extract_numbers(text):
-    with_commas = re.findall(r"-?\b\d{1,3}(?:,\d{3})+\b", text)
-    scientific = re.findall(r"-?\d+(?:\.\d+)?[eE][+-]?\d+", text)
-    simple = re.findall(r"-?(?:\d+\.\d+|\.\d+|\d+\b)(?![eE][+-]?\d+)(?![,\d])", text)
-    return with_commas + scientific + simple
-
-
-def mmmu_normalize_str(s):
-    """Numbers -> [round(float, 2)]; text -> [lowercase]; one character c -> [" c", "c "] (no trivial matches)."""
-    s = s.strip()
-    try:
-        return [round(float(s.replace(",", "")), 2)]
-    except ValueError:
-        pass
-    s = s.lower()
-    return [" " + s, s + " "] if len(s) == 1 else [s]
-
-
-def mmmu_parse_open(response):
-    """-> list of normalized predictions (strings and floats). The response is lowercased *before* it is split on
-    r"\\.\\s(?=[A-Z])|\\n", so only newlines split (an official quirk we keep). Per piece, the shortest tail after
-    an indicator ("could be ", "so ", "is ", ..., and "=" in the last piece) is a key response; their numbers
-    are added; everything is normalized; duplicates dropped."""
-    text = response.strip().strip(".").lower()
-    pieces = re.split(r"\.\s(?=[A-Z])|\n", text)
-    indicators = ["could be ", "so ", "is ", "thus ", "therefore ", "final ", "answer ", "result "]
-    keys = []
-    for i, piece in enumerate(pieces):
-        shortest = None
-        for ind in indicators + (["="] if i == len(pieces) - 1 else []):
-            if ind in piece:
-                tail = piece.split(ind)[-1].strip()
-                if not shortest or len(tail) < len(shortest):   # an empty tail is replaced by the next one found
-                    shortest = tail
-        if shortest and shortest.strip() not in [":", ",", ".", "!", "?", ";", "'"]:
-            keys.append(shortest)
-    if not keys:
-        keys = [text]
-    preds = []
-    for s in keys + [n for key in keys for n in mmmu_extract_numbers(key)]:
-        for p in mmmu_normalize_str(s):
-            if p not in preds:
-                preds.append(p)
-    return preds
-
-
-def mmmu_eval_multi_choice(gold, pred):
-    return pred in gold if isinstance(gold, list) else pred == gold
-
-
-def mmmu_eval_open(gold, preds):
-    """A string prediction is right when a normalized gold string is a substring of it; a number when it equals
-    a normalized gold number."""
-    golds = [n for g in (gold if isinstance(gold, list) else [gold]) for n in mmmu_normalize_str(str(g))]
-    for p in preds:
-        if isinstance(p, str):
-            if any(isinstance(g, str) and g in p for g in golds):
-                return True
-        elif p in golds:
-            return True
-    return False
-
-
-def mmmu_gold(answer):
-    """MMMU open golds can be lists; in TSV/parquet they arrive as list literals ("['24/7', '3.429']")."""
-    if isinstance(answer, str) and answer.startswith("[") and answer.endswith("]"):
-        try:
-            value = ast.literal_eval(answer)
-            if isinstance(value, list):
-                return [str(v) for v in value]
-        except (ValueError, SyntaxError):
-            pass
-    return answer
-
-
-def score_mmmu_outputs(directory, answers_file=None):
-    """Official MMMU example-output layout: DIR/<Subject>/output.json = [{id, question_type, answer, all_choices,
-    index2ans, response}]. Subjects in sorted order (= the official CAT_SHORT2LONG order), one rng seeded 42,
-    as `main_parse_and_eval.py --subject ALL` does, so even the random fallbacks can match."""
-    directory = Path(directory)
-    golds = json.loads(Path(answers_file).read_text()) if answers_file else {}
-    rng = random.Random(42)
-    items, per_subject = {}, {}
-    files = sorted(directory.glob("*/output.json"))
-    if not files:
-        raise ValueError(f"{directory}: no <Subject>/output.json files")
-    for f in files:
-        outputs = json.loads(f.read_text())
-        for n, o in enumerate(outputs):
-            where = f"{f}: entry {n}"
-            needed = ("id", "question_type", "response") + \
-                (("all_choices", "index2ans") if o.get("question_type") == "multiple-choice" else ())
-            for key in needed:
-                if key not in o:
-                    raise ValueError(f"{where}: missing {key!r}")
-            gold = golds[o["id"]]["ground_truth"] if o["id"] in golds else o.get("answer")
-            if gold is None:
-                raise ValueError(f"{where}: no gold answer (no 'answer' field and not in {answers_file})")
-            if o["question_type"] == "multiple-choice":
-                pred, fell_back = mmmu_parse_multi_choice(o["response"], o["all_choices"], o["index2ans"], rng)
-                correct = mmmu_eval_multi_choice(gold, pred)
-            else:
-                pred, fell_back = mmmu_parse_open(o["response"]), False
-                correct = mmmu_eval_open(gold, pred)
-            boxed = boxed_rule_check(o["response"], gold)
-            items[o["id"]] = {"parsed_pred": pred, "correct": correct, "random_fallback": fell_back,
-                              "boxed_rule": boxed, "correct_or_boxed": correct or boxed}
-            per_subject.setdefault(f.parent.name, []).append(correct)
-    n = len(items)
-    correct = sum(v["correct"] for v in items.values())
-    return {"accuracy": correct / n, "correct": correct, "total": n,
-            "random_fallbacks": sum(v["random_fallback"] for v in items.values()),
-            "boxed_rule_accuracy": sum(v["boxed_rule"] for v in items.values()) / n,
-            "or_accuracy": sum(v["correct_or_boxed"] for v in items.values()) / n,
-            "per_subject": {s: sum(c) / len(c) for s, c in per_subject.items()},
-            "items": items}
-
-# -----------------------------------------------------------------------------
-# scoring 2: Skywork's boxed rule check (Skywork-R1V eval_shell/rule_base_mmmu.py), OR-ed with the official
-# verdict for MMMU as the paper did (§4 "add rule-based check for MMMU")
-
-
-def boxed_rule_check(response, answer):
-    """Last \\boxed{...} (non-greedy, so no nesting) equals the gold, raw or after removing $, \\commands and
-    whitespace, one outer brace pair, and lowercasing. List golds: any element."""
-    boxes = re.findall(r"\\boxed\{(.*?)\}", response)
-    if not boxes:
-        return False
-    last = boxes[-1].strip()
-
-    def normalize(s):
-        s = re.sub(r"\$|\\[a-z]+|\s+", "", s)
-        return re.sub(r"^\{|\}$", "", s).lower()
-
-    golds = answer if isinstance(answer, list) else [answer]
-    return any(last == str(g).strip() or normalize(last) == normalize(str(g).strip()) for g in golds)
-
-# -----------------------------------------------------------------------------
-# scoring 3: VLMEvalKit's option matching (the Skywork-era copy) and MathVista
-
-
-VLMEVAL_REFUSALS = ["Sorry, I can't help with images of people yet.", "I can't process this file.",
-                    "I'm sorry, but without the image provided", "Cannot determine the answer"]
-
-
-def can_infer_option(answer, choices):
-    """The one option letter standing alone as a token (after .()[],:;!*#{} become spaces); 'Z' for a refusal
-    or a lone Z; False otherwise."""
-    if "Failed to obtain answer via API" in answer:
-        return False
-    if any(r in answer for r in VLMEVAL_REFUSALS):
-        return "Z"
-    for c in ".()[],:;!*#{}":
-        answer = answer.replace(c, " ")
-    tokens = answer.split()
-    hits = [c for c in choices if c in tokens]
-    if len(hits) == 1:
-        return hits[0]
-    if not hits and "Z" in tokens:
-        return "Z"
-    return False
-
-
-def can_infer_text(answer, choices):
-    """The one option whose lowercased text is a substring of the lowercased answer."""
-    answer = answer.lower()
-    hits = [k for k, v in choices.items() if str(v).lower() in answer]
-    return hits[0] if len(hits) == 1 else False
-
-
-def can_infer(answer, choices):
-    answer = str(answer)
-    return can_infer_option(answer, choices) or can_infer_text(answer, choices)
-
-
-# VLMEvalKit's five in-context examples for the MathVista answer extractor
-MATHVISTA_EXTRACT_EXAMPLES = """
-Hint: Please answer the question requiring an integer answer and provide the final value, e.g., 1, 2, 3, at the end.
-Question: Which number is missing?
-Model response: The number missing in the sequence is 14.
-Extracted answer: 14
-
-Hint: Please answer the question requiring a floating-point number with one decimal place and provide the final value, e.g., 1.2, 1.3, 1.4, at the end.
-Question: What is the fraction of females facing the camera?
-Model response: The fraction of females facing the camera is 0.6, which means that six out of ten females in the group are facing the camera.
-Extracted answer: 0.6
-
-Hint: Please answer the question requiring a floating-point number with two decimal places and provide the final value, e.g., 1.23, 1.34, 1.45, at the end.
-Question: How much money does Luca need to buy a sour apple candy and a butterscotch candy? (Unit: $)
-Model response: Luca needs $1.45 to buy a sour apple candy and a butterscotch candy.
-Extracted answer: 1.45
-
-Hint: Please answer the question requiring a Python list as an answer and provide the final list, e.g., [1, 2, 3], [1.2, 1.3, 1.4], at the end.
-Question: Between which two years does the line graph saw its maximum peak?
-Model response: The line graph saw its maximum peak between 2007 and 2008.
-Extracted answer: [2007, 2008]
-
-Hint: Please answer the question and provide the correct option letter, e.g., A, B, C, D, at the end.
-Question: What fraction of the shape is blue?
-Choices: (A) 3/11 (B) 8/11 (C) 6/11 (D) 3/5
-Model response: The correct answer is (B) 8/11.
-Extracted answer: B
-"""
-
-
-def mathvista_choices(item):
-    if item.options:
-        return dict(item.options)
-    raw = item.extra.get("choices")
-    values = ast.literal_eval(raw) if isinstance(raw, str) else list(raw or [])
-    return {chr(65 + i): str(v) for i, v in enumerate(values)}
-
-
-def mathvista_gold_option(item):
-    if item.extra.get("answer_option"):
-        return item.extra["answer_option"]
-    choices = mathvista_choices(item)
-    hits = [k for k, v in choices.items() if v == str(item.answer)]
-    return hits[0] if hits else str(item.answer)
-
-
-def mathvista_extract(item, response, llm_extract=None):
-    """-> (extracted, how). VLMEvalKit's prefetch first: can_infer for multiple choice, the whole answer parsing
-    as a number otherwise (VLMEvalKit only counts a correct number as a prefetch, but sends a wrong one to the
-    extractor, which returns it unchanged). Then the LLM extractor when one is configured, else rewards.py's
-    rule extractor. Everything sees the answer segment (after </think>), as upstream VLMEvalKit's SPLIT_THINK."""
-    text = answer_segment(response).strip()
-    if item.extra.get("question_type") == "multi_choice":
-        opt = can_infer(text, mathvista_choices(item))
-        if opt:
-            return opt, "prefetch"
-    else:
-        try:
-            float(text)
-            return text, "prefetch"
-        except ValueError:
-            pass
-    if llm_extract is not None:
-        prompt = ("Please read the following example. Then extract the answer from the model response and type it "
-                  "at the end of the prompt.\n" + MATHVISTA_EXTRACT_EXAMPLES + "\n" + item.question + "\n"
-                  + "Model response: " + text + "\nExtracted answer:")
-        out = llm_extract(prompt)
-        if out is not None:
-            return out.strip(), "llm"
-    import rewards
-    return str(rewards.extract_answer(response)), "rule"
-
-
-def mathvista_post_check(item, extracted):
-    """VLMEvalKit post_check: options through can_infer, integer/float by exact int()/float() equality (precision
-    is ignored there too). DEVIATION: text/list answers are compared with the extracted answer; VLMEvalKit
-    compares str(None) and so scores every text/list question wrong."""
-    answer_type = item.extra.get("answer_type")
-    try:
-        if item.extra.get("question_type") == "multi_choice":
-            return can_infer(str(extracted), mathvista_choices(item)) == mathvista_gold_option(item)
-        if answer_type == "integer":
-            return int(str(extracted).strip()) == int(str(item.answer).strip())
-        if answer_type == "float":
-            return float(str(extracted).strip()) == float(str(item.answer).strip())
-        if answer_type == "list":
-            pred, gold = ast.literal_eval(str(extracted).strip()), ast.literal_eval(str(item.answer).strip())
-            return [float(x) for x in pred] == [float(x) for x in gold]
-        return str(extracted).strip() == str(item.answer).strip()
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        return False
-
-# -----------------------------------------------------------------------------
-# scoring 4: one response of one item -> a verdict with its parts
+# MathVista's GPT extractor (benchmarks.mathvista_extract's llm_extract) on the verifier endpoint
 
 
 def mathvista_llm_extractor(cfg):
@@ -747,37 +173,6 @@ def mathvista_llm_extractor(cfg):
         return None
 
     return extract
-
-
-def score_response(item, response, rng, llm_extract=None, reward_cfg=None):
-    """-> {"correct", "parsed_pred", ...scorer parts}. MMMU: official rules OR Skywork's boxed rule (each kept);
-    MathVista: extraction + post_check; everything else: rewards.score_batch (rule OR verifier, eq. 2).
-    score_run batches the last kind; this is the one-response form."""
-    family = scorer_family(item.benchmark)
-    text = answer_segment(response)
-    if family == "mmmu":
-        gold = mmmu_gold(item.answer)
-        if item.options:
-            pred, fell_back = mmmu_parse_multi_choice(text, list(item.options), item.options, rng)
-            official = mmmu_eval_multi_choice(gold, pred)
-        else:
-            pred, fell_back = mmmu_parse_open(text), False
-            official = mmmu_eval_open(gold, pred)
-        boxed = boxed_rule_check(text, gold)
-        return {"correct": official or boxed, "parsed_pred": pred, "mmmu_official": official,
-                "boxed_rule": boxed, "random_fallback": fell_back}
-    if family == "mathvista":
-        extracted, how = mathvista_extract(item, response, llm_extract)
-        return {"correct": mathvista_post_check(item, extracted), "parsed_pred": extracted, "extraction": how}
-    return score_with_rewards([item], [response], reward_cfg)[0]
-
-
-def score_with_rewards(items, responses, reward_cfg=None):
-    import rewards
-    results = rewards.score_batch(list(responses), [str(it.answer) for it in items],
-                                  [it.options or None for it in items], [it.question for it in items], reward_cfg)
-    return [{"correct": r["accuracy"] == 1.0, "parsed_pred": r["extracted"], "rule": r["rule"] == 1.0,
-             "verifier": r["verifier"], "timed_out": r["timed_out"]} for r in results]
 
 # -----------------------------------------------------------------------------
 # analyses: avg@k, per subject, hallucination split, tables
@@ -969,9 +364,6 @@ def row_sampler(sampler, tokenizer, banned):
     """sample_fn for generate_rows over a sampling.py sampler. Rows with the same prompt and prefix (the k samples
     of a question) become one prompt with n = their count. The built-in sampler takes token ids with our image
     expansion; vLLM takes the ChatML text and PIL images, and its processor tiles and expands them itself."""
-    import torch
-    import model as M
-    import sampling
 
     def encode(row):
         images = [load_rgb(im) for im in row["images"]]
@@ -1000,7 +392,6 @@ def row_sampler(sampler, tokenizer, banned):
 
 def prompt_length(prompt, images, tokenizer, config):
     """Tokens of a generation prompt with its images expanded as model.py does (vLLM's processor does the same)."""
-    import model as M
     tiles = [M.image_to_pixel_values(load_rgb(im), config).shape[0] for im in images]
     return len(tokenizer.encode(M.expand_image_tokens(prompt, tiles, config.num_image_token), add_special_tokens=False))
 
@@ -1011,7 +402,6 @@ def generate_run(cfg, items, mode, budget, sample_fn, run_dir, forced_tokens, to
     Prompts: build_messages rendered by model.build_prompt with the checkpoint's tokenizer (its chat template).
     max_prompt_tokens (with model_config): a longer prompt is an error naming its item, before any generation
     (vLLM would reject it; model.generate would run past the model's positions)."""
-    import model as M
     gen_path = Path(run_dir) / "generations.jsonl"
     gen_path.parent.mkdir(parents=True, exist_ok=True)
     done = read_generations(gen_path)
@@ -1079,7 +469,6 @@ def score_run(items, generations, cfg, mode):
                 rec.update(score_response(item, g["response"], rng, llm_extract))
             scored.append(rec)
     if batched:   # one batch: Math-Verify workers with hard timeouts, concurrent verifier calls
-        import rewards
         reward_cfg = rewards.RewardConfig(think_mode=mode != "nothink", verifier_url=cfg.verifier_url,
                                           verifier_model=cfg.verifier_model or rewards.RewardConfig.verifier_model)
         verdicts = score_with_rewards([it for _, it in batched], [r["response"] for r, _ in batched], reward_cfg)
@@ -1089,21 +478,11 @@ def score_run(items, generations, cfg, mode):
     return scored
 
 
-DEVIATIONS = [
-    "MathVista post_check: text/list answers are compared with the extracted answer (VLMEvalKit compares "
-    "str(None), so it scores them all wrong).",
-    "MathVista extraction without a verifier endpoint: rewards.extract_answer instead of the GPT extractor.",
-    "MMMU open: predictions de-duplicated in first-seen order instead of set() order (same set, same verdict).",
-    "Images are decoded from the benchmark file as stored (the released pipeline re-encodes them as JPEG).",
-]
-
-
 def setting_deviations(cfg, sampling, tokenizer=None):
     """Deviations from the released evaluation (VLMEvalKit R1V3-alpha over vLLM's OpenAI server) that depend on
     the settings, worded from the settings and from model.build_prompt itself, so that they cannot go stale.
     sampling: the runs' settings (run_sampling; None: they differ or are not recorded). tokenizer: the
     checkpoint's (None when only scoring: the template is then not known)."""
-    import model as M
     out = []
     if tokenizer is not None and not getattr(tokenizer, "chat_template", None):
         out.append("The checkpoint's tokenizer has no chat template: prompts use ChatML without a system turn "
@@ -1208,7 +587,6 @@ def log_wandb(cfg, overall, runs):
 def parse_args(argv):
     """The sampling preset that `protocol` names, then config files and --key=value overrides, type-checked
     against EvalConfig (train_utils.parse_config)."""
-    from train_utils import parse_config, print_config
     protocol = parse_config(EvalConfig, argv).protocol
     if protocol not in PROTOCOLS:
         raise ValueError(f"--protocol={protocol!r}: not one of {sorted(PROTOCOLS)}")
@@ -1220,7 +598,6 @@ def parse_args(argv):
 
 
 def main_mmmu_outputs(argv):
-    import argparse
     p = argparse.ArgumentParser(description="score the official MMMU example-output layout")
     p.add_argument("--mmmu_outputs", required=True, help="DIR with <Subject>/output.json")
     p.add_argument("--json", required=True, help="where to write {accuracy, items}")
@@ -1248,21 +625,7 @@ def main(argv=None):
         raise ValueError("--benchmarks: give a list of benchmark files, e.g. --benchmarks=\"['MMMU_DEV_VAL.tsv']\"")
     benchmarks = []
     for path in cfg.benchmarks:
-        items = read_benchmark(path)
-        if cfg.split:
-            items = [it for it in items if it.extra.get("split", cfg.split) == cfg.split]
-        if cfg.max_items:
-            items = items[: cfg.max_items]
-        if not items:
-            raise ValueError(f"{path}: no items (split={cfg.split!r})")
-        import data   # every image path now, naming the record, not when its batch comes up
-        data.check_images([{"images": [im for im in it.images if isinstance(im, str)],
-                            "where": it.extra.get("where") or f"{path}: item {it.id!r}"} for it in items], decode=True)
-        seen = set()
-        for it in items:   # (id, sample) keys the generations: an id twice would mix two questions' samples
-            if it.id in seen:
-                raise ValueError(f"{path}: id {it.id!r} appears twice")
-            seen.add(it.id)
+        items = load_items(path, cfg.split, cfg.max_items)
         if items[0].benchmark in [b[0].benchmark for b in benchmarks]:
             raise ValueError(f"{path}: a second benchmark named {items[0].benchmark!r} (its outputs would collide)")
         bench = items[0].benchmark
@@ -1272,11 +635,9 @@ def main(argv=None):
 
     sampler, tokenizer = None, None
     if not cfg.score_only:
-        import sampling
         backend = cfg.backend = sampling.pick_backend(cfg.backend)
         if not cfg.checkpoint:
             raise ValueError("--checkpoint is required to generate (or use --score_only=True)")
-        import model as M
         tokenizer = M.load_tokenizer(cfg.checkpoint)
         model_config = M.ModelConfig.from_json(Path(cfg.checkpoint) / "config.json")
         max_prompt_tokens = min(cfg.max_model_len, model_config.llm_config.get("max_position_embeddings",
@@ -1287,7 +648,6 @@ def main(argv=None):
                 cfg.max_images, seed=cfg.seed, dtype="bfloat16" if cfg.dtype == "auto" else cfg.dtype))
             sampler = sampling.VLLMSampler(llm, tokenizer, cfg.temperature, cfg.top_p)
         else:
-            import torch
             device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
             dtypes = {"auto": torch.bfloat16 if device.startswith("cuda") else torch.float32,
                       "bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
@@ -1318,9 +678,9 @@ def main(argv=None):
                 if missing:
                     raise ValueError(f"{run_dir}: {len(missing)} (id, sample) pairs not generated, e.g. {missing[:3]}")
                 scored = score_run(items, generations, cfg, mode)
-                sampling = run_sampling(generations, cfg)
-                summary = {"benchmark": bench, "mode": mode, "budget": budget, "protocol": protocol_of(sampling),
-                           "sampling": sampling,
+                run_settings = run_sampling(generations, cfg)
+                summary = {"benchmark": bench, "mode": mode, "budget": budget,
+                           "protocol": protocol_of(run_settings), "sampling": run_settings,
                            **summarize_run(scored, cfg.hallucination_phrases, scorer_family(bench))}
                 write_run(run_dir, scored, summary)
                 print(f"{bench} {mode} budget={budget or 'none'}: avg@{summary['k']} = {pct(summary['accuracy'])} "

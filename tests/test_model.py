@@ -553,6 +553,7 @@ def test_every_prompt_builder_uses_the_checkpoint_template(tok, mode, tmp_path):
     """grpo.py, sft.py (data.encode_prompt in --mode=reject, data.tokenize_chat in training: tests/test_data.py),
     eval.py and entropy.py: each prompt equals apply_chat_template's tokens, the default system turn included.
     nothink is the release's recipe: the same template without "<think>\\n" in its generation prompt."""
+    import benchmarks
     import data
     import entropy
     import eval as E
@@ -574,7 +575,7 @@ def test_every_prompt_builder_uses_the_checkpoint_template(tok, mode, tmp_path):
                                          entropy.EntropyConfig(mode=mode))
     assert ids == expected(user)
 
-    item = E.EvalItem(id="v1", question="2+2?", answer="4", images=[], options={}, benchmark="MathVision")
+    item = benchmarks.EvalItem(id="v1", question="2+2?", answer="4", images=[], options={}, benchmark="MathVision")
     seen = []
 
     def sample_fn(rows, max_tokens, stop_at_think_end):
