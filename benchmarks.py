@@ -613,7 +613,7 @@ def mathvista_post_check(item, extracted):
 def score_response(item, response, rng, llm_extract=None, reward_cfg=None):
     """-> {"correct", "parsed_pred", ...scorer parts}. MMMU: official rules OR Skywork's boxed rule (each kept);
     MathVista: extraction + post_check; everything else: rewards.score_batch (rule OR verifier, eq. 2).
-    score_run batches the last kind; this is the one-response form."""
+    eval.score_run batches the last kind; this is the one-response form."""
     family = scorer_family(item.benchmark)
     text = answer_segment(response)
     if family == "mmmu":

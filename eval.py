@@ -13,8 +13,9 @@ the hallucination split. Every table of the paper is one of these runs:
                                                   (DIR/<Subject>/output.json) with the official rules.
   python eval.py --out_dir=DIR --score_only=True  re-scores existing generations (no model needed).
 
-Reads top to bottom: config, analyses, generation (over sampling.py), scoring a run, outputs, main. The
-benchmark readers, prompts and official scorers (MMMU, MathVista, rewards.py for the rest) are benchmarks.py.
+Reads top to bottom: config, MathVista's GPT extractor, analyses, generation (over sampling.py), scoring a run,
+outputs, main. The benchmark readers, prompts and official scorers (MMMU, MathVista, rewards.py for the rest)
+are benchmarks.py.
 
 Files (one run = one benchmark x mode x budget): OUT/<benchmark>/<mode>_<budget>/generations.jsonl
 (resumable: (id, sample) pairs already there are skipped), scores.jsonl, summary.json; and OUT/summary.json
@@ -88,7 +89,7 @@ class EvalConfig:
     dtype: str = "auto"                  # auto: bfloat16 on GPU, float32 on CPU
     device: str = "auto"
     system_prompt: str = ""              # "" = the benchmark's released one (MMK12) or none; applies to all
-    mmmu_images: str = "front"           # MMMU <image k>: front (the released pipeline) | inplace (build_user_text)
+    mmmu_images: str = "front"           # MMMU <image k>: front (the released pipeline) | inplace (see benchmarks.py)
     seed: int = 0
     nowait_words: list = field(default_factory=lambda: ["Wait", "Alternatively", "Hmm"])  # §6.2
     hallucination_phrases: list = field(default_factory=lambda: list(HALLUCINATION_PHRASES))  # Table 5
