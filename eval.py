@@ -41,9 +41,11 @@ system turn, MMMU image placement).
 """
 
 import argparse
+import http.client
 import json
 import random
 import re
+import socket
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -146,9 +148,6 @@ def mathvista_llm_extractor(cfg):
     up to 5 tries at temperature 0, 0.5, 1.0, ... while the reply is empty or malformed, 128 tokens. None when
     there is no answer (the rule extractor is used then). A connection error or timeout switches the extractor
     off for the rest of the run, with one message: 5 x timeout per item would stall a 900-item scoring."""
-    import http.client
-    import socket
-    import rewards
     client = rewards.VerifierClient(cfg.verifier_url, model=cfg.verifier_model or rewards.RewardConfig.verifier_model)
     state = {"down": False}
 
