@@ -33,24 +33,28 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import concurrent.futures
 import functools
 import http.client
 import json
+import logging
 import math
 import multiprocessing as mp
 import os
 import random
 import re
+import resource
+import signal
 import socket
 import threading
 import time
 import urllib.parse
 import warnings
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, fields
-from multiprocessing.connection import wait as wait_for_connections
 
+import pebble
 
 @dataclass
 class RewardConfig:
@@ -695,208 +699,107 @@ def _math_verify(gold: str, pred: str, timeout_s: int | None) -> tuple[bool, str
 
 def _limit_address_space(extra_bytes: int):
     try:
-        import resource
         with open("/proc/self/statm") as f:
             current = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
         hard = resource.getrlimit(resource.RLIMIT_AS)[1]
         resource.setrlimit(resource.RLIMIT_AS, (current + extra_bytes, hard))
-    except (OSError, ValueError, ImportError):
+    except (OSError, ValueError):
         pass
 
 
-def _worker_main(conn, memory_bytes: int):
-    import logging
-    import signal
-    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C belongs to the parent, which kills us
+def _worker_init(memory_bytes: int):
+    # Runs once in each worker, in its main thread (so Math-Verify's own SIGALRM limits work there too).
+    # pebble's worker installs a Python-level SIGTERM handler (pebble 5.2 pool/process.py: worker_process);
+    # a hung sympy call holds the GIL, so that handler never runs and pebble waits term_timeout = 3 s before
+    # SIGKILL. The default action ends the worker at once.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     for name in ("math_verify", "latex2sympy2_extended"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     for gold, pred in (("$x>1$", "$1<x$"), ("$x^2+y^2=1$", "$y^2=1-x^2$"), ("$[1,2)$", "$\\{1,2\\}$")):
         _math_verify(gold, pred, 2)                # import + warm up sympy before the first deadline starts
     _limit_address_space(memory_bytes)
-    conn.send(("ready", os.getpid()))
-    while True:
-        try:
-            chunk = conn.recv()
-        except (EOFError, OSError):
-            return
-        if chunk is None:
-            return
-        inner_timeout_s, items = chunk
-        for job, gold, pred in items:
-            try:
-                result = _math_verify(gold, pred, inner_timeout_s)
-            except BaseException as e:   # Math-Verify's TimeoutException is a BaseException
-                result = (False, f"error: {type(e).__name__}", False)
-            conn.send((job, *result))
 
 
-class _Worker:
-    def __init__(self, ctx, memory_bytes: int):
-        self.conn, child_conn = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child_conn, memory_bytes),
-                                daemon=True, name="rewards-rule-worker")
-        self.proc.start()
-        child_conn.close()
-        self.started = time.monotonic()
-        self.ready = False
-        self.assigned: deque = deque()   # job ids sent, in the order the worker runs them
-        self.last_progress = 0.0
-
-    def kill(self):
-        try:
-            self.proc.kill()
-            self.proc.join(timeout=2)
-            self.conn.close()
-        except (OSError, ValueError, AttributeError):
-            pass
+def _math_verify_in_worker(gold: str, pred: str, timeout_s: int) -> tuple[bool, str, bool]:
+    try:
+        return _math_verify(gold, pred, timeout_s)
+    except BaseException as e:   # Math-Verify's TimeoutException is a BaseException
+        return False, f"error: {type(e).__name__}", False
 
 
-class _RulePool:
-    """Persistent Math-Verify workers with a hard per-item wall-clock limit. Work goes out in chunks; a
-    worker answers item by item, so the item running when a deadline passes is the one that hung."""
-
-    def __init__(self, num_workers: int, start_method: str, memory_mb: int, startup_timeout_s: float = 120.0):
-        self.ctx = mp.get_context(start_method)
-        self.memory_bytes = memory_mb * 2**20
-        self.startup_timeout_s = startup_timeout_s
-        self.failed_starts = 0
-        self.lock = threading.Lock()
-        self.workers = [self._start() for _ in range(num_workers)]
-
-    def _start(self) -> _Worker:
-        return _Worker(self.ctx, self.memory_bytes)
-
-    def _replace(self, worker: _Worker, stats: RewardStats):
-        worker.kill()
-        self.workers[self.workers.index(worker)] = self._start()
-        stats.worker_restarts += 1
-
-    def wait_ready(self, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        with self.lock:
-            while time.monotonic() < deadline:
-                waiting = [w for w in self.workers if not w.ready]
-                if not waiting:
-                    return True
-                for conn in wait_for_connections([w.conn for w in waiting], timeout=deadline - time.monotonic()):
-                    w = next(w for w in waiting if w.conn is conn)
-                    try:
-                        if conn.recv()[0] == "ready":
-                            w.ready, w.last_progress = True, time.monotonic()
-                    except (EOFError, OSError):
-                        self._on_death(w, [], deque(), RewardStats())
-            return all(w.ready for w in self.workers)
-
-    def close(self):
-        for w in self.workers:
-            try:
-                w.conn.send(None)
-            except (OSError, ValueError):
-                pass
-        for w in self.workers:
-            w.proc.join(timeout=1)
-            w.kill()
-        self.workers = []
-
-    def check(self, jobs: list[tuple[str, str]], timeout_s: float, stats: RewardStats) -> list[tuple[bool, str, bool]]:
-        """jobs: [(gold, pred)] -> [(equal, reason, timed_out)], never raises for a bad item."""
-        with self.lock:
-            return self._check(jobs, timeout_s, stats)
-
-    def _check(self, jobs, timeout_s, stats):
-        inner_timeout_s = max(1, int(timeout_s // 4))   # Math-Verify's SIGALRM first; the kill is the backstop
-        results: list = [None] * len(jobs)
-        pending = deque(range(len(jobs)))
-        for w in list(self.workers):
-            if not w.proc.is_alive():
-                self._replace(w, stats)
-        while pending or any(w.assigned for w in self.workers):
-            now = time.monotonic()
-            idle = [w for w in self.workers if w.ready and not w.assigned]
-            for k, w in enumerate(idle):
-                if not pending:
-                    break
-                # small chunks balance load and bound what a killed worker hands back
-                size = max(1, min(16, math.ceil(len(pending) / (len(idle) - k))))
-                chunk = [pending.popleft() for _ in range(min(size, len(pending)))]
-                w.assigned.extend(chunk)
-                w.last_progress = now
-                try:
-                    w.conn.send((inner_timeout_s, [(j, *jobs[j]) for j in chunk]))
-                except (OSError, ValueError):
-                    self._on_death(w, results, pending, stats)
-            deadlines = [w.last_progress + timeout_s for w in self.workers if w.assigned]
-            deadlines += [w.started + self.startup_timeout_s for w in self.workers if not w.ready]
-            wait_s = max(0.0, min(deadlines) - time.monotonic()) if deadlines else 0.05
-            by_conn = {w.conn: w for w in self.workers}
-            for conn in wait_for_connections(list(by_conn), timeout=wait_s):
-                w = by_conn[conn]
-                try:
-                    while conn.poll():
-                        msg = conn.recv()
-                        if msg[0] == "ready":
-                            w.ready, w.last_progress, self.failed_starts = True, time.monotonic(), 0
-                            continue
-                        job, equal, reason, timed_out = msg
-                        if w.assigned and w.assigned[0] == job:
-                            w.assigned.popleft()
-                            results[job] = (equal, reason, timed_out)
-                        w.last_progress = time.monotonic()
-                except (EOFError, OSError):
-                    self._on_death(w, results, pending, stats)
-            now = time.monotonic()
-            for w in list(self.workers):
-                if w.assigned and w.ready and now - w.last_progress > timeout_s:
-                    job = w.assigned.popleft()   # the item it is stuck on
-                    results[job] = (False, "timeout", True)
-                    pending.extendleft(reversed(w.assigned))
-                    w.assigned.clear()
-                    self._replace(w, stats)
-                elif not w.ready and now - w.started > self.startup_timeout_s:
-                    self._on_death(w, results, pending, stats)
-            if self.failed_starts >= 3 * max(1, len(self.workers)):
-                for w in self.workers:
-                    w.kill()
-                self.workers = [self._start() for _ in self.workers]   # try afresh next call
-                self.failed_starts = 0
-                raise RuntimeError("rewards: rule-checker workers keep dying before they start; is the main "
-                                   "script guarded by `if __name__ == '__main__':` (needed by the spawn context)?")
-        return [r if r is not None else (False, "error: no result", False) for r in results]
-
-    def _on_death(self, w: _Worker, results, pending, stats):
-        if w.assigned:   # the item it was running probably killed it (segfault, OOM killer)
-            job = w.assigned.popleft()
-            results[job] = (False, "error: worker died", False)
-            pending.extendleft(reversed(w.assigned))
-            w.assigned.clear()
-        elif not w.ready:
-            self.failed_starts += 1
-        self._replace(w, stats)
-
-
-_POOL: _RulePool | None = None
+_POOL: pebble.ProcessPool | None = None
 _POOL_KEY = None
 _POOL_LOCK = threading.Lock()
 _CACHE: dict = {}   # (gold, pred) -> (equal, reason); GRPO groups repeat answers a lot
 _CACHE_MAX = 50_000
 
 
-def _get_pool(cfg: RewardConfig) -> _RulePool:
+def _get_pool(cfg: RewardConfig, stats: RewardStats | None = None) -> pebble.ProcessPool:
+    # pebble.ProcessPool kills a worker whose item runs past schedule(timeout=) (counted from the moment a
+    # worker picks it up) and starts a replacement; a worker that dies while idle breaks the whole pool
+    # (pebble: "All workers expired"), so a pool that is no longer active is replaced here.
     global _POOL, _POOL_KEY
     key = (cfg.num_workers, cfg.start_method, cfg.worker_memory_mb)
     with _POOL_LOCK:
-        if _POOL is None or _POOL_KEY != key:
-            if _POOL is not None:
-                _POOL.close()
-            _POOL, _POOL_KEY = _RulePool(cfg.num_workers, cfg.start_method, cfg.worker_memory_mb), key
+        if _POOL is not None and (_POOL_KEY != key or not _POOL.active):
+            if not _POOL.active and stats is not None:
+                stats.worker_restarts += 1
+            _POOL.stop()
+            _POOL.join(timeout=5)
+            _POOL = None
+        if _POOL is None:
+            _POOL = pebble.ProcessPool(max_workers=cfg.num_workers, initializer=_worker_init,
+                                       initargs=(cfg.worker_memory_mb * 2**20,),
+                                       context=mp.get_context(cfg.start_method))
+            _POOL_KEY = key
         return _POOL
 
 
+def _check_in_workers(keys: list[tuple[str, str]], cfg: RewardConfig, stats: RewardStats) -> list:
+    """[(gold, pred)] -> [(equal, reason, timed_out)]: Math-Verify in the workers, each item hard-limited to
+    cfg.timeout_s. Raises only when workers cannot start (e.g. an unguarded main script under spawn)."""
+    inner_timeout_s = max(1, int(cfg.timeout_s // 4))   # Math-Verify's SIGALRM first; the kill is the backstop
+    results: list = [None] * len(keys)
+    for _ in range(3):   # a pool broken by a worker that died between items is replaced and the items resent
+        todo = [j for j, r in enumerate(results) if r is None]
+        if not todo:
+            break
+        pool = _get_pool(cfg, stats)
+        futures = {j: pool.schedule(_math_verify_in_worker, args=(*keys[j], inner_timeout_s), timeout=cfg.timeout_s)
+                   for j in todo}
+        budget_s = 120.0 + cfg.timeout_s * len(todo)   # worker start (spawn + imports), then the items
+        if concurrent.futures.wait(futures.values(), timeout=budget_s).not_done:
+            shutdown_pool()
+            raise RuntimeError(f"rewards: no rule-checker result within {budget_s:.0f} s")
+        for j, future in futures.items():
+            error = future.exception()
+            if error is None:
+                results[j] = future.result()
+            elif isinstance(error, TimeoutError):       # pebble killed the worker and starts another
+                results[j] = (False, "timeout", True)
+                stats.worker_restarts += 1
+            elif isinstance(error, pebble.ProcessExpired):   # segfault, OOM killer: the item probably did it
+                results[j] = (False, "error: worker died", False)
+                stats.worker_restarts += 1
+            elif not isinstance(error, BrokenProcessPool):
+                results[j] = (False, f"error: {type(error).__name__}", False)
+    if None in results:
+        shutdown_pool()
+        raise RuntimeError("rewards: rule-checker workers keep dying before they start; is the main script "
+                           "guarded by `if __name__ == '__main__':` (needed by the spawn context)?")
+    return results
+
+
 def start_rule_workers(cfg: RewardConfig | None = None, timeout_s: float = 120.0) -> bool:
-    """Start the rule-checker workers now and wait until they are up (e.g. while the policy loads), so the
-    first episode does not pay for it. True when all are ready."""
+    """Start the rule-checker workers now and wait until they answer (e.g. while the policy loads), so the
+    first episode does not pay for it. True when they are up."""
     cfg = cfg or RewardConfig()
-    return cfg.num_workers <= 0 or _get_pool(cfg).wait_ready(timeout_s)
+    if cfg.num_workers <= 0:
+        return True
+    pool = _get_pool(cfg)
+    futures = [pool.schedule(os.getpid) for _ in range(cfg.num_workers)]
+    done = concurrent.futures.wait(futures, timeout=timeout_s).done
+    return len(done) == len(futures) and all(f.exception() is None for f in done)
 
 
 def shutdown_pool():
@@ -904,7 +807,8 @@ def shutdown_pool():
     global _POOL, _POOL_KEY
     with _POOL_LOCK:
         if _POOL is not None:
-            _POOL.close()
+            _POOL.stop()
+            _POOL.join(timeout=5)
         _POOL, _POOL_KEY = None, None
 
 
@@ -1127,7 +1031,7 @@ def score_batch(responses: list[str], golds: list[str], options: list[dict | Non
         keys = list(hard)
         stats.worker_checks += len(keys)
         if cfg.num_workers > 0:
-            checked = _get_pool(cfg).check(keys, cfg.timeout_s, stats)
+            checked = _check_in_workers(keys, cfg, stats)
         else:
             on_main = threading.current_thread() is threading.main_thread()
             checked = []

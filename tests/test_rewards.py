@@ -4,6 +4,7 @@ import json
 import os
 import random
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -338,9 +339,11 @@ def test_stats_cache_and_in_process_mode():
 def test_dead_worker_is_replaced():
     cfg = RewardConfig()
     assert rewards.start_rule_workers(cfg)
-    victim = rewards._POOL.workers[0].proc
-    victim.kill()   # a worker we started, by its own handle
-    victim.join(5)
+    victim = rewards._POOL.schedule(os.getpid).result(timeout=10)   # a worker we started, by its pid
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while rewards._POOL.active and time.monotonic() < deadline:   # pebble notices within its 0.1 s tick
+        time.sleep(0.05)
     out = score_batch([THINK + "\\boxed{x<2}"], ["$2>x$"], cfg=cfg)
     assert out[0]["accuracy"] == 1.0 and rewards.last_stats.worker_restarts >= 1
 
