@@ -125,6 +125,34 @@ def format_reward(response: str, think_mode: bool = True) -> float:
     return float(bool(thought.strip()) and bool(answer.strip()))
 
 
+# "I can't see the image" in the thinking: grpo.py's response/blind_phrase_rate and eval.py's Table 5 split
+# both use this one list (they had drifted apart: 19 phrases in grpo.py, 37 in eval.py). Matched as lowercase
+# substrings with curly apostrophes straightened; the Chinese forms cover 图 / 图片 / 图像 by being prefixes.
+UNSEEN_IMAGE_PHRASES = (
+    "can't see the image", "cannot see the image", "can not see the image", "unable to see the image",
+    "not able to see the image", "can't see the picture", "cannot see the picture", "can't see the figure",
+    "cannot see the figure", "can't see the diagram", "cannot see the diagram", "can't see images",
+    "cannot see images", "can't see any image", "cannot see any image", "don't see the image",
+    "do not see the image", "can't view the image", "cannot view the image", "unable to view the image",
+    "can't access the image", "cannot access the image", "don't have access to the image",
+    "do not have access to the image", "no image is provided", "no image provided", "image is not provided",
+    "image was not provided", "image isn't provided", "image is not available", "no image is attached",
+    "without the image", "without seeing the image", "can't actually see", "cannot actually see",
+    "看不到图", "看不见图", "无法看到图", "无法看见图", "无法查看图", "没有看到图", "看不到这张图", "无法看到这张图",
+)
+
+
+def _plain_lower(s: str) -> str:
+    return s.replace("\u2019", "'").replace("\u2018", "'").lower()
+
+
+def claims_unseen_image(response: str, phrases=UNSEEN_IMAGE_PHRASES) -> bool:
+    """True when the thinking (the text before the first </think>, the whole text when there is none) says
+    the model cannot see the image."""
+    thinking = _plain_lower(response.split(THINK_END, 1)[0])
+    return any(_plain_lower(p) in thinking for p in phrases)
+
+
 def _answer_part(response: str) -> str:
     # only the text after the last </think> is the answer (the whole text when there is none)
     return _END_TOKENS.sub("", response or "").rsplit(THINK_END, 1)[-1].strip()
