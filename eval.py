@@ -718,10 +718,10 @@ def mathvista_llm_extractor(cfg):
         if state["down"]:
             return None
         for attempt in range(5):
-            body = json.dumps({"model": client.model, "temperature": 0.5 * attempt, "max_tokens": 128,
-                               "messages": [{"role": "user", "content": prompt}]}).encode()
+            payload = {"model": client.model, "temperature": 0.5 * attempt, "max_tokens": 128,
+                       "messages": [{"role": "user", "content": prompt}]}
             try:
-                status, data = client.post(body, {"Content-Type": "application/json"})   # a total deadline
+                status, data = rewards.post_json(client.url, payload, client.timeout_s)   # a total deadline
                 if status != 200:
                     continue   # the server answered with an error status: try again
                 content = json.loads(data)["choices"][0]["message"]["content"]

@@ -885,6 +885,46 @@ def _parse_verdict(content: str) -> bool | None:
     return (words.pop() == "yes") if len(words) == 1 else None
 
 
+def post_json(url: str, payload: dict, timeout_s: float, api_key: str = "") -> tuple[int, bytes]:
+    """POST payload as JSON -> (status, body) within a TOTAL deadline of timeout_s (connect, headers and body):
+    a socket timeout bounds each read only, so a server trickling a byte a second could hold the call forever.
+    At the deadline a timer shuts the socket down, which wakes the blocked read, and TimeoutError is raised.
+    http.client, not urllib: it gives us the socket to shut; it does not read HTTP(S)_PROXY (the verifier is an
+    internal endpoint). Used by the verifier below and by eval.py's MathVista extractor."""
+    parts = urllib.parse.urlsplit(url)
+    conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = conn_cls(parts.hostname, parts.port, timeout=timeout_s)
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
+    expired = threading.Event()
+
+    def expire():
+        expired.set()
+        try:
+            if conn.sock is not None:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    timer = threading.Timer(timeout_s, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        conn.request("POST", parts.path + (f"?{parts.query}" if parts.query else ""), body=json.dumps(payload).encode(),
+                     headers=headers)
+        response = conn.getresponse()
+        data = response.read()
+    except (OSError, http.client.HTTPException) as e:
+        if expired.is_set() or isinstance(e, TimeoutError):
+            raise TimeoutError("timed out") from None
+        raise
+    finally:
+        timer.cancel()
+        conn.close()
+    if expired.is_set():   # the shutdown landed after the last byte: still past the deadline
+        raise TimeoutError("timed out")
+    return response.status, data
+
+
 class VerifierClient:
     """judge(questions, golds, answers) -> [True | False | None]; None = no verdict (server down, timeout,
     HTTP error, unparsable reply). Requests are concurrent (the vLLM server batches them)."""
@@ -910,54 +950,15 @@ class VerifierClient:
             self.warned = True
         warnings.warn(f"rewards: LLM verifier {self.url}: {message}; scoring rule-only", RuntimeWarning, stacklevel=3)
 
-    def post(self, body: bytes, headers: dict) -> tuple[int, bytes]:
-        """One POST -> (status, body) within a TOTAL deadline of timeout_s (connect, headers and body): a socket
-        timeout bounds each read only, so a server trickling a byte a second could hold the call forever. At the
-        deadline a timer shuts the socket down, which wakes the blocked read. http.client, not urllib: it gives
-        us the socket to shut; it does not read HTTP(S)_PROXY (the verifier is an internal endpoint)."""
-        url = urllib.parse.urlsplit(self.url)
-        conn_cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
-        conn = conn_cls(url.hostname, url.port, timeout=self.timeout_s)
-        expired = threading.Event()
-
-        def expire():
-            expired.set()
-            try:
-                if conn.sock is not None:
-                    conn.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-        timer = threading.Timer(self.timeout_s, expire)
-        timer.daemon = True
-        timer.start()
-        try:
-            conn.request("POST", url.path + (f"?{url.query}" if url.query else ""), body=body, headers=headers)
-            response = conn.getresponse()
-            data = response.read()
-        except (OSError, http.client.HTTPException) as e:
-            if expired.is_set() or isinstance(e, TimeoutError):
-                raise TimeoutError("timed out") from None
-            raise
-        finally:
-            timer.cancel()
-            conn.close()
-        if expired.is_set():   # the shutdown landed after the last byte: still past the deadline
-            raise TimeoutError("timed out")
-        return response.status, data
-
     def _ask(self, question: str, gold: str, answer: str) -> bool | None:
-        body = json.dumps({"model": self.model, "temperature": 0.0, "max_tokens": self.max_tokens,
-                           "messages": [{"role": "user", "content": VERIFIER_PROMPT.format(
-                               question=question or "(not given)", gold=gold, answer=answer)}]}).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
+        payload = {"model": self.model, "temperature": 0.0, "max_tokens": self.max_tokens,
+                   "messages": [{"role": "user", "content": VERIFIER_PROMPT.format(
+                       question=question or "(not given)", gold=gold, answer=answer)}]}
         for attempt in range(self.retries + 1):
             if time.monotonic() < self.down_until:
                 return None
             try:
-                status, data = self.post(body, headers)
+                status, data = post_json(self.url, payload, self.timeout_s, self.api_key)
                 if status >= 500 or status == 429:
                     error = f"HTTP {status}"
                 elif status != 200:   # our request is wrong (model name, ...): retrying won't help
