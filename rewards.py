@@ -1,37 +1,21 @@
 """
-GRPO reward of Skywork-R1V3 (paper §3.1, eqs. 1-3):
+GRPO reward of Skywork-R1V3 (paper §3.1, eqs. 1-3), computed by score_batch:
 
     R_format   = 1[response is "<think> ... </think> answer"]                       (eq. 1)
     R_accuracy = 1[R_rule(a_hat, a) = 1  or  R_theta(a_hat, a) = 1]                 (eq. 2)
     R          = eps * R_accuracy + (1 - eps) * R_format,  eps = 0.8                (eq. 3)
 
-R_rule is ours: multiple-choice letters by our own regexes, a cheap in-process fast path (canonical
-string match, closed-form numbers with tolerance, percent, degrees, units), and Math-Verify for the
-rest. Math-Verify runs in a persistent pool of worker processes ("spawn" context, safe under torchrun)
-with a hard wall-clock limit per item: a hung sympy call holds the GIL so SIGALRM cannot stop it; we
-kill the worker, score the item 0, count it, and start a replacement. Scripts that score must guard
-their entry point with `if __name__ == "__main__":` (spawn re-imports the main module in each worker, so
-a worker start costs the main script's imports). Call start_rule_workers(cfg) once at startup so the
-first episode does not wait for them; shutdown_pool() stops them (also at exit).
-
-R_theta is an OpenAI-compatible chat endpoint. The paper uses Qwen2.5-32B-Instruct; serve it with
-    vllm serve Qwen/Qwen2.5-32B-Instruct --served-model-name Qwen2.5-32B-Instruct \
-        --tensor-parallel-size 4 --max-model-len 8192 --port 8000
-and pass verifier_url="http://HOST:8000". It is off by default; it is only asked about items the rule
-checker marked wrong (eq. 2 is an OR). If it is unreachable we warn once and score rule-only.
-
-Counters: after each score_batch, `rewards.last_stats` (a RewardStats, updated in place) holds that
-batch's counts (timeouts, worker restarts, verifier calls/fallbacks, ...) and `rewards.total_stats` the
-running totals since import. Log `last_stats.as_dict()` next to the rewards.
-
-CLI for debugging rewards:
-    python rewards.py --jsonl IN --out OUT [--verifier_url URL] [--timeout_s 5] [--no_think]
+a_hat is extract_answer(response). R_rule: multiple-choice letters and a cheap in-process check (canonical
+strings, closed-form numbers) first, Math-Verify for the rest in worker processes with a hard time limit.
+R_theta: an LLM verifier behind an OpenAI-compatible endpoint, asked only when R_rule says wrong (off by
+default). Sections below, in order: eqs. 1-3 and extraction, the in-process check, multiple choice,
+Math-Verify and its workers, the verifier, the CLI:
+    python rewards.py --jsonl IN --out OUT [--verifier_url=URL] [--timeout_s=5] [--think_mode=False]
 each IN line: {"response", "answer", "options"?: {letter: text}, "question"?}; each OUT line is the
 input line plus accuracy, format, reward, extracted, reason, timed_out, rule, verifier.
 """
 from __future__ import annotations
 
-import argparse
 import atexit
 import concurrent.futures
 import functools
@@ -46,6 +30,7 @@ import re
 import resource
 import signal
 import socket
+import sys
 import threading
 import time
 import urllib.parse
@@ -53,8 +38,10 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, fields
+from typing import Literal
 
 import pebble
+
 
 @dataclass
 class RewardConfig:
@@ -62,7 +49,7 @@ class RewardConfig:
     think_mode: bool = True             # generation prompt ends with "<think>\n", so the response starts inside it
     timeout_s: float = 5.0              # hard wall-clock limit per Math-Verify item (worker is killed past it)
     num_workers: int = 2                # rule-checker processes; 0 = in-process (no hard timeout, for debugging)
-    start_method: str = "spawn"         # "spawn" or "forkserver": never fork a process that holds CUDA/NCCL state
+    start_method: Literal["spawn", "forkserver"] = "spawn"   # never fork a process holding CUDA/NCCL state
     worker_memory_mb: int = 2048        # address-space headroom per worker; a sympy blow-up becomes MemoryError
     max_answer_chars: int = 1000        # longer extracted answers are compared as strings only
     verifier_url: str = ""              # R_theta endpoint, off when empty
@@ -74,37 +61,9 @@ class RewardConfig:
     verifier_api_key: str = ""          # sent as "Authorization: Bearer ..." when set (vllm serve --api-key)
 
 
-@dataclass
-class RewardStats:
-    items: int = 0
-    fast_path: int = 0            # decided in-process (letters, canonical strings, numbers)
-    worker_checks: int = 0        # distinct (gold, answer) pairs sent to Math-Verify workers
-    cache_hits: int = 0           # pairs answered from the Math-Verify result cache
-    timeouts: int = 0             # items scored 0 because the checker ran out of time
-    worker_errors: int = 0        # items scored 0 because the checker crashed
-    worker_restarts: int = 0
-    verifier_calls: int = 0
-    verifier_yes: int = 0
-    verifier_fallbacks: int = 0   # verifier asked but gave no verdict (down, timeout, garbage): rule-only
-    seconds: float = 0.0
-
-    def reset(self):
-        for f in fields(self):
-            setattr(self, f.name, f.default)
-
-    def add(self, other: "RewardStats"):
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-last_stats = RewardStats()   # the latest score_batch call (updated in place, so `from rewards import` works)
-total_stats = RewardStats()  # since import
-
 # ----------------------------------------------------------------------------------------------------
-# Format reward (eq. 1) and answer extraction
+# Eqs. 1-3: format reward, batch scoring, answer extraction
+
 
 THINK_START, THINK_END = "<think>", "</think>"
 _END_TOKENS = re.compile(r"<\|im_end\|>|<\|endoftext\|>")
@@ -125,32 +84,98 @@ def format_reward(response: str, think_mode: bool = True) -> float:
     return float(bool(thought.strip()) and bool(answer.strip()))
 
 
-# "I can't see the image" in the thinking: grpo.py's response/blind_phrase_rate and eval.py's Table 5 split
-# both use this one list (they had drifted apart: 19 phrases in grpo.py, 37 in eval.py). Matched as lowercase
-# substrings with curly apostrophes straightened; the Chinese forms cover 图 / 图片 / 图像 by being prefixes.
-UNSEEN_IMAGE_PHRASES = (
-    "can't see the image", "cannot see the image", "can not see the image", "unable to see the image",
-    "not able to see the image", "can't see the picture", "cannot see the picture", "can't see the figure",
-    "cannot see the figure", "can't see the diagram", "cannot see the diagram", "can't see images",
-    "cannot see images", "can't see any image", "cannot see any image", "don't see the image",
-    "do not see the image", "can't view the image", "cannot view the image", "unable to view the image",
-    "can't access the image", "cannot access the image", "don't have access to the image",
-    "do not have access to the image", "no image is provided", "no image provided", "image is not provided",
-    "image was not provided", "image isn't provided", "image is not available", "no image is attached",
-    "without the image", "without seeing the image", "can't actually see", "cannot actually see",
-    "看不到图", "看不见图", "无法看到图", "无法看见图", "无法查看图", "没有看到图", "看不到这张图", "无法看到这张图",
-)
 
+def score_batch(responses: list[str], golds: list[str], options: list[dict | None] | None = None,
+                questions: list[str] | None = None, cfg: RewardConfig | None = None) -> list[dict]:
+    """One dict per response: accuracy, format, reward (eq. 3), extracted, reason, timed_out, rule, verifier.
+    Item-level failures (hangs, crashes, verifier errors) score 0 and are counted in `last_stats`. Raises
+    only for caller errors (mismatched lengths, a non-str gold) or when no worker process can start."""
+    cfg = cfg or RewardConfig()
+    n = len(responses)
+    options = options if options is not None else [None] * n
+    questions = questions if questions is not None else [""] * n
+    if not (len(golds) == n and len(options) == n and len(questions) == n):
+        raise ValueError(f"score_batch: {n} responses, {len(golds)} golds, {len(options)} options, "
+                         f"{len(questions)} questions")
+    for i, gold in enumerate(golds):
+        if not isinstance(gold, str):
+            raise ValueError(f"score_batch: golds[{i}] is {type(gold).__name__}, expected str")
+    t0 = time.monotonic()
+    stats = RewardStats(items=n)
+    out, hard = [], {}   # hard: (gold, pred) -> indices that need Math-Verify
+    for i, (response, gold, opts) in enumerate(zip(responses, golds, options)):
+        response = response if isinstance(response, str) else ""
+        item = {"accuracy": 0.0, "format": 0.0, "reward": 0.0, "extracted": "", "reason": "",
+                "timed_out": False, "rule": 0.0, "verifier": None}
+        try:
+            item["format"] = format_reward(response, cfg.think_mode)
+            item["extracted"] = extract_answer(response)
+            verdict, item["reason"] = _fast_rule(_answer_part(response), item["extracted"], gold, opts, cfg.max_answer_chars)
+        except Exception as e:   # never let one odd string take down the batch
+            verdict, item["reason"] = False, f"error: {type(e).__name__}"
+            stats.worker_errors += 1
+        if verdict is None:
+            key = (gold, item["extracted"])
+            if key in _CACHE:
+                verdict, item["reason"] = _CACHE[key]
+                stats.cache_hits += 1
+            else:
+                hard.setdefault(key, []).append(i)
+        else:
+            stats.fast_path += 1
+        item["rule"] = float(bool(verdict))
+        out.append(item)
 
-def _plain_lower(s: str) -> str:
-    return s.replace("\u2019", "'").replace("\u2018", "'").lower()
+    if hard:
+        keys = list(hard)
+        stats.worker_checks += len(keys)
+        if cfg.num_workers > 0:
+            checked = _check_in_workers(keys, cfg, stats)
+        else:
+            on_main = threading.current_thread() is threading.main_thread()
+            checked = []
+            for gold, pred in keys:
+                try:
+                    checked.append(_math_verify(gold, pred, max(1, int(cfg.timeout_s)) if on_main else None))
+                except Exception as e:
+                    checked.append((False, f"error: {type(e).__name__}", False))
+        for key, (equal, reason, timed_out) in zip(keys, checked):
+            if timed_out:
+                stats.timeouts += len(hard[key])
+            elif reason.startswith("error"):
+                stats.worker_errors += len(hard[key])
+            else:
+                if len(_CACHE) >= _CACHE_MAX:
+                    _CACHE.clear()
+                _CACHE[key] = (equal, reason)
+            for i in hard[key]:
+                out[i].update(rule=float(equal), reason=reason, timed_out=timed_out)
 
+    if cfg.verifier_url:   # eq. 2 is an OR: only items the rules call wrong need R_theta
+        ask = [i for i, item in enumerate(out) if item["rule"] == 0.0 and item["extracted"]]
+        if ask:
+            client = _get_verifier(cfg)
+            verdicts = client.judge([questions[i] or "" for i in ask], [golds[i] for i in ask],
+                                    [out[i]["extracted"][:4000] for i in ask])
+            stats.verifier_calls += len(ask)
+            for i, verdict in zip(ask, verdicts):
+                if verdict is None:
+                    stats.verifier_fallbacks += 1
+                    out[i]["reason"] += "; verifier: no verdict"
+                    continue
+                out[i]["verifier"] = float(verdict)
+                stats.verifier_yes += int(verdict)
+                out[i]["reason"] += "; verifier yes" if verdict else "; verifier no"
 
-def claims_unseen_image(response: str, phrases=UNSEEN_IMAGE_PHRASES) -> bool:
-    """True when the thinking (the text before the first </think>, the whole text when there is none) says
-    the model cannot see the image."""
-    thinking = _plain_lower(response.split(THINK_END, 1)[0])
-    return any(_plain_lower(p) in thinking for p in phrases)
+    eps = cfg.accuracy_weight
+    for item in out:
+        item["accuracy"] = float(item["rule"] == 1.0 or item["verifier"] == 1.0)   # eq. 2
+        item["reward"] = eps * item["accuracy"] + (1.0 - eps) * item["format"]    # eq. 3
+    stats.seconds = time.monotonic() - t0
+    last_stats.reset()
+    last_stats.add(stats)
+    total_stats.add(stats)
+    return out
 
 
 def _answer_part(response: str) -> str:
@@ -214,6 +239,65 @@ def extract_answer(response: str) -> str:
     if bold is not None and bold.group(1).strip():
         return bold.group(1).strip()
     return text.rsplit("\n", 1)[-1].strip() if "\n" in text else text
+
+
+# Counters: after each score_batch, `rewards.last_stats` holds that batch's counts (timeouts, worker restarts,
+# verifier calls/fallbacks, ...) and `rewards.total_stats` the running totals. Log last_stats.as_dict().
+@dataclass
+class RewardStats:
+    items: int = 0
+    fast_path: int = 0            # decided in-process (letters, canonical strings, numbers)
+    worker_checks: int = 0        # distinct (gold, answer) pairs sent to Math-Verify workers
+    cache_hits: int = 0           # pairs answered from the Math-Verify result cache
+    timeouts: int = 0             # items scored 0 because the checker ran out of time
+    worker_errors: int = 0        # items scored 0 because the checker crashed
+    worker_restarts: int = 0
+    verifier_calls: int = 0
+    verifier_yes: int = 0
+    verifier_fallbacks: int = 0   # verifier asked but gave no verdict (down, timeout, garbage): rule-only
+    seconds: float = 0.0
+
+    def reset(self):
+        for f in fields(self):
+            setattr(self, f.name, f.default)
+
+    def add(self, other: "RewardStats"):
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+last_stats = RewardStats()   # the latest score_batch call (updated in place, so `from rewards import` works)
+total_stats = RewardStats()  # since import
+
+# "I can't see the image" in the thinking: grpo.py's response/blind_phrase_rate and eval.py's Table 5 split
+# both use this one list (they had drifted apart: 19 phrases in grpo.py, 37 in eval.py). Matched as lowercase
+# substrings with curly apostrophes straightened; the Chinese forms cover 图 / 图片 / 图像 by being prefixes.
+UNSEEN_IMAGE_PHRASES = (
+    "can't see the image", "cannot see the image", "can not see the image", "unable to see the image",
+    "not able to see the image", "can't see the picture", "cannot see the picture", "can't see the figure",
+    "cannot see the figure", "can't see the diagram", "cannot see the diagram", "can't see images",
+    "cannot see images", "can't see any image", "cannot see any image", "don't see the image",
+    "do not see the image", "can't view the image", "cannot view the image", "unable to view the image",
+    "can't access the image", "cannot access the image", "don't have access to the image",
+    "do not have access to the image", "no image is provided", "no image provided", "image is not provided",
+    "image was not provided", "image isn't provided", "image is not available", "no image is attached",
+    "without the image", "without seeing the image", "can't actually see", "cannot actually see",
+    "看不到图", "看不见图", "无法看到图", "无法看见图", "无法查看图", "没有看到图", "看不到这张图", "无法看到这张图",
+)
+
+
+def _plain_lower(s: str) -> str:
+    return s.replace("\u2019", "'").replace("\u2018", "'").lower()
+
+
+def claims_unseen_image(response: str, phrases=UNSEEN_IMAGE_PHRASES) -> bool:
+    """True when the thinking (the text before the first </think>, the whole text when there is none) says
+    the model cannot see the image."""
+    thinking = _plain_lower(response.split(THINK_END, 1)[0])
+    return any(_plain_lower(p) in thinking for p in phrases)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -494,7 +578,9 @@ def _parts(s: str) -> tuple[str, list[str]]:
 
 
 def _same_equation(gl: str, gr: str, pl: str, pr: str) -> bool | None:
-    # "x^2/8 + y^2/4 = 1" vs "x^2 + 2y^2 = 8": lhs - rhs agree up to a constant factor -> same equation
+    # "x^2/8 + y^2/4 = 1" vs "x^2 + 2y^2 = 8": lhs - rhs agree up to a constant factor -> same equation.
+    # Needed: without it this table case and "AC=BD" vs "BD=AC" go to Math-Verify, which runs past the
+    # workers' 1 s SIGALRM on 2 shared cores (scored 0: tests/test_rewards.py, through the workers)
     g, p = _compile(f"({gl})-({gr})"), _compile(f"({pl})-({pr})")
     if g is None or p is None or not g[1] or len(g[1] | p[1]) > 64:
         return None
@@ -689,7 +775,12 @@ def _fast_rule(answer_text: str, extracted: str, gold: str, options: dict | None
 
 
 # ----------------------------------------------------------------------------------------------------
-# Math-Verify (LaTeX/symbolic equivalence); runs inside the workers
+# Math-Verify (LaTeX/symbolic equivalence) in worker processes with a hard wall-clock limit per item: a hung
+# sympy call holds the GIL, so Math-Verify's own SIGALRM cannot stop it; pebble kills the worker, the item
+# scores 0 and is counted, and a replacement starts. Workers use the "spawn" context (safe under torchrun), so
+# a script that scores must guard its entry point with `if __name__ == "__main__":` (spawn re-imports the main
+# module in each worker). start_rule_workers(cfg) at startup saves the first episode the wait; shutdown_pool()
+# stops them (also at exit).
 
 def _math_verify_text(s: str) -> str:
     # Math-Verify only parses a gold inside a LaTeX environment ("\dfrac{9}{7}" -> [], "$\dfrac{9}{7}$" ok)
@@ -858,7 +949,10 @@ def rule_accuracy(extracted_or_response: str, gold: str, options: dict | None = 
 
 
 # ----------------------------------------------------------------------------------------------------
-# LLM verifier R_theta (OpenAI-compatible /v1/chat/completions)
+# LLM verifier R_theta (OpenAI-compatible /v1/chat/completions). The paper uses Qwen2.5-32B-Instruct:
+#     vllm serve Qwen/Qwen2.5-32B-Instruct --served-model-name Qwen2.5-32B-Instruct \
+#         --tensor-parallel-size 4 --max-model-len 8192 --port 8000
+# and verifier_url="http://HOST:8000". If it is unreachable we warn once and score rule-only.
 
 VERIFIER_PROMPT = """You are a strict grader. Decide whether a model's final answer is equivalent to the reference answer.
 Rules:
@@ -1013,145 +1107,50 @@ def _get_verifier(cfg: RewardConfig) -> VerifierClient:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Batch scoring (eqs. 1-3)
 
-def score_batch(responses: list[str], golds: list[str], options: list[dict | None] | None = None,
-                questions: list[str] | None = None, cfg: RewardConfig | None = None) -> list[dict]:
-    """One dict per response: accuracy, format, reward (eq. 3), extracted, reason, timed_out, rule, verifier.
-    Item-level failures (hangs, crashes, verifier errors) score 0 and are counted in `last_stats`. Raises
-    only for caller errors (mismatched lengths, a non-str gold) or when no worker process can start."""
-    cfg = cfg or RewardConfig()
-    n = len(responses)
-    options = options if options is not None else [None] * n
-    questions = questions if questions is not None else [""] * n
-    if not (len(golds) == n and len(options) == n and len(questions) == n):
-        raise ValueError(f"score_batch: {n} responses, {len(golds)} golds, {len(options)} options, "
-                         f"{len(questions)} questions")
-    for i, gold in enumerate(golds):
-        if not isinstance(gold, str):
-            raise ValueError(f"score_batch: golds[{i}] is {type(gold).__name__}, expected str")
-    t0 = time.monotonic()
-    stats = RewardStats(items=n)
-    out, hard = [], {}   # hard: (gold, pred) -> indices that need Math-Verify
-    for i, (response, gold, opts) in enumerate(zip(responses, golds, options)):
-        response = response if isinstance(response, str) else ""
-        item = {"accuracy": 0.0, "format": 0.0, "reward": 0.0, "extracted": "", "reason": "",
-                "timed_out": False, "rule": 0.0, "verifier": None}
-        try:
-            item["format"] = format_reward(response, cfg.think_mode)
-            item["extracted"] = extract_answer(response)
-            verdict, item["reason"] = _fast_rule(_answer_part(response), item["extracted"], gold, opts, cfg.max_answer_chars)
-        except Exception as e:   # never let one odd string take down the batch
-            verdict, item["reason"] = False, f"error: {type(e).__name__}"
-            stats.worker_errors += 1
-        if verdict is None:
-            key = (gold, item["extracted"])
-            if key in _CACHE:
-                verdict, item["reason"] = _CACHE[key]
-                stats.cache_hits += 1
-            else:
-                hard.setdefault(key, []).append(i)
-        else:
-            stats.fast_path += 1
-        item["rule"] = float(bool(verdict))
-        out.append(item)
+@dataclass
+class CLIConfig(RewardConfig):
+    jsonl: str = ""   # input: {response, answer, options?, question?} per line
+    out: str = ""     # output JSONL: the input fields + accuracy, format, reward, extracted, reason, ...
 
-    if hard:
-        keys = list(hard)
-        stats.worker_checks += len(keys)
-        if cfg.num_workers > 0:
-            checked = _check_in_workers(keys, cfg, stats)
-        else:
-            on_main = threading.current_thread() is threading.main_thread()
-            checked = []
-            for gold, pred in keys:
-                try:
-                    checked.append(_math_verify(gold, pred, max(1, int(cfg.timeout_s)) if on_main else None))
-                except Exception as e:
-                    checked.append((False, f"error: {type(e).__name__}", False))
-        for key, (equal, reason, timed_out) in zip(keys, checked):
-            if timed_out:
-                stats.timeouts += len(hard[key])
-            elif reason.startswith("error"):
-                stats.worker_errors += len(hard[key])
-            else:
-                if len(_CACHE) >= _CACHE_MAX:
-                    _CACHE.clear()
-                _CACHE[key] = (equal, reason)
-            for i in hard[key]:
-                out[i].update(rule=float(equal), reason=reason, timed_out=timed_out)
-
-    if cfg.verifier_url:   # eq. 2 is an OR: only items the rules call wrong need R_theta
-        ask = [i for i, item in enumerate(out) if item["rule"] == 0.0 and item["extracted"]]
-        if ask:
-            client = _get_verifier(cfg)
-            verdicts = client.judge([questions[i] or "" for i in ask], [golds[i] for i in ask],
-                                    [out[i]["extracted"][:4000] for i in ask])
-            stats.verifier_calls += len(ask)
-            for i, verdict in zip(ask, verdicts):
-                if verdict is None:
-                    stats.verifier_fallbacks += 1
-                    out[i]["reason"] += "; verifier: no verdict"
-                    continue
-                out[i]["verifier"] = float(verdict)
-                stats.verifier_yes += int(verdict)
-                out[i]["reason"] += "; verifier yes" if verdict else "; verifier no"
-
-    eps = cfg.accuracy_weight
-    for item in out:
-        item["accuracy"] = float(item["rule"] == 1.0 or item["verifier"] == 1.0)   # eq. 2
-        item["reward"] = eps * item["accuracy"] + (1.0 - eps) * item["format"]    # eq. 3
-    stats.seconds = time.monotonic() - t0
-    last_stats.reset()
-    last_stats.add(stats)
-    total_stats.add(stats)
-    return out
-
-
-# ----------------------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None):
-    parser = argparse.ArgumentParser(description="Score responses with the R1V3 reward (debugging aid).")
-    parser.add_argument("--jsonl", required=True, help="input: {response, answer, options?, question?} per line")
-    parser.add_argument("--out", required=True, help="output JSONL: input fields + accuracy, format, reward, extracted")
-    defaults = RewardConfig()
-    parser.add_argument("--accuracy_weight", type=float, default=defaults.accuracy_weight)
-    parser.add_argument("--no_think", action="store_true", help="the prompt did not end with <think>")
-    parser.add_argument("--timeout_s", type=float, default=defaults.timeout_s)
-    parser.add_argument("--num_workers", type=int, default=defaults.num_workers)
-    parser.add_argument("--verifier_url", default=defaults.verifier_url)
-    parser.add_argument("--verifier_model", default=defaults.verifier_model)
-    args = parser.parse_args(argv)
-    cfg = RewardConfig(accuracy_weight=args.accuracy_weight, think_mode=not args.no_think, timeout_s=args.timeout_s,
-                       num_workers=args.num_workers, verifier_url=args.verifier_url, verifier_model=args.verifier_model)
-
+    # imported here, not at the top: every Math-Verify worker re-imports this file under spawn, and these
+    # two bring in torch (~1.2 s and ~240 MB per worker, for nothing)
+    import data
+    import train_utils
+    argv = sys.argv[1:] if argv is None else list(argv)
+    hints = {f.name: f.type for f in fields(CLIConfig)}
+    joined = []   # the documented `--jsonl IN --out OUT` form, as the shared parser's --key=value
+    for arg in argv:
+        key = arg[2:].replace("-", "_") if arg.startswith("--") else None
+        if joined and joined[-1].endswith("=") and not arg.startswith("--"):
+            joined[-1] += arg
+        else:
+            joined.append(f"{arg}=" if key in hints and hints[key] != "bool" and "=" not in arg else arg)
+    cfg = train_utils.parse_config(CLIConfig, joined)
+    if not cfg.jsonl or not cfg.out:
+        raise SystemExit("usage: python rewards.py --jsonl IN --out OUT [--key=value ...] (--help lists the keys)")
     records = []
-    with open(args.jsonl, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{args.jsonl}:{line_no}: not JSON ({e})") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{args.jsonl}:{line_no}: expected an object")
-            for name in ("response", "answer"):
-                if not isinstance(record.get(name), str):
-                    raise ValueError(f"{args.jsonl}:{line_no}: field '{name}' missing or not a string")
-            if record.get("options") is not None and not isinstance(record["options"], dict):
-                raise ValueError(f"{args.jsonl}:{line_no}: field 'options' must be an object {{letter: text}}")
-            records.append(record)
+    for where, record in data.read_jsonl(cfg.jsonl):
+        if not isinstance(record, dict):
+            raise ValueError(f"{where}: expected an object")
+        for name in ("response", "answer"):
+            if not isinstance(record.get(name), str):
+                raise ValueError(f"{where}: field '{name}' missing or not a string")
+        if record.get("options") is not None and not isinstance(record["options"], dict):
+            raise ValueError(f"{where}: field 'options' must be an object {{letter: text}}")
+        records.append(record)
 
     scored = score_batch([r["response"] for r in records], [r["answer"] for r in records],
                          [r.get("options") for r in records], [r.get("question") or "" for r in records], cfg)
-    tmp = args.out + ".tmp"
+    tmp = cfg.out + ".tmp"
     with open(tmp, "w", encoding="utf-8", errors="replace") as f:   # lone surrogates from JSON escapes
         for record, result in zip(records, scored):
             f.write(json.dumps({**record, **result}, ensure_ascii=False) + "\n")
-    os.replace(tmp, args.out)
+    os.replace(tmp, cfg.out)
     n = max(1, len(records))
-    print(f"{len(records)} items -> {args.out}: accuracy {sum(r['accuracy'] for r in scored) / n:.3f} "
+    print(f"{len(records)} items -> {cfg.out}: accuracy {sum(r['accuracy'] for r in scored) / n:.3f} "
           f"format {sum(r['format'] for r in scored) / n:.3f} reward {sum(r['reward'] for r in scored) / n:.3f}")
     print("stats:", json.dumps(last_stats.as_dict()))
 
