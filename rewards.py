@@ -129,17 +129,7 @@ def score_batch(responses: list[str], golds: list[str], options: list[dict | Non
     if hard:
         keys = list(hard)
         stats.worker_checks += len(keys)
-        if cfg.num_workers > 0:
-            checked = _check_in_workers(keys, cfg, stats)
-        else:
-            on_main = threading.current_thread() is threading.main_thread()
-            checked = []
-            for gold, pred in keys:
-                try:
-                    checked.append(_math_verify(gold, pred, max(1, int(cfg.timeout_s)) if on_main else None))
-                except Exception as e:
-                    checked.append((False, f"error: {type(e).__name__}", False))
-        for key, (equal, reason, timed_out) in zip(keys, checked):
+        for key, (equal, reason, timed_out) in zip(keys, _math_verify_batch(keys, cfg, stats)):
             if timed_out:
                 stats.timeouts += len(hard[key])
             elif reason.startswith("error"):
@@ -839,9 +829,11 @@ def _worker_init(memory_bytes: int):
     _limit_address_space(memory_bytes)
 
 
-def _math_verify_in_worker(gold: str, pred: str, timeout_s: int) -> tuple[bool, str, bool]:
+def _math_verify_in_worker(gold: str, pred: str, timeout_s: int | None) -> tuple[bool, str, bool]:
     try:
         return _math_verify(gold, pred, timeout_s)
+    except (KeyboardInterrupt, SystemExit):
+        raise
     except BaseException as e:   # Math-Verify's TimeoutException is a BaseException
         return False, f"error: {type(e).__name__}", False
 
@@ -874,9 +866,14 @@ def _get_pool(cfg: RewardConfig, stats: RewardStats | None = None) -> pebble.Pro
         return _POOL
 
 
-def _check_in_workers(keys: list[tuple[str, str]], cfg: RewardConfig, stats: RewardStats) -> list:
+def _math_verify_batch(keys: list[tuple[str, str]], cfg: RewardConfig, stats: RewardStats) -> list:
     """[(gold, pred)] -> [(equal, reason, timed_out)]: Math-Verify in the workers, each item hard-limited to
-    cfg.timeout_s. Raises only when workers cannot start (e.g. an unguarded main script under spawn)."""
+    cfg.timeout_s (num_workers=0: in this process, no hard limit, for debugging). Raises only when workers
+    cannot start (e.g. an unguarded main script under spawn)."""
+    if cfg.num_workers <= 0:
+        on_main = threading.current_thread() is threading.main_thread()   # SIGALRM works on the main thread only
+        return [_math_verify_in_worker(gold, pred, max(1, int(cfg.timeout_s)) if on_main else None)
+                for gold, pred in keys]
     inner_timeout_s = max(1, int(cfg.timeout_s // 4))   # Math-Verify's SIGALRM first; the kill is the backstop
     results: list = [None] * len(keys)
     for _ in range(3):   # a pool broken by a worker that died between items is replaced and the items resent
