@@ -292,8 +292,8 @@ def claims_unseen_image(response: str, phrases=UNSEEN_IMAGE_PHRASES) -> bool:
 
 # ----------------------------------------------------------------------------------------------------
 # Canonical strings and closed-form numbers (the in-process fast path). Why not Math-Verify alone:
-# - speed: one 1,024-response episode takes 8.1 s with Math-Verify alone (with the cache and de-duplication;
-#   `bench/bench_rewards.py --math_verify_only`, 2 shared cores) against 0.3 s with this path, target <= 2 s;
+# - speed: one 1,024-response episode takes 8.7-21 s with Math-Verify alone (cache and de-duplication on;
+#   `bench/bench_rewards.py --math_verify_only`, 2 shared cores) against 0.3-1.5 s with this path; target 2 s;
 # - verdicts: Math-Verify alone gets 6 of the 88 cases in tests/test_rewards.py wrong: 4 cm² vs 4\,\text{cm}^2,
 #   108\mathrm \pi vs 108\pi, 4\sqrt{3} vs √48, \text{equal} vs Equal (canonical strings), the blanks
 #   "9\n19\n5\n9" vs 9, 19, 5, 9 (_parts) and the statements "1.3.4.5." vs 1, 3, 4, 5 (_STATEMENTS);
