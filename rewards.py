@@ -1124,13 +1124,14 @@ def main(argv: list[str] | None = None):
     import train_utils
     argv = sys.argv[1:] if argv is None else list(argv)
     hints = {f.name: f.type for f in fields(CLIConfig)}
-    joined = []   # the documented `--jsonl IN --out OUT` form, as the shared parser's --key=value
+    joined, pending = [], False   # the documented `--jsonl IN --out OUT` form, as the parser's --key=value
     for arg in argv:
+        if pending and not arg.startswith("--"):
+            joined[-1], pending = joined[-1] + "=" + arg, False
+            continue
         key = arg[2:].replace("-", "_") if arg.startswith("--") else None
-        if joined and joined[-1].endswith("=") and not arg.startswith("--"):
-            joined[-1] += arg
-        else:
-            joined.append(f"{arg}=" if key in hints and hints[key] != "bool" and "=" not in arg else arg)
+        pending = key in hints and hints[key] != "bool" and "=" not in arg
+        joined.append(arg)
     cfg = train_utils.parse_config(CLIConfig, joined)
     if not cfg.jsonl or not cfg.out:
         raise SystemExit("usage: python rewards.py --jsonl IN --out OUT [--key=value ...] (--help lists the keys)")
