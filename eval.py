@@ -61,6 +61,7 @@ from benchmarks import DEVIATIONS, build_messages, load_items, load_rgb, score_m
     score_with_rewards, scorer_family
 from train_utils import parse_config, print_config
 
+
 # -----------------------------------------------------------------------------
 # config
 
@@ -94,7 +95,7 @@ class EvalConfig:
     mmmu_images: str = "front"           # MMMU <image k>: front (the released pipeline) | inplace (see benchmarks.py)
     seed: int = 0
     nowait_words: list = field(default_factory=lambda: ["Wait", "Alternatively", "Hmm"])  # §6.2
-    hallucination_phrases: list = field(default_factory=lambda: list(HALLUCINATION_PHRASES))  # Table 5
+    hallucination_phrases: list = field(default_factory=lambda: list(rewards.UNSEEN_IMAGE_PHRASES))  # Table 5
     verifier_url: str = ""               # OpenAI-compatible endpoint (rewards.VerifierClient); "" = rules only
     verifier_model: str = ""
     out_dir: str = "out/eval"
@@ -123,19 +124,6 @@ def protocol_of(sampling):
     return next((name for name, preset in PROTOCOLS.items() if preset == sampling), "custom")
 
 
-# Table 5: "I can't see the image" and its relatives, matched case-insensitively as substrings
-# (curly apostrophes are straightened first). Chinese forms cover 图 / 图片 / 图像 by being prefixes.
-HALLUCINATION_PHRASES = [
-    "can't see the image", "cannot see the image", "can not see the image", "unable to see the image",
-    "can't see the picture", "cannot see the picture", "can't see the figure", "cannot see the figure",
-    "can't see the diagram", "cannot see the diagram", "can't see images", "cannot see images",
-    "can't see any image", "cannot see any image", "don't see the image", "do not see the image",
-    "can't view the image", "cannot view the image", "unable to view the image",
-    "can't access the image", "cannot access the image", "don't have access to the image",
-    "do not have access to the image", "no image is provided", "no image provided", "image is not provided",
-    "without seeing the image", "can't actually see", "cannot actually see",
-    "看不到图", "看不见图", "无法看到图", "无法看见图", "无法查看图", "没有看到图", "看不到这张图", "无法看到这张图",
-]
 MODES = ("think", "nothink", "nowait")
 FORCED_THINK_END = "\n</think>\n\n"
 
@@ -155,10 +143,10 @@ def mathvista_llm_extractor(cfg):
         if state["down"]:
             return None
         for attempt in range(5):
-            body = json.dumps({"model": client.model, "temperature": 0.5 * attempt, "max_tokens": 128,
-                               "messages": [{"role": "user", "content": prompt}]}).encode()
+            payload = {"model": client.model, "temperature": 0.5 * attempt, "max_tokens": 128,
+                       "messages": [{"role": "user", "content": prompt}]}
             try:
-                status, data = client.post(body, {"Content-Type": "application/json"})   # a total deadline
+                status, data = rewards.post_json(client.url, payload, client.timeout_s)   # a total deadline
                 if status != 200:
                     continue   # the server answered with an error status: try again
                 content = json.loads(data)["choices"][0]["message"]["content"]
@@ -192,14 +180,9 @@ def avg_at_k(correct_by_item):
             "n_items": len(correct_by_item)}
 
 
-def normalize_phrase_text(s):
-    return s.replace("\u2019", "'").replace("\u2018", "'").lower()
-
-
 def hallucination_split(scored, phrases):
-    """Table 5 over every response: how many mention any phrase, and the accuracy with / without."""
-    needles = [normalize_phrase_text(p) for p in phrases]
-    hit = [any(n in normalize_phrase_text(s["response"]) for n in needles) for s in scored]
+    """Table 5 over every response: how many say so in the thinking, and the accuracy with / without."""
+    hit = [rewards.claims_unseen_image(s["response"], phrases) for s in scored]
 
     def part(mask):
         picked = [s["correct"] for s, m in zip(scored, mask) if m]

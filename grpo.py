@@ -43,7 +43,6 @@ pi_theta different functions of the same weights.
 import inspect
 import math
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,12 +133,7 @@ class Config:
     wandb_project: str = "skywork-r1v3-grpo"
     run_name: str = "grpo"
     critical_words: list[str] = field(default_factory=lambda: list(DEFAULT_CRITICAL_WORDS))   # §5.1
-    blind_phrases: list[str] = field(default_factory=lambda: [   # the thinking says it cannot see the image
-        "can't see the image", "cannot see the image", "can not see the image", "unable to see the image",
-        "don't see the image", "do not see the image", "can't view the image", "cannot view the image",
-        "no image provided", "image is not provided", "image was not provided", "image isn't provided",
-        "without the image", "without seeing the image", "image is not available", "not able to see the image",
-        "don't have access to the image", "do not have access to the image", "no image is attached"])
+    blind_phrases: list[str] = field(default_factory=lambda: list(rewards.UNSEEN_IMAGE_PHRASES))   # in the thinking
     seed: int = 1337
 
 
@@ -375,7 +369,6 @@ def collect_groups(step, records, data_state, data_seed, cfg, dist, rollout, tok
     P, n, world = cfg.prompts_per_step, cfg.rollouts_per_prompt, dist.world_size
     kept = []
     sums = dict.fromkeys(SAMPLE_SUMS + ("rollout_s", "reward_s", "rounds", "response_max"), 0.0)
-    blind = re.compile("|".join(re.escape(p.lower()) for p in cfg.blind_phrases)) if cfg.blind_phrases else None
     for round_ in range(cfg.max_sampling_rounds if cfg.dynamic_sampling else 1):
         indices, data_state = data.next_batch(len(records), P, data_seed, data_state)
         served = [pos for r in rollout.ranks for pos in range(r, P, world)]   # my engine's prompts, mine among them
@@ -407,7 +400,6 @@ def collect_groups(step, records, data_state, data_seed, cfg, dist, rollout, tok
             sums["groups"] += 1
             sums["zero_var_groups"] += max(group_rewards) == min(group_rewards)
             for s in group:
-                thinking = s["text"].split("</think>")[0].lower().replace("\u2019", "'")
                 sums["rollouts"] += 1
                 sums["reward"] += s["reward"]
                 sums["reward_sq"] += s["reward"] ** 2
@@ -416,7 +408,7 @@ def collect_groups(step, records, data_state, data_seed, cfg, dist, rollout, tok
                 sums["response_tokens"] += len(s["response_ids"])
                 sums["prompt_tokens"] += len(s["prompt_ids"])
                 sums["truncated"] += s["truncated"]
-                sums["blind"] += bool(blind and blind.search(thinking))   # "I can't see the image" in the thinking
+                sums["blind"] += rewards.claims_unseen_image(s["text"], cfg.blind_phrases)
                 sums["response_max"] = max(sums["response_max"], len(s["response_ids"]))
         if not cfg.dynamic_sampling:
             kept = groups

@@ -1,55 +1,46 @@
 """
-GRPO reward of Skywork-R1V3 (paper §3.1, eqs. 1-3):
+GRPO reward of Skywork-R1V3 (paper §3.1, eqs. 1-3), computed by score_batch:
 
     R_format   = 1[response is "<think> ... </think> answer"]                       (eq. 1)
     R_accuracy = 1[R_rule(a_hat, a) = 1  or  R_theta(a_hat, a) = 1]                 (eq. 2)
     R          = eps * R_accuracy + (1 - eps) * R_format,  eps = 0.8                (eq. 3)
 
-R_rule is ours: multiple-choice letters by our own regexes, a cheap in-process fast path (canonical
-string match, closed-form numbers with tolerance, percent, degrees, units), and Math-Verify for the
-rest. Math-Verify runs in a persistent pool of worker processes ("spawn" context, safe under torchrun)
-with a hard wall-clock limit per item: a hung sympy call holds the GIL so SIGALRM cannot stop it; we
-kill the worker, score the item 0, count it, and start a replacement. Scripts that score must guard
-their entry point with `if __name__ == "__main__":` (spawn re-imports the main module in each worker, so
-a worker start costs the main script's imports). Call start_rule_workers(cfg) once at startup so the
-first episode does not wait for them; shutdown_pool() stops them (also at exit).
-
-R_theta is an OpenAI-compatible chat endpoint. The paper uses Qwen2.5-32B-Instruct; serve it with
-    vllm serve Qwen/Qwen2.5-32B-Instruct --served-model-name Qwen2.5-32B-Instruct \
-        --tensor-parallel-size 4 --max-model-len 8192 --port 8000
-and pass verifier_url="http://HOST:8000". It is off by default; it is only asked about items the rule
-checker marked wrong (eq. 2 is an OR). If it is unreachable we warn once and score rule-only.
-
-Counters: after each score_batch, `rewards.last_stats` (a RewardStats, updated in place) holds that
-batch's counts (timeouts, worker restarts, verifier calls/fallbacks, ...) and `rewards.total_stats` the
-running totals since import. Log `last_stats.as_dict()` next to the rewards.
-
-CLI for debugging rewards:
-    python rewards.py --jsonl IN --out OUT [--verifier_url URL] [--timeout_s 5] [--no_think]
+a_hat is extract_answer(response). R_rule: multiple-choice letters and a cheap in-process check (canonical
+strings, closed-form numbers) first, Math-Verify for the rest in worker processes with a hard time limit.
+R_theta: an LLM verifier behind an OpenAI-compatible endpoint, asked only when R_rule says wrong (off by
+default). Sections below, in order: eqs. 1-3 and extraction, the in-process check, multiple choice,
+Math-Verify and its workers, the verifier, the CLI:
+    python rewards.py --jsonl IN --out OUT [--verifier_url=URL] [--timeout_s=5] [--think_mode=False]
 each IN line: {"response", "answer", "options"?: {letter: text}, "question"?}; each OUT line is the
 input line plus accuracy, format, reward, extracted, reason, timed_out, rule, verifier.
 """
 from __future__ import annotations
 
-import argparse
 import atexit
+import concurrent.futures
 import functools
 import http.client
 import json
+import logging
 import math
 import multiprocessing as mp
 import os
 import random
 import re
+import resource
+import signal
 import socket
+import sys
 import threading
 import time
 import urllib.parse
 import warnings
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, fields
-from multiprocessing.connection import wait as wait_for_connections
+from typing import Literal
+
+import pebble
 
 
 @dataclass
@@ -58,7 +49,7 @@ class RewardConfig:
     think_mode: bool = True             # generation prompt ends with "<think>\n", so the response starts inside it
     timeout_s: float = 5.0              # hard wall-clock limit per Math-Verify item (worker is killed past it)
     num_workers: int = 2                # rule-checker processes; 0 = in-process (no hard timeout, for debugging)
-    start_method: str = "spawn"         # "spawn" or "forkserver": never fork a process that holds CUDA/NCCL state
+    start_method: Literal["spawn", "forkserver"] = "spawn"   # never fork a process holding CUDA/NCCL state
     worker_memory_mb: int = 2048        # address-space headroom per worker; a sympy blow-up becomes MemoryError
     max_answer_chars: int = 1000        # longer extracted answers are compared as strings only
     verifier_url: str = ""              # R_theta endpoint, off when empty
@@ -70,37 +61,9 @@ class RewardConfig:
     verifier_api_key: str = ""          # sent as "Authorization: Bearer ..." when set (vllm serve --api-key)
 
 
-@dataclass
-class RewardStats:
-    items: int = 0
-    fast_path: int = 0            # decided in-process (letters, canonical strings, numbers)
-    worker_checks: int = 0        # distinct (gold, answer) pairs sent to Math-Verify workers
-    cache_hits: int = 0           # pairs answered from the Math-Verify result cache
-    timeouts: int = 0             # items scored 0 because the checker ran out of time
-    worker_errors: int = 0        # items scored 0 because the checker crashed
-    worker_restarts: int = 0
-    verifier_calls: int = 0
-    verifier_yes: int = 0
-    verifier_fallbacks: int = 0   # verifier asked but gave no verdict (down, timeout, garbage): rule-only
-    seconds: float = 0.0
-
-    def reset(self):
-        for f in fields(self):
-            setattr(self, f.name, f.default)
-
-    def add(self, other: "RewardStats"):
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-last_stats = RewardStats()   # the latest score_batch call (updated in place, so `from rewards import` works)
-total_stats = RewardStats()  # since import
-
 # ----------------------------------------------------------------------------------------------------
-# Format reward (eq. 1) and answer extraction
+# Eqs. 1-3: format reward, batch scoring, answer extraction
+
 
 THINK_START, THINK_END = "<think>", "</think>"
 _END_TOKENS = re.compile(r"<\|im_end\|>|<\|endoftext\|>")
@@ -119,6 +82,90 @@ def format_reward(response: str, think_mode: bool = True) -> float:
         return 0.0
     thought, answer = text.split(THINK_END)
     return float(bool(thought.strip()) and bool(answer.strip()))
+
+
+
+def score_batch(responses: list[str], golds: list[str], options: list[dict | None] | None = None,
+                questions: list[str] | None = None, cfg: RewardConfig | None = None) -> list[dict]:
+    """One dict per response: accuracy, format, reward (eq. 3), extracted, reason, timed_out, rule, verifier.
+    Item-level failures (hangs, crashes, verifier errors) score 0 and are counted in `last_stats`. Raises
+    only for caller errors (mismatched lengths, a non-str gold) or when no worker process can start."""
+    cfg = cfg or RewardConfig()
+    n = len(responses)
+    options = options if options is not None else [None] * n
+    questions = questions if questions is not None else [""] * n
+    if not (len(golds) == n and len(options) == n and len(questions) == n):
+        raise ValueError(f"score_batch: {n} responses, {len(golds)} golds, {len(options)} options, "
+                         f"{len(questions)} questions")
+    for i, gold in enumerate(golds):
+        if not isinstance(gold, str):
+            raise ValueError(f"score_batch: golds[{i}] is {type(gold).__name__}, expected str")
+    t0 = time.monotonic()
+    stats = RewardStats(items=n)
+    out, hard = [], {}   # hard: (gold, pred) -> indices that need Math-Verify
+    for i, (response, gold, opts) in enumerate(zip(responses, golds, options)):
+        response = response if isinstance(response, str) else ""
+        item = {"accuracy": 0.0, "format": 0.0, "reward": 0.0, "extracted": "", "reason": "",
+                "timed_out": False, "rule": 0.0, "verifier": None}
+        try:
+            item["format"] = format_reward(response, cfg.think_mode)
+            item["extracted"] = extract_answer(response)
+            verdict, item["reason"] = _fast_rule(_answer_part(response), item["extracted"], gold, opts, cfg.max_answer_chars)
+        except Exception as e:   # never let one odd string take down the batch
+            verdict, item["reason"] = False, f"error: {type(e).__name__}"
+            stats.worker_errors += 1
+        if verdict is None:
+            key = (gold, item["extracted"])
+            if key in _CACHE:
+                verdict, item["reason"] = _CACHE[key]
+                stats.cache_hits += 1
+            else:
+                hard.setdefault(key, []).append(i)
+        else:
+            stats.fast_path += 1
+        item["rule"] = float(bool(verdict))
+        out.append(item)
+
+    if hard:
+        keys = list(hard)
+        stats.worker_checks += len(keys)
+        for key, (equal, reason, timed_out) in zip(keys, _math_verify_batch(keys, cfg, stats)):
+            if timed_out:
+                stats.timeouts += len(hard[key])
+            elif reason.startswith("error"):
+                stats.worker_errors += len(hard[key])
+            else:
+                if len(_CACHE) >= _CACHE_MAX:
+                    _CACHE.clear()
+                _CACHE[key] = (equal, reason)
+            for i in hard[key]:
+                out[i].update(rule=float(equal), reason=reason, timed_out=timed_out)
+
+    if cfg.verifier_url:   # eq. 2 is an OR: only items the rules call wrong need R_theta
+        ask = [i for i, item in enumerate(out) if item["rule"] == 0.0 and item["extracted"]]
+        if ask:
+            client = _get_verifier(cfg)
+            verdicts = client.judge([questions[i] or "" for i in ask], [golds[i] for i in ask],
+                                    [out[i]["extracted"][:4000] for i in ask])
+            stats.verifier_calls += len(ask)
+            for i, verdict in zip(ask, verdicts):
+                if verdict is None:
+                    stats.verifier_fallbacks += 1
+                    out[i]["reason"] += "; verifier: no verdict"
+                    continue
+                out[i]["verifier"] = float(verdict)
+                stats.verifier_yes += int(verdict)
+                out[i]["reason"] += "; verifier yes" if verdict else "; verifier no"
+
+    eps = cfg.accuracy_weight
+    for item in out:
+        item["accuracy"] = float(item["rule"] == 1.0 or item["verifier"] == 1.0)   # eq. 2
+        item["reward"] = eps * item["accuracy"] + (1.0 - eps) * item["format"]    # eq. 3
+    stats.seconds = time.monotonic() - t0
+    last_stats.reset()
+    last_stats.add(stats)
+    total_stats.add(stats)
+    return out
 
 
 def _answer_part(response: str) -> str:
@@ -184,8 +231,73 @@ def extract_answer(response: str) -> str:
     return text.rsplit("\n", 1)[-1].strip() if "\n" in text else text
 
 
+# Counters: after each score_batch, `rewards.last_stats` holds that batch's counts (timeouts, worker restarts,
+# verifier calls/fallbacks, ...) and `rewards.total_stats` the running totals. Log last_stats.as_dict().
+@dataclass
+class RewardStats:
+    items: int = 0
+    fast_path: int = 0            # decided in-process (letters, canonical strings, numbers)
+    worker_checks: int = 0        # distinct (gold, answer) pairs sent to Math-Verify workers
+    cache_hits: int = 0           # pairs answered from the Math-Verify result cache
+    timeouts: int = 0             # items scored 0 because the checker ran out of time
+    worker_errors: int = 0        # items scored 0 because the checker crashed
+    worker_restarts: int = 0
+    verifier_calls: int = 0
+    verifier_yes: int = 0
+    verifier_fallbacks: int = 0   # verifier asked but gave no verdict (down, timeout, garbage): rule-only
+    seconds: float = 0.0
+
+    def reset(self):
+        for f in fields(self):
+            setattr(self, f.name, f.default)
+
+    def add(self, other: "RewardStats"):
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+last_stats = RewardStats()   # the latest score_batch call (updated in place, so `from rewards import` works)
+total_stats = RewardStats()  # since import
+
+# "I can't see the image" in the thinking: grpo.py's response/blind_phrase_rate and eval.py's Table 5 split
+# both use this one list (they had drifted apart: 19 phrases in grpo.py, 37 in eval.py). Matched as lowercase
+# substrings with curly apostrophes straightened; the Chinese forms cover 图 / 图片 / 图像 by being prefixes.
+UNSEEN_IMAGE_PHRASES = (
+    "can't see the image", "cannot see the image", "can not see the image", "unable to see the image",
+    "not able to see the image", "can't see the picture", "cannot see the picture", "can't see the figure",
+    "cannot see the figure", "can't see the diagram", "cannot see the diagram", "can't see images",
+    "cannot see images", "can't see any image", "cannot see any image", "don't see the image",
+    "do not see the image", "can't view the image", "cannot view the image", "unable to view the image",
+    "can't access the image", "cannot access the image", "don't have access to the image",
+    "do not have access to the image", "no image is provided", "no image provided", "image is not provided",
+    "image was not provided", "image isn't provided", "image is not available", "no image is attached",
+    "without the image", "without seeing the image", "can't actually see", "cannot actually see",
+    "看不到图", "看不见图", "无法看到图", "无法看见图", "无法查看图", "没有看到图", "看不到这张图", "无法看到这张图",
+)
+
+
+def _plain_lower(s: str) -> str:
+    return s.replace("\u2019", "'").replace("\u2018", "'").lower()
+
+
+def claims_unseen_image(response: str, phrases=UNSEEN_IMAGE_PHRASES) -> bool:
+    """True when the thinking (the text before the first </think>, the whole text when there is none) says
+    the model cannot see the image."""
+    thinking = _plain_lower(response.split(THINK_END, 1)[0])
+    return any(_plain_lower(p) in thinking for p in phrases)
+
+
 # ----------------------------------------------------------------------------------------------------
-# Canonical strings and closed-form numbers (the in-process fast path)
+# Canonical strings and closed-form numbers (the in-process fast path). Why not Math-Verify alone:
+# - speed: one 1,024-response episode takes 8.7-21 s with Math-Verify alone (cache and de-duplication on;
+#   `bench/bench_rewards.py --math_verify_only`, 2 shared cores) against 0.3-1.5 s with this path; target 2 s;
+# - verdicts: Math-Verify alone gets 6 of the 88 cases in tests/test_rewards.py wrong: 4 cm² vs 4\,\text{cm}^2,
+#   108\mathrm \pi vs 108\pi, 4\sqrt{3} vs √48, \text{equal} vs Equal (canonical strings), the blanks
+#   "9\n19\n5\n9" vs 9, 19, 5, 9 (_parts) and the statements "1.3.4.5." vs 1, 3, 4, 5 (_STATEMENTS);
+# - _same_equation: without it two equation cases run past the workers' 1 s Math-Verify alarm (scored 0).
 
 _INVISIBLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
 _UNICODE = {"−": "-", "–": "-", "×": "\\times ", "÷": "\\div ", "·": "\\cdot ", "π": "\\pi ",
@@ -462,7 +574,9 @@ def _parts(s: str) -> tuple[str, list[str]]:
 
 
 def _same_equation(gl: str, gr: str, pl: str, pr: str) -> bool | None:
-    # "x^2/8 + y^2/4 = 1" vs "x^2 + 2y^2 = 8": lhs - rhs agree up to a constant factor -> same equation
+    # "x^2/8 + y^2/4 = 1" vs "x^2 + 2y^2 = 8": lhs - rhs agree up to a constant factor -> same equation.
+    # Needed: without it this table case and "AC=BD" vs "BD=AC" go to Math-Verify, which runs past the
+    # workers' 1 s SIGALRM on 2 shared cores (scored 0: tests/test_rewards.py, through the workers)
     g, p = _compile(f"({gl})-({gr})"), _compile(f"({pl})-({pr})")
     if g is None or p is None or not g[1] or len(g[1] | p[1]) > 64:
         return None
@@ -657,7 +771,12 @@ def _fast_rule(answer_text: str, extracted: str, gold: str, options: dict | None
 
 
 # ----------------------------------------------------------------------------------------------------
-# Math-Verify (LaTeX/symbolic equivalence); runs inside the workers
+# Math-Verify (LaTeX/symbolic equivalence) in worker processes with a hard wall-clock limit per item: a hung
+# sympy call holds the GIL, so Math-Verify's own SIGALRM cannot stop it; pebble kills the worker, the item
+# scores 0 and is counted, and a replacement starts. Workers use the "spawn" context (safe under torchrun), so
+# a script that scores must guard its entry point with `if __name__ == "__main__":` (spawn re-imports the main
+# module in each worker). start_rule_workers(cfg) at startup saves the first episode the wait; shutdown_pool()
+# stops them (also at exit).
 
 def _math_verify_text(s: str) -> str:
     # Math-Verify only parses a gold inside a LaTeX environment ("\dfrac{9}{7}" -> [], "$\dfrac{9}{7}$" ok)
@@ -695,208 +814,114 @@ def _math_verify(gold: str, pred: str, timeout_s: int | None) -> tuple[bool, str
 
 def _limit_address_space(extra_bytes: int):
     try:
-        import resource
         with open("/proc/self/statm") as f:
             current = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
         hard = resource.getrlimit(resource.RLIMIT_AS)[1]
         resource.setrlimit(resource.RLIMIT_AS, (current + extra_bytes, hard))
-    except (OSError, ValueError, ImportError):
+    except (OSError, ValueError):
         pass
 
 
-def _worker_main(conn, memory_bytes: int):
-    import logging
-    import signal
-    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C belongs to the parent, which kills us
+def _worker_init(memory_bytes: int):
+    # Runs once in each worker, in its main thread (so Math-Verify's own SIGALRM limits work there too).
+    # pebble's worker installs a Python-level SIGTERM handler (pebble 5.2 pool/process.py: worker_process);
+    # a hung sympy call holds the GIL, so that handler never runs and pebble waits term_timeout = 3 s before
+    # SIGKILL. The default action ends the worker at once.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     for name in ("math_verify", "latex2sympy2_extended"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     for gold, pred in (("$x>1$", "$1<x$"), ("$x^2+y^2=1$", "$y^2=1-x^2$"), ("$[1,2)$", "$\\{1,2\\}$")):
         _math_verify(gold, pred, 2)                # import + warm up sympy before the first deadline starts
     _limit_address_space(memory_bytes)
-    conn.send(("ready", os.getpid()))
-    while True:
-        try:
-            chunk = conn.recv()
-        except (EOFError, OSError):
-            return
-        if chunk is None:
-            return
-        inner_timeout_s, items = chunk
-        for job, gold, pred in items:
-            try:
-                result = _math_verify(gold, pred, inner_timeout_s)
-            except BaseException as e:   # Math-Verify's TimeoutException is a BaseException
-                result = (False, f"error: {type(e).__name__}", False)
-            conn.send((job, *result))
 
 
-class _Worker:
-    def __init__(self, ctx, memory_bytes: int):
-        self.conn, child_conn = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child_conn, memory_bytes),
-                                daemon=True, name="rewards-rule-worker")
-        self.proc.start()
-        child_conn.close()
-        self.started = time.monotonic()
-        self.ready = False
-        self.assigned: deque = deque()   # job ids sent, in the order the worker runs them
-        self.last_progress = 0.0
-
-    def kill(self):
-        try:
-            self.proc.kill()
-            self.proc.join(timeout=2)
-            self.conn.close()
-        except (OSError, ValueError, AttributeError):
-            pass
+def _math_verify_in_worker(gold: str, pred: str, timeout_s: int | None) -> tuple[bool, str, bool]:
+    try:
+        return _math_verify(gold, pred, timeout_s)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:   # Math-Verify's TimeoutException is a BaseException
+        return False, f"error: {type(e).__name__}", False
 
 
-class _RulePool:
-    """Persistent Math-Verify workers with a hard per-item wall-clock limit. Work goes out in chunks; a
-    worker answers item by item, so the item running when a deadline passes is the one that hung."""
-
-    def __init__(self, num_workers: int, start_method: str, memory_mb: int, startup_timeout_s: float = 120.0):
-        self.ctx = mp.get_context(start_method)
-        self.memory_bytes = memory_mb * 2**20
-        self.startup_timeout_s = startup_timeout_s
-        self.failed_starts = 0
-        self.lock = threading.Lock()
-        self.workers = [self._start() for _ in range(num_workers)]
-
-    def _start(self) -> _Worker:
-        return _Worker(self.ctx, self.memory_bytes)
-
-    def _replace(self, worker: _Worker, stats: RewardStats):
-        worker.kill()
-        self.workers[self.workers.index(worker)] = self._start()
-        stats.worker_restarts += 1
-
-    def wait_ready(self, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        with self.lock:
-            while time.monotonic() < deadline:
-                waiting = [w for w in self.workers if not w.ready]
-                if not waiting:
-                    return True
-                for conn in wait_for_connections([w.conn for w in waiting], timeout=deadline - time.monotonic()):
-                    w = next(w for w in waiting if w.conn is conn)
-                    try:
-                        if conn.recv()[0] == "ready":
-                            w.ready, w.last_progress = True, time.monotonic()
-                    except (EOFError, OSError):
-                        self._on_death(w, [], deque(), RewardStats())
-            return all(w.ready for w in self.workers)
-
-    def close(self):
-        for w in self.workers:
-            try:
-                w.conn.send(None)
-            except (OSError, ValueError):
-                pass
-        for w in self.workers:
-            w.proc.join(timeout=1)
-            w.kill()
-        self.workers = []
-
-    def check(self, jobs: list[tuple[str, str]], timeout_s: float, stats: RewardStats) -> list[tuple[bool, str, bool]]:
-        """jobs: [(gold, pred)] -> [(equal, reason, timed_out)], never raises for a bad item."""
-        with self.lock:
-            return self._check(jobs, timeout_s, stats)
-
-    def _check(self, jobs, timeout_s, stats):
-        inner_timeout_s = max(1, int(timeout_s // 4))   # Math-Verify's SIGALRM first; the kill is the backstop
-        results: list = [None] * len(jobs)
-        pending = deque(range(len(jobs)))
-        for w in list(self.workers):
-            if not w.proc.is_alive():
-                self._replace(w, stats)
-        while pending or any(w.assigned for w in self.workers):
-            now = time.monotonic()
-            idle = [w for w in self.workers if w.ready and not w.assigned]
-            for k, w in enumerate(idle):
-                if not pending:
-                    break
-                # small chunks balance load and bound what a killed worker hands back
-                size = max(1, min(16, math.ceil(len(pending) / (len(idle) - k))))
-                chunk = [pending.popleft() for _ in range(min(size, len(pending)))]
-                w.assigned.extend(chunk)
-                w.last_progress = now
-                try:
-                    w.conn.send((inner_timeout_s, [(j, *jobs[j]) for j in chunk]))
-                except (OSError, ValueError):
-                    self._on_death(w, results, pending, stats)
-            deadlines = [w.last_progress + timeout_s for w in self.workers if w.assigned]
-            deadlines += [w.started + self.startup_timeout_s for w in self.workers if not w.ready]
-            wait_s = max(0.0, min(deadlines) - time.monotonic()) if deadlines else 0.05
-            by_conn = {w.conn: w for w in self.workers}
-            for conn in wait_for_connections(list(by_conn), timeout=wait_s):
-                w = by_conn[conn]
-                try:
-                    while conn.poll():
-                        msg = conn.recv()
-                        if msg[0] == "ready":
-                            w.ready, w.last_progress, self.failed_starts = True, time.monotonic(), 0
-                            continue
-                        job, equal, reason, timed_out = msg
-                        if w.assigned and w.assigned[0] == job:
-                            w.assigned.popleft()
-                            results[job] = (equal, reason, timed_out)
-                        w.last_progress = time.monotonic()
-                except (EOFError, OSError):
-                    self._on_death(w, results, pending, stats)
-            now = time.monotonic()
-            for w in list(self.workers):
-                if w.assigned and w.ready and now - w.last_progress > timeout_s:
-                    job = w.assigned.popleft()   # the item it is stuck on
-                    results[job] = (False, "timeout", True)
-                    pending.extendleft(reversed(w.assigned))
-                    w.assigned.clear()
-                    self._replace(w, stats)
-                elif not w.ready and now - w.started > self.startup_timeout_s:
-                    self._on_death(w, results, pending, stats)
-            if self.failed_starts >= 3 * max(1, len(self.workers)):
-                for w in self.workers:
-                    w.kill()
-                self.workers = [self._start() for _ in self.workers]   # try afresh next call
-                self.failed_starts = 0
-                raise RuntimeError("rewards: rule-checker workers keep dying before they start; is the main "
-                                   "script guarded by `if __name__ == '__main__':` (needed by the spawn context)?")
-        return [r if r is not None else (False, "error: no result", False) for r in results]
-
-    def _on_death(self, w: _Worker, results, pending, stats):
-        if w.assigned:   # the item it was running probably killed it (segfault, OOM killer)
-            job = w.assigned.popleft()
-            results[job] = (False, "error: worker died", False)
-            pending.extendleft(reversed(w.assigned))
-            w.assigned.clear()
-        elif not w.ready:
-            self.failed_starts += 1
-        self._replace(w, stats)
-
-
-_POOL: _RulePool | None = None
+_POOL: pebble.ProcessPool | None = None
 _POOL_KEY = None
 _POOL_LOCK = threading.Lock()
 _CACHE: dict = {}   # (gold, pred) -> (equal, reason); GRPO groups repeat answers a lot
 _CACHE_MAX = 50_000
 
 
-def _get_pool(cfg: RewardConfig) -> _RulePool:
+def _get_pool(cfg: RewardConfig, stats: RewardStats | None = None) -> pebble.ProcessPool:
+    # pebble.ProcessPool kills a worker whose item runs past schedule(timeout=) (counted from the moment a
+    # worker picks it up) and starts a replacement; a worker that dies while idle breaks the whole pool
+    # (pebble: "All workers expired"), so a pool that is no longer active is replaced here.
     global _POOL, _POOL_KEY
     key = (cfg.num_workers, cfg.start_method, cfg.worker_memory_mb)
     with _POOL_LOCK:
-        if _POOL is None or _POOL_KEY != key:
-            if _POOL is not None:
-                _POOL.close()
-            _POOL, _POOL_KEY = _RulePool(cfg.num_workers, cfg.start_method, cfg.worker_memory_mb), key
+        if _POOL is not None and (_POOL_KEY != key or not _POOL.active):
+            if not _POOL.active and stats is not None:
+                stats.worker_restarts += 1
+            _POOL.stop()
+            _POOL.join(timeout=5)
+            _POOL = None
+        if _POOL is None:
+            _POOL = pebble.ProcessPool(max_workers=cfg.num_workers, initializer=_worker_init,
+                                       initargs=(cfg.worker_memory_mb * 2**20,),
+                                       context=mp.get_context(cfg.start_method))
+            _POOL_KEY = key
         return _POOL
 
 
+def _math_verify_batch(keys: list[tuple[str, str]], cfg: RewardConfig, stats: RewardStats) -> list:
+    """[(gold, pred)] -> [(equal, reason, timed_out)]: Math-Verify in the workers, each item hard-limited to
+    cfg.timeout_s (num_workers=0: in this process, no hard limit, for debugging). Raises only when workers
+    cannot start (e.g. an unguarded main script under spawn)."""
+    if cfg.num_workers <= 0:
+        on_main = threading.current_thread() is threading.main_thread()   # SIGALRM works on the main thread only
+        return [_math_verify_in_worker(gold, pred, max(1, int(cfg.timeout_s)) if on_main else None)
+                for gold, pred in keys]
+    inner_timeout_s = max(1, int(cfg.timeout_s // 4))   # Math-Verify's SIGALRM first; the kill is the backstop
+    results: list = [None] * len(keys)
+    for _ in range(3):   # a pool broken by a worker that died between items is replaced and the items resent
+        todo = [j for j, r in enumerate(results) if r is None]
+        if not todo:
+            break
+        pool = _get_pool(cfg, stats)
+        futures = {j: pool.schedule(_math_verify_in_worker, args=(*keys[j], inner_timeout_s), timeout=cfg.timeout_s)
+                   for j in todo}
+        budget_s = 120.0 + cfg.timeout_s * len(todo)   # worker start (spawn + imports), then the items
+        if concurrent.futures.wait(futures.values(), timeout=budget_s).not_done:
+            shutdown_pool()
+            raise RuntimeError(f"rewards: no rule-checker result within {budget_s:.0f} s")
+        for j, future in futures.items():
+            error = future.exception()
+            if error is None:
+                results[j] = future.result()
+            elif isinstance(error, TimeoutError):       # pebble killed the worker and starts another
+                results[j] = (False, "timeout", True)
+                stats.worker_restarts += 1
+            elif isinstance(error, pebble.ProcessExpired):   # segfault, OOM killer: the item probably did it
+                results[j] = (False, "error: worker died", False)
+                stats.worker_restarts += 1
+            elif not isinstance(error, BrokenProcessPool):
+                results[j] = (False, f"error: {type(error).__name__}", False)
+    if None in results:
+        shutdown_pool()
+        raise RuntimeError("rewards: rule-checker workers keep dying before they start; is the main script "
+                           "guarded by `if __name__ == '__main__':` (needed by the spawn context)?")
+    return results
+
+
 def start_rule_workers(cfg: RewardConfig | None = None, timeout_s: float = 120.0) -> bool:
-    """Start the rule-checker workers now and wait until they are up (e.g. while the policy loads), so the
-    first episode does not pay for it. True when all are ready."""
+    """Start the rule-checker workers now and wait until they answer (e.g. while the policy loads), so the
+    first episode does not pay for it. True when they are up."""
     cfg = cfg or RewardConfig()
-    return cfg.num_workers <= 0 or _get_pool(cfg).wait_ready(timeout_s)
+    if cfg.num_workers <= 0:
+        return True
+    pool = _get_pool(cfg)
+    futures = [pool.schedule(os.getpid) for _ in range(cfg.num_workers)]
+    done = concurrent.futures.wait(futures, timeout=timeout_s).done
+    return len(done) == len(futures) and all(f.exception() is None for f in done)
 
 
 def shutdown_pool():
@@ -904,7 +929,8 @@ def shutdown_pool():
     global _POOL, _POOL_KEY
     with _POOL_LOCK:
         if _POOL is not None:
-            _POOL.close()
+            _POOL.stop()
+            _POOL.join(timeout=5)
         _POOL, _POOL_KEY = None, None
 
 
@@ -926,7 +952,10 @@ def rule_accuracy(extracted_or_response: str, gold: str, options: dict | None = 
 
 
 # ----------------------------------------------------------------------------------------------------
-# LLM verifier R_theta (OpenAI-compatible /v1/chat/completions)
+# LLM verifier R_theta (OpenAI-compatible /v1/chat/completions). The paper uses Qwen2.5-32B-Instruct:
+#     vllm serve Qwen/Qwen2.5-32B-Instruct --served-model-name Qwen2.5-32B-Instruct \
+#         --tensor-parallel-size 4 --max-model-len 8192 --port 8000
+# and verifier_url="http://HOST:8000". If it is unreachable we warn once and score rule-only.
 
 VERIFIER_PROMPT = """You are a strict grader. Decide whether a model's final answer is equivalent to the reference answer.
 Rules:
@@ -951,6 +980,46 @@ def _parse_verdict(content: str) -> bool | None:
         return m.group(1) == "yes"
     words = set(re.findall(r"\b(yes|no)\b", text))
     return (words.pop() == "yes") if len(words) == 1 else None
+
+
+def post_json(url: str, payload: dict, timeout_s: float, api_key: str = "") -> tuple[int, bytes]:
+    """POST payload as JSON -> (status, body) within a TOTAL deadline of timeout_s (connect, headers and body):
+    a socket timeout bounds each read only, so a server trickling a byte a second could hold the call forever.
+    At the deadline a timer shuts the socket down, which wakes the blocked read, and TimeoutError is raised.
+    http.client, not urllib: it gives us the socket to shut; it does not read HTTP(S)_PROXY (the verifier is an
+    internal endpoint). Used by the verifier below and by eval.py's MathVista extractor."""
+    parts = urllib.parse.urlsplit(url)
+    conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = conn_cls(parts.hostname, parts.port, timeout=timeout_s)
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
+    expired = threading.Event()
+
+    def expire():
+        expired.set()
+        try:
+            if conn.sock is not None:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    timer = threading.Timer(timeout_s, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        conn.request("POST", parts.path + (f"?{parts.query}" if parts.query else ""), body=json.dumps(payload).encode(),
+                     headers=headers)
+        response = conn.getresponse()
+        data = response.read()
+    except (OSError, http.client.HTTPException) as e:
+        if expired.is_set() or isinstance(e, TimeoutError):
+            raise TimeoutError("timed out") from None
+        raise
+    finally:
+        timer.cancel()
+        conn.close()
+    if expired.is_set():   # the shutdown landed after the last byte: still past the deadline
+        raise TimeoutError("timed out")
+    return response.status, data
 
 
 class VerifierClient:
@@ -978,54 +1047,15 @@ class VerifierClient:
             self.warned = True
         warnings.warn(f"rewards: LLM verifier {self.url}: {message}; scoring rule-only", RuntimeWarning, stacklevel=3)
 
-    def post(self, body: bytes, headers: dict) -> tuple[int, bytes]:
-        """One POST -> (status, body) within a TOTAL deadline of timeout_s (connect, headers and body): a socket
-        timeout bounds each read only, so a server trickling a byte a second could hold the call forever. At the
-        deadline a timer shuts the socket down, which wakes the blocked read. http.client, not urllib: it gives
-        us the socket to shut; it does not read HTTP(S)_PROXY (the verifier is an internal endpoint)."""
-        url = urllib.parse.urlsplit(self.url)
-        conn_cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
-        conn = conn_cls(url.hostname, url.port, timeout=self.timeout_s)
-        expired = threading.Event()
-
-        def expire():
-            expired.set()
-            try:
-                if conn.sock is not None:
-                    conn.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-        timer = threading.Timer(self.timeout_s, expire)
-        timer.daemon = True
-        timer.start()
-        try:
-            conn.request("POST", url.path + (f"?{url.query}" if url.query else ""), body=body, headers=headers)
-            response = conn.getresponse()
-            data = response.read()
-        except (OSError, http.client.HTTPException) as e:
-            if expired.is_set() or isinstance(e, TimeoutError):
-                raise TimeoutError("timed out") from None
-            raise
-        finally:
-            timer.cancel()
-            conn.close()
-        if expired.is_set():   # the shutdown landed after the last byte: still past the deadline
-            raise TimeoutError("timed out")
-        return response.status, data
-
     def _ask(self, question: str, gold: str, answer: str) -> bool | None:
-        body = json.dumps({"model": self.model, "temperature": 0.0, "max_tokens": self.max_tokens,
-                           "messages": [{"role": "user", "content": VERIFIER_PROMPT.format(
-                               question=question or "(not given)", gold=gold, answer=answer)}]}).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
+        payload = {"model": self.model, "temperature": 0.0, "max_tokens": self.max_tokens,
+                   "messages": [{"role": "user", "content": VERIFIER_PROMPT.format(
+                       question=question or "(not given)", gold=gold, answer=answer)}]}
         for attempt in range(self.retries + 1):
             if time.monotonic() < self.down_until:
                 return None
             try:
-                status, data = self.post(body, headers)
+                status, data = post_json(self.url, payload, self.timeout_s, self.api_key)
                 if status >= 500 or status == 429:
                     error = f"HTTP {status}"
                 elif status != 200:   # our request is wrong (model name, ...): retrying won't help
@@ -1080,145 +1110,51 @@ def _get_verifier(cfg: RewardConfig) -> VerifierClient:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Batch scoring (eqs. 1-3)
 
-def score_batch(responses: list[str], golds: list[str], options: list[dict | None] | None = None,
-                questions: list[str] | None = None, cfg: RewardConfig | None = None) -> list[dict]:
-    """One dict per response: accuracy, format, reward (eq. 3), extracted, reason, timed_out, rule, verifier.
-    Item-level failures (hangs, crashes, verifier errors) score 0 and are counted in `last_stats`. Raises
-    only for caller errors (mismatched lengths, a non-str gold) or when no worker process can start."""
-    cfg = cfg or RewardConfig()
-    n = len(responses)
-    options = options if options is not None else [None] * n
-    questions = questions if questions is not None else [""] * n
-    if not (len(golds) == n and len(options) == n and len(questions) == n):
-        raise ValueError(f"score_batch: {n} responses, {len(golds)} golds, {len(options)} options, "
-                         f"{len(questions)} questions")
-    for i, gold in enumerate(golds):
-        if not isinstance(gold, str):
-            raise ValueError(f"score_batch: golds[{i}] is {type(gold).__name__}, expected str")
-    t0 = time.monotonic()
-    stats = RewardStats(items=n)
-    out, hard = [], {}   # hard: (gold, pred) -> indices that need Math-Verify
-    for i, (response, gold, opts) in enumerate(zip(responses, golds, options)):
-        response = response if isinstance(response, str) else ""
-        item = {"accuracy": 0.0, "format": 0.0, "reward": 0.0, "extracted": "", "reason": "",
-                "timed_out": False, "rule": 0.0, "verifier": None}
-        try:
-            item["format"] = format_reward(response, cfg.think_mode)
-            item["extracted"] = extract_answer(response)
-            verdict, item["reason"] = _fast_rule(_answer_part(response), item["extracted"], gold, opts, cfg.max_answer_chars)
-        except Exception as e:   # never let one odd string take down the batch
-            verdict, item["reason"] = False, f"error: {type(e).__name__}"
-            stats.worker_errors += 1
-        if verdict is None:
-            key = (gold, item["extracted"])
-            if key in _CACHE:
-                verdict, item["reason"] = _CACHE[key]
-                stats.cache_hits += 1
-            else:
-                hard.setdefault(key, []).append(i)
-        else:
-            stats.fast_path += 1
-        item["rule"] = float(bool(verdict))
-        out.append(item)
+@dataclass
+class CLIConfig(RewardConfig):
+    jsonl: str = ""   # input: {response, answer, options?, question?} per line
+    out: str = ""     # output JSONL: the input fields + accuracy, format, reward, extracted, reason, ...
 
-    if hard:
-        keys = list(hard)
-        stats.worker_checks += len(keys)
-        if cfg.num_workers > 0:
-            checked = _get_pool(cfg).check(keys, cfg.timeout_s, stats)
-        else:
-            on_main = threading.current_thread() is threading.main_thread()
-            checked = []
-            for gold, pred in keys:
-                try:
-                    checked.append(_math_verify(gold, pred, max(1, int(cfg.timeout_s)) if on_main else None))
-                except Exception as e:
-                    checked.append((False, f"error: {type(e).__name__}", False))
-        for key, (equal, reason, timed_out) in zip(keys, checked):
-            if timed_out:
-                stats.timeouts += len(hard[key])
-            elif reason.startswith("error"):
-                stats.worker_errors += len(hard[key])
-            else:
-                if len(_CACHE) >= _CACHE_MAX:
-                    _CACHE.clear()
-                _CACHE[key] = (equal, reason)
-            for i in hard[key]:
-                out[i].update(rule=float(equal), reason=reason, timed_out=timed_out)
-
-    if cfg.verifier_url:   # eq. 2 is an OR: only items the rules call wrong need R_theta
-        ask = [i for i, item in enumerate(out) if item["rule"] == 0.0 and item["extracted"]]
-        if ask:
-            client = _get_verifier(cfg)
-            verdicts = client.judge([questions[i] or "" for i in ask], [golds[i] for i in ask],
-                                    [out[i]["extracted"][:4000] for i in ask])
-            stats.verifier_calls += len(ask)
-            for i, verdict in zip(ask, verdicts):
-                if verdict is None:
-                    stats.verifier_fallbacks += 1
-                    out[i]["reason"] += "; verifier: no verdict"
-                    continue
-                out[i]["verifier"] = float(verdict)
-                stats.verifier_yes += int(verdict)
-                out[i]["reason"] += "; verifier yes" if verdict else "; verifier no"
-
-    eps = cfg.accuracy_weight
-    for item in out:
-        item["accuracy"] = float(item["rule"] == 1.0 or item["verifier"] == 1.0)   # eq. 2
-        item["reward"] = eps * item["accuracy"] + (1.0 - eps) * item["format"]    # eq. 3
-    stats.seconds = time.monotonic() - t0
-    last_stats.reset()
-    last_stats.add(stats)
-    total_stats.add(stats)
-    return out
-
-
-# ----------------------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None):
-    parser = argparse.ArgumentParser(description="Score responses with the R1V3 reward (debugging aid).")
-    parser.add_argument("--jsonl", required=True, help="input: {response, answer, options?, question?} per line")
-    parser.add_argument("--out", required=True, help="output JSONL: input fields + accuracy, format, reward, extracted")
-    defaults = RewardConfig()
-    parser.add_argument("--accuracy_weight", type=float, default=defaults.accuracy_weight)
-    parser.add_argument("--no_think", action="store_true", help="the prompt did not end with <think>")
-    parser.add_argument("--timeout_s", type=float, default=defaults.timeout_s)
-    parser.add_argument("--num_workers", type=int, default=defaults.num_workers)
-    parser.add_argument("--verifier_url", default=defaults.verifier_url)
-    parser.add_argument("--verifier_model", default=defaults.verifier_model)
-    args = parser.parse_args(argv)
-    cfg = RewardConfig(accuracy_weight=args.accuracy_weight, think_mode=not args.no_think, timeout_s=args.timeout_s,
-                       num_workers=args.num_workers, verifier_url=args.verifier_url, verifier_model=args.verifier_model)
-
+    # imported here, not at the top: every Math-Verify worker re-imports this file under spawn, and these
+    # two bring in torch (~1.2 s and ~240 MB per worker, for nothing)
+    import data
+    import train_utils
+    argv = sys.argv[1:] if argv is None else list(argv)
+    hints = {f.name: f.type for f in fields(CLIConfig)}
+    joined, pending = [], False   # the documented `--jsonl IN --out OUT` form, as the parser's --key=value
+    for arg in argv:
+        if pending and not arg.startswith("--"):
+            joined[-1], pending = joined[-1] + "=" + arg, False
+            continue
+        key = arg[2:].replace("-", "_") if arg.startswith("--") else None
+        pending = key in hints and hints[key] != "bool" and "=" not in arg
+        joined.append(arg)
+    cfg = train_utils.parse_config(CLIConfig, joined)
+    if not cfg.jsonl or not cfg.out:
+        raise SystemExit("usage: python rewards.py --jsonl IN --out OUT [--key=value ...] (--help lists the keys)")
     records = []
-    with open(args.jsonl, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{args.jsonl}:{line_no}: not JSON ({e})") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{args.jsonl}:{line_no}: expected an object")
-            for name in ("response", "answer"):
-                if not isinstance(record.get(name), str):
-                    raise ValueError(f"{args.jsonl}:{line_no}: field '{name}' missing or not a string")
-            if record.get("options") is not None and not isinstance(record["options"], dict):
-                raise ValueError(f"{args.jsonl}:{line_no}: field 'options' must be an object {{letter: text}}")
-            records.append(record)
+    for where, record in data.read_jsonl(cfg.jsonl):
+        if not isinstance(record, dict):
+            raise ValueError(f"{where}: expected an object")
+        for name in ("response", "answer"):
+            if not isinstance(record.get(name), str):
+                raise ValueError(f"{where}: field '{name}' missing or not a string")
+        if record.get("options") is not None and not isinstance(record["options"], dict):
+            raise ValueError(f"{where}: field 'options' must be an object {{letter: text}}")
+        records.append(record)
 
     scored = score_batch([r["response"] for r in records], [r["answer"] for r in records],
                          [r.get("options") for r in records], [r.get("question") or "" for r in records], cfg)
-    tmp = args.out + ".tmp"
+    tmp = cfg.out + ".tmp"
     with open(tmp, "w", encoding="utf-8", errors="replace") as f:   # lone surrogates from JSON escapes
         for record, result in zip(records, scored):
             f.write(json.dumps({**record, **result}, ensure_ascii=False) + "\n")
-    os.replace(tmp, args.out)
+    os.replace(tmp, cfg.out)
     n = max(1, len(records))
-    print(f"{len(records)} items -> {args.out}: accuracy {sum(r['accuracy'] for r in scored) / n:.3f} "
+    print(f"{len(records)} items -> {cfg.out}: accuracy {sum(r['accuracy'] for r in scored) / n:.3f} "
           f"format {sum(r['format'] for r in scored) / n:.3f} reward {sum(r['reward'] for r in scored) / n:.3f}")
     print("stats:", json.dumps(last_stats.as_dict()))
 

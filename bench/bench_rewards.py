@@ -2,6 +2,7 @@
 Benchmark for rewards.py: scoring one GRPO episode of 1024 responses, and 32 adversarial inputs (their total).
 
     cd /work/main && .venv/bin/python bench/bench_rewards.py [--n 1024] [--wrong 0.3] [--num_workers 2]
+        [--math_verify_only]   # baseline: Math-Verify alone on everything but multiple-choice letters
 
 Responses are built from the real MM-EUREKA K12 gold answers (../shared/data/mm-eureka-k12/k12.json):
 a ~1.5 KB <think> block, then "The answer is \\boxed{...}". Correct ones box the gold without its $...$;
@@ -53,6 +54,16 @@ def clear_caches():
         cached.cache_clear()
 
 
+def math_verify_only(answer_text, extracted, gold, options, max_chars, _fast_rule=rewards._fast_rule):
+    # the baseline the issue asks for: Math-Verify alone (with the cache and de-duplication); letters stay ours
+    # (Math-Verify reads "B" as a symbol), and so does the empty answer
+    if not extracted and not answer_text:
+        return False, "empty answer"
+    if rewards._gold_letter(gold, rewards._option_letters(options)) is not None:
+        return _fast_rule(answer_text, extracted, gold, options, max_chars)
+    return None, "math-verify"
+
+
 OPTIONS = {"A": "1", "B": "2", "C": "3", "D": "4"}
 MB = 999_000   # so that every input stays under 1 MB
 THINK = "<think>\nhmm\n</think>\n\n"
@@ -102,7 +113,11 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--num_workers", type=int, default=2)
     parser.add_argument("--all_golds", action="store_true", help="include multi-part / sentence golds")
+    parser.add_argument("--math_verify_only", action="store_true",
+                        help="skip rewards.py's own checker except multiple-choice letters: Math-Verify decides the rest")
     args = parser.parse_args()
+    if args.math_verify_only:
+        rewards._fast_rule = math_verify_only
     cfg = rewards.RewardConfig(num_workers=args.num_workers)
     golds = [r["answer"] for r in json.loads(K12.read_text())]
     if not args.all_golds:   # training-style golds: one line, short, no prose (LaTeX commands are fine)

@@ -13,6 +13,7 @@ from PIL import Image
 
 import benchmarks as B
 import eval as E
+import rewards
 from test_benchmarks import b64, write_tsv   # the TSV helpers of the reader tests
 
 # -----------------------------------------------------------------------------
@@ -94,7 +95,7 @@ def test_hallucination_split_by_hand():
         {"response": "<think>fine</think>D", "correct": True},
         {"response": "<think>fine</think>D", "correct": False},
     ]
-    h = E.hallucination_split(scored, E.HALLUCINATION_PHRASES)
+    h = E.hallucination_split(scored, rewards.UNSEEN_IMAGE_PHRASES)
     assert h["all"] == {"n": 6, "accuracy": pytest.approx(3 / 6)}
     assert h["with"] == {"n": 3, "accuracy": pytest.approx(1 / 3)}
     assert h["without"] == {"n": 3, "accuracy": pytest.approx(2 / 3)}
@@ -109,7 +110,7 @@ def test_summarize_run_and_report():
             scored.append({"id": item, "sample": s, "subject": subject, "correct": bool(c),
                            "response": "x" * 10, "num_tokens": 10 + s, "mmmu_official": bool(c),
                            "boxed_rule": False, "random_fallback": False})
-    summary = E.summarize_run(scored, E.HALLUCINATION_PHRASES, "mmmu")
+    summary = E.summarize_run(scored, rewards.UNSEEN_IMAGE_PHRASES, "mmmu")
     assert summary["per_run"] == pytest.approx([2 / 3, 1 / 3]) and summary["avg_tokens"] == 10.5
     assert summary["per_subject"] == {"Art": {"n": 2, "accuracy": 0.5}, "Math": {"n": 4, "accuracy": 0.5}}
     assert summary["boxed_rule"]["accuracy"] == 0.0 and summary["mmmu_official"]["accuracy"] == pytest.approx(0.5)

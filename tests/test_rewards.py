@@ -4,6 +4,7 @@ import json
 import os
 import random
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -338,9 +339,11 @@ def test_stats_cache_and_in_process_mode():
 def test_dead_worker_is_replaced():
     cfg = RewardConfig()
     assert rewards.start_rule_workers(cfg)
-    victim = rewards._POOL.workers[0].proc
-    victim.kill()   # a worker we started, by its own handle
-    victim.join(5)
+    victim = rewards._POOL.schedule(os.getpid).result(timeout=10)   # a worker we started, by its pid
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while rewards._POOL.active and time.monotonic() < deadline:   # pebble notices within its 0.1 s tick
+        time.sleep(0.05)
     out = score_batch([THINK + "\\boxed{x<2}"], ["$2>x$"], cfg=cfg)
     assert out[0]["accuracy"] == 1.0 and rewards.last_stats.worker_restarts >= 1
 
@@ -518,3 +521,13 @@ def test_cli_bad_line_names_file_and_line(tmp_path):
     src.write_text(json.dumps({"response": "x", "answer": "1"}) + "\n" + json.dumps({"response": "x"}) + "\n")
     with pytest.raises(ValueError, match=r"bad.jsonl:2: field 'answer'"):
         rewards.main(["--jsonl", str(src), "--out", str(tmp_path / "o.jsonl")])
+
+
+def test_claims_unseen_image_reads_the_thinking_only():
+    # one list for grpo.py's blind_phrase_rate and eval.py's Table 5, matched in the thinking only
+    assert rewards.claims_unseen_image("<think>I can\u2019t see the image, so I guess.</think>B")
+    assert rewards.claims_unseen_image("I CANNOT SEE THE IMAGE, and the answer is")     # no </think>: all thinking
+    assert rewards.claims_unseen_image("我看不到图片，只能猜。</think>A")
+    assert not rewards.claims_unseen_image("<think>The bars are 3, 4, 5.</think>I can't see the image.")
+    assert not rewards.claims_unseen_image("<think>I can't see the image</think>A", ["no image provided"])
+    assert len(set(rewards.UNSEEN_IMAGE_PHRASES)) == len(rewards.UNSEEN_IMAGE_PHRASES)
