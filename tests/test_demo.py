@@ -38,6 +38,9 @@ def parse_command(argv):
     if name == "sft.py":
         import sft
         return tu.parse_config(sft.Config, args)
+    if name == "reject.py":
+        import reject
+        return tu.parse_config(reject.Config, args)
     if name == "connector_tune.py":
         import connector_tune
         return tu.parse_config(connector_tune.Config, args)
