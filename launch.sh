@@ -67,7 +67,8 @@ sft_best() {  # sft.py out_dir -> the checkpoint it marked best (else the last)
 }
 
 # the self-incentive system prompt of Fig. 11 (GRPO without cold-start SFT)
-SELF_INCENTIVE_PROMPT="You are a helpful assistant. Think before you answer. The reasoning process MUST BE enclosed within <think> </think> tags. The final answer MUST BE put in \\boxed{}."
+SELF_INCENTIVE_PROMPT="You are a helpful assistant. Think before you answer. The reasoning process MUST BE enclosed"
+SELF_INCENTIVE_PROMPT+=" within <think> </think> tags. The final answer MUST BE put in \\boxed{}."
 
 # -----------------------------------------------------------------------------
 # paper scale: 38B on GPUs

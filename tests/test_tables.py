@@ -55,7 +55,8 @@ def test_demo_summary_by_hand(tmp_path):
     assert tables.demo_summary(tmp_path) == (
         "\nGRPO - cold-start SFT on test: +12.5 points\n\n"
         "Entropy-based selection over the GRPO checkpoints (§5.1): step_000040, critical-token entropy 0.123 nats, "
-        f"val accuracy 0.500; Pearson(entropy, val accuracy) over 2 checkpoints - ({tmp_path / 'entropy' / 'entropy.png'})\n")
+        "val accuracy 0.500; Pearson(entropy, val accuracy) over 2 checkpoints - "
+        f"({tmp_path / 'entropy' / 'entropy.png'})\n")
 
 
 def test_plot_curves_writes_png(tmp_path):
