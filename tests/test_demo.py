@@ -1,4 +1,5 @@
-"""launch.sh: the demo pipeline end to end at SCALE=ci, and every paper-scale command against the scripts' configs.
+"""launch.sh and demo.sh: the demo pipeline end to end at SCALE=ci, every paper-scale command against the
+scripts' configs, and the paper targets' input checks.
 
 The shortened demo runs the same launch.sh path and configs as `bash launch.sh demo`, with fewer steps and items,
 and checks that each stage ran and that GRPO's held-out reward beats the cold-start SFT checkpoint it started from.
