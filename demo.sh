@@ -254,7 +254,8 @@ case "$target" in
   fig9)  # Fig. 9: accuracy vs thinking budget
     demo_connector; rm -rf out/fig9
     x "$PY" eval.py config/demo_eval.py --checkpoint="$(last_ckpt "$DEMO/connector")" \
-      --budgets="[16, 32, 48, 64, 128]" --answer_max_tokens=16 --benchmarks="['$D/test.jsonl']" --out_dir=out/fig9 "${EVAL_ARGS[@]}"
+      --budgets="[16, 32, 48, 64, 128]" --answer_max_tokens=16 --benchmarks="['$D/test.jsonl']" --out_dir=out/fig9 \
+      "${EVAL_ARGS[@]}"
     cp out/fig9/summary.md out/fig9/fig9.md
     ;;
 
