@@ -1,4 +1,5 @@
-"""launch.sh: the demo pipeline end to end at SCALE=ci, and every paper-scale command against the scripts' configs.
+"""launch.sh and demo.sh: the demo pipeline end to end at SCALE=ci, every paper-scale command against the
+scripts' configs, and the paper targets' input checks.
 
 The shortened demo runs the same launch.sh path and configs as `bash launch.sh demo`, with fewer steps and items,
 and checks that each stage ran and that GRPO's held-out reward beats the cold-start SFT checkpoint it started from.
@@ -38,6 +39,9 @@ def parse_command(argv):
     if name == "sft.py":
         import sft
         return tu.parse_config(sft.Config, args)
+    if name == "reject.py":
+        import reject
+        return tu.parse_config(reject.Config, args)
     if name == "connector_tune.py":
         import connector_tune
         return tu.parse_config(connector_tune.Config, args)
@@ -119,3 +123,33 @@ def test_demo_pipeline_ci(tmp_path):
     sft_reward = heldout_reward(demo / "eval" / "sft", demo / "data" / "test.jsonl")
     grpo_reward = heldout_reward(demo / "eval" / "grpo", demo / "data" / "test.jsonl")
     assert grpo_reward > sft_reward, (sft_reward, grpo_reward, table)
+
+
+def test_paper_target_checks_inputs_on_entry(tmp_path):
+    """A paper target with a missing input stops before its first command, naming every missing input; with all
+    inputs present (or DRY_RUN=1) it prints its commands."""
+    model, bench = tmp_path / "model", tmp_path / "bench"
+    result = launch("table4", MODEL=str(model), BENCH_DIR=str(bench))
+    assert result.returncode == 2, result.stdout
+    assert not [line for line in result.stdout.splitlines() if line.startswith("+ ")], result.stdout
+    assert f"missing directory {model}" in result.stdout
+    assert f"missing file {bench / 'MMMU_DEV_VAL.tsv'}" in result.stdout
+    dry = launch("table4", MODEL=str(model), BENCH_DIR=str(bench), DRY_RUN="1")
+    assert dry.returncode == 0 and "missing directory" in dry.stdout, dry.stdout
+    assert [line for line in dry.stdout.splitlines() if line.startswith("+ ")], dry.stdout
+    model.mkdir()
+    bench.mkdir()
+    (bench / "MMMU_DEV_VAL.tsv").write_text("index\tquestion\n")
+    ready = launch("table4", MODEL=str(model), BENCH_DIR=str(bench), DRY_RUN="1")
+    assert ready.returncode == 0 and ready.stdout.startswith("+ ") and len(ready.stdout.splitlines()) == 1, ready.stdout
+
+
+@pytest.mark.parametrize("target", ["fig6", "fig7_8", "fig11"])
+def test_curve_targets_need_the_main_grpo_run_first(target, tmp_path):
+    """Figs. 6, 7-8 and 11 plot against out/grpo_38b/metrics.jsonl: checked before any GRPO run starts."""
+    if (ROOT / "out" / "grpo_38b" / "metrics.jsonl").exists():
+        pytest.skip("this checkout has out/grpo_38b/metrics.jsonl")
+    result = launch(target, SFT_CKPT=str(tmp_path), BASE_MODEL=str(tmp_path), RL_DATA=__file__,
+                    HARD_DATA=__file__, RL_VAL=__file__, BENCH_DIR=str(tmp_path))
+    assert result.returncode == 2 and "missing file out/grpo_38b/metrics.jsonl" in result.stdout, result.stdout
+    assert not [line for line in result.stdout.splitlines() if line.startswith("+ ")], result.stdout

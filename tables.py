@@ -1,0 +1,119 @@
+"""The tables and plots that launch.sh and demo.sh write: accuracy tables from eval.py's summaries, training curves
+from metrics.jsonl files, and the demo's closing lines. Nothing here trains or evaluates; it only reads outputs.
+
+    python tables.py acc_table OUT.md TITLE LABEL=EVAL_DIR...        one row per eval.py out_dir
+    python tables.py plot_curves OUT.png METRIC,METRIC... LABEL=metrics.jsonl...
+    python tables.py demo_summary DEMO_DIR                           the lines after the demo's table (stdout)
+
+Positional arguments, not the scripts' `--key=value` configs: these are called by the shell scripts with a list
+of LABEL=PATH pairs, which reads best as it is written in launch.sh.
+"""
+import json
+import os
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+
+import data  # noqa: E402
+
+
+def write_text(path, text):
+    """Atomic write: a reader never sees half a table."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def read_runs(eval_dir):
+    """eval.py out_dir -> its summary.json's runs: {"BENCH/MODE/BUDGET": {"accuracy", "std", "avg_tokens", "k"}}."""
+    path = Path(eval_dir) / "summary.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no eval.py summary (did the eval of {eval_dir} finish?)")
+    return json.loads(path.read_text())["runs"]
+
+
+def acc_table(title, rows):
+    """rows [(label, runs)] -> markdown: a row per label, a column per run key (test first), mean tokens last."""
+    cols = []
+    for _, runs in rows:
+        cols += sorted((k for k in runs if k not in cols), key=lambda k: (k.split("/")[0] != "test", k))
+    lines = [f"## {title}", "", "| | " + " | ".join(c.replace("/think/full", "") for c in cols) + " | tokens |",
+             "|---" * (len(cols) + 2) + "|"]
+    for label, runs in rows:
+        cells = [f"{100 * runs[c]['accuracy']:.1f} ± {100 * runs[c]['std']:.1f}" if c in runs else "-" for c in cols]
+        tokens = sum(r["avg_tokens"] for r in runs.values()) / len(runs)
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {tokens:.0f} |")
+    k = {r["k"] for _, runs in rows for r in runs.values()}
+    lines += ["", f"accuracy (%) = avg@{'/'.join(map(str, sorted(k)))} at T = 1.0 ± std over the k runs"]
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(out, metrics, runs):
+    """Training curves side by side: a panel per metric, a line per (label, metrics.jsonl) run; steps where a
+    metric is missing or not a number are left out of its line."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.6), squeeze=False)
+    for label, path in runs:
+        rows = [r for _, r in data.read_jsonl(path)]  # (file:line, record) pairs
+        for ax, m in zip(axes[0], metrics):
+            pts = [(r["step"], r[m]) for r in rows if isinstance(r.get(m), (int, float))]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label)
+    for ax, m in zip(axes[0], metrics):
+        ax.set_title(m)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(out).with_name(Path(out).stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, out)
+
+
+def demo_summary(demo):
+    """The lines after the demo's table: GRPO's gain over cold-start SFT on test, and the entropy-based pick."""
+    demo = Path(demo)
+    acc = {s: read_runs(demo / "eval" / s)["test/think/full"]["accuracy"] for s in ("sft", "grpo")}
+    entropy = json.loads((demo / "entropy" / "entropy_table.json").read_text())
+    best = entropy["checkpoints"][0]  # entropy.py sorts them best first
+    corr = entropy["correlation"] or {}
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    return (f"\nGRPO - cold-start SFT on test: {100 * (acc['grpo'] - acc['sft']):+.1f} points\n\n"
+            f"Entropy-based selection over the GRPO checkpoints (§5.1): {best['name']}, critical-token entropy "
+            f"{fmt(best['critical_entropy_mean'])} nats, val accuracy {fmt(best['accuracy'])}; Pearson(entropy, val "
+            f"accuracy) over {len(entropy['checkpoints'])} checkpoints {fmt(corr.get('pearson'))} "
+            f"({demo / 'entropy' / 'entropy.png'})\n")
+
+
+def label_pairs(args):
+    """["LABEL=PATH", ...] -> [(label, path)]; the label may not be empty and must be followed by '='."""
+    pairs = [a.split("=", 1) for a in args]
+    bad = [a for a, p in zip(args, pairs) if len(p) != 2 or not p[0] or not p[1]]
+    if bad or not pairs:
+        raise SystemExit(f"tables.py: expected LABEL=PATH arguments, got {bad or 'none'}")
+    return pairs
+
+
+def main(argv):
+    command, args = (argv[0], argv[1:]) if argv else ("help", [])
+    if command == "acc_table" and len(args) >= 3:
+        out, title, pairs = args[0], args[1], label_pairs(args[2:])
+        text = acc_table(title, [(label, read_runs(d)) for label, d in pairs])
+        write_text(out, text)
+        print(text, end="")
+    elif command == "plot_curves" and len(args) >= 3:
+        plot_curves(args[0], args[1].split(","), label_pairs(args[2:]))
+        print(f"wrote {args[0]}")
+    elif command == "demo_summary" and len(args) == 1:
+        print(demo_summary(args[0]), end="")
+    else:
+        raise SystemExit(__doc__.split("\n\n")[1])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
