@@ -277,6 +277,19 @@ def all_reduce_max(value, dist):
     return _all_reduce(value, dist, tdist.ReduceOp.MAX)
 
 
+DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
+
+
+def torch_dtype(name, device="cpu"):
+    """The one dtype mapping: "bfloat16" | "float32" | "float16" -> torch dtype; "auto": bfloat16 on a GPU,
+    float32 on CPU."""
+    if name == "auto":
+        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    if name not in DTYPES:
+        raise ValueError(f"dtype {name!r}: expected auto or one of {sorted(DTYPES)}")
+    return DTYPES[name]
+
+
 def set_seed(seed):
     random.seed(seed)
     np.random.seed(seed)
