@@ -364,7 +364,7 @@ case "$target" in
     if [ "$SCALE" = paper ]; then
       sft0=$(paper_sft_ckpt)
       # the SFT arm's data: reasoning traces distilled from the RL model on the RL questions (§6.1)
-      [ -f "$DISTILLED_DATA" ] || x "$PY" sft.py --mode=reject --checkpoint="$MODEL" --data="$RL_DATA" \
+      [ -f "$DISTILLED_DATA" ] || x "$PY" reject.py --checkpoint="$MODEL" --data="$RL_DATA" \
         --out="$DISTILLED_DATA" --k=8 --backend=vllm --tensor_parallel_size="$NPROC" "${VERIFIER[@]}"
       x $TORCHRUN sft.py config/sft_38b.py --checkpoint="$sft0" --data="$DISTILLED_DATA" --out_dir=out/table3/sft
       for arm in "baseline=$sft0" "rl=$(paper_rl_ckpt)" "sft=$(sft_best out/table3/sft)"; do
@@ -381,7 +381,7 @@ case "$target" in
       # the SFT arm: correct traces rejection-sampled from the RL model on the RL questions, then SFT from the
       # cold-start checkpoint with the cold-start recipe
       head -n 500 "$D/train.jsonl" > "$D/train_500.jsonl"   # image paths are relative to the data dir
-      stage "$DEMO/table3/distill" "$PY" sft.py --mode=reject --checkpoint="$(last_ckpt "$DEMO/grpo")" \
+      stage "$DEMO/table3/distill" "$PY" reject.py --checkpoint="$(last_ckpt "$DEMO/grpo")" \
         --data="$D/train_500.jsonl" --out="$DEMO/table3/distill/distilled.jsonl" --k=4 --max_new_tokens=160 \
         --batch_size=64 --backend=builtin --reward_workers=0 --seed="$SEED"
       stage "$DEMO/table3/sft" "$PY" sft.py config/demo_sft.py --checkpoint="$(last_ckpt "$DEMO/sft")" \
