@@ -1,5 +1,5 @@
 """
-Sampling responses, shared by grpo.py (rollouts), sft.py (rejection sampling) and eval.py: the token ids that
+Sampling responses, shared by grpo.py (rollouts), reject.py (rejection sampling) and eval.py: the token ids that
 end a response and those never sampled, the backend choice, the vLLM engine arguments, and two samplers with
 the same call
 
