@@ -8,6 +8,8 @@
 # benchmark or earlier run's output stops it in the first second, before any training, naming what is missing.
 #   SCALE=paper (default)  the commands below
 #   SCALE=demo | ci        the same target on the CPU demo's tiny model: demo.sh TARGET (see there)
+# Training targets pass --resume=True: a rerun after a crash continues from the last complete checkpoint
+# (an empty out_dir starts at step 0; a changed run config is refused, see README "Crashes and bad input").
 # Environment (paper scale; defaults in brackets):
 #   NPROC [8]  TORCHRUN ["torchrun --nproc_per_node=$NPROC"; multi-node: add --nnodes/--rdzv-* here]
 #   MODEL [checkpoints/Skywork-R1V3-38B]  the released model (Tables 1, 4, 5, Fig. 9)
@@ -121,7 +123,8 @@ paper_eval() {  # paper_eval OUT_DIR CKPT BENCHMARK [eval.py args...]: MMMU_DEV_
 
 paper_grpo() {  # paper_grpo OUT_DIR INIT [grpo.py args...]: GRPO on RL_DATA from INIT
   local out=$1 init=$2; shift 2
-  x $TORCHRUN grpo.py config/grpo_38b.py --init_from="$init" --data="$RL_DATA" --out_dir="$out" "${VERIFIER[@]}" "$@"
+  x $TORCHRUN grpo.py config/grpo_38b.py --init_from="$init" --data="$RL_DATA" --out_dir="$out" --resume=True \
+    "${VERIFIER[@]}" "$@"
 }
 
 acc_table() { [ "${DRY_RUN:-0}" = 1 ] || "$PY" tables.py acc_table "$@"; }      # OUT.md TITLE LABEL=EVAL_DIR...
@@ -142,7 +145,8 @@ esac
 case "$target" in
   coldstart)  # the main pipeline, step 1: cold-start SFT of the base model (§3.2)
     need_dir "$BASE_MODEL"; need_file "$COLDSTART_DATA"; inputs_ok
-    x $TORCHRUN sft.py config/sft_38b.py --checkpoint="$BASE_MODEL" --data="$COLDSTART_DATA" --out_dir=out/sft_38b
+    x $TORCHRUN sft.py config/sft_38b.py --checkpoint="$BASE_MODEL" --data="$COLDSTART_DATA" --out_dir=out/sft_38b \
+      --resume=True
     ;;
   grpo)  # step 2: GRPO from the cold-start checkpoint (§3.3)
     need_sft; need_file "$RL_DATA"; inputs_ok
@@ -151,7 +155,7 @@ case "$target" in
   connector)  # step 3: connector-only tuning after RL (§3.4)
     need_rl; need_file "$CONNECTOR_DATA"; inputs_ok
     x $TORCHRUN connector_tune.py config/connector_tune_38b.py --checkpoint="$(paper_rl_ckpt)" \
-      --data="$CONNECTOR_DATA" --out_dir=out/connector_tune_38b
+      --data="$CONNECTOR_DATA" --out_dir=out/connector_tune_38b --resume=True
     ;;
 
   table1)  # Table 1: the eval suite, T = 1.0, 16k tokens, avg@5
@@ -170,7 +174,7 @@ case "$target" in
     paper_eval out/table2/eval_rl "$rl" "$MMMU"
     for v in connector connector+llm connector+vision+llm; do
       x $TORCHRUN connector_tune.py config/connector_tune_38b.py --checkpoint="$rl" --data="$CONNECTOR_DATA" \
-        --variant="$v" --out_dir="out/table2/$v"
+        --variant="$v" --out_dir="out/table2/$v" --resume=True
       paper_eval "out/table2/eval_$v" "$(sft_best "out/table2/$v")" "$MMMU"
     done
     acc_table out/table2/table2.md "Table 2: tuning after RL (MMMU)" \
@@ -186,7 +190,8 @@ case "$target" in
     # the SFT arm's data: reasoning traces distilled from the RL model on the RL questions (§6.1)
     [ -f "$DISTILLED_DATA" ] || x "$PY" reject.py --checkpoint="$MODEL" --data="$RL_DATA" \
       --out="$DISTILLED_DATA" --k=8 --backend=vllm --tensor_parallel_size="$NPROC" "${VERIFIER[@]}"
-    x $TORCHRUN sft.py config/sft_38b.py --checkpoint="$sft0" --data="$DISTILLED_DATA" --out_dir=out/table3/sft
+    x $TORCHRUN sft.py config/sft_38b.py --checkpoint="$sft0" --data="$DISTILLED_DATA" --out_dir=out/table3/sft \
+      --resume=True
     for arm in "baseline=$sft0" "rl=$(paper_rl_ckpt)" "sft=$(sft_best out/table3/sft)"; do
       paper_eval "out/table3/eval_${arm%%=*}" "${arm#*=}" "$MATHVISTA"
       paper_eval "out/table3/eval_${arm%%=*}" "${arm#*=}" "$MMMU"
