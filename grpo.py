@@ -43,6 +43,7 @@ pi_theta different functions of the same weights.
 import inspect
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,8 +57,8 @@ import data
 import rewards
 import sampling
 import train_utils as tu
-from entropy import DEFAULT_CRITICAL_WORDS, critical_mask, critical_token_sequences, entropy_metrics, \
-    token_logprobs_and_entropy
+from entropy import DEFAULT_CRITICAL_WORDS, HIGH_ENTROPY_THRESHOLD, critical_mask, critical_token_sequences, \
+    entropy_metrics, high_entropy_threshold, token_logprobs_and_entropy
 from model import ModelConfig, build_model, load_tokenizer, materialize_buffers, set_tensor, tied_lm_head
 
 # -----------------------------------------------------------------------------
@@ -356,6 +357,7 @@ def encode(tokenizer, model_config, record, cfg):
 
 
 # per-rank sums behind the step's metrics; all-reduced as one vector, so every rank lists the same keys
+DEAD_STEPS_WARNING = 10   # this many steps in a row without a learning signal -> a warning in the log
 SAMPLE_SUMS = ("groups", "zero_var_groups", "rollouts", "reward", "reward_sq", "accuracy", "format",
                "response_tokens", "prompt_tokens", "truncated", "blind")
 TRAIN_SUMS = ("loss", "clipped", "approx_kl", "kl_ref", "tokens", "ent_sum", "ent_high", "ent_tokens", "crit_sum",
@@ -487,7 +489,8 @@ def sequence_logprobs(model, samples, pad_id, image_size, chunk_size, with_grad,
     return logp, ent, mask
 
 
-def update_policy(model, ref_model, optimizer, groups, step, cfg, dist, pad_id, image_size, critical_seqs):
+def update_policy(model, ref_model, optimizer, groups, step, cfg, dist, pad_id, image_size, critical_seqs,
+                  high_threshold=HIGH_ENTROPY_THRESHOLD):
     """eq. 7 over mini-batches x epochs on this rank's groups (advantages set). Returns metric sums / values."""
     K, E = cfg.mini_batches, cfg.ppo_epochs
     samples = [s for g in groups for s in g]
@@ -536,7 +539,7 @@ def update_policy(model, ref_model, optimizer, groups, step, cfg, dist, pad_id, 
                 if epoch == 0:   # entropy of pi at the first visit of each sample, from this same forward (§5.1)
                     response = torch.full(mask.shape, -1, dtype=torch.long, device=mask.device)
                     response[mask] = torch.tensor([t for s in micro for t in s["response_ids"]], device=mask.device)
-                    em = entropy_metrics(ent, mask, critical_mask(response, critical_seqs))
+                    em = entropy_metrics(ent, mask, critical_mask(response, critical_seqs), high_threshold)
                     sums["ent_sum"] += em["mean_token_entropy"] * em["num_tokens"]
                     sums["ent_high"] += em["high_entropy_frac"] * em["num_tokens"]
                     sums["ent_tokens"] += em["num_tokens"]
@@ -646,6 +649,7 @@ def main(cfg, rollout=None, reward_fn=None):
                                        [r.question for r in records], reward_cfg)
     critical_seqs = critical_token_sequences(tokenizer, cfg.critical_words)
     history = []
+    dead_steps, dead_run = 0, 0   # steps with no learning signal: every group's rewards equal, or a zero gradient
 
     for step in range(state["step"], cfg.steps):
         t_step = time.time()
@@ -669,7 +673,8 @@ def main(cfg, rollout=None, reward_fn=None):
         rollout.sleep()
         t0 = time.time()
         train_sums, last = update_policy(model, ref_model, optimizer, groups, step, cfg, dist,
-                                         tokenizer.pad_token_id, image_size, critical_seqs)
+                                         tokenizer.pad_token_id, image_size, critical_seqs,
+                                         high_entropy_threshold(model_config.llm_config["vocab_size"]))
         train_s = time.time() - t0
 
         # 4. the new weights into the rollout engine
@@ -708,6 +713,15 @@ def main(cfg, rollout=None, reward_fn=None):
             "perf/tokens_per_s": (g["response_tokens"] + g["prompt_tokens"]) / step_s,
             "perf/tokens_per_s_per_rank": (g["response_tokens"] + g["prompt_tokens"]) / step_s / W,
         }
+        # an arm that cannot learn says so loudly: when every group's rewards are equal, eq. 6's advantages are all
+        # 0 and the update is 0 (e.g. GRPO from a model that never writes the rewarded format)
+        dead = metrics["reward/zero_var_groups"] == 1.0 or metrics["train/grad_norm"] == 0.0
+        dead_steps, dead_run = dead_steps + dead, (dead_run + 1) * dead
+        if dead_run == DEAD_STEPS_WARNING and dist.is_main:
+            print(f"WARNING: {cfg.out_dir}: no learning signal for {dead_run} steps in a row "
+                  f"(steps {step + 2 - dead_run}-{step + 1}): every group's rewards are equal (reward/mean {mean_reward:.3f}) or the gradient is 0",
+                  file=sys.stderr, flush=True)
+        metrics["train/no_signal_steps"] = dead_steps
         history.append(metrics)
         logger.log(step + 1, metrics)
         logger.progress(step + 1, cfg.steps, reward=metrics["reward/mean"], acc=metrics["reward/accuracy"],
@@ -717,6 +731,9 @@ def main(cfg, rollout=None, reward_fn=None):
             tu.save_checkpoint(cfg.out_dir, step + 1, model, optimizer, model_config, tokenizer,
                                {k: v for k, v in state.items() if k != "step"}, keep_last=cfg.keep_last,
                                save_dtype=torch.bfloat16 if cuda else None, run=run)
+    if dead_steps >= DEAD_STEPS_WARNING and dist.is_main:
+        print(f"WARNING: {cfg.out_dir}: {dead_steps} of {len(history)} steps had no learning signal; this arm "
+              "barely trained", file=sys.stderr, flush=True)
     logger.finish()
     return history
 
