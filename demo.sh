@@ -182,7 +182,7 @@ paper_demo() {  # every target over SEEDS, JOBS seeds at a time, with progress a
   while [ "$(jobs -pr | wc -l)" -gt 0 ]; do paper_demo_progress "$pd" "$t0"; sleep 20; done
   local failed=0 p
   for p in "${pids[@]}"; do wait "$p" || failed=$((failed + 1)); done
-  [ "$failed" = 0 ] || echo "paper_demo: $failed seed(s) failed; see $pd/seed*/log.txt (the report lists what is missing)"
+  [ "$failed" = 0 ] || echo "paper_demo: $failed seed(s) failed: $pd/seed*/log.txt (report.md lists what is missing)"
   "$PY" report.py "$pd" --seeds "${seeds[@]}" --wall_s $((SECONDS - t0))
   echo "paper_demo: $((SECONDS - t0)) s -> $pd/report.md"
   [ "$failed" = 0 ]
@@ -190,7 +190,10 @@ paper_demo() {  # every target over SEEDS, JOBS seeds at a time, with progress a
 
 paper_demo_progress() {  # PD T0: one line: targets done per seed, elapsed, ETA from the finished share
   local pd=$1 t0=$2 done_=0 total=0 f
-  for f in "$pd"/seed*/progress; do [ -f "$f" ] || continue; read -r d n < "$f"; done_=$((done_ + d)); total=$((total + n)); done
+  for f in "$pd"/seed*/progress; do
+    [ -f "$f" ] || continue
+    read -r d n < "$f"; done_=$((done_ + d)); total=$((total + n))
+  done
   local el=$((SECONDS - t0)) eta="?"
   [ "$done_" = 0 ] || eta=$(( el * (total - done_) / done_ ))
   echo "paper_demo: $done_/$total targets done, ${el}s elapsed, ETA ~${eta}s ($(date -u +%H:%M:%S))"
@@ -361,4 +364,4 @@ hard_data() {
   cp "$DEMO/data_hard/test.jsonl" "$DEMO/data_hard/hard.jsonl"
 }
 
-run_target "$target"
+run_target "$target"; exit  # on one line: bash has read it all before it runs (demo.sh can be edited meanwhile)

@@ -44,12 +44,13 @@ def t975(df):
 
 
 def paired(a, b):
-    """Per-seed values of two arms (None = missing) -> the paired difference a - b over the seeds that have both:
+    """Per-seed values of two arms (None or NaN = missing) -> the paired difference a - b over the seeds that have
+    both:
     {"diffs", "n", "mean", "sd", "half", "lo", "hi"} (sd is the sample sd; half = t * sd / sqrt(n); with n < 2
     there is no interval and half/lo/hi are None)."""
     if len(a) != len(b):
         raise ValueError(f"paired: {len(a)} values against {len(b)}")
-    diffs = [x - y for x, y in zip(a, b) if x is not None and y is not None]
+    diffs = [x - y for x, y in zip(a, b) if x is not None and y is not None and math.isfinite(x - y)]
     n = len(diffs)
     out = {"diffs": diffs, "n": n, "mean": statistics.fmean(diffs) if n else None, "sd": None, "half": None,
            "lo": None, "hi": None}
@@ -289,7 +290,8 @@ def build(seeds, out):
     section("Table 2: tuning after RL", "connector-only 76.0 > RL 74.5 > connector + LLM 73.2 > connector + ViT + "
             "LLM 69.7 (MMMU)", value_table(S, [(label, v) for label, v in vals.items()], " %")
             + "\n\naccuracy (%): mean of test and ood; x axis of the plot: the rows in this order", "table2.png", [
-                Claim("table2", "connector-only − RL", "+1.5", vals["connector-only"], vals["RL stage (baseline)"], 1),
+                Claim("table2", "connector-only − RL", "+1.5", vals["connector-only"],
+                      vals["RL stage (baseline)"], 1),
                 Claim("table2", "connector-only − connector+LLM", "+2.8", vals["connector-only"],
                       vals["connector + LLM"], 1),
                 Claim("table2", "connector-only − connector+ViT+LLM", "+6.3", vals["connector-only"],
@@ -307,7 +309,8 @@ def build(seeds, out):
                 Claim("table3", "RL − SFT, out of domain", "+9.1", t[("RL", "ood")], t[("SFT", "ood")], 1),
                 Claim("table3", "SFT − baseline, in domain", "+4.6", t[("SFT", "test")], t[("baseline", "test")], 1),
                 Claim("table3", "RL − baseline, out of domain", "+6.4", t[("RL", "ood")], t[("baseline", "ood")], 1),
-                Claim("table3", "SFT − baseline, out of domain", "−2.7", t[("SFT", "ood")], t[("baseline", "ood")], -1)])
+                Claim("table3", "SFT − baseline, out of domain", "−2.7", t[("SFT", "ood")], t[("baseline", "ood")],
+                      -1)])
 
     # Table 4: think / nothink / nowait
     acc = {m: S.acc("table4", "test", m) for m in ("think", "nothink", "nowait")}
@@ -330,7 +333,8 @@ def build(seeds, out):
             "51.1 % (47)", value_table(S, [("without the phrase", split["without"]), ("with the phrase",
                                                                                     split["with"])], " %")
             + "\n\nresponses with the phrase per seed (test + ood, every sample): " + ", ".join(map(str, counts)),
-            None, [Claim("table5", "accuracy without − with the phrase", "+26.2", split["without"], split["with"], 1)])
+            None, [Claim("table5", "accuracy without − with the phrase", "+26.2", split["without"], split["with"],
+                         1)])
 
     # Fig. 5: critical-token entropy vs accuracy
     tables = [S.entropy_table(s, "entropy") for s in S.seeds]
@@ -356,7 +360,8 @@ def build(seeds, out):
                 Claim("fig5", "Pearson(critical entropy, val accuracy) − 0", "strong, > 0", pearson,
                       [0.0 if p is not None else None for p in pearson], 1, ""),
                 Claim("fig5", "val acc of the entropy pick − mean over checkpoints", "> 0", picked, mean_acc, 1)],
-            [f"checkpoints with fewer than 200 critical tokens: seeds {[s for s, c in zip(S.seeds, crit) if c is not None and c < 200]}"])
+            [f"seeds with a checkpoint of fewer than 200 critical tokens (the design asks >= 200): "
+             f"{[s for s, c in zip(S.seeds, crit) if c is not None and c < 200] or 'none'}"])
 
     # Fig. 6: module activation in GRPO
     arms = [("all trainable", "grpo", "grpo"), ("frozen ViT", "fig6/connector_llm", "fig6_connector_llm"),
