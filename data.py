@@ -63,16 +63,31 @@ def read_utf8(path) -> str:
 
 
 def read_jsonl(path) -> list[tuple[str, object]]:
-    """JSONL -> [("file:line", parsed value)], blank lines skipped; invalid JSON is a ValueError citing file:line."""
+    """JSONL -> [("file:line", parsed value)], blank lines skipped; invalid JSON is a ValueError citing
+    file:line. The one torn-line policy of every JSONL reader: a LAST line without its newline that does not
+    parse is the remains of an interrupted append (a crash, a full disk): it is dropped, with a note."""
     located = []
-    for lineno, line in enumerate(read_utf8(path).splitlines(), start=1):
+    text = read_utf8(path)
+    lines = text.splitlines()
+    for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             located.append((f"{path}:{lineno}", json.loads(line)))
         except json.JSONDecodeError as e:
+            if lineno == len(lines) and not text.endswith("\n"):
+                print(f"{path}:{lineno}: dropping a torn last line (an interrupted write)")
+                break
             raise ValueError(f"{path}:{lineno}: invalid JSON: {e.msg}") from None
     return located
+
+
+def write_jsonl(path, rows):
+    """Rows as JSONL, atomically (a temporary file renamed over path)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    tmp.replace(path)
 
 
 def read_records(path) -> list[Record]:

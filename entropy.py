@@ -22,18 +22,21 @@ Alignment convention, used by every per-token tensor in this file:
   A critical word whose first token is y_t is measured at ent[t]: the uncertainty of the step that chose to
   write it (the paper's "entropy at the positions where the model begins reasoning").
 
-The math part imports nothing of ours; the CLI imports model.py and data.py inside main.
 """
-import argparse
 import json
 import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
+
+import data
+import model
+import train_utils as tu
 
 DEFAULT_CRITICAL_WORDS = ("Wait", "Alternatively", "Hmm", "But wait", "Let me check", "However")
 HIGH_ENTROPY_THRESHOLD = 6.8  # §6.5 / Fig. 10 (right): share of tokens with H > 6.8 nats, for Qwen's vocabulary
@@ -63,13 +66,13 @@ class EntropyConfig:
     temperature: float = 1.0         # sampling temperature; entropy is always measured at T = 1
     top_p: float = 1.0
     batch_size: int = 8              # prompts per generate() call
-    mode: str = "think"              # prompt mode (model.build_prompt)
+    mode: Literal["think", "nothink"] = "think"   # prompt mode (model.build_prompt)
     words: list = field(default_factory=lambda: list(DEFAULT_CRITICAL_WORDS))
     high_threshold: float = 0.0      # 0: 6.8 nats scaled to the checkpoint's vocabulary (high_entropy_threshold)
     hist_bins: int = 48
     hist_max: float = 12.0           # log(151,674) = 11.93: the largest entropy the 38B vocabulary allows
     chunk_size: int = 512
-    dtype: str = "float32"           # bfloat16 on GPU
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"   # bfloat16 on GPU
     device: str = "cpu"
     seed: int = 0
 
@@ -382,7 +385,6 @@ def read_accuracy(path):
 def read_generation_rows(path):
     """JSONL rows {checkpoint?, id, sample?, prompt_ids? | prompt?, response_ids | response}; errors cite file:line.
     eval.py's generations.jsonl has this shape (id, sample, response)."""
-    import data
     rows = []
     for where, row in data.read_jsonl(path):
         if not isinstance(row, dict) or "id" not in row:
@@ -412,8 +414,6 @@ def rows_for_checkpoint(rows, ckpt):
 
 def build_prompt_inputs(row, records, tokenizer, config, cfg):
     """-> (prompt ids, pixel_values or None) of a generation row, from prompt_ids / prompt / the data record."""
-    import data
-    import model
     record = records.get(row["id"])
     encoded = data.encode_prompt(tokenizer, config, record, mode=cfg.mode) if record is not None else None
     pixel_values = encoded["pixel_values"] if encoded else None
@@ -449,8 +449,6 @@ def score_response(net, prompt_ids, response_ids, pixel_values, chunk_size):
 def sample_rows(net, tokenizer, records, cfg, ckpt):
     """Responses of one checkpoint with model.generate: samples_per_prompt per record, the same seed for every
     checkpoint. -> generation rows (also written to OUT/generations.jsonl for reuse with --generations)."""
-    import data
-    import model
     prompts = []
     for record in records:
         encoded = data.encode_prompt(tokenizer, net.config, record, mode=cfg.mode)
@@ -532,26 +530,18 @@ def plot_checkpoints(table, path, cfg):
 
 
 def parse_args(argv):
-    defaults = EntropyConfig()
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for name, value in asdict(defaults).items():
-        if isinstance(value, list):
-            ap.add_argument(f"--{name}", nargs="+", default=value)
-        else:
-            ap.add_argument(f"--{name}", type=type(value), default=value)
-    cfg = EntropyConfig(**vars(ap.parse_args(argv)))
+    """EntropyConfig from --key value / --key=value (lists: --checkpoints A B C), train_utils' parser."""
+    cfg = tu.parse_config(EntropyConfig, argv)
     if not cfg.checkpoints:
-        ap.error("--checkpoints DIR... is required")
+        raise ValueError("--checkpoints DIR... is required")
     if not cfg.data and not cfg.generations:
-        ap.error("give --data VAL.jsonl (prompts to sample) and/or --generations FILE")
+        raise ValueError("give --data VAL.jsonl (prompts to sample) and/or --generations FILE")
     if cfg.accuracies and len(cfg.accuracies) != len(cfg.checkpoints):
-        ap.error(f"--accuracies: {len(cfg.accuracies)} paths for {len(cfg.checkpoints)} checkpoints")
+        raise ValueError(f"--accuracies: {len(cfg.accuracies)} paths for {len(cfg.checkpoints)} checkpoints")
     return cfg
 
 
 def main(argv=None):
-    import data
-    import model
     cfg = parse_args(sys.argv[1:] if argv is None else argv)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -560,7 +550,7 @@ def main(argv=None):
         records = records[:cfg.num_prompts]
     by_id = {r.id: r for r in records}
     given_rows = read_generation_rows(cfg.generations) if cfg.generations else None
-    dtype = getattr(torch, cfg.dtype)
+    dtype = tu.torch_dtype(cfg.dtype, cfg.device)
     table, sampled = [], []
     for i, ckpt in enumerate(cfg.checkpoints):
         print(f"[{i + 1}/{len(cfg.checkpoints)}] {ckpt}")

@@ -629,20 +629,11 @@ def main(argv=None):
         model_config = M.ModelConfig.from_json(Path(cfg.checkpoint) / "config.json")
         max_prompt_tokens = min(cfg.max_model_len, model_config.llm_config.get("max_position_embeddings",
                                                                                 cfg.max_model_len)) - 1
-        if backend == "vllm":
-            llm = sampling.build_vllm(sampling.vllm_engine_kwargs(
-                cfg.checkpoint, cfg.tensor_parallel_size, cfg.gpu_memory_utilization, cfg.max_model_len,
-                cfg.max_images, seed=cfg.seed, dtype="bfloat16" if cfg.dtype == "auto" else cfg.dtype))
-            sampler = sampling.VLLMSampler(llm, tokenizer, cfg.temperature, cfg.top_p)
-        else:
-            device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-            dtypes = {"auto": torch.bfloat16 if device.startswith("cuda") else torch.float32,
-                      "bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
-            if cfg.dtype not in dtypes:
-                raise ValueError(f"--dtype={cfg.dtype!r}: not one of {sorted(dtypes)}")
-            dtype = dtypes[cfg.dtype]
-            model_ = M.load_model(cfg.checkpoint, dtype=dtype, device=device).eval()
-            sampler = sampling.BuiltinSampler(model_, tokenizer, cfg.temperature, cfg.top_p, cfg.batch_size, cfg.seed)
+        sampler = sampling.make_sampler(
+            backend, tokenizer, cfg.checkpoint, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed,
+            batch_size=cfg.batch_size, device=cfg.device, dtype=cfg.dtype,
+            tensor_parallel_size=cfg.tensor_parallel_size, gpu_memory_utilization=cfg.gpu_memory_utilization,
+            max_model_len=cfg.max_model_len, max_images=cfg.max_images)
 
     main_keys = []
     for items in benchmarks:

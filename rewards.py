@@ -1123,16 +1123,7 @@ def main(argv: list[str] | None = None):
     import data
     import train_utils
     argv = sys.argv[1:] if argv is None else list(argv)
-    hints = {f.name: f.type for f in fields(CLIConfig)}
-    joined, pending = [], False   # the documented `--jsonl IN --out OUT` form, as the parser's --key=value
-    for arg in argv:
-        if pending and not arg.startswith("--"):
-            joined[-1], pending = joined[-1] + "=" + arg, False
-            continue
-        key = arg[2:].replace("-", "_") if arg.startswith("--") else None
-        pending = key in hints and hints[key] != "bool" and "=" not in arg
-        joined.append(arg)
-    cfg = train_utils.parse_config(CLIConfig, joined)
+    cfg = train_utils.parse_config(CLIConfig, argv)   # also takes the documented `--jsonl IN --out OUT`
     if not cfg.jsonl or not cfg.out:
         raise SystemExit("usage: python rewards.py --jsonl IN --out OUT [--key=value ...] (--help lists the keys)")
     records = []

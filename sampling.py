@@ -1,5 +1,5 @@
 """
-Sampling responses, shared by grpo.py (rollouts), sft.py (rejection sampling) and eval.py: the token ids that
+Sampling responses, shared by grpo.py (rollouts), reject.py (rejection sampling) and eval.py: the token ids that
 end a response and those never sampled, the backend choice, the vLLM engine arguments, and two samplers with
 the same call
 
@@ -21,11 +21,18 @@ temperature, top-p and the banned ids), i.e. what GRPO's training forward comput
 returns these by default (logprobs_mode="raw_logprobs", vllm/config/model.py:287 in 0.32.0; set explicitly
 below); model.sample_next returns the same.
 
+Both also serve GRPO's training loop: `ranks` (the ranks whose prompts one sampler serves: a vLLM tensor-parallel
+engine serves all of its ranks), sleep() before the policy update (vLLM gives its GPU memory back) and
+update_weights(policy) after the optimizer step. make_sampler builds either one, for grpo.py, reject.py and
+eval.py alike.
+
 vLLM references are to the vllm==0.32.0 wheel that requirements-gpu.txt pins.
 """
+import os
 import random
 
 import torch
+from torch.distributed.tensor import DTensor
 
 import data
 import model
@@ -104,20 +111,63 @@ def build_vllm(engine_kwargs):
     return llm
 
 
-class BuiltinSampler:
-    """model.generate over `batch_size` rows (prompt copies) at a time. generator: reseed it for reproducible
-    samples (GRPO seeds every step). sync_ranks: under FSDP every rank runs the same number of forwards, and an
-    image-free batch carries a dummy tile so every rank runs the ViT too."""
+def full_tensor(t):
+    """A whole tensor from an FSDP2 shard (a collective: every rank calls it in the same order), else t."""
+    return t.full_tensor() if isinstance(t, DTensor) else t
 
-    def __init__(self, net, tokenizer, temperature=1.0, top_p=1.0, batch_size=64, seed=0, sync_ranks=False):
+
+def bf16_copy_of(policy):
+    """A bf16 model equal to bf16(policy), built on the meta device as model.load_model builds. One process
+    only: on one GPU the policy is a one-rank FSDP2 model (DTensors)."""
+    copy = model.build_model(policy.config, device="meta")
+    for key, t in policy.state_dict().items():
+        t = full_tensor(t).detach()
+        model.set_tensor(copy, tu.clean_name(key),
+                         t.to(torch.bfloat16 if t.is_floating_point() else t.dtype, copy=True))
+    if model.tied_lm_head(policy.config):
+        copy.language_model.lm_head.weight = copy.language_model.get_input_embeddings().weight
+    model.materialize_buffers(copy, next(policy.parameters()).device)
+    copy.img_context_token_id = policy.img_context_token_id
+    return copy.eval().requires_grad_(False)
+
+
+class BuiltinSampler:
+    """model.generate over `batch_size` rows (prompt copies) at a time. seed: the generator's start; sample(...,
+    seed=s) reseeds it (GRPO seeds every step). sync_ranks: under FSDP every rank runs the same number of
+    forwards, and an image-free batch carries a dummy tile so every rank runs the ViT too.
+
+    bf16_copy (GRPO, one process): sample from a bf16 copy of the policy, not the policy: the fp32 policy would
+    be re-cast to bf16 at every decode step (fp32 weights under autocast decoded 3.7x slower than bf16 weights
+    on an H200, issue 11). The copy is built as model.load_model builds (meta device, rotary buffers in fp32)
+    and update_weights refreshes its trainable tensors after every optimizer step, so it is always
+    bf16(master weights): the fp32 policy is untouched and a resumed run samples as the uninterrupted one."""
+
+    def __init__(self, net, tokenizer, temperature=1.0, top_p=1.0, batch_size=64, seed=0, sync_ranks=False,
+                 bf16_copy=False, rank=0):
+        self.copy = bf16_copy_of(net) if bf16_copy else None
+        net = self.copy if bf16_copy else net
         self.net, self.tokenizer, self.temperature, self.top_p = net, tokenizer, temperature, top_p
-        self.batch_size, self.sync_ranks = batch_size, sync_ranks
+        self.batch_size, self.sync_ranks, self.ranks = batch_size, sync_ranks, [rank]
         self.pad_id = tokenizer.pad_token_id or 0
         self.stop_ids, self.image_ids = stop_token_ids(tokenizer), image_token_ids(tokenizer)
         self.device = next(net.parameters()).device
         self.generator = torch.Generator(self.device).manual_seed(seed)
 
-    def sample(self, prompts, n, max_tokens, stop=(), banned_ids=()):
+    def sleep(self):
+        pass
+
+    def update_weights(self, policy):
+        if self.copy is None:
+            return   # it samples the policy itself
+        copied = dict(self.copy.named_parameters())
+        with torch.no_grad():
+            for name, param in policy.named_parameters():
+                if param.requires_grad:   # frozen ones never change
+                    copied[tu.clean_name(name)].copy_(full_tensor(param))
+
+    def sample(self, prompts, n, max_tokens, stop=(), banned_ids=(), seed=None):
+        if seed is not None:
+            self.generator.manual_seed(seed)
         counts = [n] * len(prompts) if isinstance(n, int) else n
         rows = [p for p, k in zip(prompts, counts) for _ in range(k)]
         # a stop string that is not one token cannot stop model.generate: the caller finds it in the text
@@ -146,11 +196,41 @@ class BuiltinSampler:
 class VLLMSampler:
     """LLM.generate, one request per prompt with its n samples. A prompt that also carries our own input_ids
     (data.encode_prompt) must come out of vLLM's processor with exactly those ids: GRPO trains on ours, and a
-    silent mismatch would train on a corrupted prompt (trl#6401)."""
+    silent mismatch would train on a corrupted prompt (trl#6401).
 
-    def __init__(self, llm, tokenizer, temperature=1.0, top_p=1.0):
-        self.llm, self.temperature, self.top_p = llm, temperature, top_p
+    In GRPO vLLM is colocated with the trainer, SPMD: each rank hosts one tensor-parallel worker of an engine in
+    its own process (external_launcher, make_sampler); `ranks` form one engine and submit the same prompts (the
+    union of their members' prompts), then each keeps its own. Sleep level 1 moves vLLM's weights to CPU and
+    frees the KV cache for the training phase; after each optimizer step only the trainable parameters are
+    pushed, one FSDP parameter gathered at a time, under the checkpoint names that vLLM's InternVL / SkyworkR1V
+    load_weights expects."""
+
+    def __init__(self, llm, tokenizer, temperature=1.0, top_p=1.0, ranks=(0,)):
+        self.llm, self.temperature, self.top_p, self.ranks = llm, temperature, top_p, list(ranks)
         self.stop_ids, self.image_ids = stop_token_ids(tokenizer), image_token_ids(tokenizer)
+
+    def sleep(self):
+        # level 1: weights to CPU, KV cache freed. It also clears the prefix, multimodal and encoder caches (stale
+        # after a ViT update): LLMEngine.sleep -> renderer.clear_mm_cache, EngineCore.sleep -> pause_scheduler
+        # -> _reset_caches (v1/engine/llm_engine.py:418-421; v1/engine/core.py:898-919, 959-974)
+        self.llm.sleep(level=1)
+
+    def update_weights(self, policy):
+        self.llm.wake_up(tags=["weights"])   # the KV cache stays free while the weights come in (llm.py:869)
+        for name, param in policy.named_parameters():
+            if not param.requires_grad:
+                continue   # frozen modules are identical in vLLM already
+            full = full_tensor(param)   # collective: the same order on every rank
+            weights = [(tu.clean_name(name), full.detach().to(torch.bfloat16))]
+            # LLM.apply_model runs fn(model) on this rank's worker, in-process with external_launcher, nothing
+            # pickled (entrypoints/llm.py:605-615 -> v1/engine/core.py:1073-1080 ->
+            # v1/executor/uniproc_executor.py:90-106 -> v1/worker/worker_base.py:160-162). load_weights maps
+            # the checkpoint names (q/k/v -> qkv_proj, TP slices) and returns the vLLM names it filled
+            loaded = self.llm.apply_model(lambda m, w=weights: m.load_weights(w))[0]
+            if not loaded:
+                raise ValueError(f"vLLM's load_weights took nothing for {weights[0][0]}")
+            del full, weights
+        self.llm.wake_up(tags=["kv_cache"])   # fully awake: the scheduler resumes (v1/engine/core.py:997-1019)
 
     def sample(self, prompts, n, max_tokens, stop=(), banned_ids=(), seed=None):
         """seed: one SamplingParams(seed=...) per request, drawn from it (vLLM gives the k-th of a request's n
@@ -183,3 +263,39 @@ class VLLMSampler:
                          "finish_reason": "length" if o.finish_reason == "length" else "stop"}
                         for o in result.outputs])
         return out
+
+
+def make_sampler(backend, tokenizer, checkpoint, net=None, dist=None, **options):
+    """The one sampler builder (grpo.py, reject.py, eval.py). backend: auto | vllm | builtin (pick_backend).
+    builtin samples `net`, or the checkpoint loaded with options dtype (tu.torch_dtype names) and device
+    ("auto": cuda when there is one); options temperature, top_p, batch_size, seed, bf16_copy.
+    vllm loads `checkpoint`; options temperature, top_p, seed, tensor_parallel_size, gpu_memory_utilization,
+    max_model_len, max_images, max_tiles, dtype.
+    dist (grpo.py): the sampler is colocated with a trainer of dist.world_size ranks: builtin syncs the ranks'
+    forwards; vLLM runs one engine per tensor_parallel_size ranks, in this process, with sleep mode."""
+    o = {"temperature": 1.0, "top_p": 1.0, "seed": 0, "dtype": "auto", **options}
+    world, rank = (dist.world_size, dist.rank) if dist is not None else (1, 0)
+    if pick_backend(backend) == "builtin":
+        if o.get("bf16_copy") and world > 1:
+            raise ValueError("rollout_dtype=bfloat16 needs one process (FSDP already samples in param_dtype)")
+        if net is None:
+            device = o.get("device", "auto")
+            device = device if device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
+            net = model.load_model(checkpoint, dtype=tu.torch_dtype(o["dtype"], device), device=device).eval()
+        return BuiltinSampler(net, tokenizer, o["temperature"], o["top_p"], o.get("batch_size", 64), o["seed"],
+                              sync_ranks=world > 1, bf16_copy=o.get("bf16_copy", False), rank=rank)
+    tp, ranks, engine = o.get("tensor_parallel_size", 1), [0], {}
+    if dist is not None:   # one engine per tp ranks of the trainer; its tp workers must sample identically
+        if world % tp:
+            raise ValueError(f"vllm_tensor_parallel_size {tp} does not divide the world size {world}")
+        ranks = list(range(rank // tp * tp, rank // tp * tp + tp))
+        # the engine lives in this process (no V1 engine-core process): apply_model runs our function on
+        # its model
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        engine = {"distributed_executor_backend": "external_launcher", "enable_sleep_mode": True}
+    # build_vllm restores this process's RNGs, which the engine reseeds with its seed
+    llm = build_vllm(vllm_engine_kwargs(
+        checkpoint, tp, o.get("gpu_memory_utilization", 0.85), o.get("max_model_len", 16384),
+        o.get("max_images", 1), o.get("max_tiles", 0), seed=o["seed"] + rank // tp,
+        dtype="bfloat16" if o["dtype"] == "auto" else o["dtype"], **engine))
+    return VLLMSampler(llm, tokenizer, o["temperature"], o["top_p"], ranks)

@@ -36,18 +36,17 @@ writes, next to an images/ folder (paths in the files are relative to the file):
     config.json               the Config used
 """
 
-import ast
 import dataclasses
 import hashlib
 import json
 import os
 import random
-import sys
 from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
 import data
+import train_utils as tu
 
 
 @dataclass
@@ -523,41 +522,8 @@ def write_dataset(out_dir, n_train=2000, n_val=200, n_test=200, n_ood=200, n_sft
     return written
 
 
-def parse_args(argv, cfg):
-    """--key=value or --key value, values as Python literals (bare strings allowed), typed by the default."""
-    fields = {f.name: f for f in dataclasses.fields(cfg)}
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if not arg.startswith("--"):
-            raise ValueError(f"argument {arg!r}: expected --key=value")
-        if "=" in arg:
-            key, raw = arg[2:].split("=", 1)
-        else:
-            if i + 1 >= len(argv):
-                raise ValueError(f"argument {arg!r} has no value")
-            key, raw = arg[2:], argv[i + 1]
-            i += 1
-        i += 1
-        if key not in fields:
-            raise ValueError(f"unknown config key {key!r}; known: {sorted(fields)}")
-        default = getattr(cfg, key)
-        try:
-            value = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            value = raw
-        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if isinstance(default, tuple) and isinstance(value, (list, str)):
-            value = tuple(value) if isinstance(value, list) else tuple(v.strip() for v in value.split(","))
-        if type(value) is not type(default):
-            raise ValueError(f"--{key}={raw}: expected {type(default).__name__}, got {type(value).__name__}")
-        setattr(cfg, key, value)
-    return cfg
-
-
 def main(argv=None):
-    cfg = parse_args(sys.argv[1:] if argv is None else argv, Config())
+    cfg = tu.parse_config(Config, argv)   # --key=value or --key value
     check_config(cfg)
     print(json.dumps(dataclasses.asdict(cfg)))
     written = write_dataset(cfg.out, cfg.n_train, cfg.n_val, cfg.n_test, cfg.n_ood, cfg.n_sft, cfg.n_sft_val,

@@ -49,8 +49,10 @@ from model import checkpoint_files, save_model
 
 
 def parse_config(cfg_cls_or_instance, argv=None):
-    """Dataclass defaults <- config files (positional, `key = value` Python, applied in order) <- --key=value.
-    Every value is type-checked against the field's annotation; unknown keys are errors with suggestions."""
+    """Dataclass defaults <- config files (positional, `key = value` Python, applied in order) <- --key=value
+    or --key VALUE (a list field takes every value up to the next --key: --checkpoints A B C). Every value is
+    type-checked against the field's annotation; unknown keys are errors with suggestions. The one parser of
+    every entry point."""
     is_class = isinstance(cfg_cls_or_instance, type)
     cls = cfg_cls_or_instance if is_class else type(cfg_cls_or_instance)
     if not dataclasses.is_dataclass(cls):
@@ -62,20 +64,37 @@ def parse_config(cfg_cls_or_instance, argv=None):
         print(f"usage: {Path(sys.argv[0]).name} [config.py ...] [--key=value ...]\n")
         print_config(cfg_cls_or_instance if not is_class else cls())
         raise SystemExit(0)
-    values = {}
-    for arg in (a for a in argv if not a.startswith("--")):
-        values.update(_read_config_file(arg, field_types))
-    for arg in (a for a in argv if a.startswith("--")):
-        key, has_value, raw = arg[2:].partition("=")
+    values, flags = {}, []   # flags: [key, raw values, takes more values after it]
+    for arg in argv:   # --key=value, or --key VALUE (a list field: --key V1 V2 ...)
+        if arg.startswith("--"):
+            key, has_value, raw = arg[2:].partition("=")
+            tp = field_types.get(key.replace("-", "_"))
+            flags.append([key, [raw] if has_value else None, not has_value and tp is not bool, arg])
+        elif flags and flags[-1][2]:
+            key, raws, _, text = flags[-1]
+            more = _is_list(field_types.get(key.replace("-", "_")))
+            flags[-1] = [key, (raws or []) + [arg], more, f"{text} {arg}"]
+        else:
+            values.update(_read_config_file(arg, field_types))   # positional: a config file
+    for key, raws, _, text in flags:
         key = key.replace("-", "_")  # --max-steps is --max_steps
-        where = f"command line {arg!r}"
+        where = f"command line {text!r}"
         _check_known(key, field_types, where)
-        if not has_value:
-            if field_types[key] is not bool:
-                raise ValueError(f"{where}: expected --{key}=VALUE ({_type_name(field_types[key])})")
-            raw = "True"  # a bare --flag switches a bool on
-        values[key] = _parse_cli_value(raw, field_types[key], where)
+        tp = field_types[key]
+        if raws is None:
+            if tp is not bool:
+                raise ValueError(f"{where}: expected --{key}=VALUE ({_type_name(tp)})")
+            raws = ["True"]  # a bare --flag switches a bool on
+        if len(raws) == 1:
+            values[key] = _parse_cli_value(raws[0], tp, where)
+        else:   # --checkpoints A B C: each item parsed as the list's element type
+            elem = (typing.get_args(tp) or (typing.Any,))[0]
+            values[key] = _coerce([_parse_cli_value(r, elem, where) for r in raws], tp, where)
     return cls(**values) if is_class else dataclasses.replace(cfg_cls_or_instance, **values)
+
+
+def _is_list(tp):
+    return tp is list or typing.get_origin(tp) is list
 
 
 def print_config(cfg):
@@ -275,6 +294,19 @@ def all_reduce_sum(value, dist):
 
 def all_reduce_max(value, dist):
     return _all_reduce(value, dist, tdist.ReduceOp.MAX)
+
+
+DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
+
+
+def torch_dtype(name, device="cpu"):
+    """The one dtype mapping: "bfloat16" | "float32" | "float16" -> torch dtype; "auto": bfloat16 on a GPU,
+    float32 on CPU."""
+    if name == "auto":
+        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    if name not in DTYPES:
+        raise ValueError(f"dtype {name!r}: expected auto or one of {sorted(DTYPES)}")
+    return DTYPES[name]
 
 
 def set_seed(seed):

@@ -267,12 +267,12 @@ def check_vllm(root, ckpt, records):
     cfg = grpo_config(ckpt, records, root / "out_vllm", rollout_backend="vllm", vllm_gpu_memory_utilization=0.3)
     dist = tu.setup_distributed()
     t = time.perf_counter()
-    rollout = grpo.make_rollout(cfg, dist, None, M.load_tokenizer(ckpt), ckpt)
+    rollout = grpo.rollout_sampler(cfg, dist, None, M.load_tokenizer(ckpt), ckpt)
     start = time.perf_counter() - t
     slept = []
     sleep = rollout.sleep
     rollout.sleep = lambda: (slept.append(time.perf_counter()), sleep(), slept.append(time.perf_counter()))
-    history = grpo.main(cfg, rollout=rollout)
+    history = grpo.main(cfg, sampler=rollout)
     rows.append(("vllm", "engine start; sleep (level 1)", f"{start:.1f} s; {slept[-1] - slept[-2]:.2f} s"))
     grpo_rows("grpo vllm (sync = wake + weight push)", history[-1])
 

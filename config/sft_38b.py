@@ -1,7 +1,7 @@
 # Cold-start SFT of the 38B model (paper §2, §3.2), also the SFT arm of Table 3 (§6.1, math data).
 #   torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d --rdzv-endpoint=HOST:29500 \
 #       sft.py config/sft_38b.py --checkpoint=InternVL-38B_DIR --data=coldstart.jsonl
-# coldstart.jsonl: `python sft.py --mode=reject ...` (about 12k kept of 20k questions in the paper).
+# coldstart.jsonl: `python reject.py ...` (about 12k kept of 20k questions in the paper).
 # §3.4 and §6.1 state the batch, lr and schedule below. The cold-start run's own values are not given,
 # so it uses the same ones.
 # Memory: all 38B parameters trainable means fp32 master + grad + Adam = 16 B/param, about 615 GB.

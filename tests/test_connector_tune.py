@@ -97,3 +97,11 @@ def test_variant_errors(tiny, tmp_path):
         == ["connector", "llm"]
     with pytest.raises(ValueError, match="expected one of"):
         connector_tune.Config(variant="vision")
+
+
+def test_connector_tune_has_only_training_settings():
+    """connector_tune inherits sft.py's training config only: rejection sampling is reject.py's."""
+    with pytest.raises(ValueError, match="mode"):
+        connector_tune.main(["--mode=reject", "--checkpoint=x", "--data=y"])
+    with pytest.raises(ValueError, match="max_per_question"):
+        connector_tune.main(["--max_per_question=2"])

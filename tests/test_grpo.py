@@ -70,7 +70,7 @@ class FixedRollout:
     def __init__(self, tokenizer, dist):
         self.tokenizer, self.ranks = tokenizer, [dist.rank]
 
-    def generate(self, prompts, n, max_tokens, seed):
+    def sample(self, prompts, n, max_tokens, seed=None):
         out = []
         for p in prompts:
             outs = []
@@ -279,7 +279,7 @@ def torchrun_worker(workspace, out):
     torch.optim.AdamW.step = recording_adamw_step(store)
     for cfg in distributed_configs(Path(workspace) / "ckpt", Path(workspace) / "train.jsonl", Path(out), 2):
         store.clear()
-        history = grpo.main(cfg, rollout=FixedRollout(tokenizer, dist))
+        history = grpo.main(cfg, sampler=FixedRollout(tokenizer, dist))
         if dist.is_main:
             (Path(cfg.out_dir) / "history.json").write_text(json.dumps(history))
             torch.save(store, Path(cfg.out_dir) / "grads.pt")
@@ -316,7 +316,7 @@ def test_two_ranks_give_the_same_update_as_one_process(tmp_path, monkeypatch):
     for one_cfg, two_cfg in zip(distributed_configs(ckpt, records, tmp_path / "one", 1),
                                 distributed_configs(ckpt, records, tmp_path / "two", 2)):
         store.clear()
-        one = grpo.main(one_cfg, rollout=FixedRollout(tokenizer, tu.Dist()))
+        one = grpo.main(one_cfg, sampler=FixedRollout(tokenizer, tu.Dist()))
         two = json.loads((Path(two_cfg.out_dir) / "history.json").read_text())
         for a, b in zip(one, two):
             assert a["reward/mean"] == pytest.approx(b["reward/mean"]) and 0 < a["reward/mean"] < 1
@@ -393,16 +393,17 @@ def test_one_seed_per_engine(tmp_path):
     seeds = {}
 
     class SeedRecorder(FixedRollout):
-        def generate(self, prompts, n, max_tokens, seed):
+        def sample(self, prompts, n, max_tokens, seed=None):
             seeds[(len(self.ranks), self.rank)] = seed
-            return super().generate(prompts, n, max_tokens, seed)
+            return super().sample(prompts, n, max_tokens, seed)
 
     for engine_ranks in ([2, 3], None):
         for rank in (2, 3):
             dist = tu.Dist(rank=rank, world_size=4)
             rollout = SeedRecorder(tokenizer, dist)
             rollout.ranks, rollout.rank = engine_ranks or [rank], rank
-            grpo.collect_groups(5, recs, (0, 0), cfg.seed, cfg, dist, rollout, tokenizer, config, toy_reward, 6)
+            indices = data.next_batch(len(recs), cfg.prompts_per_step, cfg.seed, (0, 0))[0]
+            grpo.sample_groups(grpo.Run(cfg, dist, tokenizer, config, rollout, toy_reward), 5, 0, recs, indices, 6)
     assert seeds[(2, 2)] == seeds[(2, 3)]   # one vLLM engine of ranks 2 and 3
     assert seeds[(1, 2)] != seeds[(1, 3)]   # builtin: one sampler per rank
 
@@ -416,9 +417,9 @@ def test_bf16_rollout_copy(tmp_path):
     net = tu.load_model_sharded(ckpt, tu.Dist(), ["connector", "llm"]).eval()
     master = {k: v.clone() for k, v in net.state_dict().items()}
     cfg = run_config(ckpt, records, tmp_path / "out", rollout_dtype="bfloat16", temperature=0.8)
-    rollout = grpo.make_rollout(cfg, tu.Dist(), net, tokenizer, ckpt)
-    assert rollout.copy is not None and rollout.sampler.net is rollout.copy
-    assert grpo.make_rollout(run_config(ckpt, records, tmp_path / "o2"), tu.Dist(), net, tokenizer, ckpt).copy is None
+    rollout = grpo.rollout_sampler(cfg, tu.Dist(), net, tokenizer, ckpt)
+    assert rollout.copy is not None and rollout.net is rollout.copy
+    assert grpo.rollout_sampler(run_config(ckpt, records, tmp_path / "o2"), tu.Dist(), net, tokenizer, ckpt).copy is None
     copied = rollout.copy.state_dict()
     assert all(copied[k].dtype == torch.bfloat16 and torch.equal(copied[k], v.to(torch.bfloat16))
                for k, v in master.items())
@@ -426,9 +427,9 @@ def test_bf16_rollout_copy(tmp_path):
     assert rotary and all(b.dtype == torch.float32 for b in rotary)   # rebuilt in fp32, as load_model does
 
     prompts = [dict(grpo.encode(tokenizer, config, r, cfg), id=r.id) for r in data.read_records(records)[:2]]
-    out = rollout.generate(prompts, 2, 6, seed=3)
+    out = rollout.sample(prompts, 2, 6, seed=3)
     loaded = model.load_model(ckpt, dtype=torch.bfloat16).eval()
-    reference = grpo.BuiltinRollout(loaded, tokenizer, cfg, tu.Dist()).generate(prompts, 2, 6, seed=3)
+    reference = sampling.BuiltinSampler(loaded, tokenizer, cfg.temperature, cfg.top_p).sample(prompts, 2, 6, seed=3)
     assert out == reference
     assert all(torch.equal(v, master[k]) and v.dtype == master[k].dtype for k, v in net.state_dict().items())
 
@@ -451,7 +452,7 @@ root = Path(sys.argv[2])
 ckpt, records = make_workspace(root / "ws")
 net = tu.load_model_sharded(ckpt, tu.Dist(), ["connector", "llm"], param_dtype=torch.bfloat16).eval()
 full = {tu.clean_name(k): v.full_tensor() for k, v in net.state_dict().items()}
-rollout = grpo.make_rollout(run_config(ckpt, records, root / "out", rollout_dtype="bfloat16"), tu.Dist(), net,
+rollout = grpo.rollout_sampler(run_config(ckpt, records, root / "out", rollout_dtype="bfloat16"), tu.Dist(), net,
                             model.load_tokenizer(ckpt), ckpt)
 with torch.no_grad():
     for p in net.parameters():
@@ -645,8 +646,8 @@ def test_vllm_backend_with_a_fake_engine(tmp_path, monkeypatch):
                      response_length_schedule=[(0, 4096), (10, 8192)], max_prompt_tokens=1024, temperature=1.0)
     tu.set_seed(5)
     rng_before = tu.get_rng_state()
-    rollout = grpo.make_rollout(cfg, tu.Dist(rank=3, world_size=4), None, tokenizer, ckpt)
-    assert isinstance(rollout, grpo.VLLMRollout) and rollout.ranks == [2, 3]   # engine of ranks 2 and 3
+    rollout = grpo.rollout_sampler(cfg, tu.Dist(rank=3, world_size=4), None, tokenizer, ckpt)
+    assert isinstance(rollout, sampling.VLLMSampler) and rollout.ranks == [2, 3]   # engine of ranks 2 and 3
     # the engine reseeded the global RNGs with its seed; the trainer's state is back
     rng_after = tu.get_rng_state()
     assert rng_after["python"] == rng_before["python"] and torch.equal(rng_after["torch"], rng_before["torch"])
@@ -661,15 +662,15 @@ def test_vllm_backend_with_a_fake_engine(tmp_path, monkeypatch):
     recs = data.read_records(records)
     prompts = [dict(grpo.encode(tokenizer, config, r, cfg), id=r.id) for r in recs[:2]]   # q0 text, q1 image
     rollout.llm.prompt_ids = {p["prompt"]: p["input_ids"] for p in prompts}
-    out = rollout.generate(prompts, 3, 77, seed=0)
+    out = rollout.sample(prompts, 3, 77, seed=0)
     req = rollout.llm.requests
     assert req[0] == {"prompt": prompts[0]["prompt"]} and "<image>" in req[1]["prompt"]
     assert req[1]["multi_modal_data"]["image"] == prompts[1]["images"] and len(req[1]["multi_modal_data"]["image"]) == 1
     seeds = [p.kwargs["seed"] for p in rollout.llm.params]   # per request, from generate's seed
     assert None not in seeds and len(set(seeds)) == 2
-    rollout.generate(prompts, 3, 77, seed=0)
+    rollout.sample(prompts, 3, 77, seed=0)
     assert [p.kwargs["seed"] for p in rollout.llm.params] == seeds
-    rollout.generate(prompts, 3, 77, seed=1)
+    rollout.sample(prompts, 3, 77, seed=1)
     assert [p.kwargs["seed"] for p in rollout.llm.params] != seeds
     sp = rollout.llm.params[0].kwargs
     assert (sp["n"], sp["max_tokens"], sp["temperature"], sp["logprobs"]) == (3, 77, 1.0, 0)
@@ -698,7 +699,7 @@ def test_vllm_backend_with_a_fake_engine(tmp_path, monkeypatch):
     # a prompt that vLLM expands differently from us is an error, not a silently corrupted sample
     rollout.llm.prompt_ids = {prompts[1]["prompt"]: prompts[1]["input_ids"][:-3]}
     with pytest.raises(ValueError, match="record q1: vLLM's prompt"):
-        rollout.generate(prompts[1:], 1, 5, seed=0)
+        rollout.sample(prompts[1:], 1, 5, seed=0)
 
 
 if __name__ == "__main__":

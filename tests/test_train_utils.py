@@ -752,3 +752,16 @@ if __name__ == "__main__":
         _crash_worker(sys.argv[2], Path(sys.argv[3]))
     else:
         _torchrun_worker(sys.argv[1])
+
+
+def test_space_separated_values_and_lists(tmp_path):
+    """--key VALUE as well as --key=VALUE; a list field takes every value up to the next --key (entropy.py's
+    --checkpoints A B C), a bare bool flag takes none, and a later positional is still a config file."""
+    f = write(tmp_path / "cfg.py", "steps = 3\n")
+    cfg = tu.parse_config(Cfg, ["--lr", "2e-5", "--trainable", "vision", "llm", "--use_kl", f,
+                                "--run_name", "x"])
+    assert cfg == Cfg(lr=2e-5, steps=3, run_name="x", use_kl=True, trainable=["vision", "llm"])
+    with pytest.raises(ValueError, match="expected int"):
+        tu.parse_config(Cfg, ["--steps", "many"])
+    with pytest.raises(ValueError, match="expected --lr=VALUE"):
+        tu.parse_config(Cfg, ["--lr"])
