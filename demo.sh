@@ -199,17 +199,22 @@ paper_demo_progress() {  # PD T0: one line: targets done per seed, elapsed, ETA 
   echo "paper_demo: $done_/$total targets done, ${el}s elapsed, ETA ~${eta}s ($(date -u +%H:%M:%S))"
 }
 
-all_targets() {  # one seed: the demo, then every paper target, counting progress into $DEMO/progress
-  local i=0 n=$(( ${#DEMO_TARGETS[@]} + 1 )) t t1
+all_targets() {  # one seed: the demo, then every paper target (each its own process, so that one failing target
+  # is reported and the others still run), counting progress into $DEMO/progress
+  local i=0 n=$(( ${#DEMO_TARGETS[@]} + 1 )) t t1 failed=()
   mkdir -p "$DEMO"; echo "0 $n" > "$DEMO/progress"
   demo; i=1; echo "$i $n" > "$DEMO/progress"
   for t in "${DEMO_TARGETS[@]}"; do
     t1=$SECONDS
     echo "=== target $t (seed $SEED)"
-    run_target "$t"
+    if SEED=$SEED DEMO=$DEMO OUT_ROOT=$T bash "$0" "$t"; then
+      echo "=== target $t (seed $SEED): $((SECONDS - t1)) s"
+    else
+      failed+=("$t"); echo "=== target $t (seed $SEED): FAILED after $((SECONDS - t1)) s"
+    fi
     i=$((i + 1)); echo "$i $n" > "$DEMO/progress"
-    echo "=== target $t (seed $SEED): $((SECONDS - t1)) s"
   done
+  [ ${#failed[@]} = 0 ] || { echo "seed $SEED: failed targets: ${failed[*]}"; return 1; }
 }
 
 # -----------------------------------------------------------------------------

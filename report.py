@@ -188,7 +188,8 @@ def plot_arms(path, seeds, metrics, arms):
     for ax, m in zip(axes[0], metrics):
         ax.set_title(m, fontsize=9)
         ax.set_xlabel("step")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     save(fig, path)
 
 
@@ -205,7 +206,8 @@ def plot_points(path, title, xlabel, ylabel, series):
     ax.set_title(title, fontsize=9)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     save(fig, path)
 
 
