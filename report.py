@@ -72,8 +72,8 @@ def verdict(stats, sign):
         return "reproduced", f"{interval} excludes 0 on the paper's side"
     if sign * lo < 0 and sign * hi < 0:
         return "not reproduced", f"{interval} excludes 0 on the other side: against the paper"
-    side = "the paper's" if sign * m > 0 else "the opposite"
-    return "inconclusive", f"{interval} contains 0 (mean on {side} side)"
+    side = "mean 0" if m == 0 else f"mean on {'the paper’s' if sign * m > 0 else 'the opposite'} side"
+    return "inconclusive", f"{interval} contains 0 ({side})"
 
 
 # -----------------------------------------------------------------------------
