@@ -33,10 +33,11 @@ if [ "$SCALE" = ci ]; then
   DATA_ARGS=(--n_train=600 --n_val=64 --n_test=100 --n_ood=100 --n_sft=600 --n_sft_val=32 --n_caption=1000)
   CAPTION_ARGS=(--max_steps=200); SFT_ARGS=(--max_steps=150); GRPO_ARGS=(--steps=40 --save_every=20)
   CONNECTOR_ARGS=(--max_steps=6); EVAL_ARGS=(--max_items=100 --k=2)
-  VAL_EVAL_ARGS=(--k=2); HARD_ARGS=(--n_train=200 --n_test=50); GRPO_MAIN_ARGS=()
+  VAL_EVAL_ARGS=(--k=2); HARD_ARGS=(--n_train=200 --n_test=50); GRPO_MAIN_ARGS=(); REJECT_ARGS=()
+  TABLE3_SFT_ARGS=()
 else  # the main GRPO run saves every 10 steps: 8 checkpoints for Figs. 5 and 10
   DATA_ARGS=(); CAPTION_ARGS=(); SFT_ARGS=(); GRPO_ARGS=(); CONNECTOR_ARGS=(); EVAL_ARGS=()
-  VAL_EVAL_ARGS=(--k=2); HARD_ARGS=(); GRPO_MAIN_ARGS=(--save_every=10)
+  VAL_EVAL_ARGS=(--k=2); HARD_ARGS=(); GRPO_MAIN_ARGS=(--save_every=10); REJECT_ARGS=(); TABLE3_SFT_ARGS=()
 fi
 if [ "${PAPER_DEMO_CI:-0}" = 1 ]; then   # tests/test_demo.py's SCALE=ci paper_demo: every pipeline, tiny settings
   DATA_ARGS=(--n_train=64 --n_val=16 --n_test=16 --n_ood=16 --n_sft=64 --n_sft_val=8 --n_caption=64)
@@ -45,6 +46,9 @@ if [ "${PAPER_DEMO_CI:-0}" = 1 ]; then   # tests/test_demo.py's SCALE=ci paper_d
   CONNECTOR_ARGS=(--max_steps=2); EVAL_ARGS=(--max_items=8 --k=2 --max_new_tokens=24)
   VAL_EVAL_ARGS=(--max_items=8 --k=1 --max_new_tokens=24)
   HARD_ARGS=(--n_train=16 --n_test=8)
+  # an untrained model is rarely right: sample more and keep every correct response, SFT on as few as one
+  REJECT_ARGS=(--k=16 --max_per_question=0 --max_new_tokens=24); TABLE3_SFT_ARGS=(--global_batch_size=1
+    --micro_batch_size=1)
 fi
 
 # the task, pinned here so that a change of synthetic.py's defaults cannot silently change the demo
@@ -262,10 +266,10 @@ case "$1" in
     head -n 500 "$D/train.jsonl" > "$D/train_500.jsonl"   # image paths are relative to the data dir
     stage "$DEMO/table3/distill" "$PY" reject.py --checkpoint="$(last_ckpt "$DEMO/grpo")" \
       --data="$D/train_500.jsonl" --out="$DEMO/table3/distill/distilled.jsonl" --k=4 --max_new_tokens=160 \
-      --batch_size=64 --backend=builtin --reward_workers=0 --seed="$SEED"
+      --batch_size=64 --backend=builtin --reward_workers=0 --seed="$SEED" "${REJECT_ARGS[@]}"
     stage "$DEMO/table3/sft" "$PY" sft.py config/demo_sft.py --checkpoint="$(last_ckpt "$DEMO/sft")" \
       --data="$DEMO/table3/distill/distilled.jsonl" --val_data="$D/sft_val.jsonl" --out_dir="$DEMO/table3/sft" \
-      --lr=1e-3 --max_steps=100 --seed="$SEED" "${SFT_ARGS[@]}"
+      --lr=1e-3 --max_steps=100 --seed="$SEED" "${SFT_ARGS[@]}" "${TABLE3_SFT_ARGS[@]}"
     demo_eval table3_sft "$(last_ckpt "$DEMO/table3/sft")"
     acc_table "$T/table3/table3.md" \
       "Table 3 (demo): RL vs SFT on the same data (test = in-domain, ood = unseen question type)" \
