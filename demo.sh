@@ -47,7 +47,7 @@ if [ "${PAPER_DEMO_CI:-0}" = 1 ]; then   # tests/test_demo.py's SCALE=ci paper_d
   VAL_EVAL_ARGS=(--max_items=8 --k=1 --max_new_tokens=24)
   HARD_ARGS=(--n_train=16 --n_test=8)
   # an untrained model is rarely right: sample more and keep every correct response, SFT on as few as one
-  REJECT_ARGS=(--k=16 --max_per_question=0 --max_new_tokens=24); TABLE3_SFT_ARGS=(--global_batch_size=1
+  REJECT_ARGS=(--k=16 --max_per_question=0 --max_new_tokens=96); TABLE3_SFT_ARGS=(--global_batch_size=1
     --micro_batch_size=1)
 fi
 

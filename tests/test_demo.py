@@ -163,15 +163,23 @@ PAPER_DEMO_SECTIONS = ["Table 1", "Table 2", "Table 3", "Table 4", "Table 5", "F
 def test_paper_demo_ci(tmp_path):
     """`launch.sh paper_demo` at SCALE=ci on tiny settings (PAPER_DEMO_CI=1), 2 seeds: every target's pipeline runs
     to the end for every seed and the report has every section, the seed count and a verdict per claim. This checks
-    the machinery, not the science (a few steps teach the tiny model nothing)."""
+    the machinery, not the science (a few steps teach the tiny model nothing). Table 3's SFT arm is the one
+    exception allowed: it trains on the RL model's correct, well-formed answers, and an untrained CI model may
+    write none (then sft.py stops naming the empty file, the seed's other targets still run, report.md lists the
+    missing table3_sft eval)."""
     pd = tmp_path / "pd"
     result = launch("paper_demo", SCALE="ci", PAPER_DEMO_CI="1", PAPER_DEMO=str(pd), SEEDS="0 1", JOBS="2")
     logs = "\n".join((pd / f"seed{s}" / "log.txt").read_text()[-3000:] for s in (0, 1) if (pd / f"seed{s}").is_dir())
-    assert result.returncode == 0, result.stdout[-3000:] + logs
     assert "ETA" in result.stdout
     for s in (0, 1):
         seed = pd / f"seed{s}"
-        assert (seed / "progress").read_text().split() == ["12", "12"]   # the demo + 11 targets
+        assert (seed / "progress").read_text().split() == ["12", "12"], logs   # the demo + 11 targets
+        log = (seed / "log.txt").read_text()
+        failed = re.findall(r"=== target (\w+) \(seed \d\): FAILED", log)
+        assert failed in ([], ["table3"]), logs
+        if failed:   # the allowed exception: too few correct samples to train on, said by sft.py
+            assert "training samples, fewer than global_batch_size" in log, log[-3000:]
+        assert (seed / "table3" / "distill" / ".done").is_file()
         # fig7_8: two benchmarks from files both once named test.jsonl are evaluated side by side
         runs = json.loads((seed / "eval" / "fig7_curriculum" / "summary.json").read_text())["runs"]
         assert {r["benchmark"] for r in runs.values()} == {"test", "hard"}
@@ -192,7 +200,9 @@ def test_paper_demo_ci(tmp_path):
     assert report.startswith("# The paper's claims at demo scale (2 seeds: 0, 1)"), report[:200]
     for title in PAPER_DEMO_SECTIONS:
         assert f"\n## {title}" in report, title
-    assert "## Missing outputs" not in report, report[report.find("## Missing outputs"):]
+    missing = report[report.find("## Missing outputs"):].splitlines()[2:] if "## Missing outputs" in report else []
+    assert all(m.endswith("eval/table3_sft/summary.json") for m in missing), missing
+    assert result.returncode == (1 if missing else 0), result.stdout[-3000:]
     summary_rows = [line for line in report.splitlines() if line.startswith("| ") and line.endswith(
         ("| reproduced |", "| not reproduced |", "| inconclusive |"))]
     verdicts = re.findall(r"\*\*Verdict: (reproduced|not reproduced|inconclusive)\*\*", report)
