@@ -166,7 +166,7 @@ demo() {
   echo "demo: $((SECONDS - t0)) s for the stages, $SECONDS s in all (venv setup included) -> $DEMO/results.md"
 }
 
-grpo_arm() {  # grpo_arm NAME INIT [grpo.py args...]: a GRPO ablation arm under $DEMO/NAME, then its test/ood eval
+grpo_arm() {  # grpo_arm NAME INIT [grpo.py args...]: a GRPO ablation arm under $DEMO/NAME, from INIT
   local name=$1 init=$2; shift 2
   stage "$DEMO/$name" "$PY" grpo.py config/grpo_demo.py --init_from="$init" --data="$D/train.jsonl" \
     --out_dir="$DEMO/$name" --seed="$SEED" "${GRPO_ARGS[@]}" "$@"
