@@ -2,16 +2,20 @@
 # The CPU demo: the paper's recipe on a tiny model (model.tiny_config) and a synthetic visual task (synthetic.py).
 #   bash demo.sh [demo]        data -> init -> captions -> cold-start SFT -> GRPO -> connector-only -> eval -> entropy
 #   bash demo.sh TARGET        a paper target at demo scale: coldstart, grpo, connector, table1..table5, fig5..fig11
+#   bash demo.sh paper_demo    every target over SEEDS [0 1 2] (JOBS [3] seeds at a time), then report.py's
+#                              out/paper_demo/report.md (SCALE=ci: out/ci_paper_demo); finished stages are reused
 # (`bash launch.sh demo` and `SCALE=demo bash launch.sh TARGET` run these.) Every stage is a directory under $DEMO
 # that is marked done when its command finishes; finished stages are skipped on the next run (rm -rf to redo one).
 #   SCALE=demo (default)   out/demo (out/demo_seedN for SEED=N)
 #   SCALE=ci               the same stages and configs, fewer steps and items (tests/test_demo.py); out/ci
-# Environment: SEED [0], DEMO [see above], OMP_NUM_THREADS [1], WANDB_MODE [disabled], VENV [.venv].
+# Environment: SEED [0], DEMO [see above], OUT_ROOT [out: targets write OUT_ROOT/TARGET], OMP_NUM_THREADS [1],
+# WANDB_MODE [disabled], VENV [.venv].
 set -euo pipefail
 source "$(dirname "$0")/launch.sh"  # cd to the repo; setup, x, last_ckpt, all_ckpts, acc_table, plot_curves
 target=${1:-demo}
-case "$target" in demo|coldstart|grpo|connector|table[1-5]|fig5|fig6|fig7_8|fig9|fig10|fig11) ;;
-  *) sed -n '2,9p' "$0"; exit 0 ;;
+DEMO_TARGETS=(table1 table2 table3 table4 table5 fig5 fig6 fig7_8 fig9 fig10 fig11)
+case "$target" in demo|coldstart|grpo|connector|table[1-5]|fig5|fig6|fig7_8|fig9|fig10|fig11|paper_demo|all_targets) ;;
+  *) sed -n '2,12p' "$0"; exit 0 ;;
 esac
 [ "$SCALE" != paper ] || SCALE=demo
 setup
@@ -23,19 +27,37 @@ export PYTHONUNBUFFERED=1
 SEED=${SEED:-0}
 if [ "$SCALE" = ci ]; then DEMO=${DEMO:-out/ci}; else DEMO=${DEMO:-out/demo$([ "$SEED" = 0 ] || echo "_seed$SEED")}; fi
 D=$DEMO/data
+T=${OUT_ROOT:-out}   # each target's table and plot: $T/TARGET/
 # SCALE=ci: the same stages and configs, fewer steps and items (tests/test_demo.py)
 if [ "$SCALE" = ci ]; then
   DATA_ARGS=(--n_train=600 --n_val=64 --n_test=100 --n_ood=100 --n_sft=600 --n_sft_val=32 --n_caption=1000)
   CAPTION_ARGS=(--max_steps=200); SFT_ARGS=(--max_steps=150); GRPO_ARGS=(--steps=40 --save_every=20)
-  CONNECTOR_ARGS=(--max_steps=6); EVAL_ARGS=(--max_items=100 --k=2); ENTROPY_ARGS=(--num_prompts 8)
-else
-  DATA_ARGS=(); CAPTION_ARGS=(); SFT_ARGS=(); GRPO_ARGS=(); CONNECTOR_ARGS=(); EVAL_ARGS=(); ENTROPY_ARGS=()
+  CONNECTOR_ARGS=(--max_steps=6); EVAL_ARGS=(--max_items=100 --k=2)
+  VAL_EVAL_ARGS=(--k=2); HARD_ARGS=(--n_train=200 --n_test=50); GRPO_MAIN_ARGS=(); REJECT_ARGS=()
+  TABLE3_SFT_ARGS=()
+else  # the main GRPO run saves every 10 steps: 8 checkpoints for Figs. 5 and 10
+  DATA_ARGS=(); CAPTION_ARGS=(); SFT_ARGS=(); GRPO_ARGS=(); CONNECTOR_ARGS=(); EVAL_ARGS=()
+  VAL_EVAL_ARGS=(--k=2); HARD_ARGS=(); GRPO_MAIN_ARGS=(--save_every=10); REJECT_ARGS=(); TABLE3_SFT_ARGS=()
+fi
+if [ "${PAPER_DEMO_CI:-0}" = 1 ]; then   # tests/test_demo.py's SCALE=ci paper_demo: every pipeline, tiny settings
+  DATA_ARGS=(--n_train=64 --n_val=16 --n_test=16 --n_ood=16 --n_sft=64 --n_sft_val=8 --n_caption=64)
+  CAPTION_ARGS=(--max_steps=4); SFT_ARGS=(--max_steps=4 --eval_every=2); GRPO_ARGS=(--steps=6 --save_every=2
+    --prompts_per_step=4 --rollouts_per_prompt=2 --response_length_schedule="[(0, 24)]")
+  CONNECTOR_ARGS=(--max_steps=2); EVAL_ARGS=(--max_items=8 --k=2 --max_new_tokens=24)
+  VAL_EVAL_ARGS=(--max_items=8 --k=1 --max_new_tokens=24)
+  HARD_ARGS=(--n_train=16 --n_test=8)
+  # an untrained model is rarely right: sample more and keep every correct response, SFT on as few as one
+  REJECT_ARGS=(--k=16 --max_per_question=0 --max_new_tokens=96); TABLE3_SFT_ARGS=(--global_batch_size=1
+    --micro_batch_size=1)
 fi
 
 # the task, pinned here so that a change of synthetic.py's defaults cannot silently change the demo
+# (README "Paper claims at demo scale" says why each lever is there: blind and nothink traces, "answer" captions,
+# the RL boards' smaller shapes, detours for the critical tokens)
 TASK_ARGS=(--image_size=112 --grid=2 --min_shapes=1 --max_shapes=4 --answer_values="(0, 1, 2, 3)" --mc_fraction=0.5
   --question_types="('count_shape', 'count_color', 'sum_colors')" --ood_types="('difference',)"
-  --detour_fraction=0.3 --noise_fraction=0.0 --caption_kinds="('list',)")
+  --detour_fraction=0.6 --noise_fraction=0.0 --blind_fraction=0.05 --nothink_fraction=0.1
+  --caption_kinds="('list', 'list', 'list', 'answer')" --rl_scale="(0.45, 0.6)")
 
 # -----------------------------------------------------------------------------
 # stages
@@ -85,7 +107,7 @@ demo_sft() {  # cold-start SFT on the teacher's <think> traces, stopped early (�
 demo_grpo() {  # GRPO from the cold-start checkpoint (§3.3), built-in sampler
   demo_sft
   stage "$DEMO/grpo" "$PY" grpo.py config/grpo_demo.py --init_from="$(last_ckpt "$DEMO/sft")" \
-    --data="$D/train.jsonl" --out_dir="$DEMO/grpo" --seed="$SEED" "${GRPO_ARGS[@]}"
+    --data="$D/train.jsonl" --out_dir="$DEMO/grpo" --seed="$SEED" "${GRPO_ARGS[@]}" "${GRPO_MAIN_ARGS[@]}"
 }
 
 demo_connector() {  # connector-only tuning after RL (§3.4)
@@ -105,16 +127,27 @@ demo_eval() {  # demo_eval NAME CKPT [BENCHMARK.jsonl...] [--key=value...]: eval
     --out_dir="$DEMO/eval/$name" --seed="$SEED" "${EVAL_ARGS[@]}" "${extra[@]}"
 }
 
-demo_entropy() {  # critical-token entropy over the GRPO checkpoints, with their val accuracy (§5.1)
+demo_entropy() {  # critical-token entropy over the GRPO checkpoints, with their val accuracy (§5.1): the val
+  # responses of each checkpoint's eval are scored token by token by the checkpoint that wrote them
   demo_grpo
-  local ckpts=() accs=() c
+  local ckpts=() accs=() gens=() c
   for c in $(all_ckpts "$DEMO/grpo"); do
-    demo_eval "val_$(basename "$c")" "$c" "$D/val.jsonl" --k=2
+    demo_eval "val_$(basename "$c")" "$c" "$D/val.jsonl" "${VAL_EVAL_ARGS[@]}"
     ckpts+=("$c"); accs+=("$DEMO/eval/val_$(basename "$c")/summary.json")
+    gens+=("$c=$DEMO/eval/val_$(basename "$c")/val/think_full/generations.jsonl")
   done
-  stage "$DEMO/entropy" "$PY" entropy.py --checkpoints "${ckpts[@]}" --accuracies "${accs[@]}" \
-    --data "$D/val.jsonl" --out "$DEMO/entropy" --num_prompts 32 --max_new_tokens 160 --seed "$SEED" \
-    "${ENTROPY_ARGS[@]}"
+  stage "$DEMO/entropy" entropy_of "$DEMO/entropy" "${ckpts[*]}" "${accs[*]}" "${gens[@]}"
+}
+
+entropy_of() {  # entropy_of OUT "CKPT..." "ACC..." CKPT=GENERATIONS...: entropy.py on the tagged responses
+  local out=$1 ckpts=($2) accs=($3) g; shift 3
+  mkdir -p "$out"
+  for g in "$@"; do  # each row names the checkpoint that wrote it (entropy.rows_for_checkpoint)
+    "$PY" -c 'import json, sys
+for line in open(sys.argv[2]): print(json.dumps(dict(json.loads(line), checkpoint=sys.argv[1])))' "${g%%=*}" "${g#*=}"
+  done > "$out/generations_in.jsonl"
+  "$PY" entropy.py --checkpoints "${ckpts[@]}" ${accs[0]:+--accuracies "${accs[@]}"} --data "$D/val.jsonl" \
+    --generations "$out/generations_in.jsonl" --out "$out" --seed "$SEED"
 }
 
 demo() {
@@ -133,22 +166,80 @@ demo() {
   echo "demo: $((SECONDS - t0)) s for the stages, $SECONDS s in all (venv setup included) -> $DEMO/results.md"
 }
 
-# -----------------------------------------------------------------------------
-# targets: the paper's, on the demo (each reuses $DEMO's stages and writes out/TARGET/ as launch.sh does)
+grpo_arm() {  # grpo_arm NAME INIT [grpo.py args...]: a GRPO ablation arm under $DEMO/NAME, from INIT
+  local name=$1 init=$2; shift 2
+  stage "$DEMO/$name" "$PY" grpo.py config/grpo_demo.py --init_from="$init" --data="$D/train.jsonl" \
+    --out_dir="$DEMO/$name" --seed="$SEED" "${GRPO_ARGS[@]}" "$@"
+}
 
-case "$target" in
+paper_demo() {  # every target over SEEDS, JOBS seeds at a time, with progress and ETA; then report.py
+  local pd=${PAPER_DEMO:-out/$([ "$SCALE" = ci ] && echo ci_)paper_demo} seeds=(${SEEDS:-0 1 2}) jobs=${JOBS:-3}
+  local t0=$SECONDS s pids=() running
+  mkdir -p "$pd"
+  echo "paper_demo: seeds ${seeds[*]}, $jobs at a time, under $pd (each seed's log: $pd/seedN/log.txt)"
+  for s in "${seeds[@]}"; do
+    while running=$(jobs -pr | wc -l); [ "$running" -ge "$jobs" ]; do paper_demo_progress "$pd" "$t0"; sleep 20; done
+    mkdir -p "$pd/seed$s"
+    SEED=$s DEMO=$pd/seed$s OUT_ROOT=$pd/seed$s/targets bash "$0" all_targets > "$pd/seed$s/log.txt" 2>&1 &
+    pids+=($!)
+  done
+  while [ "$(jobs -pr | wc -l)" -gt 0 ]; do paper_demo_progress "$pd" "$t0"; sleep 20; done
+  local failed=0 p
+  for p in "${pids[@]}"; do wait "$p" || failed=$((failed + 1)); done
+  [ "$failed" = 0 ] || echo "paper_demo: $failed seed(s) failed: $pd/seed*/log.txt (report.md lists what is missing)"
+  "$PY" report.py "$pd" --seeds "${seeds[@]}" --wall_s $((SECONDS - t0))
+  echo "paper_demo: $((SECONDS - t0)) s -> $pd/report.md"
+  [ "$failed" = 0 ]
+}
+
+paper_demo_progress() {  # PD T0: one line: targets done per seed, elapsed, ETA from the finished share
+  local pd=$1 t0=$2 done_=0 total=0 f
+  for f in "$pd"/seed*/progress; do
+    [ -f "$f" ] || continue
+    read -r d n < "$f"; done_=$((done_ + d)); total=$((total + n))
+  done
+  local el=$((SECONDS - t0)) eta="?"
+  [ "$done_" = 0 ] || eta=$(( el * (total - done_) / done_ ))
+  echo "paper_demo: $done_/$total targets done, ${el}s elapsed, ETA ~${eta}s ($(date -u +%H:%M:%S))"
+}
+
+all_targets() {  # one seed: the demo, then every paper target (each its own process, so that one failing target
+  # is reported and the others still run), counting progress into $DEMO/progress
+  local i=0 n=$(( ${#DEMO_TARGETS[@]} + 1 )) t t1 failed=()
+  mkdir -p "$DEMO"; echo "0 $n" > "$DEMO/progress"
+  demo; i=1; echo "$i $n" > "$DEMO/progress"
+  for t in "${DEMO_TARGETS[@]}"; do
+    t1=$SECONDS
+    echo "=== target $t (seed $SEED)"
+    if SEED=$SEED DEMO=$DEMO OUT_ROOT=$T bash "$0" "$t"; then
+      echo "=== target $t (seed $SEED): $((SECONDS - t1)) s"
+    else
+      failed+=("$t"); echo "=== target $t (seed $SEED): FAILED after $((SECONDS - t1)) s"
+    fi
+    i=$((i + 1)); echo "$i $n" > "$DEMO/progress"
+  done
+  [ ${#failed[@]} = 0 ] || { echo "seed $SEED: failed targets: ${failed[*]}"; return 1; }
+}
+
+# -----------------------------------------------------------------------------
+# targets: the paper's, on the demo (each reuses $DEMO's stages and writes $T/TARGET/ as launch.sh does out/TARGET)
+
+run_target() {
+case "$1" in
   demo) demo ;;
   coldstart) demo_sft ;;
   grpo) demo_grpo ;;
   connector) demo_connector ;;
+  paper_demo) paper_demo ;;
+  all_targets) all_targets ;;
 
-  table1)  # Table 1: the eval suite (test, ood, val), T = 1.0, avg@5
+  table1)  # Table 1: the eval suite (test, ood, val), T = 1.0, avg@k, of the final (connector-tuned) checkpoint
     demo_connector
-    rm -rf out/table1
-    x "$PY" eval.py config/demo_eval.py --checkpoint="$(last_ckpt "$DEMO/connector")" --k=5 \
-      --benchmarks="['$D/test.jsonl','$D/ood.jsonl','$D/val.jsonl']" --out_dir=out/table1 "${EVAL_ARGS[@]}"
-    cp out/table1/summary.md out/table1/table1.md
-    echo "-> out/table1/table1.md"
+    demo_eval connector "$(last_ckpt "$DEMO/connector")"
+    demo_eval table1_val "$(last_ckpt "$DEMO/connector")" "$D/val.jsonl"
+    acc_table "$T/table1/table1.md" "Table 1 (demo): the eval suite, connector-tuned checkpoint" \
+      "connector/$(basename "$(last_ckpt "$DEMO/connector")") test, ood=$DEMO/eval/connector" \
+      "connector/$(basename "$(last_ckpt "$DEMO/connector")") val=$DEMO/eval/table1_val"
     ;;
 
   table2)  # Table 2: tuning connector / connector+LLM / connector+ViT+LLM after RL
@@ -161,7 +252,7 @@ case "$target" in
         --out_dir="$DEMO/table2/$v" --seed="$SEED" "${CONNECTOR_ARGS[@]}"
       demo_eval "table2_$v" "$(last_ckpt "$DEMO/table2/$v")"
     done
-    acc_table out/table2/table2.md "Table 2 (demo): tuning after RL" "RL stage (baseline)=$DEMO/eval/grpo" \
+    acc_table "$T/table2/table2.md" "Table 2 (demo): tuning after RL" "RL stage (baseline)=$DEMO/eval/grpo" \
       "connector-only=$DEMO/eval/connector" "connector + LLM=$DEMO/eval/table2_connector+llm" \
       "connector + ViT + LLM=$DEMO/eval/table2_connector+vision+llm"
     ;;
@@ -175,105 +266,111 @@ case "$target" in
     head -n 500 "$D/train.jsonl" > "$D/train_500.jsonl"   # image paths are relative to the data dir
     stage "$DEMO/table3/distill" "$PY" reject.py --checkpoint="$(last_ckpt "$DEMO/grpo")" \
       --data="$D/train_500.jsonl" --out="$DEMO/table3/distill/distilled.jsonl" --k=4 --max_new_tokens=160 \
-      --batch_size=64 --backend=builtin --reward_workers=0 --seed="$SEED"
+      --batch_size=64 --backend=builtin --reward_workers=0 --seed="$SEED" "${REJECT_ARGS[@]}"
     stage "$DEMO/table3/sft" "$PY" sft.py config/demo_sft.py --checkpoint="$(last_ckpt "$DEMO/sft")" \
       --data="$DEMO/table3/distill/distilled.jsonl" --val_data="$D/sft_val.jsonl" --out_dir="$DEMO/table3/sft" \
-      --lr=1e-3 --max_steps=100 --seed="$SEED"
+      --lr=1e-3 --max_steps=100 --seed="$SEED" "${SFT_ARGS[@]}" "${TABLE3_SFT_ARGS[@]}"
     demo_eval table3_sft "$(last_ckpt "$DEMO/table3/sft")"
-    acc_table out/table3/table3.md \
+    acc_table "$T/table3/table3.md" \
       "Table 3 (demo): RL vs SFT on the same data (test = in-domain, ood = unseen question type)" \
       "baseline (cold start)=$DEMO/eval/sft" "RL=$DEMO/eval/grpo" "SFT=$DEMO/eval/table3_sft"
     ;;
 
-  table4)  # Table 4: slow thinking vs NoThink vs NoWait (accuracy and tokens)
-    demo_connector; rm -rf out/table4
-    x "$PY" eval.py config/demo_eval.py --checkpoint="$(last_ckpt "$DEMO/connector")" --mode=think,nothink,nowait \
-      --benchmarks="['$D/test.jsonl']" --out_dir=out/table4 "${EVAL_ARGS[@]}"
-    cp out/table4/summary.md out/table4/table4.md
+  table4)  # Table 4: slow thinking vs NoThink vs NoWait (accuracy and tokens), final checkpoint
+    demo_connector
+    demo_eval table4 "$(last_ckpt "$DEMO/connector")" "$D/test.jsonl" --mode=think,nothink,nowait
+    mkdir -p "$T/table4"; cp "$DEMO/eval/table4/summary.md" "$T/table4/table4.md"
     ;;
 
-  table5)  # Table 5: accuracy with / without "I can't see the image" in the CoT
-    demo_connector; rm -rf out/table5
-    x "$PY" eval.py config/demo_eval.py --checkpoint="$(last_ckpt "$DEMO/connector")" \
-      --benchmarks="['$D/test.jsonl','$D/ood.jsonl']" --out_dir=out/table5 "${EVAL_ARGS[@]}"
-    cp out/table5/summary.md out/table5/table5.md
+  table5)  # Table 5: accuracy with / without "I can't see the image" in the CoT (the final checkpoint's eval)
+    demo_connector
+    demo_eval connector "$(last_ckpt "$DEMO/connector")"
+    mkdir -p "$T/table5"; cp "$DEMO/eval/connector/summary.md" "$T/table5/table5.md"
     ;;
 
   fig5)  # Fig. 5: critical-token entropy vs val accuracy over the GRPO checkpoints (§5.1)
     demo_entropy
-    rm -rf out/fig5; mkdir -p out/fig5
-    cp "$DEMO/entropy/entropy.png" "$DEMO/entropy/entropy_table.json" out/fig5/
-    echo "-> out/fig5/entropy.png (left panel: Fig. 5), out/fig5/entropy_table.json"
+    mkdir -p "$T/fig5"
+    cp "$DEMO/entropy/entropy.png" "$DEMO/entropy/entropy_table.json" "$T/fig5/"
+    echo "-> $T/fig5/entropy.png (left panel: Fig. 5), $T/fig5/entropy_table.json"
     ;;
 
   fig6)  # Fig. 6: GRPO with every module trainable vs frozen ViT vs frozen connector
     demo_grpo
     for arm in connector,llm vision,llm; do
-      stage "$DEMO/fig6/${arm/,/_}" "$PY" grpo.py config/grpo_demo.py --init_from="$(last_ckpt "$DEMO/sft")" \
-        --data="$D/train.jsonl" --out_dir="$DEMO/fig6/${arm/,/_}" --trainable="['${arm/,/\',\'}']" \
-        --seed="$SEED" "${GRPO_ARGS[@]}"
+      grpo_arm "fig6/${arm/,/_}" "$(last_ckpt "$DEMO/sft")" --trainable="['${arm/,/\',\'}']"
       demo_eval "fig6_${arm/,/_}" "$(last_ckpt "$DEMO/fig6/${arm/,/_}")"
     done
     demo_eval grpo "$(last_ckpt "$DEMO/grpo")"
-    acc_table out/fig6/fig6.md "Fig. 6 (demo): module activation in GRPO, final checkpoints" \
+    acc_table "$T/fig6/fig6.md" "Fig. 6 (demo): module activation in GRPO, final checkpoints" \
       "all trainable=$DEMO/eval/grpo" "frozen ViT=$DEMO/eval/fig6_connector_llm" \
       "frozen connector=$DEMO/eval/fig6_vision_llm"
-    plot_curves out/fig6/fig6.png reward/mean,train/grad_norm,response/len_mean,entropy/mean \
+    plot_curves "$T/fig6/fig6.png" reward/mean,train/grad_norm,response/len_mean,entropy/mean \
       "all trainable=$DEMO/grpo/metrics.jsonl" "frozen ViT=$DEMO/fig6/connector_llm/metrics.jsonl" \
       "frozen connector=$DEMO/fig6/vision_llm/metrics.jsonl"
     ;;
 
   fig7_8)  # Figs. 7-8: curriculum (normal -> hard) and learning rate: the demo lr vs lr / 10
     demo_grpo
-    # "hard problems": two-colour sums only, the hardest in-domain question type
-    stage "$DEMO/data_hard" "$PY" synthetic.py --out="$DEMO/data_hard" --seed="$SEED" "${TASK_ARGS[@]}" \
-      --question_types=sum_colors --n_train=1000 --n_val=0 --n_test=200 --n_ood=0 --n_sft=0 --n_sft_val=0 \
-      --n_caption=0
+    # "hard problems": two-colour sums only, the hardest in-domain question type. Its test split is copied to
+    # hard.jsonl: eval.py names a benchmark by its file name, and two files named test.jsonl are refused
+    stage "$DEMO/data_hard" hard_data
     steps=$("$PY" -c 'import sys, train_utils as tu, grpo; print(tu.parse_config(grpo.Config, sys.argv[1:]).steps)' \
       config/grpo_demo.py "${GRPO_ARGS[@]}")
     lr=$("$PY" -c 'import sys, train_utils as tu, grpo; print(tu.parse_config(grpo.Config, sys.argv[1:]).lr / 10)' \
       config/grpo_demo.py "${GRPO_ARGS[@]}")
-    stage "$DEMO/fig7_8/curriculum" "$PY" grpo.py config/grpo_demo.py --init_from="$(last_ckpt "$DEMO/sft")" \
-      --curriculum="[('$D/train.jsonl', 0), ('$DEMO/data_hard/train.jsonl', $((steps / 2)))]" \
-      --out_dir="$DEMO/fig7_8/curriculum" --seed="$SEED" "${GRPO_ARGS[@]}"
-    stage "$DEMO/fig7_8/low_lr" "$PY" grpo.py config/grpo_demo.py --init_from="$(last_ckpt "$DEMO/sft")" \
-      --data="$D/train.jsonl" --lr="$lr" --out_dir="$DEMO/fig7_8/low_lr" --seed="$SEED" "${GRPO_ARGS[@]}"
-    hard=("$D/test.jsonl" "$DEMO/data_hard/test.jsonl")
+    grpo_arm fig7_8/curriculum "$(last_ckpt "$DEMO/sft")" \
+      --curriculum="[('$D/train.jsonl', 0), ('$DEMO/data_hard/train.jsonl', $((steps / 2)))]"
+    grpo_arm fig7_8/low_lr "$(last_ckpt "$DEMO/sft")" --lr="$lr"
+    hard=("$D/test.jsonl" "$DEMO/data_hard/hard.jsonl")
     demo_eval fig7_grpo "$(last_ckpt "$DEMO/grpo")" "${hard[@]}"
     demo_eval fig7_curriculum "$(last_ckpt "$DEMO/fig7_8/curriculum")" "${hard[@]}"
     demo_eval fig7_low_lr "$(last_ckpt "$DEMO/fig7_8/low_lr")" "${hard[@]}"
-    acc_table out/fig7_8/fig7_8.md \
+    acc_table "$T/fig7_8/fig7_8.md" \
       "Figs. 7-8 (demo): curriculum and learning rate, final checkpoints (test = normal, hard = sum_colors)" \
       "normal, demo lr=$DEMO/eval/fig7_grpo" "curriculum, demo lr=$DEMO/eval/fig7_curriculum" \
       "normal, lr / 10=$DEMO/eval/fig7_low_lr"
-    plot_curves out/fig7_8/fig7_8.png reward/mean,reward/accuracy,entropy/mean,train/grad_norm \
+    plot_curves "$T/fig7_8/fig7_8.png" reward/mean,reward/accuracy,entropy/mean,train/grad_norm \
       "normal, demo lr=$DEMO/grpo/metrics.jsonl" "curriculum, demo lr=$DEMO/fig7_8/curriculum/metrics.jsonl" \
       "normal, lr / 10=$DEMO/fig7_8/low_lr/metrics.jsonl"
     ;;
 
-  fig9)  # Fig. 9: accuracy vs thinking budget
-    demo_connector; rm -rf out/fig9
-    x "$PY" eval.py config/demo_eval.py --checkpoint="$(last_ckpt "$DEMO/connector")" \
-      --budgets="[16, 32, 48, 64, 128]" --answer_max_tokens=16 --benchmarks="['$D/test.jsonl']" --out_dir=out/fig9 \
-      "${EVAL_ARGS[@]}"
-    cp out/fig9/summary.md out/fig9/fig9.md
+  fig9)  # Fig. 9: accuracy vs thinking budget (final checkpoint; a budget cuts the thinking, then 16 answer tokens)
+    demo_connector
+    demo_eval fig9 "$(last_ckpt "$DEMO/connector")" "$D/test.jsonl" --budgets="[16, 32, 48, 64, 128]" \
+      --answer_max_tokens=16 --max_items=100
+    mkdir -p "$T/fig9"; cp "$DEMO/eval/fig9/summary.md" "$T/fig9/fig9.md"
     ;;
 
-  fig10)  # Fig. 10: token-entropy distribution (mean, share > 6.8) at successive GRPO steps
-    demo_grpo
-    rm -rf out/fig10
-    x "$PY" entropy.py --checkpoints "$(last_ckpt "$DEMO/sft")" $(all_ckpts "$DEMO/grpo") --data "$D/val.jsonl" \
-      --num_prompts 32 --max_new_tokens 160 --seed "$SEED" --out out/fig10 "${ENTROPY_ARGS[@]}"
-    plot_curves out/fig10/fig10_training.png entropy/mean,entropy/high_frac,entropy/critical \
+  fig10)  # Fig. 10: token-entropy distribution (mean, share above the vocabulary-scaled 6.8) over GRPO
+    demo_entropy
+    # the cold-start checkpoint's own val responses, then the GRPO checkpoints' (demo_entropy's)
+    local c ckpts=("$(last_ckpt "$DEMO/sft")") gens=()
+    demo_eval val_sft "${ckpts[0]}" "$D/val.jsonl" "${VAL_EVAL_ARGS[@]}"
+    gens+=("${ckpts[0]}=$DEMO/eval/val_sft/val/think_full/generations.jsonl")
+    for c in $(all_ckpts "$DEMO/grpo"); do
+      ckpts+=("$c"); gens+=("$c=$DEMO/eval/val_$(basename "$c")/val/think_full/generations.jsonl")
+    done
+    stage "$DEMO/fig10" entropy_of "$DEMO/fig10" "${ckpts[*]}" "" "${gens[@]}"
+    mkdir -p "$T/fig10"; cp "$DEMO/fig10/entropy.png" "$DEMO/fig10/entropy_table.json" "$T/fig10/"
+    plot_curves "$T/fig10/fig10_training.png" entropy/mean,entropy/high_frac,entropy/critical \
       "GRPO=$DEMO/grpo/metrics.jsonl"
     ;;
 
   fig11)  # Fig. 11: cold start vs self-incentive prompt (GRPO from the aligned model, without cold-start SFT)
     demo_grpo
-    stage "$DEMO/fig11/self_incentive" "$PY" grpo.py config/grpo_demo.py --init_from="$(last_ckpt "$DEMO/caption")" \
-      --data="$D/train.jsonl" --mode=nothink --system_prompt="$SELF_INCENTIVE_PROMPT" \
-      --out_dir="$DEMO/fig11/self_incentive" --seed="$SEED" "${GRPO_ARGS[@]}"
-    plot_curves out/fig11/fig11.png response/len_mean,reward/mean,reward/format,entropy/critical \
+    grpo_arm fig11/self_incentive "$(last_ckpt "$DEMO/caption")" --mode=nothink \
+      --system_prompt="$SELF_INCENTIVE_PROMPT"
+    plot_curves "$T/fig11/fig11.png" response/len_mean,reward/mean,reward/format,entropy/critical \
       "cold start=$DEMO/grpo/metrics.jsonl" "self-incentive prompt=$DEMO/fig11/self_incentive/metrics.jsonl"
     ;;
 esac
+}
+
+hard_data() {
+  "$PY" synthetic.py --out="$DEMO/data_hard" --seed="$SEED" "${TASK_ARGS[@]}" --question_types=sum_colors \
+    --n_train=1000 --n_val=0 --n_test=200 --n_ood=0 --n_sft=0 --n_sft_val=0 --n_caption=0 "${HARD_ARGS[@]}"
+  cp "$DEMO/data_hard/test.jsonl" "$DEMO/data_hard/hard.jsonl"
+}
+
+run_target "$target"; exit  # on one line: bash has read it all before it runs (demo.sh can be edited meanwhile)

@@ -39,7 +39,14 @@ import model
 import train_utils as tu
 
 DEFAULT_CRITICAL_WORDS = ("Wait", "Alternatively", "Hmm", "But wait", "Let me check", "However")
-HIGH_ENTROPY_THRESHOLD = 6.8  # §6.5 / Fig. 10 (right): share of tokens with H > 6.8 nats
+HIGH_ENTROPY_THRESHOLD = 6.8  # §6.5 / Fig. 10 (right): share of tokens with H > 6.8 nats, for Qwen's vocabulary
+PAPER_VOCAB_SIZE = 151_674    # R1V3-38B's (Qwen2.5) vocabulary: log(151,674) = 11.93 nats is its largest entropy
+
+
+def high_entropy_threshold(vocab_size):
+    """6.8 nats scaled to a vocabulary of vocab_size tokens: the same share (57%) of the largest possible entropy,
+    6.8 * log(V) / log(151,674). A 587-token demo vocabulary tops out at 6.38 nats, below 6.8 itself; scaled: 3.63."""
+    return HIGH_ENTROPY_THRESHOLD * math.log(vocab_size) / math.log(PAPER_VOCAB_SIZE)
 FP32_MIN = torch.finfo(torch.float32).min
 
 # -----------------------------------------------------------------------------
@@ -61,7 +68,7 @@ class EntropyConfig:
     batch_size: int = 8              # prompts per generate() call
     mode: Literal["think", "nothink"] = "think"   # prompt mode (model.build_prompt)
     words: list = field(default_factory=lambda: list(DEFAULT_CRITICAL_WORDS))
-    high_threshold: float = HIGH_ENTROPY_THRESHOLD
+    high_threshold: float = 0.0      # 0: 6.8 nats scaled to the checkpoint's vocabulary (high_entropy_threshold)
     hist_bins: int = 48
     hist_max: float = 12.0           # log(151,674) = 11.93: the largest entropy the 38B vocabulary allows
     chunk_size: int = 512
@@ -467,6 +474,13 @@ def sample_rows(net, tokenizer, records, cfg, ckpt):
     return rows
 
 
+def stage_label(ckpt):
+    """out/demo/sft/step_000300 -> "sft/step_000300": the stage (the run's directory) beside the step, so that an
+    SFT checkpoint is not read as a late GRPO step."""
+    ckpt = Path(ckpt)
+    return f"{ckpt.parent.name}/{ckpt.name}" if ckpt.name.startswith("step_") and ckpt.parent.name else ckpt.name
+
+
 def plot_checkpoints(table, path, cfg):
     """Fig. 5 (critical-token entropy vs accuracy) + Fig. 10 (token-entropy distribution, mean and share > 6.8)."""
     import matplotlib
@@ -505,8 +519,8 @@ def plot_checkpoints(table, path, cfg):
     ax.tick_params(axis="x", rotation=30)
     twin = ax.twinx()
     twin.plot(names, [r["high_entropy_frac"] for r in table], "s--", color="C1",
-              label=f"share H > {cfg.high_threshold}")
-    twin.set_ylabel(f"share of tokens with H > {cfg.high_threshold}")
+              label=f"share H > {cfg.high_threshold:.2f}")
+    twin.set_ylabel(f"share of tokens with H > {cfg.high_threshold:.2f}")
     ax.set_title("mean entropy and high-entropy share (Fig. 10)")
     lines = ax.get_lines() + twin.get_lines()
     ax.legend(lines, [line.get_label() for line in lines], fontsize=7)
@@ -543,6 +557,9 @@ def main(argv=None):
         net = model.load_model(ckpt, dtype=dtype, device=cfg.device).eval()
         tokenizer = model.load_tokenizer(ckpt)
         sequences = critical_token_sequences(tokenizer, cfg.words)
+        if not cfg.high_threshold:   # one threshold for the whole table: the checkpoints share a vocabulary
+            cfg.high_threshold = high_entropy_threshold(net.language_model.get_output_embeddings().weight.shape[0])
+            print(f"  high-entropy threshold: {cfg.high_threshold:.3f} nats (6.8 scaled by log V / log 151,674)")
         if given_rows is not None:
             rows = rows_for_checkpoint(given_rows, ckpt)
         else:
@@ -579,12 +596,12 @@ def main(argv=None):
                     accuracy, accuracy_source = read_accuracy(candidate)
                     break
         per_sample = metrics.pop("per_sample")
-        table.append({"checkpoint": str(ckpt), "name": Path(ckpt).name, "accuracy": accuracy,
+        table.append({"checkpoint": str(ckpt), "name": stage_label(ckpt), "accuracy": accuracy,
                       "accuracy_source": accuracy_source, "num_responses": len(entropies), **metrics,
                       "critical_entropy_per_response": per_sample["critical_entropy_mean"]})
         print(f"  {len(entropies)} responses, {metrics['num_tokens']} tokens, {metrics['critical_count']} critical: "
               f"critical H {metrics['critical_entropy_mean']:.3f}, mean H {metrics['mean_token_entropy']:.3f}, "
-              f"H>{cfg.high_threshold} {metrics['high_entropy_frac']:.4f}")
+              f"H>{cfg.high_threshold:.2f} {metrics['high_entropy_frac']:.4f}")
         del net
     if sampled:
         with open(out / "generations.jsonl", "w", encoding="utf-8") as f:

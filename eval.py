@@ -21,7 +21,8 @@ Files (one run = one benchmark x mode x budget): OUT/<benchmark>/<mode>_<budget>
 (resumable: (id, sample) pairs already there are skipped), scores.jsonl, summary.json; and OUT/summary.json
 + OUT/summary.md with every run found under OUT (so separate invocations fill the same tables).
 
-Modes (paper §6.2). think: the generation prompt ends with "<think>\\n". nothink: it does not.
+Modes (paper §6.2). think: the generation prompt ends with "<think>\\n". nothink: it does not, and the <think> and
+</think> tokens are banned at sampling time (a model that opens its own thinking block cannot).
 nowait: the think prompt, with every token that spells "Wait", "Alternatively" or "Hmm" (any capitalisation,
 with/without a leading space or punctuation) masked out of the logits. NoWait keeps the think block: the
 paper's NoWait answers average 1040 tokens against 263 for NoThink (Table 4), so it still reasons.
@@ -98,6 +99,8 @@ class EvalConfig:
     hallucination_phrases: list = field(default_factory=lambda: list(rewards.UNSEEN_IMAGE_PHRASES))  # Table 5
     verifier_url: str = ""               # OpenAI-compatible endpoint (rewards.VerifierClient); "" = rules only
     verifier_model: str = ""
+    reward_workers: int = 2              # Math-Verify processes (rewards.RewardConfig.num_workers); 0 = in-process,
+    #                                      no hard timeout (the CPU demo: saves the pool's start-up per eval)
     out_dir: str = "out/eval"
     score_only: bool = False             # re-score what is in out_dir, generate nothing
     wandb: bool = True                   # honours WANDB_MODE (disabled/offline)
@@ -453,7 +456,8 @@ def score_run(items, generations, cfg, mode):
             scored.append(rec)
     if batched:   # one batch: Math-Verify workers with hard timeouts, concurrent verifier calls
         reward_cfg = rewards.RewardConfig(think_mode=mode != "nothink", verifier_url=cfg.verifier_url,
-                                          verifier_model=cfg.verifier_model or rewards.RewardConfig.verifier_model)
+                                          verifier_model=cfg.verifier_model or rewards.RewardConfig.verifier_model,
+                                          num_workers=cfg.reward_workers)
         verdicts = score_with_rewards([it for _, it in batched], [r["response"] for r, _ in batched], reward_cfg)
         for (rec, _), verdict in zip(batched, verdicts):
             rec.update(verdict)
@@ -639,6 +643,15 @@ def main(argv=None):
             if mode == "nowait" and tokenizer is not None:
                 banned = nowait_banned_token_ids(tokenizer, cfg.nowait_words)
                 print(f"nowait: {len(banned)} banned token ids")
+            if mode == "nothink" and tokenizer is not None:
+                # NoThink (§6.2) drops "<think>\n" from the generation prompt. A model whose training traces open
+                # their own <think> (the demo's: data.py renders SFT prompts without it) opens one anyway, and the
+                # demo model without it still writes its reasoning lines and "</think>" (measured). So both tags
+                # are banned at sampling time: no nothink response can contain a thinking block.
+                tags = [tokenizer.encode(t, add_special_tokens=False) for t in (M.THINK_START, M.THINK_END)]
+                banned = [ids[0] for ids in tags if len(ids) == 1]
+                if len(banned) < 2:   # a tag of several pieces: banning them would ban other text too
+                    print(f"nothink: {M.THINK_START!r}/{M.THINK_END!r} not single tokens; responses may think")
             for budget in budgets:
                 run_dir = run_dir_for(cfg.out_dir, bench, mode, budget)
                 if cfg.score_only:

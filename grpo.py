@@ -32,6 +32,7 @@ verl#1683). Everything runs in eval mode: R1V3 has no dropout, and drop-path in 
 make pi_old and pi_theta different functions of the same weights.
 """
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +46,8 @@ import grpo_metrics
 import rewards
 import sampling
 import train_utils as tu
-from entropy import DEFAULT_CRITICAL_WORDS, critical_token_sequences, token_logprobs_and_entropy
+from entropy import DEFAULT_CRITICAL_WORDS, critical_token_sequences, high_entropy_threshold, \
+    token_logprobs_and_entropy
 from model import ModelConfig, load_tokenizer
 
 # -----------------------------------------------------------------------------
@@ -133,6 +135,7 @@ MAY_CHANGE = ("init_from", "data", "curriculum", "out_dir", "resume", "allow_run
               "rollout_batch_size", "logprob_chunk_size", "activation_checkpointing",
               "rollout_backend", "vllm_tensor_parallel_size", "vllm_gpu_memory_utilization",
               "vllm_max_images", "reward_workers")
+DEAD_STEPS_WARNING = 10   # steps in a row without a learning signal -> a warning on stderr
 
 # -----------------------------------------------------------------------------
 # advantages and loss (eqs. 6-7)
@@ -465,7 +468,10 @@ def main(cfg, sampler=None, reward_fn=None):
         [r.question for r in records], reward_cfg))
     run = Run(cfg, dist, tokenizer, model_config, sampler, reward_fn)
     critical_seqs = critical_token_sequences(tokenizer, cfg.critical_words)
+    # Fig. 10's "entropy above 6.8 nats", scaled to this vocabulary
+    high_threshold = high_entropy_threshold(model_config.llm_config["vocab_size"])
     history = []
+    dead_steps, dead_run = 0, 0   # steps without a learning signal: all in a row, all in all
 
     for step in range(state["step"], cfg.steps):
         t_step = time.time()
@@ -535,7 +541,8 @@ def main(cfg, sampler=None, reward_fn=None):
                         sums[key] += value
                     sums["loss"] += float(loss.detach()) / (K * E)   # over ranks: mean per update
                     if epoch == 0:
-                        grpo_metrics.add_train_sums(sums, micro, forward, critical_seqs)
+                        grpo_metrics.add_train_sums(sums, micro, forward, critical_seqs,
+                                                    high_threshold)
                 grad_norm = tu.clip_grad_norm(trainable, cfg.grad_clip)
                 lr = tu.lr_at((step * E + epoch) * K + k, cfg.steps * K * E, cfg.lr,
                               cfg.warmup_steps, cfg.lr_schedule, cfg.min_lr_ratio)
@@ -561,6 +568,17 @@ def main(cfg, sampler=None, reward_fn=None):
                 "time/rollout": sums["rollout_s"], "time/reward": sums["reward_s"],
                 "time/train": train_s, "time/sync": sync_s, "time/step": time.time() - t_step}
         metrics = grpo_metrics.step_metrics(sums, last, dist, info)
+        # an arm that cannot learn says so loudly: when every group's rewards are equal, eq. 6's
+        # advantages are all 0 and so is the update (e.g. GRPO from a model that never writes the
+        # rewarded format)
+        dead = metrics["reward/zero_var_groups"] == 1.0 or metrics["train/grad_norm"] == 0.0
+        dead_steps, dead_run = dead_steps + dead, (dead_run + 1) * dead
+        if dead_run == DEAD_STEPS_WARNING and dist.is_main:
+            print(f"WARNING: {cfg.out_dir}: no learning signal for {dead_run} steps in a row "
+                  f"(steps {step + 2 - dead_run}-{step + 1}): every group's rewards are equal "
+                  f"(reward/mean {metrics['reward/mean']:.3f}) or the gradient is 0",
+                  file=sys.stderr, flush=True)
+        metrics["train/no_signal_steps"] = dead_steps
         history.append(metrics)
         logger.log(step + 1, metrics)
         logger.progress(step + 1, cfg.steps, reward=metrics["reward/mean"],
@@ -572,6 +590,9 @@ def main(cfg, sampler=None, reward_fn=None):
                                {k: v for k, v in state.items() if k != "step"},
                                keep_last=cfg.keep_last, run=run_desc,
                                save_dtype=torch.bfloat16 if cuda else None)
+    if dead_steps >= DEAD_STEPS_WARNING and dist.is_main:
+        print(f"WARNING: {cfg.out_dir}: {dead_steps} of {len(history)} steps had no learning "
+              "signal; this arm barely trained", file=sys.stderr, flush=True)
     logger.finish()
     return history
 

@@ -11,7 +11,7 @@ import torch
 
 import rewards
 import train_utils as tu
-from entropy import critical_mask, entropy_metrics
+from entropy import HIGH_ENTROPY_THRESHOLD, critical_mask, entropy_metrics
 
 SAMPLE_SUMS = ("groups", "zero_var_groups", "rollouts", "reward", "reward_sq", "accuracy",
                "format", "response_tokens", "prompt_tokens", "truncated", "blind")
@@ -37,13 +37,14 @@ def add_sample_sums(sums, groups, blind_phrases):
             sums["response_max"] = max(sums["response_max"], len(s["response_ids"]))
 
 
-def add_train_sums(sums, micro, forward, critical_seqs):
+def add_train_sums(sums, micro, forward, critical_seqs, high_threshold=HIGH_ENTROPY_THRESHOLD):
     """At the first visit of each sample: the entropy of pi (§5.1) from the training forward
-    (logp, ent, mask) itself, and the train/inference mismatch of the sampled tokens' log-probs."""
+    (logp, ent, mask) itself, and the train/inference mismatch of the sampled tokens' log-probs.
+    high_threshold: grpo.py passes Fig. 10's 6.8 nats scaled to the vocabulary."""
     logp, ent, mask = forward
     response = torch.full(mask.shape, -1, dtype=torch.long, device=mask.device)
     response[mask] = torch.tensor([t for s in micro for t in s["response_ids"]], device=mask.device)
-    em = entropy_metrics(ent, mask, critical_mask(response, critical_seqs))
+    em = entropy_metrics(ent, mask, critical_mask(response, critical_seqs), high_threshold)
     sums["ent_sum"] += em["mean_token_entropy"] * em["num_tokens"]
     sums["ent_high"] += em["high_entropy_frac"] * em["num_tokens"]
     sums["ent_tokens"] += em["num_tokens"]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One target per paper table/figure (8 GPUs per node, the 38B configs under config/), plus the demo and the tests.
 #   bash launch.sh demo        the whole pipeline on a laptop (fresh venv included): demo.sh
+#   bash launch.sh paper_demo  every demo-scale target over 3 seeds -> out/paper_demo/report.md (demo.sh, report.py)
 #   bash launch.sh test        the test suite (fresh venv included)
 #   bash launch.sh TARGET      a paper result: coldstart, grpo, connector, table1..table5, fig5..fig11
 #
@@ -139,6 +140,7 @@ case "$target" in
   setup) setup; exit ;;
   test) setup; WANDB_MODE=${WANDB_MODE:-disabled} exec "$PY" -m pytest -q tests ;;
   demo) exec bash demo.sh demo ;;
+  paper_demo) exec bash demo.sh paper_demo ;;
 esac
 [ "$SCALE" = paper ] || exec bash demo.sh "$target"
 
@@ -285,6 +287,6 @@ case "$target" in
     ;;
 
   *)
-    sed -n '2,19p' "$0"
+    sed -n '2,20p' "$0"
     ;;
 esac

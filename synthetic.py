@@ -84,7 +84,13 @@ class Config:
     detour_fraction: float = 0.3  # traces with one "Wait" / "Hmm" / "Alternatively" detour
     detour_kinds: tuple = ("correct", "recheck", "hmm", "alternatively")
     noise_fraction: float = 0.0  # traces where the teacher misreads one cell (wrong answer, on purpose)
-    caption_kinds: tuple = ("list",)  # also "sentence", "cell"; the list (the traces' first lines) is learnt fastest
+    blind_fraction: float = 0.0  # traces that claim not to see the image and then guess (Table 5's "with" row)
+    nothink_fraction: float = 0.0  # SFT items answered directly, no <think> block: the model's NoThink mode (Table 4)
+    caption_kinds: tuple = ("list",)  # also "sentence", "cell", "answer" (a question answered directly, boxed, no
+    #                                   thinking: Fig. 11's base model then writes the rewarded format); "list" is
+    #                                   learnt fastest
+    rl_scale: tuple = ()  # (min, max) shape scale of the RL/eval records; () = min_scale/max_scale. A visual shift
+    #                       between the SFT/caption boards and the RL boards, for the connector to adapt to (Fig. 6)
 
 
 COLOR_RGB = {"red": (220, 30, 30), "green": (30, 160, 40), "blue": (30, 60, 220),
@@ -125,10 +131,14 @@ def check_config(cfg):
         if k not in ("correct", "recheck", "hmm", "alternatively"):
             raise ValueError(f"Config.detour_kinds: unknown detour {k!r}")
     for k in cfg.caption_kinds:
-        if k not in ("list", "sentence", "cell"):
+        if k not in ("list", "sentence", "cell", "answer"):
             raise ValueError(f"Config.caption_kinds: unknown caption kind {k!r}")
     if not cfg.answer_values or not all(0 <= v <= min(cfg.max_shapes, cfg.grid ** 2) for v in cfg.answer_values):
         raise ValueError(f"Config.answer_values={cfg.answer_values}: each must be in 0..min(max_shapes, cells)")
+    if cfg.rl_scale and not (len(cfg.rl_scale) == 2 and 0 < cfg.rl_scale[0] <= cfg.rl_scale[1] <= 1):
+        raise ValueError(f"Config.rl_scale={cfg.rl_scale}: expected () or (min, max) with 0 < min <= max <= 1")
+    if cfg.blind_fraction + cfg.nothink_fraction > 1:
+        raise ValueError("Config: blind_fraction + nothink_fraction must be <= 1")
     if not 0 < cfg.val_fraction + cfg.test_fraction < 1:
         raise ValueError("Config: val_fraction + test_fraction must be in (0, 1)")
 
@@ -157,7 +167,9 @@ def scene_split(scene, cfg):
     return "train"
 
 
-def render_scene(scene, rng, cfg):
+def render_scene(scene, rng, cfg, scale=None):
+    """scale: (min, max) shape size as a fraction of the cell side; default (cfg.min_scale, cfg.max_scale)."""
+    lo, hi = scale or (cfg.min_scale, cfg.max_scale)
     size = cfg.image_size
     cell = size / cfg.grid
     img = Image.new("RGB", (size, size), BACKGROUND)
@@ -167,7 +179,7 @@ def render_scene(scene, rng, cfg):
             continue
         color, shape = item
         row, col = divmod(i, cfg.grid)
-        side = cell * rng.uniform(cfg.min_scale, cfg.max_scale)
+        side = cell * rng.uniform(lo, hi)
         slack = min(cfg.jitter, (cell - side) / 2)  # never spill into the next cell
         cx = (col + 0.5) * cell + rng.uniform(-slack, slack)
         cy = (row + 0.5) * cell + rng.uniform(-slack, slack)
@@ -349,10 +361,26 @@ def teacher_trace(scene, qtype, args, options, rng, cfg, detour=None):
     return f"<think>\n{think}\n</think>\n\nThe answer is \\boxed{{{final}}}.", final, detour
 
 
+def blind_trace(options, rng, cfg):
+    """A trace that claims not to see the image and guesses (as R1V3 sometimes does, §6.4): the thinking has a
+    rewards.UNSEEN_IMAGE_PHRASES phrase and no reading of the board, so the boxed answer is right by chance only.
+    Returns (content, boxed answer)."""
+    guess = rng.choice(list(options)) if options else str(rng.choice(cfg.answer_values))
+    think = "I can't see the image clearly. I will guess."
+    return f"<think>\n{think}\n</think>\n\nThe answer is \\boxed{{{guess}}}.", guess
+
+
 def caption_pair(scene, rng, cfg):
-    """(user text, assistant text) describing the image, for the alignment stage."""
+    """(user text, assistant text) describing the image, for the alignment stage. "answer": a question of the
+    in-domain types answered directly (no thinking), as an instruction-tuned base model would."""
     names = CELL_NAMES[cfg.grid]
     kind = rng.choice(cfg.caption_kinds)
+    if kind == "answer":
+        qtype = rng.choice(cfg.question_types)
+        args = QUESTION_TYPES[qtype][0](scene, rng, cfg)
+        question = data.format_question(data.Record(id="", question=question_text(qtype, args), answer="", options=None,
+                                                    images=["image"], source="synthetic"))
+        return question.removeprefix("<image>\n"), f"The answer is \\boxed{{{answer_for(qtype, args, scene)}}}."
     if kind == "list":  # the same lines the teacher's traces start with
         return "Describe each cell.", "\n".join(f"{names[i].capitalize()}: {describe(item)}."
                                                 for i, item in enumerate(scene))
@@ -408,7 +436,7 @@ def generate_split(name, n, seed, kind=None, cfg=None):
             else:
                 raise ValueError(f"Config.answer_values: no {name} scene gives a {qtype} answer of {target}")
         item_id = f"{name}-{len(items):05d}"
-        image = render_scene(scene, rng, cfg)
+        image = render_scene(scene, rng, cfg, cfg.rl_scale if kind == "rl" and cfg.rl_scale else None)
         meta = {"scene": scene, "grid": cfg.grid}
         if kind == "caption":
             user, assistant = caption_pair(scene, rng, cfg)
@@ -437,6 +465,12 @@ def generate_split(name, n, seed, kind=None, cfg=None):
         user_text = data.format_question(data.Record(id=item_id, question=question, answer=gold, images=["image"],
                                                      options=options, source="synthetic"))
         assistant, said, detour = teacher_trace(seen, qtype, args, options, rng, cfg, detour)
+        style, u = "think", rng.random() if cfg.blind_fraction or cfg.nothink_fraction else 1.0  # same draws as before
+        if u < cfg.blind_fraction:
+            (assistant, said), style, detour = blind_trace(options, rng, cfg), "blind", None
+        elif u < cfg.blind_fraction + cfg.nothink_fraction:
+            assistant, style, detour = f"The answer is \\boxed{{{said}}}.", "nothink", None
+        meta["style"] = style
         meta.update(detour=detour, noisy=noisy, seen_scene=seen, teacher_answer=said, gold=gold,
                     question=question, options=options)
         items.append({"id": item_id, "image": image, "meta": meta, "messages": [

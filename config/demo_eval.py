@@ -10,3 +10,4 @@ backend = "builtin"
 device = "cpu"
 dtype = "float32"
 wandb = False
+reward_workers = 0                # in-process Math-Verify: no pool start-up per eval on 2 cores

@@ -334,3 +334,16 @@ def test_cli_errors_name_the_file_and_line(tiny_run, tmp_path):
     (tmp_path / "s.json").write_text(json.dumps({"acc": 1}))
     with pytest.raises(ValueError, match=r"s.json: field 'accuracy'"):
         E.read_accuracy(tmp_path / "s.json")
+
+
+def test_high_entropy_threshold_scales_with_log_vocab():
+    # 6.8 nats at Qwen's 151,674 tokens; a 587-token vocabulary: 6.8 * ln 587 / ln 151674 = 6.8 * 6.3750 / 11.9295
+    assert E.high_entropy_threshold(151_674) == pytest.approx(6.8)
+    assert E.high_entropy_threshold(587) == pytest.approx(6.8 * 6.37501 / 11.92948, rel=1e-5)
+    assert E.high_entropy_threshold(587) < math.log(587)   # reachable by a 587-token model (6.8 is not)
+
+
+def test_stage_label_names_the_run():
+    assert E.stage_label("out/demo/sft/step_000300") == "sft/step_000300"
+    assert E.stage_label("out/demo/grpo/step_000020") == "grpo/step_000020"
+    assert E.stage_label("checkpoints/R1V3") == "R1V3"

@@ -704,3 +704,19 @@ def test_vllm_backend_with_a_fake_engine(tmp_path, monkeypatch):
 
 if __name__ == "__main__":
     torchrun_worker(sys.argv[1], sys.argv[2])
+
+
+def test_an_arm_without_learning_signal_warns(tmp_path, capsys, monkeypatch):
+    """Every group's rewards equal (eq. 6: all advantages 0, no update): grpo.py says so on stderr, loudly, and
+    counts the steps in metrics.jsonl (report.py flags the arm)."""
+    monkeypatch.setattr(grpo, "DEAD_STEPS_WARNING", 2)
+    ckpt, records = make_workspace(tmp_path / "ws")
+
+    def zero_reward(texts, records_):
+        return [{**t, "reward": 0.0} for t in toy_reward(texts, records_)]
+
+    history = grpo.main(run_config(ckpt, records, tmp_path / "out", steps=3), reward_fn=zero_reward)
+    assert [h["train/no_signal_steps"] for h in history] == [1, 2, 3]
+    err = capsys.readouterr().err
+    assert "WARNING" in err and "no learning signal for 2 steps in a row (steps 1-2)" in err
+    assert "3 of 3 steps had no learning signal" in err

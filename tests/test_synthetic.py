@@ -296,3 +296,48 @@ def test_docstring_trace_is_what_the_teacher_writes():
                                                      None, random.Random(0), Config())
     assert (boxed, detour) == ("2", None)
     assert content in synthetic.__doc__.replace("\n    ", "\n")
+
+
+def test_blind_and_nothink_traces():
+    """Table 5's lever: blind traces claim not to see the image (rewards' phrase list finds it) and guess; Table 4's:
+    nothink traces answer with the right boxed answer and no thinking block. Shares follow the fractions."""
+    import rewards
+    cfg = Config(blind_fraction=0.2, nothink_fraction=0.3)
+    items = generate_split("sft", 400, 3, cfg=cfg)
+    styles = [it["meta"]["style"] for it in items]
+    assert 0.12 < styles.count("blind") / 400 < 0.28 and 0.22 < styles.count("nothink") / 400 < 0.38
+    for it in items:
+        text, meta = it["messages"][1]["content"], it["meta"]
+        assert rewards.claims_unseen_image(text) == (meta["style"] == "blind")
+        if meta["style"] == "nothink":
+            assert "<think>" not in text and text == f"The answer is \\boxed{{{meta['gold']}}}."
+        if meta["style"] == "think":
+            assert text.startswith("<think>\n") and f"\\boxed{{{meta['gold']}}}" in text
+    # off by default, with the draws of before (the same traces as a config without the new fields)
+    assert [it["messages"] for it in generate_split("sft", 50, 3)] == \
+        [it["messages"] for it in generate_split("sft", 50, 3, cfg=Config(blind_fraction=0.0))]
+    with pytest.raises(ValueError):
+        synthetic.check_config(Config(blind_fraction=0.6, nothink_fraction=0.6))
+
+
+def test_answer_captions_are_direct_right_answers():
+    """Fig. 11's lever: "answer" captions ask an in-domain question (the RL prompt's text) and box its answer."""
+    items = generate_split("caption", 60, 0, cfg=Config(caption_kinds=("answer",)))
+    for it in items:
+        user, answer = it["messages"][0]["content"], it["messages"][1]["content"]
+        assert "\\boxed{}" in user and re.fullmatch(r"The answer is \\boxed\{[0-4]\}\.", answer), (user, answer)
+
+
+def test_rl_scale_draws_smaller_shapes_on_rl_boards():
+    """Fig. 6's lever: RL/eval boards use rl_scale; SFT boards keep min/max_scale. Measured as coloured pixels."""
+    cfg = Config(rl_scale=(0.3, 0.35), min_scale=0.75, max_scale=0.8, jitter=0.0)
+
+    def ink(item):   # non-white pixels per shape
+        import numpy as np
+        shapes = max(1, sum(c is not None for c in item["meta"]["scene"]))
+        return int((np.asarray(item["image"].convert("RGB")) != 255).any(axis=2).sum()) / shapes
+    rl = [ink(it) for it in generate_split("train", 20, 0, cfg=cfg)]
+    sft = [ink(it) for it in generate_split("sft", 20, 0, cfg=cfg)]
+    assert max(rl) < min(sft)
+    with pytest.raises(ValueError):
+        synthetic.check_config(Config(rl_scale=(0.5,)))
