@@ -34,6 +34,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+import configurator
 import data
 import model
 import train_utils as tu
@@ -530,8 +531,8 @@ def plot_checkpoints(table, path, cfg):
 
 
 def parse_args(argv):
-    """EntropyConfig from --key value / --key=value (lists: --checkpoints A B C), train_utils' parser."""
-    cfg = tu.parse_config(EntropyConfig, argv)
+    """EntropyConfig from --key value / --key=value (lists: --checkpoints A B C), configurator.py's parser."""
+    cfg = configurator.parse_config(EntropyConfig, argv)
     if not cfg.checkpoints:
         raise ValueError("--checkpoints DIR... is required")
     if not cfg.data and not cfg.generations:

@@ -60,7 +60,7 @@ import rewards
 import sampling
 from benchmarks import DEVIATIONS, build_messages, load_items, load_rgb, score_mmmu_outputs, score_response, \
     score_with_rewards, scorer_family
-from train_utils import parse_config, print_config
+from configurator import parse_config, print_config
 
 
 # -----------------------------------------------------------------------------
@@ -573,7 +573,7 @@ def log_wandb(cfg, overall, runs):
 
 def parse_args(argv):
     """The sampling preset that `protocol` names, then config files and --key=value overrides, type-checked
-    against EvalConfig (train_utils.parse_config)."""
+    against EvalConfig (configurator.parse_config)."""
     protocol = parse_config(EvalConfig, argv).protocol
     if protocol not in PROTOCOLS:
         raise ValueError(f"--protocol={protocol!r}: not one of {sorted(PROTOCOLS)}")

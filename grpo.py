@@ -41,6 +41,7 @@ from typing import Literal
 import torch
 import torch.distributed as tdist
 
+import configurator
 import data
 import grpo_metrics
 import rewards
@@ -411,7 +412,7 @@ def main(cfg, sampler=None, reward_fn=None):
     eqs. 1-3). Returns the per-step metrics (the same on every rank)."""
     dist = tu.setup_distributed()   # joins the process group when it is up already
     if dist.is_main:
-        tu.print_config(cfg)
+        configurator.print_config(cfg)
     existing = tu.find_last_checkpoint(cfg.out_dir)
     if existing is not None and not cfg.resume:   # starting over would mix two runs' checkpoints
         raise ValueError(f"{cfg.out_dir} already has checkpoints ({existing.name}): "
@@ -598,5 +599,5 @@ def main(cfg, sampler=None, reward_fn=None):
 
 
 if __name__ == "__main__":
-    main(tu.parse_config(Config))
+    main(configurator.parse_config(Config))
     tu.cleanup_distributed()

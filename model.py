@@ -21,6 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from configurator import parse_config
+
 IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN = "<img>", "</img>", "<IMG_CONTEXT>"
 THINK_START, THINK_END = "<think>", "</think>"
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -883,29 +885,43 @@ def sync_ranks_step(model, device, alive):
 #   python model.py --init_tiny OUT_DIR [--corpus TEXT_FILE] [--overrides JSON] [--seed N]
 
 
-def init_tiny(argv):
-    out = Path(argv[argv.index("--init_tiny") + 1])
-    opt = lambda name, default: argv[argv.index(name) + 1] if name in argv else default
-    corpus = Path(opt("--corpus", "")).read_text().splitlines() if "--corpus" in argv else None
-    tokenizer = build_tiny_tokenizer(corpus, vocab_size=int(opt("--vocab_size", 1024)))
-    config = tiny_config(vocab_size=len(tokenizer), **json.loads(opt("--overrides", "{}")))
+@dataclass
+class CLIConfig:
+    json: str = ""           # inspect: also write {total, modules, parameters} to this file
+    init_tiny: str = ""      # write a fresh tiny checkpoint (tiny_config) to this directory instead
+    corpus: str = ""         # init_tiny: the tokenizer's BPE is fit on this file's lines
+    overrides: str = "{}"    # init_tiny: tiny_config overrides as JSON ({"vision": {"image_size": 56}})
+    vocab_size: int = 1024   # init_tiny
+    seed: int = 0            # init_tiny: seed of the weight init
+
+
+def init_tiny(cfg):
+    corpus = Path(cfg.corpus).read_text().splitlines() if cfg.corpus else None
+    tokenizer = build_tiny_tokenizer(corpus, vocab_size=cfg.vocab_size)
+    config = tiny_config(vocab_size=len(tokenizer), **json.loads(cfg.overrides))
     config.llm_config.update(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(int(opt("--seed", 0)))
+    torch.manual_seed(cfg.seed)
     model = build_model(config)
-    save_model(out, model.state_dict(), config, tokenizer)
-    print(f"wrote a fresh tiny model to {out}: {parameter_counts(model)}, vocab {len(tokenizer)}")
+    save_model(cfg.init_tiny, model.state_dict(), config, tokenizer)
+    print(f"wrote a fresh tiny model to {cfg.init_tiny}: {parameter_counts(model)}, vocab {len(tokenizer)}")
     return 0
 
 
 def main(argv):
-    if "--init_tiny" in argv:
-        return init_tiny(argv)
-    if not argv or argv[0].startswith("-"):
+    usage = ("usage: python model.py CONFIG.json|CHECKPOINT_DIR [--json OUT]\n"
+             "       python model.py --init_tiny OUT_DIR [--corpus TEXT_FILE] [--overrides JSON] [--seed N]")
+    if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
-        print("usage: python model.py CONFIG.json|CHECKPOINT_DIR [--json OUT]\n"
-              "       python model.py --init_tiny OUT_DIR [--corpus TEXT_FILE] [--overrides JSON] [--seed N]")
+        print(usage)
         return 1
-    src = Path(argv[0])
+    # the first argument, unless a flag, is the config to inspect (not a configurator config file)
+    src = "" if argv[0].startswith("-") else argv[0]
+    cfg = parse_config(CLIConfig, argv[1:] if src else argv)
+    if cfg.init_tiny:
+        return init_tiny(cfg)
+    if not src:
+        raise SystemExit(f"model.py: give the CONFIG.json or CHECKPOINT_DIR to inspect first\n{usage}")
+    src = Path(src)
     config = ModelConfig.from_json(src / "config.json" if src.is_dir() else src)
     model = build_model(config, device="meta")
     counts = parameter_counts(model)
@@ -915,13 +931,12 @@ def main(argv):
     for module, n in counts.items():
         print(f"{module:>10}: {n:>15,d} ({n / 1e9:.3f}B)")
     print(f"{'total':>10}: {total:>15,d} ({total / 1e9:.3f}B)")
-    if "--json" in argv:
-        out = Path(argv[argv.index("--json") + 1])
+    if cfg.json:
         shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
         if tied_lm_head(config):
             shapes.pop("language_model.lm_head.weight", None)
-        out.write_text(json.dumps({"total": total, "modules": counts, "parameters": shapes}, indent=1))
-        print(f"wrote {out}")
+        Path(cfg.json).write_text(json.dumps({"total": total, "modules": counts, "parameters": shapes}, indent=1))
+        print(f"wrote {cfg.json}")
     return 0
 
 

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import configurator
 import data
 import model
 import rewards
 import sampling
-import train_utils as tu
 
 
 @dataclass
@@ -152,7 +152,7 @@ def reject(cfg, sampler=None):
 
 
 def main(argv=None):
-    cfg = tu.parse_config(Config, argv)
+    cfg = configurator.parse_config(Config, argv)
     if "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", 1)) > 1:
         raise ValueError("reject.py runs in one process (vLLM uses tensor_parallel_size GPUs): use python")
     reject(cfg)

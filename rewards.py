@@ -42,6 +42,8 @@ from typing import Literal
 
 import pebble
 
+import configurator
+
 
 @dataclass
 class RewardConfig:
@@ -1118,12 +1120,11 @@ class CLIConfig(RewardConfig):
 
 
 def main(argv: list[str] | None = None):
-    # imported here, not at the top: every Math-Verify worker re-imports this file under spawn, and these
-    # two bring in torch (~1.2 s and ~240 MB per worker, for nothing)
+    # imported here, not at the top: every Math-Verify worker re-imports this file under spawn, and
+    # data brings in torch (~1.2 s and ~240 MB per worker, for nothing)
     import data
-    import train_utils
     argv = sys.argv[1:] if argv is None else list(argv)
-    cfg = train_utils.parse_config(CLIConfig, argv)   # also takes the documented `--jsonl IN --out OUT`
+    cfg = configurator.parse_config(CLIConfig, argv)   # also takes the documented `--jsonl IN --out OUT`
     if not cfg.jsonl or not cfg.out:
         raise SystemExit("usage: python rewards.py --jsonl IN --out OUT [--key=value ...] (--help lists the keys)")
     records = []

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import configurator
 import data
 import entropy
 import model
@@ -345,7 +346,7 @@ def train(cfg, dist=None):
 
 
 def main(argv=None, config_cls=Config):
-    cfg = tu.parse_config(config_cls, argv)
+    cfg = configurator.parse_config(config_cls, argv)
     dist = tu.setup_distributed()
     try:
         summary = train(cfg, dist)

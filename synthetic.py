@@ -45,8 +45,8 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
+import configurator
 import data
-import train_utils as tu
 
 
 @dataclass
@@ -523,7 +523,7 @@ def write_dataset(out_dir, n_train=2000, n_val=200, n_test=200, n_ood=200, n_sft
 
 
 def main(argv=None):
-    cfg = tu.parse_config(Config, argv)   # --key=value or --key value
+    cfg = configurator.parse_config(Config, argv)   # --key=value or --key value
     check_config(cfg)
     print(json.dumps(dataclasses.asdict(cfg)))
     written = write_dataset(cfg.out, cfg.n_train, cfg.n_val, cfg.n_test, cfg.n_ood, cfg.n_sft, cfg.n_sft_val,

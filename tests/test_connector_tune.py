@@ -14,10 +14,10 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+import configurator
 import connector_tune
 import model
 import sft
-import train_utils as tu
 
 torch.set_num_threads(1)  # shared CI cores: tiny matmuls are much faster single-threaded under load
 
@@ -92,8 +92,8 @@ def test_table2_variants(tiny, tmp_path, variant, changed):
 
 def test_variant_errors(tiny, tmp_path):
     with pytest.raises(ValueError, match="contradicts --variant"):
-        tu.parse_config(connector_tune.Config, ["--trainable=connector,llm"])
-    assert tu.parse_config(connector_tune.Config, ["--variant=connector+llm", "--trainable=llm,connector"]).trainable \
+        configurator.parse_config(connector_tune.Config, ["--trainable=connector,llm"])
+    assert configurator.parse_config(connector_tune.Config, ["--variant=connector+llm", "--trainable=llm,connector"]).trainable \
         == ["connector", "llm"]
     with pytest.raises(ValueError, match="expected one of"):
         connector_tune.Config(variant="vision")

@@ -31,24 +31,24 @@ def launch(target, **env):
 
 def parse_command(argv):
     """One launched command -> the parsed config of the script it runs (raises on an unknown or mistyped key)."""
-    import train_utils as tu
+    import configurator
     script = next(i for i, a in enumerate(argv) if a.endswith(".py"))
     name, args = Path(argv[script]).name, argv[script + 1:]
     if name == "grpo.py":
         import grpo
-        return tu.parse_config(grpo.Config, args)
+        return configurator.parse_config(grpo.Config, args)
     if name == "sft.py":
         import sft
-        return tu.parse_config(sft.Config, args)
+        return configurator.parse_config(sft.Config, args)
     if name == "reject.py":
         import reject
-        return tu.parse_config(reject.Config, args)
+        return configurator.parse_config(reject.Config, args)
     if name == "connector_tune.py":
         import connector_tune
-        return tu.parse_config(connector_tune.Config, args)
+        return configurator.parse_config(connector_tune.Config, args)
     if name == "eval.py":
         import eval as eval_
-        return tu.parse_config(eval_.EvalConfig, args)
+        return configurator.parse_config(eval_.EvalConfig, args)
     if name == "entropy.py":
         import entropy
         return entropy.parse_args(args)
@@ -74,13 +74,13 @@ def test_paper_scale_commands_parse(target):
 
 def test_paper_scale_ablation_flags():
     """The ablations change exactly what the paper changes."""
+    import configurator
     import grpo
-    import train_utils as tu
 
     def grpo_configs(target):
         out = launch(target, DRY_RUN="1", SCALE="paper").stdout
         lines = [shlex.split(line[2:]) for line in out.splitlines() if line.startswith("+ ") and "grpo.py" in line]
-        return [tu.parse_config(grpo.Config, argv[argv.index("grpo.py") + 1:]) for argv in lines]
+        return [configurator.parse_config(grpo.Config, argv[argv.index("grpo.py") + 1:]) for argv in lines]
 
     fig6 = grpo_configs("fig6")
     assert sorted(sorted(c.trainable) for c in fig6) == [["connector", "llm"], ["llm", "vision"]]

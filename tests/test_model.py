@@ -364,6 +364,17 @@ def test_chat_template_matches_build_prompt(tok):
     assert "<think>" in tok.decode(tok(text)["input_ids"], skip_special_tokens=True)
 
 
+def test_cli_inspects_a_config_and_names_a_bad_flag(tmp_path, capsys):
+    """`python model.py CONFIG` (no --json) prints the counts; its flags go through configurator.py."""
+    path = ROOT / "config" / "internvl3-1b.json"
+    assert M.main([str(path)]) == 0
+    assert "total" in capsys.readouterr().out
+    with pytest.raises(ValueError, match=r"'--jsn [^']*': unknown config key 'jsn' \(did you mean json\?\)"):
+        M.main([str(path), "--jsn", str(tmp_path / "x.json")])
+    with pytest.raises(SystemExit, match="CONFIG.json or CHECKPOINT_DIR"):
+        M.main(["--json", str(tmp_path / "x.json")])
+
+
 def test_init_tiny_writes_a_loadable_checkpoint(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("How many red circles are there?\nThe answer is \\boxed{3}.\n")
