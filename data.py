@@ -6,7 +6,8 @@ deterministic resumable data order. Reads top to bottom:
   1. records      read_records / load_image / check_images
   2. prompts      format_question / encode_prompt            (RL rollouts, eval, rejection sampling)
   3. chat (SFT)   read_chat_jsonl / tokenize_chat            (loss on assistant tokens only)
-  4. collation    collate_right_padded / token_budget_groups / pack_samples / collate_left_padded
+  4. collation    collate_right_padded / token_budget_groups / pack_samples / collate_responses /
+                 collate_left_padded
   5. data order   epoch_order / shard_indices / next_batch   (state = (epoch, offset) -> exact resume)
 
 Formats (image paths are relative to the data file's directory; absolute paths are kept):
@@ -492,6 +493,28 @@ def pack_samples(samples, max_len: int, pad_id: int = 0, image_size: int | None 
     if has_labels:
         batch["labels"] = labels
     return batch
+
+
+def collate_responses(samples, pad_id: int, image_size: int | None, packing: bool = True):
+    """Teacher-forced scoring of responses (grpo.py): samples {prompt_ids, response_ids, pixel_values}
+    -> (batch, rows, cols). batch: prompt + response of each sample, packed into one row [1, sum of
+    lengths] without padding (pack_samples) or right-padded [B, T] (collate_right_padded); rows, cols
+    [N] (N = all response tokens, in order): the hidden state that predicts each response token, at
+    start + P + t - 1 for token t of a sequence of prompt length P starting at column `start`."""
+    seqs = [{"input_ids": s["prompt_ids"] + s["response_ids"], "pixel_values": s["pixel_values"]}
+            for s in samples]
+    lengths = [len(s["response_ids"]) for s in samples]
+    if packing:
+        batch = pack_samples(seqs, sum(len(s["input_ids"]) for s in seqs), pad_id, image_size)
+        starts = [0] + torch.tensor([len(s["input_ids"]) for s in seqs]).cumsum(0).tolist()[:-1]
+        rows = [0] * sum(lengths)   # all in row 0
+    else:
+        batch = collate_right_padded(seqs, pad_id, image_size)
+        starts = [0] * len(seqs)
+        rows = [i for i, n in enumerate(lengths) for _ in range(n)]
+    cols = [start + len(s["prompt_ids"]) - 1 + t for start, s in zip(starts, samples)
+            for t in range(len(s["response_ids"]))]
+    return batch, torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)
 
 
 def collate_left_padded(prompts, pad_id: int, image_size: int | None = None) -> dict:

@@ -14,8 +14,7 @@ the hallucination split. Every table of the paper is one of these runs:
   python eval.py --out_dir=DIR --score_only=True  re-scores existing generations (no model needed).
 
 Reads top to bottom: config, MathVista's GPT extractor, analyses, generation (over sampling.py), scoring a run,
-outputs, main. The benchmark readers, prompts and official scorers (MMMU, MathVista, rewards.py for the rest)
-are benchmarks.py.
+outputs, main. Benchmark readers, prompts and official scorers (MMMU, MathVista; rewards.py) are benchmarks.py.
 
 Files (one run = one benchmark x mode x budget): OUT/<benchmark>/<mode>_<budget>/generations.jsonl
 (resumable: (id, sample) pairs already there are skipped), scores.jsonl, summary.json; and OUT/summary.json
@@ -23,9 +22,9 @@ Files (one run = one benchmark x mode x budget): OUT/<benchmark>/<mode>_<budget>
 
 Modes (paper §6.2). think: the generation prompt ends with "<think>\\n". nothink: it does not, and the <think> and
 </think> tokens are banned at sampling time (a model that opens its own thinking block cannot).
-nowait: the think prompt, with every token that spells "Wait", "Alternatively" or "Hmm" (any capitalisation,
-with/without a leading space or punctuation) masked out of the logits. NoWait keeps the think block: the
-paper's NoWait answers average 1040 tokens against 263 for NoThink (Table 4), so it still reasons.
+nowait: the think prompt, with every token that spells "Wait", "Alternatively" or "Hmm" masked out of the logits
+(sampling.nowait_banned_token_ids). NoWait keeps the think block: the paper's NoWait answers average 1040
+tokens against 263 for NoThink (Table 4), so it still reasons.
 
 Thinking-budget rule (Fig. 9), applied per sample in think/nowait mode when `budgets` is set:
   1. sample at most B tokens, stopping at <|im_end|> or at "</think>";
@@ -41,7 +40,6 @@ reference scorers' (benchmarks.DEVIATIONS) plus those of the settings (setting_d
 system turn, MMMU image placement).
 """
 
-import argparse
 import http.client
 import json
 import random
@@ -51,10 +49,12 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 
+import data
 import model as M
 import rewards
 import sampling
@@ -75,8 +75,8 @@ class EvalConfig:
     split: str = ""                      # keep rows whose `split` column equals this (MMMU_DEV_VAL: "validation")
     max_items: int = 0                   # 0 = all; else the first N items of each benchmark (smoke tests)
     mode: str = "think"                  # think | nothink | nowait, or a comma list ("think,nothink,nowait")
-    protocol: str = "paper"              # sampling preset (PROTOCOLS) for k, temperature, top_p, max_new_tokens;
-    #                                      flags and config files override single values (then "custom")
+    protocol: Literal["paper", "released"] = "paper"   # sampling preset (PROTOCOLS): k, temperature, top_p,
+    #                                      max_new_tokens; flags and config files override single values ("custom")
     k: int = 5                           # samples per question -> avg@k with its std (Table 1: avg@5)
     temperature: float = 1.0             # §4: decoding temperature 1.0
     top_p: float = 1.0
@@ -93,7 +93,7 @@ class EvalConfig:
     dtype: str = "auto"                  # auto: bfloat16 on GPU, float32 on CPU
     device: str = "auto"
     system_prompt: str = ""              # "" = the benchmark's released one (MMK12) or none; applies to all
-    mmmu_images: str = "front"           # MMMU <image k>: front (the released pipeline) | inplace (see benchmarks.py)
+    mmmu_images: Literal["front", "inplace"] = "front"   # MMMU <image k>: front (the released pipeline) | inplace
     seed: int = 0
     nowait_words: list = field(default_factory=lambda: ["Wait", "Alternatively", "Hmm"])  # §6.2
     hallucination_phrases: list = field(default_factory=lambda: list(rewards.UNSEEN_IMAGE_PHRASES))  # Table 5
@@ -149,10 +149,10 @@ def mathvista_llm_extractor(cfg):
             payload = {"model": client.model, "temperature": 0.5 * attempt, "max_tokens": 128,
                        "messages": [{"role": "user", "content": prompt}]}
             try:
-                status, data = rewards.post_json(client.url, payload, client.timeout_s)   # a total deadline
+                status, body = rewards.post_json(client.url, payload, client.timeout_s)   # a total deadline
                 if status != 200:
                     continue   # the server answered with an error status: try again
-                content = json.loads(data)["choices"][0]["message"]["content"]
+                content = json.loads(body)["choices"][0]["message"]["content"]
                 if content and content.strip():
                     return content
             except (TimeoutError, ConnectionError, socket.gaierror) as e:
@@ -263,7 +263,7 @@ def markdown_report(runs):
     return "\n".join(lines) + "\n"
 
 # -----------------------------------------------------------------------------
-# generation: shared pieces (resumable JSONL, NoWait mask, the budget rule)
+# generation: shared pieces (resumable JSONL, the budget rule)
 
 
 def run_dir_for(out_dir, benchmark, mode, budget):
@@ -271,49 +271,22 @@ def run_dir_for(out_dir, benchmark, mode, budget):
 
 
 def read_generations(path):
-    """{(id, sample): record}. A torn last line (killed mid-write) is dropped and regenerated; a bad line
-    elsewhere is an error naming file:line."""
+    """{(id, sample): record} of a generations.jsonl. data.read_jsonl's policy: a torn last line (a killed
+    run's) is dropped, and regenerated; a bad line elsewhere is an error naming file:line."""
     path = Path(path)
-    done = {}
     if not path.exists():
-        return done
-    text = path.read_text(encoding="utf-8")
-    lines = text.split("\n")
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+        return {}
+    located = data.read_jsonl(path)
+    text = path.read_bytes()
+    if text and not text.endswith(b"\n"):   # without the torn line: appends start on a fresh line
+        data.write_jsonl(path, [rec for _, rec in located])
+    done = {}
+    for where, rec in located:
         try:
-            rec = json.loads(line)
-            key = (str(rec["id"]), int(rec["sample"]))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            if lineno == len(lines):   # the last line without its newline: an interrupted write
-                print(f"{path}:{lineno}: dropping a torn last line ({type(e).__name__})")
-                text = "".join(line + "\n" for line in lines[:-1] if line.strip())
-                path.write_text(text, encoding="utf-8")
-                break
-            raise ValueError(f"{path}:{lineno}: bad generation record: {type(e).__name__}: {e}") from None
-        done[key] = rec
-    if text and not text.endswith("\n"):   # appends must start on a fresh line
-        with open(path, "a", encoding="utf-8") as f:
-            f.write("\n")
+            done[(str(rec["id"]), int(rec["sample"]))] = rec
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{where}: bad generation record: {type(e).__name__}: {e}") from None
     return done
-
-
-def nowait_banned_token_ids(tokenizer, words):
-    """Every token that spells one of `words` (§6.2 NoWait): its text, after leading spaces/punctuation, is the word
-    in any capitalisation with the last letter repeatable (Hmm, Hmmm) and not followed by another letter
-    ("Wait", " wait", "WAIT", ".Wait", "Wait," are banned; "Waiting" is not). A word that the tokenizer can only
-    write with several pieces cannot be banned by a token mask without banning other words too (banning the
-    first piece of "Alternatively" can ban "A"), so such words are reported, not banned. Qwen2.5's vocabulary
-    (the 38B model) has "Wait", " Wait", "Hmm", " Hmm", " Alternatively", ... as single tokens."""
-    alternatives = "|".join(re.escape(w) + "+" for w in words)
-    pattern = re.compile(r"^[^a-zA-Z]*(?:" + alternatives + r")(?![a-zA-Z])", re.IGNORECASE)
-    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
-    banned = sorted(i for i, t in enumerate(texts) if pattern.match(t))
-    unbannable = [v for w in words for v in (w, " " + w) if len(tokenizer.encode(v, add_special_tokens=False)) > 1]
-    if unbannable:
-        print(f"nowait: no single token for {unbannable}; they stay possible as several pieces")
-    return banned
 
 
 def generate_rows(rows, sample_fn, mode, budget, cfg):
@@ -376,19 +349,32 @@ def row_sampler(sampler, tokenizer, banned):
     return sample_fn
 
 
-def prompt_length(prompt, images, tokenizer, config):
-    """Tokens of a generation prompt with its images expanded as model.py does (vLLM's processor does the same)."""
-    tiles = [M.image_to_pixel_values(load_rgb(im), config).shape[0] for im in images]
-    return len(tokenizer.encode(M.expand_image_tokens(prompt, tiles, config.num_image_token), add_special_tokens=False))
-
-
-def generate_run(cfg, items, mode, budget, sample_fn, run_dir, forced_tokens, tokenizer, model_config=None,
-                 max_prompt_tokens=None):
-    """Generate the missing (id, sample) pairs of one run, appending each finished batch to generations.jsonl.
-    Prompts: build_messages rendered by model.build_prompt with the checkpoint's tokenizer (its chat template).
+def run_prompts(cfg, items, mode, tokenizer, model_config=None, max_prompt_tokens=None):
+    """{item id: the row of generate_run}: build_messages rendered by model.build_prompt with the checkpoint's
+    tokenizer (its chat template), the images, and the forced "</think>"'s token count (budget rule).
     max_prompt_tokens (with model_config): a longer prompt is an error naming its item, before any generation
     (vLLM would reject it; model.generate would run past the model's positions)."""
-    gen_path = Path(run_dir) / "generations.jsonl"
+    forced = 0 if tokenizer is None else len(tokenizer.encode(FORCED_THINK_END, add_special_tokens=False))
+    prompts = {}
+    for item in items:
+        messages, images = build_messages(item, cfg.system_prompt, cfg.mmmu_images)
+        text = M.build_prompt(messages, mode, tokenizer=tokenizer)
+        prompts[item.id] = {"prompt": text, "images": images, "prefix": "", "forced_tokens": forced}
+        if max_prompt_tokens:   # images expanded as model.py does (vLLM's processor does the same)
+            tiles = [M.image_to_pixel_values(load_rgb(im), model_config).shape[0] for im in images]
+            n = len(tokenizer.encode(M.expand_image_tokens(text, tiles, model_config.num_image_token),
+                                     add_special_tokens=False))
+            if n > max_prompt_tokens:
+                raise ValueError(f"{item.extra.get('where') or item.benchmark}: prompt of item {item.id!r} is {n} "
+                                 f"tokens, more than {max_prompt_tokens} (min(max_model_len, "
+                                 f"max_position_embeddings) - 1); drop the item or raise the limit")
+    return prompts
+
+
+def generate_run(cfg, items, mode, budget, sample_fn, prompts):
+    """Generate the missing (id, sample) pairs of one run (prompts: run_prompts'), appending each finished batch
+    to its generations.jsonl."""
+    gen_path = run_dir_for(cfg.out_dir, items[0].benchmark, mode, budget) / "generations.jsonl"
     gen_path.parent.mkdir(parents=True, exist_ok=True)
     done = read_generations(gen_path)
     others = {rec.get("checkpoint") for rec in done.values()} - {cfg.checkpoint}
@@ -400,25 +386,13 @@ def generate_run(cfg, items, mode, budget, sample_fn, run_dir, forced_tokens, to
     if others:   # nor two protocols' samples (greedy and T = 1) in one avg@k
         raise ValueError(f"{gen_path} holds generations sampled with {', '.join(sorted(others))}, not "
                          f"{json.dumps(sampling)}: use another out_dir")
-    prompts = {}
-    for item in items:
-        messages, images = build_messages(item, cfg.system_prompt, cfg.mmmu_images)
-        prompts[item.id] = (M.build_prompt(messages, mode, tokenizer=tokenizer), images)
     pending = [(item, s) for item in items for s in range(cfg.k) if (item.id, s) not in done]
-    pending_ids = {item.id for item, _ in pending}
-    for item in [it for it in items if it.id in pending_ids] if max_prompt_tokens else []:
-        n = prompt_length(*prompts[item.id], tokenizer, model_config)
-        if n > max_prompt_tokens:
-            where = item.extra.get("where") or f"{item.benchmark}"
-            raise ValueError(f"{where}: prompt of item {item.id!r} is {n} tokens, more than {max_prompt_tokens} "
-                             f"(min(max_model_len, max_position_embeddings) - 1); drop the item or raise the limit")
-    print(f"{run_dir}: {len(done)} samples already generated, {len(pending)} to go")
+    print(f"{gen_path.parent}: {len(done)} samples already generated, {len(pending)} to go")
     chunk = max(1, cfg.batch_size if cfg.backend == "builtin" else cfg.vllm_chunk * cfg.k)
     t0 = time.time()
     for start in range(0, len(pending), chunk):
         part = pending[start:start + chunk]
-        rows = [{"id": item.id, "sample": s, "prompt": prompts[item.id][0], "images": prompts[item.id][1],
-                 "prefix": "", "forced_tokens": forced_tokens} for item, s in part]
+        rows = [dict(prompts[item.id], id=item.id, sample=s) for item, s in part]
         results = generate_rows(rows, sample_fn, mode, budget, cfg)
         with open(gen_path, "a", encoding="utf-8") as f:
             for (item, s), r in zip(part, results):
@@ -501,24 +475,17 @@ def run_sampling(generations, cfg):
 
 def write_run(run_dir, scored, summary):
     run_dir = Path(run_dir)
-    with open(run_dir / "scores.jsonl", "w", encoding="utf-8") as f:
-        for s in scored:
-            f.write(json.dumps({k: v for k, v in s.items() if k != "response"}, ensure_ascii=False) + "\n")
+    data.write_jsonl(run_dir / "scores.jsonl", [{k: v for k, v in s.items() if k != "response"} for s in scored])
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False))
-
-
-def collect_runs(out_dir):
-    runs = {}
-    for f in sorted(Path(out_dir).glob("*/*/summary.json")):
-        s = json.loads(f.read_text())
-        runs[(s["benchmark"], s["mode"], s["budget"])] = s
-    return runs
 
 
 def write_overall(cfg, out_dir, main_keys, tokenizer=None):
     """OUT/summary.json: top-level accuracy/std = the main runs of this invocation (first mode, no budget or the
     largest), macro-averaged over benchmarks run by run; every run found under OUT under "runs"."""
-    runs = collect_runs(out_dir)
+    runs = {}
+    for f in sorted(Path(out_dir).glob("*/*/summary.json")):
+        s = json.loads(f.read_text())
+        runs[(s["benchmark"], s["mode"], s["budget"])] = s
     mains = [runs[k] for k in main_keys if k in runs]
     overall = {"accuracy": None, "std": None}
     if mains:
@@ -575,22 +542,23 @@ def parse_args(argv):
     """The sampling preset that `protocol` names, then config files and --key=value overrides, type-checked
     against EvalConfig (configurator.parse_config)."""
     protocol = parse_config(EvalConfig, argv).protocol
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"--protocol={protocol!r}: not one of {sorted(PROTOCOLS)}")
     cfg = parse_config(replace(EvalConfig(), **PROTOCOLS[protocol]), argv)
-    if cfg.mmmu_images not in ("front", "inplace"):
-        raise ValueError(f"--mmmu_images={cfg.mmmu_images!r}: expected front or inplace")
     print_config(cfg)
     return cfg
 
 
+@dataclass
+class MMMUOutputsConfig:
+    mmmu_outputs: str = ""   # DIR with <Subject>/output.json
+    json: str = ""           # where to write {accuracy, items}
+    answers: str = ""        # answer_dict_val.json (else each entry's 'answer')
+
+
 def main_mmmu_outputs(argv):
-    p = argparse.ArgumentParser(description="score the official MMMU example-output layout")
-    p.add_argument("--mmmu_outputs", required=True, help="DIR with <Subject>/output.json")
-    p.add_argument("--json", required=True, help="where to write {accuracy, items}")
-    p.add_argument("--answers", default=None, help="answer_dict_val.json (else each entry's 'answer')")
-    args = p.parse_args([a for arg in argv for a in (arg.split("=", 1) if arg.startswith("--") else [arg])])
-    result = score_mmmu_outputs(args.mmmu_outputs, args.answers)
+    args = parse_config(MMMUOutputsConfig, argv)
+    if not args.mmmu_outputs or not args.json:
+        raise SystemExit("usage: python eval.py --mmmu_outputs DIR --json OUT [--answers answer_dict_val.json]")
+    result = score_mmmu_outputs(args.mmmu_outputs, args.answers or None)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=1, ensure_ascii=False))
     print(f"MMMU official rules: {result['correct']}/{result['total']} = {100 * result['accuracy']:.2f}% "
@@ -605,9 +573,8 @@ def main(argv=None):
         return main_mmmu_outputs(argv)
     cfg = parse_args(argv)
     modes = [m.strip() for m in cfg.mode.split(",") if m.strip()]
-    for m in modes:
-        if m not in MODES:
-            raise ValueError(f"--mode: {m!r} is not one of {MODES}")
+    if set(modes) - set(MODES):
+        raise ValueError(f"--mode: {sorted(set(modes) - set(MODES))} not in {MODES}")
     if not cfg.benchmarks:
         raise ValueError("--benchmarks: give a list of benchmark files, e.g. --benchmarks=\"['MMMU_DEV_VAL.tsv']\"")
     benchmarks = []
@@ -641,26 +608,25 @@ def main(argv=None):
         for mode in modes:
             banned = []
             if mode == "nowait" and tokenizer is not None:
-                banned = nowait_banned_token_ids(tokenizer, cfg.nowait_words)
+                banned = sampling.nowait_banned_token_ids(tokenizer, cfg.nowait_words)
                 print(f"nowait: {len(banned)} banned token ids")
             if mode == "nothink" and tokenizer is not None:
                 # NoThink (§6.2) drops "<think>\n" from the generation prompt. A model whose training traces open
-                # their own <think> (the demo's: data.py renders SFT prompts without it) opens one anyway, and the
-                # demo model without it still writes its reasoning lines and "</think>" (measured). So both tags
-                # are banned at sampling time: no nothink response can contain a thinking block.
+                # their own <think> (the demo's: data.py renders SFT prompts without it) opens one anyway; even
+                # without it the demo model writes its reasoning and "</think>" (measured): both tags are banned.
                 tags = [tokenizer.encode(t, add_special_tokens=False) for t in (M.THINK_START, M.THINK_END)]
                 banned = [ids[0] for ids in tags if len(ids) == 1]
                 if len(banned) < 2:   # a tag of several pieces: banning them would ban other text too
                     print(f"nothink: {M.THINK_START!r}/{M.THINK_END!r} not single tokens; responses may think")
+            if not cfg.score_only:
+                prompts = run_prompts(cfg, items, mode, tokenizer, model_config, max_prompt_tokens)
             for budget in budgets:
                 run_dir = run_dir_for(cfg.out_dir, bench, mode, budget)
                 if cfg.score_only:
                     generations = read_generations(run_dir / "generations.jsonl")
                 else:
-                    forced = len(tokenizer.encode(FORCED_THINK_END, add_special_tokens=False))
-                    sample_fn = row_sampler(sampler, tokenizer, banned)
-                    generations = generate_run(cfg, items, mode, budget, sample_fn, run_dir, forced, tokenizer,
-                                               model_config, max_prompt_tokens)
+                    generations = generate_run(cfg, items, mode, budget, row_sampler(sampler, tokenizer, banned),
+                                               prompts)
                 missing = [(it.id, s) for it in items for s in range(cfg.k) if (it.id, s) not in generations]
                 if missing:
                     raise ValueError(f"{run_dir}: {len(missing)} (id, sample) pairs not generated, e.g. {missing[:3]}")

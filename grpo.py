@@ -7,15 +7,11 @@ GRPO for Skywork-R1V3 (paper §3.3, eqs. 4-7; ablations §5.2-5.5), by hand on t
     python grpo.py config/grpo_demo.py --steps=20             # CPU, tiny model, model.generate
     ... --resume                                              # continue exactly from out_dir
 
-One step (the paper's "episode") is the loop in main:
-  1. P prompts, the same list on every rank; rank r owns positions r, r+W, ... and samples their n
-     rollouts (colocated vLLM or model.generate, sampling.py), so every group lives whole on one
-     rank; rewards (rewards.py, eqs. 1-3); dynamic sampling (§5.5) drops groups whose rewards are
-     all equal and samples more prompts until P groups are left
-  2. group-normalised advantages (eq. 6)
-  3. the clipped surrogate (eq. 7) over mini-batches x PPO epochs, AdamW, gradient clipping
-  4. the new trainable weights go into the sampler (vLLM, or builtin's bf16 copy)
-  5. metrics (metrics.jsonl + W&B), a progress line with ETA, a checkpoint every save_every steps
+One step (the paper's "episode") is the loop in main: 1. rollouts of P prompts (rank r owns
+positions r, r+W, ..., so every group lives whole on one rank; colocated vLLM or model.generate,
+sampling.py), their rewards (rewards.py, eqs. 1-3) and dynamic sampling (§5.5); 2. group-normalised
+advantages (eq. 6); 3. the clipped surrogate (eq. 7) over mini-batches x PPO epochs, AdamW,
+gradient clipping; 4. the new weights into the sampler; 5. metrics, progress, checkpoint.
 
 Loss normalisation is global and exact: a micro-batch contributes sum(its terms) / N, N the
 sequences (or tokens) of the whole mini-batch over all ranks, all-reduced first; FSDP averages
@@ -24,10 +20,9 @@ any world size and micro-batch size (tests/test_grpo.py: 2 ranks against 1 proce
 With the paper's settings (one mini-batch, one epoch) pi_old is the current policy: the ratio is
 exactly 1, the clip never acts, and old log-probs are the training forward's own, detached.
 
-Resume is exact: a checkpoint (train_utils.save_checkpoint) holds the weights in the model.py
-format, every rank's AdamW shard and RNG state, the curriculum stage and the data position; the
-LR is a function of the step and the builtin sampler is seeded by (seed, step, round, rank), so
-N steps == N/2 steps + --resume + N/2 steps, bit for bit (vLLM is not bit-reproducible,
+Resume is exact (train_utils.save_checkpoint: weights, every rank's AdamW shard and RNG state,
+curriculum stage, data position; the LR is a function of the step, the builtin sampler is seeded
+by (seed, step, round, rank)): N steps == N/2 + --resume + N/2, bit for bit (not with vLLM,
 verl#1683). Everything runs in eval mode: R1V3 has no dropout, and drop-path in the ViT would
 make pi_old and pi_theta different functions of the same weights.
 """
@@ -109,9 +104,9 @@ class Config:
     rollout_backend: Literal["auto", "vllm", "builtin"] = "auto"   # auto: vllm with a GPU
     rollout_batch_size: int = 64        # builtin: sequences per model.generate call
     rollout_dtype: Literal["auto", "bfloat16", "policy"] = "auto"
-    # ^ builtin, one process: "bfloat16" samples a bf16 copy of the policy refreshed after every
-    #   optimizer step, "policy" the policy itself (on one GPU a one-rank FSDP2 model that re-casts
-    #   every weight at every decode step); auto: bfloat16 on one GPU with dtype=bfloat16
+    # ^ builtin, one process: "bfloat16" samples a bf16 copy refreshed after every optimizer step,
+    #   "policy" the policy (one GPU: a one-rank FSDP2 model re-casting weights at every decode
+    #   step); auto: bfloat16 on one GPU with dtype=bfloat16
     vllm_tensor_parallel_size: int = 1
     vllm_gpu_memory_utilization: float = 0.5   # vLLM shares the GPUs with the policy and optimizer
     vllm_max_images: int = 8            # limit_mm_per_prompt
@@ -123,8 +118,7 @@ class Config:
     keep_last: int = 3
     wandb_project: str = "skywork-r1v3-grpo"
     run_name: str = "grpo"
-    critical_words: list[str] = field(
-        default_factory=lambda: list(DEFAULT_CRITICAL_WORDS))   # §5.1
+    critical_words: list[str] = field(default_factory=lambda: list(DEFAULT_CRITICAL_WORDS))  # §5.1
     blind_phrases: list[str] = field(default_factory=lambda: list(rewards.UNSEEN_IMAGE_PHRASES))
     seed: int = 1337
 
@@ -136,7 +130,6 @@ MAY_CHANGE = ("init_from", "data", "curriculum", "out_dir", "resume", "allow_run
               "rollout_batch_size", "logprob_chunk_size", "activation_checkpointing",
               "rollout_backend", "vllm_tensor_parallel_size", "vllm_gpu_memory_utilization",
               "vllm_max_images", "reward_workers")
-DEAD_STEPS_WARNING = 10   # steps in a row without a learning signal -> a warning on stderr
 
 # -----------------------------------------------------------------------------
 # advantages and loss (eqs. 6-7)
@@ -154,14 +147,13 @@ def group_advantages(rewards, eps=1e-6, scale_by_std=True):
     return centered / (rewards.std(dim=1, keepdim=True) + eps)
 
 
-def policy_loss(logp, old_logp, advantages, mask, normaliser, agg="seq-mean-token-mean",
-                clip_low=0.2, clip_high=0.2, ref_logp=None, beta=0.0):
-    """eq. 7 for one micro-batch, as its share of the mini-batch's loss.
-    logp, old_logp, ref_logp [B, T]: response-token log-probs under pi_theta, pi_old, pi_ref;
-    advantages [B] (every token of a sequence gets its own); mask [B, T] (1 = response token);
-    normaliser: sequences ("seq-mean-token-mean") or tokens ("token-mean") of the WHOLE mini-batch
-    on all ranks, so the sum over micro-batches and ranks is the mini-batch mean exactly.
-    Returns (loss, stats), stats as sums (clipped tokens, approx-KL, KL to pi_ref, tokens)."""
+def policy_loss(logp, old_logp, ref_logp, advantages, mask, cfg):
+    """eq. 7's terms of one micro-batch, summed (main divides by the whole mini-batch's count).
+    logp, old_logp, ref_logp [B, T]: response-token log-probs under pi_theta, pi_old, pi_ref (None
+    when kl_beta = 0); advantages [B] (every token of a sequence gets its own); mask [B, T] (1 =
+    response token); cfg: loss_agg, clip_eps_low/high, kl_beta.
+    Returns (loss sum, stats), stats as sums (clipped tokens, approx-KL, KL to pi_ref, tokens)."""
+    clip_low, clip_high, beta, agg = cfg.clip_eps_low, cfg.clip_eps_high, cfg.kl_beta, cfg.loss_agg
     mask = mask.to(logp.dtype)
     log_ratio = (logp - old_logp).clamp(-20.0, 20.0)   # verl's guard: exp() stays finite
     ratio = log_ratio.exp()
@@ -187,7 +179,7 @@ def policy_loss(logp, old_logp, advantages, mask, normaliser, agg="seq-mean-toke
         stats = {"clipped": float((clipped * mask).sum()),
                  "approx_kl": float((((ratio - 1.0) - log_ratio) * mask).sum()),   # k3, pi_old
                  "kl_ref": float((kl_ref * mask).sum()), "tokens": float(mask.sum())}
-    return total / normaliser, stats
+    return total, stats
 
 
 def value_at(step, schedule):
@@ -278,91 +270,43 @@ def sample_groups(run, step, round_, records, indices, max_tokens):
     return groups, rollout_s, time.time() - t0
 
 
-def first_groups(groups, count, dist):
-    """Dynamic sampling keeps exactly `count` groups over all ranks, the first in rank order,
-    their positions renumbered in that order."""
-    counts = [len(groups)]
-    if dist.world_size > 1:
-        counts = [0] * dist.world_size
-        tdist.all_gather_object(counts, len(groups))
-    before = sum(counts[:dist.rank])
-    groups = groups[:max(0, count - before)]
-    for j, group in enumerate(groups):
-        for s in group:
-            s["pos"] = before + j
-    return groups
-
-
 def micro_batches(samples, cfg, dist, pad_id):
     """Chunks of micro_batch_tokens tokens (next-fit in order) when > 0, else of micro_batch_size
     sequences. Under FSDP every rank runs the same number of forward/backward passes, so a rank
     with fewer chunks runs dummy ones (one 2-token sequence, loss weight 0)."""
-    if cfg.micro_batch_tokens > 0:
-        lengths = [len(s["prompt_ids"]) + len(s["response_ids"]) for s in samples]
-        groups = data.token_budget_groups(lengths, cfg.micro_batch_tokens)
-        chunks = [[samples[i] for i in g] for g in groups]
-    else:
-        size = cfg.micro_batch_size
-        chunks = [samples[i:i + size] for i in range(0, len(samples), size)]
+    lengths = [len(s["prompt_ids"]) + len(s["response_ids"]) for s in samples]
+    size, budget = cfg.micro_batch_size, cfg.micro_batch_tokens
+    groups = data.token_budget_groups(lengths, budget) if budget > 0 else \
+        [range(i, min(i + size, len(samples))) for i in range(0, len(samples), size)]
+    chunks = [[samples[i] for i in g] for g in groups]
     count = int(tu.all_reduce_max(float(len(chunks)), dist))
     dummy = {"prompt_ids": [pad_id], "response_ids": [pad_id], "pixel_values": None,
              "advantage": 0.0, "dummy": True}
     return chunks + [[dummy]] * (count - len(chunks))
 
 
-def sequence_logprobs(model, samples, pad_id, image_size, chunk_size, with_grad, packing=True):
+def sequence_logprobs(model, samples, pad_id, image_size, cfg, with_grad):
     """One forward over prompt + response of each sample -> (logp, entropy, mask) [B, L] over the
-    response tokens. packing: one row [1, sum of lengths], position ids restarting at each
-    sequence (data.pack_samples), else right-padded rows [B, T] with a mask: the same numbers.
-    Log-probs come from the hidden states through lm_head in chunks: no [N, V] fp32 logits."""
+    response tokens; inputs packed (cfg.packing) or right-padded, the same numbers
+    (data.collate_responses). Log-probs come from the hidden states through lm_head in chunks of
+    cfg.logprob_chunk_size rows: no [N, V] fp32 logits."""
     device = next(model.parameters()).device
-    seqs = [{"input_ids": s["prompt_ids"] + s["response_ids"], "pixel_values": s["pixel_values"]}
-            for s in samples]
-    lengths = [len(s["response_ids"]) for s in samples]
-    if packing:
-        batch = data.pack_samples(seqs, sum(len(s["input_ids"]) for s in seqs), pad_id, image_size)
-        attention_mask, position_ids = None, batch["position_ids"].to(device)
-        starts = [0] + torch.tensor([len(s["input_ids"]) for s in seqs]).cumsum(0).tolist()[:-1]
-        rows = torch.zeros(sum(lengths), dtype=torch.long, device=device)   # all in row 0 ...
-    else:
-        batch = data.collate_right_padded(seqs, pad_id, image_size)
-        attention_mask, position_ids = batch["attention_mask"].to(device), None
-        starts = [0] * len(seqs)
-        rows = torch.tensor([i for i, n in enumerate(lengths) for _ in range(n)], device=device)
-    to_device = lambda t: None if t is None else t.to(device)
-    hidden = model(batch["input_ids"].to(device), pixel_values=to_device(batch["pixel_values"]),
-                   image_flags=to_device(batch["image_flags"]), attention_mask=attention_mask,
-                   position_ids=position_ids, return_hidden=True)   # [B|1, T, D]
-    # ... from its start: the state at start + P + t - 1 predicts response token t (prompt length P)
-    cols = torch.tensor([start + len(s["prompt_ids"]) - 1 + t for start, s in zip(starts, samples)
-                         for t in range(len(s["response_ids"]))], dtype=torch.long, device=device)
+    batch, rows, cols = data.collate_responses(samples, pad_id, image_size, cfg.packing)
+    to_device = lambda key: None if batch.get(key) is None else batch[key].to(device)
+    hidden = model(to_device("input_ids"), pixel_values=to_device("pixel_values"),
+                   image_flags=to_device("image_flags"), attention_mask=to_device("attention_mask"),
+                   position_ids=to_device("position_ids"), return_hidden=True)   # [B|1, T, D]
     targets = torch.tensor([t for s in samples for t in s["response_ids"]], device=device)
     # FSDP2 leaves the root group (lm_head) unsharded from forward to the end of backward; were it
     # a shard, full_tensor() gathers it, differentiably
     weight = sampling.full_tensor(model.language_model.get_output_embeddings().weight)   # [V, D]
-    logp, ent = token_logprobs_and_entropy(hidden[rows, cols], weight, targets, chunk_size,
-                                           with_grad=with_grad)   # [N], [N]
-    lengths_ = torch.tensor(lengths, device=device)
-    mask = torch.arange(max(lengths), device=device)[None, :] < lengths_[:, None]   # [B, L]
+    logp, ent = token_logprobs_and_entropy(hidden[rows.to(device), cols.to(device)], weight,
+                                           targets, cfg.logprob_chunk_size, with_grad)   # [N], [N]
+    lengths = torch.tensor([len(s["response_ids"]) for s in samples], device=device)
+    mask = torch.arange(int(lengths.max()), device=device)[None, :] < lengths[:, None]   # [B, L]
     logp = logp.new_zeros(mask.shape).masked_scatter(mask, logp)   # [B, L], differentiable
     ent = ent.detach().new_zeros(mask.shape).masked_scatter(mask, ent.detach())
     return logp, ent, mask
-
-
-def old_and_ref_logprobs(run, model, ref_model, minis):
-    """s["old_logp"] (mini_batches or ppo_epochs > 1) and s["ref_logp"] (kl_beta > 0) of every
-    sample [len(response)], from a no-grad pass before any update."""
-    cfg, pad_id, size = run.cfg, run.tokenizer.pad_token_id, run.model_config.force_image_size
-    nets = [("old_logp", model)] if cfg.mini_batches > 1 or cfg.ppo_epochs > 1 else []
-    nets += [("ref_logp", ref_model)] if ref_model is not None else []
-    with torch.no_grad():
-        for mini in minis:
-            for micro in micro_batches(mini, cfg, run.dist, pad_id):
-                for key, net in nets:
-                    logp = sequence_logprobs(net, micro, pad_id, size, cfg.logprob_chunk_size,
-                                             False, cfg.packing)[0]
-                    for i, s in enumerate(micro):
-                        s[key] = logp[i, :len(s["response_ids"])]
 
 
 def padded(rows, mask):
@@ -472,7 +416,7 @@ def main(cfg, sampler=None, reward_fn=None):
     # Fig. 10's "entropy above 6.8 nats", scaled to this vocabulary
     high_threshold = high_entropy_threshold(model_config.llm_config["vocab_size"])
     history = []
-    dead_steps, dead_run = 0, 0   # steps without a learning signal: all in a row, all in all
+    no_signal = [0, 0]   # steps without a learning signal: all, in a row (grpo_metrics)
 
     for step in range(state["step"], cfg.steps):
         t_step = time.time()
@@ -498,8 +442,16 @@ def main(cfg, sampler=None, reward_fn=None):
                            if not cfg.dynamic_sampling or len({s["reward"] for s in g}) > 1]
                 if not cfg.dynamic_sampling or tu.all_reduce_sum(float(len(groups)), dist) >= P:
                     break
-        if cfg.dynamic_sampling:
-            groups = first_groups(groups, P, dist)
+        if cfg.dynamic_sampling:   # exactly P groups over all ranks: the first in rank order
+            counts = [len(groups)]
+            if dist.world_size > 1:
+                counts = [0] * dist.world_size
+                tdist.all_gather_object(counts, len(groups))
+            before = sum(counts[:dist.rank])
+            groups = groups[:max(0, P - before)]
+            for j, group in enumerate(groups):   # positions renumbered in that order
+                for s in group:
+                    s["pos"] = before + j
 
         # 2. group-normalised advantages (eq. 6)
         for group in groups:
@@ -518,21 +470,26 @@ def main(cfg, sampler=None, reward_fn=None):
             (lambda ss: float(sum(len(s["response_ids"]) for s in ss)))
         normalisers = [max(1.0, tu.all_reduce_sum(count(m), dist)) for m in minis]
         need_old = K > 1 or E > 1   # else pi_old is the training forward, detached: ratio 1
-        if need_old or ref_model is not None:
-            old_and_ref_logprobs(run, model, ref_model, minis)
+        nets = [("old_logp", model)] * need_old + [("ref_logp", ref_model)] * (cfg.kl_beta > 0)
+        with torch.no_grad():   # pi_old, pi_ref log-probs of every sample, before any update
+            for mini in minis if nets else []:
+                for micro in micro_batches(mini, cfg, dist, pad_id):
+                    for key, net in nets:
+                        logp = sequence_logprobs(net, micro, pad_id, image_size, cfg, False)[0]
+                        for i, s in enumerate(micro):
+                            s[key] = logp[i, :len(s["response_ids"])]
         sums["groups_trained"] = float(len(groups))
         for epoch in range(E):
             for k, mini in enumerate(minis):
                 for micro in micro_batches(mini, cfg, dist, pad_id):
-                    forward = sequence_logprobs(model, micro, pad_id, image_size,
-                                                cfg.logprob_chunk_size, True, cfg.packing)
+                    forward = sequence_logprobs(model, micro, pad_id, image_size, cfg, True)
                     logp, _, mask = forward
                     old = padded([s.get("old_logp") for s in micro], mask) if need_old \
                         else logp.detach()
                     ref = padded([s.get("ref_logp") for s in micro], mask) if ref_model else None
                     adv = torch.tensor([s["advantage"] for s in micro], device=logp.device)
-                    loss, stats = policy_loss(logp, old, adv, mask, normalisers[k], cfg.loss_agg,
-                                              cfg.clip_eps_low, cfg.clip_eps_high, ref, cfg.kl_beta)
+                    loss, stats = policy_loss(logp, old, ref, adv, mask, cfg)
+                    loss = loss / normalisers[k]   # eq. 7's mean over the whole mini-batch
                     dummy = micro[0].get("dummy", False)
                     # FSDP averages gradients over ranks; the world size makes it eq. 7's sum
                     (loss * (0.0 if dummy else dist.world_size)).backward()
@@ -569,17 +526,7 @@ def main(cfg, sampler=None, reward_fn=None):
                 "time/rollout": sums["rollout_s"], "time/reward": sums["reward_s"],
                 "time/train": train_s, "time/sync": sync_s, "time/step": time.time() - t_step}
         metrics = grpo_metrics.step_metrics(sums, last, dist, info)
-        # an arm that cannot learn says so loudly: when every group's rewards are equal, eq. 6's
-        # advantages are all 0 and so is the update (e.g. GRPO from a model that never writes the
-        # rewarded format)
-        dead = metrics["reward/zero_var_groups"] == 1.0 or metrics["train/grad_norm"] == 0.0
-        dead_steps, dead_run = dead_steps + dead, (dead_run + 1) * dead
-        if dead_run == DEAD_STEPS_WARNING and dist.is_main:
-            print(f"WARNING: {cfg.out_dir}: no learning signal for {dead_run} steps in a row "
-                  f"(steps {step + 2 - dead_run}-{step + 1}): every group's rewards are equal "
-                  f"(reward/mean {metrics['reward/mean']:.3f}) or the gradient is 0",
-                  file=sys.stderr, flush=True)
-        metrics["train/no_signal_steps"] = dead_steps
+        grpo_metrics.count_no_signal(metrics, no_signal, step, cfg.out_dir, dist.is_main)
         history.append(metrics)
         logger.log(step + 1, metrics)
         logger.progress(step + 1, cfg.steps, reward=metrics["reward/mean"],
@@ -591,8 +538,8 @@ def main(cfg, sampler=None, reward_fn=None):
                                {k: v for k, v in state.items() if k != "step"},
                                keep_last=cfg.keep_last, run=run_desc,
                                save_dtype=torch.bfloat16 if cuda else None)
-    if dead_steps >= DEAD_STEPS_WARNING and dist.is_main:
-        print(f"WARNING: {cfg.out_dir}: {dead_steps} of {len(history)} steps had no learning "
+    if no_signal[0] >= grpo_metrics.NO_SIGNAL_WARNING and dist.is_main:
+        print(f"WARNING: {cfg.out_dir}: {no_signal[0]} of {len(history)} steps had no learning "
               "signal; this arm barely trained", file=sys.stderr, flush=True)
     logger.finish()
     return history

@@ -6,6 +6,7 @@ vector (every rank lists the same keys), then divided into the logged metrics.
   data/*, time/*, perf/* given by the loop
 """
 import math
+import sys
 
 import torch
 
@@ -19,6 +20,7 @@ TRAIN_SUMS = ("loss", "clipped", "approx_kl", "kl_ref", "tokens", "ent_sum", "en
               "ent_tokens", "crit_sum", "crit_count", "lp_diff", "lp_diff_tokens", "groups_trained")
 # and, not all-reduced: the seconds spent sampling and scoring, the rounds, the longest response
 SUMS = SAMPLE_SUMS + TRAIN_SUMS + ("rollout_s", "reward_s", "rounds", "response_max")
+NO_SIGNAL_WARNING = 10   # steps in a row without a learning signal -> a warning on stderr
 
 
 def add_sample_sums(sums, groups, blind_phrases):
@@ -89,3 +91,18 @@ def step_metrics(sums, last, dist, info):
         "perf/tokens_per_s": tokens_per_s,
         "perf/tokens_per_s_per_rank": tokens_per_s / dist.world_size,
     }
+
+
+def count_no_signal(metrics, counts, step, out_dir, is_main):
+    """counts [all, in a row] of the steps without a learning signal, this step added; the total
+    is metrics["train/no_signal_steps"]. An arm that cannot learn says so loudly: when every
+    group's rewards are equal, eq. 6's advantages are all 0 and so is the update (e.g. GRPO from a
+    model that never writes the rewarded format)."""
+    dead = metrics["reward/zero_var_groups"] == 1.0 or metrics["train/grad_norm"] == 0.0
+    counts[:] = counts[0] + dead, (counts[1] + 1) * dead
+    if counts[1] == NO_SIGNAL_WARNING and is_main:
+        print(f"WARNING: {out_dir}: no learning signal for {counts[1]} steps in a row "
+              f"(steps {step + 2 - counts[1]}-{step + 1}): every group's rewards are equal "
+              f"(reward/mean {metrics['reward/mean']:.3f}) or the gradient is 0",
+              file=sys.stderr, flush=True)
+    metrics["train/no_signal_steps"] = counts[0]

@@ -30,6 +30,7 @@ vLLM references are to the vllm==0.32.0 wheel that requirements-gpu.txt pins.
 """
 import os
 import random
+import re
 
 import torch
 from torch.distributed.tensor import DTensor
@@ -57,6 +58,23 @@ def image_token_ids(tokenizer):
     GRPO's training log-probs (full vocabulary) and the sampler's (these masked) agree."""
     ids = [single_token_id(tokenizer, t) for t in (model.IMG_START_TOKEN, model.IMG_END_TOKEN, model.IMG_CONTEXT_TOKEN)]
     return [i for i in ids if i is not None]
+
+
+def nowait_banned_token_ids(tokenizer, words):
+    """Every token that spells one of `words` (§6.2 NoWait): its text, after leading spaces/punctuation, is the word
+    in any capitalisation with the last letter repeatable (Hmm, Hmmm) and not followed by another letter
+    ("Wait", " wait", "WAIT", ".Wait", "Wait," are banned; "Waiting" is not). A word that the tokenizer can only
+    write with several pieces cannot be banned by a token mask without banning other words too (banning the
+    first piece of "Alternatively" can ban "A"), so such words are reported, not banned. Qwen2.5's vocabulary
+    (the 38B model) has "Wait", " Wait", "Hmm", " Hmm", " Alternatively", ... as single tokens."""
+    alternatives = "|".join(re.escape(w) + "+" for w in words)
+    pattern = re.compile(r"^[^a-zA-Z]*(?:" + alternatives + r")(?![a-zA-Z])", re.IGNORECASE)
+    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+    banned = sorted(i for i, t in enumerate(texts) if pattern.match(t))
+    unbannable = [v for w in words for v in (w, " " + w) if len(tokenizer.encode(v, add_special_tokens=False)) > 1]
+    if unbannable:
+        print(f"nowait: no single token for {unbannable}; they stay possible as several pieces")
+    return banned
 
 
 def strip_eos(text):

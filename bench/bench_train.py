@@ -112,9 +112,10 @@ def demo_rows(reps=3, budget_grpo=2048, budget_sft=4096, device="cpu"):
 
         def step():
             for m in micro:
-                logp, _, mask = grpo.sequence_logprobs(net, m, pad, size, 1024, True, cfg.packing)
+                logp, _, mask = grpo.sequence_logprobs(net, m, pad, size, cfg, True)
                 adv = torch.tensor([s["advantage"] for s in m], device=dev)
-                loss, _ = grpo.policy_loss(logp, logp.detach(), adv, mask, n_seq)
+                loss, _ = grpo.policy_loss(logp, logp.detach(), None, adv, mask, cfg)
+                loss = loss / n_seq
                 loss.backward()
             net.zero_grad(set_to_none=True)
         computed, real = waste(batches)
@@ -170,11 +171,12 @@ def mfu_rows(shape, tokens=16384, device="cuda", reps=3, packing=True, micro_bat
     size = micro_batch_size or len(samples)
     ac = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    cfg = grpo.Config(packing=packing, logprob_chunk_size=1024)
 
     def step():
         with ac:
             for i in range(0, len(samples), size):
-                logp, _, mask = grpo.sequence_logprobs(net, samples[i:i + size], 0, S, 1024, True, packing)
+                logp, _, mask = grpo.sequence_logprobs(net, samples[i:i + size], 0, S, cfg, True)
                 (logp.sum() / mask.sum()).backward()
         net.zero_grad(set_to_none=True)
     if dev.type == "cuda":

@@ -125,10 +125,11 @@ def check_train(tok):
     g = torch.Generator().manual_seed(0)
     samples = [{"prompt_ids": prompt, "response_ids": torch.randint(10, V, (T - len(prompt),), generator=g).tolist(),
                 "pixel_values": torch.randn(1, 3, S, S)} for _ in range(B)]
+    chunked = grpo.Config(logprob_chunk_size=1024)
 
     def step():
         with torch.autocast(DEVICE.split(":")[0], dtype=torch.bfloat16, enabled=CUDA):
-            logp, _, mask = grpo.sequence_logprobs(net, samples, tok.pad_token_id, S, 1024, with_grad=True)
+            logp, _, mask = grpo.sequence_logprobs(net, samples, tok.pad_token_id, S, chunked, with_grad=True)
             (logp.sum() / mask.sum()).backward()
         net.zero_grad(set_to_none=True)
 

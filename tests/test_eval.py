@@ -156,28 +156,33 @@ def test_budget_rule():
 
 
 def test_resume_skips_finished_samples(tmp_path):
-    cfg = E.EvalConfig(k=3, batch_size=4, vllm_chunk=1)
+    cfg = E.EvalConfig(k=3, batch_size=4, vllm_chunk=1, out_dir=str(tmp_path))
     items = [B.EvalItem(id=f"q{i}", question=f"question {i}", answer="A", images=[], options={"A": "a", "B": "b"},
                         benchmark="MMMU_tiny") for i in range(4)]
     calls = []
     script = lambda r, n, stop: {"text": f"{r['id']} answer", "finish_reason": "stop", "num_tokens": 2}
-    run = tmp_path / "run"
-    done = E.generate_run(cfg, items, "think", None, fake_sampler(script, calls), run, 4, None)
+    run = E.run_dir_for(tmp_path, "MMMU_tiny", "think", None)
+    prompts = E.run_prompts(cfg, items, "think", None)
+    done = E.generate_run(cfg, items, "think", None, fake_sampler(script, calls), prompts)
     assert len(done) == 12 and sum(len(c[0]) for c in calls) == 12
     calls.clear()
-    assert E.generate_run(cfg, items, "think", None, fake_sampler(script, calls), run, 4, None) == done and calls == []
+    assert E.generate_run(cfg, items, "think", None, fake_sampler(script, calls), prompts) == done and calls == []
     # drop two records and tear the last line, as a killed run leaves it: exactly those are regenerated
     lines = (run / "generations.jsonl").read_text().splitlines()
     kept = lines[:9] + [lines[11][:20]]
     (run / "generations.jsonl").write_text("\n".join(kept))
-    again = E.generate_run(cfg, items, "think", None, fake_sampler(script, calls), run, 4, None)
+    again = E.generate_run(cfg, items, "think", None, fake_sampler(script, calls), prompts)
     assert sum(len(c[0]) for c in calls) == 3 and set(again) == set(done)
     assert len((run / "generations.jsonl").read_text().splitlines()) == 12
     with pytest.raises(ValueError, match=r'sampled with \{"temperature": 1.0.*, not \{"temperature": 0.0'):
-        E.generate_run(E.EvalConfig(k=3, protocol="released", temperature=0.0), items, "think", None,
-                       fake_sampler(script, calls), run, 4, None)   # greedy samples into a T = 1 avg@k
+        E.generate_run(E.EvalConfig(k=3, protocol="released", temperature=0.0, out_dir=str(tmp_path)), items,
+                       "think", None, fake_sampler(script, calls), prompts)   # greedy samples into a T = 1 avg@k
+    # a bad line other than a torn last one: an error naming file:line (data.read_jsonl's words for bad JSON)
     (run / "generations.jsonl").write_text("{broken\n" + "\n".join(lines) + "\n")
-    with pytest.raises(ValueError, match=r"generations.jsonl:1: bad generation record"):
+    with pytest.raises(ValueError, match=r"generations.jsonl:1: invalid JSON"):
+        E.read_generations(run / "generations.jsonl")
+    (run / "generations.jsonl").write_text('{"id": "q0"}\n' + "\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"generations.jsonl:1: bad generation record: KeyError"):
         E.read_generations(run / "generations.jsonl")
 
 
@@ -271,7 +276,7 @@ def test_nowait_never_emits_a_banned_token(tiny_checkpoint):
     import sampling
     tok = model.load_tokenizer(tiny_checkpoint)
     m = model.load_model(tiny_checkpoint).eval()
-    banned = E.nowait_banned_token_ids(tok, ["Wait", "Alternatively", "Hmm"])
+    banned = sampling.nowait_banned_token_ids(tok, ["Wait", "Alternatively", "Hmm"])
     assert {tok.decode([i]) for i in banned} == {" Wait", " Hmm", " Alternatively"}
     # push the banned tokens up so that, unbanned, the model says them all the time
     bias = torch.zeros(len(tok))
@@ -372,9 +377,9 @@ def test_sampling_protocol_presets_and_setting_deviations():
         "'Alternatively', 'Hmm'] tokens are banned."]
     overridden = E.parse_args(["--protocol=released", "--k=3"])   # flags override the preset's values
     assert (overridden.k, overridden.temperature, E.protocol_of(E.sampling_of(overridden))) == (3, 0.0, "custom")
-    with pytest.raises(ValueError, match="--protocol='greedy'"):
+    with pytest.raises(ValueError, match=r"'--protocol=greedy': expected one of \['paper', 'released'\]"):
         E.parse_args(["--protocol=greedy"])
-    with pytest.raises(ValueError, match="--mmmu_images='middle'"):
+    with pytest.raises(ValueError, match=r"'--mmmu_images=middle': expected one of \['front', 'inplace'\]"):
         E.parse_args(["--mmmu_images=middle"])
     cfg = E.EvalConfig(mmmu_images="inplace", system_prompt="Hi.")
     statements = " ".join(E.setting_deviations(cfg, E.sampling_of(cfg)))

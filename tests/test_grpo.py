@@ -1,5 +1,6 @@
 """Tests for grpo.py. Also the torchrun worker of the distributed test:
 `python -m torch.distributed.run --standalone --nproc_per_node=2 tests/test_grpo.py WORKSPACE OUT_DIR`."""
+import dataclasses
 import json
 import math
 import os
@@ -21,6 +22,7 @@ from safetensors.torch import load_file
 
 import data
 import grpo
+import grpo_metrics
 import model
 import sampling
 import train_utils as tu
@@ -147,9 +149,10 @@ def test_policy_loss_by_hand_with_clip_higher_and_kl(agg):
     normaliser = 7.0 if agg == "seq-mean-token-mean" else 19.0   # the whole mini-batch, beyond this micro-batch
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0]], dtype=torch.bool)
     lp = torch.tensor(logp, dtype=torch.float64, requires_grad=True)
-    loss, stats = grpo.policy_loss(lp, torch.tensor(old, dtype=torch.float64), torch.tensor(adv, dtype=torch.float64),
-                                   mask, normaliser, agg, clip_low=0.2, clip_high=0.28,
-                                   ref_logp=torch.tensor(ref, dtype=torch.float64), beta=0.05)
+    cfg = grpo.Config(loss_agg=agg, clip_eps_low=0.2, clip_eps_high=0.28, kl_beta=0.05)
+    loss, stats = grpo.policy_loss(lp, torch.tensor(old, dtype=torch.float64), torch.tensor(ref, dtype=torch.float64),
+                                   torch.tensor(adv, dtype=torch.float64), mask, cfg)
+    loss = loss / normaliser   # grpo.main's division by the whole mini-batch's count
     want, clipped = hand_loss(logp, old, ref, adv, lengths, agg, normaliser, 0.2, 0.28, 0.05)
     assert loss.item() == pytest.approx(want, rel=1e-12)
     assert stats["clipped"] == clipped == 3 and stats["tokens"] == 9
@@ -170,7 +173,8 @@ def test_ratio_one_is_reinforce_with_group_advantages():
     lp = torch.tensor([[-1.0, -2.0, -0.5], [-0.3, -0.4, 0.0]], requires_grad=True)
     mask = torch.tensor([[1, 1, 1], [1, 1, 0]], dtype=torch.bool)
     adv = torch.tensor([2.0, -1.0])
-    loss, stats = grpo.policy_loss(lp, lp.detach(), adv, mask, normaliser=4.0)
+    loss, stats = grpo.policy_loss(lp, lp.detach(), None, adv, mask, grpo.Config())
+    loss = loss / 4.0   # normaliser: the mini-batch's 4 sequences
     loss.backward()
     assert loss.item() == pytest.approx(-(2.0 - 1.0) / 4.0)
     torch.testing.assert_close(lp.grad, torch.tensor([[-2 / 3 / 4] * 3, [1 / 2 / 4, 1 / 2 / 4, 0.0]]))
@@ -181,11 +185,13 @@ def micro_batch_loss_and_grads(net, samples, cfg, normaliser):
     """update_policy's micro-batch loop (eq. 7, one process) -> (summed loss, parameter gradients)."""
     net.zero_grad(set_to_none=True)
     total = 0.0
+    cfg = dataclasses.replace(cfg, logprob_chunk_size=5, clip_eps_low=0.2, clip_eps_high=0.28, kl_beta=0.0)
     for micro in grpo.micro_batches(samples, cfg, tu.Dist(), 0):
-        logp, _, mask = grpo.sequence_logprobs(net, micro, 0, 112, 5, True, cfg.packing)
+        logp, _, mask = grpo.sequence_logprobs(net, micro, 0, 112, cfg, True)
         old = grpo.padded([s["old_logp"] for s in micro], mask)
         adv = torch.tensor([s["advantage"] for s in micro])
-        loss, _ = grpo.policy_loss(logp, old, adv, mask, normaliser, cfg.loss_agg, 0.2, 0.28)
+        loss, _ = grpo.policy_loss(logp, old, None, adv, mask, cfg)
+        loss = loss / normaliser
         loss.backward()
         total += float(loss.detach())
     return total, {k: p.grad.clone() for k, p in net.named_parameters() if p.grad is not None}
@@ -222,14 +228,15 @@ def test_packed_micro_batches_give_the_padded_loss_and_gradients(tmp_path, agg):
             torch.testing.assert_close(grads_packed[k], grads_padded[k], rtol=1e-4, atol=1e-7, msg=k)
     # control: one row whose positions do not restart lets the sequences see each other
     micro = samples[:4]
-    logp_packed = grpo.sequence_logprobs(net, micro, 0, 112, 5, False, True)[0]
-    logp_padded = grpo.sequence_logprobs(net, micro, 0, 112, 5, False, False)[0]
+    packing = {p: grpo.Config(logprob_chunk_size=5, packing=p) for p in (True, False)}
+    logp_packed = grpo.sequence_logprobs(net, micro, 0, 112, packing[True], False)[0]
+    logp_padded = grpo.sequence_logprobs(net, micro, 0, 112, packing[False], False)[0]
     torch.testing.assert_close(logp_packed, logp_padded, rtol=1e-5, atol=1e-5)
     original = data.pack_samples
     leaky = lambda *a: dict(original(*a), position_ids=torch.arange(original(*a)["input_ids"].shape[1])[None])
     try:
         data.pack_samples = leaky
-        logp_leaky = grpo.sequence_logprobs(net, micro, 0, 112, 5, False, True)[0]
+        logp_leaky = grpo.sequence_logprobs(net, micro, 0, 112, packing[True], False)[0]
     finally:
         data.pack_samples = original
     assert (logp_leaky - logp_padded).abs().max() > 1e-3
@@ -709,7 +716,7 @@ if __name__ == "__main__":
 def test_an_arm_without_learning_signal_warns(tmp_path, capsys, monkeypatch):
     """Every group's rewards equal (eq. 6: all advantages 0, no update): grpo.py says so on stderr, loudly, and
     counts the steps in metrics.jsonl (report.py flags the arm)."""
-    monkeypatch.setattr(grpo, "DEAD_STEPS_WARNING", 2)
+    monkeypatch.setattr(grpo_metrics, "NO_SIGNAL_WARNING", 2)
     ckpt, records = make_workspace(tmp_path / "ws")
 
     def zero_reward(texts, records_):
