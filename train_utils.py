@@ -38,6 +38,7 @@ import torch
 import torch.distributed as tdist
 import torch.utils.checkpoint
 
+import data
 from model import checkpoint_files, save_model
 
 # -----------------------------------------------------------------------------
@@ -695,13 +696,10 @@ class RunLogger:
         self.metrics_path = out_dir / "metrics.jsonl"
         kept = []
         if resume_step is not None and self.metrics_path.exists():
-            for line in self.metrics_path.read_text().splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by the crash
-                if row.get("step", 0) <= resume_step:
-                    kept.append(line)
+            # data.read_jsonl's policy: the crash's torn last line is dropped, any other bad line is an
+            # error naming file:line; json.dumps gives back the very text that log() wrote
+            kept = [json.dumps(row) for _, row in data.read_jsonl(self.metrics_path)
+                    if row.get("step", 0) <= resume_step]
         tmp = self.metrics_path.with_name(f".metrics.jsonl.tmp-{os.getpid()}")
         try:
             tmp.write_text("".join(line + "\n" for line in kept))

@@ -46,7 +46,7 @@ def demo_samples(root, n=64, max_response=128):
     (tokenizer fit on the synthetic corpus, tiny_config)."""
     root = Path(root)
     synthetic.write_dataset(root, n_train=0, n_val=0, n_test=0, n_ood=0, n_sft=n, n_sft_val=0, n_caption=0)
-    corpus = [json.loads(line) for line in open(root / "tokenizer_corpus.jsonl")]
+    corpus = [text for _, text in data.read_jsonl(root / "tokenizer_corpus.jsonl")]
     tok = model.build_tiny_tokenizer(corpus)
     cfg = model.tiny_config(vocab_size=len(tok))
     torch.manual_seed(0)

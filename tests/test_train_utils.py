@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 import model
 import train_utils as tu
+from test_configurator import Cfg   # a run config with every kind of field
 
 # -----------------------------------------------------------------------------
 # lr schedule
@@ -530,6 +531,13 @@ def test_run_logger_metrics_jsonl_and_resume(tmp_path, capsys):
     off.log(1, {"loss": 1.0})
     off.progress(1, 2)
     assert not (tmp_path / "other").exists()
+
+def test_run_logger_resume_names_a_bad_line_that_is_not_the_last(tmp_path):
+    """data.read_jsonl's policy on resume: only a torn LAST line is the crash's; a bad line elsewhere is an error."""
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2, "lo\n{"step": 3}\n')
+    with pytest.raises(ValueError, match=r"metrics\.jsonl:2: invalid JSON"):
+        tu.RunLogger(tmp_path, Cfg(), project="p", use_wandb=False, resume_step=3)
+
 
 def test_run_logger_wandb_offline_resumes_the_same_run(tmp_path, monkeypatch):
     pytest.importorskip("wandb")
