@@ -31,8 +31,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import matplotlib
 import torch
 import torch.nn.functional as F
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
 import configurator
 import data
@@ -484,9 +488,6 @@ def stage_label(ckpt):
 
 def plot_checkpoints(table, path, cfg):
     """Fig. 5 (critical-token entropy vs accuracy) + Fig. 10 (token-entropy distribution, mean and share > 6.8)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     names = [r["name"] for r in table]
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
     ax = axes[0]

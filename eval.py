@@ -509,7 +509,7 @@ def write_overall(cfg, out_dir, main_keys, tokenizer=None):
 def log_wandb(cfg, overall, runs):
     if not cfg.wandb:
         return
-    try:
+    try:   # imported here: wandb is optional (results are on disk; a missing package skips W&B)
         import wandb
     except ImportError:
         print("wandb not installed: skipping W&B logging")

@@ -17,9 +17,19 @@ from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 
 import numpy as np
+import safetensors.torch   # safetensors.torch.save_file looked up at each call: tests inject a full disk there
+import tokenizers
 import torch
+import torch.distributed as tdist
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors import safe_open
+from transformers import (AttentionInterface, AutoConfig, AutoModelForCausalLM, AutoTokenizer, DynamicCache,
+                          PreTrainedTokenizerFast, StaticCache)
+from transformers.dynamic_module_utils import get_relative_imports   # the regexes transformers' loader uses
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.utils import logging as hf_logging
 
 from configurator import parse_config
 
@@ -264,7 +274,6 @@ def pixel_shuffle(x, scale_factor=0.5, ps_version="v2"):
 
 
 def build_llm_config(llm_config):
-    from transformers import AutoConfig
     d = dict(llm_config)
     model_type = d.pop("model_type", None)
     if model_type is None:
@@ -289,7 +298,6 @@ def build_llm_config(llm_config):
 
 def packed_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
                           cu_seq_lens_q=None, **kwargs):   # query [1,H,T,d], key/value [1,H_kv,T,d]
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
     if cu_seq_lens_q is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
@@ -303,7 +311,6 @@ def packed_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0
 
 def packed_sdpa_mask(*args, attention_mask=None, **kwargs):
     """No mask for a row without padding (causal, or packed: the attention splits it); else sdpa's mask."""
-    from transformers.masking_utils import sdpa_mask
     return None if attention_mask is None else sdpa_mask(*args, attention_mask=attention_mask, **kwargs)
 
 
@@ -321,8 +328,6 @@ def packed_sequence_kwargs(position_ids):
 
 
 def register_packed_attention():
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface
     AttentionInterface.register("sdpa_packed", packed_sdpa_attention)
     AttentionMaskInterface.register("sdpa_packed", packed_sdpa_mask)
 
@@ -330,7 +335,6 @@ def register_packed_attention():
 class InternVLChatModel(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
-        from transformers import AutoModelForCausalLM
         self.config = config
         vd, ld = config.vision_config.hidden_size, config.llm_config["hidden_size"]
         ratio = int(1 / config.downsample_ratio) ** 2
@@ -449,7 +453,6 @@ def tied_lm_head(config):
 
 def load_model(path, dtype=torch.float32, device="cpu", allow_missing=False):
     """Builds on the meta device and fills tensors shard by shard: peak memory ~ one copy of the weights."""
-    from safetensors import safe_open
     path = Path(path)
     config = ModelConfig.from_json(path / "config.json")
     model = build_model(config, device="meta")
@@ -520,7 +523,6 @@ def remote_code_files(config):
     (transitively); files the source lacks are skipped. vLLM 0.32 registers neither internvl_chat nor skywork_chat,
     so LLM() reads the config through AutoConfig's remote code (vllm/transformers_utils/config.py:398-404): a
     checkpoint without configuration_*.py fails with OSError."""
-    from transformers.dynamic_module_utils import get_relative_imports   # the regexes transformers' loader uses
     source = getattr(config, "source_dir", None)   # None: a config built in memory
     if not source:
         return []
@@ -540,7 +542,6 @@ def save_model(path, state_dict, config, tokenizer=None, max_shard_bytes=2 ** 30
     """config.json + safetensors shards (+ index when >1) + tokenizer + the source's remote code (auto_map),
     under the original names.
     Atomic: written into a temporary sibling directory, then renamed into place."""
-    from safetensors.torch import save_file
     path = Path(path)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -557,12 +558,12 @@ def save_model(path, state_dict, config, tokenizer=None, max_shard_bytes=2 ** 30
         size += nbytes
     shards.append(current)
     if len(shards) == 1:
-        save_file(shards[0], str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        safetensors.torch.save_file(shards[0], str(tmp / "model.safetensors"), metadata={"format": "pt"})
     else:
         weight_map = {}
         for i, shard in enumerate(shards):
             name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-            save_file(shard, str(tmp / name), metadata={"format": "pt"})
+            safetensors.torch.save_file(shard, str(tmp / name), metadata={"format": "pt"})
             weight_map.update({k: name for k in shard})
         total = sum(t.numel() * t.element_size() for t in state_dict.values())
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
@@ -606,31 +607,29 @@ DEFAULT_CORPUS = [
 
 def build_tiny_tokenizer(corpus=None, vocab_size=1024):
     """Byte-level BPE with the R1V3 special tokens and chat template, trained in milliseconds."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers, AddedToken
-    from transformers import PreTrainedTokenizerFast
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok = tokenizers.Tokenizer(tokenizers.models.BPE())
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = tokenizers.decoders.ByteLevel()
+    trainer = tokenizers.trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+                                             show_progress=False,
+                                             initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(list(corpus or DEFAULT_CORPUS) * 4, trainer)
     # <think> tags are plain added tokens (not special), so decode(skip_special_tokens=True) keeps them
-    tok.add_tokens([AddedToken(THINK_START, normalized=False), AddedToken(THINK_END, normalized=False)])
+    tok.add_tokens([tokenizers.AddedToken(THINK_START, normalized=False),
+                    tokenizers.AddedToken(THINK_END, normalized=False)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                    additional_special_tokens=SPECIAL_TOKENS[1:], chat_template=CHAT_TEMPLATE)
 
 
 def load_tokenizer(path):
-    from transformers import AutoTokenizer
-    from transformers.utils import logging
-    level = logging.get_verbosity()
-    logging.set_verbosity_error()  # AutoTokenizer warns that config.json is not a tokenizer's model type
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # AutoTokenizer warns that config.json is not a tokenizer's model type
     try:   # trust_remote_code=False: with auto_map in config.json, None asks "Do you wish to run the custom
         # code?" and waits 15 s (transformers dynamic_module_utils.py:754-771); False raises at once and
         # AutoTokenizer falls back to the plain config (tokenization_auto.py:805-812). The tokenizer needs no code.
         return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
     finally:
-        logging.set_verbosity(level)
+        hf_logging.set_verbosity(level)
 
 
 def build_prompt(messages, mode="think", add_generation_prompt=True, *, tokenizer):
@@ -739,7 +738,6 @@ def generate(model, prompts, pixel_values=None, image_flags=None, max_new_tokens
     running one-token forwards until all ranks are done.
     static_cache (default: on cuda): the GPU decode loop instead (decode_static); compile_step (default: on
     cuda) also captures its one-token step in CUDA graphs. Both give the same tokens (tests/test_model.py)."""
-    from transformers import DynamicCache
     device = next(model.parameters()).device
     if static_cache if static_cache is not None else device.type == "cuda":
         return decode_static(model, prompts, pixel_values, image_flags, max_new_tokens, temperature, top_p,
@@ -816,7 +814,6 @@ def decode_static(model, prompts, pixel_values, image_flags, max_new_tokens, tem
     column width + t opens at step t. Rows that finish stay in the batch and feed pad tokens; their outputs are
     dropped. Sampled tokens stay on the device; the host checks for "all rows done" every 16 steps.
     compile_step: decode_step through torch.compile(mode="reduce-overhead") (CUDA graphs on cuda)."""
-    from transformers import StaticCache
     device = next(model.parameters()).device
     b, width = len(prompts), max(len(p) for p in prompts)
     total = width + max_new_tokens
@@ -872,9 +869,8 @@ def decode_static(model, prompts, pixel_values, image_flags, max_new_tokens, tem
 
 def sync_ranks_step(model, device, alive):
     """One collective per decode step: returns whether any rank is still decoding; idle ranks run a dummy forward."""
-    import torch.distributed as dist
     flag = torch.tensor([1.0 if alive else 0.0], device=device)
-    dist.all_reduce(flag)
+    tdist.all_reduce(flag)
     if not alive and flag.item() > 0:
         model(torch.zeros((1, 1), dtype=torch.long, device=device))
     return flag.item() > 0

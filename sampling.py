@@ -254,7 +254,7 @@ class VLLMSampler:
         """seed: one SamplingParams(seed=...) per request, drawn from it (vLLM gives the k-th of a request's n
         samples seed + k, v1/engine/parallel_sampling.py:69-81). None: vLLM draws each request's seed from the
         global numpy generator (v1/worker/gpu/sample/states.py:54-58), seeded by the engine's seed."""
-        from vllm import SamplingParams
+        from vllm import SamplingParams   # GPU-only dependency (requirements-gpu.txt)
         counts = [n] * len(prompts) if isinstance(n, int) else n
         draw = random.Random(seed)
         seeds = [None if seed is None else draw.getrandbits(31) for _ in prompts]

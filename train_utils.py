@@ -37,9 +37,14 @@ import numpy as np
 import torch
 import torch.distributed as tdist
 import torch.utils.checkpoint
+from safetensors import safe_open
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 import data
-from model import checkpoint_files, save_model
+from model import (IMG_CONTEXT_TOKEN, ModelConfig, build_model, checkpoint_files, load_tokenizer, save_model,
+                   set_trainable, tied_lm_head)
 
 # -----------------------------------------------------------------------------
 # distributed: everything comes from torchrun's env (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT), so
@@ -174,8 +179,6 @@ def wrap_fsdp(model, dist, param_dtype=None, activation_checkpointing=False, res
     Activation checkpointing also applies with one process. One process with param_dtype: FSDP2 over a
     one-rank group, for its cast: each group's weights become param_dtype once per forward (the "all-gather"
     is a copy), where autocast would cast every weight at every op; fp32 master weights and gradients stay."""
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard, MixedPrecisionPolicy
     blocks = transformer_blocks(model)
     if activation_checkpointing:
         for block in blocks:
@@ -215,7 +218,6 @@ def clean_name(name):
 
 
 def _is_dtensor(t):
-    from torch.distributed.tensor import DTensor
     return isinstance(t, DTensor)
 
 
@@ -223,7 +225,6 @@ def reshard(model):
     """Frees the all-gathered parameters of every FSDP2 group. Useful after no_grad forwards (sampling,
     reference-model log-probs), which leave the root group unsharded; a no-op without FSDP2.
     (While unsharded, model.parameters() are the gathered tensors: build optimizers before any forward.)"""
-    from torch.distributed.fsdp import FSDPModule
     for module in model.modules():
         if isinstance(module, FSDPModule):
             module.reshard()
@@ -257,7 +258,6 @@ def _unique_state(model):
 
 def _copy_into(param, value):
     """param (plain, or an FSDP2 DTensor: this rank's slice is cut from the full value) <- full value."""
-    from torch.distributed.tensor import distribute_tensor
     with torch.no_grad():
         if _is_dtensor(param):
             value = value.to(device=param.device, dtype=param.dtype)
@@ -271,7 +271,6 @@ def load_weights(path, model, master_weights=None, warn_inexact=False):
     """A model.py checkpoint's weights into a plain or FSDP2-sharded model. Each rank reads one tensor at a
     time (safetensors, lazily) and keeps its own slice. Tied tensors (embed/lm_head) load from either name.
     master_weights: {name: this rank's local tensor}, taking precedence (see save_checkpoint)."""
-    from safetensors import safe_open
     master_weights = master_weights or {}
     files = {}
     for file in checkpoint_files(path):
@@ -306,7 +305,6 @@ def load_model_sharded(path, dist, trainable, param_dtype=None, activation_check
     """model.load_model for training: built on the meta device, trainable modules set, wrapped with FSDP2
     (world_size > 1), allocated on dist.device and filled by load_weights, so no rank ever holds the whole
     model. Parameters are float32 (the master weights); param_dtype is the compute dtype under FSDP2."""
-    from model import IMG_CONTEXT_TOKEN, ModelConfig, build_model, load_tokenizer, set_trainable, tied_lm_head
     path = Path(path)
     config = ModelConfig.from_json(path / "config.json")
     if tied_lm_head(config) and dist.world_size > 1:
@@ -643,7 +641,6 @@ def load_checkpoint(path, model, optimizer=None, run=None, allow_run_change=Fals
             diff = sorted(set(saved) ^ set(now))[:10] or "(same names, different order or groups)"
             raise ValueError(f"{path}: the optimizer's parameters differ from the checkpoint's "
                              f"(trainable modules changed?): {diff}")
-        from torch.distributed.tensor import DTensor
         params = [p for group in optimizer.param_groups for p in group["params"]]
         opt_state = shard["optimizer"]
         for idx, keys in shard["dtensor_keys"].items():
@@ -708,7 +705,7 @@ class RunLogger:
             tmp.unlink(missing_ok=True)   # a full disk must not leave it behind
         self.metrics_file = open(self.metrics_path, "a")
         if use_wandb and os.environ.get("WANDB_MODE", "").lower() != "disabled":
-            try:
+            try:   # imported here: wandb is optional (a missing package only turns W&B logging off)
                 import wandb
                 id_path = out_dir / "wandb_run_id.txt"
                 run_id = id_path.read_text().strip() if resume_step is not None and id_path.exists() else None

@@ -11,16 +11,17 @@ Operator calls per step: torch.profiler events named aten::* (nested calls inclu
 kernel launches (cudaLaunchKernel + cudaGraphLaunch) are counted the same way. ms/step: the same difference of
 wall times without the profiler. decode_rows() returns the table rows, for bench/gpu_check.py.
 """
-import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
+import configurator  # noqa: E402
 import model as M  # noqa: E402
 
 
@@ -93,17 +94,20 @@ def decode_rows(shape="", device="cpu", batch=8, steps1=8, steps2=24, compile_st
     return rows
 
 
+@dataclass
+class Args:
+    device: str = "cpu"
+    shape: str = ""          # model config (e.g. config/internvl3-1b.json); "" = the tiny model
+    batch: int = 8
+    steps1: int = 8
+    steps2: int = 24
+    compile: bool = False    # also the torch.compile'd step (slow to compile on CPU)
+    threads: int = 1
+    json: str = ""           # also write the rows here
+
+
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--shape", default="")
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--steps1", type=int, default=8)
-    ap.add_argument("--steps2", type=int, default=24)
-    ap.add_argument("--compile", action="store_true", help="also the torch.compile'd step (slow to compile on CPU)")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--json", default="")
-    args = ap.parse_args()
+    args = configurator.parse_config(Args)
     torch.set_num_threads(args.threads)
     rows = decode_rows(args.shape, args.device, args.batch, args.steps1, args.steps2, args.compile)
     print(f"decode steps, {args.shape or 'tiny model'}, {args.device}, batch {args.batch}, greedy")

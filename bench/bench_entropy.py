@@ -19,7 +19,6 @@ The naive baseline is a careful one (a lower bound for naive code): full fp32 lo
 freed before the entropy, exp multiplied in place. Straightforward code, -(logp.exp() * logp).sum(-1) with the
 logits still alive, holds four [T, V] fp32 tensors instead of two, so the true ratio is larger than printed.
 """
-import argparse
 import json
 import os
 import re
@@ -27,7 +26,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -35,6 +36,7 @@ sys.path.insert(0, str(REPO))
 import torch
 import torch.nn.functional as F
 
+import configurator
 import entropy as E
 
 MiB = 2 ** 20
@@ -105,20 +107,23 @@ def worker(args):
     Path(args.result).write_text(json.dumps({"extra_mib": (peak - rss_before) / 1024, "seconds": seconds}))
 
 
+@dataclass
+class Args:
+    tokens: int = 8192
+    vocab: int = 151674
+    hidden: int = 5120
+    dtype: Literal["bfloat16", "float32"] = "bfloat16"
+    chunk_size: int = 0          # rows per chunk (default: entropy.py's 512; 64 with --small)
+    small: bool = False          # T=1024, V=32000, D=1024, chunk 64: the same T/chunk ratio
+    from_logits: bool = False    # input = existing [T, V] logits
+    backward: bool = False       # with grad: forward + backward (lp + 0.1 H)
+    json: str = ""               # also write the results here
+    worker: str = ""             # internal: the method a fresh process runs
+    result: str = ""             # internal: where that process writes its numbers
+
+
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tokens", type=int, default=8192)
-    ap.add_argument("--vocab", type=int, default=151674)
-    ap.add_argument("--hidden", type=int, default=5120)
-    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
-    ap.add_argument("--chunk_size", type=int, default=0, help="rows per chunk (default: entropy.py's 512; 64 with --small)")
-    ap.add_argument("--small", action="store_true", help="T=1024, V=32000, D=1024, chunk 64: the same T/chunk ratio")
-    ap.add_argument("--from_logits", action="store_true", help="input = existing [T, V] logits")
-    ap.add_argument("--backward", action="store_true", help="with grad: forward + backward (lp + 0.1 H)")
-    ap.add_argument("--json", default="", help="also write the results here")
-    ap.add_argument("--worker", default="", help=argparse.SUPPRESS)
-    ap.add_argument("--result", default="", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = configurator.parse_config(Args)
     if args.small:
         args.tokens, args.vocab, args.hidden = 1024, 32000, 1024
     args.chunk_size = args.chunk_size or (64 if args.small else 512)
@@ -161,7 +166,7 @@ def main():
           f"entropy range {b['entropy'].min().item():.2f}..{b['entropy'].max().item():.2f} nats")
     print(("PASS" if ok else "FAIL") + (" (smoke run: the targets are for the full size)" if args.small else ""))
     if args.json:
-        summary = {k: v for k, v in vars(args).items() if k not in ("worker", "result", "json")}
+        summary = {k: v for k, v in asdict(args).items() if k not in ("worker", "result", "json")}
         summary.update({m: {k: v for k, v in results[m].items() if k != "out"} for m in results},
                        ratio=ratio, max_abs_diff_logp=diff_logp, max_abs_diff_entropy=diff_entropy, ok=ok)
         Path(args.json).write_text(json.dumps(summary, indent=1))

@@ -10,13 +10,13 @@ written to a temporary directory; grpo.main runs --steps steps and the table sho
 over the steps after the first (warm-up). tokens/s counts prompt + response tokens of every rollout of a step
 over the whole step's time. Sync is 0 here: the builtin sampler is the policy itself (vLLM would push weights).
 """
-import argparse
 import json
 import os
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 os.environ.setdefault("WANDB_MODE", "disabled")
@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+import configurator  # noqa: E402
 import grpo  # noqa: E402
 import model  # noqa: E402
 
@@ -41,17 +42,20 @@ def make_workspace(root, n_records=32):
     return root / "ckpt", root / "train.jsonl"
 
 
+@dataclass
+class Args:
+    steps: int = 6
+    prompts: int = 8
+    rollouts: int = 8
+    max_tokens: int = 64
+    micro_batch_size: int = 16
+    reward_workers: int = 0
+    threads: int = 1         # torch intra-op threads (the 2 shared CI cores: 1)
+    json: str = ""           # also write the results here
+
+
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--prompts", type=int, default=8)
-    ap.add_argument("--rollouts", type=int, default=8)
-    ap.add_argument("--max_tokens", type=int, default=64)
-    ap.add_argument("--micro_batch_size", type=int, default=16)
-    ap.add_argument("--reward_workers", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (the 2 shared CI cores: 1)")
-    ap.add_argument("--json", default="")
-    args = ap.parse_args()
+    args = configurator.parse_config(Args)
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         ckpt, records = make_workspace(Path(tmp))
@@ -79,7 +83,7 @@ def main():
     print(f"response tokens/rollout {med('response/len_mean'):.1f}, tokens/s {med('perf/tokens_per_s'):.0f} "
           f"(prompt + response), whole run {total:.1f} s incl. setup")
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "median": {k: med(k) for k in phases +
+        Path(args.json).write_text(json.dumps({"args": asdict(args), "median": {k: med(k) for k in phases +
                                                                               ["perf/tokens_per_s"]},
                                                "history": history}, indent=1))
 

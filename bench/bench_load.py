@@ -7,10 +7,14 @@ import resource
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import configurator  # noqa: E402
+import model as M  # noqa: E402
 
 CHILD = """
 import sys, torch
@@ -33,11 +37,16 @@ print(base, status("VmHWM"), sum(p.numel() * p.element_size() for p in m.paramet
 """
 
 
+@dataclass
+class Args:
+    hidden: int = 1024
+    layers: int = 8
+    shard_mb: int = 64
+
+
 def main():
-    args = dict(a.lstrip("-").split("=", 1) for a in sys.argv[1:])
-    hidden, layers, shard_mb = int(args.get("hidden", 1024)), int(args.get("layers", 8)), int(args.get("shard_mb", 64))
-    import torch
-    import model as M
+    args = configurator.parse_config(Args)
+    hidden, layers, shard_mb = args.hidden, args.layers, args.shard_mb
     cfg = M.tiny_config(vocab_size=32000, vision=dict(hidden_size=hidden // 2, num_hidden_layers=layers,
                         num_attention_heads=8, intermediate_size=2 * hidden),
                         llm=dict(hidden_size=hidden, intermediate_size=3 * hidden, num_hidden_layers=layers,

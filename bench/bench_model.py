@@ -7,23 +7,34 @@ On a GPU, --config=internvl3-1b builds an InternVL3-1B-shaped model with random 
 """
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import configurator
 import model as M
 from entropy import token_logprobs_and_entropy
 
-args = dict(a.lstrip("-").split("=", 1) for a in sys.argv[1:])
-batch, new_tokens = int(args.get("batch", 16)), int(args.get("new_tokens", 64))
-device = args.get("device", "cuda" if torch.cuda.is_available() else "cpu")
+
+@dataclass
+class Args:
+    batch: int = 16
+    new_tokens: int = 64
+    config: str = "tiny"     # tiny, or NAME for config/NAME.json (internvl3-1b)
+    device: str = ""         # "" = cuda when there is one, else cpu
+
+
+args = configurator.parse_config(Args)
+batch, new_tokens = args.batch, args.new_tokens
+device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
 dtype = torch.bfloat16 if device == "cuda" else torch.float32
 tok = M.build_tiny_tokenizer()
-if args.get("config", "tiny") == "tiny":
+if args.config == "tiny":
     cfg = M.tiny_config(vocab_size=len(tok))
 else:
-    cfg = M.ModelConfig.from_json(Path(__file__).resolve().parents[1] / "config" / f"{args['config']}.json")
+    cfg = M.ModelConfig.from_json(Path(__file__).resolve().parents[1] / "config" / f"{args.config}.json")
     cfg.dynamic_image_size = False
 torch.manual_seed(0)
 model = M.build_model(cfg, dtype=dtype, device=device).eval()
@@ -33,7 +44,7 @@ text = M.build_prompt([{"role": "user", "content": M.expand_image_tokens("<image
                                                                           cfg.num_image_token)}], tokenizer=tok)
 prompt = tok(text, add_special_tokens=False)["input_ids"]
 pv = torch.randn(batch, 3, S, S, device=device, dtype=dtype)
-print(f"{args.get('config', 'tiny')}: {sum(M.parameter_counts(model).values()) / 1e6:.1f}M params, batch {batch}, "
+print(f"{args.config}: {sum(M.parameter_counts(model).values()) / 1e6:.1f}M params, batch {batch}, "
       f"prompt {len(prompt)} tokens, {new_tokens} new tokens, {device} {dtype}")
 
 

@@ -19,19 +19,20 @@ dense bf16) and 790 TFLOP/s (what a large bf16 matmul reaches there).
 
 Every function returns its table rows (list of dicts), so bench/gpu_check.py can call them.
 """
-import argparse
 import json
 import os
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
+import configurator  # noqa: E402
 import data  # noqa: E402
 import grpo  # noqa: E402
 import model  # noqa: E402
@@ -205,17 +206,20 @@ def print_rows(rows):
         print(" | ".join(f"{r.get(k, ''):.4g}" if isinstance(r.get(k), float) else str(r.get(k, "")) for k in keys))
 
 
+@dataclass
+class Args:
+    device: str = "cpu"
+    threads: int = 1
+    reps: int = 3
+    budget_grpo: int = 2048
+    budget_sft: int = 4096
+    shape: str = ""          # model config for the MFU rows (e.g. config/internvl3-1b.json)
+    tokens: int = 16384
+    json: str = ""           # also write the rows here
+
+
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--budget_grpo", type=int, default=2048)
-    ap.add_argument("--budget_sft", type=int, default=4096)
-    ap.add_argument("--shape", default="", help="model config for the MFU rows (e.g. config/internvl3-1b.json)")
-    ap.add_argument("--tokens", type=int, default=16384)
-    ap.add_argument("--json", default="")
-    args = ap.parse_args()
+    args = configurator.parse_config(Args)
     torch.set_num_threads(args.threads)
     if args.shape:
         rows = mfu_rows(args.shape, args.tokens, args.device, args.reps, packing=True) + \

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -33,14 +34,24 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("WANDB_MODE", "disabled")
+import configurator
 import entropy
 import grpo
 import model as M
 import synthetic
+import train_utils as tu
 
-args = dict(a.lstrip("-").split("=", 1) if "=" in a else (a.lstrip("-"), "1") for a in sys.argv[1:])
-TINY = args.get("tiny") == "1"
-DEVICE = args.get("device", "cuda" if torch.cuda.is_available() else "cpu")
+
+@dataclass
+class Args:
+    tiny: bool = False       # the tiny model: a smoke run of the same code (tests)
+    device: str = ""         # "" = cuda when there is one, else cpu
+    out: str = ""            # also write the table as JSON here
+
+
+args = configurator.parse_config(Args)
+TINY = args.tiny
+DEVICE = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
 CUDA = DEVICE.startswith("cuda")
 NAME = torch.cuda.get_device_name() if CUDA else "cpu"
 # dense bf16 peak FLOP/s and HBM bandwidth (vendor datasheets, SXM parts); an unknown device gives n/a
@@ -261,7 +272,6 @@ def check_vllm(root, ckpt, records):
     if not CUDA:
         rows.append(("vllm", "rollout_backend=vllm", "skipped: no GPU"))
         return
-    import train_utils as tu
     for key, value in dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
                            MASTER_PORT="29517").items():   # external_launcher reads torchrun's variables
         os.environ.setdefault(key, value)
@@ -308,8 +318,8 @@ def main():
     print(f"\n| check | figure | {NAME} |\n|---|---|---|")
     for check, figure, value in rows:
         print(f"| {check} | {figure:<{width}} | {value} |")
-    if "out" in args:
-        Path(args["out"]).write_text(json.dumps({"device": NAME, "tiny": TINY, "rows": rows}, indent=1))
+    if args.out:
+        Path(args.out).write_text(json.dumps({"device": NAME, "tiny": TINY, "rows": rows}, indent=1))
     return 1 if failed else 0
 
 

@@ -592,6 +592,7 @@ def test_every_prompt_builder_uses_the_checkpoint_template(tok, mode, tmp_path):
     def sample_fn(rows, max_tokens, stop_at_think_end):
         seen.extend(rows)
         return [{"text": "4", "finish_reason": "stop", "num_tokens": 1} for _ in rows]
-    E.generate_run(E.EvalConfig(k=1), [item], mode, None, sample_fn, tmp_path / "run", 4, tok)
+    cfg = E.EvalConfig(k=1, out_dir=str(tmp_path))
+    E.generate_run(cfg, [item], mode, None, sample_fn, E.run_prompts(cfg, [item], mode, tok))
     assert tok.encode(seen[0]["prompt"], add_special_tokens=False) == \
         expected([{"role": "user", "content": "2+2?"}])
