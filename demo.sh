@@ -315,9 +315,9 @@ case "$1" in
     # "hard problems": two-colour sums only, the hardest in-domain question type. Its test split is copied to
     # hard.jsonl: eval.py names a benchmark by its file name, and two files named test.jsonl are refused
     stage "$DEMO/data_hard" hard_data
-    steps=$("$PY" -c 'import sys, train_utils as tu, grpo; print(tu.parse_config(grpo.Config, sys.argv[1:]).steps)' \
+    steps=$("$PY" -c 'import sys, configurator as c, grpo; print(c.parse_config(grpo.Config, sys.argv[1:]).steps)' \
       config/grpo_demo.py "${GRPO_ARGS[@]}")
-    lr=$("$PY" -c 'import sys, train_utils as tu, grpo; print(tu.parse_config(grpo.Config, sys.argv[1:]).lr / 10)' \
+    lr=$("$PY" -c 'import sys, configurator as c, grpo; print(c.parse_config(grpo.Config, sys.argv[1:]).lr / 10)' \
       config/grpo_demo.py "${GRPO_ARGS[@]}")
     grpo_arm fig7_8/curriculum "$(last_ckpt "$DEMO/sft")" \
       --curriculum="[('$D/train.jsonl', 0), ('$DEMO/data_hard/train.jsonl', $((steps / 2)))]"

@@ -33,7 +33,7 @@ from tables import write_text  # noqa: E402
 # two-sided 95% Student-t quantiles t(0.975, df), df = n - 1 (from any t table; scipy is not a dependency)
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
         12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
-DEAD_STEPS = 10   # grpo.DEAD_STEPS_WARNING: steps without a learning signal before an arm is called untrained
+DEAD_STEPS = 10   # grpo_metrics.NO_SIGNAL_WARNING: steps without a learning signal before an arm is called untrained
 
 
 def t975(df):
