@@ -43,7 +43,6 @@ system turn, MMMU image placement).
 import http.client
 import json
 import random
-import re
 import socket
 import sys
 import time
