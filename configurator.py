@@ -5,9 +5,10 @@ The one config parser of every entry point (nanoGPT's configurator, with types):
     python entropy.py --checkpoints A B C --data X
 
 Dataclass defaults <- config files (positional, `key = value` Python, applied in order) <-
---key=value or --key VALUE flags. Every value is type-checked against the field's annotation (Literal choices
-included); unknown keys are errors naming the file:line or flag, with suggestions. It imports no
-torch, so model.py and rewards.py (whose spawn workers re-import it) use it too.
+--key=value or --key VALUE flags. Every value is type-checked against the field's annotation
+(Literal choices included); unknown keys are errors naming the file:line or flag, with
+suggestions. It imports no torch, so model.py and rewards.py (whose spawn workers re-import it)
+use it too.
 """
 import ast
 import dataclasses

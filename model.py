@@ -17,16 +17,16 @@ from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 
 import numpy as np
-import safetensors.torch   # safetensors.torch.save_file looked up at each call: tests inject a full disk there
+import safetensors.torch   # save_file looked up at each call: tests inject a full disk there
 import tokenizers
 import torch
 import torch.distributed as tdist
 import torch.nn as nn
 import torch.nn.functional as F
 from safetensors import safe_open
-from transformers import (AttentionInterface, AutoConfig, AutoModelForCausalLM, AutoTokenizer, DynamicCache,
-                          PreTrainedTokenizerFast, StaticCache)
-from transformers.dynamic_module_utils import get_relative_imports   # the regexes transformers' loader uses
+from transformers import (AttentionInterface, AutoConfig, AutoModelForCausalLM, AutoTokenizer,
+                          DynamicCache, PreTrainedTokenizerFast, StaticCache)
+from transformers.dynamic_module_utils import get_relative_imports   # transformers' loader's regexes
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.utils import logging as hf_logging
@@ -886,7 +886,7 @@ class CLIConfig:
     json: str = ""           # inspect: also write {total, modules, parameters} to this file
     init_tiny: str = ""      # write a fresh tiny checkpoint (tiny_config) to this directory instead
     corpus: str = ""         # init_tiny: the tokenizer's BPE is fit on this file's lines
-    overrides: str = "{}"    # init_tiny: tiny_config overrides as JSON ({"vision": {"image_size": 56}})
+    overrides: str = "{}"    # init_tiny: tiny_config overrides, JSON: {"vision": {"image_size": 56}}
     vocab_size: int = 1024   # init_tiny
     seed: int = 0            # init_tiny: seed of the weight init
 
@@ -899,7 +899,8 @@ def init_tiny(cfg):
     torch.manual_seed(cfg.seed)
     model = build_model(config)
     save_model(cfg.init_tiny, model.state_dict(), config, tokenizer)
-    print(f"wrote a fresh tiny model to {cfg.init_tiny}: {parameter_counts(model)}, vocab {len(tokenizer)}")
+    print(f"wrote a fresh tiny model to {cfg.init_tiny}: {parameter_counts(model)}, "
+          f"vocab {len(tokenizer)}")
     return 0
 
 
@@ -916,7 +917,7 @@ def main(argv):
     if cfg.init_tiny:
         return init_tiny(cfg)
     if not src:
-        raise SystemExit(f"model.py: give the CONFIG.json or CHECKPOINT_DIR to inspect first\n{usage}")
+        raise SystemExit(f"model.py: give the CONFIG.json or CHECKPOINT_DIR to inspect\n{usage}")
     src = Path(src)
     config = ModelConfig.from_json(src / "config.json" if src.is_dir() else src)
     model = build_model(config, device="meta")

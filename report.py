@@ -14,12 +14,12 @@ the report), "inconclusive" otherwise (the reason names the interval), or when f
 Nothing here trains or evaluates: it reads eval.py summaries, grpo.py metrics.jsonl and entropy.py tables. A file
 that is missing is named in its section (that seed is left out of the claim), never silently skipped.
 """
-import argparse
 import json
 import math
 import re
 import statistics
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -27,6 +27,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
+import configurator  # noqa: E402
 import data  # noqa: E402
 from tables import write_text  # noqa: E402
 
@@ -499,15 +500,23 @@ def summary_table(claims):
     return "\n".join(lines + [c.row() for c in claims])
 
 
+@dataclass
+class ReportConfig:
+    seeds: list[str] = field(default_factory=list)   # the seeds, as named under ROOT
+    wall_s: float | None = None   # the run's wall time, for the report's first lines
+    readme: str = ""              # replace the block between the paper_demo markers in this file
+
+
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("root")
-    ap.add_argument("--seeds", nargs="+", required=True)
-    ap.add_argument("--wall_s", type=float, default=None)
-    ap.add_argument("--readme", default="", help="replace the block between the paper_demo markers in this file")
-    args = ap.parse_args(argv)
-    seeds = Seeds(args.root, args.seeds)
-    out = Path(args.root)
+    usage = "usage: python report.py ROOT --seeds S [S ...] [--wall_s SECONDS] [--readme README.md]"
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0].startswith("-"):   # ROOT first: the positional is not a config file here
+        raise SystemExit(usage)
+    root, args = argv[0], configurator.parse_config(ReportConfig, argv[1:])
+    if not args.seeds:
+        raise SystemExit(f"--seeds is required\n{usage}")
+    seeds = Seeds(root, args.seeds)
+    out = Path(root)
     sections, claims = build(seeds, out)
     counts = {v: sum(c.verdict == v for c in claims) for v in ("reproduced", "not reproduced", "inconclusive")}
     wall = "" if args.wall_s is None else f" Wall time: {args.wall_s / 60:.1f} min."

@@ -53,3 +53,14 @@ def test_t_quantiles():
 def test_smooth_is_a_centred_moving_average():
     assert report.smooth([0, 3, 6, 9], 3) == [1.5, 3, 6, 7.5]
     assert report.smooth([1, 2], 1) == [1, 2]
+
+
+def test_cli_root_then_flags(tmp_path):
+    """`python report.py ROOT --seeds 0 1 --wall_s 60` (demo.sh's call) through configurator.py; an empty ROOT
+    names every missing output instead of failing."""
+    assert report.main([str(tmp_path), "--seeds", "0", "1", "--wall_s", "60"]) is None
+    text = (tmp_path / "report.md").read_text()
+    assert text.startswith("# The paper's claims at demo scale (2 seeds: 0, 1)") and "Wall time: 1.0 min." in text
+    assert "## Missing outputs" in text
+    with pytest.raises(SystemExit, match="--seeds is required"):
+        report.main([str(tmp_path)])
