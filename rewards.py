@@ -5,11 +5,11 @@ GRPO reward of Skywork-R1V3 (paper §3.1, eqs. 1-3), computed by score_batch:
     R_accuracy = 1[R_rule(a_hat, a) = 1  or  R_theta(a_hat, a) = 1]                 (eq. 2)
     R          = eps * R_accuracy + (1 - eps) * R_format,  eps = 0.8                (eq. 3)
 
-a_hat is extract_answer(response). R_rule is rule_check.py: multiple-choice letters and a cheap in-process
-check (canonical strings, closed-form numbers) first, Math-Verify for the rest in worker processes with a hard
-time limit. R_theta: an LLM verifier behind an OpenAI-compatible endpoint, asked only when R_rule says wrong
-(off by default). Sections below, in order: eqs. 1-3 and extraction, the counters, the "can't see the image"
-phrases, the verifier, the CLI:
+a_hat is extract_answer(response). R_rule is rule_check.py: multiple-choice letters and a cheap
+in-process check (canonical strings, closed-form numbers) first, Math-Verify for the rest in worker
+processes with a hard time limit. R_theta: an LLM verifier behind an OpenAI-compatible endpoint,
+asked only when R_rule says wrong (off by default). Sections below, in order: eqs. 1-3 and
+extraction, the counters, the "can't see the image" phrases, the verifier, the CLI:
     python rewards.py --jsonl IN --out OUT [--verifier_url=URL] [--timeout_s=5] [--think_mode=False]
 each IN line: {"response", "answer", "options"?: {letter: text}, "question"?}; each OUT line is the
 input line plus accuracy, format, reward, extracted, reason, timed_out, rule, verifier.
@@ -36,11 +36,11 @@ import rule_check
 @dataclass
 class RewardConfig:
     accuracy_weight: float = 0.8        # eq. 3 epsilon
-    think_mode: bool = True             # generation prompt ends with "<think>\n", so the response starts inside it
-    timeout_s: float = 5.0              # hard wall-clock limit per Math-Verify item (worker is killed past it)
-    num_workers: int = 2                # rule-checker processes; 0 = in-process (no hard timeout, for debugging)
-    start_method: Literal["spawn", "forkserver"] = "spawn"   # never fork a process holding CUDA/NCCL state
-    worker_memory_mb: int = 2048        # address-space headroom per worker; a sympy blow-up becomes MemoryError
+    think_mode: bool = True             # the prompt ends with "<think>\n" (the response is inside)
+    timeout_s: float = 5.0              # hard limit per Math-Verify item (the worker is killed)
+    num_workers: int = 2                # rule-checker processes; 0 = in-process (no hard timeout)
+    start_method: Literal["spawn", "forkserver"] = "spawn"   # never fork a CUDA/NCCL process
+    worker_memory_mb: int = 2048        # address space per worker: a sympy blow-up is a MemoryError
     max_answer_chars: int = 1000        # longer extracted answers are compared as strings only
     verifier_url: str = ""              # R_theta endpoint, off when empty
     verifier_model: str = "Qwen2.5-32B-Instruct"
@@ -48,10 +48,10 @@ class RewardConfig:
     verifier_retries: int = 2           # extra attempts after a timeout / connection error / 5xx
     verifier_concurrency: int = 32      # parallel requests; vLLM batches them on the server
     verifier_max_tokens: int = 16
-    verifier_api_key: str = ""          # sent as "Authorization: Bearer ..." when set (vllm serve --api-key)
+    verifier_api_key: str = ""          # "Authorization: Bearer ..." if set (vllm serve --api-key)
 
 
-# ----------------------------------------------------------------------------------------------------
+# -----------------------------------------------------------------------------
 # Eqs. 1-3: format reward, batch scoring, answer extraction
 
 
@@ -61,8 +61,8 @@ _END_TOKENS = re.compile(r"<\|im_end\|>|<\|endoftext\|>")
 
 def format_reward(response: str, think_mode: bool = True) -> float:
     # eq. 1: exactly one <think>...</think> with some reasoning, followed by a non-empty answer.
-    # think_mode: the prompt already ended with "<think>\n", so the opening tag may be absent; a caller
-    # that passes prompt tail + response (tag included) is scored the same.
+    # think_mode: the prompt already ended with "<think>\n", so the opening tag may be absent; a
+    # caller that passes prompt tail + response (tag included) is scored the same.
     text = _END_TOKENS.sub("", response or "").lstrip()
     if text.startswith(THINK_START):
         text = text[len(THINK_START):]
@@ -77,9 +77,10 @@ def format_reward(response: str, think_mode: bool = True) -> float:
 
 def score_batch(responses: list[str], golds: list[str], options: list[dict | None] | None = None,
                 questions: list[str] | None = None, cfg: RewardConfig | None = None) -> list[dict]:
-    """One dict per response: accuracy, format, reward (eq. 3), extracted, reason, timed_out, rule, verifier.
-    Item-level failures (hangs, crashes, verifier errors) score 0 and are counted in `last_stats`. Raises
-    only for caller errors (mismatched lengths, a non-str gold) or when no worker process can start."""
+    """One dict per response: accuracy, format, reward (eq. 3), extracted, reason, timed_out, rule,
+    verifier. Item-level failures (hangs, crashes, verifier errors) score 0 and are counted in
+    `last_stats`. Raises only for caller errors (mismatched lengths, a non-str gold) or when no
+    worker process can start."""
     cfg = cfg or RewardConfig()
     n = len(responses)
     options = options if options is not None else [None] * n
@@ -100,8 +101,8 @@ def score_batch(responses: list[str], golds: list[str], options: list[dict | Non
         try:
             item["format"] = format_reward(response, cfg.think_mode)
             item["extracted"] = extract_answer(response)
-            verdict, item["reason"] = rule_check.fast_verdict(_answer_part(response), item["extracted"], gold,
-                                                              opts, cfg.max_answer_chars)
+            verdict, item["reason"] = rule_check.fast_verdict(
+                _answer_part(response), item["extracted"], gold, opts, cfg.max_answer_chars)
         except Exception as e:   # never let one odd string take down the batch
             verdict, item["reason"] = False, f"error: {type(e).__name__}"
             stats.worker_errors += 1
@@ -160,16 +161,17 @@ def score_batch(responses: list[str], golds: list[str], options: list[dict | Non
     return out
 
 
-_CACHE: dict = {}   # (gold, pred) -> (equal, reason) from Math-Verify; GRPO groups repeat answers a lot
+_CACHE: dict = {}   # (gold, pred) -> (equal, reason) from Math-Verify; GRPO groups repeat answers
 _CACHE_MAX = 50_000
 
 
 def rule_accuracy(extracted_or_response: str, gold: str, options: dict | None = None) -> bool:
-    """R_rule for one item, in this process: no worker and no hard timeout (Math-Verify's own SIGALRM limits
-    apply on the main thread). Takes a full response or an already extracted answer."""
+    """R_rule for one item, in this process: no worker and no hard timeout (Math-Verify's own
+    SIGALRM limits apply on the main thread). Takes a full response or an extracted answer."""
     text, cfg = extracted_or_response or "", RewardConfig(num_workers=0)
     extracted = extract_answer(text)
-    verdict, _ = rule_check.fast_verdict(_answer_part(text), extracted, gold, options, cfg.max_answer_chars)
+    verdict, _ = rule_check.fast_verdict(_answer_part(text), extracted, gold, options,
+                                         cfg.max_answer_chars)
     if verdict is None:
         verdict = rule_check.math_verify_batch([(gold, extracted)], cfg)[0][0][0]
     return verdict
@@ -214,8 +216,8 @@ def _rest_of_line(text: str, start: int) -> str:
 
 
 def extract_answer(response: str) -> str:
-    """Text after the last </think>; then the last brace-balanced \\boxed{}, "answer is X", "Answer: X",
-    "**X**", else the last non-empty line."""
+    """Text after the last </think>; then the last brace-balanced \\boxed{}, "answer is X",
+    "Answer: X", "**X**", else the last non-empty line."""
     text = _answer_part(response)
     if not text:
         return ""
@@ -238,8 +240,9 @@ def extract_answer(response: str) -> str:
     return text.rsplit("\n", 1)[-1].strip() if "\n" in text else text
 
 
-# Counters: after each score_batch, `rewards.last_stats` holds that batch's counts (timeouts, worker restarts,
-# verifier calls/fallbacks, ...) and `rewards.total_stats` the running totals. Log last_stats.as_dict().
+# Counters: after each score_batch, `rewards.last_stats` holds that batch's counts (timeouts, worker
+# restarts, verifier calls/fallbacks, ...) and `rewards.total_stats` the running totals. Log
+# last_stats.as_dict().
 @dataclass
 class RewardStats:
     items: int = 0
@@ -251,7 +254,7 @@ class RewardStats:
     worker_restarts: int = 0
     verifier_calls: int = 0
     verifier_yes: int = 0
-    verifier_fallbacks: int = 0   # verifier asked but gave no verdict (down, timeout, garbage): rule-only
+    verifier_fallbacks: int = 0   # asked, but no verdict (down, timeout, garbage): rule-only
     seconds: float = 0.0
 
     def reset(self):
@@ -266,23 +269,27 @@ class RewardStats:
         return asdict(self)
 
 
-last_stats = RewardStats()   # the latest score_batch call (updated in place, so `from rewards import` works)
+last_stats = RewardStats()   # the latest score_batch (updated in place: imported names stay live)
 total_stats = RewardStats()  # since import
 
-# "I can't see the image" in the thinking: grpo.py's response/blind_phrase_rate and eval.py's Table 5 split
-# both use this one list (they had drifted apart: 19 phrases in grpo.py, 37 in eval.py). Matched as lowercase
-# substrings with curly apostrophes straightened; the Chinese forms cover 图 / 图片 / 图像 by being prefixes.
+# "I can't see the image" in the thinking: grpo.py's response/blind_phrase_rate and eval.py's
+# Table 5 split both use this one list (they had drifted apart: 19 phrases in grpo.py, 37 in
+# eval.py). Matched as lowercase substrings with curly apostrophes straightened; the Chinese forms
+# cover 图 / 图片 / 图像 by being prefixes.
 UNSEEN_IMAGE_PHRASES = (
-    "can't see the image", "cannot see the image", "can not see the image", "unable to see the image",
-    "not able to see the image", "can't see the picture", "cannot see the picture", "can't see the figure",
-    "cannot see the figure", "can't see the diagram", "cannot see the diagram", "can't see images",
-    "cannot see images", "can't see any image", "cannot see any image", "don't see the image",
-    "do not see the image", "can't view the image", "cannot view the image", "unable to view the image",
+    "can't see the image", "cannot see the image", "can not see the image",
+    "unable to see the image", "not able to see the image", "can't see the picture",
+    "cannot see the picture", "can't see the figure", "cannot see the figure",
+    "can't see the diagram", "cannot see the diagram", "can't see images", "cannot see images",
+    "can't see any image", "cannot see any image", "don't see the image", "do not see the image",
+    "can't view the image", "cannot view the image", "unable to view the image",
     "can't access the image", "cannot access the image", "don't have access to the image",
-    "do not have access to the image", "no image is provided", "no image provided", "image is not provided",
-    "image was not provided", "image isn't provided", "image is not available", "no image is attached",
-    "without the image", "without seeing the image", "can't actually see", "cannot actually see",
-    "看不到图", "看不见图", "无法看到图", "无法看见图", "无法查看图", "没有看到图", "看不到这张图", "无法看到这张图",
+    "do not have access to the image", "no image is provided", "no image provided",
+    "image is not provided", "image was not provided", "image isn't provided",
+    "image is not available", "no image is attached", "without the image",
+    "without seeing the image", "can't actually see", "cannot actually see",
+    "看不到图", "看不见图", "无法看到图", "无法看见图", "无法查看图", "没有看到图", "看不到这张图",
+    "无法看到这张图",
 )
 
 
@@ -291,14 +298,15 @@ def _plain_lower(s: str) -> str:
 
 
 def claims_unseen_image(response: str, phrases=UNSEEN_IMAGE_PHRASES) -> bool:
-    """True when the thinking (the text before the first </think>, the whole text when there is none) says
-    the model cannot see the image."""
+    """True when the thinking (the text before the first </think>, the whole text when there is
+    none) says the model cannot see the image."""
     thinking = _plain_lower(response.split(THINK_END, 1)[0])
     return any(_plain_lower(p) in thinking for p in phrases)
 
 
-# ----------------------------------------------------------------------------------------------------
-# LLM verifier R_theta (OpenAI-compatible /v1/chat/completions). The paper uses Qwen2.5-32B-Instruct:
+# -----------------------------------------------------------------------------
+# LLM verifier R_theta (OpenAI-compatible /v1/chat/completions). The paper uses
+# Qwen2.5-32B-Instruct:
 #     vllm serve Qwen/Qwen2.5-32B-Instruct --served-model-name Qwen2.5-32B-Instruct \
 #         --tensor-parallel-size 4 --max-model-len 8192 --port 8000
 # and verifier_url="http://HOST:8000". If it is unreachable we warn once and score rule-only.
@@ -329,15 +337,19 @@ def _parse_verdict(content: str) -> bool | None:
 
 
 def post_json(url: str, payload: dict, timeout_s: float, api_key: str = "") -> tuple[int, bytes]:
-    """POST payload as JSON -> (status, body) within a TOTAL deadline of timeout_s (connect, headers and body):
-    a socket timeout bounds each read only, so a server trickling a byte a second could hold the call forever.
-    At the deadline a timer shuts the socket down, which wakes the blocked read, and TimeoutError is raised.
-    http.client, not urllib: it gives us the socket to shut; it does not read HTTP(S)_PROXY (the verifier is an
-    internal endpoint). Used by the verifier below and by eval.py's MathVista extractor."""
+    """POST payload as JSON -> (status, body) within a TOTAL deadline of timeout_s (connect, headers
+    and body): a socket timeout bounds each read only, so a server trickling a byte a second could
+    hold the call forever. At the deadline a timer shuts the socket down, which wakes the blocked
+    read, and TimeoutError is raised. http.client, not urllib: it gives us the socket to shut; it
+    does not read HTTP(S)_PROXY (the verifier is an internal endpoint). Used by the verifier below
+    and by eval.py's MathVista extractor."""
     parts = urllib.parse.urlsplit(url)
-    conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    https = parts.scheme == "https"
+    conn_cls = http.client.HTTPSConnection if https else http.client.HTTPConnection
     conn = conn_cls(parts.hostname, parts.port, timeout=timeout_s)
-    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
     expired = threading.Event()
 
     def expire():
@@ -352,8 +364,8 @@ def post_json(url: str, payload: dict, timeout_s: float, api_key: str = "") -> t
     timer.daemon = True
     timer.start()
     try:
-        conn.request("POST", parts.path + (f"?{parts.query}" if parts.query else ""), body=json.dumps(payload).encode(),
-                     headers=headers)
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        conn.request("POST", path, body=json.dumps(payload).encode(), headers=headers)
         response = conn.getresponse()
         data = response.read()
     except (OSError, http.client.HTTPException) as e:
@@ -369,18 +381,19 @@ def post_json(url: str, payload: dict, timeout_s: float, api_key: str = "") -> t
 
 
 class VerifierClient:
-    """judge(questions, golds, answers) -> [True | False | None]; None = no verdict (server down, timeout,
-    HTTP error, unparsable reply). Requests are concurrent (the vLLM server batches them)."""
+    """judge(questions, golds, answers) -> [True | False | None]; None = no verdict (server down,
+    timeout, HTTP error, unparsable reply). Requests are concurrent (vLLM batches them)."""
 
-    def __init__(self, url: str, model: str = "Qwen2.5-32B-Instruct", timeout_s: float = 30.0, retries: int = 2,
-                 concurrency: int = 32, max_tokens: int = 16, api_key: str = "", down_cooldown_s: float = 60.0):
+    def __init__(self, url: str, model: str = "Qwen2.5-32B-Instruct", timeout_s: float = 30.0,
+                 retries: int = 2, concurrency: int = 32, max_tokens: int = 16, api_key: str = "",
+                 down_cooldown_s: float = 60.0):
         url = url.rstrip("/")
         if not url.endswith("/chat/completions"):
             url += "/chat/completions" if url.endswith("/v1") else "/v1/chat/completions"
         self.url, self.model, self.timeout_s, self.retries = url, model, timeout_s, retries
         self.concurrency, self.max_tokens, self.api_key = max(1, concurrency), max_tokens, api_key
         self.down_cooldown_s = down_cooldown_s
-        self.down_until = 0.0      # after a refused or timed-out call, skip calls until then (then probe again)
+        self.down_until = 0.0   # after a refused or timed-out call: none until then (then a probe)
         self.warned = False
         self.errors = 0
         self.unparsable = 0
@@ -391,7 +404,8 @@ class VerifierClient:
             if self.warned:
                 return
             self.warned = True
-        warnings.warn(f"rewards: LLM verifier {self.url}: {message}; scoring rule-only", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"rewards: LLM verifier {self.url}: {message}; scoring rule-only",
+                      RuntimeWarning, stacklevel=3)
 
     def _ask(self, question: str, gold: str, answer: str) -> bool | None:
         payload = {"model": self.model, "temperature": 0.0, "max_tokens": self.max_tokens,
@@ -416,7 +430,7 @@ class VerifierClient:
                     return verdict
             except TimeoutError:
                 error = "timed out"
-            except (ConnectionRefusedError, socket.gaierror) as e:   # the server is down / unknown host
+            except (ConnectionRefusedError, socket.gaierror) as e:   # server down / unknown host
                 error = f"unreachable ({e})"
             except (OSError, http.client.HTTPException) as e:   # reset, closed without a reply, ...
                 error = f"{type(e).__name__}: {e}"
@@ -427,16 +441,19 @@ class VerifierClient:
             if attempt < self.retries:
                 time.sleep(min(2.0, 0.1 * 2 ** attempt))
         if error == "timed out" or error.startswith("unreachable"):
-            # a hung server costs (retries + 1) x timeout_s per call: after one such call, skip the verifier
-            # for down_cooldown_s (every batch would otherwise wait ceil(n / concurrency) times that again)
+            # a hung server costs (retries + 1) x timeout_s per call: after one such call, skip the
+            # verifier for down_cooldown_s (every batch would otherwise wait ceil(n / concurrency)
+            # times that again)
             self.down_until = time.monotonic() + self.down_cooldown_s
         self.errors += 1
         self._warn_once(error)
         return None
 
-    def judge(self, questions: list[str], golds: list[str], answers: list[str]) -> list[bool | None]:
+    def judge(self, questions: list[str], golds: list[str], answers: list[str]
+              ) -> list[bool | None]:
         if not (len(questions) == len(golds) == len(answers)):
-            raise ValueError(f"VerifierClient.judge: {len(questions)} questions, {len(golds)} golds, {len(answers)} answers")
+            raise ValueError(f"VerifierClient.judge: {len(questions)} questions, "
+                             f"{len(golds)} golds, {len(answers)} answers")
         if not golds:
             return []
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(golds))) as pool:
@@ -449,29 +466,30 @@ _VERIFIERS: dict = {}
 def _get_verifier(cfg: RewardConfig) -> VerifierClient:
     key = (cfg.verifier_url, cfg.verifier_model, cfg.verifier_timeout_s, cfg.verifier_retries,
            cfg.verifier_concurrency, cfg.verifier_max_tokens, cfg.verifier_api_key)
-    if key not in _VERIFIERS:   # one client per setting keeps the warn-once and down state across batches
-        _VERIFIERS[key] = VerifierClient(cfg.verifier_url, cfg.verifier_model, cfg.verifier_timeout_s, cfg.verifier_retries,
-                                         cfg.verifier_concurrency, cfg.verifier_max_tokens, cfg.verifier_api_key)
+    if key not in _VERIFIERS:   # one client per setting: its warn-once and down state persist
+        _VERIFIERS[key] = VerifierClient(*key)
     return _VERIFIERS[key]
 
 
-# ----------------------------------------------------------------------------------------------------
+# -----------------------------------------------------------------------------
 
 @dataclass
 class CLIConfig(RewardConfig):
     jsonl: str = ""   # input: {response, answer, options?, question?} per line
-    out: str = ""     # output JSONL: the input fields + accuracy, format, reward, extracted, reason, ...
+    out: str = ""     # output JSONL: the input fields + accuracy, format, reward, extracted, ...
 
 
 def main(argv: list[str] | None = None):
-    # imported here, not at the top: under spawn every Math-Verify worker re-imports the main script (this
-    # file, run as the CLI), and these two bring in torch (~1.2 s and ~240 MB per worker, for nothing)
+    # imported here, not at the top: under spawn every Math-Verify worker re-imports the main script
+    # (this file, run as the CLI), and these two bring in torch (~1.2 s and ~240 MB per worker, for
+    # nothing)
     import data
     import train_utils
     argv = sys.argv[1:] if argv is None else list(argv)
-    cfg = train_utils.parse_config(CLIConfig, argv)   # also takes the documented `--jsonl IN --out OUT`
+    cfg = train_utils.parse_config(CLIConfig, argv)   # also takes `--jsonl IN --out OUT` (README)
     if not cfg.jsonl or not cfg.out:
-        raise SystemExit("usage: python rewards.py --jsonl IN --out OUT [--key=value ...] (--help lists the keys)")
+        raise SystemExit("usage: python rewards.py --jsonl IN --out OUT [--key=value ...] "
+                         "(--help lists the keys)")
     records = []
     for where, record in data.read_jsonl(cfg.jsonl):
         if not isinstance(record, dict):
@@ -484,15 +502,17 @@ def main(argv: list[str] | None = None):
         records.append(record)
 
     scored = score_batch([r["response"] for r in records], [r["answer"] for r in records],
-                         [r.get("options") for r in records], [r.get("question") or "" for r in records], cfg)
+                         [r.get("options") for r in records],
+                         [r.get("question") or "" for r in records], cfg)
     tmp = cfg.out + ".tmp"
-    with open(tmp, "w", encoding="utf-8", errors="replace") as f:   # lone surrogates from JSON escapes
+    with open(tmp, "w", encoding="utf-8", errors="replace") as f:   # lone surrogates (JSON escapes)
         for record, result in zip(records, scored):
             f.write(json.dumps({**record, **result}, ensure_ascii=False) + "\n")
     os.replace(tmp, cfg.out)
-    n = max(1, len(records))
-    print(f"{len(records)} items -> {cfg.out}: accuracy {sum(r['accuracy'] for r in scored) / n:.3f} "
-          f"format {sum(r['format'] for r in scored) / n:.3f} reward {sum(r['reward'] for r in scored) / n:.3f}")
+    mean = {k: sum(r[k] for r in scored) / max(1, len(records))
+            for k in ("accuracy", "format", "reward")}
+    print(f"{len(records)} items -> {cfg.out}: accuracy {mean['accuracy']:.3f} "
+          f"format {mean['format']:.3f} reward {mean['reward']:.3f}")
     print("stats:", json.dumps(last_stats.as_dict()))
 
 
