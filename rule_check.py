@@ -1,18 +1,20 @@
 r"""
-R_rule of the GRPO reward (paper §3.1, eq. 2): is the extracted answer a_hat rule-correct for the gold a?
-rewards.score_batch asks fast_verdict first, in its own process, and sends what it leaves undecided to
-math_verify_batch: Math-Verify (huggingface/Math-Verify, LaTeX/sympy equivalence) in worker processes with a
-hard time limit per item. Sections, in order: canonical strings and closed-form numbers, multiple-choice
-letters, fast_verdict, Math-Verify and its workers.
+R_rule of the GRPO reward (paper §3.1, eq. 2): is the extracted answer a_hat rule-correct for the
+gold a? rewards.score_batch asks fast_verdict first, in its own process, and sends what that leaves
+undecided to math_verify_batch: Math-Verify (huggingface/Math-Verify, LaTeX/sympy equivalence) in
+worker processes with a hard time limit per item. Sections, in order: canonical strings and
+closed-form numbers, multiple-choice letters, fast_verdict, Math-Verify and its workers.
 
-Why a hand-written fast path beside Math-Verify, and which of its parts stay (each part says why at its line):
-- speed: one 1,024-response episode takes 8.7-21 s with Math-Verify alone (cache and de-duplication on;
-  `bench/bench_rewards.py --math_verify_only`, 2 shared cores) against 0.3-1.5 s with this path; target 2 s;
-- verdicts: Math-Verify alone gets 6 of the 88 cases in tests/test_rule_check.py wrong: 4 cm² vs 4\,\text{cm}^2,
-  108\mathrm \pi vs 108\pi, 4\sqrt{3} vs √48, \text{equal} vs Equal (canonical strings), the blanks
-  "9\n19\n5\n9" vs 9, 19, 5, 9 (_parts) and the statements "1.3.4.5." vs 1, 3, 4, 5 (_STATEMENTS);
-- a part is kept only if removing it fails a case of that table or puts the episode over 2 s
-  (tests/test_rule_check.py, bench/bench_rewards.py).
+Why a hand-written fast path beside Math-Verify:
+- speed: one 1,024-response episode takes 8.7-21 s with Math-Verify alone (cache and de-duplication
+  on; `bench/bench_rewards.py --math_verify_only`, 2 shared cores) against 0.3-1.5 s with this
+  path; the target is 2 s;
+- verdicts: Math-Verify alone gets 6 of the 88 cases in tests/test_rule_check.py wrong: 4 cm² vs
+  4\,\text{cm}^2, 108\mathrm \pi vs 108\pi, 4\sqrt{3} vs √48, \text{equal} vs Equal (canonical
+  strings), the blanks "9\n19\n5\n9" vs 9, 19, 5, 9 (_parts) and the statements "1.3.4.5." vs
+  1, 3, 4, 5 (_STATEMENTS).
+Each part of the fast path was removed in turn: it stays only where a case of that table then fails
+or the episode goes over 2 s, and "kept:" at the part names the case.
 """
 from __future__ import annotations
 
@@ -34,21 +36,24 @@ from typing import TYPE_CHECKING
 
 import pebble
 
-if TYPE_CHECKING:   # the functions below read cfg.timeout_s, num_workers, start_method, worker_memory_mb
+if TYPE_CHECKING:   # cfg below: its timeout_s, num_workers, start_method and worker_memory_mb
     from rewards import RewardConfig
 
-# ----------------------------------------------------------------------------------------------------
+# -----------------------------------------------------------------------------
 # Canonical strings and closed-form numbers (the in-process fast path)
 
-_INVISIBLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+_INVISIBLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f"
+                        "\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
 _UNICODE = {"−": "-", "–": "-", "×": "\\times ", "÷": "\\div ", "·": "\\cdot ", "π": "\\pi ",
-            "√": "\\sqrt ", "≤": "\\le ", "≥": "\\ge ", "≠": "\\ne ", "＜": "<", "＞": ">", "，": ",",
-            "：": ":", "；": ";", "（": "(", "）": ")", "。": ".", "²": "^2", "³": "^3", "＝": "=", "％": "%"}
+            "√": "\\sqrt ", "≤": "\\le ", "≥": "\\ge ", "≠": "\\ne ", "＜": "<", "＞": ">",
+            "，": ",", "：": ":", "；": ";", "（": "(", "）": ")", "。": ".", "²": "^2", "³": "^3",
+            "＝": "=", "％": "%"}
 _UNICODE_RE = re.compile("|".join(map(re.escape, _UNICODE)))
-_UNWRAP = re.compile(r"\\(?:boxed|text|textbf|textrm|textit|mathrm|mathbf|mathit|mbox|number|ce|unit|"
-                     r"operatorname|boldsymbol)\s*\{([^{}]*)\}")
+_UNWRAP = re.compile(r"\\(?:boxed|text|textbf|textrm|textit|mathrm|mathbf|mathit|mbox|number|ce|"
+                     r"unit|operatorname|boldsymbol)\s*\{([^{}]*)\}")
 _QUANTITY = re.compile(r"\\(?:quantity|qty|SI)\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
-_DEGREE = re.compile(r"\{\}\s*\^\s*\\circ|\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree|\$?textdegree\$?|°|℃")
+_DEGREE = re.compile(r"\{\}\s*\^\s*\\circ|\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree|"
+                     r"\$?textdegree\$?|°|℃")
 _DELIMS = re.compile(r"\$|\\\(|\\\)|\\\[|\\\]|\\displaystyle|\\(?:left|right)(?![a-zA-Z])\.?")
 _SPACES = re.compile(r"\\[,;:! ]|\\q?quad|~")
 _COMMANDS = [(re.compile(r"\\[dt]frac"), r"\\frac"), (re.compile(r"\\leqslant|\\leq"), r"\\le"),
@@ -57,11 +62,11 @@ _COMMANDS = [(re.compile(r"\\[dt]frac"), r"\\frac"), (re.compile(r"\\leqslant|\\
              (re.compile(r"\\\$"), ""), (re.compile(r"\\(?:mathrm|text|rm)\b\s*"), "")]
 
 
-_WORDS = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}")   # a real word, not a \command or a product "ab"
+_WORDS = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}")   # a real word: no \command, no product "ab"
 
 
 def _canon(s: str) -> str:
-    # golds and answers repeat across a GRPO group; whole answers are long and do not, so skip the cache
+    # golds and answers repeat across a GRPO group; whole answers are long and do not: no cache
     return _canon_cached(s) if len(s) <= 300 else _canonical(s)
 
 
@@ -84,36 +89,39 @@ def _canonical(s: str) -> str:
     s = _SPACES.sub(" ", s).replace("{}", "")
     s = re.sub(r"\s+", " ", s)
     s = re.sub(r"\s*([^\w\s\\])\s*", r"\1", s)        # spaces only survive between words
-    s = re.sub(r"\s+\\", r"\\", s)                     # ... and after a command before a letter: "\pi r"
-    s = re.sub(r"(\\[a-zA-Z]+)\s+(?![a-zA-Z])", r"\1", s)
+    s = re.sub(r"\s+\\", r"\\", s)                     # none before a command,
+    s = re.sub(r"(\\[a-zA-Z]+)\s+(?![a-zA-Z])", r"\1", s)   # nor after one but "\pi r"
     s = re.sub(r"([\^_])\{(\w)\}", r"\1\2", s)         # x^{2} -> x^2
     return s.strip().rstrip(".,;:").strip().lower()
 
 
-_TOKEN = re.compile(r"\s*(\d+\.?\d*|\.\d+|\\(?:frac|sqrt|pi|times|cdot|div|sin|cos|tan|ln)(?![a-z])|"
-                    r"[a-hj-z](?:_(?:\{\w+\}|\w))?|[-+*/^(){}\[\]])")
+_TOKEN = re.compile(r"\s*(\d+\.?\d*|\.\d+|\\(?:frac|sqrt|pi|times|cdot|div|sin|cos|tan|ln)"
+                    r"(?![a-z])|[a-hj-z](?:_(?:\{\w+\}|\w))?|[-+*/^(){}\[\]])")
+# kept: without sin/cos/tan/ln the bench episode takes 1.9 s median and 2.3 s at worst (0.5 s with)
 _FUNCTIONS = {"\\sin": math.sin, "\\cos": math.cos, "\\tan": math.tan, "\\ln": math.log}
 _ATOM_START = ("(", "{", "\\frac", "\\sqrt", "\\pi", "\\sin", "\\cos", "\\tan", "\\ln")
-_UNITS = re.compile(r"\s*(?:(?:k|c|d|m)?m(?:\^?[23])?|km/h|m/s|kg|mg|ml|min|hours?|minutes?|seconds?|days?|"
-                    r"years?|meters?|metres?|centimeters?|kilometers?|(?:square|cubic) (?:meters?|centimeters?)|"
+_UNITS = re.compile(r"\s*(?:(?:k|c|d|m)?m(?:\^?[23])?|km/h|m/s|kg|mg|ml|min|hours?|minutes?|"
+                    r"seconds?|days?|years?|meters?|metres?|centimeters?|kilometers?|"
+                    r"(?:square|cubic) (?:meters?|centimeters?)|"
                     r"degrees?|yuan|dollars?|people|persons?|students?|sets?|units?|pieces?|times|"
                     r"个|元|米|厘米|千米|人|度|平方米|平方厘米)$")
 _MIXED = re.compile(r"^(-?)(\d+)\\frac\{(\d+)\}\{(\d+)\}$")
 _THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
-_RELATION = re.compile(r"<|>|\\le|\\ge|\\ne|\\in|\\cup|\\cap|\\subset|\\pm|\\mp|!|\||\\\{|\\\}|:|\band\b")
+_RELATION = re.compile(r"<|>|\\le|\\ge|\\ne|\\in|\\cup|\\cap|\\subset|\\pm|\\mp|!|\||\\\{|\\\}|:|"
+                       r"\band\b")
 _STATEMENTS = re.compile(r"^\d+(?:[.,、 ]\d+)+$")   # "1.3.4" = statements 1, 3 and 4 are true
-_PROBE_RNG = random.Random(1234)
-_PROBES = [[_PROBE_RNG.uniform(0.5, 2.5) for _ in range(64)] for _ in range(4)]   # 4 points, up to 64 variables
+_PROBE_RNG = random.Random(1234)   # 4 points, up to 64 variables
+_PROBES = [[_PROBE_RNG.uniform(0.5, 2.5) for _ in range(64)] for _ in range(4)]
 
 
 def _compile(s: str):
-    """Closed-form expressions (numbers, + - * / ^, \\frac, \\sqrt, \\pi, sin/cos/tan/ln(...), single-letter
-    variables) -> (f(env) -> float, variables), or None for anything else. Depth- and size-bounded."""
+    """Closed-form expressions (numbers, + - * / ^, \\frac, \\sqrt, \\pi, sin/cos/tan/ln(...),
+    single-letter variables) -> (f(env) -> float, variables), or None for anything else. Depth- and
+    size-bounded."""
     if not s or len(s) > 200:
         return None
-    if _THOUSANDS.match(s):
-        s = s.replace(",", "")
-    mixed = _MIXED.match(s)   # K12 mixed numbers: 1\frac{1}{4} = 1.25, not 1 * 1/4
+    # K12 mixed numbers: 1\frac{1}{4} = 1.25, not 1 * 1/4 (kept: that table case fails without)
+    mixed = _MIXED.match(s)
     if mixed and int(mixed.group(4)):
         value = int(mixed.group(2)) + int(mixed.group(3)) / int(mixed.group(4))
         return (lambda env, v=-value if mixed.group(1) else value: v), frozenset()
@@ -149,7 +157,8 @@ def _compile(s: str):
         f = term(depth)
         while peek() in ("+", "-"):
             op, g = take(), term(depth)
-            f = (lambda e, f=f, g=g: f(e) + g(e)) if op == "+" else (lambda e, f=f, g=g: f(e) - g(e))
+            sign = 1.0 if op == "+" else -1.0
+            f = lambda e, f=f, g=g, sign=sign: f(e) + sign * g(e)
         return f
 
     def term(depth):
@@ -185,7 +194,7 @@ def _compile(s: str):
 
         def f(e, base=base, exponent=exponent):
             b, x = base(e), exponent(e)
-            if abs(x) > 1e3:   # 5^{5^{5}}: no point building it; Math-Verify (with a timeout) may try
+            if abs(x) > 1e3:   # 5^{5^{5}}: not built here; Math-Verify (with a timeout) may try
                 raise OverflowError
             return math.pow(b, x)
         return f
@@ -215,13 +224,10 @@ def _compile(s: str):
             denominator = group(depth)
             return lambda e: numerator(e) / denominator(e)
         if tok == "\\sqrt":
-            root = None
-            if peek() == "[":
-                take()
-                root = expr(depth + 1)
-                take("]")
+            if peek() == "[":   # \sqrt[3]{x}: Math-Verify's (removed here: no table case needs it)
+                raise ValueError
             radicand = group(depth)
-            return lambda e: math.pow(radicand(e), 1.0 / root(e)) if root else math.sqrt(radicand(e))
+            return lambda e: math.sqrt(radicand(e))
         if tok in _FUNCTIONS and peek() in ("(", "{"):   # no bare "\sin 2x": its scope is ambiguous
             fn, arg = _FUNCTIONS[tok], atom(depth + 1)
             return lambda e: fn(arg(e))
@@ -236,23 +242,18 @@ def _compile(s: str):
 
 @functools.lru_cache(maxsize=16384)
 def _readings(canon: str) -> tuple:
-    # every value an answer may stand for: "40m" -> 40*m or 40 (metres), "75%" -> 0.75 or 75 (both
-    # conventions are in use). Words make it prose, not algebra: no reading.
-    percent = canon.endswith("%")
-    core = canon.rstrip("%")
-    cores = [core]
-    unit = _UNITS.search(core)
+    # every value an answer may stand for: "40m" -> 40*m or 40 (metres). Words make it prose, not
+    # algebra: no reading. Percent ("75%" vs 0.75) and ratios (1:\sqrt{3}) have none either:
+    # Math-Verify decides them fast enough (removed: no table case fails, the episode stays < 2 s).
+    cores = [canon]
+    unit = _UNITS.search(canon)   # kept: "4286m" vs 4286 fails without it
     if unit and unit.start() > 0:
-        cores.append(core[:unit.start()])
+        cores.append(canon[:unit.start()])
     readings = []
     for k, text in enumerate(cores):
         compiled = None if _WORDS.search(text) else _compile(text)
-        if compiled is None or (k > 0 and compiled[1]):
-            continue   # "2a cm": stripping a unit off an expression is too ambiguous
-        if percent and not compiled[1]:
-            f = compiled[0]
-            readings.append(((lambda e, f=f: f(e) / 100.0), frozenset()))
-        readings.append(compiled)
+        if compiled is not None and not (k > 0 and compiled[1]):   # "2a cm": too ambiguous
+            readings.append(compiled)
     return tuple(readings)
 
 
@@ -274,7 +275,7 @@ def _same_value(gold, pred) -> bool | None:
             a, b = f(env), g(env)
         except (ValueError, ZeroDivisionError, OverflowError, TypeError):
             continue   # outside the domain at this point
-        if isinstance(a, complex) or isinstance(b, complex) or not (math.isfinite(a) and math.isfinite(b)):
+        if any(isinstance(v, complex) or not math.isfinite(v) for v in (a, b)):
             continue
         if not _close(a, b):
             return False
@@ -307,7 +308,8 @@ def _parts(s: str) -> tuple[str, list[str]]:
     if not (s[:1] in "([" and s[-1:] in ")]") and " or " in s:   # "6 or 2 or 10": a set of answers
         return "", s.split(" or ")
     brackets, parts = _split_top(s)
-    if len(parts) == 1 and " " in s and not brackets:   # "9 19 5 9": one value per blank (newlines in the gold)
+    # "9 19 5 9": one value per blank (newlines in the gold)
+    if len(parts) == 1 and " " in s and not brackets:
         pieces = s.split(" ")
         if all(_readings(p) and not any(r[1] for r in _readings(p)) for p in pieces):
             return brackets, pieces
@@ -315,9 +317,9 @@ def _parts(s: str) -> tuple[str, list[str]]:
 
 
 def _same_equation(gl: str, gr: str, pl: str, pr: str) -> bool | None:
-    # "x^2/8 + y^2/4 = 1" vs "x^2 + 2y^2 = 8": lhs - rhs agree up to a constant factor -> same equation.
-    # Needed: without it this table case and "AC=BD" vs "BD=AC" go to Math-Verify, which runs past the
-    # workers' 1 s SIGALRM on 2 shared cores (scored 0: tests/test_rewards.py, through the workers)
+    # "x^2/8 + y^2/4 = 1" vs "x^2 + 2y^2 = 8": lhs - rhs agree up to a constant factor -> same
+    # equation. Kept: Math-Verify takes 0.5-1.3 s on that table case against the workers' 1 s alarm
+    # (2 shared cores), so without this it scored 0 through the workers in one session of two
     g, p = _compile(f"({gl})-({gr})"), _compile(f"({pl})-({pr})")
     if g is None or p is None or not g[1] or len(g[1] | p[1]) > 64:
         return None
@@ -344,22 +346,12 @@ def _same_equation(gl: str, gr: str, pl: str, pr: str) -> bool | None:
 @functools.lru_cache(maxsize=16384)
 def _numeric_verdict(gold: str, pred: str) -> bool | None:
     """Canonical gold vs canonical answer as numbers/expressions: True, False, or None (undecided: ask
-    Math-Verify). Handles "x=2" vs "2", units, percent, tuples/lists elementwise."""
-    gold, pred = [x.replace(",", "") if _THOUSANDS.match(x) else x for x in (gold, pred)]   # 1,500 = 1500
+    Math-Verify). Handles "x=2" vs "2", units, tuples/lists elementwise."""
+    # kept: "1,500" vs 1500 fails without it
+    gold, pred = [x.replace(",", "") if _THOUSANDS.match(x) else x for x in (gold, pred)]
+    # kept: gold "1.3.4.5." vs 1, 3, 4, 5 fails without it (so does Math-Verify alone)
     if re.fullmatch(r"\d+(?:\.\d+){2,}", gold) and _STATEMENTS.match(pred):
         return re.findall(r"\d+", gold) == re.findall(r"\d+", pred)
-    if gold.count(":") >= 1 and pred.count(":") == gold.count(":"):   # ratios 1:\sqrt{3}, or times 8:40
-        g, p = [_readings(x) for x in gold.split(":")], [_readings(x) for x in pred.split(":")]
-        if all(len(r) == 1 and not r[0][1] for r in g + p):
-            try:
-                gv, pv = [r[0][0]({}) for r in g], [r[0][0]({}) for r in p]
-            except (ValueError, ZeroDivisionError, OverflowError, TypeError):
-                return None
-            if all(_close(a, b) for a, b in zip(gv, pv)):
-                return True
-            proportional = all(_close(a * pv[0], b * gv[0]) for a, b in zip(gv, pv))
-            return None if proportional else False   # 2:3 vs 4:6: a ratio or a time? Math-Verify decides
-        return None
     if gold.count("=") == 1 and pred.count("=") == 1:
         (gl, gr), (pl, pr) = gold.split("="), pred.split("=")
         if gl != pl:
@@ -382,19 +374,20 @@ def _numeric_verdict(gold: str, pred: str) -> bool | None:
             return None
         verdicts = [_same_value(a, b) for a in greads for b in preads]
         return True if True in verdicts else (False if all(v is False for v in verdicts) else None)
+    # several parts (kept: "9\n19\n5\n9" vs 9, 19, 5, 9 fails without them)
     greads, preads = [_readings(p) for p in gparts], [_readings(p) for p in pparts]
     if not all(greads) or not all(preads) or any(len(r) > 1 for r in greads + preads):
         return None
     if len(gparts) != len(pparts):
         return False   # gold "1, 2" vs "1": every part is a plain value, so the answers differ
-    if gb and pb and gb != pb:
-        return False   # [1,2] vs (1,2): closed vs open (Math-Verify agrees)
+    if gb and pb and gb != pb:   # kept: [-4,3] vs (-4,3) fails without it
+        return False   # closed vs open (Math-Verify agrees)
     if gb != pb and "()" not in (gb, pb):
         return None    # "1,2" vs "[1,2]": a set vs an interval; Math-Verify decides
     if gb != pb:       # "1,2" vs "(1,2)": Math-Verify calls these equal; in order -> equal here too
         same = [_same_value(a[0], b[0]) for a, b in zip(greads, preads)]
         return True if all(same) else None
-    if not gb:         # a bare list is a set of answers: order-free
+    if not gb:         # a bare list is a set of answers (kept: "6 or 2 or 10" vs 2, 6, 10)
         if any(r[0][1] for r in greads + preads):
             return None
         try:
@@ -407,17 +400,20 @@ def _numeric_verdict(gold: str, pred: str) -> bool | None:
     return False if False in verdicts else (True if all(verdicts) else None)
 
 
-# ----------------------------------------------------------------------------------------------------
+# -----------------------------------------------------------------------------
 # Multiple choice: our own regexes (Math-Verify's StringExtractionConfig misses "(B)", "b", ...)
 
-# Every blank before the letter belongs to exactly one quantifier: adjacent \s* runs ("answer\s*(?:is)?\s*...")
-# backtrack in O(N^k) on N blanks not followed by a letter (1,000 newlines after "answer" took minutes, in the
-# caller, before any worker timeout). Each optional piece carries its own trailing blanks instead: same language.
-_LETTER_ONLY = re.compile(r"^(?:option|choice)?\s*(?:[(\[]\s*)?([A-Za-z])\s*(?:[)\]]\s*)?[.:：、．)]?$", re.IGNORECASE)
+# Every blank before the letter belongs to exactly one quantifier: adjacent \s* runs
+# ("answer\s*(?:is)?\s*...") backtrack in O(N^k) on N blanks not followed by a letter (1,000
+# newlines after "answer" took minutes, in the caller, before any worker timeout). Each optional
+# piece carries its own trailing blanks instead: same language.
+_LETTER_ONLY = re.compile(r"^(?:option|choice)?\s*(?:[(\[]\s*)?([A-Za-z])\s*(?:[)\]]\s*)?"
+                          r"[.:：、．)]?$", re.IGNORECASE)
 _LETTER_PAREN = re.compile(r"^[(\[]\s*([A-Za-z])\s*[)\]]")
 _LETTER_DOT = re.compile(r"^(?:option\s*|choice\s*)?([A-Z])\s*[.:：、．)](?:\s|$)")
-_LETTER_PHRASE = re.compile(r"(?:answer|option|choice)\s*(?:(?:is|:|：)\s*)?(?:option\s*)?(?:\*[*\s]*)?(?:[(\[]\s*)?"
-                            r"([A-Za-z])\s*[)\]]?(?![A-Za-z0-9])", re.IGNORECASE)
+_LETTER_PHRASE = re.compile(r"(?:answer|option|choice)\s*(?:(?:is|:|：)\s*)?(?:option\s*)?"
+                            r"(?:\*[*\s]*)?(?:[(\[]\s*)?([A-Za-z])\s*[)\]]?(?![A-Za-z0-9])",
+                            re.IGNORECASE)
 _LETTER_END = re.compile(r"\s*(?:[.,;:!)\]*]|$)")
 _WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mathbf|textrm)\s*\{([^{}]*)\}")
 
@@ -441,7 +437,7 @@ def _option_letters(options: dict | None) -> dict:
 
 def _gold_letter(gold: str, options: dict) -> str | None:
     s = _strip_wrappers(gold).strip("().[] ").rstrip(".")
-    if re.fullmatch(r"[A-Z]", s) or (options and re.fullmatch(r"[A-Za-z]", s) and s.upper() in options):
+    if re.fullmatch(r"[A-Z]", s) or (re.fullmatch(r"[A-Za-z]", s) and s.upper() in options):
         return s.upper()
     if options:   # gold given as option text
         matches = [k for k, text in options.items() if text and _canon(text) == _canon(gold)]
@@ -459,25 +455,23 @@ def _pred_letter(answer_text: str, extracted: str, options: dict) -> str | None:
     for text in (e, answer_text[-2000:]):
         last = None
         for m in _LETTER_PHRASE.finditer(text):
-            # a lowercase letter must end the phrase ("answer is b."), else "answer is a number" reads as A
-            if m.group(1).isupper() or _LETTER_END.match(text, m.end()):   # no slice: O(1) per match
+            # a lowercase letter must end the phrase ("answer is b."), else "answer is a number"
+            # reads as A; match at m.end(), not on a slice: O(1) per match
+            if m.group(1).isupper() or _LETTER_END.match(text, m.end()):
                 last = m
         if last is not None:
             return last.group(1).upper()
     if options:   # option text written out instead of its letter
         canon = _canon(extracted)
-        matches = [k for k, text in options.items()
-                   if text and (_canon(text) == canon or _numeric_verdict(_canon(text), canon) is True)]
+        matches = [k for k, text in options.items() if text and (
+            _canon(text) == canon or _numeric_verdict(_canon(text), canon) is True)]
         if len(matches) == 1:
             return matches[0]
     return None
 
 
-_TEXT = re.compile(r"^[a-z]+(?: [a-z]+)*$")
-_NUMBER_HINT = re.compile(r"\d|\\pi|\\infty")
-
-
-def fast_verdict(answer_text: str, extracted: str, gold: str, options: dict | None, max_chars: int):
+def fast_verdict(answer_text: str, extracted: str, gold: str, options: dict | None,
+                 max_chars: int) -> tuple[bool | None, str]:
     """In-process verdict: (True|False, reason), or (None, reason) when Math-Verify must decide."""
     if not extracted and not answer_text:
         return False, "empty answer"
@@ -503,24 +497,21 @@ def fast_verdict(answer_text: str, extracted: str, gold: str, options: dict | No
     verdict = _numeric_verdict(gold_canon, pred_canon)
     if verdict is not None:
         return verdict, "numeric" if verdict else "numeric mismatch"
-    for number, other in ((gold_canon, pred_canon), (pred_canon, gold_canon)):
-        if _readings(number) and not any(r[1] for r in _readings(number)) and not _NUMBER_HINT.search(other):
-            return False, "number vs no number"   # 4 vs "BD=CE": Math-Verify has no number to find in it
-    if any(_TEXT.match(s) and _WORDS.search(s) for s in (gold_canon, pred_canon)):
-        return False, "text mismatch"   # "yes" vs "no" or vs 0.49: words are not algebra (Math-Verify reads y*e*s)
     return None, "math-verify"
 
 
-# ----------------------------------------------------------------------------------------------------
-# Math-Verify (LaTeX/symbolic equivalence) in worker processes with a hard wall-clock limit per item: a hung
-# sympy call holds the GIL, so Math-Verify's own SIGALRM cannot stop it; pebble kills the worker, the item
-# scores 0 and is counted, and a replacement starts. Workers use the "spawn" context (safe under torchrun), so
-# a script that scores must guard its entry point with `if __name__ == "__main__":` (spawn re-imports the main
-# module in each worker). start_rule_workers(cfg) at startup saves the first episode the wait; shutdown_pool()
-# stops them (also at exit).
+# -----------------------------------------------------------------------------
+# Math-Verify (LaTeX/symbolic equivalence) in worker processes with a hard wall-clock limit per
+# item: a hung sympy call holds the GIL, so Math-Verify's own SIGALRM cannot stop it; pebble kills
+# the worker, the item scores 0 and is counted, and a replacement starts. Workers use the "spawn"
+# context (safe under torchrun), so a script that scores must guard its entry point with `if
+# __name__ == "__main__":` (spawn re-imports the main module in each worker).
+# start_rule_workers(cfg) at startup saves the first episode the wait; shutdown_pool() stops them
+# (also at exit).
 
 def _math_verify_text(s: str) -> str:
-    # Math-Verify only parses a gold inside a LaTeX environment ("\dfrac{9}{7}" -> [], "$\dfrac{9}{7}$" ok)
+    # Math-Verify only parses a gold inside a LaTeX environment: "\dfrac{9}{7}" -> [],
+    # "$\dfrac{9}{7}$" ok
     s = _INVISIBLE.sub("", s)
     s = _UNICODE_RE.sub(lambda m: _UNICODE[m.group(0)], s)
     s = _QUANTITY.sub(r"\1", s)
@@ -530,15 +521,18 @@ def _math_verify_text(s: str) -> str:
 
 
 def _math_verify(gold: str, pred: str, timeout_s: int | None) -> tuple[bool, str, bool]:
-    """(equal, reason, timed_out). timeout_s: Math-Verify's own SIGALRM limit (main thread only) or None."""
+    """(equal, reason, timed_out). timeout_s: Math-Verify's own SIGALRM limit (main thread only)
+    or None."""
+    # imported here, in the workers: the process that trains or evaluates never needs sympy
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
     pred_config = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
     t0 = time.monotonic()
-    # prose ("... Thus, it is 300.", "$$2.2$$ (not unique)"): let Math-Verify find the math in it; wrapped
-    # whole, the words would parse as products of symbols (slow, and never equal)
-    golds = [parse(gold if _WORDS.search(gold) else _math_verify_text(gold), parsing_timeout=timeout_s)]
-    preds = [parse(pred if _WORDS.search(pred) else _math_verify_text(pred), pred_config, parsing_timeout=timeout_s)]
+    # prose ("... Thus, it is 300.", "$$2.2$$ (not unique)"): let Math-Verify find the math in it;
+    # wrapped whole, the words would parse as products of symbols (slow, and never equal)
+    gold, pred = [x if _WORDS.search(x) else _math_verify_text(x) for x in (gold, pred)]
+    golds = [parse(gold, parsing_timeout=timeout_s)]
+    preds = [parse(pred, pred_config, parsing_timeout=timeout_s)]
     golds, preds = [g for g in golds if g], [p for p in preds if p]
     if not golds or not preds:
         timed_out = timeout_s is not None and time.monotonic() - t0 >= timeout_s
@@ -564,15 +558,17 @@ def _limit_address_space(extra_bytes: int):
 
 
 def _worker_init(memory_bytes: int):
-    # Runs once in each worker, in its main thread (so Math-Verify's own SIGALRM limits work there too).
-    # pebble's worker installs a Python-level SIGTERM handler (pebble 5.2 pool/process.py: worker_process);
-    # a hung sympy call holds the GIL, so that handler never runs and pebble waits term_timeout = 3 s before
-    # SIGKILL. The default action ends the worker at once.
+    # Runs once in each worker, in its main thread (so Math-Verify's own SIGALRM limits work there
+    # too). pebble's worker installs a Python-level SIGTERM handler (pebble 5.2 pool/process.py:
+    # worker_process); a hung sympy call holds the GIL, so that handler never runs and pebble waits
+    # term_timeout = 3 s before SIGKILL. The default action ends the worker at once.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     for name in ("math_verify", "latex2sympy2_extended"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
-    for gold, pred in (("$x>1$", "$1<x$"), ("$x^2+y^2=1$", "$y^2=1-x^2$"), ("$[1,2)$", "$\\{1,2\\}$")):
-        _math_verify(gold, pred, 2)                # import + warm up sympy before the first deadline starts
+    # import and warm up sympy before the first deadline starts
+    for gold, pred in (("$x>1$", "$1<x$"), ("$x^2+y^2=1$", "$y^2=1-x^2$"),
+                       ("$[1,2)$", "$\\{1,2\\}$")):
+        _math_verify(gold, pred, 2)
     _limit_address_space(memory_bytes)
 
 
@@ -591,9 +587,10 @@ _POOL_LOCK = threading.Lock()
 
 
 def _get_pool(cfg: RewardConfig) -> tuple[pebble.ProcessPool, int]:
-    # pebble.ProcessPool kills a worker whose item runs past schedule(timeout=) (counted from the moment a
-    # worker picks it up) and starts a replacement; a worker that dies while idle breaks the whole pool
-    # (pebble: "All workers expired"), so a pool that is no longer active is replaced here (1 restart).
+    # pebble.ProcessPool kills a worker whose item runs past schedule(timeout=) (counted from the
+    # moment a worker picks it up) and starts a replacement; a worker that dies while idle breaks
+    # the whole pool (pebble: "All workers expired"), so a pool that is no longer active is replaced
+    # here (1 restart).
     global _POOL, _POOL_KEY
     restarts = 0
     key = (cfg.num_workers, cfg.start_method, cfg.worker_memory_mb)
@@ -612,17 +609,19 @@ def _get_pool(cfg: RewardConfig) -> tuple[pebble.ProcessPool, int]:
 
 
 def math_verify_batch(keys: list[tuple[str, str]], cfg: RewardConfig) -> tuple[list, int]:
-    """[(gold, pred)] -> ([(equal, reason, timed_out)], worker restarts): Math-Verify in the workers, each
-    item hard-limited to cfg.timeout_s (num_workers=0: in this process, no hard limit, for debugging).
-    Raises only when workers cannot start (e.g. an unguarded main script under spawn)."""
+    """[(gold, pred)] -> ([(equal, reason, timed_out)], worker restarts): Math-Verify in the
+    workers, each item hard-limited to cfg.timeout_s (num_workers=0: in this process, no hard
+    limit, for debugging). Raises only when workers cannot start (e.g. an unguarded main script
+    under spawn)."""
     if cfg.num_workers <= 0:
-        on_main = threading.current_thread() is threading.main_thread()   # SIGALRM: main thread only
+        on_main = threading.current_thread() is threading.main_thread()   # SIGALRM's only thread
         timeout_s = max(1, int(cfg.timeout_s)) if on_main else None
         return [_math_verify_in_worker(gold, pred, timeout_s) for gold, pred in keys], 0
-    inner_timeout_s = max(1, int(cfg.timeout_s // 4))   # Math-Verify's SIGALRM first; the kill is the backstop
+    # Math-Verify's own SIGALRM first; pebble's kill at cfg.timeout_s is the backstop
+    inner_timeout_s = max(1, int(cfg.timeout_s // 4))
     results: list = [None] * len(keys)
     restarts = 0
-    for _ in range(3):   # a pool broken by a worker that died between items is replaced and the items resent
+    for _ in range(3):   # a pool broken by a worker that died between items: replaced, items resent
         todo = [j for j, r in enumerate(results) if r is None]
         if not todo:
             break
@@ -630,7 +629,7 @@ def math_verify_batch(keys: list[tuple[str, str]], cfg: RewardConfig) -> tuple[l
         restarts += replaced
         futures = {j: pool.schedule(_math_verify_in_worker, args=(*keys[j], inner_timeout_s),
                                     timeout=cfg.timeout_s) for j in todo}
-        budget_s = 120.0 + cfg.timeout_s * len(todo)   # worker start (spawn + imports), then the items
+        budget_s = 120.0 + cfg.timeout_s * len(todo)   # worker start (spawn + imports), the items
         if concurrent.futures.wait(futures.values(), timeout=budget_s).not_done:
             shutdown_pool()
             raise RuntimeError(f"rewards: no rule-checker result within {budget_s:.0f} s")
@@ -638,24 +637,24 @@ def math_verify_batch(keys: list[tuple[str, str]], cfg: RewardConfig) -> tuple[l
             error = future.exception()
             if error is None:
                 results[j] = future.result()
-            elif isinstance(error, TimeoutError):       # pebble killed the worker and starts another
+            elif isinstance(error, TimeoutError):   # pebble killed the worker and starts another
                 results[j] = (False, "timeout", True)
                 restarts += 1
-            elif isinstance(error, pebble.ProcessExpired):   # segfault, OOM killer: the item probably did it
+            elif isinstance(error, pebble.ProcessExpired):   # segfault, OOM killer: likely the item
                 results[j] = (False, "error: worker died", False)
                 restarts += 1
             elif not isinstance(error, BrokenProcessPool):
                 results[j] = (False, f"error: {type(error).__name__}", False)
     if None in results:
         shutdown_pool()
-        raise RuntimeError("rewards: rule-checker workers keep dying before they start; is the main script "
-                           "guarded by `if __name__ == '__main__':` (needed by the spawn context)?")
+        raise RuntimeError("rewards: rule-checker workers keep dying before they start; is the "
+                           "main script guarded by `if __name__ == '__main__':` (spawn needs it)?")
     return results, restarts
 
 
 def start_rule_workers(cfg: RewardConfig, timeout_s: float = 120.0) -> bool:
-    """Start the rule-checker workers now and wait until they answer (e.g. while the policy loads), so the
-    first episode does not pay for it. True when they are up."""
+    """Start the rule-checker workers now and wait until they answer (e.g. while the policy
+    loads), so the first episode does not pay for it. True when they are up."""
     if cfg.num_workers <= 0:
         return True
     pool, _ = _get_pool(cfg)
