@@ -1,5 +1,6 @@
 """
-Benchmark for rewards.py and rule_check.py: scoring one GRPO episode of 1024 responses, and 32 adversarial inputs (their total).
+Benchmark for rewards.py and rule_check.py: scoring one GRPO episode of 1024 responses, and 32
+adversarial inputs (their total).
 
     cd /work/main && .venv/bin/python bench/bench_rewards.py [--n 1024] [--wrong 0.3] [--num_workers 2]
         [--math_verify_only]   # baseline: Math-Verify alone on everything but multiple-choice letters
@@ -55,7 +56,8 @@ def clear_caches():
         cached.cache_clear()
 
 
-def math_verify_only(answer_text, extracted, gold, options, max_chars, fast_verdict=rule_check.fast_verdict):
+def math_verify_only(answer_text, extracted, gold, options, max_chars,
+                     fast_verdict=rule_check.fast_verdict):
     # the baseline the issue asks for: Math-Verify alone (with the cache and de-duplication); letters stay ours
     # (Math-Verify reads "B" as a symbol), and so does the empty answer
     if not extracted and not answer_text:

@@ -1,5 +1,6 @@
-"""Tests for rewards.py: format reward (eq. 1), extraction, eqs. 2-3 and the counters, the verifier client, the CLI,
-the "can't see the image" phrases. R_rule itself (the verdict table, the worker pool): tests/test_rule_check.py."""
+"""Tests for rewards.py: format reward (eq. 1), extraction, eqs. 2-3 and the counters, the verifier
+client, the CLI, the "can't see the image" phrases. R_rule itself (the verdict table, the worker
+pool): tests/test_rule_check.py."""
 import http.server
 import json
 import os
@@ -16,7 +17,8 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import rewards  # noqa: E402
-from rewards import RewardConfig, VerifierClient, extract_answer, format_reward, score_batch  # noqa: E402
+from rewards import (RewardConfig, VerifierClient, extract_answer, format_reward,  # noqa: E402
+                     score_batch)
 
 THINK = "<think>\nLet me work it out.\n</think>\n"
 

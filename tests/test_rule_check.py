@@ -1,5 +1,5 @@
-"""Tests for rule_check.py (R_rule, eq. 2): the verdict table (in process and through the workers), the K12 golds,
-adversarial inputs, and the worker pool's hard time limit and restarts."""
+"""Tests for rule_check.py (R_rule, eq. 2): the verdict table (in process and through the
+workers), the K12 golds, adversarial inputs, and the worker pool's hard time limit and restarts."""
 import json
 import os
 import random
