@@ -173,7 +173,8 @@ def rule_accuracy(extracted_or_response: str, gold: str, options: dict | None = 
     verdict, _ = rule_check.fast_verdict(_answer_part(text), extracted, gold, options,
                                          cfg.max_answer_chars)
     if verdict is None:
-        verdict = rule_check.math_verify_batch([(gold, extracted)], cfg)[0][0][0]
+        results, _ = rule_check.math_verify_batch([(gold, extracted)], cfg)
+        verdict = results[0][0]   # (equal, reason, timed_out)
     return verdict
 
 
