@@ -22,7 +22,7 @@ from rewards import (RewardConfig, VerifierClient, extract_answer, format_reward
 
 THINK = "<think>\nLet me work it out.\n</think>\n"
 
-# ------------------------------------------------------------------------------------------------ eq. 1
+# ------------------------------------------------------------------------------------------ eq. 1
 
 @pytest.mark.parametrize("response,think_mode,expected", [
     ("reasoning</think>\nanswer", True, 1.0),               # prompt ended with "<think>\n"
@@ -55,7 +55,7 @@ def test_extract_answer():
     assert extract_answer("</think>") == "" and extract_answer("") == ""
 
 
-# ------------------------------------------------------------------------------------------------ eqs. 2-3
+# --------------------------------------------------------------------------------------- eqs. 2-3
 
 def test_reward_combination_eq3():
     out = score_batch([THINK + "\\boxed{5}", THINK + "\\boxed{6}", "\\boxed{5}", "\\boxed{6}"], ["5"] * 4)
@@ -88,7 +88,7 @@ def test_stats_cache_and_in_process_mode():
     assert [o["accuracy"] for o in out] == [1.0, 1.0, 1.0] and rewards.last_stats.worker_checks == 1
 
 
-# ------------------------------------------------------------------------------------------------ verifier
+# --------------------------------------------------------------------------------------- verifier
 
 class _FakeVerifier(http.server.BaseHTTPRequestHandler):
     mode = "yes"
@@ -168,7 +168,8 @@ def test_verifier_timeout_retries_then_gives_up(verifier_server):
 
 
 def test_verifier_deadline_is_total_for_a_trickling_server(verifier_server):
-    # every socket read gets a byte within 0.2 s, so a per-read timeout never fires: the deadline must be total
+    # every socket read gets a byte within 0.2 s, so a per-read timeout never fires: the deadline
+    # must be total
     _, url = verifier_server
     _FakeVerifier.mode = "trickle"
     client = VerifierClient(url, timeout_s=1.0, retries=0)
@@ -179,8 +180,9 @@ def test_verifier_deadline_is_total_for_a_trickling_server(verifier_server):
 
 
 def test_verifier_timeouts_trip_the_cooldown(verifier_server):
-    # a hung verifier: the first wave of calls times out (with its retry), the rest of the batch and the next
-    # batch skip it for down_cooldown_s instead of waiting ceil(n / concurrency) x (retries + 1) x timeout again
+    # a hung verifier: the first wave of calls times out (with its retry), the rest of the batch and
+    # the next batch skip it for down_cooldown_s instead of waiting
+    # ceil(n / concurrency) x (retries + 1) x timeout again
     _, url = verifier_server
     _FakeVerifier.mode = "hang"
     client = VerifierClient(url, timeout_s=0.5, retries=1, concurrency=4)
@@ -234,7 +236,7 @@ def test_verifier_server_down_warns_once_and_falls_back():
     assert rewards.total_stats.verifier_fallbacks >= 3
 
 
-# ------------------------------------------------------------------------------------------------ CLI
+# -------------------------------------------------------------------------------------------- CLI
 
 def test_cli_round_trip(tmp_path):
     rows = [

@@ -82,7 +82,8 @@ CASES = [
     ("$\\sqrt{a^{2}+3b^{2}}$", THINK + "\\boxed{\\sqrt{3b^2+a^2}}", True),
     ("$$y=-3x+18$$", THINK + "\\boxed{y = 18 - 3x}", True),
     ("$$\\dfrac{x^{2}}{8}+\\dfrac{y^{2}}{4}=1$$", THINK + "\\boxed{x^2+2y^2=8}", True),
-    ("$2\\sin (2x-\\frac{\\pi }{6})$", THINK + "\\boxed{2\\sin\\left(2x-\\frac{\\pi}{6}\\right)}", True),
+    ("$2\\sin (2x-\\frac{\\pi }{6})$",
+     THINK + "\\boxed{2\\sin\\left(2x-\\frac{\\pi}{6}\\right)}", True),
     ("$2\\sin (2x-\\frac{\\pi }{6})$", THINK + "\\boxed{2\\sin(2x+\\frac{\\pi}{6})}", False),
     ("$(x+1)^2$", THINK + "\\boxed{x^2+2x+1}", True),
     ("AC=BD", THINK + "\\boxed{BD=AC}", True),
@@ -126,7 +127,8 @@ def _case_args(case):
     return gold, response, expected, (case[3] if len(case) > 3 else None)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[f"{i}:{c[0][:12]}|{c[1][-24:]}" for i, c in enumerate(CASES)])
+@pytest.mark.parametrize("case", CASES,
+                         ids=[f"{i}:{c[0][:12]}|{c[1][-24:]}" for i, c in enumerate(CASES)])
 def test_rule_table(case):
     gold, response, expected, options = _case_args(case)
     assert rule_accuracy(response, gold, options) is expected
@@ -141,12 +143,13 @@ def test_table_through_workers_matches_in_process():
     # the same verdicts from score_batch (worker pool + in-process fast path) as from rule_accuracy
     golds, responses, expected, options = zip(*map(_case_args, CASES))
     out = score_batch(list(responses), list(golds), list(options))
-    wrong = [(g, r[-40:], o["reason"]) for g, r, e, o in zip(golds, responses, expected, out) if o["rule"] != float(e)]
+    wrong = [(g, r[-40:], o["reason"]) for g, r, e, o in zip(golds, responses, expected, out)
+             if o["rule"] != float(e)]
     assert not wrong, wrong
     assert rewards.last_stats.items == len(CASES) and rewards.last_stats.timeouts == 0
 
 
-# ------------------------------------------------------------------------------------------------ K12 golds
+# -------------------------------------------------------------------------------------- K12 golds
 
 def _k12_golds():
     if not K12.exists():
@@ -181,13 +184,14 @@ def test_k12_gold_vs_random_other_gold():
     out = score_batch(others, golds)
     matches = [(g, o) for g, o, r in zip(golds, others, out) if r["accuracy"] == 1.0]
     rate = len(matches) / len(golds)
-    print(f"\nK12 gold vs a different random gold: {len(matches)}/{len(golds)} = {rate:.2%} verify; {matches}")
+    print(f"\nK12 gold vs a different random gold: {len(matches)}/{len(golds)} = {rate:.2%} "
+          f"verify; {matches}")
     assert rate <= 0.01
     for gold, other in matches:   # a "match" is only allowed between golds of equal value
         assert _plain(gold) == _plain(other), (gold, other)
 
 
-# ------------------------------------------------------------------------------------------------ adversarial
+# ------------------------------------------------------------------------------------ adversarial
 
 ADVERSARIAL = {
     "100 KB": THINK + "1+" * 50_000 + " so the answer is \\boxed{" + "x+" * 300 + "1}",
@@ -212,8 +216,9 @@ def test_adversarial_inputs_return_within_timeout(name):
     assert 0.0 <= out["reward"] <= 1.0
 
 
-# the child scores bench/bench_rewards.py's 32 adversarial inputs one at a time and reports each; the parent kills it
-# when one item runs past the limit (a catastrophic regex runs in C and cannot be interrupted from inside)
+# the child scores bench/bench_rewards.py's 32 adversarial inputs one at a time and reports each;
+# the parent kills it when one item runs past the limit (a catastrophic regex runs in C and cannot
+# be interrupted from inside)
 _ADVERSARIAL_CHILD = """
 import json, sys, time
 sys.path[:0] = [sys.argv[1], sys.argv[1] + "/bench"]
@@ -224,7 +229,8 @@ print("ready", flush=True)
 for name, response, gold, options in bench_rewards.ADVERSARIAL:
     t0 = time.monotonic()
     out = rewards.score_batch([response], [gold], [options], cfg=cfg)[0]
-    print(json.dumps({"name": name, "seconds": time.monotonic() - t0, "accuracy": out["accuracy"]}), flush=True)
+    result = {"name": name, "seconds": time.monotonic() - t0, "accuracy": out["accuracy"]}
+    print(json.dumps(result), flush=True)
 """
 
 
@@ -237,7 +243,7 @@ def test_32_adversarial_inputs_each_within_timeout_plus_1s():
     import bench_rewards
     names, results = [n for n, *_ in bench_rewards.ADVERSARIAL], []
     try:
-        limit = 120.0   # the worker pool's start (spawn + Math-Verify import), then timeout_s + 1 s per item
+        limit = 120.0   # the worker pool's start (spawn + imports), then timeout_s + 1 s per item
         for expected in ["ready"] + names:
             ready, _, _ = select.select([child.stdout], [], [], limit)
             line = child.stdout.readline() if ready else ""
@@ -245,14 +251,16 @@ def test_32_adversarial_inputs_each_within_timeout_plus_1s():
             if expected != "ready":
                 results.append(json.loads(line))
                 assert results[-1]["name"] == expected
-            limit = timeout_s + 1.0 + 0.5   # + pipe and scheduling slack; the child's own clock is checked below
+            # + pipe and scheduling slack; the child's own clock is checked below
+            limit = timeout_s + 1.0 + 0.5
     finally:
         child.kill()   # the child we started, by its own handle
         child.wait()
     slow = [(r["name"], round(r["seconds"], 2)) for r in results if r["seconds"] > timeout_s + 1.0]
     assert len(results) == 32 and not slow, slow
     correct = {r["name"] for r in results if r["accuracy"] == 1.0}
-    assert correct == {"1 MB think", "MC: 1 MB of 'answer is b '", "MC: boxed letter + 1 MB spaces + x"}, correct
+    assert correct == {"1 MB think", "MC: 1 MB of 'answer is b '",
+                       "MC: boxed letter + 1 MB spaces + x"}, correct
 
 
 def test_hung_item_is_killed_counted_and_pool_recovers():
@@ -260,22 +268,23 @@ def test_hung_item_is_killed_counted_and_pool_recovers():
     cfg = RewardConfig(timeout_s=0.5)
     assert rule_check.start_rule_workers(cfg)
     t0 = time.monotonic()
-    out = score_batch([THINK + "\\boxed{5^{5^{5^{5^{5}}}}}", THINK + "\\boxed{4}"], ["3", "4"], cfg=cfg)
+    out = score_batch([THINK + "\\boxed{5^{5^{5^{5^{5}}}}}", THINK + "\\boxed{4}"], ["3", "4"],
+                      cfg=cfg)
     assert time.monotonic() - t0 < 2.5
     assert out[0]["timed_out"] and out[0]["reason"] == "timeout" and out[0]["accuracy"] == 0.0
     assert out[1]["accuracy"] == 1.0
     assert rewards.last_stats.timeouts == 1 and rewards.last_stats.worker_restarts == 1
-    out = score_batch([THINK + "\\boxed{1<x}"], ["$x>1$"])   # a Math-Verify item on the replacement pool
+    out = score_batch([THINK + "\\boxed{1<x}"], ["$x>1$"])   # Math-Verify on the replacement pool
     assert out[0]["accuracy"] == 1.0 and rewards.last_stats.worker_checks == 1, out
 
 
 def test_dead_worker_is_replaced():
     cfg = RewardConfig()
     assert rule_check.start_rule_workers(cfg)
-    victim = rule_check._POOL.schedule(os.getpid).result(timeout=10)   # a worker we started, by its pid
+    victim = rule_check._POOL.schedule(os.getpid).result(timeout=10)   # a worker we started
     os.kill(victim, signal.SIGKILL)
     deadline = time.monotonic() + 5
-    while rule_check._POOL.active and time.monotonic() < deadline:   # pebble notices within its 0.1 s tick
+    while rule_check._POOL.active and time.monotonic() < deadline:   # pebble's tick is 0.1 s
         time.sleep(0.05)
     out = score_batch([THINK + "\\boxed{x<2}"], ["$2>x$"], cfg=cfg)
     assert out[0]["accuracy"] == 1.0 and rewards.last_stats.worker_restarts >= 1
