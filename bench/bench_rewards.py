@@ -1,25 +1,28 @@
 """
-Benchmark for rewards.py: scoring one GRPO episode of 1024 responses, and 32 adversarial inputs (their total).
+Benchmark for rewards.py and rule_check.py: scoring one GRPO episode of 1024 responses, and 32
+adversarial inputs (their total).
 
-    cd /work/main && .venv/bin/python bench/bench_rewards.py [--n 1024] [--wrong 0.3] [--num_workers 2]
-        [--math_verify_only]   # baseline: Math-Verify alone on everything but multiple-choice letters
+    cd /work/main && .venv/bin/python bench/bench_rewards.py [--n=1024] [--wrong=0.3] [--num_workers=2]
+        [--math_verify_only=True]   # baseline: Math-Verify alone on everything but multiple-choice letters
 
 Responses are built from the real MM-EUREKA K12 gold answers (../shared/data/mm-eureka-k12/k12.json):
 a ~1.5 KB <think> block, then "The answer is \\boxed{...}". Correct ones box the gold without its $...$;
 wrong ones (30%) box the gold with its last number changed (the usual failure: right form, wrong value),
 or another random gold when the gold has no number. Target: <= 2 s per 1024 on 2 cores (rule checker).
 """
-import argparse
 import json
 import random
 import re
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import configurator  # noqa: E402
 import rewards  # noqa: E402
+import rule_check  # noqa: E402
 
 K12 = Path(__file__).resolve().parents[1] / "../shared/data/mm-eureka-k12/k12.json"
 THOUGHT = ("Let me look at the figure carefully. The triangle has sides 3, 4 and 5, so it is a right triangle. "
@@ -50,24 +53,25 @@ def make_episode(golds: list[str], n: int, wrong_rate: float, seed: int = 0):
 
 def clear_caches():
     rewards._CACHE.clear()
-    for cached in (rewards._canon_cached, rewards._readings, rewards._numeric_verdict):
+    for cached in (rule_check._canon_cached, rule_check._readings, rule_check._numeric_verdict):
         cached.cache_clear()
 
 
-def math_verify_only(answer_text, extracted, gold, options, max_chars, _fast_rule=rewards._fast_rule):
+def math_verify_only(answer_text, extracted, gold, options, max_chars,
+                     fast_verdict=rule_check.fast_verdict):
     # the baseline the issue asks for: Math-Verify alone (with the cache and de-duplication); letters stay ours
     # (Math-Verify reads "B" as a symbol), and so does the empty answer
     if not extracted and not answer_text:
         return False, "empty answer"
-    if rewards._gold_letter(gold, rewards._option_letters(options)) is not None:
-        return _fast_rule(answer_text, extracted, gold, options, max_chars)
+    if rule_check._gold_letter(gold, rule_check._option_letters(options)) is not None:
+        return fast_verdict(answer_text, extracted, gold, options, max_chars)
     return None, "math-verify"
 
 
 OPTIONS = {"A": "1", "B": "2", "C": "3", "D": "4"}
 MB = 999_000   # so that every input stays under 1 MB
 THINK = "<think>\nhmm\n</think>\n\n"
-# The 32 adversarial inputs (name, response, gold, options), each <= ~1 MB. tests/test_rewards.py runs them with a
+# The 32 adversarial inputs (name, response, gold, options), each <= ~1 MB. tests/test_rule_check.py runs them with a
 # hard per-item limit of timeout_s + 1 s. The multiple-choice ones hit the letter regexes (once O(N^4) in N blanks).
 ADVERSARIAL = [
     ("MC: answer + 1,000 newlines", THINK + "So the answer" + "\n" * 1000 + ".", "B", OPTIONS),
@@ -106,18 +110,20 @@ ADVERSARIAL = [
 ]
 
 
+@dataclass
+class Args:
+    n: int = 1024                   # responses per episode
+    wrong: float = 0.3              # share of wrong responses
+    repeats: int = 3                # cold-cache episodes (the median is reported)
+    num_workers: int = 2            # Math-Verify worker processes
+    all_golds: bool = False         # include multi-part / sentence golds
+    math_verify_only: bool = False  # skip rule_check.py's own checker except letters: Math-Verify decides the rest
+
+
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=1024)
-    parser.add_argument("--wrong", type=float, default=0.3)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--num_workers", type=int, default=2)
-    parser.add_argument("--all_golds", action="store_true", help="include multi-part / sentence golds")
-    parser.add_argument("--math_verify_only", action="store_true",
-                        help="skip rewards.py's own checker except multiple-choice letters: Math-Verify decides the rest")
-    args = parser.parse_args()
+    args = configurator.parse_config(Args)
     if args.math_verify_only:
-        rewards._fast_rule = math_verify_only
+        rule_check.fast_verdict = math_verify_only
     cfg = rewards.RewardConfig(num_workers=args.num_workers)
     golds = [r["answer"] for r in json.loads(K12.read_text())]
     if not args.all_golds:   # training-style golds: one line, short, no prose (LaTeX commands are fine)
@@ -125,7 +131,7 @@ def main():
     print(f"golds: {len(golds)} from {K12.name}; n={args.n}, wrong={args.wrong:.0%}, workers={args.num_workers}")
 
     t0 = time.perf_counter()
-    rewards.start_rule_workers(cfg)
+    rule_check.start_rule_workers(cfg)
     print(f"worker start (spawn + Math-Verify import): {time.perf_counter() - t0:.2f} s")
 
     times = []
@@ -158,7 +164,7 @@ def main():
     out = rewards.score_batch([THINK + "\\boxed{5^{5^{5^{5^{5}}}}}"], ["3"], cfg=kill_cfg)[0]
     print(f"  {'power tower, hard kill':22s} {time.perf_counter() - t0:6.3f} s  timed_out={out['timed_out']} "
           f"reason={out['reason']!r} restarts={rewards.last_stats.worker_restarts} (timeout_s=0.5)")
-    rewards.shutdown_pool()
+    rule_check.shutdown_pool()
 
 
 if __name__ == "__main__":
