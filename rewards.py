@@ -30,9 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
-import rule_check
-
 import configurator
+import rule_check
 
 
 @dataclass
