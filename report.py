@@ -29,13 +29,13 @@ import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
 import configurator  # noqa: E402
 import data  # noqa: E402
+from grpo_metrics import NO_SIGNAL_WARNING  # noqa: E402
 from tables import write_text  # noqa: E402
 
 # two-sided 95% Student-t quantiles t(0.975, df), df = n - 1 (from any t table; scipy is not a dependency)
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
         12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
 MIN_PHRASE_RESPONSES = 20   # Table 5: responses with the phrase a seed needs before its "with" accuracy counts
-DEAD_STEPS = 10   # grpo_metrics.NO_SIGNAL_WARNING: steps without a learning signal before an arm is called untrained
 
 
 def t975(df):
@@ -139,12 +139,13 @@ def window_mean(rows, metric, first, last):
 
 
 def dead_arms(seeds, runs):
-    """Warnings for GRPO arms that did not train: >= DEAD_STEPS steps without a learning signal."""
+    """Warnings for GRPO arms that did not train: as many steps without a learning signal as
+    grpo.py warns about (grpo_metrics.NO_SIGNAL_WARNING)."""
     out = []
     for s in seeds.seeds:
         for run in runs:
             rows = seeds.metrics(s, run)
-            if rows and rows[-1].get("train/no_signal_steps", 0) >= DEAD_STEPS:
+            if rows and rows[-1].get("train/no_signal_steps", 0) >= NO_SIGNAL_WARNING:
                 out.append(f"**WARNING: seed {s} `{run}` did not train**: {rows[-1]['train/no_signal_steps']:.0f} of "
                            f"{len(rows)} steps had no learning signal (all rewards in each group equal, or zero "
                            f"gradient); reward/mean at the end {rows[-1]['reward/mean']:.3f}")
