@@ -35,9 +35,10 @@ if [ "$SCALE" = ci ]; then
   CONNECTOR_ARGS=(--max_steps=6); EVAL_ARGS=(--max_items=100 --k=2)
   VAL_EVAL_ARGS=(--k=2); HARD_ARGS=(--n_train=200 --n_test=50); GRPO_MAIN_ARGS=(); REJECT_ARGS=()
   TABLE3_SFT_ARGS=()
-else  # the main GRPO run saves every 10 steps: 8 checkpoints for Figs. 5 and 10
+else  # the main GRPO run saves every 10 steps: 8 checkpoints for Figs. 5 and 10, each scoring 200 val questions
+  # x 10 samples (at x 2 the fewest critical tokens in a checkpoint were 55-119 over 3 seeds; Fig. 5 wants >= 200)
   DATA_ARGS=(); CAPTION_ARGS=(); SFT_ARGS=(); GRPO_ARGS=(); CONNECTOR_ARGS=(); EVAL_ARGS=()
-  VAL_EVAL_ARGS=(--k=2); HARD_ARGS=(); GRPO_MAIN_ARGS=(--save_every=10); REJECT_ARGS=(); TABLE3_SFT_ARGS=()
+  VAL_EVAL_ARGS=(--k=10); HARD_ARGS=(); GRPO_MAIN_ARGS=(--save_every=10); REJECT_ARGS=(); TABLE3_SFT_ARGS=()
 fi
 if [ "${PAPER_DEMO_CI:-0}" = 1 ]; then   # tests/test_demo.py's SCALE=ci paper_demo: every pipeline, tiny settings
   DATA_ARGS=(--n_train=64 --n_val=16 --n_test=16 --n_ood=16 --n_sft=64 --n_sft_val=8 --n_caption=64)
