@@ -330,19 +330,26 @@ def build(seeds, out):
                 Claim("table4", "think − NoWait tokens", "+232", tok["think"], tok["nowait"], 1, "tokens")],
             [f"NoThink responses containing <think> or </think>: {blocks} (eval.py bans both tokens in nothink mode)."])
 
-    # Table 5: "I can't see the image"
-    runs = [[S.run(s, "connector", b) for b in ("test", "ood")] for s in S.seeds]
-    split = {part: [pooled(rs, part) for rs in runs] for part in ("without", "with")}
-    counts = [sum((r or {}).get("hallucination", {}).get("with", {}).get("n", 0) for r in rs) for rs in runs]
+    # Table 5: "I can't see the image", in the final checkpoint's test + ood responses (the claim) and, for
+    # context, the cold-start checkpoint's: the phrase comes from the teacher's blind traces, and GRPO prunes it
+    def phrase_split(eval_name):
+        runs = [[S.run(s, eval_name, b) for b in ("test", "ood")] for s in S.seeds]
+        counts = [sum((r or {}).get("hallucination", {}).get("with", {}).get("n", 0) for r in rs) for rs in runs]
+        return {part: [pooled(rs, part) for rs in runs] for part in ("without", "with")}, counts
+    split, counts = phrase_split("connector")
+    cold, cold_counts = phrase_split("sft")
     # a seed's "with" accuracy from a handful of responses is noise the interval over seeds does not see: such a
     # seed leaves the claim (the counts stay in the table)
     with_counted = [v if n >= MIN_PHRASE_RESPONSES else None for v, n in zip(split["with"], counts)]
     section("Table 5: \"I can't see the image\" in the thinking", "all 76.0 % (900), without 77.3 % (853), with "
             "51.1 % (47)", value_table(S, [("without the phrase", split["without"]), ("with the phrase",
-                                                                                    split["with"])], " %")
-            + "\n\nresponses with the phrase per seed (test + ood, every sample): " + ", ".join(map(str, counts))
-            + f"; a seed with fewer than {MIN_PHRASE_RESPONSES} is left out of the claim (too few to estimate its "
-            "accuracy)",
+                                                                                    split["with"]),
+                                         ("cold start: without the phrase", cold["without"]),
+                                         ("cold start: with the phrase", cold["with"])], " %")
+            + "\n\nresponses with the phrase per seed (test + ood, every sample): final " + ", ".join(map(str, counts))
+            + "; cold start " + ", ".join(map(str, cold_counts))
+            + f". A seed with fewer than {MIN_PHRASE_RESPONSES} in the final checkpoint is left out of the claim "
+            "(too few to estimate its accuracy); the cold-start rows are context, not the claim",
             None, [Claim("table5", "accuracy without − with the phrase", "+26.2", split["without"], with_counted,
                          1)])
 

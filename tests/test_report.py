@@ -1,6 +1,9 @@
-"""report.py: the paired-difference statistics against a hand computation, the verdict rule, and the smoothing."""
+"""report.py: the paired-difference statistics against a hand computation, the verdict rule, the smoothing, and
+Table 5's pooling and its minimum count of phrase responses."""
+import json
 import math
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -64,3 +67,34 @@ def test_cli_root_then_flags(tmp_path):
     assert "## Missing outputs" in text
     with pytest.raises(SystemExit, match="--seeds is required"):
         report.main([str(tmp_path)])
+
+
+def test_table5_pools_test_and_ood_and_drops_seeds_with_few_phrase_responses(tmp_path):
+    """Table 5 pools test + ood responses per seed; a seed whose final checkpoint says the phrase fewer than
+    MIN_PHRASE_RESPONSES times leaves the claim; the cold-start (sft) rows are shown beside it."""
+    def write(seed, eval_name, splits):   # splits: {bench: ((n_without, acc_without), (n_with, acc_with))}
+        runs = {f"{b}/think/full": {"benchmark": b, "mode": "think", "budget": None, "accuracy": 0.5,
+                                    "avg_tokens": 60.0, "hallucination": {
+            "without": {"n": wo[0], "accuracy": wo[1]}, "with": {"n": wi[0], "accuracy": wi[1]}}}
+            for b, (wo, wi) in splits.items()}
+        path = tmp_path / f"seed{seed}" / "eval" / eval_name / "summary.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"runs": runs}))
+    # seed 0: 30 + 10 phrase responses; seed 1: 12 + 4 (< 20); seed 2: 15 + 15
+    write(0, "connector", {"test": ((770, 0.5), (30, 0.2)), "ood": ((790, 0.4), (10, 0.6))})
+    write(1, "connector", {"test": ((788, 0.5), (12, 0.0)), "ood": ((796, 0.5), (4, 0.0))})
+    write(2, "connector", {"test": ((785, 0.6), (15, 0.4)), "ood": ((785, 0.4), (15, 0.2))})
+    for s in range(3):
+        write(s, "sft", {"test": ((750, 0.3), (50, 0.1)), "ood": ((760, 0.3), (40, 0.1))})
+    report.main([str(tmp_path), "--seeds", "0", "1", "2"])
+    text = (tmp_path / "report.md").read_text()
+    section = text[text.index("## Table 5"):text.index("\n## ", text.index("## Table 5") + 1)]
+    # seed 0 with: (30*0.2 + 10*0.6) / 40 = 30.0 %; without: (770*0.5 + 790*0.4) / 1560 = 44.9 %
+    assert "| with the phrase | 30.0 | 0.0 | 30.0 |" in section, section
+    assert "| without the phrase | 44.9 |" in section, section
+    assert "| cold start: with the phrase | 10.0 | 10.0 | 10.0 |" in section, section
+    assert "final 40, 16, 30; cold start 90, 90, 90" in section, section
+    # the claim pairs seeds 0 and 2 only: 44.9 - 30.0 and (785*0.6 + 785*0.4)/1570 - 30.0 = 50.0 - 30.0
+    without0 = 100 * (770 * 0.5 + 790 * 0.4) / 1560
+    diffs = re.search(r"per seed \[([^\]]*)\]", section).group(1)
+    assert diffs == f"{without0 - 30:+.2f}, {50.0 - 30:+.2f}", section
