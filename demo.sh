@@ -36,9 +36,10 @@ if [ "$SCALE" = ci ]; then
   VAL_EVAL_ARGS=(--k=2); HARD_ARGS=(--n_train=200 --n_test=50); GRPO_MAIN_ARGS=(); REJECT_ARGS=()
   TABLE3_SFT_ARGS=()
 else  # the main GRPO run saves every 10 steps: 8 checkpoints for Figs. 5 and 10, each scoring 200 val questions
-  # x 10 samples (at x 2 the fewest critical tokens in a checkpoint were 55-119 over 3 seeds; Fig. 5 wants >= 200)
+  # x 6 samples (the fewest critical tokens in a checkpoint, over seeds: 55-119 at x 2, 510-552 at x 10 (seeds 0
+  # and 2); Fig. 5 wants >= 200)
   DATA_ARGS=(); CAPTION_ARGS=(); SFT_ARGS=(); GRPO_ARGS=(); CONNECTOR_ARGS=(); EVAL_ARGS=()
-  VAL_EVAL_ARGS=(--k=10); HARD_ARGS=(); GRPO_MAIN_ARGS=(--save_every=10); REJECT_ARGS=(); TABLE3_SFT_ARGS=()
+  VAL_EVAL_ARGS=(--k=6); HARD_ARGS=(); GRPO_MAIN_ARGS=(--save_every=10); REJECT_ARGS=(); TABLE3_SFT_ARGS=()
 fi
 if [ "${PAPER_DEMO_CI:-0}" = 1 ]; then   # tests/test_demo.py's SCALE=ci paper_demo: every pipeline, tiny settings
   DATA_ARGS=(--n_train=64 --n_val=16 --n_test=16 --n_ood=16 --n_sft=64 --n_sft_val=8 --n_caption=64)
@@ -193,7 +194,7 @@ paper_demo() {  # every target over SEEDS, JOBS seeds at a time, with progress a
   [ "$failed" = 0 ]
 }
 
-paper_demo_progress() {  # PD T0: one line: targets done per seed, elapsed, ETA from the finished share
+paper_demo_progress() {  # PD T0: one line: the share of the work done over the seeds, elapsed, ETA from that share
   local pd=$1 t0=$2 done_=0 total=0 f
   for f in "$pd"/seed*/progress; do
     [ -f "$f" ] || continue
@@ -201,14 +202,17 @@ paper_demo_progress() {  # PD T0: one line: targets done per seed, elapsed, ETA 
   done
   local el=$((SECONDS - t0)) eta="?"
   [ "$done_" = 0 ] || eta=$(( el * (total - done_) / done_ ))
-  echo "paper_demo: $done_/$total targets done, ${el}s elapsed, ETA ~${eta}s ($(date -u +%H:%M:%S))"
+  echo "paper_demo: $(( total ? 100 * done_ / total : 0 ))% done, ${el}s elapsed, ETA ~${eta}s ($(date -u +%H:%M:%S))"
 }
 
 all_targets() {  # one seed: the demo, then every paper target (each its own process, so that one failing target
-  # is reported and the others still run), counting progress into $DEMO/progress
-  local i=0 n=$(( ${#DEMO_TARGETS[@]} + 1 )) t t1 failed=()
+  # is reported and the others still run), counting progress into $DEMO/progress as "done total" in units of one
+  # target; the demo weighs as much as all the targets together (about half of a seed's time, measured at main
+  # 0469ae1: 35-37 min of ~70)
+  local k=${#DEMO_TARGETS[@]} t t1 failed=()
+  local i=0 n=$((2 * k))
   mkdir -p "$DEMO"; echo "0 $n" > "$DEMO/progress"
-  demo; i=1; echo "$i $n" > "$DEMO/progress"
+  demo; i=$k; echo "$i $n" > "$DEMO/progress"
   for t in "${DEMO_TARGETS[@]}"; do
     t1=$SECONDS
     echo "=== target $t (seed $SEED)"
@@ -322,7 +326,9 @@ case "$1" in
       config/grpo_demo.py "${GRPO_ARGS[@]}")
     grpo_arm fig7_8/curriculum "$(last_ckpt "$DEMO/sft")" \
       --curriculum="[('$D/train.jsonl', 0), ('$DEMO/data_hard/train.jsonl', $((steps / 2)))]"
-    grpo_arm fig7_8/low_lr "$(last_ckpt "$DEMO/sft")" --lr="$lr"
+    # the lr claim is about steps 1-20 (report.py): the lr / 10 arm runs those steps of the same schedule only
+    grpo_arm fig7_8/low_lr "$(last_ckpt "$DEMO/sft")" --lr="$lr" --steps=$((steps < 20 ? steps : 20)) \
+      --schedule_steps="$steps"
     hard=("$D/test.jsonl" "$DEMO/data_hard/hard.jsonl")
     demo_eval fig7_grpo "$(last_ckpt "$DEMO/grpo")" "${hard[@]}"
     demo_eval fig7_curriculum "$(last_ckpt "$DEMO/fig7_8/curriculum")" "${hard[@]}"
@@ -330,10 +336,10 @@ case "$1" in
     acc_table "$T/fig7_8/fig7_8.md" \
       "Figs. 7-8 (demo): curriculum and learning rate, final checkpoints (test = normal, hard = sum_colors)" \
       "normal, demo lr=$DEMO/eval/fig7_grpo" "curriculum, demo lr=$DEMO/eval/fig7_curriculum" \
-      "normal, lr / 10=$DEMO/eval/fig7_low_lr"
+      "normal, lr / 10, step 20=$DEMO/eval/fig7_low_lr"
     plot_curves "$T/fig7_8/fig7_8.png" reward/mean,reward/accuracy,entropy/mean,train/grad_norm \
       "normal, demo lr=$DEMO/grpo/metrics.jsonl" "curriculum, demo lr=$DEMO/fig7_8/curriculum/metrics.jsonl" \
-      "normal, lr / 10=$DEMO/fig7_8/low_lr/metrics.jsonl"
+      "normal, lr / 10, steps 1-20=$DEMO/fig7_8/low_lr/metrics.jsonl"
     ;;
 
   fig9)  # Fig. 9: accuracy vs thinking budget (final checkpoint; a budget cuts the thinking, then 16 answer tokens)

@@ -60,6 +60,8 @@ class Config:
     resume: bool = False                # continue from the last checkpoint in out_dir
     allow_run_change: bool = False      # resume although the model, data or a run setting changed
     steps: int = 300                    # episodes; the paper does not give its count
+    schedule_steps: int = 0             # the LR schedule's length; 0 = steps. > steps: stop early on a longer
+                                        # run's schedule (its first `steps` steps, bit for bit)
     # rollouts: "each episode samples 1,024 rollouts, with 32 verifier-rewarded samples per prompt"
     prompts_per_step: int = 32
     rollouts_per_prompt: int = 32
@@ -329,6 +331,8 @@ def check_config(cfg, world):
         raise ValueError(f"rollouts_per_prompt must be >= 2 for group advantages, got {n}")
     if P % K:
         raise ValueError(f"prompts_per_step {P} must be a multiple of mini_batches {K}")
+    if cfg.schedule_steps and cfg.schedule_steps < cfg.steps:
+        raise ValueError(f"schedule_steps ({cfg.schedule_steps}) must be 0 or >= steps ({cfg.steps})")
     for name, schedule in (("response_length_schedule", list(cfg.response_length_schedule)),
                            ("curriculum", [(s, d) for d, s in cfg.curriculum])):
         firsts = [s for s, _ in schedule]
@@ -502,7 +506,7 @@ def main(cfg, sampler=None, reward_fn=None):
                         grpo_metrics.add_train_sums(sums, micro, forward, critical_seqs,
                                                     high_threshold)
                 grad_norm = tu.clip_grad_norm(trainable, cfg.grad_clip)
-                lr = tu.lr_at((step * E + epoch) * K + k, cfg.steps * K * E, cfg.lr,
+                lr = tu.lr_at((step * E + epoch) * K + k, (cfg.schedule_steps or cfg.steps) * K * E, cfg.lr,
                               cfg.warmup_steps, cfg.lr_schedule, cfg.min_lr_ratio)
                 for group in optimizer.param_groups:
                     group["lr"] = lr

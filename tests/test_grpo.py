@@ -391,6 +391,27 @@ def test_resume_is_exact(tmp_path, rollout_dtype):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_schedule_steps_stops_early_on_the_longer_schedule(tmp_path):
+    """steps=2, schedule_steps=4 is the first half of the 4-step run, bit for bit (cosine LR included); without
+    schedule_steps the cosine is squeezed into 2 steps and step 2's lr differs."""
+    ckpt, records = make_workspace(tmp_path / "ws")
+    common = dict(lr_schedule="cosine", save_every=2)
+    full = grpo.main(run_config(ckpt, records, tmp_path / "full", steps=4, **common), reward_fn=toy_reward)
+    early = grpo.main(run_config(ckpt, records, tmp_path / "early", steps=2, schedule_steps=4, **common),
+                      reward_fn=toy_reward)
+    squeezed = grpo.main(run_config(ckpt, records, tmp_path / "squeezed", steps=2, **common), reward_fn=toy_reward)
+
+    def same(m):
+        return json.dumps({k: v for k, v in m.items() if not k.startswith(("time/", "perf/"))})
+    assert [same(m) for m in early] == [same(m) for m in full[:2]]
+    assert squeezed[1]["train/lr"] != full[1]["train/lr"]
+    wa = load_file(str(tmp_path / "full" / "step_000002" / "model.safetensors"))
+    wb = load_file(str(tmp_path / "early" / "step_000002" / "model.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    with pytest.raises(ValueError, match="schedule_steps"):
+        grpo.main(run_config(ckpt, records, tmp_path / "bad", steps=4, schedule_steps=3), reward_fn=toy_reward)
+
+
 def test_one_seed_per_engine(tmp_path):
     """The seed handed to generate is the same on every rank of one vLLM engine (its tp workers must sample
     alike) and differs between builtin ranks, each of which samples its own prompts."""
