@@ -198,7 +198,8 @@ paper_demo_progress() {  # PD T0: one line: the share of the work done over the 
   local pd=$1 t0=$2 done_=0 total=0 f
   for f in "$pd"/seed*/progress; do
     [ -f "$f" ] || continue
-    read -r d n < "$f"; done_=$((done_ + d)); total=$((total + n))
+    read -r d n < "$f" || continue   # a seed is rewriting it this instant: count it next time
+    done_=$((done_ + d)); total=$((total + n))
   done
   local el=$((SECONDS - t0)) eta="?"
   [ "$done_" = 0 ] || eta=$(( el * (total - done_) / done_ ))
