@@ -4,11 +4,11 @@ GRPO for Skywork-R1V3 (paper §3.3, eqs. 4-7; ablations §5.2-5.5), by hand on t
     torchrun --nproc_per_node=8 grpo.py config/grpo_38b.py   # one node (a 38B run wants two)
     torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d --rdzv-endpoint=HOST:29500 \
         grpo.py config/grpo_38b.py
-    python grpo.py config/grpo_demo.py --steps=20             # CPU, tiny model, model.generate
+    python grpo.py config/grpo_demo.py --steps=20             # CPU, tiny model, sampling.generate
     ... --resume                                              # continue exactly from out_dir
 
 One step (the paper's "episode") is the loop in main: 1. rollouts of P prompts (rank r owns
-positions r, r+W, ..., so every group lives whole on one rank; colocated vLLM or model.generate,
+positions r, r+W, ..., so every group lives whole on one rank; colocated vLLM or sampling.generate,
 sampling.py), their rewards (rewards.py, eqs. 1-3) and dynamic sampling (§5.5); 2. group-normalised
 advantages (eq. 6); 3. the clipped surrogate (eq. 7) over mini-batches x PPO epochs, AdamW,
 gradient clipping; 4. the new weights into the sampler; 5. metrics, progress, checkpoint.
@@ -102,7 +102,7 @@ class Config:
     trainable: list[str] = field(default_factory=lambda: ["vision", "connector", "llm"])   # §5.2
     # engines
     rollout_backend: Literal["auto", "vllm", "builtin"] = "auto"   # auto: vllm with a GPU
-    rollout_batch_size: int = 64        # builtin: sequences per model.generate call
+    rollout_batch_size: int = 64        # builtin: sequences per sampling.generate call
     rollout_dtype: Literal["auto", "bfloat16", "policy"] = "auto"
     # ^ builtin, one process: "bfloat16" samples a bf16 copy refreshed after every optimizer step,
     #   "policy" the policy (one GPU: a one-rank FSDP2 model re-casting weights at every decode
