@@ -4,8 +4,8 @@ InternViT encoder -> pixel shuffle -> mlp1 connector -> transformers LLM (Qwen2/
 
 Reads and writes the released checkpoint format (config.json + safetensors, original names), so a
 checkpoint we save loads in vLLM's InternVLChatModel / SkyworkR1VChatModel and back here.
-Also: InternVL image tiling, the R1V3 ChatML prompt, a tiny config and tokenizer for CPU, and
-`python model.py CONFIG_OR_DIR [--json OUT]` to inspect parameter counts. The KV-cache decoder is in sampling.py.
+Also: the R1V3 ChatML prompt, a tiny config and tokenizer for CPU, and `python model.py CONFIG_OR_DIR
+[--json OUT]` to inspect parameter counts. Image tiling is in data.py, the KV-cache decoder in sampling.py.
 """
 import inspect
 import json
@@ -34,7 +34,6 @@ from configurator import parse_config
 
 IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN = "<img>", "</img>", "<IMG_CONTEXT>"
 THINK_START, THINK_END = "<think>", "</think>"
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 MODULE_PREFIXES = {"vision": "vision_model.", "connector": "mlp1.", "llm": "language_model."}
 
 # -----------------------------------------------------------------------------
@@ -663,47 +662,6 @@ def expand_image_tokens(text, num_tiles, num_image_token):
     for tiles, part in zip(num_tiles, parts[1:]):
         out.append(IMG_START_TOKEN + IMG_CONTEXT_TOKEN * (num_image_token * tiles) + IMG_END_TOKEN + part)
     return "".join(out)
-
-# -----------------------------------------------------------------------------
-# images: InternVL dynamic tiling with PIL + numpy (no torchvision)
-
-
-def find_closest_aspect_ratio(aspect_ratio, target_ratios, width, height, image_size):
-    best_diff, best = float("inf"), (1, 1)
-    area = width * height
-    for ratio in target_ratios:
-        diff = abs(aspect_ratio - ratio[0] / ratio[1])
-        if diff < best_diff:
-            best_diff, best = diff, ratio
-        elif diff == best_diff and area > 0.5 * image_size * image_size * ratio[0] * ratio[1]:
-            best = ratio  # ties go to the larger grid when the image is big enough to fill it
-    return best
-
-
-def dynamic_preprocess(image, min_num=1, max_num=12, image_size=448, use_thumbnail=True):
-    width, height = image.size
-    ratios = sorted({(i, j) for n in range(min_num, max_num + 1) for i in range(1, n + 1) for j in range(1, n + 1)
-                     if min_num <= i * j <= max_num}, key=lambda r: r[0] * r[1])
-    cols, rows = find_closest_aspect_ratio(width / height, ratios, width, height, image_size)
-    resized = image.resize((image_size * cols, image_size * rows), resample=3)  # 3 = BICUBIC
-    tiles = [resized.crop(((i % cols) * image_size, (i // cols) * image_size,
-                           (i % cols + 1) * image_size, (i // cols + 1) * image_size)) for i in range(cols * rows)]
-    if use_thumbnail and len(tiles) != 1:
-        tiles.append(image.resize((image_size, image_size), resample=3))
-    return tiles
-
-
-def image_to_pixel_values(image, config):  # -> [n_tiles,3,S,S]
-    s = config.force_image_size
-    image = image.convert("RGB")
-    if config.dynamic_image_size:
-        tiles = dynamic_preprocess(image, config.min_dynamic_patch, config.max_dynamic_patch, s, config.use_thumbnail)
-    else:
-        tiles = [image]
-    arr = np.stack([np.asarray(t.resize((s, s), resample=3) if t.size != (s, s) else t, dtype=np.float32)
-                    for t in tiles]) / 255.0
-    arr = (arr - np.array(IMAGENET_MEAN, dtype=np.float32)) / np.array(IMAGENET_STD, dtype=np.float32)
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
 
 # -----------------------------------------------------------------------------
 # CLI: inspect a config (no weights), or write a fresh tiny checkpoint for the CPU demo

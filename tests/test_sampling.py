@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+import data
 import model
 import sampling
 from test_model import VIT_6B_STYLE, image_prompt, random_pixels, tok  # noqa: F401   tok is a fixture
@@ -29,7 +30,7 @@ def tiny():
     net.img_context_token_id = tok.convert_tokens_to_ids(model.IMG_CONTEXT_TOKEN)
     text = model.build_prompt([{"role": "user", "content": "How many?"}], tokenizer=tok)
     image_text = model.build_prompt([{"role": "user", "content": "<image>\nHow many?"}], tokenizer=tok)
-    tiles = model.image_to_pixel_values(Image.new("RGB", (60, 40), (200, 10, 10)), net.config)   # [n,3,S,S]
+    tiles = data.image_to_pixel_values(Image.new("RGB", (60, 40), (200, 10, 10)), net.config)   # [n,3,S,S]
     expanded = model.expand_image_tokens(image_text, [tiles.shape[0]], net.config.num_image_token)
     prompts = [{"input_ids": tok.encode(text, add_special_tokens=False), "pixel_values": None},
                {"input_ids": tok.encode(expanded, add_special_tokens=False), "pixel_values": tiles}]
