@@ -359,7 +359,7 @@ def released_style_checkpoint(tok, path):
 
 
 def test_remote_code_travels_through_every_save(tok, tmp_path):
-    """init -> SFT -> GRPO -> connector tuning, each saving through train_utils.save_checkpoint / save_model:
+    """init -> SFT -> GRPO -> connector tuning, each saving through checkpoint.save_checkpoint / save_model:
     every output has the auto_map code and its relative import, and transformers' AutoConfig with remote code
     (what vLLM's LLM() calls for internvl_chat) loads it."""
     import subprocess
