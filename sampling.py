@@ -46,6 +46,7 @@ EOS_TOKENS = ("<|im_end|>", "<|endoftext|>")   # end of the assistant turn (Chat
 
 # -----------------------------------------------------------------------------
 # generation: batched sampling with a KV cache; the rollout engine wherever vLLM is absent
+# (in these functions `model` is the network, an InternVLChatModel: the argument shadows the model module)
 
 
 def sample_next(logits, temperature, top_p, banned, generator):
