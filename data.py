@@ -3,7 +3,7 @@ Data for every stage (sft.py, grpo.py, eval.py, entropy.py): question records, i
 SFT chat samples with label masking, collation (right-padded, packed, left-padded) and a
 deterministic resumable data order. Reads top to bottom:
 
-  1. records      read_records / load_image / check_images
+  1. records      read_records / load_image / check_images; image_to_pixel_values (InternVL tiling)
   2. prompts      format_question / encode_prompt            (RL rollouts, eval, rejection sampling)
   3. chat (SFT)   read_chat_jsonl / tokenize_chat            (loss on assistant tokens only)
   4. collation    collate_right_padded / token_budget_groups / pack_samples / collate_responses /
@@ -198,6 +198,49 @@ def check_images(records, decode: bool = False) -> None:
         raise FileNotFoundError(f"{len(problems)} bad image(s):\n  {shown}{more}")
 
 
+# images: InternVL dynamic tiling with PIL + numpy (no torchvision)
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def find_closest_aspect_ratio(aspect_ratio, target_ratios, width, height, image_size):
+    best_diff, best = float("inf"), (1, 1)
+    area = width * height
+    for ratio in target_ratios:
+        diff = abs(aspect_ratio - ratio[0] / ratio[1])
+        if diff < best_diff:
+            best_diff, best = diff, ratio
+        elif diff == best_diff and area > 0.5 * image_size * image_size * ratio[0] * ratio[1]:
+            best = ratio  # ties go to the larger grid when the image is big enough to fill it
+    return best
+
+
+def dynamic_preprocess(image, min_num=1, max_num=12, image_size=448, use_thumbnail=True):
+    width, height = image.size
+    ratios = sorted({(i, j) for n in range(min_num, max_num + 1) for i in range(1, n + 1) for j in range(1, n + 1)
+                     if min_num <= i * j <= max_num}, key=lambda r: r[0] * r[1])
+    cols, rows = find_closest_aspect_ratio(width / height, ratios, width, height, image_size)
+    resized = image.resize((image_size * cols, image_size * rows), resample=3)  # 3 = BICUBIC
+    tiles = [resized.crop(((i % cols) * image_size, (i // cols) * image_size,
+                           (i % cols + 1) * image_size, (i // cols + 1) * image_size)) for i in range(cols * rows)]
+    if use_thumbnail and len(tiles) != 1:
+        tiles.append(image.resize((image_size, image_size), resample=3))
+    return tiles
+
+
+def image_to_pixel_values(image, config):  # -> [n_tiles,3,S,S]
+    s = config.force_image_size
+    image = image.convert("RGB")
+    if config.dynamic_image_size:
+        tiles = dynamic_preprocess(image, config.min_dynamic_patch, config.max_dynamic_patch, s, config.use_thumbnail)
+    else:
+        tiles = [image]
+    arr = np.stack([np.asarray(t.resize((s, s), resample=3) if t.size != (s, s) else t, dtype=np.float32)
+                    for t in tiles]) / 255.0
+    arr = (arr - np.array(IMAGENET_MEAN, dtype=np.float32)) / np.array(IMAGENET_STD, dtype=np.float32)
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+
+
 # -----------------------------------------------------------------------------
 # 2. prompts
 
@@ -227,7 +270,7 @@ def load_pixel_values(paths, config, max_tiles: int | None = None, where: str | 
     if max_tiles is not None:
         config = replace(config, max_dynamic_patch=max_tiles)
     images = [load_image(p, where) for p in paths]
-    tiles = [model.image_to_pixel_values(image, config) for image in images]   # each [n_i,3,S,S]
+    tiles = [image_to_pixel_values(image, config) for image in images]   # each [n_i,3,S,S]
     pixel_values = torch.cat(tiles) if tiles else None
     return pixel_values, [t.shape[0] for t in tiles], images
 

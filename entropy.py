@@ -41,6 +41,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 import configurator
 import data
 import model
+import sampling
 import train_utils as tu
 
 DEFAULT_CRITICAL_WORDS = ("Wait", "Alternatively", "Hmm", "But wait", "Let me check", "However")
@@ -62,7 +63,7 @@ FP32_MIN = torch.finfo(torch.float32).min
 class EntropyConfig:
     checkpoints: list = field(default_factory=list)  # checkpoint dirs (model.py format, tokenizer inside)
     data: str = ""                   # validation records (data.read_records): prompts and images
-    generations: str = ""            # JSONL of existing responses; empty -> sample them with model.generate
+    generations: str = ""            # JSONL of existing responses; empty -> sample them with sampling.generate
     accuracies: list = field(default_factory=list)  # one summary.json (or dir holding one) per checkpoint
     out: str = "out/entropy"
     num_prompts: int = 32            # validation records used (0 = all)
@@ -452,7 +453,7 @@ def score_response(net, prompt_ids, response_ids, pixel_values, chunk_size):
 
 
 def sample_rows(net, tokenizer, records, cfg, ckpt):
-    """Responses of one checkpoint with model.generate: samples_per_prompt per record, the same seed for every
+    """Responses of one checkpoint with sampling.generate: samples_per_prompt per record, the same seed for every
     checkpoint. -> generation rows (also written to OUT/generations.jsonl for reuse with --generations)."""
     prompts = []
     for record in records:
@@ -465,10 +466,10 @@ def sample_rows(net, tokenizer, records, cfg, ckpt):
         batch = prompts[start:start + cfg.batch_size]
         pvs = [e["pixel_values"] for _, _, e in batch if e["pixel_values"] is not None]
         pixel_values = torch.cat(pvs).to(device=device, dtype=dtype) if pvs else None
-        outs = model.generate(net, [e["input_ids"] for _, _, e in batch], pixel_values=pixel_values,
-                              max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                              stop_token_ids=[tokenizer.eos_token_id], pad_token_id=tokenizer.pad_token_id or 0,
-                              generator=generator)
+        outs = sampling.generate(net, [e["input_ids"] for _, _, e in batch], pixel_values=pixel_values,
+                                 max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                                 stop_token_ids=[tokenizer.eos_token_id], pad_token_id=tokenizer.pad_token_id or 0,
+                                 generator=generator)
         for (record, s, e), out in zip(batch, outs):
             rows.append({"checkpoint": str(ckpt), "id": record.id, "sample": s, "prompt_ids": e["input_ids"],
                          "response_ids": out["token_ids"], "logprobs": out["logprobs"],

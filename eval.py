@@ -328,7 +328,7 @@ def row_sampler(sampler, tokenizer, banned):
         if isinstance(sampler, sampling.VLLMSampler):
             return {"prompt": row["prompt"] + row["prefix"], "images": images}
         config = sampler.net.config
-        tiles = [M.image_to_pixel_values(im, config) for im in images]
+        tiles = [data.image_to_pixel_values(im, config) for im in images]
         text = M.expand_image_tokens(row["prompt"], [t.shape[0] for t in tiles], config.num_image_token)
         return {"input_ids": tokenizer.encode(text + row["prefix"], add_special_tokens=False),
                 "pixel_values": torch.cat(tiles) if tiles else None}
@@ -352,7 +352,7 @@ def run_prompts(cfg, items, mode, tokenizer, model_config=None, max_prompt_token
     """{item id: the row of generate_run}: build_messages rendered by model.build_prompt with the checkpoint's
     tokenizer (its chat template), the images, and the forced "</think>"'s token count (budget rule).
     max_prompt_tokens (with model_config): a longer prompt is an error naming its item, before any generation
-    (vLLM would reject it; model.generate would run past the model's positions)."""
+    (vLLM would reject it; sampling.generate would run past the model's positions)."""
     forced = 0 if tokenizer is None else len(tokenizer.encode(FORCED_THINK_END, add_special_tokens=False))
     prompts = {}
     for item in items:
@@ -360,7 +360,7 @@ def run_prompts(cfg, items, mode, tokenizer, model_config=None, max_prompt_token
         text = M.build_prompt(messages, mode, tokenizer=tokenizer)
         prompts[item.id] = {"prompt": text, "images": images, "prefix": "", "forced_tokens": forced}
         if max_prompt_tokens:   # images expanded as model.py does (vLLM's processor does the same)
-            tiles = [M.image_to_pixel_values(load_rgb(im), model_config).shape[0] for im in images]
+            tiles = [data.image_to_pixel_values(load_rgb(im), model_config).shape[0] for im in images]
             n = len(tokenizer.encode(M.expand_image_tokens(text, tiles, model_config.num_image_token),
                                      add_special_tokens=False))
             if n > max_prompt_tokens:

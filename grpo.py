@@ -4,11 +4,11 @@ GRPO for Skywork-R1V3 (paper §3.3, eqs. 4-7; ablations §5.2-5.5), by hand on t
     torchrun --nproc_per_node=8 grpo.py config/grpo_38b.py   # one node (a 38B run wants two)
     torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d --rdzv-endpoint=HOST:29500 \
         grpo.py config/grpo_38b.py
-    python grpo.py config/grpo_demo.py --steps=20             # CPU, tiny model, model.generate
+    python grpo.py config/grpo_demo.py --steps=20             # CPU, tiny model, sampling.generate
     ... --resume                                              # continue exactly from out_dir
 
 One step (the paper's "episode") is the loop in main: 1. rollouts of P prompts (rank r owns
-positions r, r+W, ..., so every group lives whole on one rank; colocated vLLM or model.generate,
+positions r, r+W, ..., so every group lives whole on one rank; colocated vLLM or sampling.generate,
 sampling.py), their rewards (rewards.py, eqs. 1-3) and dynamic sampling (§5.5); 2. group-normalised
 advantages (eq. 6); 3. the clipped surrogate (eq. 7) over mini-batches x PPO epochs, AdamW,
 gradient clipping; 4. the new weights into the sampler; 5. metrics, progress, checkpoint.
@@ -20,7 +20,7 @@ any world size and micro-batch size (tests/test_grpo.py: 2 ranks against 1 proce
 With the paper's settings (one mini-batch, one epoch) pi_old is the current policy: the ratio is
 exactly 1, the clip never acts, and old log-probs are the training forward's own, detached.
 
-Resume is exact (train_utils.save_checkpoint: weights, every rank's AdamW shard and RNG state,
+Resume is exact (checkpoint.save_checkpoint: weights, every rank's AdamW shard and RNG state,
 curriculum stage, data position; the LR is a function of the step, the builtin sampler is seeded
 by (seed, step, round, rank)): N steps == N/2 + --resume + N/2, bit for bit (not with vLLM,
 verl#1683). Everything runs in eval mode: R1V3 has no dropout, and drop-path in the ViT would
@@ -36,6 +36,7 @@ from typing import Literal
 import torch
 import torch.distributed as tdist
 
+import checkpoint
 import configurator
 import data
 import grpo_metrics
@@ -104,7 +105,7 @@ class Config:
     trainable: list[str] = field(default_factory=lambda: ["vision", "connector", "llm"])   # §5.2
     # engines
     rollout_backend: Literal["auto", "vllm", "builtin"] = "auto"   # auto: vllm with a GPU
-    rollout_batch_size: int = 64        # builtin: sequences per model.generate call
+    rollout_batch_size: int = 64        # builtin: sequences per sampling.generate call
     rollout_dtype: Literal["auto", "bfloat16", "policy"] = "auto"
     # ^ builtin, one process: "bfloat16" samples a bf16 copy refreshed after every optimizer step,
     #   "policy" the policy (one GPU: a one-rank FSDP2 model re-casting weights at every decode
@@ -126,7 +127,7 @@ class Config:
 
 
 # settings a resume may change; every other field, the data files and the model config define
-# the run (train_utils.describe_run). steps is the stop point (a cosine LR reshapes from here)
+# the run (checkpoint.describe_run). steps is the stop point (a cosine LR reshapes from here)
 MAY_CHANGE = ("init_from", "data", "curriculum", "out_dir", "resume", "allow_run_change", "steps",
               "save_every", "keep_last", "wandb_project", "run_name", "micro_batch_size",
               "rollout_batch_size", "logprob_chunk_size", "activation_checkpointing",
@@ -361,12 +362,12 @@ def main(cfg, sampler=None, reward_fn=None):
     dist = tu.setup_distributed()   # joins the process group when it is up already
     if dist.is_main:
         configurator.print_config(cfg)
-    existing = tu.find_last_checkpoint(cfg.out_dir)
+    existing = checkpoint.find_last_checkpoint(cfg.out_dir)
     if existing is not None and not cfg.resume:   # starting over would mix two runs' checkpoints
         raise ValueError(f"{cfg.out_dir} already has checkpoints ({existing.name}): "
                          f"pass --resume or another out_dir")
     if dist.is_main:
-        tu.remove_debris(cfg.out_dir)   # a crash's partial checkpoint (it would block a resume)
+        checkpoint.remove_debris(cfg.out_dir)   # a crash's partial checkpoint (it would block a resume)
     if not (Path(cfg.init_from) / "config.json").is_file():
         raise FileNotFoundError(f"init_from={cfg.init_from!r} has no config.json: give a model.py "
                                 f"checkpoint dir with its tokenizer, e.g. sft.py's "
@@ -399,11 +400,11 @@ def main(cfg, sampler=None, reward_fn=None):
                                   weight_decay=cfg.weight_decay)
 
     state = {"step": 0, "stage": 0, "data_state": (0, 0)}
-    run_desc = tu.describe_run(cfg, MAY_CHANGE, [path for path, _ in stages], model_config)
+    run_desc = checkpoint.describe_run(cfg, MAY_CHANGE, [path for path, _ in stages], model_config)
     run_desc["curriculum_steps"] = [first for _, first in stages]
-    resume_from = tu.find_resume_checkpoint(cfg.out_dir) if cfg.resume else None
+    resume_from = checkpoint.find_resume_checkpoint(cfg.out_dir) if cfg.resume else None
     if resume_from is not None:   # weights, Adam moments, RNG, data position; refused if changed
-        state = tu.load_checkpoint(resume_from, model, optimizer, run_desc, cfg.allow_run_change)
+        state = checkpoint.load_checkpoint(resume_from, model, optimizer, run_desc, cfg.allow_run_change)
         if dist.is_main:
             print(f"resumed from {resume_from} at step {state['step']}")
     logger = tu.RunLogger(cfg.out_dir, cfg, cfg.wandb_project, cfg.run_name, enabled=dist.is_main,
@@ -538,10 +539,10 @@ def main(cfg, sampler=None, reward_fn=None):
                         entropy=metrics["entropy/mean"])
         state["step"] = step + 1
         if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
-            tu.save_checkpoint(cfg.out_dir, step + 1, model, optimizer, model_config, tokenizer,
-                               {k: v for k, v in state.items() if k != "step"},
-                               keep_last=cfg.keep_last, run=run_desc,
-                               save_dtype=torch.bfloat16 if cuda else None)
+            checkpoint.save_checkpoint(cfg.out_dir, step + 1, model, optimizer, model_config, tokenizer,
+                                       {k: v for k, v in state.items() if k != "step"},
+                                       keep_last=cfg.keep_last, run=run_desc,
+                                       save_dtype=torch.bfloat16 if cuda else None)
     if no_signal[0] >= grpo_metrics.NO_SIGNAL_WARNING and dist.is_main:
         print(f"WARNING: {cfg.out_dir}: {no_signal[0]} of {len(history)} steps had no learning "
               "signal; this arm barely trained", file=sys.stderr, flush=True)

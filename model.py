@@ -4,8 +4,8 @@ InternViT encoder -> pixel shuffle -> mlp1 connector -> transformers LLM (Qwen2/
 
 Reads and writes the released checkpoint format (config.json + safetensors, original names), so a
 checkpoint we save loads in vLLM's InternVLChatModel / SkyworkR1VChatModel and back here.
-Also: InternVL image tiling, the R1V3 ChatML prompt, a batched KV-cache sampler, a tiny config and
-tokenizer for CPU, and `python model.py CONFIG_OR_DIR [--json OUT]` to inspect parameter counts.
+Also: the R1V3 ChatML prompt, a tiny config and tokenizer for CPU, and `python model.py CONFIG_OR_DIR
+[--json OUT]` to inspect parameter counts. Image tiling is in data.py, the KV-cache decoder in sampling.py.
 """
 import inspect
 import json
@@ -20,12 +20,11 @@ import numpy as np
 import safetensors.torch   # save_file looked up at each call: tests inject a full disk there
 import tokenizers
 import torch
-import torch.distributed as tdist
 import torch.nn as nn
 import torch.nn.functional as F
 from safetensors import safe_open
 from transformers import (AttentionInterface, AutoConfig, AutoModelForCausalLM, AutoTokenizer,
-                          DynamicCache, PreTrainedTokenizerFast, StaticCache)
+                          PreTrainedTokenizerFast)
 from transformers.dynamic_module_utils import get_relative_imports   # transformers' loader's regexes
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
@@ -35,7 +34,6 @@ from configurator import parse_config
 
 IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN = "<img>", "</img>", "<IMG_CONTEXT>"
 THINK_START, THINK_END = "<think>", "</think>"
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 MODULE_PREFIXES = {"vision": "vision_model.", "connector": "mlp1.", "llm": "language_model."}
 
 # -----------------------------------------------------------------------------
@@ -664,216 +662,6 @@ def expand_image_tokens(text, num_tiles, num_image_token):
     for tiles, part in zip(num_tiles, parts[1:]):
         out.append(IMG_START_TOKEN + IMG_CONTEXT_TOKEN * (num_image_token * tiles) + IMG_END_TOKEN + part)
     return "".join(out)
-
-# -----------------------------------------------------------------------------
-# images: InternVL dynamic tiling with PIL + numpy (no torchvision)
-
-
-def find_closest_aspect_ratio(aspect_ratio, target_ratios, width, height, image_size):
-    best_diff, best = float("inf"), (1, 1)
-    area = width * height
-    for ratio in target_ratios:
-        diff = abs(aspect_ratio - ratio[0] / ratio[1])
-        if diff < best_diff:
-            best_diff, best = diff, ratio
-        elif diff == best_diff and area > 0.5 * image_size * image_size * ratio[0] * ratio[1]:
-            best = ratio  # ties go to the larger grid when the image is big enough to fill it
-    return best
-
-
-def dynamic_preprocess(image, min_num=1, max_num=12, image_size=448, use_thumbnail=True):
-    width, height = image.size
-    ratios = sorted({(i, j) for n in range(min_num, max_num + 1) for i in range(1, n + 1) for j in range(1, n + 1)
-                     if min_num <= i * j <= max_num}, key=lambda r: r[0] * r[1])
-    cols, rows = find_closest_aspect_ratio(width / height, ratios, width, height, image_size)
-    resized = image.resize((image_size * cols, image_size * rows), resample=3)  # 3 = BICUBIC
-    tiles = [resized.crop(((i % cols) * image_size, (i // cols) * image_size,
-                           (i % cols + 1) * image_size, (i // cols + 1) * image_size)) for i in range(cols * rows)]
-    if use_thumbnail and len(tiles) != 1:
-        tiles.append(image.resize((image_size, image_size), resample=3))
-    return tiles
-
-
-def image_to_pixel_values(image, config):  # -> [n_tiles,3,S,S]
-    s = config.force_image_size
-    image = image.convert("RGB")
-    if config.dynamic_image_size:
-        tiles = dynamic_preprocess(image, config.min_dynamic_patch, config.max_dynamic_patch, s, config.use_thumbnail)
-    else:
-        tiles = [image]
-    arr = np.stack([np.asarray(t.resize((s, s), resample=3) if t.size != (s, s) else t, dtype=np.float32)
-                    for t in tiles]) / 255.0
-    arr = (arr - np.array(IMAGENET_MEAN, dtype=np.float32)) / np.array(IMAGENET_STD, dtype=np.float32)
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
-
-# -----------------------------------------------------------------------------
-# generation: batched sampling with a KV cache; the rollout engine wherever vLLM is absent
-
-
-def sample_next(logits, temperature, top_p, banned, generator):
-    """logits [b,V] fp32 -> (tokens [b], raw log-probs [b]). Tokens come from the processed distribution (banned
-    masked, temperature, top-p); the log-probs are the model's own (log_softmax of the unprocessed logits), as
-    vLLM's default logprobs_mode="raw_logprobs" returns them and as GRPO's training forward computes them."""
-    raw = torch.log_softmax(logits, -1)
-    logits = logits.masked_fill(banned, float("-inf"))
-    if temperature == 0:
-        tokens = logits.argmax(-1)
-        return tokens, raw.gather(-1, tokens[:, None])[:, 0]
-    logits = logits / temperature
-    if top_p < 1.0:
-        sorted_logits, order = logits.sort(-1, descending=True)
-        probs = sorted_logits.softmax(-1)
-        cut = probs.cumsum(-1) - probs > top_p  # keep the smallest prefix with mass >= top_p
-        logits = logits.scatter(-1, order, sorted_logits.masked_fill(cut, float("-inf")))
-    tokens = torch.multinomial(torch.log_softmax(logits, -1).exp(), 1, generator=generator)[:, 0]
-    return tokens, raw.gather(-1, tokens[:, None])[:, 0]
-
-
-@torch.no_grad()
-def generate(model, prompts, pixel_values=None, image_flags=None, max_new_tokens=256, temperature=1.0, top_p=1.0,
-             stop_token_ids=(), banned_token_ids=(), pad_token_id=0, generator=None, sync_ranks=False,
-             static_cache=None, compile_step=None):
-    """Left-padded batched sampling. The prefix is encoded once (KV cache); rows that finish leave the batch.
-    sync_ranks: under FSDP every rank must run the same number of forwards, so a rank that is done keeps
-    running one-token forwards until all ranks are done.
-    static_cache (default: on cuda): the GPU decode loop instead (decode_static); compile_step (default: on
-    cuda) also captures its one-token step in CUDA graphs. Both give the same tokens (tests/test_model.py)."""
-    device = next(model.parameters()).device
-    if static_cache if static_cache is not None else device.type == "cuda":
-        return decode_static(model, prompts, pixel_values, image_flags, max_new_tokens, temperature, top_p,
-                             stop_token_ids, banned_token_ids, pad_token_id, generator, sync_ranks,
-                             device.type == "cuda" if compile_step is None else compile_step)
-    b, width = len(prompts), max(len(p) for p in prompts)
-    input_ids = torch.full((b, width), pad_token_id, dtype=torch.long, device=device)
-    attn = torch.zeros((b, width), dtype=torch.long, device=device)
-    for i, p in enumerate(prompts):
-        input_ids[i, width - len(p):] = torch.tensor(p, device=device)
-        attn[i, width - len(p):] = 1
-    positions = (attn.cumsum(-1) - 1).clamp(min=0)
-    vocab = model.language_model.get_output_embeddings().weight.shape[0]
-    banned = torch.zeros(vocab, dtype=torch.bool, device=device)
-    banned[list(banned_token_ids)] = True
-    if model.img_context_token_id is not None:  # a sampled <IMG_CONTEXT> would have no image feature to fill it
-        banned[model.img_context_token_id] = True
-    stop = torch.tensor(sorted(set(stop_token_ids)) or [-1], device=device)
-    cache = DynamicCache()
-    logits = model(input_ids, pixel_values=pixel_values, image_flags=image_flags, attention_mask=attn,
-                   position_ids=positions, past_key_values=cache)[:, -1].float()
-    rows = torch.arange(b, device=device)  # original row of each live batch entry
-    out_tokens = [[] for _ in range(b)]
-    out_logprobs = [[] for _ in range(b)]
-    finish = ["length"] * b
-    next_pos = positions[:, -1] + 1
-    for step in range(max_new_tokens):
-        tokens, logprobs = sample_next(logits, temperature, top_p, banned, generator)
-        for r, t, lp in zip(rows.tolist(), tokens.tolist(), logprobs.tolist()):
-            out_tokens[r].append(t)
-            out_logprobs[r].append(lp)
-        done = torch.isin(tokens, stop)
-        for r in rows[done].tolist():
-            finish[r] = "stop"
-        live = ~done
-        if step == max_new_tokens - 1:
-            break
-        if not live.all():
-            keep = live.nonzero()[:, 0]
-            rows, tokens, next_pos, attn = rows[keep], tokens[keep], next_pos[keep], attn[keep]
-            if len(rows):
-                cache.batch_select_indices(keep)
-        if len(rows) == 0:
-            break
-        attn = torch.cat([attn, attn.new_ones(len(rows), 1)], dim=1)
-        logits = model(tokens[:, None], attention_mask=attn, position_ids=next_pos[:, None],
-                       past_key_values=cache)[:, -1].float()
-        next_pos = next_pos + 1
-        if sync_ranks:
-            sync_ranks_step(model, device, alive=True)
-    if sync_ranks:
-        while sync_ranks_step(model, device, alive=False):
-            pass
-    return [{"token_ids": out_tokens[i], "logprobs": out_logprobs[i], "finish_reason": finish[i]} for i in range(b)]
-
-
-def decode_step(model, tokens, attention_mask, position_ids, cache):
-    """One token per row through the LLM alone (a sampled token is never <IMG_CONTEXT>: no image path, no
-    host sync) -> fp32 logits [b, V] of the next token."""
-    hidden = model.language_model.model(input_ids=tokens, attention_mask=attention_mask, position_ids=position_ids,
-                                        use_cache=True, **{model.cache_kwarg: cache}).last_hidden_state
-    return model.language_model.lm_head(hidden[:, -1]).float()
-
-
-_compiled_steps = {}
-
-
-@torch.no_grad()
-def decode_static(model, prompts, pixel_values, image_flags, max_new_tokens, temperature, top_p, stop_token_ids,
-                  banned_token_ids, pad_token_id, generator, sync_ranks, compile_step):
-    """generate's loop with fixed shapes, so that a decode step is one CUDA-graph replay instead of ~900 kernel
-    launches: a StaticCache [b, H_kv, width + max_new_tokens, d] (transformers 5.19 cache_utils.StaticLayer:
-    written in place at its running length) and a full-width attention mask [b, width + max_new_tokens] whose
-    column width + t opens at step t. Rows that finish stay in the batch and feed pad tokens; their outputs are
-    dropped. Sampled tokens stay on the device; the host checks for "all rows done" every 16 steps.
-    compile_step: decode_step through torch.compile(mode="reduce-overhead") (CUDA graphs on cuda)."""
-    device = next(model.parameters()).device
-    b, width = len(prompts), max(len(p) for p in prompts)
-    total = width + max_new_tokens
-    input_ids = torch.full((b, width), pad_token_id, dtype=torch.long, device=device)
-    attn = torch.zeros((b, total), dtype=torch.long, device=device)   # [b, total]: static for the whole loop
-    for i, p in enumerate(prompts):
-        input_ids[i, width - len(p):] = torch.tensor(p, device=device)
-        attn[i, width - len(p):width] = 1
-    positions = (attn[:, :width].cumsum(-1) - 1).clamp(min=0)
-    vocab = model.language_model.get_output_embeddings().weight.shape[0]
-    banned = torch.zeros(vocab, dtype=torch.bool, device=device)
-    banned[list(banned_token_ids)] = True
-    if model.img_context_token_id is not None:
-        banned[model.img_context_token_id] = True
-    stop = torch.tensor(sorted(set(stop_token_ids)) or [-1], device=device)
-    cache = StaticCache(config=model.language_model.config, max_cache_len=total)
-    logits = model(input_ids, pixel_values=pixel_values, image_flags=image_flags, attention_mask=attn,
-                   position_ids=positions, past_key_values=cache)[:, -1].float()
-    step_fn = decode_step
-    if compile_step:   # one compiled callable per model: later calls with the same shapes replay its graphs
-        step_fn = _compiled_steps.setdefault(id(model), torch.compile(decode_step, mode="reduce-overhead"))
-    out_tokens = torch.full((b, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
-    out_logprobs = torch.zeros((b, max_new_tokens), device=device)
-    lengths = torch.full((b,), max_new_tokens, dtype=torch.long, device=device)   # tokens kept per row
-    stopped = torch.zeros(b, dtype=torch.bool, device=device)
-    next_pos = positions[:, -1:] + 1   # [b, 1]
-    steps = 0
-    for step in range(max_new_tokens):
-        tokens, logprobs = sample_next(logits, temperature, top_p, banned, generator)
-        out_tokens[:, step], out_logprobs[:, step] = tokens, logprobs
-        newly = ~stopped & torch.isin(tokens, stop)
-        lengths = torch.where(newly, step + 1, lengths)
-        stopped |= newly
-        steps = step + 1
-        if step == max_new_tokens - 1 or (step % 16 == 15 and bool(stopped.all())):
-            break
-        attn[:, width + step] = 1
-        tokens = torch.where(stopped, pad_token_id, tokens)
-        logits = step_fn(model, tokens[:, None], attn, next_pos, cache)
-        if compile_step:
-            logits = logits.clone()   # a CUDA-graph output is overwritten by the next replay
-        next_pos = next_pos + 1
-        if sync_ranks:
-            sync_ranks_step(model, device, alive=True)
-    if sync_ranks:
-        while sync_ranks_step(model, device, alive=False):
-            pass
-    lengths, stopped = lengths.clamp(max=steps).tolist(), stopped.tolist()
-    tokens, logprobs = out_tokens.tolist(), out_logprobs.tolist()
-    return [{"token_ids": tokens[i][:lengths[i]], "logprobs": logprobs[i][:lengths[i]],
-             "finish_reason": "stop" if stopped[i] else "length"} for i in range(b)]
-
-
-def sync_ranks_step(model, device, alive):
-    """One collective per decode step: returns whether any rank is still decoding; idle ranks run a dummy forward."""
-    flag = torch.tensor([1.0 if alive else 0.0], device=device)
-    tdist.all_reduce(flag)
-    if not alive and flag.item() > 0:
-        model(torch.zeros((1, 1), dtype=torch.long, device=device))
-    return flag.item() > 0
 
 # -----------------------------------------------------------------------------
 # CLI: inspect a config (no weights), or write a fresh tiny checkpoint for the CPU demo

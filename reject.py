@@ -5,7 +5,7 @@ distilled SFT arm (§6.1).
 
     python reject.py --checkpoint=DIR --data=questions.jsonl --k=8 --out=coldstart.jsonl
 
-It runs in one process: vLLM uses tensor_parallel_size GPUs (or model.generate on CPU, --backend=builtin).
+It runs in one process: vLLM uses tensor_parallel_size GPUs (or sampling.generate on CPU, --backend=builtin).
 Restartable: OUT.progress.jsonl has one line per finished question, and a rerun skips those.
 """
 import json
@@ -99,7 +99,7 @@ def reject(cfg, sampler=None):
     print(f"reject: {len(records)} questions, {len(done)} already done, k={cfg.k}")
     if sampler is None:
         print(f"reject: sampling with {sampling.pick_backend(cfg.backend)}")
-        # builtin: one model.generate call per batch of questions, batch_size x k rows
+        # builtin: one sampling.generate call per batch of questions, batch_size x k rows
         sampler = sampling.make_sampler(
             cfg.backend, tokenizer, cfg.checkpoint, temperature=cfg.temperature, top_p=cfg.top_p,
             seed=cfg.seed, batch_size=cfg.batch_size * cfg.k, tensor_parallel_size=cfg.tensor_parallel_size,

@@ -1,13 +1,14 @@
 """
-Sampling responses, shared by grpo.py (rollouts), reject.py (rejection sampling) and eval.py: the token ids that
-end a response and those never sampled, the backend choice, the vLLM engine arguments, and two samplers with
+Sampling responses, shared by grpo.py (rollouts), reject.py (rejection sampling), eval.py and entropy.py: the
+built-in batched KV-cache decoder (generate; decode_static, its fixed-shape CUDA-graph loop on cuda), the token ids
+that end a response and those never sampled, the backend choice, the vLLM engine arguments, and two samplers with
 the same call
 
     sampler.sample(prompts, n, max_tokens, stop=(), banned_ids=()) -> per prompt, n dicts
         {"token_ids" (the stop token included), "logprobs" (of each sampled token), "text" (decoded with the
          special tokens, <think> kept, a trailing <|im_end|> cut), "num_tokens", "finish_reason": "stop"|"length"}
 
-  BuiltinSampler  model.generate: CPU, tests, small models. Prompts {"input_ids", "pixel_values"}: image tokens
+  BuiltinSampler  generate (below): CPU, tests, small models. Prompts {"input_ids", "pixel_values"}: image tokens
                   expanded by us (data.encode_prompt).
   VLLMSampler     vLLM's LLM.generate (GPU only, imported lazily). Prompts {"prompt", "images"}: ChatML text with
                   <image> placeholders and PIL images; vLLM's InternVL processor tiles the images and expands each
@@ -19,7 +20,7 @@ n is one count for all prompts or one per prompt. stop: extra stop strings (eval
 "logprobs" are raw in both samplers: log_softmax of the model's unprocessed logits at the sampled token (before
 temperature, top-p and the banned ids), i.e. what GRPO's training forward computes for the same token. vLLM
 returns these by default (logprobs_mode="raw_logprobs", vllm/config/model.py:287 in 0.32.0; set explicitly
-below); model.sample_next returns the same.
+below); sample_next returns the same.
 
 Both also serve GRPO's training loop: `ranks` (the ranks whose prompts one sampler serves: a vLLM tensor-parallel
 engine serves all of its ranks), sleep() before the policy update (vLLM gives its GPU memory back) and
@@ -33,13 +34,188 @@ import random
 import re
 
 import torch
+import torch.distributed as tdist
 from torch.distributed.tensor import DTensor
+from transformers import DynamicCache, StaticCache
 
 import data
 import model
 import train_utils as tu
 
 EOS_TOKENS = ("<|im_end|>", "<|endoftext|>")   # end of the assistant turn (ChatML), end of the document
+
+# -----------------------------------------------------------------------------
+# generation: batched sampling with a KV cache; the rollout engine wherever vLLM is absent
+# (in these functions `model` is the network, an InternVLChatModel: the argument shadows the model module)
+
+
+def sample_next(logits, temperature, top_p, banned, generator):
+    """logits [b,V] fp32 -> (tokens [b], raw log-probs [b]). Tokens come from the processed distribution (banned
+    masked, temperature, top-p); the log-probs are the model's own (log_softmax of the unprocessed logits), as
+    vLLM's default logprobs_mode="raw_logprobs" returns them and as GRPO's training forward computes them."""
+    raw = torch.log_softmax(logits, -1)
+    logits = logits.masked_fill(banned, float("-inf"))
+    if temperature == 0:
+        tokens = logits.argmax(-1)
+        return tokens, raw.gather(-1, tokens[:, None])[:, 0]
+    logits = logits / temperature
+    if top_p < 1.0:
+        sorted_logits, order = logits.sort(-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        cut = probs.cumsum(-1) - probs > top_p  # keep the smallest prefix with mass >= top_p
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(cut, float("-inf")))
+    tokens = torch.multinomial(torch.log_softmax(logits, -1).exp(), 1, generator=generator)[:, 0]
+    return tokens, raw.gather(-1, tokens[:, None])[:, 0]
+
+
+@torch.no_grad()
+def generate(model, prompts, pixel_values=None, image_flags=None, max_new_tokens=256, temperature=1.0, top_p=1.0,
+             stop_token_ids=(), banned_token_ids=(), pad_token_id=0, generator=None, sync_ranks=False,
+             static_cache=None, compile_step=None):
+    """Left-padded batched sampling. The prefix is encoded once (KV cache); rows that finish leave the batch.
+    sync_ranks: under FSDP every rank must run the same number of forwards, so a rank that is done keeps
+    running one-token forwards until all ranks are done.
+    static_cache (default: on cuda): the GPU decode loop instead (decode_static); compile_step (default: on
+    cuda) also captures its one-token step in CUDA graphs. Both give the same tokens (tests/test_sampling.py)."""
+    device = next(model.parameters()).device
+    if static_cache if static_cache is not None else device.type == "cuda":
+        return decode_static(model, prompts, pixel_values, image_flags, max_new_tokens, temperature, top_p,
+                             stop_token_ids, banned_token_ids, pad_token_id, generator, sync_ranks,
+                             device.type == "cuda" if compile_step is None else compile_step)
+    b, width = len(prompts), max(len(p) for p in prompts)
+    input_ids = torch.full((b, width), pad_token_id, dtype=torch.long, device=device)
+    attn = torch.zeros((b, width), dtype=torch.long, device=device)
+    for i, p in enumerate(prompts):
+        input_ids[i, width - len(p):] = torch.tensor(p, device=device)
+        attn[i, width - len(p):] = 1
+    positions = (attn.cumsum(-1) - 1).clamp(min=0)
+    vocab = model.language_model.get_output_embeddings().weight.shape[0]
+    banned = torch.zeros(vocab, dtype=torch.bool, device=device)
+    banned[list(banned_token_ids)] = True
+    if model.img_context_token_id is not None:  # a sampled <IMG_CONTEXT> would have no image feature to fill it
+        banned[model.img_context_token_id] = True
+    stop = torch.tensor(sorted(set(stop_token_ids)) or [-1], device=device)
+    cache = DynamicCache()
+    logits = model(input_ids, pixel_values=pixel_values, image_flags=image_flags, attention_mask=attn,
+                   position_ids=positions, past_key_values=cache)[:, -1].float()
+    rows = torch.arange(b, device=device)  # original row of each live batch entry
+    out_tokens = [[] for _ in range(b)]
+    out_logprobs = [[] for _ in range(b)]
+    finish = ["length"] * b
+    next_pos = positions[:, -1] + 1
+    for step in range(max_new_tokens):
+        tokens, logprobs = sample_next(logits, temperature, top_p, banned, generator)
+        for r, t, lp in zip(rows.tolist(), tokens.tolist(), logprobs.tolist()):
+            out_tokens[r].append(t)
+            out_logprobs[r].append(lp)
+        done = torch.isin(tokens, stop)
+        for r in rows[done].tolist():
+            finish[r] = "stop"
+        live = ~done
+        if step == max_new_tokens - 1:
+            break
+        if not live.all():
+            keep = live.nonzero()[:, 0]
+            rows, tokens, next_pos, attn = rows[keep], tokens[keep], next_pos[keep], attn[keep]
+            if len(rows):
+                cache.batch_select_indices(keep)
+        if len(rows) == 0:
+            break
+        attn = torch.cat([attn, attn.new_ones(len(rows), 1)], dim=1)
+        logits = model(tokens[:, None], attention_mask=attn, position_ids=next_pos[:, None],
+                       past_key_values=cache)[:, -1].float()
+        next_pos = next_pos + 1
+        if sync_ranks:
+            sync_ranks_step(model, device, alive=True)
+    if sync_ranks:
+        while sync_ranks_step(model, device, alive=False):
+            pass
+    return [{"token_ids": out_tokens[i], "logprobs": out_logprobs[i], "finish_reason": finish[i]} for i in range(b)]
+
+
+def decode_step(model, tokens, attention_mask, position_ids, cache):
+    """One token per row through the LLM alone (a sampled token is never <IMG_CONTEXT>: no image path, no
+    host sync) -> fp32 logits [b, V] of the next token."""
+    hidden = model.language_model.model(input_ids=tokens, attention_mask=attention_mask, position_ids=position_ids,
+                                        use_cache=True, **{model.cache_kwarg: cache}).last_hidden_state
+    return model.language_model.lm_head(hidden[:, -1]).float()
+
+
+_compiled_steps = {}
+
+
+@torch.no_grad()
+def decode_static(model, prompts, pixel_values, image_flags, max_new_tokens, temperature, top_p, stop_token_ids,
+                  banned_token_ids, pad_token_id, generator, sync_ranks, compile_step):
+    """generate's loop with fixed shapes, so that a decode step is one CUDA-graph replay instead of ~900 kernel
+    launches: a StaticCache [b, H_kv, width + max_new_tokens, d] (transformers 5.19 cache_utils.StaticLayer:
+    written in place at its running length) and a full-width attention mask [b, width + max_new_tokens] whose
+    column width + t opens at step t. Rows that finish stay in the batch and feed pad tokens; their outputs are
+    dropped. Sampled tokens stay on the device; the host checks for "all rows done" every 16 steps.
+    compile_step: decode_step through torch.compile(mode="reduce-overhead") (CUDA graphs on cuda)."""
+    device = next(model.parameters()).device
+    b, width = len(prompts), max(len(p) for p in prompts)
+    total = width + max_new_tokens
+    input_ids = torch.full((b, width), pad_token_id, dtype=torch.long, device=device)
+    attn = torch.zeros((b, total), dtype=torch.long, device=device)   # [b, total]: static for the whole loop
+    for i, p in enumerate(prompts):
+        input_ids[i, width - len(p):] = torch.tensor(p, device=device)
+        attn[i, width - len(p):width] = 1
+    positions = (attn[:, :width].cumsum(-1) - 1).clamp(min=0)
+    vocab = model.language_model.get_output_embeddings().weight.shape[0]
+    banned = torch.zeros(vocab, dtype=torch.bool, device=device)
+    banned[list(banned_token_ids)] = True
+    if model.img_context_token_id is not None:
+        banned[model.img_context_token_id] = True
+    stop = torch.tensor(sorted(set(stop_token_ids)) or [-1], device=device)
+    cache = StaticCache(config=model.language_model.config, max_cache_len=total)
+    logits = model(input_ids, pixel_values=pixel_values, image_flags=image_flags, attention_mask=attn,
+                   position_ids=positions, past_key_values=cache)[:, -1].float()
+    step_fn = decode_step
+    if compile_step:   # one compiled callable per model: later calls with the same shapes replay its graphs
+        step_fn = _compiled_steps.setdefault(id(model), torch.compile(decode_step, mode="reduce-overhead"))
+    out_tokens = torch.full((b, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
+    out_logprobs = torch.zeros((b, max_new_tokens), device=device)
+    lengths = torch.full((b,), max_new_tokens, dtype=torch.long, device=device)   # tokens kept per row
+    stopped = torch.zeros(b, dtype=torch.bool, device=device)
+    next_pos = positions[:, -1:] + 1   # [b, 1]
+    steps = 0
+    for step in range(max_new_tokens):
+        tokens, logprobs = sample_next(logits, temperature, top_p, banned, generator)
+        out_tokens[:, step], out_logprobs[:, step] = tokens, logprobs
+        newly = ~stopped & torch.isin(tokens, stop)
+        lengths = torch.where(newly, step + 1, lengths)
+        stopped |= newly
+        steps = step + 1
+        if step == max_new_tokens - 1 or (step % 16 == 15 and bool(stopped.all())):
+            break
+        attn[:, width + step] = 1
+        tokens = torch.where(stopped, pad_token_id, tokens)
+        logits = step_fn(model, tokens[:, None], attn, next_pos, cache)
+        if compile_step:
+            logits = logits.clone()   # a CUDA-graph output is overwritten by the next replay
+        next_pos = next_pos + 1
+        if sync_ranks:
+            sync_ranks_step(model, device, alive=True)
+    if sync_ranks:
+        while sync_ranks_step(model, device, alive=False):
+            pass
+    lengths, stopped = lengths.clamp(max=steps).tolist(), stopped.tolist()
+    tokens, logprobs = out_tokens.tolist(), out_logprobs.tolist()
+    return [{"token_ids": tokens[i][:lengths[i]], "logprobs": logprobs[i][:lengths[i]],
+             "finish_reason": "stop" if stopped[i] else "length"} for i in range(b)]
+
+
+def sync_ranks_step(model, device, alive):
+    """One collective per decode step: returns whether any rank is still decoding; idle ranks run a dummy forward."""
+    flag = torch.tensor([1.0 if alive else 0.0], device=device)
+    tdist.all_reduce(flag)
+    if not alive and flag.item() > 0:
+        model(torch.zeros((1, 1), dtype=torch.long, device=device))
+    return flag.item() > 0
+
+# -----------------------------------------------------------------------------
+# the sampler interface: token ids, backend choice, vLLM engine arguments, the two samplers, make_sampler
 
 
 def single_token_id(tokenizer, token):
@@ -150,7 +326,7 @@ def bf16_copy_of(policy):
 
 
 class BuiltinSampler:
-    """model.generate over `batch_size` rows (prompt copies) at a time. seed: the generator's start; sample(...,
+    """generate over `batch_size` rows (prompt copies) at a time. seed: the generator's start; sample(...,
     seed=s) reseeds it (GRPO seeds every step). sync_ranks: under FSDP every rank runs the same number of
     forwards, and an image-free batch carries a dummy tile so every rank runs the ViT too.
 
@@ -188,7 +364,7 @@ class BuiltinSampler:
             self.generator.manual_seed(seed)
         counts = [n] * len(prompts) if isinstance(n, int) else n
         rows = [p for p, k in zip(prompts, counts) for _ in range(k)]
-        # a stop string that is not one token cannot stop model.generate: the caller finds it in the text
+        # a stop string that is not one token cannot stop generate: the caller finds it in the text
         extra = [single_token_id(self.tokenizer, s) for s in stop]
         stop_ids = self.stop_ids + [i for i in extra if i is not None]
         banned = sorted(set(banned_ids) | set(self.image_ids))
@@ -198,12 +374,12 @@ class BuiltinSampler:
         for start in range(0, len(rows), self.batch_size):
             chunk = rows[start:start + self.batch_size]
             batch = data.collate_left_padded(chunk, self.pad_id, dummy_tile_size)   # the chunk's tiles, in order
-            outs += model.generate(self.net, [p["input_ids"] for p in chunk],
-                                   pixel_values=to_device(batch["pixel_values"]),
-                                   image_flags=to_device(batch["image_flags"]), max_new_tokens=max_tokens,
-                                   temperature=self.temperature, top_p=self.top_p, stop_token_ids=stop_ids,
-                                   banned_token_ids=banned, pad_token_id=self.pad_id, generator=self.generator,
-                                   sync_ranks=self.sync_ranks)
+            outs += generate(self.net, [p["input_ids"] for p in chunk],
+                             pixel_values=to_device(batch["pixel_values"]),
+                             image_flags=to_device(batch["image_flags"]), max_new_tokens=max_tokens,
+                             temperature=self.temperature, top_p=self.top_p, stop_token_ids=stop_ids,
+                             banned_token_ids=banned, pad_token_id=self.pad_id, generator=self.generator,
+                             sync_ranks=self.sync_ranks)
         for o in outs:
             o.update(text=strip_eos(self.tokenizer.decode(o["token_ids"], skip_special_tokens=False)),
                      num_tokens=len(o["token_ids"]))

@@ -17,7 +17,7 @@ One optimizer step of train():
   4. AdamW steps on the trainable modules (vision / connector / llm) with a cosine schedule and warmup.
   5. Every eval_every steps the validation loss is computed. Early stopping with `patience` keeps the best
      checkpoint (out_dir/best.json names it).
-Checkpoints (train_utils) hold weights, optimizer shards, RNG states and the data position, so --resume=True
+Checkpoints (checkpoint.py) hold weights, optimizer shards, RNG states and the data position, so --resume=True
 continues bit-exactly.
 """
 import json
@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import checkpoint
 import configurator
 import data
 import entropy
@@ -85,7 +86,7 @@ class Config:
 
 
 # settings a resume may change; every other field, the data files' contents and the model config define the run
-# (train_utils.describe_run). max_steps / epochs are the stop point: a new value also reshapes the cosine LR
+# (checkpoint.describe_run). max_steps / epochs are the stop point: a new value also reshapes the cosine LR
 MAY_CHANGE = ("checkpoint", "data", "val_data", "out_dir", "resume", "allow_run_change", "max_steps", "epochs",
               "micro_batch_size", "activation_checkpointing", "loss_chunk_tokens", "log_every", "wandb",
               "wandb_project", "run_name", "save_every", "keep_last", "patience")
@@ -251,21 +252,21 @@ def train(cfg, dist=None):
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.betas)
     state = {"data_state": (0, 0), "best_val": math.inf, "best_step": None, "bad_evals": 0, "stopped": False,
              "skipped": 0, "truncated": 0, "tokens": 0, "val_history": [], "loss": None}
-    step, last = 0, tu.find_last_checkpoint(out_dir)
+    step, last = 0, checkpoint.find_last_checkpoint(out_dir)
     if last is not None and not cfg.resume:
         raise ValueError(f"{out_dir} already has checkpoints ({last.name}): pass --resume=True or another out_dir")
     if dist.is_main:
-        tu.remove_debris(out_dir)   # a partial checkpoint of a crash (on a full disk it blocks the resume)
-    run = tu.describe_run(cfg, MAY_CHANGE, [cfg.data] + ([cfg.val_data] if cfg.val_data else []), model_config)
+        checkpoint.remove_debris(out_dir)   # a partial checkpoint of a crash (on a full disk it blocks the resume)
+    run = checkpoint.describe_run(cfg, MAY_CHANGE, [cfg.data] + ([cfg.val_data] if cfg.val_data else []), model_config)
     if last is not None:
-        last = tu.find_resume_checkpoint(out_dir)   # the newest one that is complete on disk
+        last = checkpoint.find_resume_checkpoint(out_dir)   # the newest one that is complete on disk
     if last is not None:
-        state = tu.load_checkpoint(last, net, optimizer, run, cfg.allow_run_change)
+        state = checkpoint.load_checkpoint(last, net, optimizer, run, cfg.allow_run_change)
         step = state.pop("step")
         if dist.is_main:
             print(f"resumed from {last} at step {step}, data position {state['data_state']}")
             if state["best_step"] is not None:  # a crash between saving the best and marking it
-                tu.mark_best(out_dir, state["best_step"], val_loss=state["best_val"])
+                checkpoint.mark_best(out_dir, state["best_step"], val_loss=state["best_val"])
     logger = tu.RunLogger(out_dir, cfg, cfg.wandb_project, cfg.run_name or None, enabled=dist.is_main,
                           use_wandb=cfg.wandb, resume_step=step if last is not None else None)
     save_dtype = {"bfloat16": torch.bfloat16, "float32": None}[cfg.save_dtype]
@@ -274,8 +275,8 @@ def train(cfg, dist=None):
     def save():
         nonlocal saved_step
         if saved_step != step:
-            tu.save_checkpoint(out_dir, step, net, optimizer, model_config, tokenizer, dict(state),
-                               keep_last=cfg.keep_last, save_dtype=save_dtype, run=run)
+            checkpoint.save_checkpoint(out_dir, step, net, optimizer, model_config, tokenizer, dict(state),
+                                       keep_last=cfg.keep_last, save_dtype=save_dtype, run=run)
             saved_step = step
 
     image_size, pad_id = model_config.force_image_size, tokenizer.pad_token_id
@@ -321,7 +322,7 @@ def train(cfg, dist=None):
             if improved:
                 save()
                 if dist.is_main:
-                    tu.mark_best(out_dir, step, val_loss=val)
+                    checkpoint.mark_best(out_dir, step, val_loss=val)
             if dist.is_main:
                 stop = f"; early stop: {cfg.patience} evaluations without improvement" if state["stopped"] else ""
                 best_text = f"best {state['best_val']:.4f} at step {state['best_step']}"

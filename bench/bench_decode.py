@@ -1,5 +1,5 @@
 """
-Benchmark of model.generate's decode loop: operator calls and time per decode step, today's loop (DynamicCache,
+Benchmark of sampling.generate's decode loop: operator calls and time per decode step, today's loop (DynamicCache,
 finished rows leave the batch) vs the static one (StaticCache, fixed shapes; + torch.compile of the one-token
 step: CUDA graphs on cuda), measured in the same run, with the greedy tokens checked equal.
 
@@ -23,6 +23,7 @@ from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 import configurator  # noqa: E402
 import model as M  # noqa: E402
+import sampling  # noqa: E402
 
 
 def build(shape, device, dtype):
@@ -62,8 +63,8 @@ def decode_rows(shape="", device="cpu", batch=8, steps1=8, steps2=24, compile_st
     def run(kw, n):
         sync()
         t = time.perf_counter()
-        out = M.generate(net, prompts, pixel_values=pv, max_new_tokens=n, temperature=0, stop_token_ids=[],
-                         pad_token_id=tok.pad_token_id, **kw)
+        out = sampling.generate(net, prompts, pixel_values=pv, max_new_tokens=n, temperature=0, stop_token_ids=[],
+                                pad_token_id=tok.pad_token_id, **kw)
         sync()
         return time.perf_counter() - t, out
 

@@ -15,6 +15,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import configurator
 import model as M
+import sampling
 from entropy import token_logprobs_and_entropy
 
 
@@ -63,7 +64,7 @@ def timed(fn):
 
 
 def kv_cache():
-    M.generate(model, [prompt] * batch, pixel_values=pv, max_new_tokens=new_tokens, temperature=0)
+    sampling.generate(model, [prompt] * batch, pixel_values=pv, max_new_tokens=new_tokens, temperature=0)
 
 
 @torch.no_grad()

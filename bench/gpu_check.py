@@ -1,6 +1,6 @@
 """
 First contact with a GPU (issue 11): one command, at most ~8 minutes on one H100/H200, that prints a small table.
-  1. sampler  the built-in sampler (model.generate) at batch 64, InternVL3-1B shape: decode tokens/s with bf16
+  1. sampler  the built-in sampler (sampling.generate) at batch 64, InternVL3-1B shape: decode tokens/s with bf16
               weights (what one-GPU GRPO samples from) vs fp32 weights under autocast (the baseline, same run), and
               its share of the HBM-bandwidth bound (bf16 LLM weights + KV cache read once per decode step)
   2. train    grpo.py's training forward+backward (sequence_logprobs: autocast bf16 over fp32 weights, chunked
@@ -38,6 +38,7 @@ import configurator
 import entropy
 import grpo
 import model as M
+import sampling
 import synthetic
 import train_utils as tu
 
@@ -101,8 +102,8 @@ def check_sampler(tok):
             sync()
             t = time.perf_counter()
             with ctx():
-                M.generate(net, [prompt] * B, pixel_values=pv.to(next(net.parameters()).dtype), max_new_tokens=n,
-                           temperature=1.0, generator=torch.Generator(DEVICE).manual_seed(0))
+                sampling.generate(net, [prompt] * B, pixel_values=pv.to(next(net.parameters()).dtype),
+                                  max_new_tokens=n, temperature=1.0, generator=torch.Generator(DEVICE).manual_seed(0))
             sync()
             times.append(time.perf_counter() - t)
         return (times[3] - times[2]) / (N - 1)

@@ -160,6 +160,28 @@ def test_missing_or_unreadable_image_names_the_path(tmp_path, tokenizer, config)
     with pytest.raises(FileNotFoundError, match=r"r\.jsonl:1: image not found: .*nope\.png"):
         data.check_images(records)
 
+
+@pytest.mark.parametrize("size,tiles", [
+    ((448, 448), 1),           # exact 1:1, no thumbnail for a single tile
+    ((896, 448), 3),           # 2x1 + thumbnail
+    ((1344, 448), 4),          # 3x1 + thumbnail
+    ((800, 600), 13),          # 4:3 exactly -> 4x3 + thumbnail
+    ((1000, 100), 11),         # 10:1 -> 10x1 + thumbnail
+    ((100, 1000), 11),
+    ((500, 500), 1),           # ties at 1:1 go to bigger grids only if area > half their pixels
+    ((1000, 1000), 10),        # 3x3 (1e6 > 0.5*448^2*9) + thumbnail
+])
+def test_tile_counts_follow_internvl_rule(size, tiles):
+    assert len(data.dynamic_preprocess(Image.new("RGB", size), 1, 12, 448, True)) == tiles
+
+
+def test_pixel_values_are_imagenet_normalised():
+    cfg = model.ModelConfig.from_json(REPO / "config" / "internvl3-1b.json")
+    pv = data.image_to_pixel_values(Image.new("RGB", (896, 448), (255, 0, 0)), cfg)
+    assert pv.shape == (3, 3, 448, 448)
+    expected = [(1 - 0.485) / 0.229, (0 - 0.456) / 0.224, (0 - 0.406) / 0.225]
+    assert torch.allclose(pv[:, :, 100, 100], torch.tensor(expected).expand(3, 3), atol=1e-5)
+
 # -----------------------------------------------------------------------------
 # prompts
 

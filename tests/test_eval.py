@@ -288,8 +288,8 @@ def test_nowait_never_emits_a_banned_token(tiny_checkpoint):
         kw = dict(max_new_tokens=16, temperature=1.0, stop_token_ids=sampling.stop_token_ids(tok),
                   generator=torch.Generator().manual_seed(0))
         image_ids = sampling.image_token_ids(tok)   # a text-only prompt must not sample image tokens either
-        free = model.generate(m, [prompt] * 12, banned_token_ids=image_ids, **kw)
-        masked = model.generate(m, [prompt] * 12, banned_token_ids=banned + image_ids, **kw)
+        free = sampling.generate(m, [prompt] * 12, banned_token_ids=image_ids, **kw)
+        masked = sampling.generate(m, [prompt] * 12, banned_token_ids=banned + image_ids, **kw)
     finally:
         hook.remove()
     count = lambda gens: sum(t in banned for g in gens for t in g["token_ids"])

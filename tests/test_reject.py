@@ -55,7 +55,7 @@ def reject_config(tiny, tmp_path, **overrides):
 
 
 def fake_generate(tok, calls):
-    """model.generate stand-in: row i of a question's k copies gets RESPONSES[question][i]."""
+    """sampling.generate stand-in: row i of a question's k copies gets RESPONSES[question][i]."""
     def generate(net, prompts, pixel_values=None, stop_token_ids=(), **kwargs):
         calls.append(len(prompts))
         n_tiles = 0
@@ -75,7 +75,7 @@ def fake_generate(tok, calls):
 
 def test_rejection_sampling_keeps_exactly_the_right_answers(tiny, tmp_path, questions, monkeypatch):
     calls = []
-    monkeypatch.setattr(model, "generate", fake_generate(tiny.tok, calls))
+    monkeypatch.setattr(sampling, "generate", fake_generate(tiny.tok, calls))
     counts = reject.reject(reject_config(tiny, tmp_path, backend="builtin"))
     assert calls == [9]  # 3 questions x k=3 in one batch
     out = tmp_path / "sft_data" / "cold.jsonl"
@@ -100,7 +100,7 @@ def test_rejection_sampling_keeps_exactly_the_right_answers(tiny, tmp_path, ques
 
 def test_rejection_sampling_per_question_cap_and_restart(tiny, tmp_path, questions, monkeypatch):
     calls = []
-    monkeypatch.setattr(model, "generate", fake_generate(tiny.tok, calls))
+    monkeypatch.setattr(sampling, "generate", fake_generate(tiny.tok, calls))
     cfg = reject_config(tiny, tmp_path, backend="builtin", max_per_question=1, batch_size=2)
     counts = reject.reject(cfg)
     out = Path(cfg.out)
@@ -177,7 +177,7 @@ def test_a_torn_progress_line_is_redone_not_a_crash(tiny, tmp_path, questions, m
     """A crash in the middle of appending a progress line leaves a torn last line: the rerun drops it
     (data.read_jsonl's one torn-line policy), redoes that question, and the files come out whole."""
     calls = []
-    monkeypatch.setattr(model, "generate", fake_generate(tiny.tok, calls))
+    monkeypatch.setattr(sampling, "generate", fake_generate(tiny.tok, calls))
     cfg = reject_config(tiny, tmp_path, backend="builtin", max_per_question=1, batch_size=2)
     counts = reject.reject(cfg)
     progress = Path(cfg.out).with_name("cold.jsonl.progress.jsonl")

@@ -1,5 +1,5 @@
-"""Tests for sampling.py: token ids, backend choice, engine arguments, the built-in sampler on a tiny model and
-the vLLM sampler against a fake vllm module."""
+"""Tests for sampling.py: the KV-cache decoder, token ids, backend choice, engine arguments, the built-in sampler
+on a tiny model and the vLLM sampler against a fake vllm module."""
 import math
 import os
 import sys
@@ -13,8 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
+import data
 import model
 import sampling
+from test_model import VIT_6B_STYLE, image_prompt, random_pixels, tok  # noqa: F401   tok is a fixture
+from test_model import tiny as tiny_net
 
 torch.set_num_threads(1)   # shared cores: tiny matmuls on many threads spin
 
@@ -27,11 +30,87 @@ def tiny():
     net.img_context_token_id = tok.convert_tokens_to_ids(model.IMG_CONTEXT_TOKEN)
     text = model.build_prompt([{"role": "user", "content": "How many?"}], tokenizer=tok)
     image_text = model.build_prompt([{"role": "user", "content": "<image>\nHow many?"}], tokenizer=tok)
-    tiles = model.image_to_pixel_values(Image.new("RGB", (60, 40), (200, 10, 10)), net.config)   # [n,3,S,S]
+    tiles = data.image_to_pixel_values(Image.new("RGB", (60, 40), (200, 10, 10)), net.config)   # [n,3,S,S]
     expanded = model.expand_image_tokens(image_text, [tiles.shape[0]], net.config.num_image_token)
     prompts = [{"input_ids": tok.encode(text, add_special_tokens=False), "pixel_values": None},
                {"input_ids": tok.encode(expanded, add_special_tokens=False), "pixel_values": tiles}]
     return types.SimpleNamespace(tok=tok, net=net, prompts=prompts, tiles=tiles.shape[0])
+
+
+# -----------------------------------------------------------------------------
+# the built-in KV-cache decoder: generate (DynamicCache), decode_static (StaticCache)
+
+
+@pytest.mark.parametrize("overrides", [{}, VIT_6B_STYLE])
+def test_kv_cache_generation_equals_no_cache_greedy(tok, overrides):
+    net = tiny_net(tok, **overrides)
+    cfg = net.config
+    prompts = [image_prompt(tok, cfg, 1, "How many?"), image_prompt(tok, cfg, 2, "Sum the numbers in both images, then")]
+    pv = random_pixels(3, cfg)
+    out = sampling.generate(net, prompts, pixel_values=pv, max_new_tokens=12, temperature=0,
+                            pad_token_id=tok.pad_token_id)
+    tiles = [pv[:1], pv[1:]]
+    for prompt, tile, res in zip(prompts, tiles, out):
+        ids = list(prompt)
+        for _ in range(12):  # no cache: re-encode everything each step
+            logits = net(torch.tensor([ids]), pixel_values=tile)[0, -1]
+            ids.append(int(logits.argmax()))
+        assert res["token_ids"] == ids[len(prompt):]
+        assert res["finish_reason"] == "length" and len(res["logprobs"]) == 12
+
+
+@pytest.mark.parametrize("overrides", [{}, VIT_6B_STYLE])
+def test_static_cache_decode_equals_dynamic_decode_greedy(tok, overrides):
+    """The GPU decode loop (StaticCache, finished rows kept in the batch under a mask) gives today's tokens on
+    multi-image batches of different prompt lengths, rows stopping at different steps included."""
+    net = tiny_net(tok, **overrides)
+    cfg = net.config
+    prompts = [image_prompt(tok, cfg, 1, "How many?"), image_prompt(tok, cfg, 2, "Sum the numbers in both images"),
+               image_prompt(tok, cfg, 1, "Count"), image_prompt(tok, cfg, 3, "Which of the three images")]
+    pv = random_pixels(7, cfg)
+    kwargs = dict(pixel_values=pv, max_new_tokens=20, temperature=0, pad_token_id=tok.pad_token_id)
+    dynamic = sampling.generate(net, prompts, static_cache=False, **kwargs)
+    static = sampling.generate(net, prompts, static_cache=True, compile_step=False, **kwargs)
+    assert [r["token_ids"] for r in static] == [r["token_ids"] for r in dynamic]
+    for a, b in zip(static, dynamic):
+        assert a["finish_reason"] == b["finish_reason"] == "length"
+        torch.testing.assert_close(torch.tensor(a["logprobs"]), torch.tensor(b["logprobs"]), rtol=1e-4, atol=1e-4)
+    # stop tokens: rows end at different steps (one at its first token), the others go on unchanged
+    stops = [dynamic[0]["token_ids"][0], dynamic[1]["token_ids"][5]]
+    dynamic = sampling.generate(net, prompts, static_cache=False, stop_token_ids=stops, **kwargs)
+    static = sampling.generate(net, prompts, static_cache=True, compile_step=False, stop_token_ids=stops, **kwargs)
+    assert [(r["token_ids"], r["finish_reason"]) for r in static] == \
+        [(r["token_ids"], r["finish_reason"]) for r in dynamic]
+    assert len(static[0]["token_ids"]) == 1 and static[0]["finish_reason"] == "stop"
+    assert len({len(r["token_ids"]) for r in static}) > 1
+
+
+def test_generation_stops_bans_and_returns_logprobs(tok):
+    net = tiny_net(tok)
+    prompts = [image_prompt(tok, net.config)] * 4
+    pv = random_pixels(4, net.config)
+    g = torch.Generator().manual_seed(0)
+    greedy = sampling.generate(net, prompts[:1], pixel_values=pv[:1], max_new_tokens=3, temperature=0)[0]["token_ids"]
+    stop = greedy[1]
+    out = sampling.generate(net, prompts, pixel_values=pv, max_new_tokens=30, temperature=1.0, stop_token_ids=[stop],
+                     banned_token_ids=[greedy[0]], generator=g)
+    for r in out:
+        assert greedy[0] not in r["token_ids"]
+        if r["finish_reason"] == "stop":
+            assert r["token_ids"][-1] == stop and stop not in r["token_ids"][:-1]
+        else:
+            assert len(r["token_ids"]) == 30
+        assert all(lp <= 0 for lp in r["logprobs"])
+    # log-probs are raw: the model's log-softmax over the whole vocabulary, the banned tokens included
+    r = out[0]
+    ids = torch.tensor([prompts[0] + r["token_ids"]])
+    logits = net(ids, pixel_values=pv[:1])[0, len(prompts[0]) - 1:-1].float()
+    ref = torch.log_softmax(logits, -1).gather(-1, torch.tensor(r["token_ids"])[:, None])[:, 0]
+    assert torch.allclose(torch.tensor(r["logprobs"]), ref, atol=1e-4)
+
+
+# -----------------------------------------------------------------------------
+# token ids, backend choice, engine arguments
 
 
 def test_token_ids_and_strip_eos(tiny):
@@ -118,7 +197,7 @@ def test_sample_next_returns_raw_logprobs_at_any_temperature():
     logits = torch.tensor([[2.0, 1.0, 0.5, -1.0, 3.0]])
     banned = torch.tensor([False, False, False, False, True])   # the most likely token is never sampled
     for seed in range(20):
-        token, logprob = model.sample_next(logits, 0.5, 0.9, banned, torch.Generator().manual_seed(seed))
+        token, logprob = sampling.sample_next(logits, 0.5, 0.9, banned, torch.Generator().manual_seed(seed))
         # by hand: logits/T = [4, 2, 1, -2, -inf]; softmax ~ [.858, .116, .043, .002, 0]; top-p 0.9 keeps ids 0, 1
         kept = torch.tensor([4.0, 2.0, -math.inf, -math.inf, -math.inf]).softmax(-1)
         expected = torch.multinomial(kept, 1, generator=torch.Generator().manual_seed(seed)).item()
@@ -126,7 +205,7 @@ def test_sample_next_returns_raw_logprobs_at_any_temperature():
         raw = logits[0, expected] - logits[0].logsumexp(-1)   # log_softmax of the unprocessed logits
         assert abs(logprob.item() - raw.item()) < 1e-6
         assert abs(logprob.item() - kept[expected].log().item()) > 0.1   # not the processed log-prob
-    token, logprob = model.sample_next(logits, 0, 1.0, banned, None)   # greedy: the best unbanned token
+    token, logprob = sampling.sample_next(logits, 0, 1.0, banned, None)   # greedy: the best unbanned token
     assert token.item() == 0 and abs(logprob.item() - (logits[0, 0] - logits[0].logsumexp(-1)).item()) < 1e-6
 
 
@@ -183,7 +262,7 @@ def test_builtin_sampler_batches_tiles_and_fsdp_dummy_tile(tiny, monkeypatch):
                       None if image_flags is None else image_flags.tolist(), sync_ranks, kw["stop_token_ids"]))
         return [{"token_ids": [9, 2], "logprobs": [-1.0, -0.5], "finish_reason": "stop"} for _ in prompts]
 
-    monkeypatch.setattr(model, "generate", fake_generate)
+    monkeypatch.setattr(sampling, "generate", fake_generate)
     t = tiny.tiles
     out = sampling.BuiltinSampler(tiny.net, tiny.tok, batch_size=2).sample(tiny.prompts, [1, 2], 4)
     # rows: text, image, image -> chunks of 2: (text, image) then (image); each chunk brings its own tiles

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file
 
+import checkpoint
 import data
 import model
 import sampling
@@ -258,7 +259,7 @@ def test_resume_after_interruption_gives_the_same_weights(tiny, tmp_path, monkey
     cfg = make_config(tiny, tmp_path / "resumed", **kwargs)
     with pytest.raises(KeyboardInterrupt):
         sft.train(cfg)
-    assert tu.find_last_checkpoint(tmp_path / "resumed").name == "step_000002"
+    assert checkpoint.find_last_checkpoint(tmp_path / "resumed").name == "step_000002"
     with pytest.raises(ValueError, match="--resume=True"):
         sft.train(cfg)  # a fresh start over existing checkpoints is refused
     monkeypatch.setattr(sft, "train_step", real_step)
@@ -277,18 +278,18 @@ def test_crash_after_the_best_checkpoint_keeps_its_val_line(tiny, tmp_path, monk
     # so the step's val/loss line must already be in metrics.jsonl
     kwargs = dict(max_steps=6, val_data=str(tiny.train), eval_every=2)
     sft.train(make_config(tiny, tmp_path / "straight", **kwargs))
-    real_mark_best = tu.mark_best
+    real_mark_best = checkpoint.mark_best
 
     def crash_after_marking(out_dir, step, **info):
         real_mark_best(out_dir, step, **info)
         if step == 4:
             raise KeyboardInterrupt("simulated kill right after the best checkpoint of step 4")
 
-    monkeypatch.setattr(tu, "mark_best", crash_after_marking)
+    monkeypatch.setattr(checkpoint, "mark_best", crash_after_marking)
     cfg = make_config(tiny, tmp_path / "resumed", **kwargs)
     with pytest.raises(KeyboardInterrupt):
         sft.train(cfg)
-    monkeypatch.setattr(tu, "mark_best", real_mark_best)
+    monkeypatch.setattr(checkpoint, "mark_best", real_mark_best)
     sft.train(sft.Config(**{**cfg.__dict__, "resume": True}))
 
     def rows(out):
