@@ -127,7 +127,8 @@ class Config:
 
 
 # settings a resume may change; every other field, the data files and the model config define
-# the run (checkpoint.describe_run). steps is the stop point (a cosine LR reshapes from here)
+# the run (checkpoint.describe_run). steps is the stop point (a cosine LR reshapes from here unless
+# schedule_steps, part of the run, fixes its length)
 MAY_CHANGE = ("init_from", "data", "curriculum", "out_dir", "resume", "allow_run_change", "steps",
               "save_every", "keep_last", "wandb_project", "run_name", "micro_batch_size",
               "rollout_batch_size", "logprob_chunk_size", "activation_checkpointing",
