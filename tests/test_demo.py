@@ -173,7 +173,7 @@ def test_paper_demo_ci(tmp_path):
     assert "ETA" in result.stdout
     for s in (0, 1):
         seed = pd / f"seed{s}"
-        assert (seed / "progress").read_text().split() == ["22", "22"], logs   # the demo (11 units) + 11 targets
+        assert (seed / "progress").read_text().split() == ["17", "17"], logs   # the demo (6 units) + 11 targets
         log = (seed / "log.txt").read_text()
         failed = re.findall(r"=== target (\w+) \(seed \d\): FAILED", log)
         assert failed in ([], ["table3"]), logs
