@@ -6,9 +6,14 @@ First contact with a GPU (issue 11): one command, at most ~8 minutes on one H100
   2. train    grpo.py's training forward+backward (sequence_logprobs: autocast bf16 over fp32 weights, chunked
               log-probs), tokens/s and MFU against the dense bf16 peak
   3. entropy  entropy.py's chunked log-prob/entropy with backward vs a naive log_softmax: values, gradients, memory
-  4. grpo     a GRPO step end to end (grpo.main, built-in rollouts, rewards.py, 16 prompts x 8 rollouts x 512
-              tokens): rollout / reward / train seconds and tokens/s, on its second step
-  5. vllm     when vllm imports: the same step with rollout_backend=vllm (engine start, sleep, wake + weight push)
+  4. grpo     a GRPO step end to end (grpo.main, rollout_backend="builtin", rewards.py, 16 prompts x 8 rollouts x
+              512 tokens): rollout / reward / train seconds and tokens/s, on its second step
+  5. vllm     the same step with rollout_backend="vllm" (engine start, sleep, wake + weight push); skipped, with
+              the reason, where vllm does not import or there is no GPU
+
+Every timed figure is measured after an untimed run at the exact same shapes (the built-in sampler's static
+cache is prompt + max_new_tokens wide, and each width is its own compiled CUDA-graph step), and the frames
+torch.compile compiled while timing are counted (dynamo's counters); a row with any is FAILED.
 
     python bench/gpu_check.py [--out=gpu_check.json]
     python bench/gpu_check.py --device=cpu --tiny        # smoke run of the same code on the tiny model (tests)
@@ -30,6 +35,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch._dynamo.utils import counters as dynamo_counters
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -38,6 +44,7 @@ import configurator
 import entropy
 import grpo
 import model as M
+import rewards
 import sampling
 import synthetic
 import train_utils as tu
@@ -71,6 +78,53 @@ def sync():
         torch.cuda.synchronize()
 
 
+def dynamo_compiles():
+    """Frames torch.compile has compiled so far in this process, recompiles included: torch 2.13 counts every
+    frame dynamo converts in counters["frames"]["total"] (torch/_dynamo/convert_frame.py:2317; the counters are
+    torch/_dynamo/utils.py:177). A difference across a timed region is the compiles that landed inside it."""
+    return dynamo_counters["frames"]["total"]
+
+
+class RecompiledWhileTimed(RuntimeError):
+    pass
+
+
+def no_compiles_while_timed(check, compiles):
+    """The row's compile count; a compile inside the timing makes its figures wrong, so the row fails."""
+    rows.append((check, "torch.compile frames compiled while timed", str(compiles)))
+    if compiles:
+        raise RecompiledWhileTimed(f"{compiles} frame(s) compiled inside the timed region: the figures above "
+                                   f"include compile time")
+
+
+def decode_s_per_step(net, prompt, pixel_values, batch, new_tokens, ctx=contextlib.nullcontext, static_cache=None,
+                      compile_step=None):
+    """Seconds per decode step of sampling.generate: (t(new_tokens) - t(1 token)) / (new_tokens - 1), so the
+    prefill cancels (up to its attention over a cache new_tokens - 1 columns wider). Both timed calls first run
+    once untimed at their exact shapes: the static cache is prompt + n wide and each width is its own compiled
+    step. static_cache, compile_step: generate's (default: both on cuda). -> (seconds per step, frames compiled
+    while timed)."""
+    device = next(net.parameters()).device
+
+    def seconds(n):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        with ctx():
+            sampling.generate(net, [prompt] * batch, pixel_values=pixel_values, max_new_tokens=n, temperature=1.0,
+                              generator=torch.Generator(device).manual_seed(0), static_cache=static_cache,
+                              compile_step=compile_step)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t
+
+    for n in (1, new_tokens):   # warm-up at the timed shapes
+        seconds(n)
+    before = dynamo_compiles()
+    one, many = seconds(1), seconds(new_tokens)
+    return (many - one) / (new_tokens - 1), dynamo_compiles() - before
+
+
 def model_config(vocab_size=None):
     if TINY:
         return M.tiny_config(vocab_size=vocab_size or 1024)
@@ -95,26 +149,13 @@ def check_sampler(tok):
     m32 = M.build_model(cfg, device=DEVICE).eval()
     m32.img_context_token_id = tok.convert_tokens_to_ids(M.IMG_CONTEXT_TOKEN)
     pv = torch.randn(B, 3, S, S, device=DEVICE)
-
-    def decode_s_per_step(net, ctx):   # (time for N tokens - time for 1) / (N - 1): prefill excluded
-        times = []
-        for n in (1, 2, 1, N):   # the first two are warm-up
-            sync()
-            t = time.perf_counter()
-            with ctx():
-                sampling.generate(net, [prompt] * B, pixel_values=pv.to(next(net.parameters()).dtype),
-                                  max_new_tokens=n, temperature=1.0, generator=torch.Generator(DEVICE).manual_seed(0))
-            sync()
-            times.append(time.perf_counter() - t)
-        return (times[3] - times[2]) / (N - 1)
-
     autocast = lambda: torch.autocast(DEVICE.split(":")[0], dtype=torch.bfloat16)
-    base = decode_s_per_step(m32, autocast)
+    base, compiles = decode_s_per_step(m32, prompt, pv, B, N, autocast)
     del m32
     torch.manual_seed(0)
     m16 = M.build_model(cfg, dtype=torch.bfloat16, device=DEVICE).eval()
     m16.img_context_token_id = tok.convert_tokens_to_ids(M.IMG_CONTEXT_TOKEN)
-    step = decode_s_per_step(m16, contextlib.nullcontext)
+    step, more = decode_s_per_step(m16, prompt, pv.to(torch.bfloat16), B, N)
     # bytes read per decode step: the bf16 LLM weights but the input embedding (B rows only) + the KV cache
     llm = cfg.llm_config
     weights = 2 * (M.parameter_counts(m16)["llm"] - llm["vocab_size"] * llm["hidden_size"])
@@ -126,6 +167,7 @@ def check_sampler(tok):
                   f"{B / base:,.0f} ({base * 1e3:.1f} ms/step); bf16 {base / step:.2f}x faster"),
                  ("sampler", "share of the HBM-bandwidth bound",
                   f"{B / step / bound:.1%} of {bound:,.0f} tok/s" if bound else "n/a (no HBM figure)")])
+    no_compiles_while_timed("sampler", compiles + more)
 
 
 def check_train(tok):
@@ -149,11 +191,13 @@ def check_train(tok):
     sync()
     if CUDA:
         torch.cuda.reset_peak_memory_stats()
+    before = dynamo_compiles()
     t = time.perf_counter()
     for _ in range(3):
         step()
     sync()
     dt = (time.perf_counter() - t) / 3
+    compiles = dynamo_compiles() - before
     counts, llm = M.parameter_counts(net), cfg.llm_config
     D, L = llm["hidden_size"], llm["num_hidden_layers"]
     vit_tokens = (S // cfg.vision_config.patch_size) ** 2 + 1
@@ -164,6 +208,7 @@ def check_train(tok):
     rows.extend([("train", f"forward+backward {B}x{T} tokens", f"{B * T / dt:,.0f} tok/s ({dt:.2f} s){peak}"),
                  ("train", "MFU (dense bf16 peak)",
                   f"{flops / dt / PEAK_FLOPS:.1%} ({flops / dt / 1e12:.1f} TFLOP/s)" if PEAK_FLOPS else "n/a")])
+    no_compiles_while_timed("train", compiles)
 
 
 def check_entropy():
@@ -184,6 +229,10 @@ def check_entropy():
     res = {}
     for name, fn in (("naive", naive), ("chunked", chunked)):
         h, w = h0.clone().requires_grad_(), w0.clone().requires_grad_()
+        lp, ent = fn(h, w)   # warm-up at the timed shape (kernel selection, allocator)
+        (lp.sum() + 0.1 * ent.sum()).backward()
+        h.grad = w.grad = None
+        del lp, ent
         sync()
         if CUDA:
             torch.cuda.reset_peak_memory_stats()
@@ -223,7 +272,9 @@ class InternVLChatConfig(PretrainedConfig):
 
 def write_workspace(root):
     """A checkpoint (random weights; tokenizer fit on synthetic.py's corpus, vocab = its size; auto_map and a
-    stand-in config module, as a released checkpoint has) and records with one image each."""
+    stand-in config module, as a released checkpoint has) and records with one image each. Every record asks
+    the same question (one tile per image): every step's prompts have the same length, so the timed second
+    step decodes at the shapes the first one compiled."""
     tok = M.build_tiny_tokenizer(synthetic.tokenizer_corpus(n=400), vocab_size=1024 if TINY else 8192)
     cfg = model_config(vocab_size=len(tok))
     cfg.llm_config.update(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None)
@@ -234,8 +285,8 @@ def write_workspace(root):
     with open(root / "records.jsonl", "w") as f:
         for i in range(SIZES["records"]):
             Image.new("RGB", (96 + 8 * i, 80), (40 * i % 256, 90, 200)).save(root / f"im{i}.png")
-            f.write(json.dumps({"id": f"q{i}", "images": [f"im{i}.png"], "question": f"What is {i} + {i}?",
-                                "answer": str(2 * i)}) + "\n")
+            f.write(json.dumps({"id": f"q{i}", "images": [f"im{i}.png"], "question": "What is 2 + 3?",
+                                "answer": "5"}) + "\n")
     return root / "ckpt", root / "records.jsonl", len(tok)
 
 
@@ -247,74 +298,80 @@ def grpo_config(ckpt, records, out, **overrides):
                        rollout_batch_size=SIZES["prompts"] * SIZES["rollouts"], **overrides)
 
 
-def grpo_rows(label, m):
+def run_grpo(label, cfg, sampler=None):
+    """grpo.main's two steps; the figures are the second step's. Its reward function is grpo.main's default
+    (rewards.score_batch, eqs. 1-3) that also reads the compile count when each step's rollouts end: the
+    difference between the two reads covers the first step's training and the whole timed second rollout."""
+    reward_cfg = rewards.RewardConfig(accuracy_weight=cfg.accuracy_weight, think_mode=cfg.mode == "think",
+                                      verifier_url=cfg.verifier_url, num_workers=cfg.reward_workers)
+    marks = []
+
+    def reward_fn(texts, records):
+        marks.append(dynamo_compiles())
+        return rewards.score_batch(texts, [r.answer for r in records], [r.options for r in records],
+                                   [r.question for r in records], reward_cfg)
+
+    m = grpo.main(cfg, sampler=sampler, reward_fn=reward_fn)[-1]
     tokens = m["perf/tokens_per_s"] * m["time/step"]
     rows.append((label, "step s: rollout / reward / train / sync",
                  f"{m['time/step']:.1f}: {m['time/rollout']:.1f} / {m['time/reward']:.2f} / {m['time/train']:.1f} / "
                  f"{m['time/sync']:.2f}"))
     rows.append((label, "tokens/s (prompt + response), response length mean",
                  f"{m['perf/tokens_per_s']:,.0f} ({tokens:,.0f} tokens), {m['response/len_mean']:.0f}"))
+    no_compiles_while_timed(label, marks[-1] - marks[-2])
 
 
-def check_grpo(root):
-    ckpt, records, vocab = write_workspace(root)
-    history = grpo.main(grpo_config(ckpt, records, root / "out_builtin"))
-    grpo_rows(f"grpo builtin, vocab {vocab}", history[-1])
-    shutil.rmtree(root / "out_builtin")   # its final checkpoint: weights + AdamW, ~11 GB at the 1B shape
-    return ckpt, records
+def check_grpo(root, vocab):
+    out = root / "out_builtin"
+    run_grpo(f"grpo builtin, vocab {vocab}", grpo_config(root / "ckpt", root / "records.jsonl", out,
+                                                          rollout_backend="builtin"))
+    shutil.rmtree(out)   # its final checkpoint: weights + AdamW, ~11 GB at the 1B shape
 
 
-def check_vllm(root, ckpt, records):
+def check_vllm(root):
     try:
         import vllm  # noqa: F401   (requirements-gpu.txt)
-    except ImportError:
-        rows.append(("vllm", "rollout_backend=vllm", "skipped: vllm does not import"))
+    except ImportError as e:
+        rows.append(("vllm", "rollout_backend=vllm", f"skipped: vllm does not import ({e})"))
         return
     if not CUDA:
         rows.append(("vllm", "rollout_backend=vllm", "skipped: no GPU"))
         return
-    for key, value in dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-                           MASTER_PORT="29517").items():   # external_launcher reads torchrun's variables
-        os.environ.setdefault(key, value)
-    cfg = grpo_config(ckpt, records, root / "out_vllm", rollout_backend="vllm", vllm_gpu_memory_utilization=0.3)
-    dist = tu.setup_distributed()
-    t = time.perf_counter()
-    rollout = grpo.rollout_sampler(cfg, dist, None, M.load_tokenizer(ckpt), ckpt)
+    ckpt = root / "ckpt"
+    cfg = grpo_config(ckpt, root / "records.jsonl", root / "out_vllm", rollout_backend="vllm",
+                      vllm_gpu_memory_utilization=0.3)
+    t = time.perf_counter()   # one process: the engine runs in it, as grpo.py without torchrun starts it
+    rollout = grpo.rollout_sampler(cfg, tu.setup_distributed(), None, M.load_tokenizer(ckpt), ckpt)
     start = time.perf_counter() - t
     slept = []
     sleep = rollout.sleep
     rollout.sleep = lambda: (slept.append(time.perf_counter()), sleep(), slept.append(time.perf_counter()))
-    history = grpo.main(cfg, sampler=rollout)
-    rows.append(("vllm", "engine start; sleep (level 1)", f"{start:.1f} s; {slept[-1] - slept[-2]:.2f} s"))
-    grpo_rows("grpo vllm (sync = wake + weight push)", history[-1])
+    rows.append(("vllm", "engine start", f"{start:.1f} s"))
+    run_grpo("grpo vllm (sync = wake + weight push)", cfg, sampler=rollout)
+    rows.append(("vllm", "sleep (level 1)", f"{slept[-1] - slept[-2]:.2f} s"))
 
 
 def main():
     print(f"gpu_check on {NAME} ({DEVICE}), torch {torch.__version__}, {'tiny' if TINY else 'InternVL3-1B shape'}")
     tok = M.build_tiny_tokenizer()
     with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        _, _, vocab = write_workspace(root)   # the GRPO rows' checkpoint and records
         checks = [("sampler", lambda: check_sampler(tok)), ("train", lambda: check_train(tok)),
-                  ("entropy", check_entropy), ("grpo", lambda: check_grpo(Path(tmp)))]
+                  ("entropy", check_entropy), ("grpo", lambda: check_grpo(root, vocab)),
+                  ("vllm", lambda: check_vllm(root))]
         failed = 0
         for name, fn in checks:
             try:
                 t = time.perf_counter()
-                result = fn()
+                fn()
                 print(f"  {name}: done in {time.perf_counter() - t:.0f} s", flush=True)
             except Exception as e:   # one broken check must not hide the others' figures
                 traceback.print_exc()
                 rows.append((name, "FAILED", f"{type(e).__name__}: {str(e)[:200]}"))
                 failed += 1
-                result = None
             if CUDA:
                 torch.cuda.empty_cache()
-        if result is not None:   # the grpo workspace
-            try:
-                check_vllm(Path(tmp), *result)
-            except Exception as e:
-                traceback.print_exc()
-                rows.append(("vllm", "FAILED", f"{type(e).__name__}: {str(e)[:200]}"))
-                failed += 1
     width = max(len(r[1]) for r in rows)
     print(f"\n| check | figure | {NAME} |\n|---|---|---|")
     for check, figure, value in rows:

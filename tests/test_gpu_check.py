@@ -1,11 +1,14 @@
 """Tests for bench/gpu_check.py: its CPU smoke mode runs every check on the tiny model through the same code the
 GPU run uses (so a GPU session does not lose its minutes to an import or argument error), and the figures a CPU
 can check are right."""
+import importlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,3 +33,43 @@ def test_smoke_run_on_cpu(tmp_path):
     step = rows[("grpo builtin", "step s: rollout / reward / train / sync")]
     assert float(step.split(":")[0]) > 0
     assert "| grpo builtin" in run.stdout and "| check | figure | cpu |" in run.stdout
+    assert all(rows[(c, "torch.compile frames compiled while timed")] == "0"
+               for c in ("sampler", "train", "grpo builtin"))
+
+
+def import_gpu_check(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--device=cpu", "--tiny"])   # it parses them on import
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    sys.modules.pop("gpu_check", None)
+    return importlib.import_module("gpu_check")
+
+
+def test_decode_timing_is_warm_and_counts_compiles(monkeypatch):
+    """The sampler row times generate only at shapes it ran before (the static cache is prompt + n wide, each
+    width its own compiled step): no compile lands in the timing. The count is real: a width not warmed up
+    compiles again. torch.compile with the eager backend stands in for inductor's CUDA graphs (same dynamo
+    guards and recompiles, no C++ build)."""
+    gpu_check = import_gpu_check(monkeypatch)   # puts the repository on sys.path
+    import torch
+    import model as M
+    import sampling
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **_: real_compile(fn, backend="eager"))
+    monkeypatch.setattr(sampling, "_compiled_steps", {})
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    net = M.build_model(M.tiny_config()).eval()
+    tok = M.build_tiny_tokenizer()
+    net.img_context_token_id = tok.convert_tokens_to_ids(M.IMG_CONTEXT_TOKEN)
+    prompt = gpu_check.prompt_ids(tok, net.config)
+    pv = torch.randn(2, 3, 112, 112)
+    s_per_step, compiles = gpu_check.decode_s_per_step(net, prompt, pv, 2, 5, static_cache=True,
+                                                           compile_step=True)
+    assert s_per_step > 0 and compiles == 0
+    before = gpu_check.dynamo_compiles()
+    sampling.generate(net, [prompt] * 2, pixel_values=pv, max_new_tokens=9, static_cache=True,
+                      compile_step=True)   # a new width
+    assert gpu_check.dynamo_compiles() > before
+    with pytest.raises(gpu_check.RecompiledWhileTimed):
+        gpu_check.no_compiles_while_timed("sampler", 1)
+    torch._dynamo.reset()
