@@ -6,6 +6,7 @@ GRPO for Skywork-R1V3 (paper §3.3, eqs. 4-7; ablations §5.2-5.5), by hand on t
         grpo.py config/grpo_38b.py
     python grpo.py config/grpo_demo.py --steps=20             # CPU, tiny model, sampling.generate
     ... --resume                                              # continue exactly from out_dir
+    ... --plan [--plan_gpus=16]                               # the per-GPU memory plan only (memory_plan.py)
 
 One step (the paper's "episode") is the loop in main: 1. rollouts of P prompts (rank r owns
 positions r, r+W, ..., so every group lives whole on one rank; colocated vLLM or sampling.generate,
@@ -27,6 +28,7 @@ verl#1683). Everything runs in eval mode: R1V3 has no dropout, and drop-path in 
 make pi_old and pi_theta different functions of the same weights.
 """
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -40,6 +42,7 @@ import checkpoint
 import configurator
 import data
 import grpo_metrics
+import memory_plan
 import rewards
 import sampling
 import train_utils as tu
@@ -124,6 +127,10 @@ class Config:
     critical_words: list[str] = field(default_factory=lambda: list(DEFAULT_CRITICAL_WORDS))  # §5.1
     blind_phrases: list[str] = field(default_factory=lambda: list(rewards.UNSEEN_IMAGE_PHRASES))
     seed: int = 1337
+    # memory plan (memory_plan.py): printed at startup on a GPU, where a run that cannot fit is refused
+    plan: bool = False                  # print it and exit, loading nothing (CPU too)
+    plan_gpus: int = 0                  # GPUs to plan for; 0 = this launch's (torchrun's WORLD_SIZE)
+    plan_gpu_gib: float = 0.0           # memory per GPU; 0 = this GPU's (79.19 GiB, an 80 GB H100, on CPU)
 
 
 # settings a resume may change; every other field, the data files and the model config define
@@ -133,7 +140,7 @@ MAY_CHANGE = ("init_from", "data", "curriculum", "out_dir", "resume", "allow_run
               "save_every", "keep_last", "wandb_project", "run_name", "micro_batch_size",
               "rollout_batch_size", "logprob_chunk_size", "activation_checkpointing",
               "rollout_backend", "vllm_tensor_parallel_size", "vllm_gpu_memory_utilization",
-              "vllm_max_images", "reward_workers")
+              "vllm_max_images", "reward_workers", "plan", "plan_gpus", "plan_gpu_gib")
 
 # -----------------------------------------------------------------------------
 # advantages and loss (eqs. 6-7)
@@ -356,10 +363,34 @@ def rollout_sampler(cfg, dist, model, tokenizer, checkpoint):
         max_model_len=cfg.max_prompt_tokens + longest)
 
 
+def run_memory_plan(cfg, world, device):
+    """memory_plan.plan of this run on `world` GPUs (init_from's config.json only): micro-batches of
+    micro_batch_tokens, or of micro_batch_size prompt + longest response sequences; the sampler that
+    rollout_backend picks on this machine (auto: vLLM with a GPU)."""
+    config = memory_plan.read_model_config(cfg.init_from)
+    sequence = cfg.max_prompt_tokens + max(tokens for _, tokens in cfg.response_length_schedule)
+    tokens = cfg.micro_batch_tokens or cfg.micro_batch_size * sequence
+    sequences = max(1, tokens // sequence) if cfg.micro_batch_tokens else cfg.micro_batch_size
+    backend = sampling.pick_backend(cfg.rollout_backend)
+    return memory_plan.plan(
+        config, world_size=world, trainable=cfg.trainable, tokens=tokens,
+        tiles=memory_plan.tiles_per_micro_batch(config, tokens, sequences, cfg.max_tiles),
+        activation_checkpointing=cfg.activation_checkpointing, logprob_chunk=cfg.logprob_chunk_size,
+        gpu_bytes=memory_plan.gpu_bytes(cfg.plan_gpu_gib, device), compute_bytes=2 if cfg.dtype == "bfloat16" else 4,
+        sampler=backend, vllm_tensor_parallel_size=cfg.vllm_tensor_parallel_size,
+        vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization, rollout_sequences=cfg.rollout_batch_size,
+        rollout_tokens=sequence, rollout_copy=world == 1 and (cfg.rollout_dtype == "bfloat16" or (
+            cfg.rollout_dtype == "auto" and cfg.dtype == "bfloat16")))
+
+
 def main(cfg, sampler=None, reward_fn=None):
     """The training run. Hooks for tests and forks: sampler (sampling.py's interface) and
     reward_fn(texts, records) -> [{"reward", "accuracy", "format"}] (default: rewards.score_batch,
-    eqs. 1-3). Returns the per-step metrics (the same on every rank)."""
+    eqs. 1-3). Returns the per-step metrics (the same on every rank); [] with --plan."""
+    if cfg.plan:   # before anything is loaded or allocated
+        world = cfg.plan_gpus or int(os.environ.get("WORLD_SIZE", 1))
+        print(memory_plan.format_plan(run_memory_plan(cfg, world, torch.device("cpu"))))
+        return []
     dist = tu.setup_distributed()   # joins the process group when it is up already
     if dist.is_main:
         configurator.print_config(cfg)
@@ -374,6 +405,11 @@ def main(cfg, sampler=None, reward_fn=None):
                                 f"checkpoint dir with its tokenizer, e.g. sft.py's "
                                 f"out_dir/step_NNNNNN")
     check_config(cfg, dist.world_size)
+    if dist.device.type == "cuda":   # the memory plan, before the model is loaded
+        plan = run_memory_plan(cfg, dist.world_size, dist.device)
+        if dist.is_main:
+            print(memory_plan.format_plan(plan))
+        memory_plan.check_fits(plan, f"grpo.py on {dist.world_size} GPUs")
     P, K, E = cfg.prompts_per_step, cfg.mini_batches, cfg.ppo_epochs
     tu.set_seed(cfg.seed + dist.rank)
     cuda = dist.device.type == "cuda"

@@ -18,10 +18,12 @@ One optimizer step of train():
   5. Every eval_every steps the validation loss is computed. Early stopping with `patience` keeps the best
      checkpoint (out_dir/best.json names it).
 Checkpoints (checkpoint.py) hold weights, optimizer shards, RNG states and the data position, so --resume=True
-continues bit-exactly.
+continues bit-exactly. On a GPU the per-GPU memory plan (memory_plan.py) is printed first and a run that cannot fit
+is refused; --plan prints it and exits, loading nothing (CPU too).
 """
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -34,6 +36,7 @@ import checkpoint
 import configurator
 import data
 import entropy
+import memory_plan
 import model
 import train_utils as tu
 
@@ -83,13 +86,18 @@ class Config:
     wandb: bool = True
     wandb_project: str = "r1v3-sft"
     run_name: str = ""
+    # memory plan (memory_plan.py): printed at startup on a GPU, where a run that cannot fit is refused
+    plan: bool = False                   # print it and exit, loading nothing (CPU too)
+    plan_gpus: int = 0                   # GPUs to plan for; 0 = this launch's (torchrun's WORLD_SIZE)
+    plan_gpu_gib: float = 0.0            # memory per GPU; 0 = this GPU's (79.19 GiB, an 80 GB H100, on CPU)
 
 
 # settings a resume may change; every other field, the data files' contents and the model config define the run
 # (checkpoint.describe_run). max_steps / epochs are the stop point: a new value also reshapes the cosine LR
 MAY_CHANGE = ("checkpoint", "data", "val_data", "out_dir", "resume", "allow_run_change", "max_steps", "epochs",
               "micro_batch_size", "activation_checkpointing", "loss_chunk_tokens", "log_every", "wandb",
-              "wandb_project", "run_name", "save_every", "keep_last", "patience")
+              "wandb_project", "run_name", "save_every", "keep_last", "patience", "plan", "plan_gpus",
+              "plan_gpu_gib")
 
 # -----------------------------------------------------------------------------
 # batches
@@ -193,6 +201,20 @@ def validation_loss(net, val_set, cfg, tokenizer, model_config, dist):
 # the training loop (connector_tune.py runs this with its own Config)
 
 
+def run_memory_plan(cfg, world, device):
+    """memory_plan.plan of this run on `world` GPUs (the checkpoint's config.json only): micro-batches of
+    micro_batch_tokens, else micro_batch_size samples of max_seq_len tokens (packed or padded)."""
+    config = memory_plan.read_model_config(cfg.checkpoint)
+    tokens = cfg.micro_batch_tokens or cfg.max_seq_len * cfg.micro_batch_size
+    sequences = max(1, tokens // cfg.max_seq_len) if cfg.micro_batch_tokens else cfg.micro_batch_size
+    return memory_plan.plan(
+        config, world_size=world, trainable=cfg.trainable, tokens=tokens,
+        tiles=memory_plan.tiles_per_micro_batch(config, tokens, sequences, cfg.max_tiles),
+        activation_checkpointing=cfg.activation_checkpointing, logprob_chunk=cfg.loss_chunk_tokens,
+        gpu_bytes=memory_plan.gpu_bytes(cfg.plan_gpu_gib, device),
+        compute_bytes=4 if cfg.compute_dtype == "float32" else 2)
+
+
 def read_splits(cfg):
     samples = data.read_chat_jsonl(cfg.data)
     if cfg.val_data:
@@ -217,6 +239,11 @@ def train(cfg, dist=None):
     if not cfg.checkpoint or not cfg.data:
         raise ValueError("--checkpoint (model to finetune) and --data (chat JSONL) are required")
     dist = dist or tu.setup_distributed()
+    if dist.device.type == "cuda":   # the memory plan, before anything is loaded
+        plan = run_memory_plan(cfg, world=dist.world_size, device=dist.device)
+        if dist.is_main:
+            print(memory_plan.format_plan(plan))
+        memory_plan.check_fits(plan, f"sft.py on {dist.world_size} GPUs")
     tu.set_seed(cfg.seed)
     out_dir = Path(cfg.out_dir)
     train_set, val_set = read_splits(cfg)
@@ -348,6 +375,10 @@ def train(cfg, dist=None):
 
 def main(argv=None, config_cls=Config):
     cfg = configurator.parse_config(config_cls, argv)
+    if cfg.plan:   # before anything is loaded or allocated
+        world = cfg.plan_gpus or int(os.environ.get("WORLD_SIZE", 1))
+        print(memory_plan.format_plan(run_memory_plan(cfg, world, torch.device("cpu"))))
+        return 0
     dist = tu.setup_distributed()
     try:
         summary = train(cfg, dist)

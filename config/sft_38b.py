@@ -24,5 +24,6 @@ keep_last = 2
 save_dtype = "bfloat16"      # as released; resume stays exact through the fp32 master shards
 compute_dtype = "bfloat16"
 activation_checkpointing = True
+loss_chunk_tokens = 1024     # lm_head + log-softmax rows at a time: 4096 would not fit 16 x 80 GB by the memory plan
 out_dir = "out/sft_38b"
 wandb_project = "r1v3-sft"
