@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One target per paper table/figure (8 GPUs per node, the 38B configs under config/), plus the demo and the tests.
+# One target per paper table/figure (2 nodes of 8 GPUs, the 38B configs under config/), plus the demo and the tests.
 #   bash launch.sh demo        the whole pipeline on a laptop (fresh venv included): demo.sh
 #   bash launch.sh paper_demo  every demo-scale target over 3 seeds -> out/paper_demo/report.md (demo.sh, report.py)
 #   bash launch.sh test        the test suite (fresh venv included)
@@ -12,7 +12,10 @@
 # Training targets pass --resume=True: a rerun after a crash continues from the last complete checkpoint
 # (an empty out_dir starts at step 0; a changed run config is refused, see README "Crashes and bad input").
 # Environment (paper scale; defaults in brackets):
-#   NPROC [8]  TORCHRUN ["torchrun --nproc_per_node=$NPROC"; multi-node: add --nnodes/--rdzv-* here]
+#   NNODES [2]  NPROC [8]  RDZV_ENDPOINT [localhost:29500; on every node: the first node's HOST:29500]
+#   TORCHRUN ["torchrun --nnodes=$NNODES --nproc_per_node=$NPROC --rdzv-backend=c10d --rdzv-endpoint=$RDZV_ENDPOINT"]
+#     Two nodes of 8 x 80 GB, the same command on each: 38B GRPO and SFT do not fit one node by the memory plan
+#     (`python grpo.py config/grpo_38b.py --plan --plan_gpus=8 --init_from=config/skywork-r1v3-38b.json`)
 #   MODEL [checkpoints/Skywork-R1V3-38B]  the released model (Tables 1, 4, 5, Fig. 9)
 #   BASE_MODEL [checkpoints/InternVL-38B] the cold-start base (§3.2)
 #   COLDSTART_DATA [data/coldstart.jsonl]  RL_DATA [../shared/data/mm-eureka-k12/k12.json]
@@ -76,8 +79,10 @@ SELF_INCENTIVE_PROMPT+=" within <think> </think> tags. The final answer MUST BE 
 # -----------------------------------------------------------------------------
 # paper scale: 38B on GPUs
 
+NNODES=${NNODES:-2}
 NPROC=${NPROC:-8}
-TORCHRUN=${TORCHRUN:-torchrun --nproc_per_node=$NPROC}
+RDZV_ENDPOINT=${RDZV_ENDPOINT:-localhost:29500}
+TORCHRUN=${TORCHRUN:-torchrun --nnodes=$NNODES --nproc_per_node=$NPROC --rdzv-backend=c10d --rdzv-endpoint=$RDZV_ENDPOINT}
 MODEL=${MODEL:-checkpoints/Skywork-R1V3-38B}
 BASE_MODEL=${BASE_MODEL:-checkpoints/InternVL-38B}
 COLDSTART_DATA=${COLDSTART_DATA:-data/coldstart.jsonl}

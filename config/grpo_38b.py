@@ -3,10 +3,12 @@
 #       grpo.py config/grpo_38b.py --init_from=out/sft_38b/step_NNNNNN --verifier_url=http://VERIFIER_HOST:8000
 # Ablations: --trainable=vision,llm (§5.2, frozen connector), --lr=1e-6 (§5.4), --clip_eps_high=0.28 and
 # --dynamic_sampling=True (§5.5), --curriculum="[('normal.jsonl', 0), ('hard.jsonl', 200)]" (§5.3).
-# Memory: every module trainable means fp32 master + grad + Adam = 16 B/param, about 615 GB of sharded state,
-# about 38 GB per GPU over 16 x 80 GB, plus activations (checkpointed) and vLLM's share. vLLM holds a 1/8
-# tensor-parallel slice of the bf16 weights (~10 GB per GPU) and its KV cache while sampling, and sleeps (weights
-# to CPU, KV cache freed) while the policy trains. Hence 2 nodes of 8 GPUs, one vLLM engine (TP 8) per node.
+# Memory plan per 80 GB GPU (memory_plan.py; python grpo.py config/grpo_38b.py --plan --plan_gpus=N
+# --init_from=config/skywork-r1v3-38b.json): every module trainable is fp32 master + grad + Adam = 16 B/param,
+# 615 GB of sharded state. N = 16: 35.8 GiB of it per GPU + 10.7 FSDP2 gathered + 19.1 activations (checkpointed,
+# one 12,288-token sequence) = 65.6 GiB training peak; sampling 54.5 GiB (vLLM awake: 0.35 x 79.2 GiB = its TP-8
+# slice of the bf16 weights, 8.9 GiB, + an 18.8 GiB KV cache; it sleeps while the policy trains); 71.3 GiB usable.
+# N = 8 (one node) does not fit: 101.3 GiB training peak. Hence 2 nodes of 8 GPUs, one vLLM engine (TP 8) per node.
 data = "../shared/data/mm-eureka-k12/k12.json"   # the paper's RL data is K12-style math; replace with the full set
 out_dir = "out/grpo_38b"
 steps = 300                        # not given in the paper

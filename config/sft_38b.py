@@ -4,8 +4,10 @@
 # coldstart.jsonl: `python reject.py ...` (about 12k kept of 20k questions in the paper).
 # §3.4 and §6.1 state the batch, lr and schedule below. The cold-start run's own values are not given,
 # so it uses the same ones.
-# Memory: all 38B parameters trainable means fp32 master + grad + Adam = 16 B/param, about 615 GB.
-# Sharded over 16 x 80 GB that is about 38 GB per GPU plus activations, so use 2 nodes of 8 GPUs (or more).
+# Memory plan per 80 GB GPU (memory_plan.py; python sft.py config/sft_38b.py --plan --plan_gpus=N
+# --checkpoint=config/skywork-r1v3-38b.json): all 38B parameters trainable is fp32 master + grad + Adam =
+# 16 B/param, 615 GB. N = 16: 35.8 GiB of it per GPU + 10.7 FSDP2 gathered + 23.0 activations (checkpointed, one
+# packed 16,384-token row) = 69.4 GiB peak of 71.3 usable. N = 8 (one node) does not fit, so 2 nodes of 8 GPUs.
 global_batch_size = 64
 micro_batch_size = 1
 lr = 1e-5

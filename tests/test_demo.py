@@ -4,6 +4,7 @@ scripts' configs, and the paper targets' input checks.
 The shortened demo runs the same launch.sh path and configs as `bash launch.sh demo`, with fewer steps and items,
 and checks that each stage ran and that GRPO's held-out reward beats the cold-start SFT checkpoint it started from.
 """
+import dataclasses
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,8 +67,16 @@ def test_paper_scale_commands_parse(target):
         cfg = parse_command(argv)
         config_files = [a for a in argv if a.startswith("config/")]
         assert all((ROOT / f).is_file() for f in config_files), argv
-        if argv[0] == "torchrun":  # every distributed run is one of the 38B configs
-            assert argv[1] == "--nproc_per_node=8" and any(f.endswith("_38b.py") for f in config_files), argv
+        if argv[0] == "torchrun":  # every distributed run is one of the 38B configs, on 2 nodes of 8 GPUs ...
+            assert argv[1:5] == ["--nnodes=2", "--nproc_per_node=8", "--rdzv-backend=c10d",
+                                 "--rdzv-endpoint=localhost:29500"], argv
+            assert any(f.endswith("_38b.py") for f in config_files), argv
+            # ... where it fits by the memory plan (80 GB GPUs, the released 38B config.json)
+            is_grpo = "grpo.py" in argv   # connector_tune.py plans through sft.py's train()
+            planned = dataclasses.replace(cfg, plan_gpu_gib=79.19, **{"init_from" if is_grpo else "checkpoint": str(
+                ROOT / "config" / "skywork-r1v3-38b.json")})
+            planner = sys.modules["grpo" if is_grpo else "sft"]
+            assert planner.run_memory_plan(planned, 16, torch.device("cpu"))["fits"], argv
         if Path(argv[argv.index(next(a for a in argv if a.endswith(".py")))]).name == "eval.py":
             assert cfg.temperature == 1.0 and cfg.max_new_tokens == 16384 and cfg.backend == "vllm", argv
             assert cfg.k == (1 if "--k=1" in argv else 5), argv
