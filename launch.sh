@@ -82,7 +82,8 @@ SELF_INCENTIVE_PROMPT+=" within <think> </think> tags. The final answer MUST BE 
 NNODES=${NNODES:-2}
 NPROC=${NPROC:-8}
 RDZV_ENDPOINT=${RDZV_ENDPOINT:-localhost:29500}
-TORCHRUN=${TORCHRUN:-torchrun --nnodes=$NNODES --nproc_per_node=$NPROC --rdzv-backend=c10d --rdzv-endpoint=$RDZV_ENDPOINT}
+TORCHRUN=${TORCHRUN:-torchrun --nnodes=$NNODES --nproc_per_node=$NPROC --rdzv-backend=c10d \
+  --rdzv-endpoint=$RDZV_ENDPOINT}
 MODEL=${MODEL:-checkpoints/Skywork-R1V3-38B}
 BASE_MODEL=${BASE_MODEL:-checkpoints/InternVL-38B}
 COLDSTART_DATA=${COLDSTART_DATA:-data/coldstart.jsonl}

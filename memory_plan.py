@@ -1,5 +1,5 @@
 """
-The per-GPU memory plan of a training run, from the model's config.json alone (no weights, no GPU, no torch):
+The per-GPU memory plan of a training run, from the model's config.json alone (no weights, no GPU):
 what sft.py, connector_tune.py and grpo.py hold on each GPU, and whether it fits. On a GPU they print it at
 startup and refuse a run that cannot fit, before anything is allocated; `--plan` prints it and exits (CPU too).
 
@@ -57,8 +57,8 @@ def shapes(config):
         nv=v.get("num_attention_heads", 25), patch=v.get("patch_size", 14), C=v.get("num_channels", 3),
         qkv_bias=v.get("qkv_bias", False), qk_norm=v.get("qk_normalization", True),
         layer_norm=v.get("norm_type", "rms_norm") == "layer_norm",
-        S=config.get("force_image_size") or v.get("image_size", 448), vit_image=v.get("image_size", 448), ratio=round(1 / config.get(
-            "downsample_ratio", 0.5)) ** 2,
+        S=config.get("force_image_size") or v.get("image_size", 448), vit_image=v.get("image_size", 448),
+        ratio=round(1 / config.get("downsample_ratio", 0.5)) ** 2,
         H=l["hidden_size"], I=l["intermediate_size"], L=l["num_hidden_layers"], V=l["vocab_size"], nh=heads,
         nkv=l.get("num_key_value_heads", heads), hd=l.get("head_dim") or l["hidden_size"] // heads,
         tied=l.get("tie_word_embeddings", False))
@@ -121,7 +121,8 @@ def plan(config, *, world_size, trainable, tokens, tiles, activation_checkpointi
     full = tokens * s["L"] * llm_a + vit_tokens * s["Lv"] * vit_a
     # checkpointed (train_utils.checkpoint_block, every block): each block keeps its input, one block's full
     # activations exist again while its backward recomputes it
-    kept = tokens * s["L"] * c * s["H"] + vit_tokens * s["Lv"] * c * s["Hv"] + max(tokens * llm_a, vit_tokens * vit_a)
+    kept = tokens * s["L"] * c * s["H"] + vit_tokens * s["Lv"] * c * s["Hv"] + \
+        max(tokens * llm_a, vit_tokens * vit_a)
     # the last hidden states, and entropy.py's backward: fp32 logits and probabilities of one chunk [C, V], and the
     # lm_head gradient accumulated in fp32 [V, H] (entropy.py:162) when the LLM trains
     head = tokens * c * s["H"] + 8 * logprob_chunk * s["V"] + 4 * s["V"] * s["H"] * ("llm" in trainable)
@@ -137,8 +138,8 @@ def plan(config, *, world_size, trainable, tokens, tiles, activation_checkpointi
              (full if activation_checkpointing else kept) + head, "not counted: the other setting")]
     train = sum(b for name, b, _ in rows[:5])
     sample = rows[0][1] + rows[2][1]
-    out = {"rows": rows, "world_size": W, "sampler": sampler, "gpu_bytes": gpu_bytes, "usable": gpu_bytes * (1 - RESERVED),
-           "params_total": n_total, "params_trainable": n_train}
+    out = {"rows": rows, "world_size": W, "sampler": sampler, "gpu_bytes": gpu_bytes,
+           "usable": gpu_bytes * (1 - RESERVED), "params_total": n_total, "params_trainable": n_train}
     kv_token = 2 * s["L"] * s["nkv"] * s["hd"] * c   # K and V of one token, every layer
     if sampler == "vllm":
         tp, util = vllm_tensor_parallel_size, vllm_gpu_memory_utilization
