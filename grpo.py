@@ -406,10 +406,8 @@ def main(cfg, sampler=None, reward_fn=None):
                                 f"out_dir/step_NNNNNN")
     check_config(cfg, dist.world_size)
     if dist.device.type == "cuda":   # the memory plan, before the model is loaded
-        plan = run_memory_plan(cfg, dist.world_size, dist.device)
-        if dist.is_main:
-            print(memory_plan.format_plan(plan))
-        memory_plan.check_fits(plan, f"grpo.py on {dist.world_size} GPUs")
+        memory_plan.check_fits(run_memory_plan(cfg, dist.world_size, dist.device),
+                               f"grpo.py on {dist.world_size} GPUs", verbose=dist.is_main)
     P, K, E = cfg.prompts_per_step, cfg.mini_batches, cfg.ppo_epochs
     tu.set_seed(cfg.seed + dist.rank)
     cuda = dist.device.type == "cuda"

@@ -196,8 +196,11 @@ def format_plan(p):
     return "\n".join(lines)
 
 
-def check_fits(p, what):
-    """A run that cannot fit is refused before anything is allocated, with the plan's numbers."""
+def check_fits(p, what, verbose=True):
+    """Prints the plan (verbose: the main rank); a run that cannot fit is refused before anything is allocated,
+    with the plan's numbers."""
+    if verbose:
+        print(format_plan(p), flush=True)
     if not p["fits"]:
         raise ValueError(f"{what}: this run does not fit in GPU memory by the memory plan (more GPUs: "
                          f"torchrun --nnodes; fewer trainable modules; activation_checkpointing=True; a smaller "

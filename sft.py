@@ -240,10 +240,8 @@ def train(cfg, dist=None):
         raise ValueError("--checkpoint (model to finetune) and --data (chat JSONL) are required")
     dist = dist or tu.setup_distributed()
     if dist.device.type == "cuda":   # the memory plan, before anything is loaded
-        plan = run_memory_plan(cfg, world=dist.world_size, device=dist.device)
-        if dist.is_main:
-            print(memory_plan.format_plan(plan))
-        memory_plan.check_fits(plan, f"sft.py on {dist.world_size} GPUs")
+        memory_plan.check_fits(run_memory_plan(cfg, dist.world_size, dist.device),
+                               f"sft.py on {dist.world_size} GPUs", verbose=dist.is_main)
     tu.set_seed(cfg.seed)
     out_dir = Path(cfg.out_dir)
     train_set, val_set = read_splits(cfg)

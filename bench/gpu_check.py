@@ -107,15 +107,13 @@ def decode_s_per_step(net, prompt, pixel_values, batch, new_tokens, ctx=contextl
     device = next(net.parameters()).device
 
     def seconds(n):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sync()
         t = time.perf_counter()
         with ctx():
             sampling.generate(net, [prompt] * batch, pixel_values=pixel_values, max_new_tokens=n, temperature=1.0,
                               generator=torch.Generator(device).manual_seed(0), static_cache=static_cache,
                               compile_step=compile_step)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sync()
         return time.perf_counter() - t
 
     for n in (1, new_tokens):   # warm-up at the timed shapes

@@ -134,7 +134,7 @@ def test_a_run_that_cannot_fit_is_refused_with_its_numbers():
     p = grpo.run_memory_plan(cfg, 8, CPU)   # one node of 8 x 80 GB
     assert not p["fits"] and p["train"] / GIB == pytest.approx(101.3, abs=0.05)
     with pytest.raises(ValueError, match="does not fit") as e:
-        memory_plan.check_fits(p, "grpo.py on 8 GPUs")
+        memory_plan.check_fits(p, "grpo.py on 8 GPUs", verbose=False)
     assert "AdamW state" in str(e.value) and "DOES NOT FIT" in str(e.value) and "101.3 GiB" in str(e.value)
     # the 38B defaults agree with the plan: GRPO and SFT on two nodes of 8, connector-only tuning on one
     assert grpo.run_memory_plan(cfg, 16, CPU)["fits"]
@@ -162,3 +162,17 @@ def test_plan_prints_and_exits_without_loading_anything(tmp_path, capsys):
     assert "memory plan per GPU (1 GPUs" in capsys.readouterr().out
     with pytest.raises(Exception):   # the check that --plan skipped: there is nothing to load
         grpo.main(configurator.parse_config(grpo.Config, args))
+
+
+def test_sft_on_a_gpu_refuses_a_run_that_cannot_fit_before_loading(tmp_path, capsys):
+    """sft.train's startup check on a GPU rank (a cuda Dist; nothing touches the device before the plan): the 38B
+    config, all modules trainable, on one 80 GB GPU is refused with the plan, before the data or the weights
+    (neither exists here) are read."""
+    import train_utils as tu
+    (tmp_path / "config.json").write_text(json.dumps(R1V3_38B))
+    cfg = configurator.parse_config(sft.Config, [f"--checkpoint={tmp_path}", "--data=missing.jsonl",
+                                                 "--plan_gpu_gib=79.19", f"--out_dir={tmp_path / 'out'}"])
+    with pytest.raises(ValueError, match="does not fit") as e:
+        sft.train(cfg, dist=tu.Dist(device=torch.device("cuda", 0)))
+    assert "parameters" in str(e.value) and "143.0 GiB" in str(e.value)   # 4 B x 38.39B on one GPU
+    assert "memory plan per GPU (1 GPUs of 79.2 GiB" in capsys.readouterr().out
