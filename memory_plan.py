@@ -16,9 +16,10 @@ Bytes per GPU, W ranks, N parameters of which N_t trainable, c = compute bytes (
                                computing, the one prefetched), the root's and one block's gradients before their
                                reduce-scatter (the block's also as its fp32 copy)
   activations  see activation_bytes: per token per layer, with and without activation checkpointing
-  sampler      vLLM: its whole budget gpu_memory_utilization x GPU while it samples (weights c N / tp + KV cache);
-               asleep while the policy trains (level 1: weights to CPU, KV cache freed). builtin: its static KV
-               cache, and on one process the bf16 copy of the policy (rollout_dtype)
+  sampler      vLLM: its whole budget gpu_memory_utilization x GPU while it samples (weights c N / tp + KV cache;
+               vLLM's worker requests total memory x gpu_memory_utilization and refuses to start when less is
+               free: gpu_worker.init_device); asleep while the policy trains (level 1: weights to CPU, KV cache
+               freed). builtin: its static KV cache, and on one process the bf16 copy of the policy (rollout_dtype)
 Two peaks are checked against the GPU less RESERVED: training (parameters + gradients + AdamW + gathered +
 activations) and sampling (parameters + AdamW + the sampler; zero_grad(set_to_none=True) frees the gradients).
 Estimates: the activation formulas list the tensors autograd saves; the CUDA context, NCCL buffers and allocator
