@@ -79,6 +79,22 @@ def decode_image(data, where):
         raise ValueError(f"{where}: cannot decode image: {type(e).__name__}: {e}") from None
 
 
+def list_cell(cell, where, column):
+    """A TSV cell holding one string or a Python list literal of strings (VLMEvalKit writes multi-image rows so)
+    -> [str]. A bracketed cell that is not such a list (a typo, brackets nested past the parser's depth) is an
+    error naming the row, not a bare SyntaxError/RecursionError from ast."""
+    if not (cell.startswith("[") and cell.endswith("]")):
+        return [cell]
+    try:
+        value = ast.literal_eval(cell)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as e:
+        raise ValueError(f"{where}: {column} cell {cell[:60]!r} is not a list literal of strings "
+                         f"({type(e).__name__})") from None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{where}: {column} cell {cell[:60]!r} is not a list of strings")
+    return value
+
+
 def read_vlmevalkit_tsv(path) -> list[EvalItem]:
     """VLMEvalKit TSV (MMMU_DEV_VAL, MathVista_MINI, MathVerse, MathVision, LogicVista, WeMath, MMStar, ...).
     `image` is base64, a list literal of base64 strings, or (<= 64 chars) the `index` of the row whose image
@@ -113,12 +129,9 @@ def read_vlmevalkit_tsv(path) -> list[EvalItem]:
                 if cell not in image_of or len(image_of[cell]) <= 64:
                     raise ValueError(f"{where}: image {cell!r} is not the index of a row with an image")
                 cell = image_of[cell]
-            blobs = ast.literal_eval(cell) if cell.startswith("[") and cell.endswith("]") else [cell]
-            images = [decode_image(b, where) for b in blobs]
+            images = [decode_image(b, where) for b in list_cell(cell, where, "image")]
         elif "image_path" in row and row["image_path"]:
-            p = row["image_path"]
-            paths = ast.literal_eval(p) if p.startswith("[") and p.endswith("]") else [p]
-            images = [str(path.parent / q) for q in paths]
+            images = [str(path.parent / q) for q in list_cell(row["image_path"], where, "image_path")]
         else:
             images = []
         options = {c: row[c] for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" if row.get(c, "") != ""}
