@@ -18,6 +18,8 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 import data
+import judges
+import puzzles
 import rewards
 from scorers import (answer_segment, boxed_rule_check, can_infer, mathvista_extract,  # noqa: F401 (also
                      mathvista_post_check, mmmu_eval_multi_choice, mmmu_eval_open, mmmu_gold,   # benchmarks.X)
@@ -348,12 +350,58 @@ def score_response(item, response, rng, llm_extract=None, reward_cfg=None):
     if family == "mathvista":
         extracted, how = mathvista_extract(item, response, llm_extract)
         return {"correct": mathvista_post_check(item, extracted), "parsed_pred": extracted, "extraction": how}
-    return score_with_rewards([item], [response], reward_cfg)[0]
+    own = own_rule_verdict(item, response)
+    return own if own is not None else score_with_rewards([item], [response], reward_cfg)[0]
+
+
+def scoring_options(item):
+    """The options an answer is matched against: the option columns, else a `choices` list column (MathVision:
+    its prompt carries them in the question; a boxed option text is then matched to its letter)."""
+    if item.options:
+        return dict(item.options)
+    raw = item.extra.get("choices")
+    if isinstance(raw, str) and raw.startswith("["):
+        try:
+            raw = ast.literal_eval(raw)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            return {}
+    if isinstance(raw, list) and raw:
+        return {chr(65 + i): str(v) for i, v in enumerate(raw)}
+    return {}
+
+
+def multi_letter_gold(answer):
+    """LogicVista-style golds of several options ("A, C") -> ["A", "C"]; None for anything else."""
+    text = str(answer).strip()
+    return sorted(re.findall(r"[A-Z]", text)) if re.fullmatch(r"[A-Z](?:\s*,\s*[A-Z])+", text) else None
+
+
+def own_rule_verdict(item, response):
+    """The benchmarks whose rule is not rewards.py's: -> verdict dict, or None (rewards.score_batch scores it).
+      HallusionBench  VLMEvalKit YOrN_Extraction of the answer == the Yes/No gold
+      MME-Reasoning   rows whose function_id names a puzzle checker: puzzles.check_response
+      several letters the set of letters in the extracted answer ("AC", "A, C", "A and C") == the gold's
+                      (LogicVista: sorted letters equal answer.split(", "))"""
+    golds = multi_letter_gold(item.answer)
+    if "hallusion" in item.benchmark.lower():
+        pred = judges.yorn_extract(answer_segment(response))
+        correct = pred == str(item.answer).strip()
+    elif item.extra.get("function_id") in puzzles.CHECKERS:
+        correct, pred = puzzles.check_response(item.extra["function_id"], item.extra.get("special_info", "{}"),
+                                               response, where=f"{item.benchmark} {item.id}")
+    elif golds:
+        pred = rewards.extract_answer(response)
+        cleaned = re.sub(r"\band\b|[\s,;&/()]", "", pred)
+        correct = re.fullmatch(r"[A-Z]+", cleaned) is not None and sorted(set(cleaned)) == golds
+    else:
+        return None
+    return {"correct": correct, "parsed_pred": pred, "rule": correct, "verifier": None, "timed_out": False}
 
 
 def score_with_rewards(items, responses, reward_cfg=None):
     results = rewards.score_batch(list(responses), [str(it.answer) for it in items],
-                                  [it.options or None for it in items], [it.question for it in items], reward_cfg)
+                                  [scoring_options(it) or None for it in items], [it.question for it in items],
+                                  reward_cfg)
     return [{"correct": r["accuracy"] == 1.0, "parsed_pred": r["extracted"], "rule": r["rule"] == 1.0,
              "verifier": r["verifier"], "timed_out": r["timed_out"]} for r in results]
 

@@ -1,0 +1,226 @@
+"""
+LLM judges: where the reference evaluation asks GPT to match or grade an answer, we send that benchmark's own
+judge prompt to the OpenAI-compatible verifier endpoint (eval.py --verifier_url; any served model) through
+rewards.post_json. A judge is asked only about answers the rules scored wrong (verdict = rules OR judge, as
+eq. 2 and Skywork's MMMU rule check). A reply that does not parse after the reference's retries is counted
+("unparseable") and scored wrong: never guessed (VLMEvalKit draws a random option there).
+
+Prompts, verbatim, from SkyworkAI/Skywork-R1V @ b806cef:
+  mcq     eval/vlmevalkit/vlmeval/dataset/utils/multiple_choice.py build_prompt L178-197 (3 tries, can_infer)
+  wemath  the same file, build_prompt_wemath L200-224
+  yorn    utils/yorn.py YOrN_match_prompt L207-223 (HallusionBench; 5 tries at T = 0.5 i, Yes/No)
+  letters utils/logicvista.py build_prompt_logicvista L10-36 (5 tries at T = 0.5 i, upper-case letters)
+  yesno   eval/MMK12/calculate_score.py create_comparison_prompt L40-72 (5 tries at T = 0.5 i, "yes"/"no")
+  open    the others (MathVerse, MathVision, SeePhys, PhyX, EMMA, MME-Reasoning open questions): rewards.py's
+          verifier prompt (their own extract-then-score prompts are not ported: benchmarks.DEVIATIONS)
+"""
+
+import http.client
+import json
+import re
+import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import rewards
+from scorers import answer_segment, can_infer
+
+MCQ_PROMPT = (
+    'You are an AI assistant who will help me to match '
+    'an answer with several options of a single-choice question. '
+    'You are provided with a question, several options, and an answer, '
+    'and you need to find which option is most similar to the answer. '
+    'If the meaning of all options are significantly different from the answer, output Z. '
+    'Your should output a single uppercase character in A, B, C, D (if they are valid options), and Z. \n'
+    'Example 1: \n'
+    'Question: What is the main object in image?\nOptions: A. teddy bear B. rabbit C. cat D. dog\n'
+    'Answer: a cute teddy bear\nYour output: A\n'
+    'Example 2: \n'
+    'Question: What is the main object in image?\nOptions: A. teddy bear B. rabbit C. cat D. dog\n'
+    'Answer: Spider\nYour output: Z\n'
+    'Example 3: \n'
+    'Question: {}?\nOptions: {}\nAnswer: {}\nYour output: '
+)
+WEMATH_PROMPT = (
+    'You are an AI assistant who will help me to match '
+    'an answer with several options of a single-choice question. '
+    'You are provided with a question, several options, and an answer, '
+    'and you need to find which option is most similar to the answer. '
+    'If the meaning of all options are significantly different from the answer, output Z. '
+    'Your should output a single uppercase character in A, B, C, D, E, F, G (if they are valid options), and Z. \n'
+    'Example 1: \n'
+    'Question: <start>\nWhat is the main object in image?\nOptions: A. teddy bear B. rabbit C. cat D. dog\n<end>\n'
+    'Answer: <start>\na cute teddy bear\n<end>\nYour output: A\n'
+    'Example 2: \n'
+    'Question: <start>\nWhat is the main object in image?\nOptions: A. teddy bear B. rabbit C. cat D. dog\n<end>\n'
+    'Answer: <start>\nSpider\n<end>\nYour output: Z\n'
+    'Example 3: \n'
+    'Question: <start>\n{}\nOptions: {}\n<end>\nAnswer: <start>\n{}\n<end>\nYour output: '
+)
+YORN_PROMPT = (
+    'You are an AI assistant who will help me to match an answer with two options of a question. '
+    'The options are only Yes / No. '
+    'You are provided with a question and an answer, '
+    'and you need to find which option (Yes / No) is most similar to the answer. '
+    'If the meaning of all options are significantly different from the answer, output Unknown. '
+    'Your should output a single word among the following 3 choices: Yes, No, Unknown.\n'
+    'Example 1: \n'
+    "Question: Is the word in this image 'Hello'?\nAnswer: The word in this image is 'Hello'.\nYour output: Yes\n"
+    'Example 2: \n'
+    "Question: Is the word in this image 'Hello'?\n"
+    "Answer: The word in this image is not 'Hello'.\nYour output: No\n"
+    'Example 3: \n'
+    'Question: {}?\nAnswer: {}\nYour output: '
+)
+LETTERS_PROMPT = (
+    "You are a information extractor that extracts multiple choice letter answer choices "
+    "from a paragraph that contains the answer choice and sometimes explaination of why that "
+    "choice is correct to the given question.\n"
+    "What letter did the following answer choose? If the answer did not select a letter answer choice, "
+    "first try to infer the answer based off the given choices.\n"
+    "If it does not seem like the given answer corresponds to an answer choice OR if there is no selected answer, "
+    "please just respond with Z.\n"
+    "Make sure you answer with ONLY the letters chosen.\n"
+    'Example 1: \n'
+    'Question: <start>\nWhat is the main object in image?\nOptions: A. teddy bear B. rabbit C. cat D. dog\n<end>\n'
+    'Answer: <start>\na cute teddy bear\n<end>\nYour output: A\n'
+    'Example 2: \n'
+    'Question: <start>\nWhat is the main object in image?\nOptions: A. teddy bear B. rabbit C. cat D. dog\n<end>\n'
+    'Answer: <start>\nSpider\n<end>\nYour output: Z\n'
+    'Example 3: \n'
+    'Question: <start>\nWhich figure is a rotation of the object?\n<end>\n'
+    'Answer: <start>\nThe figure on the right, labeled "D," is a rotation of the object shown in the top left '
+    'corner.\n<end>\nYour output: D\n'
+    'Example 4: \n'
+    'Question: <start>\nWhich of the boxes comes next in the sequence? Select from A-E\n<end>\n'
+    'Answer: <start>\nThe sequence of the boxes is A, B, C, D, E.\n<end>\nYour output: ABCDE\n'
+    'Example 5: \n'
+    'Question: <start>\n{}\n<end>\nAnswer: <start>\n{}\n<end>\nYour output: '
+)
+# a plain Python string there, so "\b" of "\boxed" is a backspace character: kept as sent
+YESNO_PROMPT = """
+You are given a question, the correct answer, and a model's answer. Decide whether the model's answer matches the correct answer.
+
+Ignore formatting differences such as LaTeX syntax, symbols, or wrappers (e.g., \boxed, $...$). Focus only on semantic or mathematical correctness.
+
+If the model's answer is correct, respond with "Yes". Otherwise, respond with "No". Only output "Yes" or "No".
+
+Question:
+{question}
+---
+Correct Answer:
+{answer}
+---
+Model Answer:
+{model_response}
+---
+"""  # noqa: E501
+
+
+def yorn_extract(text):
+    """VLMEvalKit YOrN_Extraction (utils/yorn.py L226-233): 'Yes' / 'No' when exactly one of the words occurs
+    (lower-cased, punctuation split off), else 'Unknown'."""
+    words = re.findall(r"[a-z0-9']+", text.lower())
+    if ("yes" in words) != ("no" in words):
+        return "Yes" if "yes" in words else "No"
+    return "Unknown"
+
+
+def judge_kind(benchmark):
+    name = benchmark.lower()
+    if "hallusion" in name:
+        return "yorn"
+    if "logicvista" in name:
+        return "letters"
+    if "mmk12" in name:
+        return "yesno"
+    if name.startswith("wemath"):
+        return "wemath"
+    return "mcq_or_open"
+
+
+def option_string(options):   # VLMEvalKit build_option_str: "A. x\nB. y\n"
+    return "".join(f"{k}. {v}\n" for k, v in options.items())
+
+
+def judge_request(item, response, options):
+    """-> (prompt, tries, parse(reply) -> correct (bool) or None when the reply does not parse)."""
+    kind = judge_kind(item.benchmark)
+    answer = answer_segment(response)   # Skywork's fork: prediction.split("</think>", 1)[-1] in the judge
+    gold = str(item.answer).strip()
+    if kind == "yorn":
+        return (YORN_PROMPT.format(item.question, answer), 5,
+                lambda r: None if yorn_extract(r) == "Unknown" else yorn_extract(r) == gold)
+    if kind == "letters":
+        golds = sorted(g.strip().lower() for g in gold.split(","))
+
+        def parse_letters(reply):
+            reply = reply.strip()
+            return sorted(reply.lower()) == golds if reply.isupper() and reply.isalpha() else None
+        return LETTERS_PROMPT.format(item.question, answer), 5, parse_letters
+    if kind == "yesno":
+        match = re.search(r"<answer>(.*?)</answer>", response, re.DOTALL)
+        given = match.group(1).strip() if match else (rewards.extract_answer(response) or response)
+        prompt = YESNO_PROMPT.format(question=item.question, answer=gold, model_response=given)
+        return prompt, 5, lambda r: {"yes": True, "no": False}.get(r.strip().lower())
+    if options:
+        template = WEMATH_PROMPT if kind == "wemath" else MCQ_PROMPT
+
+        def parse_option(reply):
+            picked = can_infer(reply, options)
+            return None if not picked else picked == gold
+        return template.format(item.question, option_string(options), answer), 3, parse_option
+    prompt = rewards.VERIFIER_PROMPT.format(question=item.question or "(not given)", gold=gold,
+                                            answer=rewards.extract_answer(response))
+    return prompt, 1, lambda r: rewards._parse_verdict(r)
+
+
+class Judge:
+    """One benchmark run's judge on the endpoint: ask(prompt, tries, parse) -> (True/False/None, how) with how
+    "model" (parsed), "unparseable" (replies, none parsed) or "failed" (no reply), counted in `counts`.
+    A connection failure or timeout switches it off for the run (one message): the rules' verdicts stand."""
+
+    def __init__(self, url, model, api_key="", max_tokens=256):
+        client = rewards.VerifierClient(url, model=model, api_key=api_key)   # its URL normalisation, timeout
+        self.url, self.model, self.timeout_s, self.api_key = client.url, model, client.timeout_s, api_key
+        self.max_tokens = max_tokens
+        self.counts = {"asked": 0, "model": 0, "unparseable": 0, "failed": 0}
+        self.down = False
+        self.lock = threading.Lock()
+
+    def count(self, key):
+        with self.lock:
+            self.counts[key] += 1
+
+    def ask(self, prompt, tries, parse):
+        self.count("asked")
+        replied = False
+        for attempt in range(tries):
+            if self.down:
+                break
+            payload = {"model": self.model, "temperature": 0.5 * attempt, "max_tokens": self.max_tokens,
+                       "messages": [{"role": "user", "content": prompt}]}
+            try:
+                status, body = rewards.post_json(self.url, payload, self.timeout_s, self.api_key)
+                if status != 200:
+                    continue
+                content = json.loads(body)["choices"][0]["message"]["content"]
+            except (TimeoutError, ConnectionError, socket.gaierror) as e:
+                print(f"judge {self.url}: {e}; rules only for the rest of this run")
+                self.down = True
+                break
+            except (OSError, http.client.HTTPException, ValueError, KeyError, IndexError, TypeError):
+                continue   # a broken or non-OpenAI reply: try again
+            replied = True
+            verdict = parse(content or "")
+            if verdict is not None:
+                self.count("model")
+                return verdict, "model"
+        how = "unparseable" if replied else "failed"
+        self.count(how)
+        return None, how
+
+    def ask_many(self, requests, workers=16):
+        """[(prompt, tries, parse)] -> [(verdict, how)], concurrently (the endpoint batches them)."""
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(requests)))) as pool:
+            return list(pool.map(lambda r: self.ask(*r), requests))
