@@ -252,6 +252,13 @@ def scorer_family(benchmark):
 VISULOGIC_SUFFIX = ("\nSolve the complex visual logical reasoning problem through step-by-step reasoning."
                     "Think about the reasoning process first "
                     "and answer the question following this format: Answer: \\boxed{$LETTER}")
+# eval/vlmevalkit/vlmeval/dataset/image_mcq.py L462-514 (MMMUProDataset.build_prompt): MMMU_Pro_10c[_COT] sends
+# "Question: ..\nOptions:\n.." + one of these; MMMU_Pro_V[_COT] only the image and MMMU_PRO_V_PROMPT + one
+MMMU_PRO_V_PROMPT = "Answer the following multiple-choice question in the image. "
+MMMU_PRO_DIRECT = "Answer directly with the option letter from the given choices. "
+MMMU_PRO_COT = ("The last line of your response should be of the following format: 'Answer: $LETTER' "
+                "(without quotes) where LETTER is one of the options. Think step by step before answering. ")
+MMMU_PRO_COT_MCQ = "Answer the following multiple-choice question. " + MMMU_PRO_COT
 # eval/MMK12/evaluate.py L35 (SYSTEM_PROMPT_32B, the system turn of every MMK12 item, L91-104), verbatim: the
 # Python literal "\\\\boxed" is the two characters "\\" then "boxed", and "Th answer" is their typo
 MMK12_SYSTEM_PROMPT = "Solve the question. The user asks a question, and you solves it. You first thinks about the reasoning process in the mind and then provides the user with the answer. The answer is in latex format and wrapped in $...$. The final answer must be wrapped using the \\\\boxed{} command. Th answer should be enclosed within <answer> </answer> tags, i.e., Since $1+1=2$, so the answer is $2$. <answer> The answer is $\\\\boxed{2}$ </answer>, which means the final answer assistant's output should start with <answer> and end with </answer>."  # noqa: E501
@@ -288,6 +295,13 @@ def build_user_text(item: EvalItem, mmmu_images: str = "front"):
         text = item.question if column == "question" else item.extra.get(column)
         if text is None:
             raise ValueError(f"{item.benchmark} {item.id}: no {column!r} column (a *_cot MathVerse TSV needs it)")
+    elif name.startswith("mmmu_pro_v"):   # the vision setting: question and options are in the image only
+        text = MMMU_PRO_V_PROMPT + (MMMU_PRO_COT if "cot" in name else MMMU_PRO_DIRECT)
+    elif name.startswith("mmmu_pro"):
+        text = f"Question: {item.question}\n"
+        if item.options:
+            text += "Options:\n" + "".join(f"{k}. {v}\n" for k, v in item.options.items())
+            text += MMMU_PRO_COT_MCQ if "cot" in name else MMMU_PRO_DIRECT
     elif name.startswith("visulogic"):
         text = item.question + VISULOGIC_SUFFIX
     elif "mmk12" in name:
