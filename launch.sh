@@ -17,7 +17,7 @@
 #   BASE_MODEL [checkpoints/InternVL-38B] the cold-start base (§3.2)
 #   COLDSTART_DATA [data/coldstart.jsonl]  RL_DATA [../shared/data/mm-eureka-k12/k12.json]
 #   RL_VAL [data/rl_val.jsonl]  HARD_DATA [data/hard.jsonl]  CONNECTOR_DATA [data/multi_domain_10k.jsonl]
-#   DISTILLED_DATA [data/distilled_math.jsonl]  BENCH_DIR [benchmarks] (Table 1's files: tables.TABLE1)
+#   DISTILLED_DATA [data/distilled_math.jsonl]  BENCH_DIR [benchmarks] (Table 1's files: table1_spec.py)
 #   SFT_CKPT [best of out/sft_38b]  RL_CKPT [last of out/grpo_38b]  VERIFIER_URL [none: rule reward only]
 #   DRY_RUN=1 prints the commands instead of running them (missing inputs are listed, not fatal).
 set -euo pipefail
@@ -160,12 +160,12 @@ case "$target" in
       --data="$CONNECTOR_DATA" --out_dir=out/connector_tune_38b --resume=True
     ;;
 
-  table1)  # Table 1: its 16 benchmarks (tables.TABLE1), T = 1.0, 16k tokens, avg@5, each with its own metric and judge
+  table1)  # Table 1: its 16 benchmarks (table1_spec.py), T = 1.0, 16k tokens, avg@5, each with its own metric and judge
     need_dir "$MODEL"; benches=(); labels=()
     while IFS=$'\t' read -r label path found; do   # each file as .tsv, .parquet, .jsonl, .json or a directory
       [ "$found" = 1 ] || missing+=("benchmark $label: $path (or .parquet, .jsonl, .json, a directory of that stem)")
       benches+=("$path"); [[ " ${labels[*]} " = *" $label "* ]] || labels+=("$label")
-    done < <("$PY" tables.py table1_files "$BENCH_DIR")
+    done < <("$PY" table1_spec.py "$BENCH_DIR")
     echo "Table 1: ${#labels[@]} benchmarks: $(IFS=,; echo "${labels[*]}" | sed 's/,/, /g')"
     inputs_ok
     for b in "${benches[@]}"; do paper_eval out/table1 "$MODEL" "$b"; done

@@ -4,7 +4,6 @@ from metrics.jsonl files, and the demo's closing lines. Nothing here trains or e
     python tables.py acc_table OUT.md TITLE LABEL=EVAL_DIR...        one row per eval.py out_dir
     python tables.py plot_curves OUT.png METRIC,METRIC... LABEL=metrics.jsonl...
     python tables.py demo_summary DEMO_DIR                           the lines after the demo's table (stdout)
-    python tables.py table1_files BENCH_DIR                          Table 1's benchmark files (launch.sh table1)
     python tables.py table1 OUT.md EVAL_DIR                          Table 1, the paper's column beside ours
 
 Positional arguments, not the scripts' `--key=value` configs: these are called by the shell scripts with a list
@@ -21,6 +20,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
 import data  # noqa: E402
+from table1_spec import TABLE1  # noqa: E402
 
 
 def write_text(path, text):
@@ -92,41 +92,6 @@ def demo_summary(demo):
             f"({demo / 'entropy' / 'entropy.png'})\n")
 
 
-# Table 1 of the paper (section, benchmark, the paper's Skywork-R1V3-38B number, the file stems we read from
-# BENCH_DIR: VLMEvalKit's dataset names where it has the benchmark). MMMU-Pro is the mean of its standard
-# (10 options) and vision settings, as MMMU-Pro reports its overall score.
-TABLE1 = [
-    ("General", "MMMU (val)", 76.0, ["MMMU_DEV_VAL"]),
-    ("General", "EMMA (mini-cot)", 40.3, ["EMMA_COT"]),
-    ("General", "MMMU-Pro", 55.4, ["MMMU_Pro_10c", "MMMU_Pro_V"]),
-    ("General", "MMK12", 78.5, ["MMK12"]),
-    ("General", "MMStar", 70.6, ["MMStar"]),
-    ("General", "MMBench-en-1.1", 85.7, ["MMBench_DEV_EN_V11"]),
-    ("General", "HallusionBench", 61.3, ["HallusionBench"]),
-    ("Mathematics", "MathVista (mini)", 77.1, ["MathVista_MINI"]),
-    ("Mathematics", "MathVerse (vision-only)", 59.6, ["MathVerse_MINI_Vision_Only"]),
-    ("Mathematics", "MathVision", 52.6, ["MathVision"]),
-    ("Mathematics", "WeMath (strict)", 56.5, ["WeMath"]),
-    ("Logic", "VisuLogic", 28.5, ["VisuLogic"]),
-    ("Logic", "LogicVista", 59.7, ["LogicVista"]),
-    ("Logic", "MME-Reasoning", 42.8, ["MME-Reasoning"]),
-    ("Physics", "PhyX (mc-text-minimal)", 52.8, ["PhyX_mini_MC_text_minimal"]),
-    ("Physics", "SeePhys", 31.5, ["SeePhys"]),
-]
-BENCH_LAYOUTS = (".tsv", ".parquet", ".jsonl", ".json", "")   # "": a directory of parquet shards
-
-
-def table1_files(bench_dir):
-    """-> [(benchmark, path, found)] for every file of TABLE1: the first layout present, else the .tsv path."""
-    out = []
-    for _, label, _, stems in TABLE1:
-        for stem in stems:
-            paths = [Path(bench_dir) / (stem + ext) for ext in BENCH_LAYOUTS]
-            found = next((q for q in paths if q.is_file() or (q.suffix == "" and q.is_dir())), None)
-            out.append((label, str(found or paths[0]), found is not None))
-    return out
-
-
 def table1(runs):
     """eval.py's runs of out/table1 -> the paper's Table 1 layout: the paper's column beside ours, each row with
     the metric it reports and the judge (rules, or rules+model) that gave its verdicts."""
@@ -174,9 +139,6 @@ def main(argv):
     elif command == "plot_curves" and len(args) >= 3:
         plot_curves(args[0], args[1].split(","), label_pairs(args[2:]))
         print(f"wrote {args[0]}")
-    elif command == "table1_files" and len(args) == 1:
-        for label, path, found in table1_files(args[0]):
-            print(f"{label}\t{path}\t{int(found)}")
     elif command == "table1" and len(args) == 2:
         text = table1(read_runs(args[1]))
         write_text(args[0], text)
