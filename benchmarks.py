@@ -153,7 +153,11 @@ def read_hub_parquet(path) -> list[EvalItem]:
           img_type, answer, topic_difficulty, question_type (multiple-choice|open), subfield.
     MathVista: pid, question, image (path), decoded_image ({bytes, path}), choices (list or null), unit,
           precision, answer, question_type (multi_choice|free_form), answer_type (integer|float|text|list),
-          metadata (struct: task, category, skills, ...), query (the official prompt with its hint)."""
+          metadata (struct: task, category, skills, ...), query (the official prompt with its hint).
+    EMMA (luckychao/EMMA-mini, Skywork's EMMA protocol): pid, question, options (list), answer, image_1..image_5,
+          type (Multiple Choice|Open-ended), context, subject, ...
+    MMK12 (FanqingM/MMK12, Skywork's eval/MMK12/evaluate.py): id, question, image ({bytes, path}), answer, ...
+    EMMA and MMK12 items are named after the file (or directory) stem, e.g. EMMA-mini, MMK12."""
     path = Path(path)
     files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
     if not files:
@@ -205,8 +209,27 @@ def read_hub_parquet(path) -> list[EvalItem]:
                                   images=[image] if image is not None else [],
                                   options={chr(65 + i): c for i, c in enumerate(choices)}, benchmark="MathVista",
                                   subject=meta.get("task", "") or meta.get("category", ""), extra=extra))
+    elif {"pid", "question", "options", "answer", "type", "context"} <= columns:   # EMMA
+        for f, n, r in rows:
+            where = f"{f}: row {n} (pid {r['pid']})"
+            images = [image_from(r.get(f"image_{i}"), f, where) for i in range(1, 6)]
+            options = {chr(65 + i): str(c) for i, c in enumerate(r["options"] or [])} \
+                if str(r["type"]).lower() == "multiple choice" else {}
+            extra = {k: v for k, v in r.items() if not k.startswith("image_") and k not in ("pid", "question", "answer")}
+            items.append(EvalItem(id=str(r["pid"]), question=r["question"], answer=str(r["answer"]), images=images,
+                                  options=options, benchmark=path.stem, subject=str(r.get("subject") or ""),
+                                  extra={**extra, "emma_images": True}))
+    elif {"id", "question", "answer", "image"} <= columns:   # MMK12: one image per question
+        for f, n, r in rows:
+            where = f"{f}: row {n} (id {r['id']})"
+            image = image_from(r["image"], f, where) if isinstance(r["image"], dict) else None
+            extra = {k: v for k, v in r.items() if k not in ("id", "question", "answer", "image")}
+            items.append(EvalItem(id=str(r["id"]), question=r["question"], answer=str(r["answer"]),
+                                  images=[image] if image is not None else [], options={}, benchmark=path.stem,
+                                  subject=str(r.get("subject") or ""), extra=extra))
     else:
-        raise ValueError(f"{path}: parquet columns {sorted(columns)} are neither the MMMU nor the MathVista layout")
+        raise ValueError(f"{path}: parquet columns {sorted(columns)} are none of the MMMU, MathVista, EMMA or MMK12 "
+                         f"layouts")
     return items
 
 
@@ -252,6 +275,13 @@ def scorer_family(benchmark):
 VISULOGIC_SUFFIX = ("\nSolve the complex visual logical reasoning problem through step-by-step reasoning."
                     "Think about the reasoning process first "
                     "and answer the question following this format: Answer: \\boxed{$LETTER}")
+# eval/EMMA/configs/gpt.yaml (multi_choice_format, open_ended_format, Strategy_Instruction.CoT) as yaml.safe_load
+# reads them (the folded lines joined with "\n"), after str.format ("{{}}" -> "{}")
+EMMA_MCQ = ("{context}\n{question}\n{options}\nAnswer with the option's letter from the given choices and put the "
+            "letter in one \"\\boxed{{}}\". ")
+EMMA_OPEN = ("{context}\n{question}\nAnswer the question using a single word or phrase and put the answer in one "
+             "\"\\boxed{{}}\". ")
+EMMA_COT = "Please solve the problem step by step."
 # eval/vlmevalkit/vlmeval/dataset/image_mcq.py L462-514 (MMMUProDataset.build_prompt): MMMU_Pro_10c[_COT] sends
 # "Question: ..\nOptions:\n.." + one of these; MMMU_Pro_V[_COT] only the image and MMMU_PRO_V_PROMPT + one
 MMMU_PRO_V_PROMPT = "Answer the following multiple-choice question in the image. "
@@ -295,6 +325,19 @@ def build_user_text(item: EvalItem, mmmu_images: str = "front"):
         text = item.question if column == "question" else item.extra.get(column)
         if text is None:
             raise ValueError(f"{item.benchmark} {item.id}: no {column!r} column (a *_cot MathVerse TSV needs it)")
+    elif item.extra.get("emma_images"):   # eval/EMMA/data_utils.py build_query + configs/gpt.yaml, CoT strategy
+        if item.options:
+            options = "".join(f"{k}: {v}\n" for k, v in item.options.items())
+            text = EMMA_MCQ.format(context=item.extra.get("context") or "", question=item.question, options=options)
+        else:
+            text = EMMA_OPEN.format(context=item.extra.get("context") or "", question=item.question)
+        text += EMMA_COT
+        # models/skywork.py process_query: each <image_n> becomes "<image>" in place, images in marker order
+        picked = [int(k) for k in re.findall(r"<image_(\d+)>", text)]
+        for k in picked:
+            if k < 1 or k > len(item.images) or item.images[k - 1] is None:
+                raise ValueError(f"{item.benchmark} {item.id}: <image_{k}> but the item has no image {k}")
+        return re.sub(r"<image_\d+>", "<image>", text), [item.images[k - 1] for k in picked]
     elif name.startswith("mmmu_pro_v"):   # the vision setting: question and options are in the image only
         text = MMMU_PRO_V_PROMPT + (MMMU_PRO_COT if "cot" in name else MMMU_PRO_DIRECT)
     elif name.startswith("mmmu_pro"):

@@ -13,7 +13,7 @@ from pathlib import Path
 # (10 options) and vision settings, as MMMU-Pro reports its overall score.
 TABLE1 = [
     ("General", "MMMU (val)", 76.0, ["MMMU_DEV_VAL"]),
-    ("General", "EMMA (mini-cot)", 40.3, ["EMMA_COT"]),
+    ("General", "EMMA (mini-cot)", 40.3, ["EMMA-mini"]),
     ("General", "MMMU-Pro", 55.4, ["MMMU_Pro_10c", "MMMU_Pro_V"]),
     ("General", "MMK12", 78.5, ["MMK12"]),
     ("General", "MMStar", 70.6, ["MMStar"]),

@@ -268,3 +268,30 @@ def test_table1_layout_puts_the_paper_column_beside_ours():
                    "verdict) | MMMU_Pro_10c, MMMU_Pro_V |")
     assert "| MMMU (val) |  | 76.0 | not run |" in text and len([r for r in text.splitlines()
                                                                 if r.startswith("| ") and "|---" not in r]) == 21
+
+
+def test_emma_and_mmk12_parquet_layouts_and_prompts(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from test_benchmarks import png_bytes
+    image = {"bytes": png_bytes((7, 8, 9)), "path": None}
+    emma = [{"pid": "math_1", "question": "Which is bigger, <image_2> or <image_1>?", "options": ["left", "right"],
+             "answer": "B", "type": "Multiple Choice", "context": "Two shapes.", "subject": "Math",
+             "image_1": image, "image_2": {"bytes": png_bytes((1, 2, 3)), "path": None}},
+            {"pid": "phys_2", "question": "Speed? <image_1>", "options": None, "answer": "3 m/s",
+             "type": "Open-ended", "context": None, "subject": "Physics", "image_1": image, "image_2": None}]
+    pq.write_table(pa.Table.from_pylist(emma), tmp_path / "EMMA-mini.parquet")
+    first, second = B.load_items(tmp_path / "EMMA-mini.parquet")
+    assert (first.benchmark, first.id, first.options) == ("EMMA-mini", "math_1", {"A": "left", "B": "right"})
+    text, images = B.build_user_text(first)
+    assert text == ("Two shapes.\nWhich is bigger, <image> or <image>?\nA: left\nB: right\n\nAnswer with the "
+                    "option's letter from the given choices and put the letter in one \"\\boxed{}\". "
+                    "Please solve the problem step by step.")
+    assert [B.load_rgb(im).getpixel((0, 0)) for im in images] == [(1, 2, 3), (7, 8, 9)]
+    text, _ = B.build_user_text(second)
+    assert text.startswith("\nSpeed? <image>\nAnswer the question using a single word or phrase")
+    pq.write_table(pa.Table.from_pylist([{"id": 5, "question": "Area?", "answer": "4", "image": image,
+                                          "subject": "math"}]), tmp_path / "MMK12.parquet")
+    (k12,) = B.load_items(tmp_path / "MMK12.parquet")
+    messages, images = B.build_messages(k12)
+    assert messages[0]["content"] == B.MMK12_SYSTEM_PROMPT and messages[1]["content"] == "<image>\nArea?"
