@@ -275,6 +275,11 @@ def scorer_family(benchmark):
 VISULOGIC_SUFFIX = ("\nSolve the complex visual logical reasoning problem through step-by-step reasoning."
                     "Think about the reasoning process first "
                     "and answer the question following this format: Answer: \\boxed{$LETTER}")
+# SeePhys is not in Skywork's fork: open-compass/VLMEvalKit @ e8e78f05 vlmeval/dataset/image_vqa.py L1607-1641
+# (SeePhys.build_prompt, default USE_COT_PROMPT=1)
+SEEPHYS_COT_EN = ("\nPlease answer this question with reasoning. First output your reasoning process in <think> "
+                  "</think> tags and then output the final answer in <answer> </answer> tags.")
+SEEPHYS_COT_ZH = "\n请用推理来回答这个问题。首先在<think></think>标签中输出推理过程，然后在<answer></answer>标签中输入最终答案。"
 # eval/EMMA/configs/gpt.yaml (multi_choice_format, open_ended_format, Strategy_Instruction.CoT) as yaml.safe_load
 # reads them (the folded lines joined with "\n"), after str.format ("{{}}" -> "{}")
 EMMA_MCQ = ("{context}\n{question}\n{options}\nAnswer with the option's letter from the given choices and put the "
@@ -338,6 +343,15 @@ def build_user_text(item: EvalItem, mmmu_images: str = "front"):
             if k < 1 or k > len(item.images) or item.images[k - 1] is None:
                 raise ValueError(f"{item.benchmark} {item.id}: <image_{k}> but the item has no image {k}")
         return re.sub(r"<image_\d+>", "<image>", text), [item.images[k - 1] for k in picked]
+    elif name.startswith("seephys"):   # the reasoning instruction and the significant figures, by language
+        english = item.extra.get("language", "English") == "English"
+        text = item.question + (SEEPHYS_COT_EN if english else SEEPHYS_COT_ZH)
+        try:
+            figures = str(int(float(item.extra["sig_figs"])))
+            text += f"The final answer should retain {figures} significant figures." if english else \
+                f"最终答案应保留{figures}位有效数字。"
+        except (KeyError, ValueError, OverflowError):
+            pass
     elif name.startswith("mmmu_pro_v"):   # the vision setting: question and options are in the image only
         text = MMMU_PRO_V_PROMPT + (MMMU_PRO_COT if "cot" in name else MMMU_PRO_DIRECT)
     elif name.startswith("mmmu_pro"):

@@ -26,7 +26,7 @@ TABLE1 = [
     ("Logic", "VisuLogic", 28.5, ["VisuLogic"]),
     ("Logic", "LogicVista", 59.7, ["LogicVista"]),
     ("Logic", "MME-Reasoning", 42.8, ["MME-Reasoning"]),
-    ("Physics", "PhyX (mc-text-minimal)", 52.8, ["PhyX_mini_MC_text_minimal"]),
+    ("Physics", "PhyX (mc-text-minimal)", 52.8, ["PhyX_mini_MC"]),
     ("Physics", "SeePhys", 31.5, ["SeePhys"]),
 ]
 BENCH_LAYOUTS = (".tsv", ".parquet", ".jsonl", ".json", "")   # "": a directory of parquet shards

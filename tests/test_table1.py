@@ -295,3 +295,25 @@ def test_emma_and_mmk12_parquet_layouts_and_prompts(tmp_path):
     (k12,) = B.load_items(tmp_path / "MMK12.parquet")
     messages, images = B.build_messages(k12)
     assert messages[0]["content"] == B.MMK12_SYSTEM_PROMPT and messages[1]["content"] == "<image>\nArea?"
+
+
+def test_mmmu_pro_and_seephys_prompts(tmp_path):
+    img = b64((4, 4, 4))
+    header = ["index", "question", "A", "B", "answer", "image"]
+    write_tsv(tmp_path / "MMMU_Pro_10c.tsv", header, [[0, "Which <image 1> style?", "x", "y", "A", img]])
+    write_tsv(tmp_path / "MMMU_Pro_V.tsv", header, [[0, "Which style is this secret question?", "x", "y", "A", img]])
+    text, _ = B.build_user_text(B.load_items(tmp_path / "MMMU_Pro_10c.tsv")[0])
+    assert text == ("<image>\nQuestion: Which \n style?\nOptions:\nA. x\nB. y\n"
+                    "Answer directly with the option letter from the given choices. ")
+    text, images = B.build_user_text(B.load_items(tmp_path / "MMMU_Pro_V.tsv")[0])
+    assert text == ("<image>\nAnswer the following multiple-choice question in the image. "
+                    "Answer directly with the option letter from the given choices. ") and len(images) == 1
+    header = ["index", "question", "answer", "language", "sig_figs", "image"]
+    write_tsv(tmp_path / "SeePhys.tsv", header, [[0, "Speed?", "3.0", "English", "2.0", img],
+                                                 [1, "速度?", "3", "Chinese", "", img]])
+    en, zh = B.load_items(tmp_path / "SeePhys.tsv")
+    assert B.build_user_text(en)[0] == ("<image>\nSpeed?\nPlease answer this question with reasoning. First output "
+                                        "your reasoning process in <think> </think> tags and then output the final "
+                                        "answer in <answer> </answer> tags.The final answer should retain 2 "
+                                        "significant figures.")
+    assert B.build_user_text(zh)[0].endswith("输入最终答案。")
