@@ -477,11 +477,37 @@ def score_with_rewards(items, responses, reward_cfg=None):
              "verifier": r["verifier"], "timed_out": r["timed_out"]} for r in results]
 
 
-# where we differ from the reference scorers (eval.py writes this into summary.json)
+# where we differ from the reference evaluation, per benchmark (eval.py writes this into summary.json; README
+# "Table 1" lists the same). The sampling settings' deviations are eval.setting_deviations.
 DEVIATIONS = [
-    "MathVista post_check: text/list answers are compared with the extracted answer (VLMEvalKit compares "
-    "str(None), so it scores them all wrong).",
-    "MathVista extraction without a verifier endpoint: rewards.extract_answer instead of the GPT extractor.",
-    "MMMU open: predictions de-duplicated in first-seen order instead of set() order (same set, same verdict).",
-    "Images are decoded from the benchmark file as stored (the released pipeline re-encodes them as JPEG).",
+    "All: a verdict is rules OR judge, and the judge (any model at --verifier_url; the paper used "
+    "gpt-4o-2024-05-13) is asked only about answers the rules score wrong. VLMEvalKit asks it whenever its own "
+    "stricter prefetch (can_infer, exact match) fails, so a few answers our rules accept would go to its judge.",
+    "All: a judge reply that does not parse after the reference's retries is counted ('unparseable') and scored "
+    "wrong; VLMEvalKit's option matcher draws a random option there.",
+    "All: images are decoded from the benchmark file as stored (the released pipeline re-encodes them as JPEG).",
+    "MMMU: open questions are scored with the official MMMU rules (VLMEvalKit turns them into 2-way MCQs), OR "
+    "Skywork's boxed rule; predictions de-duplicated in first-seen order instead of set() order (same verdict).",
+    "EMMA: Skywork's EMMA-mini protocol prompt (CoT), but our sampling (theirs: T = 0.7, 64,000 tokens), and "
+    "rules OR the generic verifier prompt instead of EMMA's evaluation/evaluate.py extraction and GPT scoring; "
+    "the EMMA-mini parquet files must lie in one directory.",
+    "MMMU-Pro: reported as the mean of the standard-10 and vision settings (the paper gives one number); "
+    "verdicts by rules OR VLMEvalKit's option-matching judge prompt.",
+    "MMK12: Skywork's judge scores every answer yes/no; we ask it only about answers the rules score wrong "
+    "(Skywork samples at T = 0.8).",
+    "HallusionBench: Table 1's figure is taken to be OpenCompass's mean(aAcc, fAcc, qAcc) (inferred from the "
+    "other models' columns, which are their OpenCompass numbers); aAcc, fAcc and qAcc are reported too.",
+    "MathVista: post_check compares text/list answers with the extracted answer (VLMEvalKit compares str(None), "
+    "so it scores them all wrong); without an endpoint rewards.extract_answer replaces the GPT extractor.",
+    "MathVerse, MathVision, PhyX, SeePhys: their own GPT extract-then-score prompts are not ported: rules "
+    "(Math-Verify; MathVision's `choices` map a boxed option text to its letter) OR the generic verifier prompt.",
+    "WeMath: the scores divide by the number of multi-step problems in the file (VLMEvalKit: the constant 525, "
+    "the full set's count); per-row verdicts by rules OR WeMath's option-matching judge prompt.",
+    "MME-Reasoning: checkers for 24 points, 4x4/6x6 sudoku, skyscraper and yin-yang read the answer's last "
+    "\\boxed{} / grid literal (VLMEvalKit first has GPT rewrite it per prompt_id); hashi, the puzzle-specific "
+    "calculate_answer_function_1..12 and the match/compare functions are not ported: those rows are scored by "
+    "the rules against the gold.",
+    "PhyX: read from VLMEvalKit's PhyX_mini_MC (question text as stored); that it is the paper's "
+    "mc-text-minimal variant is not verified. SeePhys: prompt from upstream VLMEvalKit (Skywork's fork has no "
+    "SeePhys).",
 ]
