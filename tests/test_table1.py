@@ -165,9 +165,11 @@ def test_mme_reasoning_rows_are_scored_by_their_checker(tmp_path):
     info = json.dumps({"init_cards": [8, 4, 7, 1]})
     write_tsv(tmp_path / "MME-Reasoning.tsv", header,
               [[0, "Make 24", "(8-4)*(7-1)", "judge_24points_function", info, "open", b64((5, 5, 5))]])
-    responses = {("0", 0): "</think>\\boxed{(7-1)*(8-4)=24}", ("0", 1): "</think>\\boxed{8*4-7+1}"}
+    responses = {("0", 0): "</think>\\boxed{(7-1)*(8-4)=24}", ("0", 1): "</think>\\boxed{8*4-7+1}",
+                 ("0", 2): "</think>\\boxed{6*4}", ("0", 3): "</think>\\boxed{8*4-7-1}"}
     _, scored = summarize(tmp_path / "MME-Reasoning.tsv", responses)
-    assert [s["correct"] for s in scored] == [True, False]   # a valid answer other than the listed one is right
+    # valid answers other than the listed one are right; 24 from cards not dealt is wrong
+    assert [s["correct"] for s in scored] == [True, False, False, True]
     item = B.load_items(tmp_path / "MME-Reasoning.tsv")[0]
     item.extra["special_info"] = "{not json"
     with pytest.raises(ValueError, match="MME-Reasoning 0: special_info is not JSON"):
