@@ -431,7 +431,7 @@ def score_run(items, generations, cfg, mode):
         for (rec, _), verdict in zip(batched, verdicts):
             rec.update(verdict)
         print(f"rewards: {rewards.last_stats.as_dict()}")
-    wrong = [(rec, it) for rec, it in judged if not rec["correct"]]
+    wrong = [(rec, it) for rec, it in judged if judges.needs_judge(it, rec)]
     if cfg.verifier_url and wrong:   # each benchmark's own judge prompt, asked about what the rules scored wrong
         judge = judges.Judge(cfg.verifier_url, cfg.verifier_model or rewards.RewardConfig.verifier_model)
         answers = judge.ask_many([judges.judge_request(it, rec["response"], scoring_options(it)) for rec, it in wrong])

@@ -139,6 +139,14 @@ def judge_kind(benchmark):
     return "mcq_or_open"
 
 
+def needs_judge(item, verdict):
+    """Whether to ask the judge about an answer the rules scored: only wrong ones, and for HallusionBench only
+    those without a Yes/No (VLMEvalKit sends just the 'Unknown' extractions to YOrN_auxeval)."""
+    if verdict["correct"]:
+        return False
+    return not (judge_kind(item.benchmark) == "yorn" and verdict.get("parsed_pred") in ("Yes", "No"))
+
+
 def option_string(options):   # VLMEvalKit build_option_str: "A. x\nB. y\n"
     return "".join(f"{k}. {v}\n" for k, v in options.items())
 

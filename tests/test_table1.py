@@ -210,16 +210,19 @@ def stub_judge():
 def test_judge_prompts_verdicts_and_unparseable_replies(tmp_path, stub_judge):
     url, seen, replies = stub_judge
     header = ["index", "question", "answer", "category", "l2-category", "image"]
-    rows = [[f"VS_t_x_0_0_{q}", f"Is it case {q}", "Yes", "VS", "t", b64((q, 1, 1))] for q in range(3)]
+    rows = [[f"VS_t_x_0_0_{q}", f"Is it case {q}", "Yes", "VS", "t", b64((q, 1, 1))] for q in range(4)]
     write_tsv(tmp_path / "HallusionBench.tsv", header, rows)
-    replies.update({"Is it case 1?": "Yes", "Is it case 2?": "Maybe"})
-    responses = {(r[0], 0): "</think>It clearly is, yes." if n == 0 else "</think>Hard to say."
-                 for n, r in enumerate(rows)}
+    replies.update({"Is it case 1?": "Yes", "Is it case 2?": "Maybe", "Is it case 3?": "Yes"})
+    said = ["It clearly is, yes.", "Hard to say.", "Hard to say.", "No."]
+    responses = {(r[0], 0): f"</think>{said[n]}" for n, r in enumerate(rows)}
     summary, scored = summarize(tmp_path / "HallusionBench.tsv", responses, verifier_url=url, verifier_model="j")
-    # row 0: the rules read "Yes"; row 1: the judge says Yes; row 2: five replies, none Yes/No/Unknown-free
-    assert [(s["correct"], s["judge"]) for s in scored] == [(True, "rules"), (True, "model"), (False, "unparseable")]
-    assert summary["judge"] == {"by": "rules+model", "samples": {"rules": 1, "model": 1, "unparseable": 1,
+    # row 0: the rules read "Yes"; row 1: the judge says Yes; row 2: five replies, none a Yes or No; row 3: a
+    # definite (wrong) "No" is not sent to the judge
+    assert [(s["correct"], s["judge"]) for s in scored] == [(True, "rules"), (True, "model"), (False, "unparseable"),
+                                                            (False, "rules")]
+    assert summary["judge"] == {"by": "rules+model", "samples": {"rules": 2, "model": 1, "unparseable": 1,
                                                                  "failed": 0}}
+    assert not any("Is it case 3?" in r["messages"][0]["content"] for r in seen)
     case1 = [r for r in seen if "Is it case 1?" in r["messages"][0]["content"]]
     case2 = [r for r in seen if "Is it case 2?" in r["messages"][0]["content"]]
     assert len(case1) == 1 and [r["temperature"] for r in case2] == [0.0, 0.5, 1.0, 1.5, 2.0]
@@ -319,3 +322,14 @@ def test_mmmu_pro_and_seephys_prompts(tmp_path):
                                         "answer in <answer> </answer> tags.The final answer should retain 2 "
                                         "significant figures.")
     assert B.build_user_text(zh)[0].endswith("输入最终答案。")
+
+
+def test_judge_endpoint_down_is_counted_as_failed_and_switched_off():
+    import socket
+    with socket.socket() as s:   # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    judge = judges.Judge(f"http://127.0.0.1:{port}", "j")
+    assert judge.ask("prompt", 5, lambda r: True) == (None, "failed") and judge.down
+    assert judge.ask("prompt", 5, lambda r: True) == (None, "failed")   # no second connection attempt
+    assert judge.counts == {"asked": 2, "model": 0, "unparseable": 0, "failed": 2}
