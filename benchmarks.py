@@ -1,9 +1,11 @@
 """
-Benchmarks, as nanochat's tasks/, for eval.py: readers (VLMEvalKit TSV, the HF hub parquet of MMMU and MathVista,
-our JSONL records and the K12 json -> [EvalItem]), each benchmark's released prompt (build_messages), and the
-official scorers (score_response): MMMU's rules OR Skywork's boxed rule, VLMEvalKit's can_infer + MathVista's
-extraction and post_check, rewards.score_batch (eq. 2) for the rest. DEVIATIONS (at the end, written into
-summary.json by eval.py) says where we differ from the reference scorers.
+Benchmarks, as nanochat's tasks/, for eval.py: readers (VLMEvalKit TSV, the HF hub parquet of MMMU, MathVista,
+EMMA-mini and MMK12, our JSONL records and the K12 json -> [EvalItem]), each benchmark's released prompt
+(build_messages), and which scorer each answer gets (score_response): MMMU's rules OR Skywork's boxed rule,
+MathVista's extraction and post_check (both in scorers.py), HallusionBench's Yes/No, MME-Reasoning's puzzle
+checkers (puzzles.py), several-letter golds, and rewards.score_batch (eq. 2's rule) for the rest. The reported
+number per benchmark is bench_metrics.py's; the LLM judges are judges.py's. DEVIATIONS (at the end, written into
+summary.json by eval.py) says where we still differ from the paper's evaluation.
 """
 
 import ast
@@ -23,7 +25,8 @@ import puzzles
 import rewards
 from scorers import (answer_segment, boxed_rule_check, can_infer, mathvista_extract,  # noqa: F401 (also
                      mathvista_post_check, mmmu_eval_multi_choice, mmmu_eval_open, mmmu_gold,   # benchmarks.X)
-                     mmmu_normalize_str, mmmu_parse_multi_choice, mmmu_parse_open, score_mmmu_outputs)
+                     mmmu_normalize_str, mmmu_parse_multi_choice, mmmu_parse_open, score_mmmu_outputs,
+                     scoring_options)
 
 # -----------------------------------------------------------------------------
 # items and readers: every layout becomes a list of EvalItem
@@ -215,7 +218,8 @@ def read_hub_parquet(path) -> list[EvalItem]:
             images = [image_from(r.get(f"image_{i}"), f, where) for i in range(1, 6)]
             options = {chr(65 + i): str(c) for i, c in enumerate(r["options"] or [])} \
                 if str(r["type"]).lower() == "multiple choice" else {}
-            extra = {k: v for k, v in r.items() if not k.startswith("image_") and k not in ("pid", "question", "answer")}
+            extra = {k: v for k, v in r.items()
+                     if not k.startswith("image_") and k not in ("pid", "question", "answer")}
             items.append(EvalItem(id=str(r["pid"]), question=r["question"], answer=str(r["answer"]), images=images,
                                   options=options, benchmark=path.stem, subject=str(r.get("subject") or ""),
                                   extra={**extra, "emma_images": True}))
@@ -279,7 +283,8 @@ VISULOGIC_SUFFIX = ("\nSolve the complex visual logical reasoning problem throug
 # (SeePhys.build_prompt, default USE_COT_PROMPT=1)
 SEEPHYS_COT_EN = ("\nPlease answer this question with reasoning. First output your reasoning process in <think> "
                   "</think> tags and then output the final answer in <answer> </answer> tags.")
-SEEPHYS_COT_ZH = "\n请用推理来回答这个问题。首先在<think></think>标签中输出推理过程，然后在<answer></answer>标签中输入最终答案。"
+SEEPHYS_COT_ZH = ("\n请用推理来回答这个问题。"
+                  "首先在<think></think>标签中输出推理过程，然后在<answer></answer>标签中输入最终答案。")
 # eval/EMMA/configs/gpt.yaml (multi_choice_format, open_ended_format, Strategy_Instruction.CoT) as yaml.safe_load
 # reads them (the folded lines joined with "\n"), after str.format ("{{}}" -> "{}")
 EMMA_MCQ = ("{context}\n{question}\n{options}\nAnswer with the option's letter from the given choices and put the "
@@ -423,22 +428,6 @@ def score_response(item, response, rng, llm_extract=None, reward_cfg=None):
         return {"correct": mathvista_post_check(item, extracted), "parsed_pred": extracted, "extraction": how}
     own = own_rule_verdict(item, response)
     return own if own is not None else score_with_rewards([item], [response], reward_cfg)[0]
-
-
-def scoring_options(item):
-    """The options an answer is matched against: the option columns, else a `choices` list column (MathVision:
-    its prompt carries them in the question; a boxed option text is then matched to its letter)."""
-    if item.options:
-        return dict(item.options)
-    raw = item.extra.get("choices")
-    if isinstance(raw, str) and raw.startswith("["):
-        try:
-            raw = ast.literal_eval(raw)
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
-            return {}
-    if isinstance(raw, list) and raw:
-        return {chr(65 + i): str(v) for i, v in enumerate(raw)}
-    return {}
 
 
 def multi_letter_gold(answer):

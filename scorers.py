@@ -248,18 +248,25 @@ Extracted answer: B
 """
 
 
-def mathvista_choices(item):
+def scoring_options(item):
+    """The options an answer is matched against: the option columns, else a `choices` list column (MathVista's
+    TSV, MathVision: their prompt carries the choices in the question; a boxed option text then maps to its
+    letter)."""
     if item.options:
         return dict(item.options)
     raw = item.extra.get("choices")
-    values = ast.literal_eval(raw) if isinstance(raw, str) else list(raw or [])
-    return {chr(65 + i): str(v) for i, v in enumerate(values)}
+    if isinstance(raw, str):
+        try:
+            raw = ast.literal_eval(raw)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            raise ValueError(f"{item.benchmark} {item.id}: choices {raw[:60]!r} is not a list literal") from None
+    return {chr(65 + i): str(v) for i, v in enumerate(list(raw or []))}
 
 
 def mathvista_gold_option(item):
     if item.extra.get("answer_option"):
         return item.extra["answer_option"]
-    choices = mathvista_choices(item)
+    choices = scoring_options(item)
     hits = [k for k, v in choices.items() if v == str(item.answer)]
     return hits[0] if hits else str(item.answer)
 
@@ -271,7 +278,7 @@ def mathvista_extract(item, response, llm_extract=None):
     rule extractor. Everything sees the answer segment (after </think>), as upstream VLMEvalKit's SPLIT_THINK."""
     text = answer_segment(response).strip()
     if item.extra.get("question_type") == "multi_choice":
-        opt = can_infer(text, mathvista_choices(item))
+        opt = can_infer(text, scoring_options(item))
         if opt:
             return opt, "prefetch"
     else:
@@ -297,7 +304,7 @@ def mathvista_post_check(item, extracted):
     answer_type = item.extra.get("answer_type")
     try:
         if item.extra.get("question_type") == "multi_choice":
-            return can_infer(str(extracted), mathvista_choices(item)) == mathvista_gold_option(item)
+            return can_infer(str(extracted), scoring_options(item)) == mathvista_gold_option(item)
         if answer_type == "integer":
             return int(str(extracted).strip()) == int(str(item.answer).strip())
         if answer_type == "float":
