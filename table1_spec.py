@@ -29,6 +29,8 @@ TABLE1 = [
     ("Physics", "PhyX (mc-text-minimal)", 52.8, ["PhyX_mini_MC"]),
     ("Physics", "SeePhys", 31.5, ["SeePhys"]),
 ]
+# read from the HF hub parquet layout, MMMU and MathVista items are named after the benchmark, not the file
+HUB_NAMES = {"MMMU_DEV_VAL": "MMMU", "MathVista_MINI": "MathVista"}
 BENCH_LAYOUTS = (".tsv", ".parquet", ".jsonl", ".json", "")   # "": a directory of parquet shards
 
 

@@ -20,7 +20,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
 import data  # noqa: E402
-from table1_spec import TABLE1  # noqa: E402
+from table1_spec import HUB_NAMES, TABLE1  # noqa: E402
 
 
 def write_text(path, text):
@@ -102,7 +102,8 @@ def table1(runs):
         if sec != section:
             lines.append(f"| *{sec}* | | | | | |")
             section = sec
-        found = [runs[f"{s}/think/full"] for s in stems if f"{s}/think/full" in runs]
+        found = [runs.get(f"{s}/think/full") or runs.get(f"{HUB_NAMES.get(s)}/think/full") for s in stems]
+        found = [r for r in found if r]
         if len(found) == len(stems):
             ours = f"{100 * sum(r['accuracy'] for r in found) / len(found):.1f} ± " \
                    f"{100 * max(r['std'] for r in found):.1f} (k={found[0]['k']})"

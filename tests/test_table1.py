@@ -266,12 +266,15 @@ def test_table1_layout_puts_the_paper_column_beside_ours():
     runs = {"MMMU_Pro_10c/think/full": {"accuracy": 0.5, "std": 0.01, "k": 5, "metric": "acc.",
                                         "judge": {"by": "rules", "samples": {}}},
             "MMMU_Pro_V/think/full": {"accuracy": 0.4, "std": 0.02, "k": 5, "metric": "acc.",
-                                      "judge": {"by": "rules+model", "samples": {"unparseable": 3}}}}
+                                      "judge": {"by": "rules+model", "samples": {"unparseable": 3}}},
+            "MMMU/think/full": {"accuracy": 0.7, "std": 0.0, "k": 5, "metric": "acc.",   # read as hub parquet
+                                "judge": {"by": "rules", "samples": {}}}}
     text = tables.table1(runs)
     row = next(line for line in text.splitlines() if line.startswith("| MMMU-Pro "))
     assert row == ("| MMMU-Pro | acc. | 55.4 | 45.0 ± 2.0 (k=5) | rules / rules+model (3 samples without a judge "
                    "verdict) | MMMU_Pro_10c, MMMU_Pro_V |")
-    assert "| MMMU (val) |  | 76.0 | not run |" in text and len([r for r in text.splitlines()
+    assert "| MMMU (val) | acc. | 76.0 | 70.0 ± 0.0 (k=5) | rules | MMMU_DEV_VAL |" in text
+    assert "| MMStar |  | 70.6 | not run |" in text and len([r for r in text.splitlines()
                                                                 if r.startswith("| ") and "|---" not in r]) == 21
 
 
