@@ -488,8 +488,11 @@ DEVIATIONS = [
     "other models' columns, which are their OpenCompass numbers); aAcc, fAcc and qAcc are reported too.",
     "MathVista: post_check compares text/list answers with the extracted answer (VLMEvalKit compares str(None), "
     "so it scores them all wrong); without an endpoint rewards.extract_answer replaces the GPT extractor.",
-    "MathVerse, MathVision, PhyX, SeePhys: their own GPT extract-then-score prompts are not ported: rules "
-    "(Math-Verify; MathVision's `choices` map a boxed option text to its letter) OR the generic verifier prompt.",
+    "MathVision, PhyX, SeePhys: their own GPT extract-then-score prompts are not ported: rules (Math-Verify; "
+    "MathVision's `choices` map a boxed option text to its letter) OR the generic verifier prompt. MathVerse's "
+    "two judge prompts are ported; VLMEvalKit sends every answer through them, we only those the rules reject.",
+    "All judges see the answer after </think> (Skywork's fork does so for the option matcher; its MathVerse, "
+    "LogicVista and Yes/No judges get the whole response).",
     "WeMath: the scores divide by the number of multi-step problems in the file (VLMEvalKit: the constant 525, "
     "the full set's count); per-row verdicts by rules OR WeMath's option-matching judge prompt.",
     "MME-Reasoning: checkers for 24 points, 4x4/6x6 sudoku, skyscraper and yin-yang read the answer's last "

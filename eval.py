@@ -434,8 +434,7 @@ def score_run(items, generations, cfg, mode):
     wrong = [(rec, it) for rec, it in judged if judges.needs_judge(it, rec)]
     if cfg.verifier_url and wrong:   # each benchmark's own judge prompt, asked about what the rules scored wrong
         judge = judges.Judge(cfg.verifier_url, cfg.verifier_model or rewards.RewardConfig.verifier_model)
-        answers = judge.ask_many([judges.judge_request(it, rec["response"], scoring_options(it))
-                                  for rec, it in wrong])
+        answers = judge.judge_all([(it, rec["response"], scoring_options(it)) for rec, it in wrong])
         for (rec, _), (verdict, how) in zip(wrong, answers):
             rec["verifier"], rec["judge"], rec["correct"] = verdict, how, verdict is True
         print(f"judge {judge.url}: {judge.counts}")

@@ -11,8 +11,11 @@ Prompts, verbatim, from SkyworkAI/Skywork-R1V @ b806cef:
   yorn    utils/yorn.py YOrN_match_prompt L207-223 (HallusionBench; 5 tries at T = 0.5 i, Yes/No)
   letters utils/logicvista.py build_prompt_logicvista L10-36 (5 tries at T = 0.5 i, upper-case letters)
   yesno   eval/MMK12/calculate_score.py create_comparison_prompt L40-72 (5 tries at T = 0.5 i, "yes"/"no")
-  open    the others (MathVerse, MathVision, SeePhys, PhyX, EMMA, MME-Reasoning open questions): rewards.py's
-          verifier prompt (their own extract-then-score prompts are not ported: benchmarks.DEVIATIONS)
+  mathverse  utils/mathverse.py L80-162: extract (5 tries), an exact match short-circuits, else score 0/1 (5 tries)
+  open    the others (MathVision, SeePhys, PhyX, EMMA, MME-Reasoning open questions): rewards.py's verifier
+          prompt (their own extract-then-score prompts are not ported: benchmarks.DEVIATIONS)
+Every judge sees the answer after </think> (the fork's option matcher does so; for the others a 16k-token trace
+would not fit a judge's context).
 """
 
 import http.client
@@ -116,6 +119,117 @@ Model Answer:
 ---
 """  # noqa: E501
 
+# MathVerse (eval/vlmevalkit/vlmeval/dataset/utils/mathverse.py L8-115): a GPT extraction with six in-context
+# examples, then a 0/1 consistency judgement with four; verbatim, as the code there builds them (its "{{3}}"
+# are literal double braces: the examples are not format strings)
+MATHVERSE_EXTRACT_PREFIX = (
+    '\n'
+    "I am providing you a response from a model to a math problem, termed 'Model Response'. You should extract the answer from the response as 'Extracted Answer'. Directly output the extracted answer with no explanation.\n"
+    '\n'
+    '\n'
+    '\n'
+    '1.\n'
+    "Model response: 'Rounded to two decimal places, the perimeter of the sector is approximately:\n"
+    '\n'
+    "(-2, 1)'\n"
+    'Extracted Answer: (-2, 1)\n'
+    '\n'
+    '\n'
+    '\n'
+    '2.\n'
+    "Model response: 'at those points.\n"
+    '\n'
+    'Therefore, the correct option that represents the meaning of the intersection points of the graphs is:\n'
+    '\n'
+    'D. They give the solutions to the equation $f(t)=g(t)$.",\'\n'
+    'Extracted Answer: D\n'
+    '\n'
+    '\n'
+    '\n'
+    '3.\n'
+    "Model response: ' at 1 (there's a closed circle at y = 1), the range in interval notation is \\((-4, 1]\\).\n"
+    '\n'
+    'Final values:\n'
+    'Domain: \\((-3, 3]\\)\n'
+    "Range: \\((-4, 1]\\)'\n"
+    'Extracted Answer: Domain: \\((-3, 3]\\)\n'
+    'Range: \\((-4, 1]\\)\n'
+    '\n'
+    '\n'
+    '\n'
+    '4.\n'
+    "Model response: 'As it stands, I cannot provide the correct option letter because there isn't enough information to solve for 'y'.'\n"
+    'Extracted Answer: null\n'
+    '\n'
+    '\n'
+    '\n'
+    '5.\n'
+    "Model response: 'Given that AB = 17.6 meters, we can now substitute into the equation:\n"
+    '\n'
+    'd = 17.6 / cos(38°)\n'
+    '\n'
+    "Therefore, to one decimal place, the distance d between Ned and Bart is approximately 22.3 meters.'\n"
+    'Extracted answer: 22.3\n'
+    '\n'
+    '\n'
+    '\n'
+    '6.\n'
+    'Model response:  have all the coefficients for the quadratic function:\n'
+    '\\( f(x) = ax^2 + bx + c \\)\n'
+    '\\( f(x) = -1x^2 - 2x + 1 \\)\n'
+    '\n'
+    'Therefore, the equation for the graphed function \\( f \\) is:\n'
+    '\\( f(x) = -x^2 - 2x + 1 \\)"\'\n'
+    'Extracted answer: f(x) = -x^2 - 2x + 1\n'
+    '\n'
+    '\n'
+    '7.\n')  # noqa: E501
+MATHVERSE_SCORE_PREFIX = (
+    '\n'
+    "Below are two answers to a math question. Question is [Question], [Standard Answer] is the standard answer to the question, and [Model_answer] is the answer extracted from a model's output to this question.  Determine whether these two answers are consistent.\n"
+    'Please note that only when the [Model_answer] completely matches the [Standard Answer] means they are consistent. For non-multiple-choice questions, if the meaning is expressed in the same way, it is also considered consistent, for example, 0.5m and 50cm.\n'
+    'If they are consistent, Judement is 1; if they are different, Judement is 0.\n'
+    '\n'
+    '\n'
+    '\n'
+    '[Question]: Write the set of numbers represented on the number line in interval notation.\n'
+    '[Standard Answer]: (-2,1]\n'
+    '[Model_answer] : Extracted Answer: \\((-2, 1)\\)\n'
+    'Judgement: 0\n'
+    '\n'
+    '\n'
+    '\n'
+    '[Question]: As shown in the figure, circle O has a radius 1.0, if angle BAC = 60.0, then the length of BC is ()\n'
+    'Choices:\n'
+    'A:2\n'
+    'B:2√{{3}}\n'
+    'C:√{{3}}\n'
+    'D:2√{{2}}\n'
+    '[Standard Answer]: C\n'
+    '[Model_answer] : B:2√{{3}}\n'
+    'Judgement: 0\n'
+    '\n'
+    '\n'
+    '\n'
+    '[Question]: Find the domain and range of the function f using interval notation.\n'
+    '[Standard Answer]: domain: [-4, 0) and range: (-3, 1]\n'
+    '[Model_answer] : Range: \\((-4, 1]\\)\n'
+    'Judgement: 0\n'
+    '\n'
+    '\n'
+    '\n'
+    '[Question]: As shown in the figure, circle O has a radius 1.0, if angle BAC = 60.0, then the length of BC is ()\n'
+    'Choices:\n'
+    'A:2\n'
+    'B:2√{{3}}\n'
+    'C:√{{3}}\n'
+    'D:2√{{2}}\n'
+    '[Standard Answer]: C\n'
+    '[Model_answer] : null\n'
+    'Judgement: 0\n'
+    '\n'
+    '\n')  # noqa: E501
+
 
 def yorn_extract(text):
     """VLMEvalKit YOrN_Extraction (utils/yorn.py L226-233): 'Yes' / 'No' when exactly one of the words occurs
@@ -136,6 +250,8 @@ def judge_kind(benchmark):
         return "yesno"
     if name.startswith("wemath"):
         return "wemath"
+    if name.startswith("mathverse"):
+        return "mathverse"
     return "mcq_or_open"
 
 
@@ -183,6 +299,24 @@ def judge_request(item, response, options):
     return prompt, 1, lambda r: rewards._parse_verdict(r)
 
 
+def judge_answer(judge, item, response, options):
+    """-> (verdict, how): the benchmark's judge on one answer. MathVerse's is two calls: its extractor, then (when
+    the extraction is not the gold verbatim) its 0/1 scorer on the extraction."""
+    if judge_kind(item.benchmark) != "mathverse":
+        return judge.ask(*judge_request(item, response, options))
+    gold = str(item.answer).strip()
+    extract_prompt = MATHVERSE_EXTRACT_PREFIX + f"Model response: '{answer_segment(response)}'\nExtracted Answer: "
+    extracted, how = judge.ask(extract_prompt, 5, lambda reply: reply)   # any reply is an extraction there
+    if extracted is None:
+        return None, how
+    if extracted.strip() == gold:   # post_check_score(prefetch=True)
+        return True, "model"
+    question = item.extra.get("question_for_eval", item.question)
+    score_prompt = MATHVERSE_SCORE_PREFIX + (f"\n    [Question]: {question}\n    [Standard Answer]: {gold}\n"
+                                             f"    [Model_answer] : {extracted}\n    Judgement:")
+    return judge.ask(score_prompt, 5, lambda reply: {"0": False, "1": True}.get(reply.strip()))
+
+
 class Judge:
     """One benchmark run's judge on the endpoint: ask(prompt, tries, parse) -> (True/False/None, how) with how
     "model" (parsed), "unparseable" (replies, none parsed) or "failed" (no reply), counted in `counts`.
@@ -228,7 +362,7 @@ class Judge:
         self.count(how)
         return None, how
 
-    def ask_many(self, requests, workers=16):
-        """[(prompt, tries, parse)] -> [(verdict, how)], concurrently (the endpoint batches them)."""
+    def judge_all(self, requests, workers=16):
+        """[(item, response, options)] -> [judge_answer(...)], concurrently (the endpoint batches them)."""
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(requests)))) as pool:
-            return list(pool.map(lambda r: self.ask(*r), requests))
+            return list(pool.map(lambda r: judge_answer(self, *r), requests))

@@ -231,6 +231,24 @@ def test_judge_prompts_verdicts_and_unparseable_replies(tmp_path, stub_judge):
     assert judges.YORN_PROMPT.startswith("You are an AI assistant who will help me to match an answer with two")
 
 
+def test_mathverse_judge_extracts_then_scores(tmp_path, stub_judge):
+    url, seen, replies = stub_judge
+    header = ["index", "question", "question_for_eval", "answer", "image"]
+    write_tsv(tmp_path / "MathVerse_MINI_Vision_Only.tsv", header,
+              [[0, "", "How far is Bart?", "22.3", b64((6, 6, 6))], [1, "", "How many?", "6", b64((6, 6, 7))]])
+    replies.update({"Model response: 'So d is about twenty-two point three.'": "22.3",
+                    "Model response: 'It is five.'": "5", "[Model_answer] : 5\n": "0"})
+    responses = {("0", 0): "</think>So d is about twenty-two point three.", ("1", 0): "</think>It is five."}
+    summary, scored = summarize(tmp_path / "MathVerse_MINI_Vision_Only.tsv", responses, verifier_url=url)
+    assert [(s["correct"], s["judge"]) for s in scored] == [(True, "model"), (False, "model")]
+    prompts = [r["messages"][0]["content"] for r in seen]
+    assert len(prompts) == 3 and sum(p.startswith(judges.MATHVERSE_SCORE_PREFIX) for p in prompts) == 1
+    score = next(p for p in prompts if p.startswith(judges.MATHVERSE_SCORE_PREFIX))
+    assert score.endswith("\n    [Question]: How many?\n    [Standard Answer]: 6\n    [Model_answer] : 5\n"
+                          "    Judgement:")
+    assert judges.MATHVERSE_EXTRACT_PREFIX.startswith("\nI am providing you a response from a model to a math")
+
+
 def test_mcq_and_letters_judges_parse_like_vlmevalkit():
     item = B.EvalItem(id="1", question="Pet?", answer="B", images=[], options={"A": "cat", "B": "dog"},
                       benchmark="MMStar")
