@@ -485,12 +485,15 @@ DEVIATIONS = [
     "MMK12: Skywork's judge scores every answer yes/no; we ask it only about answers the rules score wrong "
     "(Skywork samples at T = 0.8).",
     "HallusionBench: Table 1's figure is taken to be OpenCompass's mean(aAcc, fAcc, qAcc) (inferred from the "
-    "other models' columns, which are their OpenCompass numbers); aAcc, fAcc and qAcc are reported too.",
+    "other models' columns, which are their OpenCompass numbers); aAcc, fAcc and qAcc are reported too. "
+    "Yes/No is read from the answer after </think> (Skywork's fork reads the whole response, where the "
+    "thinking's yes/no words mostly leave it 'Unknown' for the judge).",
     "MathVista: post_check compares text/list answers with the extracted answer (VLMEvalKit compares str(None), "
     "so it scores them all wrong); without an endpoint rewards.extract_answer replaces the GPT extractor.",
-    "MathVision, PhyX, SeePhys: their own GPT extract-then-score prompts are not ported: rules (Math-Verify; "
-    "MathVision's `choices` map a boxed option text to its letter) OR the generic verifier prompt. MathVerse's "
-    "two judge prompts are ported; VLMEvalKit sends every answer through them, we only those the rules reject.",
+    "PhyX, SeePhys: their own GPT extract-then-score prompts are not ported: rules (Math-Verify) OR the generic "
+    "verifier prompt. MathVerse's and MathVision's judge prompts are ported (VLMEvalKit sends every answer "
+    "through them, we only those the rules reject); MathVision's is_equal lacks its latex2sympy step, and its "
+    "rules are Math-Verify, with the `choices` mapping a boxed option text to its letter.",
     "All judges see the answer after </think> (Skywork's fork does so for the option matcher; its MathVerse, "
     "LogicVista and Yes/No judges get the whole response).",
     "WeMath: the scores divide by the number of multi-step problems in the file (VLMEvalKit: the constant 525, "

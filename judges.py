@@ -12,7 +12,9 @@ Prompts, verbatim, from SkyworkAI/Skywork-R1V @ b806cef:
   letters utils/logicvista.py build_prompt_logicvista L10-36 (5 tries at T = 0.5 i, upper-case letters)
   yesno   eval/MMK12/calculate_score.py create_comparison_prompt L40-72 (5 tries at T = 0.5 i, "yes"/"no")
   mathverse  utils/mathverse.py L80-162: extract (5 tries), an exact match short-circuits, else score 0/1 (5 tries)
-  open    the others (MathVision, SeePhys, PhyX, EMMA, MME-Reasoning open questions): rewards.py's verifier
+  mathv   utils/mathv.py L83-148: extract (5 tries), then post_check: can_infer against `choices`, else is_equal
+          (lower-cased equality or |a - b| < 1e-6; its latex2sympy step is not ported)
+  open    the others (SeePhys, PhyX, EMMA, MME-Reasoning open questions): rewards.py's verifier
           prompt (their own extract-then-score prompts are not ported: benchmarks.DEVIATIONS)
 Every judge sees the answer after </think> (the fork's option matcher does so; for the others a 16k-token trace
 would not fit a judge's context).
@@ -230,6 +232,62 @@ MATHVERSE_SCORE_PREFIX = (
     '\n'
     '\n')  # noqa: E501
 
+# MathVision (eval/vlmevalkit/vlmeval/dataset/utils/mathv.py L42-97 build_mathv_gpt4_prompt): the extraction
+# prompt with its five examples, verbatim; the question and 'Model respone: ' + answer follow
+MATHV_EXTRACT_PREFIX = (
+    '\n'
+    'Please read the following example.\n'
+    'Then extract the answer from the model response and type it at the end of the prompt.\n'
+    '\n'
+    '\n'
+    'Hint: Please answer the question and provide the final answer at the end.\n'
+    '\n'
+    'Question: Which number is missing?\n'
+    '\n'
+    'Model response: The number missing in the sequence is 14.\n'
+    '\n'
+    'Extracted answer: 14\n'
+    '\n'
+    '\n'
+    'Hint: Please answer the question and provide the final answer at the end.\n'
+    '\n'
+    'Question: What is the fraction of females facing the camera?\n'
+    '\n'
+    'Model response: The fraction of females facing the camera is 0.6,\n'
+    'which means that six out of ten females in the group are facing the camera.\n'
+    '\n'
+    'Extracted answer: 0.6\n'
+    '\n'
+    '\n'
+    'Hint: Please answer the question and provide the final answer at the end.\n'
+    '\n'
+    'Question: How much money does Luca need to buy a sour apple candy and a butter-scotch candy? (Unit: $)\n'
+    '\n'
+    'Model response: Luca needs $1.45 to buy a sour apple candy and a butterscotch candy.\n'
+    '\n'
+    'Extracted answer: 1.45\n'
+    '\n'
+    '\n'
+    'Hint: Please answer the question and provide the final answer at the end.\n'
+    '\n'
+    'Question: Between which two years does the line graph saw its maximum peak?\n'
+    '\n'
+    'Model response: The line graph saw its maximum peak between 2007 and 2008.\n'
+    '\n'
+    'Extracted answer: [2007, 2008]\n'
+    '\n'
+    '\n'
+    'Hint: Please answer the question and provide the correct option letter, e.g., A, B, C, D, at the end.\n'
+    '\n'
+    'Question: What fraction of the shape is blue?\n'
+    '\n'
+    'Choices: (A) 3/11 (B) 8/11 (C) 6/11 (D) 3/5\n'
+    '\n'
+    'Model response: The correct answer is (B) 8/11.\n'
+    '\n'
+    'Extracted answer: B\n'
+    '\n')  # noqa: E501
+
 
 def yorn_extract(text):
     """VLMEvalKit YOrN_Extraction (utils/yorn.py L226-233): 'Yes' / 'No' when exactly one of the words occurs
@@ -252,6 +310,8 @@ def judge_kind(benchmark):
         return "wemath"
     if name.startswith("mathverse"):
         return "mathverse"
+    if name.startswith("mathvision"):
+        return "mathv"
     return "mcq_or_open"
 
 
@@ -261,6 +321,17 @@ def needs_judge(item, verdict):
     if verdict["correct"]:
         return False
     return not (judge_kind(item.benchmark) == "yorn" and verdict.get("parsed_pred") in ("Yes", "No"))
+
+
+def mathv_equal(answer, gold):
+    """MathVision's is_equal without eval() or latex2sympy: equal lower-cased, or numbers within 1e-6."""
+    answer, gold = str(answer).lower().strip(), str(gold).lower().strip()
+    if answer == gold:
+        return True
+    try:
+        return abs(float(answer) - float(gold)) < 1e-6
+    except (ValueError, OverflowError):
+        return False
 
 
 def option_string(options):   # VLMEvalKit build_option_str: "A. x\nB. y\n"
@@ -287,6 +358,9 @@ def judge_request(item, response, options):
         given = match.group(1).strip() if match else (rewards.extract_answer(response) or response)
         prompt = YESNO_PROMPT.format(question=item.question, answer=gold, model_response=given)
         return prompt, 5, lambda r: {"yes": True, "no": False}.get(r.strip().lower())
+    if kind == "mathv":
+        prompt = MATHV_EXTRACT_PREFIX + f"{item.question}\nModel respone: {answer}Extracted answer:"
+        return prompt, 5, lambda reply: (can_infer(reply, options) == gold) if options else mathv_equal(reply, gold)
     if options:
         template = WEMATH_PROMPT if kind == "wemath" else MCQ_PROMPT
 

@@ -255,6 +255,15 @@ def test_mcq_and_letters_judges_parse_like_vlmevalkit():
     prompt, tries, parse = judges.judge_request(item, "<think>x</think>woof", item.options)
     assert tries == 3 and prompt.endswith("Question: Pet??\nOptions: A. cat\nB. dog\n\nAnswer: woof\nYour output: ")
     assert (parse("B"), parse("A"), parse("A or B"), parse("nothing")) == (True, False, None, None)
+    mv = B.EvalItem(id="4", question="Which? (A) 3 (B) 5", answer="B", images=[], options={},
+                    benchmark="MathVision", extra={"choices": "['3', '5']"})
+    prompt, tries, parse = judges.judge_request(mv, "</think>five", B.scoring_options(mv))
+    assert prompt.startswith(judges.MATHV_EXTRACT_PREFIX) and prompt.endswith(
+        "Which? (A) 3 (B) 5\nModel respone: fiveExtracted answer:") and tries == 5
+    assert (parse("5"), parse("B"), parse("3"), parse("no idea")) == (True, True, False, False)
+    open_mv = B.EvalItem(id="5", question="Area?", answer="2.50", images=[], options={}, benchmark="MathVision")
+    _, _, parse = judges.judge_request(open_mv, "x", {})
+    assert (parse("2.5"), parse("2.6"), parse("two")) == (True, False, False)
     lv = B.EvalItem(id="2", question="Which?", answer="A, C", images=[], options={}, benchmark="LogicVista")
     _, tries, parse = judges.judge_request(lv, "x", {})
     assert tries == 5 and (parse("CA"), parse("A"), parse("A, C"), parse("ac")) == (True, False, None, None)
