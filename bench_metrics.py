@@ -7,7 +7,7 @@ rows first, as VLMEvalKit (SkyworkAI/Skywork-R1V @ b806cef, eval/vlmevalkit/vlme
   HallusionBench          aAcc (rows), fAcc (figures), qAcc (questions) (utils/yorn.py Hallusion_rating L91-120)
   WeMath                  strict and loose scores over 2- and 3-step problems (utils/wemath.py L13-213)
 
-eval.py calls benchmark_metric on each of the k sample runs and reports the mean and std over runs (avg@k).
+eval.py reports the metric's mean and std over the k sample runs (avg@k): metric_per_run.
 """
 
 from collections import defaultdict
@@ -131,13 +131,9 @@ def wemath_scores(items, correct):
     return {"score": strict, "strict": strict, "loose": loose, "problems": n, **counts}
 
 
-def summarize_runs(kind, items, by_item):
-    """by_item {id: [bool] * k} -> the metric of each sample run, its mean ("accuracy") and std (ddof=1), and
-    every numeric part averaged over the runs."""
+def metric_per_run(kind, items, by_item):
+    """by_item {id: [bool] * k} -> (the metric of each of the k sample runs, every other numeric part averaged
+    over the runs)."""
     k = len(next(iter(by_item.values())))
     runs = [benchmark_metric(kind, items, {i: v[j] for i, v in by_item.items()}) for j in range(k)]
-    per_run = [r["score"] for r in runs]
-    mean = sum(per_run) / k
-    std = (sum((x - mean) ** 2 for x in per_run) / (k - 1)) ** 0.5 if k > 1 else 0.0
-    parts = {p: sum(r[p] for r in runs) / k for p in runs[0] if p != "score"}
-    return {"metric": METRIC_NAMES[kind], "accuracy": mean, "std": std, "per_run": per_run, "parts": parts}
+    return [r["score"] for r in runs], {p: sum(r[p] for r in runs) / k for p in runs[0] if p != "score"}

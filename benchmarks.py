@@ -362,7 +362,7 @@ def build_user_text(item: EvalItem, mmmu_images: str = "front"):
     elif name.startswith("mmmu_pro"):
         text = f"Question: {item.question}\n"
         if item.options:
-            text += "Options:\n" + "".join(f"{k}. {v}\n" for k, v in item.options.items())
+            text += "Options:\n" + judges.option_string(item.options)
             text += MMMU_PRO_COT_MCQ if "cot" in name else MMMU_PRO_DIRECT
     elif name.startswith("visulogic"):
         text = item.question + VISULOGIC_SUFFIX
@@ -374,7 +374,7 @@ def build_user_text(item: EvalItem, mmmu_images: str = "front"):
             text += f"Hint: {item.extra['hint']}\n"
         text += f"Question: {item.question}\n"
         if item.options:
-            text += "Options:\n" + "".join(f"{k}. {v}\n" for k, v in item.options.items())
+            text += "Options:\n" + judges.option_string(item.options)
             if not name.startswith("wemath"):
                 text += "Please select the correct answer from the options above. \n"
         if name.startswith("wemath") and "COT" in item.benchmark and item.extra.get("requirement"):

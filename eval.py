@@ -153,9 +153,13 @@ def avg_at_k(correct_by_item):
         raise ValueError(f"items have different numbers of samples {sorted(ks)}; finish generation first")
     k = ks.pop()
     per_run = [float(np.mean([v[j] for v in correct_by_item.values()])) for j in range(k)]
-    std = float(np.std(per_run, ddof=1)) if k > 1 else 0.0
-    return {"accuracy": float(np.mean(per_run)), "std": std, "per_run": per_run, "k": k,
-            "n_items": len(correct_by_item)}
+    return {**mean_std(per_run), "k": k, "n_items": len(correct_by_item)}
+
+
+def mean_std(per_run):
+    """The k runs' scores -> their mean and sample std (ddof=1; 0 for k=1)."""
+    std = float(np.std(per_run, ddof=1)) if len(per_run) > 1 else 0.0
+    return {"accuracy": float(np.mean(per_run)), "std": std, "per_run": [float(x) for x in per_run]}
 
 
 def hallucination_split(scored, phrases):
@@ -189,10 +193,9 @@ def summarize_run(scored, cfg_phrases, family, items=None):
     kind = bench_metrics.metric_kind(items[0].benchmark) if items else "accuracy"
     summary["metric"] = bench_metrics.METRIC_NAMES[kind]
     if kind != "accuracy":
-        grouped = bench_metrics.summarize_runs(kind, [it for it in items if it.id in by_item],
-                                               {i: [s["correct"] for s in v] for i, v in by_item.items()})
-        summary["plain_accuracy"] = summary["accuracy"]
-        summary.update({key: grouped[key] for key in ("accuracy", "std", "per_run", "parts")})
+        per_run, parts = bench_metrics.metric_per_run(kind, [it for it in items if it.id in by_item],
+                                                      {i: [s["correct"] for s in v] for i, v in by_item.items()})
+        summary.update(plain_accuracy=summary["accuracy"], **mean_std(per_run), parts=parts)
     hows = {h: sum(s.get("judge", "rules") == h for s in scored) for h in ("rules", "model", "unparseable", "failed")}
     summary["judge"] = {"by": "rules" if hows["rules"] == len(scored) else "rules+model", "samples": hows}
     summary["avg_tokens"] = float(np.mean([s["num_tokens"] for s in scored]))

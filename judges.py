@@ -334,7 +334,7 @@ def mathv_equal(answer, gold):
         return False
 
 
-def option_string(options):   # VLMEvalKit build_option_str: "A. x\nB. y\n"
+def option_string(options):   # "A. x\nB. y\n": VLMEvalKit's build_option_str, and its MCQ prompts' lines
     return "".join(f"{k}. {v}\n" for k, v in options.items())
 
 
