@@ -13,7 +13,7 @@ the hallucination split. Every table of the paper is one of these runs:
                                                   (DIR/<Subject>/output.json) with the official rules.
   python eval.py --out_dir=DIR --score_only=True  re-scores existing generations (no model needed).
 
-Reads top to bottom: config, MathVista's GPT extractor, analyses, generation (over sampling.py), scoring a run,
+Reads top to bottom: config, analyses, generation (over sampling.py), scoring a run,
 outputs, main. Benchmark readers, prompts and official scorers (MMMU, MathVista; rewards.py) are benchmarks.py.
 
 Files (one run = one benchmark x mode x budget): OUT/<benchmark>/<mode>_<budget>/generations.jsonl
@@ -128,17 +128,6 @@ def protocol_of(sampling):
 
 MODES = ("think", "nothink", "nowait")
 FORCED_THINK_END = "\n</think>\n\n"
-
-# -----------------------------------------------------------------------------
-# MathVista's GPT extractor (benchmarks.mathvista_extract's llm_extract) on the verifier endpoint
-
-
-def mathvista_llm_extractor(cfg):
-    """VLMEvalKit's GPT extractor call through a judges.Judge on the verifier endpoint: up to 5 tries at
-    temperature 0, 0.5, 1.0, ... while the reply is empty or malformed, 128 tokens. None when there is no answer
-    (the rule extractor is used then); a connection error or timeout switches it off for the run."""
-    judge = judges.Judge(cfg.verifier_url, cfg.verifier_model or rewards.RewardConfig.verifier_model, max_tokens=128)
-    return lambda prompt: judge.ask(prompt, 5, lambda reply: reply if reply.strip() else None)[0]
 
 # -----------------------------------------------------------------------------
 # analyses: avg@k, per subject, hallucination split, tables
@@ -407,7 +396,8 @@ def score_run(items, generations, cfg, mode):
     saying which judge gave its verdict ("rules", "model", or "unparseable" / "failed": the judge was asked and
     gave no verdict, so the rules' one stands)."""
     rng = random.Random(42)
-    llm_extract = mathvista_llm_extractor(cfg) if cfg.verifier_url else None
+    llm_extract = judges.mathvista_extractor(cfg.verifier_url, cfg.verifier_model or
+                                             rewards.RewardConfig.verifier_model) if cfg.verifier_url else None
     scored, batched, judged = [], [], []
     for item in items:
         for s in range(cfg.k):

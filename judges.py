@@ -440,3 +440,11 @@ class Judge:
         """[(item, response, options)] -> [judge_answer(...)], concurrently (the endpoint batches them)."""
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(requests)))) as pool:
             return list(pool.map(lambda r: judge_answer(self, *r), requests))
+
+
+def mathvista_extractor(url, model):
+    """VLMEvalKit's MathVista GPT extractor (benchmarks.mathvista_extract's llm_extract) through a Judge: up to 5
+    tries at temperature 0, 0.5, 1.0, ... while the reply is empty or malformed, 128 tokens. None when there is no
+    answer (the rule extractor is used then); a connection error or timeout switches it off for the run."""
+    judge = Judge(url, model, max_tokens=128)
+    return lambda prompt: judge.ask(prompt, 5, lambda reply: reply if reply.strip() else None)[0]
