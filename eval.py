@@ -13,8 +13,9 @@ the hallucination split. Every table of the paper is one of these runs:
                                                   (DIR/<Subject>/output.json) with the official rules.
   python eval.py --out_dir=DIR --score_only=True  re-scores existing generations (no model needed).
 
-Reads top to bottom: config, analyses, generation (over sampling.py), scoring a run,
-outputs, main. Benchmark readers, prompts and official scorers (MMMU, MathVista; rewards.py) are benchmarks.py.
+Reads top to bottom: config, analyses, generation (over sampling.py), scoring a run, outputs, main. Benchmark
+readers and prompts are benchmarks.py; the per-answer scorers scorers.py (and rewards.py, puzzles.py); each
+benchmark's reported metric bench_metrics.py; the LLM judges on --verifier_url judges.py.
 
 Files (one run = one benchmark x mode x budget): OUT/<benchmark>/<mode>_<budget>/generations.jsonl
 (resumable: (id, sample) pairs already there are skipped), scores.jsonl, summary.json; and OUT/summary.json
