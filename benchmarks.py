@@ -1,17 +1,17 @@
 """
-Benchmarks, as nanochat's tasks/, for eval.py: readers (VLMEvalKit TSV, the HF hub parquet of MMMU and MathVista,
-our JSONL records and the K12 json -> [EvalItem]), each benchmark's released prompt (build_messages), and the
-official scorers (score_response): MMMU's rules OR Skywork's boxed rule, VLMEvalKit's can_infer + MathVista's
-extraction and post_check, rewards.score_batch (eq. 2) for the rest. DEVIATIONS (at the end, written into
-summary.json by eval.py) says where we differ from the reference scorers.
+Benchmarks, as nanochat's tasks/, for eval.py: readers (VLMEvalKit TSV, the HF hub parquet of MMMU, MathVista,
+EMMA-mini and MMK12, our JSONL records and the K12 json -> [EvalItem]), each benchmark's released prompt
+(build_messages), and which scorer each answer gets (score_response): MMMU's rules OR Skywork's boxed rule,
+MathVista's extraction and post_check (both in scorers.py), HallusionBench's Yes/No, MME-Reasoning's puzzle
+checkers (puzzles.py), several-letter golds, and rewards.score_batch (eq. 2's rule) for the rest. The reported
+number per benchmark is bench_metrics.py's; the LLM judges are judges.py's. DEVIATIONS (at the end, written into
+summary.json by eval.py) says where we still differ from the paper's evaluation.
 """
 
 import ast
 import base64
 import csv
 import io
-import json
-import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +20,13 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 import data
+import judges
+import puzzles
 import rewards
+from scorers import (answer_segment, boxed_rule_check, can_infer, mathvista_extract,  # noqa: F401 (also
+                     mathvista_post_check, mmmu_eval_multi_choice, mmmu_eval_open, mmmu_gold,   # benchmarks.X)
+                     mmmu_normalize_str, mmmu_parse_multi_choice, mmmu_parse_open, score_mmmu_outputs,
+                     scoring_options)
 
 # -----------------------------------------------------------------------------
 # items and readers: every layout becomes a list of EvalItem
@@ -79,6 +85,22 @@ def decode_image(data, where):
         raise ValueError(f"{where}: cannot decode image: {type(e).__name__}: {e}") from None
 
 
+def list_cell(cell, where, column):
+    """A TSV cell holding one string or a Python list literal of strings (VLMEvalKit writes multi-image rows so)
+    -> [str]. A bracketed cell that is not such a list (a typo, brackets nested past the parser's depth) is an
+    error naming the row, not a bare SyntaxError/RecursionError from ast."""
+    if not (cell.startswith("[") and cell.endswith("]")):
+        return [cell]
+    try:
+        value = ast.literal_eval(cell)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as e:
+        raise ValueError(f"{where}: {column} cell {cell[:60]!r} is not a list literal of strings "
+                         f"({type(e).__name__})") from None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{where}: {column} cell {cell[:60]!r} is not a list of strings")
+    return value
+
+
 def read_vlmevalkit_tsv(path) -> list[EvalItem]:
     """VLMEvalKit TSV (MMMU_DEV_VAL, MathVista_MINI, MathVerse, MathVision, LogicVista, WeMath, MMStar, ...).
     `image` is base64, a list literal of base64 strings, or (<= 64 chars) the `index` of the row whose image
@@ -113,12 +135,9 @@ def read_vlmevalkit_tsv(path) -> list[EvalItem]:
                 if cell not in image_of or len(image_of[cell]) <= 64:
                     raise ValueError(f"{where}: image {cell!r} is not the index of a row with an image")
                 cell = image_of[cell]
-            blobs = ast.literal_eval(cell) if cell.startswith("[") and cell.endswith("]") else [cell]
-            images = [decode_image(b, where) for b in blobs]
+            images = [decode_image(b, where) for b in list_cell(cell, where, "image")]
         elif "image_path" in row and row["image_path"]:
-            p = row["image_path"]
-            paths = ast.literal_eval(p) if p.startswith("[") and p.endswith("]") else [p]
-            images = [str(path.parent / q) for q in paths]
+            images = [str(path.parent / q) for q in list_cell(row["image_path"], where, "image_path")]
         else:
             images = []
         options = {c: row[c] for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" if row.get(c, "") != ""}
@@ -137,7 +156,11 @@ def read_hub_parquet(path) -> list[EvalItem]:
           img_type, answer, topic_difficulty, question_type (multiple-choice|open), subfield.
     MathVista: pid, question, image (path), decoded_image ({bytes, path}), choices (list or null), unit,
           precision, answer, question_type (multi_choice|free_form), answer_type (integer|float|text|list),
-          metadata (struct: task, category, skills, ...), query (the official prompt with its hint)."""
+          metadata (struct: task, category, skills, ...), query (the official prompt with its hint).
+    EMMA (luckychao/EMMA-mini, Skywork's EMMA protocol): pid, question, options (list), answer, image_1..image_5,
+          type (Multiple Choice|Open-ended), context, subject, ...
+    MMK12 (FanqingM/MMK12, Skywork's eval/MMK12/evaluate.py): id, question, image ({bytes, path}), answer, ...
+    EMMA and MMK12 items are named after the file (or directory) stem, e.g. EMMA-mini, MMK12."""
     path = Path(path)
     files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
     if not files:
@@ -189,8 +212,28 @@ def read_hub_parquet(path) -> list[EvalItem]:
                                   images=[image] if image is not None else [],
                                   options={chr(65 + i): c for i, c in enumerate(choices)}, benchmark="MathVista",
                                   subject=meta.get("task", "") or meta.get("category", ""), extra=extra))
+    elif {"pid", "question", "options", "answer", "type", "context"} <= columns:   # EMMA
+        for f, n, r in rows:
+            where = f"{f}: row {n} (pid {r['pid']})"
+            images = [image_from(r.get(f"image_{i}"), f, where) for i in range(1, 6)]
+            options = {chr(65 + i): str(c) for i, c in enumerate(r["options"] or [])} \
+                if str(r["type"]).lower() == "multiple choice" else {}
+            extra = {k: v for k, v in r.items()
+                     if not k.startswith("image_") and k not in ("pid", "question", "answer")}
+            items.append(EvalItem(id=str(r["pid"]), question=r["question"], answer=str(r["answer"]), images=images,
+                                  options=options, benchmark=path.stem, subject=str(r.get("subject") or ""),
+                                  extra={**extra, "emma_images": True}))
+    elif {"id", "question", "answer", "image"} <= columns:   # MMK12: one image per question
+        for f, n, r in rows:
+            where = f"{f}: row {n} (id {r['id']})"
+            image = image_from(r["image"], f, where) if isinstance(r["image"], dict) else None
+            extra = {k: v for k, v in r.items() if k not in ("id", "question", "answer", "image")}
+            items.append(EvalItem(id=str(r["id"]), question=r["question"], answer=str(r["answer"]),
+                                  images=[image] if image is not None else [], options={}, benchmark=path.stem,
+                                  subject=str(r.get("subject") or ""), extra=extra))
     else:
-        raise ValueError(f"{path}: parquet columns {sorted(columns)} are neither the MMMU nor the MathVista layout")
+        raise ValueError(f"{path}: parquet columns {sorted(columns)} are none of the MMMU, MathVista, EMMA or MMK12 "
+                         f"layouts")
     return items
 
 
@@ -236,6 +279,26 @@ def scorer_family(benchmark):
 VISULOGIC_SUFFIX = ("\nSolve the complex visual logical reasoning problem through step-by-step reasoning."
                     "Think about the reasoning process first "
                     "and answer the question following this format: Answer: \\boxed{$LETTER}")
+# SeePhys is not in Skywork's fork: open-compass/VLMEvalKit @ e8e78f05 vlmeval/dataset/image_vqa.py L1607-1641
+# (SeePhys.build_prompt, default USE_COT_PROMPT=1)
+SEEPHYS_COT_EN = ("\nPlease answer this question with reasoning. First output your reasoning process in <think> "
+                  "</think> tags and then output the final answer in <answer> </answer> tags.")
+SEEPHYS_COT_ZH = ("\n请用推理来回答这个问题。"
+                  "首先在<think></think>标签中输出推理过程，然后在<answer></answer>标签中输入最终答案。")
+# eval/EMMA/configs/gpt.yaml (multi_choice_format, open_ended_format, Strategy_Instruction.CoT) as yaml.safe_load
+# reads them (the folded lines joined with "\n"), after str.format ("{{}}" -> "{}")
+EMMA_MCQ = ("{context}\n{question}\n{options}\nAnswer with the option's letter from the given choices and put the "
+            "letter in one \"\\boxed{{}}\". ")
+EMMA_OPEN = ("{context}\n{question}\nAnswer the question using a single word or phrase and put the answer in one "
+             "\"\\boxed{{}}\". ")
+EMMA_COT = "Please solve the problem step by step."
+# eval/vlmevalkit/vlmeval/dataset/image_mcq.py L462-514 (MMMUProDataset.build_prompt): MMMU_Pro_10c[_COT] sends
+# "Question: ..\nOptions:\n.." + one of these; MMMU_Pro_V[_COT] only the image and MMMU_PRO_V_PROMPT + one
+MMMU_PRO_V_PROMPT = "Answer the following multiple-choice question in the image. "
+MMMU_PRO_DIRECT = "Answer directly with the option letter from the given choices. "
+MMMU_PRO_COT = ("The last line of your response should be of the following format: 'Answer: $LETTER' "
+                "(without quotes) where LETTER is one of the options. Think step by step before answering. ")
+MMMU_PRO_COT_MCQ = "Answer the following multiple-choice question. " + MMMU_PRO_COT
 # eval/MMK12/evaluate.py L35 (SYSTEM_PROMPT_32B, the system turn of every MMK12 item, L91-104), verbatim: the
 # Python literal "\\\\boxed" is the two characters "\\" then "boxed", and "Th answer" is their typo
 MMK12_SYSTEM_PROMPT = "Solve the question. The user asks a question, and you solves it. You first thinks about the reasoning process in the mind and then provides the user with the answer. The answer is in latex format and wrapped in $...$. The final answer must be wrapped using the \\\\boxed{} command. Th answer should be enclosed within <answer> </answer> tags, i.e., Since $1+1=2$, so the answer is $2$. <answer> The answer is $\\\\boxed{2}$ </answer>, which means the final answer assistant's output should start with <answer> and end with </answer>."  # noqa: E501
@@ -272,6 +335,35 @@ def build_user_text(item: EvalItem, mmmu_images: str = "front"):
         text = item.question if column == "question" else item.extra.get(column)
         if text is None:
             raise ValueError(f"{item.benchmark} {item.id}: no {column!r} column (a *_cot MathVerse TSV needs it)")
+    elif item.extra.get("emma_images"):   # eval/EMMA/data_utils.py build_query + configs/gpt.yaml, CoT strategy
+        if item.options:
+            options = "".join(f"{k}: {v}\n" for k, v in item.options.items())
+            text = EMMA_MCQ.format(context=item.extra.get("context") or "", question=item.question, options=options)
+        else:
+            text = EMMA_OPEN.format(context=item.extra.get("context") or "", question=item.question)
+        text += EMMA_COT
+        # models/skywork.py process_query: each <image_n> becomes "<image>" in place, images in marker order
+        picked = [int(k) for k in re.findall(r"<image_(\d+)>", text)]
+        for k in picked:
+            if k < 1 or k > len(item.images) or item.images[k - 1] is None:
+                raise ValueError(f"{item.benchmark} {item.id}: <image_{k}> but the item has no image {k}")
+        return re.sub(r"<image_\d+>", "<image>", text), [item.images[k - 1] for k in picked]
+    elif name.startswith("seephys"):   # the reasoning instruction and the significant figures, by language
+        english = item.extra.get("language", "English") == "English"
+        text = item.question + (SEEPHYS_COT_EN if english else SEEPHYS_COT_ZH)
+        try:
+            figures = str(int(float(item.extra["sig_figs"])))
+            text += f"The final answer should retain {figures} significant figures." if english else \
+                f"最终答案应保留{figures}位有效数字。"
+        except (KeyError, ValueError, OverflowError):
+            pass
+    elif name.startswith("mmmu_pro_v"):   # the vision setting: question and options are in the image only
+        text = MMMU_PRO_V_PROMPT + (MMMU_PRO_COT if "cot" in name else MMMU_PRO_DIRECT)
+    elif name.startswith("mmmu_pro"):
+        text = f"Question: {item.question}\n"
+        if item.options:
+            text += "Options:\n" + judges.option_string(item.options)
+            text += MMMU_PRO_COT_MCQ if "cot" in name else MMMU_PRO_DIRECT
     elif name.startswith("visulogic"):
         text = item.question + VISULOGIC_SUFFIX
     elif "mmk12" in name:
@@ -282,7 +374,7 @@ def build_user_text(item: EvalItem, mmmu_images: str = "front"):
             text += f"Hint: {item.extra['hint']}\n"
         text += f"Question: {item.question}\n"
         if item.options:
-            text += "Options:\n" + "".join(f"{k}. {v}\n" for k, v in item.options.items())
+            text += "Options:\n" + judges.option_string(item.options)
             if not name.startswith("wemath"):
                 text += "Please select the correct answer from the options above. \n"
         if name.startswith("wemath") and "COT" in item.benchmark and item.extra.get("requirement"):
@@ -311,302 +403,6 @@ def build_messages(item: EvalItem, system_prompt: str = "", mmmu_images: str = "
     return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}], images
 
 # -----------------------------------------------------------------------------
-# scoring 1: the official MMMU rules (MMMU-Benchmark/MMMU eval/eval_utils.py), rewritten from their description
-
-
-def answer_segment(response):
-    """Text after the last </think> (what the scorers see), the whole text when there is none."""
-    return response.rsplit("</think>", 1)[-1]
-
-
-def mmmu_parse_multi_choice(response, all_choices, index2ans, rng):
-    """-> (letter, fell_back). Candidates by the first rule that finds any: "(X)", then " X ", then (only for
-    responses of more than 5 words) options whose text appears. Several -> the one mentioned last. None -> a
-    random choice from rng (the official code seeds `random` with 42), and fell_back=True."""
-    for ch in [",", ".", "!", "?", ";", ":", "'"]:   # one character at a time, as the official loop does
-        response = response.strip(ch)
-    padded = " " + response + " "
-    cands = [c for c in all_choices if f"({c})" in padded]
-    where = lambda c: padded.rfind(f"({c})")
-    if not cands:
-        cands = [c for c in all_choices if f" {c} " in padded]
-        where = lambda c: padded.rfind(f" {c} ")
-    if not cands and len(padded.split()) > 5:
-        cands = [c for c, text in index2ans.items() if text.lower() in padded.lower()]
-        where = lambda c: padded.lower().rfind(index2ans[c].lower())
-    if not cands:
-        return rng.choice(all_choices), True
-    positions = [where(c) for c in cands]
-    return cands[positions.index(max(positions))], False   # ties: the first candidate, like np.argmax
-
-
-def mmmu_extract_numbers(text):
-    with_commas = re.findall(r"-?\b\d{1,3}(?:,\d{3})+\b", text)
-    scientific = re.findall(r"-?\d+(?:\.\d+)?[eE][+-]?\d+", text)
-    simple = re.findall(r"-?(?:\d+\.\d+|\.\d+|\d+\b)(?![eE][+-]?\d+)(?![,\d])", text)
-    return with_commas + scientific + simple
-
-
-def mmmu_normalize_str(s):
-    """Numbers -> [round(float, 2)]; text -> [lowercase]; one character c -> [" c", "c "] (no trivial matches)."""
-    s = s.strip()
-    try:
-        return [round(float(s.replace(",", "")), 2)]
-    except ValueError:
-        pass
-    s = s.lower()
-    return [" " + s, s + " "] if len(s) == 1 else [s]
-
-
-def mmmu_parse_open(response):
-    """-> list of normalized predictions (strings and floats). The response is lowercased *before* it is split on
-    r"\\.\\s(?=[A-Z])|\\n", so only newlines split (an official quirk we keep). Per piece, the shortest tail after
-    an indicator ("could be ", "so ", "is ", ..., and "=" in the last piece) is a key response; their numbers
-    are added; everything is normalized; duplicates dropped."""
-    text = response.strip().strip(".").lower()
-    pieces = re.split(r"\.\s(?=[A-Z])|\n", text)
-    indicators = ["could be ", "so ", "is ", "thus ", "therefore ", "final ", "answer ", "result "]
-    keys = []
-    for i, piece in enumerate(pieces):
-        shortest = None
-        for ind in indicators + (["="] if i == len(pieces) - 1 else []):
-            if ind in piece:
-                tail = piece.split(ind)[-1].strip()
-                if not shortest or len(tail) < len(shortest):   # an empty tail is replaced by the next one found
-                    shortest = tail
-        if shortest and shortest.strip() not in [":", ",", ".", "!", "?", ";", "'"]:
-            keys.append(shortest)
-    if not keys:
-        keys = [text]
-    preds = []
-    for s in keys + [n for key in keys for n in mmmu_extract_numbers(key)]:
-        for p in mmmu_normalize_str(s):
-            if p not in preds:
-                preds.append(p)
-    return preds
-
-
-def mmmu_eval_multi_choice(gold, pred):
-    return pred in gold if isinstance(gold, list) else pred == gold
-
-
-def mmmu_eval_open(gold, preds):
-    """A string prediction is right when a normalized gold string is a substring of it; a number when it equals
-    a normalized gold number."""
-    golds = [n for g in (gold if isinstance(gold, list) else [gold]) for n in mmmu_normalize_str(str(g))]
-    for p in preds:
-        if isinstance(p, str):
-            if any(isinstance(g, str) and g in p for g in golds):
-                return True
-        elif p in golds:
-            return True
-    return False
-
-
-def mmmu_gold(answer):
-    """MMMU open golds can be lists; in TSV/parquet they arrive as list literals ("['24/7', '3.429']")."""
-    if isinstance(answer, str) and answer.startswith("[") and answer.endswith("]"):
-        try:
-            value = ast.literal_eval(answer)
-            if isinstance(value, list):
-                return [str(v) for v in value]
-        except (ValueError, SyntaxError):
-            pass
-    return answer
-
-
-def score_mmmu_outputs(directory, answers_file=None):
-    """Official MMMU example-output layout: DIR/<Subject>/output.json = [{id, question_type, answer, all_choices,
-    index2ans, response}]. Subjects in sorted order (= the official CAT_SHORT2LONG order), one rng seeded 42,
-    as `main_parse_and_eval.py --subject ALL` does, so even the random fallbacks can match."""
-    directory = Path(directory)
-    golds = json.loads(Path(answers_file).read_text()) if answers_file else {}
-    rng = random.Random(42)
-    items, per_subject = {}, {}
-    files = sorted(directory.glob("*/output.json"))
-    if not files:
-        raise ValueError(f"{directory}: no <Subject>/output.json files")
-    for f in files:
-        outputs = json.loads(f.read_text())
-        for n, o in enumerate(outputs):
-            where = f"{f}: entry {n}"
-            needed = ("id", "question_type", "response") + \
-                (("all_choices", "index2ans") if o.get("question_type") == "multiple-choice" else ())
-            for key in needed:
-                if key not in o:
-                    raise ValueError(f"{where}: missing {key!r}")
-            gold = golds[o["id"]]["ground_truth"] if o["id"] in golds else o.get("answer")
-            if gold is None:
-                raise ValueError(f"{where}: no gold answer (no 'answer' field and not in {answers_file})")
-            if o["question_type"] == "multiple-choice":
-                pred, fell_back = mmmu_parse_multi_choice(o["response"], o["all_choices"], o["index2ans"], rng)
-                correct = mmmu_eval_multi_choice(gold, pred)
-            else:
-                pred, fell_back = mmmu_parse_open(o["response"]), False
-                correct = mmmu_eval_open(gold, pred)
-            boxed = boxed_rule_check(o["response"], gold)
-            items[o["id"]] = {"parsed_pred": pred, "correct": correct, "random_fallback": fell_back,
-                              "boxed_rule": boxed, "correct_or_boxed": correct or boxed}
-            per_subject.setdefault(f.parent.name, []).append(correct)
-    n = len(items)
-    correct = sum(v["correct"] for v in items.values())
-    return {"accuracy": correct / n, "correct": correct, "total": n,
-            "random_fallbacks": sum(v["random_fallback"] for v in items.values()),
-            "boxed_rule_accuracy": sum(v["boxed_rule"] for v in items.values()) / n,
-            "or_accuracy": sum(v["correct_or_boxed"] for v in items.values()) / n,
-            "per_subject": {s: sum(c) / len(c) for s, c in per_subject.items()},
-            "items": items}
-
-# -----------------------------------------------------------------------------
-# scoring 2: Skywork's boxed rule check (Skywork-R1V eval_shell/rule_base_mmmu.py), OR-ed with the official
-# verdict for MMMU as the paper did (§4 "add rule-based check for MMMU")
-
-
-def boxed_rule_check(response, answer):
-    """Last \\boxed{...} (non-greedy, so no nesting) equals the gold, raw or after removing $, \\commands and
-    whitespace, one outer brace pair, and lowercasing. List golds: any element."""
-    boxes = re.findall(r"\\boxed\{(.*?)\}", response)
-    if not boxes:
-        return False
-    last = boxes[-1].strip()
-
-    def normalize(s):
-        s = re.sub(r"\$|\\[a-z]+|\s+", "", s)
-        return re.sub(r"^\{|\}$", "", s).lower()
-
-    golds = answer if isinstance(answer, list) else [answer]
-    return any(last == str(g).strip() or normalize(last) == normalize(str(g).strip()) for g in golds)
-
-# -----------------------------------------------------------------------------
-# scoring 3: VLMEvalKit's option matching (the Skywork-era copy) and MathVista
-
-
-VLMEVAL_REFUSALS = ["Sorry, I can't help with images of people yet.", "I can't process this file.",
-                    "I'm sorry, but without the image provided", "Cannot determine the answer"]
-
-
-def can_infer_option(answer, choices):
-    """The one option letter standing alone as a token (after .()[],:;!*#{} become spaces); 'Z' for a refusal
-    or a lone Z; False otherwise."""
-    if "Failed to obtain answer via API" in answer:
-        return False
-    if any(r in answer for r in VLMEVAL_REFUSALS):
-        return "Z"
-    for c in ".()[],:;!*#{}":
-        answer = answer.replace(c, " ")
-    tokens = answer.split()
-    hits = [c for c in choices if c in tokens]
-    if len(hits) == 1:
-        return hits[0]
-    if not hits and "Z" in tokens:
-        return "Z"
-    return False
-
-
-def can_infer_text(answer, choices):
-    """The one option whose lowercased text is a substring of the lowercased answer."""
-    answer = answer.lower()
-    hits = [k for k, v in choices.items() if str(v).lower() in answer]
-    return hits[0] if len(hits) == 1 else False
-
-
-def can_infer(answer, choices):
-    answer = str(answer)
-    return can_infer_option(answer, choices) or can_infer_text(answer, choices)
-
-
-# VLMEvalKit's five in-context examples for the MathVista answer extractor
-MATHVISTA_EXTRACT_EXAMPLES = """
-Hint: Please answer the question requiring an integer answer and provide the final value, e.g., 1, 2, 3, at the end.
-Question: Which number is missing?
-Model response: The number missing in the sequence is 14.
-Extracted answer: 14
-
-Hint: Please answer the question requiring a floating-point number with one decimal place and provide the final value, e.g., 1.2, 1.3, 1.4, at the end.
-Question: What is the fraction of females facing the camera?
-Model response: The fraction of females facing the camera is 0.6, which means that six out of ten females in the group are facing the camera.
-Extracted answer: 0.6
-
-Hint: Please answer the question requiring a floating-point number with two decimal places and provide the final value, e.g., 1.23, 1.34, 1.45, at the end.
-Question: How much money does Luca need to buy a sour apple candy and a butterscotch candy? (Unit: $)
-Model response: Luca needs $1.45 to buy a sour apple candy and a butterscotch candy.
-Extracted answer: 1.45
-
-Hint: Please answer the question requiring a Python list as an answer and provide the final list, e.g., [1, 2, 3], [1.2, 1.3, 1.4], at the end.
-Question: Between which two years does the line graph saw its maximum peak?
-Model response: The line graph saw its maximum peak between 2007 and 2008.
-Extracted answer: [2007, 2008]
-
-Hint: Please answer the question and provide the correct option letter, e.g., A, B, C, D, at the end.
-Question: What fraction of the shape is blue?
-Choices: (A) 3/11 (B) 8/11 (C) 6/11 (D) 3/5
-Model response: The correct answer is (B) 8/11.
-Extracted answer: B
-"""
-
-
-def mathvista_choices(item):
-    if item.options:
-        return dict(item.options)
-    raw = item.extra.get("choices")
-    values = ast.literal_eval(raw) if isinstance(raw, str) else list(raw or [])
-    return {chr(65 + i): str(v) for i, v in enumerate(values)}
-
-
-def mathvista_gold_option(item):
-    if item.extra.get("answer_option"):
-        return item.extra["answer_option"]
-    choices = mathvista_choices(item)
-    hits = [k for k, v in choices.items() if v == str(item.answer)]
-    return hits[0] if hits else str(item.answer)
-
-
-def mathvista_extract(item, response, llm_extract=None):
-    """-> (extracted, how). VLMEvalKit's prefetch first: can_infer for multiple choice, the whole answer parsing
-    as a number otherwise (VLMEvalKit only counts a correct number as a prefetch, but sends a wrong one to the
-    extractor, which returns it unchanged). Then the LLM extractor when one is configured, else rewards.py's
-    rule extractor. Everything sees the answer segment (after </think>), as upstream VLMEvalKit's SPLIT_THINK."""
-    text = answer_segment(response).strip()
-    if item.extra.get("question_type") == "multi_choice":
-        opt = can_infer(text, mathvista_choices(item))
-        if opt:
-            return opt, "prefetch"
-    else:
-        try:
-            float(text)
-            return text, "prefetch"
-        except ValueError:
-            pass
-    if llm_extract is not None:
-        prompt = ("Please read the following example. Then extract the answer from the model response and type it "
-                  "at the end of the prompt.\n" + MATHVISTA_EXTRACT_EXAMPLES + "\n" + item.question + "\n"
-                  + "Model response: " + text + "\nExtracted answer:")
-        out = llm_extract(prompt)
-        if out is not None:
-            return out.strip(), "llm"
-    return str(rewards.extract_answer(response)), "rule"
-
-
-def mathvista_post_check(item, extracted):
-    """VLMEvalKit post_check: options through can_infer, integer/float by exact int()/float() equality (precision
-    is ignored there too). DEVIATION: text/list answers are compared with the extracted answer; VLMEvalKit
-    compares str(None) and so scores every text/list question wrong."""
-    answer_type = item.extra.get("answer_type")
-    try:
-        if item.extra.get("question_type") == "multi_choice":
-            return can_infer(str(extracted), mathvista_choices(item)) == mathvista_gold_option(item)
-        if answer_type == "integer":
-            return int(str(extracted).strip()) == int(str(item.answer).strip())
-        if answer_type == "float":
-            return float(str(extracted).strip()) == float(str(item.answer).strip())
-        if answer_type == "list":
-            pred, gold = ast.literal_eval(str(extracted).strip()), ast.literal_eval(str(item.answer).strip())
-            return [float(x) for x in pred] == [float(x) for x in gold]
-        return str(extracted).strip() == str(item.answer).strip()
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        return False
-
-# -----------------------------------------------------------------------------
 # scoring 4: one response of one item -> a verdict with its parts
 
 
@@ -630,21 +426,83 @@ def score_response(item, response, rng, llm_extract=None, reward_cfg=None):
     if family == "mathvista":
         extracted, how = mathvista_extract(item, response, llm_extract)
         return {"correct": mathvista_post_check(item, extracted), "parsed_pred": extracted, "extraction": how}
-    return score_with_rewards([item], [response], reward_cfg)[0]
+    own = own_rule_verdict(item, response)
+    return own if own is not None else score_with_rewards([item], [response], reward_cfg)[0]
+
+
+def multi_letter_gold(answer):
+    """LogicVista-style golds of several options ("A, C") -> ["A", "C"]; None for anything else."""
+    text = str(answer).strip()
+    return sorted(re.findall(r"[A-Z]", text)) if re.fullmatch(r"[A-Z](?:\s*,\s*[A-Z])+", text) else None
+
+
+def own_rule_verdict(item, response):
+    """The benchmarks whose rule is not rewards.py's: -> verdict dict, or None (rewards.score_batch scores it).
+      HallusionBench  VLMEvalKit YOrN_Extraction of the answer == the Yes/No gold
+      MME-Reasoning   rows whose function_id names a puzzle checker: puzzles.check_response
+      several letters the set of letters in the extracted answer ("AC", "A, C", "A and C") == the gold's
+                      (LogicVista: sorted letters equal answer.split(", "))"""
+    golds = multi_letter_gold(item.answer)
+    if "hallusion" in item.benchmark.lower():
+        pred = judges.yorn_extract(answer_segment(response))
+        correct = pred == str(item.answer).strip()
+    elif item.extra.get("function_id") in puzzles.CHECKERS:
+        correct, pred = puzzles.check_response(item.extra["function_id"], item.extra.get("special_info", "{}"),
+                                               response, where=f"{item.benchmark} {item.id}")
+    elif golds:
+        pred = rewards.extract_answer(response)
+        cleaned = re.sub(r"\band\b|[\s,;&/()]", "", pred)
+        correct = re.fullmatch(r"[A-Z]+", cleaned) is not None and sorted(set(cleaned)) == golds
+    else:
+        return None
+    return {"correct": correct, "parsed_pred": pred, "rule": correct, "verifier": None, "timed_out": False}
 
 
 def score_with_rewards(items, responses, reward_cfg=None):
     results = rewards.score_batch(list(responses), [str(it.answer) for it in items],
-                                  [it.options or None for it in items], [it.question for it in items], reward_cfg)
+                                  [scoring_options(it) or None for it in items], [it.question for it in items],
+                                  reward_cfg)
     return [{"correct": r["accuracy"] == 1.0, "parsed_pred": r["extracted"], "rule": r["rule"] == 1.0,
              "verifier": r["verifier"], "timed_out": r["timed_out"]} for r in results]
 
 
-# where we differ from the reference scorers (eval.py writes this into summary.json)
+# where we differ from the reference evaluation, per benchmark (eval.py writes this into summary.json; README
+# "Table 1" lists the same). The sampling settings' deviations are eval.setting_deviations.
 DEVIATIONS = [
-    "MathVista post_check: text/list answers are compared with the extracted answer (VLMEvalKit compares "
-    "str(None), so it scores them all wrong).",
-    "MathVista extraction without a verifier endpoint: rewards.extract_answer instead of the GPT extractor.",
-    "MMMU open: predictions de-duplicated in first-seen order instead of set() order (same set, same verdict).",
-    "Images are decoded from the benchmark file as stored (the released pipeline re-encodes them as JPEG).",
+    "All: a verdict is rules OR judge, and the judge (any model at --verifier_url; the paper used "
+    "gpt-4o-2024-05-13) is asked only about answers the rules score wrong. VLMEvalKit asks it whenever its own "
+    "stricter prefetch (can_infer, exact match) fails, so a few answers our rules accept would go to its judge.",
+    "All: a judge reply that does not parse after the reference's retries is counted ('unparseable') and scored "
+    "wrong; VLMEvalKit's option matcher draws a random option there.",
+    "All: images are decoded from the benchmark file as stored (the released pipeline re-encodes them as JPEG).",
+    "MMMU: open questions are scored with the official MMMU rules (VLMEvalKit turns them into 2-way MCQs), OR "
+    "Skywork's boxed rule; predictions de-duplicated in first-seen order instead of set() order (same verdict).",
+    "EMMA: Skywork's EMMA-mini protocol prompt (CoT), but our sampling (theirs: T = 0.7, 64,000 tokens), and "
+    "rules OR the generic verifier prompt instead of EMMA's evaluation/evaluate.py extraction and GPT scoring; "
+    "the EMMA-mini parquet files must lie in one directory.",
+    "MMMU-Pro: reported as the mean of the standard-10 and vision settings (the paper gives one number); "
+    "verdicts by rules OR VLMEvalKit's option-matching judge prompt.",
+    "MMK12: Skywork's judge scores every answer yes/no; we ask it only about answers the rules score wrong "
+    "(Skywork samples at T = 0.8).",
+    "HallusionBench: Table 1's figure is taken to be OpenCompass's mean(aAcc, fAcc, qAcc) (inferred from the "
+    "other models' columns, which are their OpenCompass numbers); aAcc, fAcc and qAcc are reported too. "
+    "Yes/No is read from the answer after </think> (Skywork's fork reads the whole response, where the "
+    "thinking's yes/no words mostly leave it 'Unknown' for the judge).",
+    "MathVista: post_check compares text/list answers with the extracted answer (VLMEvalKit compares str(None), "
+    "so it scores them all wrong); without an endpoint rewards.extract_answer replaces the GPT extractor.",
+    "PhyX, SeePhys: their own GPT extract-then-score prompts are not ported: rules (Math-Verify) OR the generic "
+    "verifier prompt. MathVerse's and MathVision's judge prompts are ported (VLMEvalKit sends every answer "
+    "through them, we only those the rules reject); MathVision's is_equal lacks its latex2sympy step, and its "
+    "rules are Math-Verify, with the `choices` mapping a boxed option text to its letter.",
+    "All judges see the answer after </think> (Skywork's fork does so for the option matcher; its MathVerse, "
+    "LogicVista and Yes/No judges get the whole response).",
+    "WeMath: the scores divide by the number of multi-step problems in the file (VLMEvalKit: the constant 525, "
+    "the full set's count); per-row verdicts by rules OR WeMath's option-matching judge prompt.",
+    "MME-Reasoning: checkers for 24 points, 4x4/6x6 sudoku, skyscraper and yin-yang read the answer's last "
+    "\\boxed{} / grid literal (VLMEvalKit first has GPT rewrite it per prompt_id); hashi, the puzzle-specific "
+    "calculate_answer_function_1..12 and the match/compare functions are not ported: those rows are scored by "
+    "the rules against the gold.",
+    "PhyX: read from VLMEvalKit's PhyX_mini_MC (question text as stored); that it is the paper's "
+    "mc-text-minimal variant is not verified. SeePhys: prompt from upstream VLMEvalKit (Skywork's fork has no "
+    "SeePhys).",
 ]

@@ -13,8 +13,9 @@ the hallucination split. Every table of the paper is one of these runs:
                                                   (DIR/<Subject>/output.json) with the official rules.
   python eval.py --out_dir=DIR --score_only=True  re-scores existing generations (no model needed).
 
-Reads top to bottom: config, MathVista's GPT extractor, analyses, generation (over sampling.py), scoring a run,
-outputs, main. Benchmark readers, prompts and official scorers (MMMU, MathVista; rewards.py) are benchmarks.py.
+Reads top to bottom: config, analyses, generation (over sampling.py), scoring a run, outputs, main. Benchmark
+readers and prompts are benchmarks.py; the per-answer scorers scorers.py (and rewards.py, puzzles.py); each
+benchmark's reported metric bench_metrics.py; the LLM judges on --verifier_url judges.py.
 
 Files (one run = one benchmark x mode x budget): OUT/<benchmark>/<mode>_<budget>/generations.jsonl
 (resumable: (id, sample) pairs already there are skipped), scores.jsonl, summary.json; and OUT/summary.json
@@ -40,10 +41,8 @@ reference scorers' (benchmarks.DEVIATIONS) plus those of the settings (setting_d
 system turn, MMMU image placement).
 """
 
-import http.client
 import json
 import random
-import socket
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -57,8 +56,10 @@ import data
 import model as M
 import rewards
 import sampling
-from benchmarks import DEVIATIONS, build_messages, load_items, load_rgb, score_mmmu_outputs, score_response, \
-    score_with_rewards, scorer_family
+import bench_metrics
+import judges
+from benchmarks import DEVIATIONS, build_messages, load_items, load_rgb, own_rule_verdict, score_mmmu_outputs, \
+    score_response, score_with_rewards, scorer_family, scoring_options
 from configurator import parse_config, print_config
 
 
@@ -130,41 +131,6 @@ MODES = ("think", "nothink", "nowait")
 FORCED_THINK_END = "\n</think>\n\n"
 
 # -----------------------------------------------------------------------------
-# MathVista's GPT extractor (benchmarks.mathvista_extract's llm_extract) on the verifier endpoint
-
-
-def mathvista_llm_extractor(cfg):
-    """VLMEvalKit's GPT extractor call, sent to the verifier endpoint (rewards.VerifierClient's URL and model):
-    up to 5 tries at temperature 0, 0.5, 1.0, ... while the reply is empty or malformed, 128 tokens. None when
-    there is no answer (the rule extractor is used then). A connection error or timeout switches the extractor
-    off for the rest of the run, with one message: 5 x timeout per item would stall a 900-item scoring."""
-    client = rewards.VerifierClient(cfg.verifier_url, model=cfg.verifier_model or rewards.RewardConfig.verifier_model)
-    state = {"down": False}
-
-    def extract(prompt):
-        if state["down"]:
-            return None
-        for attempt in range(5):
-            payload = {"model": client.model, "temperature": 0.5 * attempt, "max_tokens": 128,
-                       "messages": [{"role": "user", "content": prompt}]}
-            try:
-                status, body = rewards.post_json(client.url, payload, client.timeout_s)   # a total deadline
-                if status != 200:
-                    continue   # the server answered with an error status: try again
-                content = json.loads(body)["choices"][0]["message"]["content"]
-                if content and content.strip():
-                    return content
-            except (TimeoutError, ConnectionError, socket.gaierror) as e:
-                print(f"MathVista extractor: {client.url}: {e}; rule extraction from now on")
-                state["down"] = True
-                return None
-            except (OSError, http.client.HTTPException, ValueError, KeyError, IndexError, TypeError):
-                pass   # a broken reply or one that is not OpenAI-shaped: try again
-        return None
-
-    return extract
-
-# -----------------------------------------------------------------------------
 # analyses: avg@k, per subject, hallucination split, tables
 
 
@@ -177,9 +143,13 @@ def avg_at_k(correct_by_item):
         raise ValueError(f"items have different numbers of samples {sorted(ks)}; finish generation first")
     k = ks.pop()
     per_run = [float(np.mean([v[j] for v in correct_by_item.values()])) for j in range(k)]
-    std = float(np.std(per_run, ddof=1)) if k > 1 else 0.0
-    return {"accuracy": float(np.mean(per_run)), "std": std, "per_run": per_run, "k": k,
-            "n_items": len(correct_by_item)}
+    return {**mean_std(per_run), "k": k, "n_items": len(correct_by_item)}
+
+
+def mean_std(per_run):
+    """The k runs' scores -> their mean and sample std (ddof=1; 0 for k=1)."""
+    std = float(np.std(per_run, ddof=1)) if len(per_run) > 1 else 0.0
+    return {"accuracy": float(np.mean(per_run)), "std": std, "per_run": [float(x) for x in per_run]}
 
 
 def hallucination_split(scored, phrases):
@@ -200,12 +170,24 @@ def per_subject_accuracy(scored):
     return {k: {"n": len(v), "accuracy": float(np.mean(v))} for k, v in sorted(groups.items())}
 
 
-def summarize_run(scored, cfg_phrases, family):
-    """scored: one record per (id, sample) with correct, response, num_tokens, subject (+ scorer parts)."""
+def summarize_run(scored, cfg_phrases, family, items=None):
+    """scored: one record per (id, sample) with correct, response, num_tokens, subject (+ scorer parts).
+    items (the benchmark's EvalItems): "accuracy" is then its reported metric (bench_metrics: CircularEval,
+    HallusionBench, WeMath strict; plain accuracy elsewhere), avg@k over the sample runs, with its parts, and
+    "plain_accuracy" the per-row avg@k. "judge" says who gave the verdicts: "rules", or "rules+model" when
+    the LLM judge was asked about any sample (its counts under "samples")."""
     by_item = {}
     for s in sorted(scored, key=lambda s: (s["id"], s["sample"])):
         by_item.setdefault(s["id"], []).append(s)
     summary = avg_at_k({i: [s["correct"] for s in v] for i, v in by_item.items()})
+    kind = bench_metrics.metric_kind(items[0].benchmark) if items else "accuracy"
+    summary["metric"] = bench_metrics.METRIC_NAMES[kind]
+    if kind != "accuracy":
+        per_run, parts = bench_metrics.metric_per_run(kind, [it for it in items if it.id in by_item],
+                                                      {i: [s["correct"] for s in v] for i, v in by_item.items()})
+        summary.update(plain_accuracy=summary["accuracy"], **mean_std(per_run), parts=parts)
+    hows = {h: sum(s.get("judge", "rules") == h for s in scored) for h in ("rules", "model", "unparseable", "failed")}
+    summary["judge"] = {"by": "rules" if hows["rules"] == len(scored) else "rules+model", "samples": hows}
     summary["avg_tokens"] = float(np.mean([s["num_tokens"] for s in scored]))
     summary["per_subject"] = per_subject_accuracy(scored)
     summary["hallucination"] = hallucination_split(scored, cfg_phrases)
@@ -411,30 +393,45 @@ def generate_run(cfg, items, mode, budget, sample_fn, prompts):
 
 def score_run(items, generations, cfg, mode):
     """Score every generation in item order, then sample order (the MMMU random fallback draws from one rng seeded
-    42 in that order, so a rescore gives the same verdicts). Returns one scored record per (id, sample)."""
+    42 in that order, so a rescore gives the same verdicts). Returns one scored record per (id, sample), each
+    saying which judge gave its verdict ("rules", "model", or "unparseable" / "failed": the judge was asked and
+    gave no verdict, so the rules' one stands)."""
     rng = random.Random(42)
-    llm_extract = mathvista_llm_extractor(cfg) if cfg.verifier_url else None
-    scored, batched = [], []
+    llm_extract = judges.mathvista_extractor(cfg.verifier_url, cfg.verifier_model or
+                                             rewards.RewardConfig.verifier_model) if cfg.verifier_url else None
+    scored, batched, judged = [], [], []
     for item in items:
         for s in range(cfg.k):
             g = generations.get((item.id, s))
             if g is None:
                 continue
             rec = {"id": item.id, "sample": s, "subject": item.subject, "response": g["response"],
-                   "num_tokens": g["num_tokens"]}
+                   "num_tokens": g["num_tokens"], "judge": "rules"}
             if scorer_family(item.benchmark) == "rule":
-                batched.append((rec, item))
+                own = own_rule_verdict(item, g["response"])
+                if own is None:
+                    batched.append((rec, item))
+                else:
+                    rec.update(own)
+                judged.append((rec, item))
             else:
                 rec.update(score_response(item, g["response"], rng, llm_extract))
+                if rec.get("extraction") == "llm":
+                    rec["judge"] = "model"
             scored.append(rec)
-    if batched:   # one batch: Math-Verify workers with hard timeouts, concurrent verifier calls
-        reward_cfg = rewards.RewardConfig(think_mode=mode != "nothink", verifier_url=cfg.verifier_url,
-                                          verifier_model=cfg.verifier_model or rewards.RewardConfig.verifier_model,
-                                          num_workers=cfg.reward_workers)
+    if batched:   # one batch, rules only: Math-Verify workers with hard timeouts
+        reward_cfg = rewards.RewardConfig(think_mode=mode != "nothink", num_workers=cfg.reward_workers)
         verdicts = score_with_rewards([it for _, it in batched], [r["response"] for r, _ in batched], reward_cfg)
         for (rec, _), verdict in zip(batched, verdicts):
             rec.update(verdict)
         print(f"rewards: {rewards.last_stats.as_dict()}")
+    wrong = [(rec, it) for rec, it in judged if judges.needs_judge(it, rec)]
+    if cfg.verifier_url and wrong:   # each benchmark's own judge prompt, asked about what the rules scored wrong
+        judge = judges.Judge(cfg.verifier_url, cfg.verifier_model or rewards.RewardConfig.verifier_model)
+        answers = judge.judge_all([(it, rec["response"], scoring_options(it)) for rec, it in wrong])
+        for (rec, _), (verdict, how) in zip(wrong, answers):
+            rec["verifier"], rec["judge"], rec["correct"] = verdict, how, verdict is True
+        print(f"judge {judge.url}: {judge.counts}")
     return scored
 
 
@@ -633,7 +630,7 @@ def main(argv=None):
                 run_settings = run_sampling(generations, cfg)
                 summary = {"benchmark": bench, "mode": mode, "budget": budget,
                            "protocol": protocol_of(run_settings), "sampling": run_settings,
-                           **summarize_run(scored, cfg.hallucination_phrases, scorer_family(bench))}
+                           **summarize_run(scored, cfg.hallucination_phrases, scorer_family(bench), items)}
                 write_run(run_dir, scored, summary)
                 print(f"{bench} {mode} budget={budget or 'none'}: avg@{summary['k']} = {pct(summary['accuracy'])} "
                       f"± {100 * summary['std']:.2f}, {summary['avg_tokens']:.0f} tokens")

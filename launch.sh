@@ -20,7 +20,7 @@
 #   BASE_MODEL [checkpoints/InternVL-38B] the cold-start base (§3.2)
 #   COLDSTART_DATA [data/coldstart.jsonl]  RL_DATA [../shared/data/mm-eureka-k12/k12.json]
 #   RL_VAL [data/rl_val.jsonl]  HARD_DATA [data/hard.jsonl]  CONNECTOR_DATA [data/multi_domain_10k.jsonl]
-#   DISTILLED_DATA [data/distilled_math.jsonl]  BENCH_DIR [benchmarks] (VLMEvalKit TSVs: MMMU_DEV_VAL.tsv, ...)
+#   DISTILLED_DATA [data/distilled_math.jsonl]  BENCH_DIR [benchmarks] (Table 1's files: table1_spec.py)
 #   SFT_CKPT [best of out/sft_38b]  RL_CKPT [last of out/grpo_38b]  VERIFIER_URL [none: rule reward only]
 #   DRY_RUN=1 prints the commands instead of running them (missing inputs are listed, not fatal).
 set -euo pipefail
@@ -166,13 +166,16 @@ case "$target" in
       --data="$CONNECTOR_DATA" --out_dir=out/connector_tune_38b --resume=True
     ;;
 
-  table1)  # Table 1: the eval suite, T = 1.0, 16k tokens, avg@5
-    shopt -s nullglob
-    benches=("$BENCH_DIR"/*.tsv)
-    need_dir "$MODEL"; [ ${#benches[@]} -gt 0 ] || missing+=("*.tsv in BENCH_DIR=$BENCH_DIR"); inputs_ok
-    [ ${#benches[@]} -gt 0 ] || benches=("$MMMU" "$MATHVISTA")  # dry run without benchmarks
+  table1)  # Table 1: its 16 benchmarks (table1_spec.py), T = 1.0, 16k tokens, avg@5, each with its own metric and judge
+    need_dir "$MODEL"; benches=(); labels=()
+    while IFS=$'\t' read -r label path found; do   # each file as .tsv, .parquet, .jsonl, .json or a directory
+      [ "$found" = 1 ] || missing+=("benchmark $label: $path (or .parquet, .jsonl, .json, a directory of that stem)")
+      benches+=("$path"); [[ " ${labels[*]} " = *" $label "* ]] || labels+=("$label")
+    done < <("$PY" table1_spec.py "$BENCH_DIR")
+    echo "Table 1: ${#labels[@]} benchmarks: $(IFS=,; echo "${labels[*]}" | sed 's/,/, /g')"
+    inputs_ok
     for b in "${benches[@]}"; do paper_eval out/table1 "$MODEL" "$b"; done
-    [ "${DRY_RUN:-0}" = 1 ] || cp out/table1/summary.md out/table1/table1.md
+    [ "${DRY_RUN:-0}" = 1 ] || "$PY" tables.py table1 out/table1/table1.md out/table1
     echo "-> out/table1/table1.md"
     ;;
 

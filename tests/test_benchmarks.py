@@ -99,6 +99,20 @@ def test_tsv_errors_name_the_row(tmp_path):
         B.read_benchmark(tmp_path / "bad2.tsv")
 
 
+def test_tsv_bracketed_image_cells_that_are_not_lists_name_the_row(tmp_path):
+    header = ["index", "question", "A", "answer", "image"]
+    good = b64((1, 2, 3))
+    cells = {"typo": "[" + "x" * 80 + "]", "deep": "[" * 300 + "]" * 300, "ints": "[" + ", ".join(["1"] * 40) + "]"}
+    for name, cell in cells.items():
+        write_tsv(tmp_path / f"{name}.tsv", header, [[0, "q", "a", "A", good], [1, "q", "a", "A", cell]])
+        with pytest.raises(ValueError, match=rf"{name}\.tsv:3 \(index 1\): image cell .* not a list"):
+            B.read_benchmark(tmp_path / f"{name}.tsv")
+    header = ["index", "question", "A", "answer", "image_path"]
+    write_tsv(tmp_path / "paths.tsv", header, [[0, "q", "a", "A", "[" + "y" * 80 + "]"]])
+    with pytest.raises(ValueError, match=r"paths\.tsv:2 \(index 0\): image_path cell"):
+        B.read_benchmark(tmp_path / "paths.tsv")
+
+
 def test_non_utf8_benchmark_files_name_file_and_line(tmp_path):
     header = ["index", "question", "A", "answer", "image"]
     write_tsv(tmp_path / "bad.tsv", header, [[0, "q", "a", "A", b64((1, 2, 3))], [1, "QQ", "a", "A", b64((1, 2, 3))]])
