@@ -190,6 +190,12 @@ def clip_grad_norm(parameters, max_norm):
     norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm if max_norm > 0 else float("inf"))
     return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
 
+
+def all_finite(parameters):
+    """True when this rank's (local shards of the) parameters hold no NaN/inf; all-reduce it for the model.
+    Checked before every checkpoint save: a non-finite checkpoint is never written."""
+    return all(bool(torch.isfinite(p.to_local() if isinstance(p, DTensor) else p).all()) for p in parameters)
+
 # -----------------------------------------------------------------------------
 # state dicts under the original parameter names
 
