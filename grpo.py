@@ -102,6 +102,7 @@ class Config:
     weight_decay: float = 0.01          # verl's actor default (the paper trains with verl)
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 1.0
+    max_nonfinite_steps: int = 3        # a NaN/inf loss or grad norm this many steps in a row stops the run
     trainable: list[str] = field(default_factory=lambda: ["vision", "connector", "llm"])   # §5.2
     # engines
     rollout_backend: Literal["auto", "vllm", "builtin"] = "auto"   # auto: vllm with a GPU
@@ -133,7 +134,7 @@ MAY_CHANGE = ("init_from", "data", "curriculum", "out_dir", "resume", "allow_run
               "save_every", "keep_last", "wandb_project", "run_name", "micro_batch_size",
               "rollout_batch_size", "logprob_chunk_size", "activation_checkpointing",
               "rollout_backend", "vllm_tensor_parallel_size", "vllm_gpu_memory_utilization",
-              "vllm_max_images", "reward_workers")
+              "vllm_max_images", "reward_workers", "max_nonfinite_steps")
 
 # -----------------------------------------------------------------------------
 # advantages and loss (eqs. 6-7)
@@ -325,6 +326,13 @@ def padded(rows, mask):
 
 
 def check_config(cfg, world):
+    configurator.check_values(
+        cfg, positive=("steps", "prompts_per_step", "rollouts_per_prompt", "mini_batches", "ppo_epochs",
+                       "micro_batch_size", "rollout_batch_size", "save_every", "max_sampling_rounds",
+                       "logprob_chunk_size", "max_nonfinite_steps", "vllm_tensor_parallel_size"),
+        non_negative=("schedule_steps", "warmup_steps", "micro_batch_tokens", "max_tiles", "max_prompt_tokens",
+                      "keep_last", "kl_beta", "reward_workers"),
+        nonempty=("trainable",))
     P, n, K = cfg.prompts_per_step, cfg.rollouts_per_prompt, cfg.mini_batches
     if P % world:
         raise ValueError(f"prompts_per_step {P} must be a multiple of the world size {world} "
@@ -423,6 +431,7 @@ def main(cfg, sampler=None, reward_fn=None):
     high_threshold = high_entropy_threshold(model_config.llm_config["vocab_size"])
     history = []
     no_signal = [0, 0]   # steps without a learning signal: all, in a row (grpo_metrics)
+    nonfinite = 0        # steps in a row with a NaN/inf loss or grad norm (their updates were skipped)
 
     for step in range(state["step"], cfg.steps):
         t_step = time.time()
@@ -485,6 +494,7 @@ def main(cfg, sampler=None, reward_fn=None):
                         for i, s in enumerate(micro):
                             s[key] = logp[i, :len(s["response_ids"])]
         sums["groups_trained"] = float(len(groups))
+        skipped_updates = 0
         for epoch in range(E):
             for k, mini in enumerate(minis):
                 for micro in micro_batches(mini, cfg, dist, pad_id):
@@ -516,9 +526,9 @@ def main(cfg, sampler=None, reward_fn=None):
                     optimizer.step()
                 else:   # one bad batch must not poison the weights and Adam moments
                     print(f"step {step}: non-finite grad norm, optimizer step skipped", flush=True)
+                    skipped_updates += 1
                 optimizer.zero_grad(set_to_none=True)
-                last = {"grad_norm": grad_norm, "lr": lr,
-                        "skipped": float(not math.isfinite(grad_norm))}
+                last = {"grad_norm": grad_norm, "lr": lr, "skipped": float(skipped_updates)}
         train_s = time.time() - t0
 
         # 4. the new weights into the sampler (vLLM; builtin's bf16 copy)
@@ -539,7 +549,18 @@ def main(cfg, sampler=None, reward_fn=None):
                         acc=metrics["reward/accuracy"], len=metrics["response/len_mean"],
                         entropy=metrics["entropy/mean"])
         state["step"] = step + 1
-        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+        finite = math.isfinite(metrics["train/loss"]) and not skipped_updates   # a NaN grad norm skips one
+        nonfinite = 0 if finite else nonfinite + 1
+        if nonfinite >= cfg.max_nonfinite_steps:
+            raise RuntimeError(f"step {step + 1}: train/loss {metrics['train/loss']} and train/grad_norm "
+                               f"{metrics['train/grad_norm']}: a NaN/inf loss or grad norm {nonfinite} steps in a row "
+                               f"(max_nonfinite_steps={cfg.max_nonfinite_steps}), run stopped; the last "
+                               f"finite checkpoint in {cfg.out_dir} stays. Lower --lr={cfg.lr}?")
+        if nonfinite and ((step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps):
+            print(f"step {step + 1}: non-finite loss or grad norm, no checkpoint", file=sys.stderr, flush=True)
+        elif (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+            if tu.all_reduce_sum(float(not tu.all_finite(model.parameters())), dist):
+                raise RuntimeError(f"step {step + 1}: the weights hold NaN/inf; not saved (lower --lr={cfg.lr})")
             checkpoint.save_checkpoint(cfg.out_dir, step + 1, model, optimizer, model_config, tokenizer,
                                        {k: v for k, v in state.items() if k != "step"},
                                        keep_last=cfg.keep_last, run=run_desc,

@@ -97,8 +97,10 @@ def count_no_signal(metrics, counts, step, out_dir, is_main):
     """counts [all, in a row] of the steps without a learning signal, this step added; the total
     is metrics["train/no_signal_steps"]. An arm that cannot learn says so loudly: when every
     group's rewards are equal, eq. 6's advantages are all 0 and so is the update (e.g. GRPO from a
-    model that never writes the rewarded format)."""
-    dead = metrics["reward/zero_var_groups"] == 1.0 or metrics["train/grad_norm"] == 0.0
+    model that never writes the rewarded format). A step whose update was skipped (NaN/inf grad norm) learned
+    nothing either."""
+    dead = metrics["reward/zero_var_groups"] == 1.0 or metrics["train/grad_norm"] == 0.0 or \
+        metrics["train/skipped_updates"] > 0
     counts[:] = counts[0] + dead, (counts[1] + 1) * dead
     if counts[1] == NO_SIGNAL_WARNING and is_main:
         print(f"WARNING: {out_dir}: no learning signal for {counts[1]} steps in a row "

@@ -748,3 +748,39 @@ def test_an_arm_without_learning_signal_warns(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "WARNING" in err and "no learning signal for 2 steps in a row (steps 1-2)" in err
     assert "3 of 3 steps had no learning signal" in err
+
+
+def test_bad_counts_and_lr_are_refused_at_startup(tmp_path):
+    ckpt, records = make_workspace(tmp_path / "ws")
+    for overrides, message in (({"save_every": 0}, "--save_every=0: must be > 0"),
+                               ({"mini_batches": 0}, "--mini_batches=0: must be > 0"),
+                               ({"rollout_batch_size": 0}, "--rollout_batch_size=0: must be > 0"),
+                               ({"steps": -3}, "--steps=-3: must be > 0"),
+                               ({"trainable": []}, r"--trainable=\[\]: must not be empty"),
+                               ({"lr": float("inf")}, "--lr=inf: must be a finite number"),
+                               ({"lr": 1e3}, r"--lr=1000.0: the learning rate must be in \(0, 1\]")):
+        with pytest.raises(ValueError, match=message):
+            grpo.main(run_config(ckpt, records, tmp_path / "out", **overrides), reward_fn=toy_reward)
+    assert not (tmp_path / "out" / "metrics.jsonl").exists()   # nothing ran
+
+
+def test_nonfinite_grad_norm_stops_the_run_and_saves_nothing_non_finite(tmp_path, monkeypatch):
+    """From step 3 every grad norm is NaN: those updates are skipped, counted as steps without a learning signal,
+    never checkpointed, and the third in a row stops the run naming the step and the value."""
+    ckpt, records = make_workspace(tmp_path / "ws")
+    calls, real = [], tu.clip_grad_norm
+
+    def nan_after_two_steps(params, max_norm):
+        calls.append(1)
+        norm = real(params, max_norm)
+        return float("nan") if len(calls) > 2 else norm   # one optimizer step per GRPO step here
+
+    monkeypatch.setattr(tu, "clip_grad_norm", nan_after_two_steps)
+    cfg = run_config(ckpt, records, tmp_path / "out", steps=8, save_every=1, keep_last=0)
+    with pytest.raises(RuntimeError, match=r"step 5: train/loss .* and train/grad_norm nan: a NaN/inf loss or grad "
+                                           r"norm 3 steps in a row"):
+        grpo.main(cfg, reward_fn=toy_reward)
+    assert sorted(p.name for p in (tmp_path / "out").glob("step_*")) == ["step_000001", "step_000002"]
+    rows = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["train/skipped_updates"] for r in rows] == [0, 0, 1, 1, 1]
+    assert [r["train/no_signal_steps"] - rows[1]["train/no_signal_steps"] for r in rows[2:]] == [1, 2, 3]
