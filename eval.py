@@ -275,7 +275,7 @@ def read_generations(path):
     path = Path(path)
     if not path.exists():
         return {}
-    located = data.read_jsonl(path)
+    located = data.read_jsonl(path, appended_log=True)
     text = path.read_bytes()
     if text and not text.endswith(b"\n"):   # without the torn line: appends start on a fresh line
         data.write_jsonl(path, [rec for _, rec in located])

@@ -89,11 +89,11 @@ def reject(cfg, sampler=None):
     progress_path = out.with_name(out.name + ".progress.jsonl")
     counts_path = out.with_name(out.name + ".counts.json")
     # data.read_jsonl drops a torn last line; the rewrite below leaves both files whole for the appends
-    done = {p["id"]: p for _, p in data.read_jsonl(progress_path)} if progress_path.exists() else {}
+    done = {p["id"]: p for _, p in data.read_jsonl(progress_path, appended_log=True)} if progress_path.exists() else {}
     data.write_jsonl(progress_path, list(done.values()))
     # a crash between writing samples and their progress line leaves samples of unfinished questions:
     # drop them
-    samples = [s for _, s in data.read_jsonl(out)] if out.exists() else []
+    samples = [s for _, s in data.read_jsonl(out, appended_log=True)] if out.exists() else []
     data.write_jsonl(out, [s for s in samples if s["question_id"] in done])
     todo = [r for r in records if r.id not in done]
     print(f"reject: {len(records)} questions, {len(done)} already done, k={cfg.k}")

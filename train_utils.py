@@ -373,7 +373,7 @@ class RunLogger:
         if resume_step is not None and self.metrics_path.exists():
             # data.read_jsonl's policy: the crash's torn last line is dropped, any other bad line is an
             # error naming file:line; json.dumps gives back the very text that log() wrote
-            kept = [json.dumps(row) for _, row in data.read_jsonl(self.metrics_path)
+            kept = [json.dumps(row) for _, row in data.read_jsonl(self.metrics_path, appended_log=True)
                     if row.get("step", 0) <= resume_step]
         tmp = self.metrics_path.with_name(f".metrics.jsonl.tmp-{os.getpid()}")
         try:
