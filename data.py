@@ -298,6 +298,14 @@ def load_pixel_values(paths, config, max_tiles: int | None = None, where: str | 
     return pixel_values, [t.shape[0] for t in tiles], images
 
 
+@lru_cache(maxsize=8)
+def max_token_chars(tokenizer) -> int:
+    """The longest vocabulary entry, in characters (added tokens included). No token covers more text than its
+    entry spells (byte-level BPE: one entry character per byte, and a text character is >= 1 byte), so a text of
+    n characters has at least n / max_token_chars tokens; encode_prompt allows a factor 2 for normalisers."""
+    return max(len(token) for token in tokenizer.get_vocab())
+
+
 def encode_prompt(tokenizer, config, record: Record, mode: str = "think", system: str | None = None,
                   max_prompt_tokens: int | None = None, max_tiles: int | None = None,
                   instruction: str | None = DEFAULT_INSTRUCTION) -> dict | None:
@@ -313,6 +321,9 @@ def encode_prompt(tokenizer, config, record: Record, mode: str = "think", system
     pixel_values, num_tiles, images = load_pixel_values(record.images, config, max_tiles, record.where)
     prompt = model.build_prompt(messages, mode=mode, add_generation_prompt=True, tokenizer=tokenizer)
     expanded = model.expand_image_tokens(prompt, num_tiles, config.num_image_token)
+    # a cheap bound first: tokenising one 100 MB question took 267 s and 18.7 GB before the length check
+    if max_prompt_tokens is not None and len(expanded) > 2 * max_prompt_tokens * max_token_chars(tokenizer):
+        return None
     input_ids = tokenizer.encode(expanded, add_special_tokens=False)
     if max_prompt_tokens is not None and len(input_ids) > max_prompt_tokens:
         return None

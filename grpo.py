@@ -222,8 +222,9 @@ def load_stage_records(path, tokenizer, model_config, cfg, dist):
         raise ValueError(f"{path}: {len(kept)} usable records (of {len(records)}) < "
                          f"prompts_per_step {cfg.prompts_per_step}")
     if dist.is_main:
+        first = next((f", the first at {r.where}" for r in records if r.id in set(too_long)), "")
         print(f"{path}: {len(kept)} records, {len(set(too_long))} skipped "
-              f"(prompt > {cfg.max_prompt_tokens} tokens)")
+              f"(prompt > {cfg.max_prompt_tokens} tokens{first})")
     return kept, len(set(too_long))
 
 

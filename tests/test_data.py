@@ -265,6 +265,25 @@ def test_encode_prompt(tmp_path, tokenizer, config):
     assert data.encode_prompt(tokenizer, config, record, system="Be brief.", max_prompt_tokens=n) is not None
     assert data.encode_prompt(tokenizer, config, record, system="Be brief.", max_prompt_tokens=n - 1) is None
 
+
+
+def test_huge_question_is_skipped_before_tokenizing(tmp_path, tokenizer, config, monkeypatch):
+    """A question far over max_prompt_tokens is refused by its length alone: the tokenizer never sees it (one
+    100 MB line took 267 s and 18.7 GB to tokenise before the length check)."""
+    limit = 300
+    huge = "How many? " * (2 * limit * max(len(t) for t in tokenizer.get_vocab()))   # far over the limit
+    path = write_jsonl(tmp_path / "r.jsonl", [{"id": "1", "images": [], "question": "Area?", "answer": "2"},
+                                              {"id": "2", "images": [], "question": huge, "answer": "2"}])
+    small, big = data.read_records(path)
+    seen = []
+    real = tokenizer.encode
+    monkeypatch.setattr(tokenizer, "encode", lambda text, **kw: seen.append(len(text)) or real(text, **kw))
+    assert data.encode_prompt(tokenizer, config, big, max_prompt_tokens=limit) is None
+    assert seen == []   # not tokenised
+    assert data.encode_prompt(tokenizer, config, small, max_prompt_tokens=limit) is not None and len(seen) == 1
+    # without a limit it is tokenised, and it is indeed over the limit: the bound never skips a prompt that fits
+    assert len(data.encode_prompt(tokenizer, config, big)["input_ids"]) > limit
+
 # -----------------------------------------------------------------------------
 # SFT chat data
 
