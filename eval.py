@@ -98,6 +98,7 @@ class EvalConfig:
     hallucination_phrases: list = field(default_factory=lambda: list(rewards.UNSEEN_IMAGE_PHRASES))  # Table 5
     verifier_url: str = ""               # OpenAI-compatible endpoint (rewards.VerifierClient); "" = rules only
     verifier_model: str = ""
+    verifier_api_key_env: str = ""       # name of the environment variable holding its API key (never the key)
     reward_workers: int = 2              # Math-Verify processes (rewards.RewardConfig.num_workers); 0 = in-process,
     #                                      no hard timeout (the CPU demo: saves the pool's start-up per eval)
     out_dir: str = "out/eval"
@@ -138,7 +139,8 @@ def mathvista_llm_extractor(cfg):
     up to 5 tries at temperature 0, 0.5, 1.0, ... while the reply is empty or malformed, 128 tokens. None when
     there is no answer (the rule extractor is used then). A connection error or timeout switches the extractor
     off for the rest of the run, with one message: 5 x timeout per item would stall a 900-item scoring."""
-    client = rewards.VerifierClient(cfg.verifier_url, model=cfg.verifier_model or rewards.RewardConfig.verifier_model)
+    client = rewards.VerifierClient(cfg.verifier_url, model=cfg.verifier_model or rewards.RewardConfig.verifier_model,
+                                    api_key=rewards.verifier_api_key(cfg))
     state = {"down": False}
 
     def extract(prompt):
@@ -148,7 +150,8 @@ def mathvista_llm_extractor(cfg):
             payload = {"model": client.model, "temperature": 0.5 * attempt, "max_tokens": 128,
                        "messages": [{"role": "user", "content": prompt}]}
             try:
-                status, body = rewards.post_json(client.url, payload, client.timeout_s)   # a total deadline
+                status, body = rewards.post_json(client.url, payload, client.timeout_s,   # a total deadline
+                                                 client.api_key, client.max_reply_bytes)
                 if status != 200:
                     continue   # the server answered with an error status: try again
                 content = json.loads(body)["choices"][0]["message"]["content"]
@@ -429,6 +432,7 @@ def score_run(items, generations, cfg, mode):
             scored.append(rec)
     if batched:   # one batch: Math-Verify workers with hard timeouts, concurrent verifier calls
         reward_cfg = rewards.RewardConfig(think_mode=mode != "nothink", verifier_url=cfg.verifier_url,
+                                          verifier_api_key_env=cfg.verifier_api_key_env,
                                           verifier_model=cfg.verifier_model or rewards.RewardConfig.verifier_model,
                                           num_workers=cfg.reward_workers)
         verdicts = score_with_rewards([it for _, it in batched], [r["response"] for r, _ in batched], reward_cfg)

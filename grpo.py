@@ -78,6 +78,7 @@ class Config:
     # reward (§3.1): R = 0.8 R_accuracy + 0.2 R_format
     accuracy_weight: float = 0.8
     verifier_url: str = ""              # R_theta of eq. 2 (OpenAI-compatible); rule-only when empty
+    verifier_api_key_env: str = ""      # name of the environment variable holding its API key (never the key)
     reward_workers: int = 2             # Math-Verify processes per rank (0 = in-process)
     # advantage and loss (eqs. 6-7)
     adv_eps: float = 1e-6               # eq. 6 denominator std + eps (verl's value)
@@ -134,7 +135,7 @@ MAY_CHANGE = ("init_from", "data", "curriculum", "out_dir", "resume", "allow_run
               "save_every", "keep_last", "wandb_project", "run_name", "micro_batch_size",
               "rollout_batch_size", "logprob_chunk_size", "activation_checkpointing",
               "rollout_backend", "vllm_tensor_parallel_size", "vllm_gpu_memory_utilization",
-              "vllm_max_images", "reward_workers", "max_nonfinite_steps")
+              "vllm_max_images", "reward_workers", "max_nonfinite_steps", "verifier_api_key_env")
 
 # -----------------------------------------------------------------------------
 # advantages and loss (eqs. 6-7)
@@ -422,7 +423,8 @@ def main(cfg, sampler=None, reward_fn=None):
     sampler = sampler or rollout_sampler(cfg, dist, model, tokenizer, resume_from or cfg.init_from)
     reward_cfg = rewards.RewardConfig(accuracy_weight=cfg.accuracy_weight,
                                       think_mode=cfg.mode == "think", verifier_url=cfg.verifier_url,
-                                      num_workers=cfg.reward_workers)
+                                      verifier_api_key_env=cfg.verifier_api_key_env, num_workers=cfg.reward_workers)
+    rewards.verifier_api_key(reward_cfg)   # a named but unset key variable fails now, not at the first step
     reward_fn = reward_fn or (lambda texts, records: rewards.score_batch(   # eqs. 1-3
         texts, [r.answer for r in records], [r.options for r in records],
         [r.question for r in records], reward_cfg))
@@ -449,8 +451,11 @@ def main(cfg, sampler=None, reward_fn=None):
             for round_ in range(cfg.max_sampling_rounds if cfg.dynamic_sampling else 1):
                 indices, state["data_state"] = data.next_batch(
                     len(records), P, cfg.seed + 1000 * stage, state["data_state"])
+                counted = rewards.total_stats.as_dict()
                 new, rollout_s, reward_s = sample_groups(run, step, round_, records, indices,
                                                          max_tokens)
+                for key in grpo_metrics.VERIFIER_SUMS:   # this round's score_batch calls (none: a hook)
+                    sums[key] += getattr(rewards.total_stats, key) - counted[key]
                 grpo_metrics.add_sample_sums(sums, new, cfg.blind_phrases)
                 for key, value in (("rollout_s", rollout_s), ("reward_s", reward_s), ("rounds", 1)):
                     sums[key] += value
@@ -538,6 +543,7 @@ def main(cfg, sampler=None, reward_fn=None):
         sync_s = time.time() - t0
 
         # 5. metrics over all ranks, progress, checkpoint
+        sums["verifier_circuit_open"] = float(rewards.verifier_circuit_open(reward_cfg))
         info = {"data/stage": stage, "data/epoch": state["data_state"][0],
                 "data/max_response_tokens": max_tokens, "data/skipped_long_prompts": skipped,
                 "time/rollout": sums["rollout_s"], "time/reward": sums["reward_s"],

@@ -42,6 +42,7 @@ class Config:
     max_model_len: int = 16384           # vLLM context; longer prompts are skipped and counted
     reward_workers: int = 2              # rewards.py Math-Verify processes
     verifier_url: str = ""               # rewards.py LLM verifier (eq. 2 R_theta), off when empty
+    verifier_api_key_env: str = ""       # name of the environment variable holding its API key (never the key)
     seed: int = 0
 
 
@@ -105,7 +106,8 @@ def reject(cfg, sampler=None):
             seed=cfg.seed, batch_size=cfg.batch_size * cfg.k, tensor_parallel_size=cfg.tensor_parallel_size,
             gpu_memory_utilization=cfg.gpu_memory_utilization, max_model_len=cfg.max_model_len,
             max_images=max((len(r.images) for r in todo), default=1), max_tiles=cfg.max_tiles)
-    reward_cfg = rewards.RewardConfig(num_workers=cfg.reward_workers, verifier_url=cfg.verifier_url)
+    reward_cfg = rewards.RewardConfig(num_workers=cfg.reward_workers, verifier_url=cfg.verifier_url,
+                                      verifier_api_key_env=cfg.verifier_api_key_env)
     max_prompt_tokens = cfg.max_model_len - cfg.max_new_tokens if cfg.max_model_len > cfg.max_new_tokens else None
 
     for start in range(0, len(todo), cfg.batch_size):

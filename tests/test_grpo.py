@@ -784,3 +784,48 @@ def test_nonfinite_grad_norm_stops_the_run_and_saves_nothing_non_finite(tmp_path
     rows = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert [r["train/skipped_updates"] for r in rows] == [0, 0, 1, 1, 1]
     assert [r["train/no_signal_steps"] - rows[1]["train/no_signal_steps"] for r in rows[2:]] == [1, 2, 3]
+
+
+def test_verifier_counters_every_step_and_the_api_key_is_never_written(tmp_path, monkeypatch, capsys):
+    """A key-protected verifier on 127.0.0.1: the key, read from the variable the config names, reaches it as a
+    Bearer header; reward/verifier_* are in every metrics line; no file of the run, the config and the console
+    output hold the key."""
+    import http.server
+    import threading
+    key, seen = "sk-grpo-test-key-4f1c9a7e", []
+
+    class Verifier(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append(self.headers.get("Authorization"))
+            payload = json.dumps({"choices": [{"message": {"content": "No"}}]}).encode()
+            self.send_response(200 if seen[-1] == f"Bearer {key}" else 401)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Verifier)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("R1V3_VERIFIER_KEY", key)
+    ckpt, records = make_workspace(tmp_path / "ws")
+    cfg = run_config(ckpt, records, tmp_path / "out", save_every=1, verifier_url=f"http://127.0.0.1:{server.server_address[1]}",
+                     verifier_api_key_env="R1V3_VERIFIER_KEY")
+    try:
+        grpo.main(cfg, sampler=FixedRollout(model.load_tokenizer(ckpt), tu.Dist()))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen and set(seen) == {f"Bearer {key}"}
+    rows = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(r["reward/verifier_calls"] > 0 for r in rows)
+    assert sum(r["reward/verifier_calls"] for r in rows) == len(seen)
+    assert all(r["reward/verifier_failures"] == r["reward/verifier_timeouts"] == r["reward/verifier_circuit_open"] == 0
+               for r in rows)
+    files = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert any(p.name == "trainer_state.pt" for p in files)
+    assert [p for p in files if key.encode() in p.read_bytes()] == []
+    out = capsys.readouterr()
+    assert key not in out.out + out.err and key not in json.dumps(dataclasses.asdict(cfg))
