@@ -15,6 +15,18 @@ Why a hand-written fast path beside Math-Verify:
   1, 3, 4, 5 (_STATEMENTS).
 Each part of the fast path was removed in turn: it stays only where a case of that table then fails
 or the episode goes over 2 s ("kept:" at the part says which).
+
+Policy for a gold that is one number (the reward exists to stop hedging, so it is decided here, not
+left to Math-Verify, which reads the last number it finds: it scored all of these right):
+- several candidates in one answer are wrong: "0\|1\|2\|3", "0|1|2|3", "0 or 3", "0, 1, 2, 3" for 0;
+- a relation is not a value: "1<1<\ldots<1" for 1 is wrong;
+- an equation between numbers must hold: "0=3" for 3 is wrong ("2+1=3" is right: every side is 3);
+- prose (words, no LaTeX command) is read by its numbers: exactly one distinct number, equal to the gold,
+  is right ("3 shapes", "| left: 3 can Green count: 3 =D" for 3); several different ones are a hedge
+  ("2 apples and 3 pears" for 3: wrong).
+Limit: values that do not fit a float (exponents over 1e3) are not compared here; Math-Verify does not
+evaluate power towers, so "2^{2^{2^{2^2}}}" vs "2^{65536}" scores wrong: such answers count only in the
+gold's own form (tests/test_rule_check.py: test_policy_for_hedges_relations_and_towers).
 """
 from __future__ import annotations
 
@@ -33,12 +45,8 @@ import signal
 import threading
 import time
 from concurrent.futures.process import BrokenProcessPool
-from typing import TYPE_CHECKING
-
 import pebble
 
-if TYPE_CHECKING:   # cfg below: its timeout_s, num_workers, start_method and worker_memory_mb
-    from rewards import RewardConfig
 
 # -----------------------------------------------------------------------------
 # Canonical strings and closed-form numbers (the in-process fast path)
@@ -457,6 +465,54 @@ def _pred_letter(answer_text: str, extracted: str, options: dict) -> str | None:
     return None
 
 
+_HEDGE_SEPARATORS = re.compile(r"\\\||\||\\lor(?![a-z])|\\vee(?![a-z])|\bor\b")
+_ORDER = re.compile(r"<|>|\\le(?![a-z])|\\ge(?![a-z])|\\ne(?![a-z])")
+_PROSE_NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
+
+
+def _constant(s: str) -> float | None:
+    # the value of a closed-form constant ("2+1", "\frac{1}{2}"), else None
+    for f, variables in _readings(s) if s else ():
+        if not variables:
+            try:
+                value = f({})
+            except (ValueError, ZeroDivisionError, OverflowError, TypeError):
+                return None
+            return value if isinstance(value, float) and math.isfinite(value) else None
+    return None
+
+
+def _hedge_verdict(gold: str, pred: str) -> tuple[bool | None, str]:
+    """The module docstring's policy for a gold that is one number, on canonical strings: (False, why) for
+    a hedge, a relation or an equation that does not hold, a verdict for prose, else (None, "")."""
+    if "=" in gold or _RELATION.search(gold) or len(_parts(gold)[1]) > 1:
+        return None, ""
+    value = _constant(gold)
+    if value is None:
+        return None, ""
+    if _ORDER.search(pred):
+        return False, "a relation, not a value"
+    if "=" in pred:
+        sides = [_constant(side) for side in pred.split("=")]
+        if all(v is not None for v in sides):
+            if not all(_close(v, sides[0]) for v in sides):
+                return False, "an equation that does not hold"
+            return _close(sides[0], value), "equation of numbers"
+    # "x=0 or x=3": each candidate may name the unknown
+    candidates = [re.sub(r"^[a-z]=", "", p.strip()) for p in _HEDGE_SEPARATORS.split(pred) if p.strip()]
+    values = [_constant(p) for p in candidates]
+    if len(values) > 1 and None not in values and not all(_close(v, values[0]) for v in values):
+        return False, "several candidate answers"
+    if _WORDS.search(pred) and "\\" not in pred:   # prose: read by its numbers
+        numbers = [float(n.replace(",", "")) for n in _PROSE_NUMBER.findall(pred)]
+        if not numbers:
+            return None, ""
+        if not all(_close(n, numbers[0]) for n in numbers):
+            return False, "several different numbers in prose"
+        return _close(numbers[0], value), "the one number in prose"
+    return None, ""
+
+
 def fast_verdict(answer_text: str, extracted: str, gold: str, options: dict | None,
                  max_chars: int) -> tuple[bool | None, str]:
     """In-process verdict: (True|False, reason), or (None, reason) when Math-Verify must decide."""
@@ -483,6 +539,9 @@ def fast_verdict(answer_text: str, extracted: str, gold: str, options: dict | No
     verdict = _numeric_verdict(gold_canon, pred_canon)
     if verdict is not None:
         return verdict, "numeric" if verdict else "numeric mismatch"
+    verdict, reason = _hedge_verdict(gold_canon, pred_canon)
+    if verdict is not None:
+        return verdict, reason
     return None, "math-verify"
 
 
@@ -491,6 +550,8 @@ def fast_verdict(answer_text: str, extracted: str, gold: str, options: dict | No
 # so Math-Verify's own SIGALRM cannot stop it; pebble kills the worker (the item scores 0, counted)
 # and starts another. Spawned workers (safe under torchrun) re-import the main module: a script that
 # scores needs `if __name__ == "__main__":`. start_rule_workers saves the first episode the wait.
+# cfg below is a rewards.RewardConfig, read for its timeout_s, num_workers, start_method and
+# worker_memory_mb; not imported (rewards imports this module: no import circle).
 
 def _math_verify_text(s: str) -> str:
     # Math-Verify only parses a gold inside a LaTeX environment: "\dfrac{9}{7}" -> [],
@@ -559,7 +620,7 @@ _POOL_KEY = None
 _POOL_LOCK = threading.RLock()   # shutdown_pool inside _get_pool
 
 
-def _get_pool(cfg: RewardConfig) -> tuple[pebble.ProcessPool, int]:
+def _get_pool(cfg) -> tuple[pebble.ProcessPool, int]:
     # pebble.ProcessPool kills a worker whose item runs past schedule(timeout=) (counted from the
     # moment a worker picks it up) and starts a replacement; a worker that dies while idle breaks
     # the whole pool (pebble: "All workers expired"), so a pool that is no longer active is replaced
@@ -579,7 +640,7 @@ def _get_pool(cfg: RewardConfig) -> tuple[pebble.ProcessPool, int]:
         return _POOL, restarts
 
 
-def math_verify_batch(keys: list[tuple[str, str]], cfg: RewardConfig) -> tuple[list, int]:
+def math_verify_batch(keys: list[tuple[str, str]], cfg) -> tuple[list, int]:
     """[(gold, pred)] -> ([(equal, reason, timed_out)], worker restarts): Math-Verify in the
     workers, each item hard-limited to cfg.timeout_s (num_workers=0: in this process, no hard
     limit, for debugging). Raises only when workers cannot start (e.g. an unguarded main script
@@ -623,7 +684,7 @@ def math_verify_batch(keys: list[tuple[str, str]], cfg: RewardConfig) -> tuple[l
     return results, restarts
 
 
-def start_rule_workers(cfg: RewardConfig, timeout_s: float = 120.0) -> bool:
+def start_rule_workers(cfg, timeout_s: float = 120.0) -> bool:
     """Start the rule-checker workers now and wait until they answer (e.g. while the policy
     loads), so the first episode does not pay for it. True when they are up."""
     if cfg.num_workers <= 0:

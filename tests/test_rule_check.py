@@ -149,6 +149,32 @@ def test_table_through_workers_matches_in_process():
     assert rewards.last_stats.items == len(CASES) and rewards.last_stats.timeouts == 0
 
 
+POLICY = [   # rule_check.py's docstring: the policy for a gold that is one number (all right before it)
+    ("3", "\\boxed{0=3}", False, "an equation that does not hold"),
+    ("3", "\\boxed{2+1=3}", True, "equation of numbers"),
+    ("0", "\\boxed{0\\|1\\|2\\|3}", False, "several candidate answers"),
+    ("0", "\\boxed{0|1|2|3}", False, "several candidate answers"),
+    ("0", "\\boxed{x=0 \\lor x=3}", False, "several candidate answers"),
+    ("1", "\\boxed{1<1<1<1<1}", False, "a relation, not a value"),
+    ("1", "\\boxed{1<1<\\ldots<1}", False, "a relation, not a value"),
+    ("1", "\\boxed{1 \\le 1}", False, "a relation, not a value"),
+    ("3", "\\boxed{| left: 3 can Green count: 3 =D}", True, "the one number in prose"),
+    ("3", "\\boxed{3 shapes}", True, "the one number in prose"),
+    ("3", "\\boxed{2 apples and 3 pears}", False, "several different numbers in prose"),
+    ("1500", "\\boxed{1,500 apples}", True, "the one number in prose"),
+    ("3", "\\boxed{|-3|}", True, "math-verify"),   # absolute value bars are not a hedge
+    ("2^{65536}", "\\boxed{2^{65536}}", True, "exact"),
+    # the stated limit: a tower beyond float range is not evaluated (Math-Verify does not either)
+    ("2^{65536}", "\\boxed{2^{2^{2^{2^2}}}}", False, "math-verify: not equal"),
+]
+
+
+@pytest.mark.parametrize("gold, response, expected, reason", POLICY, ids=[p[1] for p in POLICY])
+def test_policy_for_hedges_relations_and_towers(gold, response, expected, reason):
+    out = score_batch([THINK + response], [gold], cfg=RewardConfig(num_workers=0))[0]
+    assert (out["rule"], out["reason"]) == (float(expected), reason)
+
+
 # -------------------------------------------------------------------------------------- K12 golds
 
 def _k12_golds():
