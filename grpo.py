@@ -556,18 +556,14 @@ def main(cfg, sampler=None, reward_fn=None):
                         acc=metrics["reward/accuracy"], len=metrics["response/len_mean"],
                         entropy=metrics["entropy/mean"])
         state["step"] = step + 1
-        finite = math.isfinite(metrics["train/loss"]) and not skipped_updates   # a NaN grad norm skips one
-        nonfinite = 0 if finite else nonfinite + 1
-        if nonfinite >= cfg.max_nonfinite_steps:
-            raise RuntimeError(f"step {step + 1}: train/loss {metrics['train/loss']} and train/grad_norm "
-                               f"{metrics['train/grad_norm']}: a NaN/inf loss or grad norm {nonfinite} steps in a row "
-                               f"(max_nonfinite_steps={cfg.max_nonfinite_steps}), run stopped; the last "
-                               f"finite checkpoint in {cfg.out_dir} stays. Lower --lr={cfg.lr}?")
+        # with K x E updates per step, any skipped one makes the step non-finite
+        grad_norm = float("nan") if skipped_updates else metrics["train/grad_norm"]
+        nonfinite = tu.nonfinite_streak(nonfinite, step + 1, metrics["train/loss"], grad_norm,
+                                        cfg.max_nonfinite_steps, cfg.out_dir, cfg.lr)
         if nonfinite and ((step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps):
             print(f"step {step + 1}: non-finite loss or grad norm, no checkpoint", file=sys.stderr, flush=True)
         elif (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
-            if tu.all_reduce_sum(float(not tu.all_finite(model.parameters())), dist):
-                raise RuntimeError(f"step {step + 1}: the weights hold NaN/inf; not saved (lower --lr={cfg.lr})")
+            tu.require_finite_weights(model, dist, step + 1)
             checkpoint.save_checkpoint(cfg.out_dir, step + 1, model, optimizer, model_config, tokenizer,
                                        {k: v for k, v in state.items() if k != "step"},
                                        keep_last=cfg.keep_last, run=run_desc,

@@ -289,8 +289,7 @@ def train(cfg, dist=None):
             print(f"step {step}: non-finite loss or grad norm, no checkpoint", file=sys.stderr)
             return False
         if saved_step != step:
-            if tu.all_reduce_sum(float(not tu.all_finite(net.parameters())), dist):
-                raise RuntimeError(f"step {step}: the weights hold NaN/inf; not saved (lower --lr={cfg.lr})")
+            tu.require_finite_weights(net, dist, step)
             checkpoint.save_checkpoint(out_dir, step, net, optimizer, model_config, tokenizer, dict(state),
                                        keep_last=cfg.keep_last, save_dtype=save_dtype, run=run)
             saved_step = step
@@ -320,12 +319,8 @@ def train(cfg, dist=None):
                        "train/tokens_per_s": seq_tokens / (time.time() - t0), "data/epoch": state["data_state"][0],
                        "data/skipped_total": state["skipped"], "data/truncated_total": state["truncated"]}
             logger.log(step, metrics)
-            nonfinite = 0 if math.isfinite(state["loss"]) and math.isfinite(grad_norm) else nonfinite + 1
-            if nonfinite >= cfg.max_nonfinite_steps:
-                raise RuntimeError(f"step {step}: train/loss {state['loss']} and train/grad_norm {grad_norm}: a "
-                                   f"NaN/inf loss or grad norm {nonfinite} steps in a row (max_nonfinite_steps="
-                                   f"{cfg.max_nonfinite_steps}), run stopped; the last finite checkpoint in "
-                                   f"{out_dir} stays. Lower --lr={cfg.lr}?")
+            nonfinite = tu.nonfinite_streak(nonfinite, step, state["loss"], grad_norm, cfg.max_nonfinite_steps,
+                                            out_dir, cfg.lr)
             if step % cfg.log_every == 0 or step == total_steps:
                 logger.progress(step, total_steps, loss=state["loss"], lr=lr, grad_norm=grad_norm,
                                 skipped=state["skipped"], truncated=state["truncated"])
