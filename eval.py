@@ -580,6 +580,7 @@ def main(argv=None):
         raise ValueError(f"--mode: {sorted(set(modes) - set(MODES))} not in {MODES}")
     if not cfg.benchmarks:
         raise ValueError("--benchmarks: give a list of benchmark files, e.g. --benchmarks=\"['MMMU_DEV_VAL.tsv']\"")
+    rewards.verifier_api_key(cfg)   # a named but unset key variable fails now, not after generating
     benchmarks = []
     for path in cfg.benchmarks:
         items = load_items(path, cfg.split, cfg.max_items)

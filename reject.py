@@ -108,6 +108,7 @@ def reject(cfg, sampler=None):
             max_images=max((len(r.images) for r in todo), default=1), max_tiles=cfg.max_tiles)
     reward_cfg = rewards.RewardConfig(num_workers=cfg.reward_workers, verifier_url=cfg.verifier_url,
                                       verifier_api_key_env=cfg.verifier_api_key_env)
+    rewards.verifier_api_key(reward_cfg)   # a named but unset key variable fails now, not at the first batch
     max_prompt_tokens = cfg.max_model_len - cfg.max_new_tokens if cfg.max_model_len > cfg.max_new_tokens else None
 
     for start in range(0, len(todo), cfg.batch_size):
