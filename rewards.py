@@ -7,7 +7,7 @@ GRPO reward of Skywork-R1V3 (paper §3.1, eqs. 1-3), computed by score_batch:
 
 a_hat is extract_answer(response). R_rule is rule_check.py: multiple-choice letters and a cheap
 in-process check (canonical strings, closed-form numbers) first, Math-Verify for the rest in worker
-processes with a hard time limit. R_theta: an LLM verifier behind an OpenAI-compatible endpoint,
+processes with a hard time limit (math_verify_pool.py). R_theta: an LLM verifier behind an OpenAI-compatible endpoint,
 asked only when R_rule says wrong (off by default). Sections below, in order: eqs. 1-3 and
 extraction, the counters, the "can't see the image" phrases, the verifier, the CLI:
     python rewards.py --jsonl IN --out OUT [--verifier_url=URL] [--timeout_s=5] [--think_mode=False]
@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
 import configurator
+import math_verify_pool
 import rule_check
 
 
@@ -124,7 +125,7 @@ def score_batch(responses: list[str], golds: list[str], options: list[dict | Non
     if hard:
         keys = list(hard)
         stats.worker_checks += len(keys)
-        results, stats.worker_restarts = rule_check.math_verify_batch(keys, cfg)
+        results, stats.worker_restarts = math_verify_pool.math_verify_batch(keys, cfg)
         for key, (equal, reason, timed_out) in zip(keys, results):
             if timed_out:
                 stats.timeouts += len(hard[key])
@@ -179,7 +180,7 @@ def rule_accuracy(extracted_or_response: str, gold: str, options: dict | None = 
     verdict, _ = rule_check.fast_verdict(_answer_part(text), extracted, gold, options,
                                          cfg.max_answer_chars)
     if verdict is None:
-        results, _ = rule_check.math_verify_batch([(gold, extracted)], cfg)
+        results, _ = math_verify_pool.math_verify_batch([(gold, extracted)], cfg)
         verdict = results[0][0]   # (equal, reason, timed_out)
     return verdict
 

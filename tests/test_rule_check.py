@@ -16,6 +16,7 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import rewards  # noqa: E402
+import math_verify_pool  # noqa: E402
 import rule_check  # noqa: E402
 from rewards import RewardConfig, rule_accuracy, score_batch  # noqa: E402
 
@@ -233,7 +234,7 @@ ADVERSARIAL = {
 @pytest.mark.parametrize("name", list(ADVERSARIAL))
 def test_adversarial_inputs_return_within_timeout(name):
     cfg = RewardConfig(timeout_s=2.0)
-    rule_check.start_rule_workers(cfg)
+    math_verify_pool.start_rule_workers(cfg)
     t0 = time.monotonic()
     out = score_batch([ADVERSARIAL[name]], ["3"], cfg=cfg)[0]
     elapsed = time.monotonic() - t0
@@ -248,9 +249,9 @@ def test_adversarial_inputs_return_within_timeout(name):
 _ADVERSARIAL_CHILD = """
 import json, sys, time
 sys.path[:0] = [sys.argv[1], sys.argv[1] + "/bench"]
-import bench_rewards, rewards, rule_check
+import bench_rewards, math_verify_pool, rewards
 cfg = rewards.RewardConfig(timeout_s=float(sys.argv[2]))
-rule_check.start_rule_workers(cfg)
+math_verify_pool.start_rule_workers(cfg)
 print("ready", flush=True)
 for name, response, gold, options in bench_rewards.ADVERSARIAL:
     t0 = time.monotonic()
@@ -292,7 +293,7 @@ def test_32_adversarial_inputs_each_within_timeout_plus_1s():
 def test_hung_item_is_killed_counted_and_pool_recovers():
     # timeout_s below Math-Verify's own 1 s SIGALRM: only the hard kill can stop the power tower
     cfg = RewardConfig(timeout_s=0.5)
-    assert rule_check.start_rule_workers(cfg)
+    assert math_verify_pool.start_rule_workers(cfg)
     t0 = time.monotonic()
     out = score_batch([THINK + "\\boxed{5^{5^{5^{5^{5}}}}}", THINK + "\\boxed{4}"], ["3", "4"],
                       cfg=cfg)
@@ -306,11 +307,11 @@ def test_hung_item_is_killed_counted_and_pool_recovers():
 
 def test_dead_worker_is_replaced():
     cfg = RewardConfig()
-    assert rule_check.start_rule_workers(cfg)
-    victim = rule_check._POOL.schedule(os.getpid).result(timeout=10)   # a worker we started
+    assert math_verify_pool.start_rule_workers(cfg)
+    victim = math_verify_pool._POOL.schedule(os.getpid).result(timeout=10)   # a worker we started
     os.kill(victim, signal.SIGKILL)
     deadline = time.monotonic() + 5
-    while rule_check._POOL.active and time.monotonic() < deadline:   # pebble's tick is 0.1 s
+    while math_verify_pool._POOL.active and time.monotonic() < deadline:   # pebble's tick is 0.1 s
         time.sleep(0.05)
     out = score_batch([THINK + "\\boxed{x<2}"], ["$2>x$"], cfg=cfg)
     assert out[0]["accuracy"] == 1.0 and rewards.last_stats.worker_restarts >= 1
