@@ -351,7 +351,8 @@ def train(cfg, dist=None):
     summary = {"steps": step, "total_steps": total_steps, "stopped_early": state["stopped"],
                "train_loss": state["loss"], "best_val_loss": state["best_val"] if val_set else None,
                "best_step": state["best_step"], "best_checkpoint": str(best) if best else None,
-               "last_checkpoint": str(out_dir / f"step_{step:06d}"), "val_history": state["val_history"],
+               "last_checkpoint": str(out_dir / f"step_{saved_step:06d}") if saved_step is not None else None,
+               "val_history": state["val_history"],
                "skipped": state["skipped"], "truncated": state["truncated"], "target_tokens": state["tokens"],
                "trainable": list(cfg.trainable), "world_size": world}
     if dist.is_main:
