@@ -5,6 +5,7 @@ import json
 import math
 import os
 import random
+import re
 import subprocess
 import sys
 import types
@@ -600,7 +601,7 @@ def test_reward_rises_on_a_toy_task(tmp_path):
 # data: over-long prompts skipped and counted, or an error naming the record; missing images named
 
 
-def test_overlong_prompts_and_missing_images(tmp_path):
+def test_overlong_prompts_and_missing_images(tmp_path, capsys):
     ckpt, records = make_workspace(tmp_path / "ws")
     tokenizer = model.load_tokenizer(ckpt)
     config = model.ModelConfig.from_json(ckpt / "config.json")
@@ -610,6 +611,8 @@ def test_overlong_prompts_and_missing_images(tmp_path):
     cfg = run_config(ckpt, records, tmp_path, max_prompt_tokens=limit, prompts_per_step=2)
     kept, skipped = grpo.load_stage_records(records, tokenizer, config, cfg, tu.Dist())
     assert [r.id for r in kept] == ["q0", "q3", "q6"] and skipped == 5
+    assert re.search(r"train\.jsonl: 3 records, 5 skipped \(prompt > \d+ tokens, the first at .*train\.jsonl:2\)",
+                     capsys.readouterr().out)   # counted, and one of them named by file:line
     cfg = run_config(ckpt, records, tmp_path, max_prompt_tokens=limit, skip_long_prompts=False)
     with pytest.raises(ValueError, match=r"train\.jsonl:\d+: prompt of record 'q\d' is longer than"):
         grpo.load_stage_records(records, tokenizer, config, cfg, tu.Dist())
