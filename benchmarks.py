@@ -250,7 +250,7 @@ def read_records_file(path) -> list[EvalItem]:
 
 def load_rgb(image):
     if isinstance(image, Image.Image):
-        return image.convert("RGB")
+        return data.to_rgb(image)   # TSV images too: a 16-bit PNG scaled, not clipped white
     return data.load_image(image)
 
 

@@ -13,6 +13,7 @@ use it too.
 import ast
 import dataclasses
 import difflib
+import math
 import sys
 import types
 import typing
@@ -41,6 +42,9 @@ def parse_config(cfg_cls_or_instance, argv=None):
             key, has_value, raw = arg[2:].partition("=")
             tp = field_types.get(key.replace("-", "_"))
             flags.append([key, [raw] if has_value else None, not has_value and tp is not bool, arg])
+        elif flags and flags[-1][1] is None and arg.lower() in _BOOL_WORDS and \
+                field_types.get(flags[-1][0].replace("-", "_")) is bool:   # --wandb false: the flag's value
+            flags[-1] = [flags[-1][0], [arg], False, f"{flags[-1][3]} {arg}"]
         elif flags and flags[-1][2]:
             key, raws, _, text = flags[-1]
             more = _is_list(field_types.get(key.replace("-", "_")))
@@ -62,6 +66,29 @@ def parse_config(cfg_cls_or_instance, argv=None):
             elem = (typing.get_args(tp) or (typing.Any,))[0]
             values[key] = _coerce([_parse_cli_value(r, elem, where) for r in raws], tp, where)
     return cls(**values) if is_class else dataclasses.replace(cfg_cls_or_instance, **values)
+
+
+def check_values(cfg, positive=(), non_negative=(), nonempty=()):
+    """Startup checks of a parsed config, each error naming the field: counts in `positive` must be > 0, those in
+    `non_negative` >= 0 (0 = off), lists in `nonempty` non-empty; every float field must be finite, and `lr` in
+    (0, 1] (AdamW at lr > 1 diverges at once: --lr=1e3 gave NaN from step 3, --lr=1e999 is inf)."""
+    def fail(name, why):
+        raise ValueError(f"--{name}={getattr(cfg, name)!r}: {why}")
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            fail(f.name, "must be a finite number")
+    if hasattr(cfg, "lr") and not 0 < cfg.lr <= 1:
+        fail("lr", "the learning rate must be in (0, 1]")
+    for name in positive:
+        if not getattr(cfg, name) > 0:
+            fail(name, "must be > 0")
+    for name in non_negative:
+        if not getattr(cfg, name) >= 0:
+            fail(name, "must be >= 0 (0 = off)")
+    for name in nonempty:
+        if not getattr(cfg, name):
+            fail(name, "must not be empty")
 
 
 def _is_list(tp):
@@ -111,6 +138,9 @@ def _check_known(key, field_types, where):
     raise ValueError(f"{where}: unknown config key {key!r} ({hint})")
 
 
+_BOOL_WORDS = {"true": True, "false": False, "yes": True, "no": False, "on": True, "off": False}
+
+
 def _parse_cli_value(raw, tp, where):
     # candidates in order: a Python literal, the raw string (str fields: --run_name=2024),
     # true/false words (bool fields), a comma list (list[str] fields: --trainable=connector,llm)
@@ -120,8 +150,8 @@ def _parse_cli_value(raw, tp, where):
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         pass
     candidates.append(raw)
-    if raw.lower() in ("true", "false", "yes", "no", "on", "off"):
-        candidates.append(raw.lower() in ("true", "yes", "on"))
+    if raw.lower() in _BOOL_WORDS:
+        candidates.append(_BOOL_WORDS[raw.lower()])
     candidates.append([s.strip() for s in raw.split(",")])
     for value in candidates:
         try:

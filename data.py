@@ -17,7 +17,9 @@ Formats (image paths are relative to the data file's directory; absolute paths a
                   with one "<image>" marker (in user turns) per image.
 """
 
+import codecs
 import json
+import math
 import re
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -52,8 +54,10 @@ class Record:
 
 
 def read_utf8(path) -> str:
-    """The text of a data file; bytes that are not UTF-8 are a ValueError citing file:line (not a byte offset)."""
+    """The text of a data file, without a leading UTF-8 byte-order mark (Windows editors write one); bytes that are
+    not UTF-8 are a ValueError citing file:line (not a byte offset)."""
     raw = Path(path).read_bytes()
+    raw = raw[len(codecs.BOM_UTF8):] if raw.startswith(codecs.BOM_UTF8) else raw
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -63,10 +67,11 @@ def read_utf8(path) -> str:
                          f"({e.reason}); re-encode the file as UTF-8") from None
 
 
-def read_jsonl(path) -> list[tuple[str, object]]:
+def read_jsonl(path, appended_log: bool = False) -> list[tuple[str, object]]:
     """JSONL -> [("file:line", parsed value)], blank lines skipped; invalid JSON is a ValueError citing
-    file:line. The one torn-line policy of every JSONL reader: a LAST line without its newline that does not
-    parse is the remains of an interrupted append (a crash, a full disk): it is dropped, with a note."""
+    file:line, the last line's too: in an input file a cut-off last line is a damaged file. appended_log=True for
+    the files our runs append to (metrics.jsonl, generations, progress): there a LAST line without its newline
+    that does not parse is the remains of an interrupted append (a crash, a full disk): dropped, with a note."""
     located = []
     text = read_utf8(path)
     lines = text.splitlines()
@@ -76,10 +81,12 @@ def read_jsonl(path) -> list[tuple[str, object]]:
         try:
             located.append((f"{path}:{lineno}", json.loads(line)))
         except json.JSONDecodeError as e:
-            if lineno == len(lines) and not text.endswith("\n"):
+            torn = lineno == len(lines) and not text.endswith("\n")
+            if torn and appended_log:
                 print(f"{path}:{lineno}: dropping a torn last line (an interrupted write)")
                 break
-            raise ValueError(f"{path}:{lineno}: invalid JSON: {e.msg}") from None
+            cut = " (the last line, without a newline: is the file cut off?)" if torn else ""
+            raise ValueError(f"{path}:{lineno}: invalid JSON: {e.msg}{cut}") from None
     return located
 
 
@@ -136,6 +143,8 @@ def _record_from_dict(item, path: Path, where: str) -> Record:
     record_id = str(take("id", (str, int)))
     question = take("question", str)
     answer = take("answer", (str, int, float))   # gold numbers written as JSON numbers are fine
+    if isinstance(answer, float) and not math.isfinite(answer):   # json.loads reads NaN / Infinity
+        raise ValueError(f"{where}: field 'answer' is {answer} (JSON NaN/Infinity), not a gold answer")
     if not record_id or not question.strip() or str(answer).strip() == "":
         raise ValueError(f"{where}: empty id, question or answer")
 
@@ -166,12 +175,26 @@ def _record_from_dict(item, path: Path, where: str) -> Record:
                   options=options, source=source, meta=item, where=where)
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """An 8-bit RGB copy (InternVL converts every image to RGB). High-bit-depth grayscale is scaled to 8 bits first:
+    PIL's convert clips it at 255, so a 16-bit PNG (mode I;16, values 0..65535) became all white. Integer modes
+    (I;16*, I) are read as 16-bit (x 255/65535, clipped); float (F) as 0..1 when its values are, else as 16-bit."""
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        values = np.asarray(image, dtype=np.float64)   # PIL's array interface: uint16 (either byte order), int32, f4
+        if image.mode == "F" and values.size and np.nanmax(values) <= 1.0:
+            scale = 255.0
+        else:
+            scale = 255.0 / 65535.0
+        image = Image.fromarray(np.clip(np.rint(np.nan_to_num(values) * scale), 0, 255).astype(np.uint8), "L")
+    return image.convert("RGB")
+
+
 def load_image(path, where: str | None = None) -> Image.Image:
-    """RGB PIL image (InternVL converts every image to RGB). Errors name the path (and the record)."""
+    """RGB PIL image (to_rgb). Errors name the path (and the record)."""
     context = f" (record {where})" if where else ""
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")   # convert() decodes now, so a truncated file fails here, not later
+            return to_rgb(image)   # decodes now, so a truncated file fails here, not later
     except FileNotFoundError:
         raise FileNotFoundError(f"image not found: {path}{context}") from None
     except Exception as e:   # PIL raises many types (UnidentifiedImageError, OSError, DecompressionBombError, ...)
@@ -230,7 +253,7 @@ def dynamic_preprocess(image, min_num=1, max_num=12, image_size=448, use_thumbna
 
 def image_to_pixel_values(image, config):  # -> [n_tiles,3,S,S]
     s = config.force_image_size
-    image = image.convert("RGB")
+    image = to_rgb(image)
     if config.dynamic_image_size:
         tiles = dynamic_preprocess(image, config.min_dynamic_patch, config.max_dynamic_patch, s, config.use_thumbnail)
     else:
@@ -275,6 +298,14 @@ def load_pixel_values(paths, config, max_tiles: int | None = None, where: str | 
     return pixel_values, [t.shape[0] for t in tiles], images
 
 
+@lru_cache(maxsize=8)
+def max_token_chars(tokenizer) -> int:
+    """The longest vocabulary entry, in characters (added tokens included). No token covers more text than its
+    entry spells (byte-level BPE: one entry character per byte, and a text character is >= 1 byte), so a text of
+    n characters has at least n / max_token_chars tokens; encode_prompt allows a factor 2 for normalisers."""
+    return max(len(token) for token in tokenizer.get_vocab())
+
+
 def encode_prompt(tokenizer, config, record: Record, mode: str = "think", system: str | None = None,
                   max_prompt_tokens: int | None = None, max_tiles: int | None = None,
                   instruction: str | None = DEFAULT_INSTRUCTION) -> dict | None:
@@ -290,6 +321,9 @@ def encode_prompt(tokenizer, config, record: Record, mode: str = "think", system
     pixel_values, num_tiles, images = load_pixel_values(record.images, config, max_tiles, record.where)
     prompt = model.build_prompt(messages, mode=mode, add_generation_prompt=True, tokenizer=tokenizer)
     expanded = model.expand_image_tokens(prompt, num_tiles, config.num_image_token)
+    # a cheap bound first: tokenising one 100 MB question took 267 s and 18.7 GB before the length check
+    if max_prompt_tokens is not None and len(expanded) > 2 * max_prompt_tokens * max_token_chars(tokenizer):
+        return None
     input_ids = tokenizer.encode(expanded, add_special_tokens=False)
     if max_prompt_tokens is not None and len(input_ids) > max_prompt_tokens:
         return None

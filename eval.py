@@ -99,6 +99,7 @@ class EvalConfig:
     hallucination_phrases: list = field(default_factory=lambda: list(rewards.UNSEEN_IMAGE_PHRASES))  # Table 5
     verifier_url: str = ""               # OpenAI-compatible endpoint (rewards.VerifierClient); "" = rules only
     verifier_model: str = ""
+    verifier_api_key_env: str = ""       # name of the environment variable holding its API key (never the key)
     reward_workers: int = 2              # Math-Verify processes (rewards.RewardConfig.num_workers); 0 = in-process,
     #                                      no hard timeout (the CPU demo: saves the pool's start-up per eval)
     out_dir: str = "out/eval"
@@ -257,7 +258,7 @@ def read_generations(path):
     path = Path(path)
     if not path.exists():
         return {}
-    located = data.read_jsonl(path)
+    located = data.read_jsonl(path, appended_log=True)
     text = path.read_bytes()
     if text and not text.endswith(b"\n"):   # without the torn line: appends start on a fresh line
         data.write_jsonl(path, [rec for _, rec in located])
@@ -398,7 +399,8 @@ def score_run(items, generations, cfg, mode):
     gave no verdict, so the rules' one stands)."""
     rng = random.Random(42)
     llm_extract = judges.mathvista_extractor(cfg.verifier_url, cfg.verifier_model or
-                                             rewards.RewardConfig.verifier_model) if cfg.verifier_url else None
+                                             rewards.RewardConfig.verifier_model,
+                                             rewards.verifier_api_key(cfg)) if cfg.verifier_url else None
     scored, batched, judged = [], [], []
     for item in items:
         for s in range(cfg.k):
@@ -427,7 +429,8 @@ def score_run(items, generations, cfg, mode):
         print(f"rewards: {rewards.last_stats.as_dict()}")
     wrong = [(rec, it) for rec, it in judged if judges.needs_judge(it, rec)]
     if cfg.verifier_url and wrong:   # each benchmark's own judge prompt, asked about what the rules scored wrong
-        judge = judges.Judge(cfg.verifier_url, cfg.verifier_model or rewards.RewardConfig.verifier_model)
+        judge = judges.Judge(cfg.verifier_url, cfg.verifier_model or rewards.RewardConfig.verifier_model,
+                             rewards.verifier_api_key(cfg))
         answers = judge.judge_all([(it, rec["response"], scoring_options(it)) for rec, it in wrong])
         for (rec, _), (verdict, how) in zip(wrong, answers):
             rec["verifier"], rec["judge"], rec["correct"] = verdict, how, verdict is True
@@ -573,6 +576,7 @@ def main(argv=None):
         raise ValueError(f"--mode: {sorted(set(modes) - set(MODES))} not in {MODES}")
     if not cfg.benchmarks:
         raise ValueError("--benchmarks: give a list of benchmark files, e.g. --benchmarks=\"['MMMU_DEV_VAL.tsv']\"")
+    rewards.verifier_api_key(cfg)   # a named but unset key variable fails now, not after generating
     benchmarks = []
     for path in cfg.benchmarks:
         items = load_items(path, cfg.split, cfg.max_items)

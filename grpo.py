@@ -81,6 +81,7 @@ class Config:
     # reward (§3.1): R = 0.8 R_accuracy + 0.2 R_format
     accuracy_weight: float = 0.8
     verifier_url: str = ""              # R_theta of eq. 2 (OpenAI-compatible); rule-only when empty
+    verifier_api_key_env: str = ""      # name of the environment variable holding its API key (never the key)
     reward_workers: int = 2             # Math-Verify processes per rank (0 = in-process)
     # advantage and loss (eqs. 6-7)
     adv_eps: float = 1e-6               # eq. 6 denominator std + eps (verl's value)
@@ -105,6 +106,7 @@ class Config:
     weight_decay: float = 0.01          # verl's actor default (the paper trains with verl)
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 1.0
+    max_nonfinite_steps: int = 3        # a NaN/inf loss or grad norm this many steps in a row stops the run
     trainable: list[str] = field(default_factory=lambda: ["vision", "connector", "llm"])   # §5.2
     # engines
     rollout_backend: Literal["auto", "vllm", "builtin"] = "auto"   # auto: vllm with a GPU
@@ -140,7 +142,8 @@ MAY_CHANGE = ("init_from", "data", "curriculum", "out_dir", "resume", "allow_run
               "save_every", "keep_last", "wandb_project", "run_name", "micro_batch_size",
               "rollout_batch_size", "logprob_chunk_size", "activation_checkpointing",
               "rollout_backend", "vllm_tensor_parallel_size", "vllm_gpu_memory_utilization",
-              "vllm_max_images", "reward_workers", "plan", "plan_gpus", "plan_gpu_gib")
+              "vllm_max_images", "reward_workers", "plan", "plan_gpus", "plan_gpu_gib", "max_nonfinite_steps",
+              "verifier_api_key_env")
 
 # -----------------------------------------------------------------------------
 # advantages and loss (eqs. 6-7)
@@ -228,8 +231,9 @@ def load_stage_records(path, tokenizer, model_config, cfg, dist):
         raise ValueError(f"{path}: {len(kept)} usable records (of {len(records)}) < "
                          f"prompts_per_step {cfg.prompts_per_step}")
     if dist.is_main:
+        first = next((f", the first at {r.where}" for r in records if r.id in set(too_long)), "")
         print(f"{path}: {len(kept)} records, {len(set(too_long))} skipped "
-              f"(prompt > {cfg.max_prompt_tokens} tokens)")
+              f"(prompt > {cfg.max_prompt_tokens} tokens{first})")
     return kept, len(set(too_long))
 
 
@@ -332,6 +336,13 @@ def padded(rows, mask):
 
 
 def check_config(cfg, world):
+    configurator.check_values(
+        cfg, positive=("steps", "prompts_per_step", "rollouts_per_prompt", "mini_batches", "ppo_epochs",
+                       "micro_batch_size", "rollout_batch_size", "save_every", "max_sampling_rounds",
+                       "logprob_chunk_size", "max_nonfinite_steps", "vllm_tensor_parallel_size"),
+        non_negative=("schedule_steps", "warmup_steps", "micro_batch_tokens", "max_tiles", "max_prompt_tokens",
+                      "keep_last", "kl_beta", "reward_workers"),
+        nonempty=("trainable",))
     P, n, K = cfg.prompts_per_step, cfg.rollouts_per_prompt, cfg.mini_batches
     if P % world:
         raise ValueError(f"prompts_per_step {P} must be a multiple of the world size {world} "
@@ -447,7 +458,8 @@ def main(cfg, sampler=None, reward_fn=None):
     sampler = sampler or rollout_sampler(cfg, dist, model, tokenizer, resume_from or cfg.init_from)
     reward_cfg = rewards.RewardConfig(accuracy_weight=cfg.accuracy_weight,
                                       think_mode=cfg.mode == "think", verifier_url=cfg.verifier_url,
-                                      num_workers=cfg.reward_workers)
+                                      verifier_api_key_env=cfg.verifier_api_key_env, num_workers=cfg.reward_workers)
+    rewards.verifier_api_key(reward_cfg)   # a named but unset key variable fails now, not at the first step
     reward_fn = reward_fn or (lambda texts, records: rewards.score_batch(   # eqs. 1-3
         texts, [r.answer for r in records], [r.options for r in records],
         [r.question for r in records], reward_cfg))
@@ -457,6 +469,7 @@ def main(cfg, sampler=None, reward_fn=None):
     high_threshold = high_entropy_threshold(model_config.llm_config["vocab_size"])
     history = []
     no_signal = [0, 0]   # steps without a learning signal: all, in a row (grpo_metrics)
+    nonfinite = 0        # steps in a row with a NaN/inf loss or grad norm (their updates were skipped)
 
     for step in range(state["step"], cfg.steps):
         t_step = time.time()
@@ -473,8 +486,11 @@ def main(cfg, sampler=None, reward_fn=None):
             for round_ in range(cfg.max_sampling_rounds if cfg.dynamic_sampling else 1):
                 indices, state["data_state"] = data.next_batch(
                     len(records), P, cfg.seed + 1000 * stage, state["data_state"])
+                counted = rewards.total_stats.as_dict()
                 new, rollout_s, reward_s = sample_groups(run, step, round_, records, indices,
                                                          max_tokens)
+                for key in grpo_metrics.VERIFIER_SUMS:   # this round's score_batch calls (none: a hook)
+                    sums[key] += getattr(rewards.total_stats, key) - counted[key]
                 grpo_metrics.add_sample_sums(sums, new, cfg.blind_phrases)
                 for key, value in (("rollout_s", rollout_s), ("reward_s", reward_s), ("rounds", 1)):
                     sums[key] += value
@@ -519,6 +535,7 @@ def main(cfg, sampler=None, reward_fn=None):
                         for i, s in enumerate(micro):
                             s[key] = logp[i, :len(s["response_ids"])]
         sums["groups_trained"] = float(len(groups))
+        skipped_updates = 0
         for epoch in range(E):
             for k, mini in enumerate(minis):
                 for micro in micro_batches(mini, cfg, dist, pad_id):
@@ -550,9 +567,9 @@ def main(cfg, sampler=None, reward_fn=None):
                     optimizer.step()
                 else:   # one bad batch must not poison the weights and Adam moments
                     print(f"step {step}: non-finite grad norm, optimizer step skipped", flush=True)
+                    skipped_updates += 1
                 optimizer.zero_grad(set_to_none=True)
-                last = {"grad_norm": grad_norm, "lr": lr,
-                        "skipped": float(not math.isfinite(grad_norm))}
+                last = {"grad_norm": grad_norm, "lr": lr, "skipped": float(skipped_updates)}
         train_s = time.time() - t0
 
         # 4. the new weights into the sampler (vLLM; builtin's bf16 copy)
@@ -561,6 +578,7 @@ def main(cfg, sampler=None, reward_fn=None):
         sync_s = time.time() - t0
 
         # 5. metrics over all ranks, progress, checkpoint
+        sums["verifier_circuit_open"] = float(rewards.verifier_circuit_open(reward_cfg))
         info = {"data/stage": stage, "data/epoch": state["data_state"][0],
                 "data/max_response_tokens": max_tokens, "data/skipped_long_prompts": skipped,
                 "time/rollout": sums["rollout_s"], "time/reward": sums["reward_s"],
@@ -573,7 +591,14 @@ def main(cfg, sampler=None, reward_fn=None):
                         acc=metrics["reward/accuracy"], len=metrics["response/len_mean"],
                         entropy=metrics["entropy/mean"])
         state["step"] = step + 1
-        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+        # with K x E updates per step, any skipped one makes the step non-finite
+        grad_norm = float("nan") if skipped_updates else metrics["train/grad_norm"]
+        nonfinite = tu.nonfinite_streak(nonfinite, step + 1, metrics["train/loss"], grad_norm,
+                                        cfg.max_nonfinite_steps, cfg.out_dir, cfg.lr)
+        if nonfinite and ((step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps):
+            print(f"step {step + 1}: non-finite loss or grad norm, no checkpoint", file=sys.stderr, flush=True)
+        elif (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+            tu.require_finite_weights(model, dist, step + 1)
             checkpoint.save_checkpoint(cfg.out_dir, step + 1, model, optimizer, model_config, tokenizer,
                                        {k: v for k, v in state.items() if k != "step"},
                                        keep_last=cfg.keep_last, run=run_desc,

@@ -14,8 +14,13 @@ import rewards
 import train_utils as tu
 from entropy import HIGH_ENTROPY_THRESHOLD, critical_mask, entropy_metrics
 
+# the LLM verifier's calls and their outcomes (rewards.RewardStats), and the ranks whose verifier is in its
+# cooldown at the step's end: reward/verifier_* in every step's metrics, so an outage shows where it happens
+VERIFIER_SUMS = ("verifier_calls", "verifier_yes", "verifier_fallbacks", "verifier_timeouts", "verifier_failures",
+                 "verifier_skipped")
 SAMPLE_SUMS = ("groups", "zero_var_groups", "rollouts", "reward", "reward_sq", "accuracy",
-               "format", "response_tokens", "prompt_tokens", "truncated", "blind")
+               "format", "response_tokens", "prompt_tokens", "truncated", "blind") + VERIFIER_SUMS + \
+    ("verifier_circuit_open",)
 TRAIN_SUMS = ("loss", "clipped", "approx_kl", "kl_ref", "tokens", "ent_sum", "ent_high",
               "ent_tokens", "crit_sum", "crit_count", "lp_diff", "lp_diff_tokens", "groups_trained")
 # and, not all-reduced: the seconds spent sampling and scoring, the rounds, the longest response
@@ -73,6 +78,7 @@ def step_metrics(sums, last, dist, info):
         "reward/mean": mean, "reward/std": math.sqrt(max(0.0, g["reward_sq"] / n - mean ** 2)),
         "reward/accuracy": g["accuracy"] / n, "reward/format": g["format"] / n,
         "reward/zero_var_groups": g["zero_var_groups"] / g["groups"],
+        **{f"reward/{k}": g[k] for k in VERIFIER_SUMS + ("verifier_circuit_open",)},
         "response/len_mean": g["response_tokens"] / n,
         "response/len_max": tu.all_reduce_max(float(sums["response_max"]), dist),
         "response/truncated": g["truncated"] / n, "response/blind_phrase_rate": g["blind"] / n,
@@ -97,8 +103,10 @@ def count_no_signal(metrics, counts, step, out_dir, is_main):
     """counts [all, in a row] of the steps without a learning signal, this step added; the total
     is metrics["train/no_signal_steps"]. An arm that cannot learn says so loudly: when every
     group's rewards are equal, eq. 6's advantages are all 0 and so is the update (e.g. GRPO from a
-    model that never writes the rewarded format)."""
-    dead = metrics["reward/zero_var_groups"] == 1.0 or metrics["train/grad_norm"] == 0.0
+    model that never writes the rewarded format). A step whose update was skipped (NaN/inf grad norm) learned
+    nothing either."""
+    dead = metrics["reward/zero_var_groups"] == 1.0 or metrics["train/grad_norm"] == 0.0 or \
+        metrics["train/skipped_updates"] > 0
     counts[:] = counts[0] + dead, (counts[1] + 1) * dead
     if counts[1] == NO_SIGNAL_WARNING and is_main:
         print(f"WARNING: {out_dir}: no learning signal for {counts[1]} steps in a row "

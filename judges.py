@@ -399,6 +399,7 @@ class Judge:
     def __init__(self, url, model, api_key="", max_tokens=256):
         client = rewards.VerifierClient(url, model=model, api_key=api_key)   # its URL normalisation, timeout
         self.url, self.model, self.timeout_s, self.api_key = client.url, model, client.timeout_s, api_key
+        self.max_reply_bytes = client.max_reply_bytes
         self.max_tokens = max_tokens
         self.counts = {"asked": 0, "model": 0, "unparseable": 0, "failed": 0}
         self.down = False
@@ -417,7 +418,8 @@ class Judge:
             payload = {"model": self.model, "temperature": 0.5 * attempt, "max_tokens": self.max_tokens,
                        "messages": [{"role": "user", "content": prompt}]}
             try:
-                status, body = rewards.post_json(self.url, payload, self.timeout_s, self.api_key)
+                status, body = rewards.post_json(self.url, payload, self.timeout_s, self.api_key,
+                                                 self.max_reply_bytes)
                 if status != 200:
                     continue
                 content = json.loads(body)["choices"][0]["message"]["content"]
@@ -442,9 +444,9 @@ class Judge:
             return list(pool.map(lambda r: judge_answer(self, *r), requests))
 
 
-def mathvista_extractor(url, model):
+def mathvista_extractor(url, model, api_key=""):
     """VLMEvalKit's MathVista GPT extractor (benchmarks.mathvista_extract's llm_extract) through a Judge: up to 5
     tries at temperature 0, 0.5, 1.0, ... while the reply is empty or malformed, 128 tokens. None when there is no
     answer (the rule extractor is used then); a connection error or timeout switches it off for the run."""
-    judge = Judge(url, model, max_tokens=128)
+    judge = Judge(url, model, api_key, max_tokens=128)
     return lambda prompt: judge.ask(prompt, 5, lambda reply: reply if reply.strip() else None)[0]

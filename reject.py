@@ -42,6 +42,7 @@ class Config:
     max_model_len: int = 16384           # vLLM context; longer prompts are skipped and counted
     reward_workers: int = 2              # rewards.py Math-Verify processes
     verifier_url: str = ""               # rewards.py LLM verifier (eq. 2 R_theta), off when empty
+    verifier_api_key_env: str = ""       # name of the environment variable holding its API key (never the key)
     seed: int = 0
 
 
@@ -89,11 +90,11 @@ def reject(cfg, sampler=None):
     progress_path = out.with_name(out.name + ".progress.jsonl")
     counts_path = out.with_name(out.name + ".counts.json")
     # data.read_jsonl drops a torn last line; the rewrite below leaves both files whole for the appends
-    done = {p["id"]: p for _, p in data.read_jsonl(progress_path)} if progress_path.exists() else {}
+    done = {p["id"]: p for _, p in data.read_jsonl(progress_path, appended_log=True)} if progress_path.exists() else {}
     data.write_jsonl(progress_path, list(done.values()))
     # a crash between writing samples and their progress line leaves samples of unfinished questions:
     # drop them
-    samples = [s for _, s in data.read_jsonl(out)] if out.exists() else []
+    samples = [s for _, s in data.read_jsonl(out, appended_log=True)] if out.exists() else []
     data.write_jsonl(out, [s for s in samples if s["question_id"] in done])
     todo = [r for r in records if r.id not in done]
     print(f"reject: {len(records)} questions, {len(done)} already done, k={cfg.k}")
@@ -105,7 +106,9 @@ def reject(cfg, sampler=None):
             seed=cfg.seed, batch_size=cfg.batch_size * cfg.k, tensor_parallel_size=cfg.tensor_parallel_size,
             gpu_memory_utilization=cfg.gpu_memory_utilization, max_model_len=cfg.max_model_len,
             max_images=max((len(r.images) for r in todo), default=1), max_tiles=cfg.max_tiles)
-    reward_cfg = rewards.RewardConfig(num_workers=cfg.reward_workers, verifier_url=cfg.verifier_url)
+    reward_cfg = rewards.RewardConfig(num_workers=cfg.reward_workers, verifier_url=cfg.verifier_url,
+                                      verifier_api_key_env=cfg.verifier_api_key_env)
+    rewards.verifier_api_key(reward_cfg)   # a named but unset key variable fails now, not at the first batch
     max_prompt_tokens = cfg.max_model_len - cfg.max_new_tokens if cfg.max_model_len > cfg.max_new_tokens else None
 
     for start in range(0, len(todo), cfg.batch_size):

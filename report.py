@@ -124,7 +124,7 @@ class Seeds:
         if not path.is_file():
             self.missing.append(str(path))
             return None
-        return [r for _, r in data.read_jsonl(path)]
+        return [r for _, r in data.read_jsonl(path, appended_log=True)]
 
     def entropy_table(self, seed, name):
         return self._json(self.dir(seed) / name / "entropy_table.json")

@@ -7,7 +7,7 @@ GRPO reward of Skywork-R1V3 (paper §3.1, eqs. 1-3), computed by score_batch:
 
 a_hat is extract_answer(response). R_rule is rule_check.py: multiple-choice letters and a cheap
 in-process check (canonical strings, closed-form numbers) first, Math-Verify for the rest in worker
-processes with a hard time limit. R_theta: an LLM verifier behind an OpenAI-compatible endpoint,
+processes with a hard time limit (math_verify_pool.py). R_theta: an LLM verifier behind an OpenAI-compatible endpoint,
 asked only when R_rule says wrong (off by default). Sections below, in order: eqs. 1-3 and
 extraction, the counters, the "can't see the image" phrases, the verifier, the CLI:
     python rewards.py --jsonl IN --out OUT [--verifier_url=URL] [--timeout_s=5] [--think_mode=False]
@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
 import configurator
+import math_verify_pool
 import rule_check
 
 
@@ -49,7 +50,9 @@ class RewardConfig:
     verifier_retries: int = 2           # extra attempts after a timeout / connection error / 5xx
     verifier_concurrency: int = 32      # parallel requests; vLLM batches them on the server
     verifier_max_tokens: int = 16
-    verifier_api_key: str = ""          # "Authorization: Bearer ..." if set (vllm serve --api-key)
+    verifier_api_key_env: str = ""      # NAME of the environment variable holding the key (vllm serve --api-key),
+                                        # sent as "Authorization: Bearer"; the key is never in a config or log
+    verifier_max_reply_bytes: int = 1 << 20   # a longer reply body is an error (a 16-token verdict is ~1 KB)
 
 
 # -----------------------------------------------------------------------------
@@ -122,7 +125,7 @@ def score_batch(responses: list[str], golds: list[str], options: list[dict | Non
     if hard:
         keys = list(hard)
         stats.worker_checks += len(keys)
-        results, stats.worker_restarts = rule_check.math_verify_batch(keys, cfg)
+        results, stats.worker_restarts = math_verify_pool.math_verify_batch(keys, cfg)
         for key, (equal, reason, timed_out) in zip(keys, results):
             if timed_out:
                 stats.timeouts += len(hard[key])
@@ -139,9 +142,12 @@ def score_batch(responses: list[str], golds: list[str], options: list[dict | Non
         ask = [i for i, item in enumerate(out) if item["rule"] == 0.0 and item["extracted"]]
         if ask:
             client = _get_verifier(cfg)
+            before = dict(client.outcomes)
             verdicts = client.judge([questions[i] or "" for i in ask], [golds[i] for i in ask],
                                     [out[i]["extracted"][:4000] for i in ask])
             stats.verifier_calls += len(ask)
+            for key in ("timeouts", "failures", "skipped"):
+                setattr(stats, f"verifier_{key}", client.outcomes[key] - before[key])
             for i, verdict in zip(ask, verdicts):
                 if verdict is None:
                     stats.verifier_fallbacks += 1
@@ -174,7 +180,7 @@ def rule_accuracy(extracted_or_response: str, gold: str, options: dict | None = 
     verdict, _ = rule_check.fast_verdict(_answer_part(text), extracted, gold, options,
                                          cfg.max_answer_chars)
     if verdict is None:
-        results, _ = rule_check.math_verify_batch([(gold, extracted)], cfg)
+        results, _ = math_verify_pool.math_verify_batch([(gold, extracted)], cfg)
         verdict = results[0][0]   # (equal, reason, timed_out)
     return verdict
 
@@ -257,6 +263,9 @@ class RewardStats:
     verifier_calls: int = 0
     verifier_yes: int = 0
     verifier_fallbacks: int = 0   # asked, but no verdict (down, timeout, garbage): rule-only
+    verifier_timeouts: int = 0    # of those: the last attempt timed out
+    verifier_failures: int = 0    # of those: refused, HTTP error (401 for a wrong key), bad or oversized reply
+    verifier_skipped: int = 0     # of those: not sent, the verifier was in its cooldown (circuit open)
     seconds: float = 0.0
 
     def reset(self):
@@ -338,13 +347,28 @@ def _parse_verdict(content: str) -> bool | None:
     return (words.pop() == "yes") if len(words) == 1 else None
 
 
-def post_json(url: str, payload: dict, timeout_s: float, api_key: str = "") -> tuple[int, bytes]:
+def verifier_api_key(cfg) -> str:
+    """The verifier's API key from the environment variable named by cfg.verifier_api_key_env ("" when none is
+    named). A named but unset variable is an error now: a key-protected verifier would answer 401 to every call."""
+    name = cfg.verifier_api_key_env
+    if name and not os.environ.get(name):
+        raise ValueError(f"verifier_api_key_env={name!r}: the environment variable {name} is not set or empty")
+    return os.environ.get(name, "") if name else ""
+
+
+class ReplyTooLarge(ValueError):
+    pass
+
+
+def post_json(url: str, payload: dict, timeout_s: float, api_key: str = "",
+              max_bytes: int = RewardConfig.verifier_max_reply_bytes) -> tuple[int, bytes]:
     """POST payload as JSON -> (status, body) within a TOTAL deadline of timeout_s (connect, headers
     and body): a socket timeout bounds each read only, so a server trickling a byte a second could
     hold the call forever. At the deadline a timer shuts the socket down, which wakes the blocked
-    read, and TimeoutError is raised. http.client, not urllib: it gives us the socket to shut; it
-    does not read HTTP(S)_PROXY (the verifier is an internal endpoint). Used by the verifier below
-    and by eval.py's MathVista extractor."""
+    read, and TimeoutError is raised. A body over max_bytes raises ReplyTooLarge (32 concurrent
+    50 MB replies must not fill the memory). http.client, not urllib: it gives us the socket to
+    shut; it does not read HTTP(S)_PROXY (the verifier is an internal endpoint). Used by the
+    verifier below and by eval.py's MathVista extractor."""
     parts = urllib.parse.urlsplit(url)
     https = parts.scheme == "https"
     conn_cls = http.client.HTTPSConnection if https else http.client.HTTPConnection
@@ -369,7 +393,9 @@ def post_json(url: str, payload: dict, timeout_s: float, api_key: str = "") -> t
         path = parts.path + (f"?{parts.query}" if parts.query else "")
         conn.request("POST", path, body=json.dumps(payload).encode(), headers=headers)
         response = conn.getresponse()
-        data = response.read()
+        data = response.read(max_bytes + 1)   # at most this much is read, whatever Content-Length says
+        if len(data) > max_bytes:
+            raise ReplyTooLarge(f"reply body over {max_bytes} bytes")
     except (OSError, http.client.HTTPException) as e:
         if expired.is_set() or isinstance(e, TimeoutError):
             raise TimeoutError("timed out") from None
@@ -388,18 +414,27 @@ class VerifierClient:
 
     def __init__(self, url: str, model: str = "Qwen2.5-32B-Instruct", timeout_s: float = 30.0,
                  retries: int = 2, concurrency: int = 32, max_tokens: int = 16, api_key: str = "",
-                 down_cooldown_s: float = 60.0):
+                 max_reply_bytes: int = RewardConfig.verifier_max_reply_bytes, down_cooldown_s: float = 60.0):
         url = url.rstrip("/")
         if not url.endswith("/chat/completions"):
             url += "/chat/completions" if url.endswith("/v1") else "/v1/chat/completions"
         self.url, self.model, self.timeout_s, self.retries = url, model, timeout_s, retries
         self.concurrency, self.max_tokens, self.api_key = max(1, concurrency), max_tokens, api_key
-        self.down_cooldown_s = down_cooldown_s
+        self.max_reply_bytes, self.down_cooldown_s = max_reply_bytes, down_cooldown_s
         self.down_until = 0.0   # after a refused or timed-out call: none until then (then a probe)
         self.warned = False
         self.errors = 0
         self.unparsable = 0
+        self.outcomes = {"timeouts": 0, "failures": 0, "skipped": 0}   # calls without a verdict, by cause
         self._lock = threading.Lock()
+
+    def circuit_open(self) -> bool:
+        """True while the verifier is skipped after a refused or timed-out call (its cooldown)."""
+        return time.monotonic() < self.down_until
+
+    def _count(self, outcome: str):
+        with self._lock:
+            self.outcomes[outcome] += 1
 
     def _warn_once(self, message: str):
         with self._lock:
@@ -414,14 +449,16 @@ class VerifierClient:
                    "messages": [{"role": "user", "content": VERIFIER_PROMPT.format(
                        question=question or "(not given)", gold=gold, answer=answer)}]}
         for attempt in range(self.retries + 1):
-            if time.monotonic() < self.down_until:
+            if self.circuit_open():
+                self._count("skipped")
                 return None
             try:
-                status, data = post_json(self.url, payload, self.timeout_s, self.api_key)
+                status, data = post_json(self.url, payload, self.timeout_s, self.api_key, self.max_reply_bytes)
                 if status >= 500 or status == 429:
                     error = f"HTTP {status}"
-                elif status != 200:   # our request is wrong (model name, ...): retrying won't help
+                elif status != 200:   # our request is wrong (model name, API key, ...): retrying won't help
                     self.errors += 1
+                    self._count("failures")
                     self._warn_once(f"HTTP {status} {data[:200]!r}")
                     return None
                 else:
@@ -438,7 +475,8 @@ class VerifierClient:
                 error = f"{type(e).__name__}: {e}"
             except (ValueError, KeyError, IndexError, TypeError) as e:   # not an OpenAI-style reply
                 self.errors += 1
-                self._warn_once(f"bad reply ({type(e).__name__})")
+                self._count("failures")
+                self._warn_once(f"bad reply ({type(e).__name__}: {str(e)[:100]})")
                 return None
             if attempt < self.retries:
                 time.sleep(min(2.0, 0.1 * 2 ** attempt))
@@ -448,6 +486,7 @@ class VerifierClient:
             # times that again)
             self.down_until = time.monotonic() + self.down_cooldown_s
         self.errors += 1
+        self._count("timeouts" if error == "timed out" else "failures")
         self._warn_once(error)
         return None
 
@@ -467,10 +506,15 @@ _VERIFIERS: dict = {}
 
 def _get_verifier(cfg: RewardConfig) -> VerifierClient:
     key = (cfg.verifier_url, cfg.verifier_model, cfg.verifier_timeout_s, cfg.verifier_retries,
-           cfg.verifier_concurrency, cfg.verifier_max_tokens, cfg.verifier_api_key)
+           cfg.verifier_concurrency, cfg.verifier_max_tokens, verifier_api_key(cfg), cfg.verifier_max_reply_bytes)
     if key not in _VERIFIERS:   # one client per setting: its warn-once and down state persist
         _VERIFIERS[key] = VerifierClient(*key)
     return _VERIFIERS[key]
+
+
+def verifier_circuit_open(cfg: RewardConfig) -> bool:
+    """Is this setting's verifier in its cooldown (skipped)? False when none is configured."""
+    return bool(cfg.verifier_url) and _get_verifier(cfg).circuit_open()
 
 
 # -----------------------------------------------------------------------------

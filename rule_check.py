@@ -1,9 +1,9 @@
 r"""
 R_rule of the GRPO reward (paper §3.1, eq. 2): is the extracted answer a_hat rule-correct for the
 gold a? rewards.score_batch asks fast_verdict first, in its own process, and sends what that leaves
-undecided to math_verify_batch: Math-Verify (huggingface/Math-Verify, LaTeX/sympy equivalence) in
-worker processes with a hard time limit per item. Sections, in order: canonical strings and
-closed-form numbers, multiple-choice letters, fast_verdict, Math-Verify and its workers.
+undecided to math_verify_pool.math_verify_batch: Math-Verify (huggingface/Math-Verify, LaTeX/sympy
+equivalence) in worker processes with a hard time limit per item. Sections, in order: canonical
+strings and closed-form numbers, multiple-choice letters, the policy for hedges, fast_verdict.
 
 Why a hand-written fast path beside Math-Verify:
 - speed: one 1,024-response episode takes 8.7-21 s with Math-Verify alone (cache and de-duplication
@@ -15,30 +15,27 @@ Why a hand-written fast path beside Math-Verify:
   1, 3, 4, 5 (_STATEMENTS).
 Each part of the fast path was removed in turn: it stays only where a case of that table then fails
 or the episode goes over 2 s ("kept:" at the part says which).
+
+Policy for a gold that is one number (the reward exists to stop hedging, so it is decided here, not
+left to Math-Verify, which reads the last number it finds: it scored all of these right):
+- several candidates in one answer are wrong: "0\|1\|2\|3", "0|1|2|3", "0 or 3", "0, 1, 2, 3" for 0;
+- a relation is not a value: "1<1<\ldots<1" for 1 is wrong;
+- an equation between numbers must hold: "0=3" for 3 is wrong ("2+1=3" is right: every side is 3);
+- prose (words, no LaTeX command) is read by its numbers: exactly one distinct number, equal to the gold,
+  is right ("3 shapes", "| left: 3 can Green count: 3 =D" for 3); several different ones are a hedge
+  ("2 apples and 3 pears" for 3: wrong).
+Limit: values that do not fit a float (exponents over 1e3) are not compared here; Math-Verify does not
+evaluate power towers, so "2^{2^{2^{2^2}}}" vs "2^{65536}" scores wrong: such answers count only in the
+gold's own form (tests/test_rule_check.py: test_policy_for_hedges_relations_and_towers).
 """
 from __future__ import annotations
 
-import atexit
-import concurrent.futures
 import functools
 import itertools
-import logging
 import math
-import multiprocessing as mp
-import os
 import random
 import re
-import resource
-import signal
-import threading
-import time
-from concurrent.futures.process import BrokenProcessPool
-from typing import TYPE_CHECKING
 
-import pebble
-
-if TYPE_CHECKING:   # cfg below: its timeout_s, num_workers, start_method and worker_memory_mb
-    from rewards import RewardConfig
 
 # -----------------------------------------------------------------------------
 # Canonical strings and closed-form numbers (the in-process fast path)
@@ -457,6 +454,54 @@ def _pred_letter(answer_text: str, extracted: str, options: dict) -> str | None:
     return None
 
 
+_HEDGE_SEPARATORS = re.compile(r"\\\||\||\\lor(?![a-z])|\\vee(?![a-z])|\bor\b")
+_ORDER = re.compile(r"<|>|\\le(?![a-z])|\\ge(?![a-z])|\\ne(?![a-z])")
+_PROSE_NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
+
+
+def _constant(s: str) -> float | None:
+    # the value of a closed-form constant ("2+1", "\frac{1}{2}"), else None
+    for f, variables in _readings(s) if s else ():
+        if not variables:
+            try:
+                value = f({})
+            except (ValueError, ZeroDivisionError, OverflowError, TypeError):
+                return None
+            return value if isinstance(value, float) and math.isfinite(value) else None
+    return None
+
+
+def _hedge_verdict(gold: str, pred: str) -> tuple[bool | None, str]:
+    """The module docstring's policy for a gold that is one number, on canonical strings: (False, why) for
+    a hedge, a relation or an equation that does not hold, a verdict for prose, else (None, "")."""
+    if "=" in gold or _RELATION.search(gold) or len(_parts(gold)[1]) > 1:
+        return None, ""
+    value = _constant(gold)
+    if value is None:
+        return None, ""
+    if _ORDER.search(pred):
+        return False, "a relation, not a value"
+    if "=" in pred:
+        sides = [_constant(side) for side in pred.split("=")]
+        if all(v is not None for v in sides):
+            if not all(_close(v, sides[0]) for v in sides):
+                return False, "an equation that does not hold"
+            return _close(sides[0], value), "equation of numbers"
+    # "x=0 or x=3": each candidate may name the unknown
+    candidates = [re.sub(r"^[a-z]=", "", p.strip()) for p in _HEDGE_SEPARATORS.split(pred) if p.strip()]
+    values = [_constant(p) for p in candidates]
+    if len(values) > 1 and None not in values and not all(_close(v, values[0]) for v in values):
+        return False, "several candidate answers"
+    if _WORDS.search(pred) and "\\" not in pred:   # prose: read by its numbers
+        numbers = [float(n.replace(",", "")) for n in _PROSE_NUMBER.findall(pred)]
+        if not numbers:
+            return None, ""
+        if not all(_close(n, numbers[0]) for n in numbers):
+            return False, "several different numbers in prose"
+        return _close(numbers[0], value), "the one number in prose"
+    return None, ""
+
+
 def fast_verdict(answer_text: str, extracted: str, gold: str, options: dict | None,
                  max_chars: int) -> tuple[bool | None, str]:
     """In-process verdict: (True|False, reason), or (None, reason) when Math-Verify must decide."""
@@ -483,166 +528,7 @@ def fast_verdict(answer_text: str, extracted: str, gold: str, options: dict | No
     verdict = _numeric_verdict(gold_canon, pred_canon)
     if verdict is not None:
         return verdict, "numeric" if verdict else "numeric mismatch"
+    verdict, reason = _hedge_verdict(gold_canon, pred_canon)
+    if verdict is not None:
+        return verdict, reason
     return None, "math-verify"
-
-
-# -----------------------------------------------------------------------------
-# Math-Verify in worker processes with a hard time limit per item: a hung sympy call holds the GIL,
-# so Math-Verify's own SIGALRM cannot stop it; pebble kills the worker (the item scores 0, counted)
-# and starts another. Spawned workers (safe under torchrun) re-import the main module: a script that
-# scores needs `if __name__ == "__main__":`. start_rule_workers saves the first episode the wait.
-
-def _math_verify_text(s: str) -> str:
-    # Math-Verify only parses a gold inside a LaTeX environment: "\dfrac{9}{7}" -> [],
-    # "$\dfrac{9}{7}$" ok
-    s = _INVISIBLE.sub("", s)
-    s = _UNICODE_RE.sub(lambda m: _UNICODE[m.group(0)], s)
-    s = _QUANTITY.sub(r"\1", s)
-    s = re.sub(r"\\number\s*\{([^{}]*)\}", r"\1", s)
-    s = re.sub(r"\$|\\\(|\\\)|\\\[|\\\]", " ", s).strip().rstrip(".;。").strip()
-    return f"${s}$"
-
-
-def _math_verify(gold: str, pred: str, timeout_s: int | None) -> tuple[bool, str, bool]:
-    """(equal, reason, timed_out); never raises (an error scores 0). timeout_s: Math-Verify's own
-    SIGALRM limit (main thread only) or None."""
-    # imported here, in the workers: the process that trains or evaluates never needs sympy
-    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
-
-    pred_config = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
-    t0 = time.monotonic()
-    # prose ("... Thus, it is 300.", "$$2.2$$ (not unique)"): let Math-Verify find the math in it;
-    # wrapped whole, the words would parse as products of symbols (slow, and never equal)
-    gold, pred = [x if _WORDS.search(x) else _math_verify_text(x) for x in (gold, pred)]
-    try:
-        gold_parsed = parse(gold, parsing_timeout=timeout_s)
-        pred_parsed = parse(pred, pred_config, parsing_timeout=timeout_s)
-        if not gold_parsed or not pred_parsed:
-            timed_out = timeout_s is not None and time.monotonic() - t0 >= timeout_s
-            reason = "math-verify timeout" if timed_out else "math-verify: unparsable"
-            return False, reason, timed_out
-        t1 = time.monotonic()
-        if verify(gold_parsed, pred_parsed, timeout_seconds=timeout_s):
-            return True, "math-verify", False
-        if timeout_s is not None and time.monotonic() - t1 >= timeout_s:
-            return False, "math-verify timeout", True
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except BaseException as e:   # Math-Verify's TimeoutException is a BaseException
-        return False, f"error: {type(e).__name__}", False
-    return False, "math-verify: not equal", False
-
-
-def _worker_init(memory_bytes: int):
-    # Runs once in each worker, in its main thread (so Math-Verify's own SIGALRM limits work there
-    # too). pebble's worker installs a Python-level SIGTERM handler (pebble 5.2 pool/process.py:
-    # worker_process); a hung sympy call holds the GIL, so that handler never runs and pebble waits
-    # term_timeout = 3 s before SIGKILL. The default action ends the worker at once.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    for name in ("math_verify", "latex2sympy2_extended"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
-    # import and warm up sympy before the first deadline starts
-    for gold, pred in (("$x>1$", "$1<x$"), ("$x^2+y^2=1$", "$y^2=1-x^2$"),
-                       ("$[1,2)$", "$\\{1,2\\}$")):
-        _math_verify(gold, pred, 2)
-    try:   # address-space headroom: a sympy blow-up is a MemoryError here, not the OOM killer's
-        with open("/proc/self/statm") as f:
-            current = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-        hard = resource.getrlimit(resource.RLIMIT_AS)[1]
-        resource.setrlimit(resource.RLIMIT_AS, (current + memory_bytes, hard))
-    except (OSError, ValueError):
-        pass
-
-
-_POOL: pebble.ProcessPool | None = None
-_POOL_KEY = None
-_POOL_LOCK = threading.RLock()   # shutdown_pool inside _get_pool
-
-
-def _get_pool(cfg: RewardConfig) -> tuple[pebble.ProcessPool, int]:
-    # pebble.ProcessPool kills a worker whose item runs past schedule(timeout=) (counted from the
-    # moment a worker picks it up) and starts a replacement; a worker that dies while idle breaks
-    # the whole pool (pebble: "All workers expired"), so a pool that is no longer active is replaced
-    # here (1 restart).
-    global _POOL, _POOL_KEY
-    restarts = 0
-    key = (cfg.num_workers, cfg.start_method, cfg.worker_memory_mb)
-    with _POOL_LOCK:
-        if _POOL is not None and (_POOL_KEY != key or not _POOL.active):
-            restarts = int(not _POOL.active)
-            shutdown_pool()
-        if _POOL is None:
-            _POOL = pebble.ProcessPool(max_workers=cfg.num_workers, initializer=_worker_init,
-                                       initargs=(cfg.worker_memory_mb * 2**20,),
-                                       context=mp.get_context(cfg.start_method))
-            _POOL_KEY = key
-        return _POOL, restarts
-
-
-def math_verify_batch(keys: list[tuple[str, str]], cfg: RewardConfig) -> tuple[list, int]:
-    """[(gold, pred)] -> ([(equal, reason, timed_out)], worker restarts): Math-Verify in the
-    workers, each item hard-limited to cfg.timeout_s (num_workers=0: in this process, no hard
-    limit, for debugging). Raises only when workers cannot start (e.g. an unguarded main script
-    under spawn)."""
-    if cfg.num_workers <= 0:
-        on_main = threading.current_thread() is threading.main_thread()   # SIGALRM's only thread
-        timeout_s = max(1, int(cfg.timeout_s)) if on_main else None
-        return [_math_verify(gold, pred, timeout_s) for gold, pred in keys], 0
-    # Math-Verify's own SIGALRM first; pebble's kill at cfg.timeout_s is the backstop
-    inner_timeout_s = max(1, int(cfg.timeout_s // 4))
-    results: list = [None] * len(keys)
-    restarts = 0
-    for _ in range(3):   # a pool broken by a worker that died between items: replaced, items resent
-        todo = [j for j, r in enumerate(results) if r is None]
-        if not todo:
-            break
-        pool, replaced = _get_pool(cfg)
-        restarts += replaced
-        futures = {j: pool.schedule(_math_verify, args=(*keys[j], inner_timeout_s),
-                                    timeout=cfg.timeout_s) for j in todo}
-        budget_s = 120.0 + cfg.timeout_s * len(todo)   # worker start (spawn + imports), the items
-        if concurrent.futures.wait(futures.values(), timeout=budget_s).not_done:
-            shutdown_pool()
-            raise RuntimeError(f"rewards: no rule-checker result within {budget_s:.0f} s")
-        for j, future in futures.items():
-            error = future.exception()
-            if error is None:
-                results[j] = future.result()
-            elif isinstance(error, TimeoutError):   # pebble killed the worker and starts another
-                results[j] = (False, "timeout", True)
-                restarts += 1
-            elif isinstance(error, pebble.ProcessExpired):   # segfault, OOM killer: likely the item
-                results[j] = (False, "error: worker died", False)
-                restarts += 1
-            elif not isinstance(error, BrokenProcessPool):
-                results[j] = (False, f"error: {type(error).__name__}", False)
-    if None in results:
-        shutdown_pool()
-        raise RuntimeError("rewards: rule-checker workers keep dying before they start; is the "
-                           "main script guarded by `if __name__ == '__main__':` (spawn needs it)?")
-    return results, restarts
-
-
-def start_rule_workers(cfg: RewardConfig, timeout_s: float = 120.0) -> bool:
-    """Start the rule-checker workers now and wait until they answer (e.g. while the policy
-    loads), so the first episode does not pay for it. True when they are up."""
-    if cfg.num_workers <= 0:
-        return True
-    pool, _ = _get_pool(cfg)
-    futures = [pool.schedule(os.getpid) for _ in range(cfg.num_workers)]
-    done = concurrent.futures.wait(futures, timeout=timeout_s).done
-    return len(done) == len(futures) and all(f.exception() is None for f in done)
-
-
-def shutdown_pool():
-    """Stop the rule-checker workers (also runs at exit). The next score_batch starts new ones."""
-    global _POOL, _POOL_KEY
-    with _POOL_LOCK:
-        if _POOL is not None:
-            _POOL.stop()
-            _POOL.join(timeout=5)
-        _POOL, _POOL_KEY = None, None
-
-
-atexit.register(shutdown_pool)
-

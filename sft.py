@@ -68,6 +68,7 @@ class Config:
     weight_decay: float = 0.05           # not in the paper; InternVL's finetune scripts use 0.05 (matrices only)
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 1.0               # not in the paper; 0 = off
+    max_nonfinite_steps: int = 3         # a NaN/inf loss or grad norm this many steps in a row stops the run
     loss_chunk_tokens: int = 4096        # lm_head + log-softmax over this many tokens at a time, never [T, V]
     # validation, early stopping, checkpoints
     eval_every: int = 0                  # steps between validation losses; 0 = once per epoch
@@ -97,7 +98,7 @@ class Config:
 MAY_CHANGE = ("checkpoint", "data", "val_data", "out_dir", "resume", "allow_run_change", "max_steps", "epochs",
               "micro_batch_size", "activation_checkpointing", "loss_chunk_tokens", "log_every", "wandb",
               "wandb_project", "run_name", "save_every", "keep_last", "patience", "plan", "plan_gpus",
-              "plan_gpu_gib")
+              "plan_gpu_gib", "max_nonfinite_steps")
 
 # -----------------------------------------------------------------------------
 # batches
@@ -164,7 +165,8 @@ def nll_and_entropy(net, batch, device, chunk_tokens):
 
 def train_step(net, optimizer, batches, dist, cfg):
     """One optimizer step over this rank's micro-batches -> (global mean loss, mean entropy, tokens, grad norm).
-    Returns None (and does not step) when the global batch has no labelled token at all."""
+    Returns None (and does not step) when the global batch has no labelled token at all. A NaN/inf loss or grad
+    norm skips the update (the same on every rank: both are global), so the weights and Adam moments stay finite."""
     n_tokens = int(tu.all_reduce_sum(float(sum(num_targets(b) for b in batches)), dist))
     if n_tokens == 0:
         return None
@@ -175,9 +177,10 @@ def train_step(net, optimizer, batches, dist, cfg):
         (nll * dist.world_size / n_tokens).backward()
         nll_sum, ent_sum = nll_sum + nll.item(), ent_sum + ent.item()
     grad_norm = tu.clip_grad_norm([p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
     loss, ent = (tu.all_reduce_sum(v, dist) / n_tokens for v in (nll_sum, ent_sum))
+    if math.isfinite(loss) and math.isfinite(grad_norm):
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
     return loss, ent, n_tokens, grad_norm
 
 
@@ -236,6 +239,11 @@ def train(cfg, dist=None):
                          ("save_dtype", ("bfloat16", "float32"))):
         if getattr(cfg, key) not in allowed:
             raise ValueError(f"--{key}={getattr(cfg, key)!r}: expected one of {allowed}")
+    configurator.check_values(cfg, positive=("global_batch_size", "micro_batch_size", "max_seq_len", "epochs",
+                                             "loss_chunk_tokens", "log_every", "max_nonfinite_steps"),
+                              non_negative=("max_steps", "save_every", "eval_every", "patience", "keep_last",
+                                            "micro_batch_tokens", "max_tiles", "warmup_ratio", "val_fraction"),
+                              nonempty=("trainable",))
     if not cfg.checkpoint or not cfg.data:
         raise ValueError("--checkpoint (model to finetune) and --data (chat JSONL) are required")
     dist = dist or tu.setup_distributed()
@@ -296,13 +304,21 @@ def train(cfg, dist=None):
                           use_wandb=cfg.wandb, resume_step=step if last is not None else None)
     save_dtype = {"bfloat16": torch.bfloat16, "float32": None}[cfg.save_dtype]
     saved_step = step if last is not None else None
+    nonfinite = 0   # steps in a row with a NaN/inf loss or grad norm (their updates were skipped)
 
     def save():
+        """Checkpoint of this step unless it exists -> True when step_{step} is on disk. Never a non-finite one:
+        not after a non-finite step (the last finite checkpoint stays "last" and best), never NaN/inf weights."""
         nonlocal saved_step
+        if nonfinite:
+            print(f"step {step}: non-finite loss or grad norm, no checkpoint", file=sys.stderr)
+            return False
         if saved_step != step:
+            tu.require_finite_weights(net, dist, step)
             checkpoint.save_checkpoint(out_dir, step, net, optimizer, model_config, tokenizer, dict(state),
                                        keep_last=cfg.keep_last, save_dtype=save_dtype, run=run)
             saved_step = step
+        return True
 
     image_size, pad_id = model_config.force_image_size, tokenizer.pad_token_id
     while step < total_steps and not state["stopped"]:
@@ -328,6 +344,8 @@ def train(cfg, dist=None):
                        "train/tokens_per_s": seq_tokens / (time.time() - t0), "data/epoch": state["data_state"][0],
                        "data/skipped_total": state["skipped"], "data/truncated_total": state["truncated"]}
             logger.log(step, metrics)
+            nonfinite = tu.nonfinite_streak(nonfinite, step, state["loss"], grad_norm, cfg.max_nonfinite_steps,
+                                            out_dir, cfg.lr)
             if step % cfg.log_every == 0 or step == total_steps:
                 logger.progress(step, total_steps, loss=state["loss"], lr=lr, grad_norm=grad_norm,
                                 skipped=state["skipped"], truncated=state["truncated"])
@@ -344,10 +362,8 @@ def train(cfg, dist=None):
             # logged before the best checkpoint is saved: a crash after the save resumes past this line and keeps
             # it; a crash before resumes from an earlier step, drops it and logs it again
             logger.log(step, {"val/loss": val, "val/best_loss": state["best_val"], "val/bad_evals": state["bad_evals"]})
-            if improved:
-                save()
-                if dist.is_main:
-                    checkpoint.mark_best(out_dir, step, val_loss=val)
+            if improved and save() and dist.is_main:
+                checkpoint.mark_best(out_dir, step, val_loss=val)
             if dist.is_main:
                 stop = f"; early stop: {cfg.patience} evaluations without improvement" if state["stopped"] else ""
                 best_text = f"best {state['best_val']:.4f} at step {state['best_step']}"
@@ -360,7 +376,8 @@ def train(cfg, dist=None):
     summary = {"steps": step, "total_steps": total_steps, "stopped_early": state["stopped"],
                "train_loss": state["loss"], "best_val_loss": state["best_val"] if val_set else None,
                "best_step": state["best_step"], "best_checkpoint": str(best) if best else None,
-               "last_checkpoint": str(out_dir / f"step_{step:06d}"), "val_history": state["val_history"],
+               "last_checkpoint": str(out_dir / f"step_{saved_step:06d}") if saved_step is not None else None,
+               "val_history": state["val_history"],
                "skipped": state["skipped"], "truncated": state["truncated"], "target_tokens": state["tokens"],
                "trainable": list(cfg.trainable), "world_size": world}
     if dist.is_main:

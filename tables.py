@@ -61,7 +61,7 @@ def plot_curves(out, metrics, runs):
     metric is missing or not a number are left out of its line."""
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.6), squeeze=False)
     for label, path in runs:
-        rows = [r for _, r in data.read_jsonl(path)]  # (file:line, record) pairs
+        rows = [r for _, r in data.read_jsonl(path, appended_log=True)]  # (file:line, record) pairs
         for ax, m in zip(axes[0], metrics):
             pts = [(r["step"], r[m]) for r in rows if isinstance(r.get(m), (int, float))]
             ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label)

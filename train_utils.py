@@ -190,6 +190,28 @@ def clip_grad_norm(parameters, max_norm):
     norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm if max_norm > 0 else float("inf"))
     return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
 
+
+def nonfinite_streak(streak, step, loss, grad_norm, limit, out_dir, lr):
+    """-> the steps in a row with a NaN/inf loss or grad norm, this one counted (0 after a finite one). The
+    limit-th stops the run with an error naming the step and the values: sft.py and grpo.py skip such updates and
+    save no checkpoint after them, so the last checkpoint in out_dir is a finite one."""
+    if math.isfinite(loss) and math.isfinite(grad_norm):
+        return 0
+    if streak + 1 >= limit:
+        raise RuntimeError(f"step {step}: train/loss {loss} and train/grad_norm {grad_norm}: a NaN/inf loss or grad "
+                           f"norm {streak + 1} steps in a row (max_nonfinite_steps={limit}), run stopped; the last "
+                           f"finite checkpoint in {out_dir} stays. Lower --lr={lr}?")
+    return streak + 1
+
+
+def require_finite_weights(model, dist, step):
+    """Raises when any rank's parameters (their local shards) hold NaN/inf: called before every checkpoint save,
+    so a non-finite checkpoint is never written."""
+    bad = not all(bool(torch.isfinite(p.to_local() if isinstance(p, DTensor) else p).all())
+                  for p in model.parameters())
+    if all_reduce_sum(float(bad), dist):
+        raise RuntimeError(f"step {step}: the weights hold NaN/inf, no checkpoint written (a learning rate too high?)")
+
 # -----------------------------------------------------------------------------
 # state dicts under the original parameter names
 
@@ -367,7 +389,7 @@ class RunLogger:
         if resume_step is not None and self.metrics_path.exists():
             # data.read_jsonl's policy: the crash's torn last line is dropped, any other bad line is an
             # error naming file:line; json.dumps gives back the very text that log() wrote
-            kept = [json.dumps(row) for _, row in data.read_jsonl(self.metrics_path)
+            kept = [json.dumps(row) for _, row in data.read_jsonl(self.metrics_path, appended_log=True)
                     if row.get("step", 0) <= resume_step]
         tmp = self.metrics_path.with_name(f".metrics.jsonl.tmp-{os.getpid()}")
         try:

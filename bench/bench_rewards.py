@@ -22,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import configurator  # noqa: E402
 import rewards  # noqa: E402
+import math_verify_pool  # noqa: E402
 import rule_check  # noqa: E402
 
 K12 = Path(__file__).resolve().parents[1] / "../shared/data/mm-eureka-k12/k12.json"
@@ -131,7 +132,7 @@ def main():
     print(f"golds: {len(golds)} from {K12.name}; n={args.n}, wrong={args.wrong:.0%}, workers={args.num_workers}")
 
     t0 = time.perf_counter()
-    rule_check.start_rule_workers(cfg)
+    math_verify_pool.start_rule_workers(cfg)
     print(f"worker start (spawn + Math-Verify import): {time.perf_counter() - t0:.2f} s")
 
     times = []
@@ -164,7 +165,7 @@ def main():
     out = rewards.score_batch([THINK + "\\boxed{5^{5^{5^{5^{5}}}}}"], ["3"], cfg=kill_cfg)[0]
     print(f"  {'power tower, hard kill':22s} {time.perf_counter() - t0:6.3f} s  timed_out={out['timed_out']} "
           f"reason={out['reason']!r} restarts={rewards.last_stats.worker_restarts} (timeout_s=0.5)")
-    rule_check.shutdown_pool()
+    math_verify_pool.shutdown_pool()
 
 
 if __name__ == "__main__":

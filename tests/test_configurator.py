@@ -89,3 +89,33 @@ def test_space_separated_values_and_lists(tmp_path):
         configurator.parse_config(Cfg, ["--steps", "many"])
     with pytest.raises(ValueError, match="expected --lr=VALUE"):
         configurator.parse_config(Cfg, ["--lr"])
+
+
+def test_bare_bool_flag_takes_a_bool_word(tmp_path):
+    """`--wandb false` is the flag's value, not a config file named "false"; any other word still is a file."""
+    for word, value in (("false", False), ("False", False), ("off", False), ("no", False), ("true", True),
+                        ("yes", True)):
+        assert configurator.parse_config(Cfg, ["--use_kl", word, "--steps", "4"]) == Cfg(use_kl=value, steps=4)
+    f = write(tmp_path / "cfg.py", "steps = 3\n")
+    assert configurator.parse_config(Cfg, ["--use_kl", f]) == Cfg(use_kl=True, steps=3)
+
+
+def test_check_values_names_the_field():
+    @dataclasses.dataclass
+    class Run:
+        lr: float = 1e-5
+        steps: int = 10
+        save_every: int = 0
+        trainable: list[str] = dataclasses.field(default_factory=lambda: ["llm"])
+    check = lambda **kw: configurator.check_values(Run(**kw), positive=("steps",), non_negative=("save_every",),
+                                                   nonempty=("trainable",))
+    check()
+    for kw, message in (({"lr": 1e3}, r"--lr=1000.0: the learning rate must be in \(0, 1\]"),
+                        ({"lr": float("inf")}, "--lr=inf: must be a finite number"),
+                        ({"lr": float("nan")}, "--lr=nan: must be a finite number"),
+                        ({"lr": 0.0}, "--lr=0.0"), ({"steps": 0}, "--steps=0: must be > 0"),
+                        ({"steps": -3}, "--steps=-3: must be > 0"),
+                        ({"save_every": -1}, "--save_every=-1: must be >= 0"),
+                        ({"trainable": []}, r"--trainable=\[\]: must not be empty")):
+        with pytest.raises(ValueError, match=message):
+            check(**kw)

@@ -105,3 +105,12 @@ def test_connector_tune_has_only_training_settings():
         connector_tune.main(["--mode=reject", "--checkpoint=x", "--data=y"])
     with pytest.raises(ValueError, match="max_per_question"):
         connector_tune.main(["--max_per_question=2"])
+
+
+def test_bad_lr_and_counts_are_refused_at_startup(tmp_path):
+    """The CLI's values go through sft.train's startup checks (no file is read before them)."""
+    for flag, message in (("--lr=1e999", "--lr=inf: must be a finite number"),
+                          ("--global_batch_size=0", "--global_batch_size=0: must be > 0"),
+                          ("--max_steps=-5", "--max_steps=-5: must be >= 0")):
+        with pytest.raises(ValueError, match=message):
+            connector_tune.main(["--checkpoint=x", "--data=y", f"--out_dir={tmp_path}", "--wandb", "false", flag])

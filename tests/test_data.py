@@ -7,6 +7,7 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -136,6 +137,53 @@ def test_non_utf8_bytes_name_file_and_line(tmp_path):
         data.read_records(k12)
 
 
+def test_bom_torn_last_line_and_nan_gold(tmp_path):
+    record = {"id": "a", "images": [], "question": "q", "answer": "1"}
+    one = tmp_path / "bom.jsonl"   # a one-line file with a UTF-8 byte-order mark and no final newline
+    one.write_bytes(b"\xef\xbb\xbf" + json.dumps(record).encode())
+    assert [r.id for r in data.read_records(one)] == ["a"]
+    k12 = tmp_path / "bom.json"
+    k12.write_bytes(b"\xef\xbb\xbf" + json.dumps([{"id": "a", "question": "q", "answer": "1",
+                                                    "image_path": "a.png"}]).encode())
+    assert [r.id for r in data.read_records(k12)] == ["a"]
+    # an input file's malformed last line without a newline is an error naming it, not a silent drop
+    torn = tmp_path / "torn.jsonl"
+    torn.write_text(json.dumps(record) + "\n" + json.dumps({**record, "id": "b"})[:-5])
+    with pytest.raises(ValueError, match=r"torn\.jsonl:2: invalid JSON: .*the last line, without a newline"):
+        data.read_records(torn)
+    # ... while a log our runs append to (metrics.jsonl) drops it: the remains of a killed append
+    assert [row["id"] for _, row in data.read_jsonl(torn, appended_log=True)] == ["a"]
+    for constant in ("NaN", "Infinity", "-Infinity"):
+        bad = tmp_path / "nan.jsonl"
+        bad.write_text(json.dumps(record) + "\n" + '{"id": "n", "images": [], "question": "q", "answer": '
+                       + constant + "}\n")
+        with pytest.raises(ValueError, match=r"nan\.jsonl:2: field 'answer' is (nan|inf|-inf) \(JSON NaN/Infinity\)"):
+            data.read_records(bad)
+
+
+def test_16_bit_and_float_images_scale_to_8_bit(tmp_path):
+    """A 16-bit grayscale PNG (PIL mode I;16) keeps its gray levels in RGB, from JSONL records and from a TSV's
+    base64 cell (PIL's own convert clips everything above 255: all white)."""
+    import base64
+    import benchmarks
+    levels = np.array([[0, 257, 32896, 65535]], dtype=np.uint16)   # x 255/65535 -> 0, 1, 128, 255
+    Image.fromarray(levels).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode == "I;16"   # a real 16-bit PNG
+    rgb = np.asarray(data.load_image(tmp_path / "deep.png"))
+    assert rgb.shape == (1, 4, 3) and rgb[0, :, 0].tolist() == [0, 1, 128, 255] and (rgb[..., 0] == rgb[..., 2]).all()
+    path = write_jsonl(tmp_path / "r.jsonl", [{"id": "1", "images": ["deep.png"], "question": "q", "answer": "1"}])
+    pixels = data.image_to_pixel_values(data.load_image(data.read_records(path)[0].images[0]),
+                                        model.tiny_config(dynamic_image_size=False))
+    assert pixels.std() > 0.1   # gray levels survive, not one white tile
+    cell = base64.b64encode((tmp_path / "deep.png").read_bytes()).decode()
+    header = ["index", "question", "answer", "image"]
+    (tmp_path / "DEEP.tsv").write_text("\t".join(header) + "\n" + "\t".join(["0", "What?", "1", cell]) + "\n")
+    item = benchmarks.read_benchmark(tmp_path / "DEEP.tsv")[0]
+    assert np.asarray(benchmarks.load_rgb(item.images[0]))[0, :, 1].tolist() == [0, 1, 128, 255]
+    floats = Image.fromarray(np.array([[0.0, 0.5, 1.0]], dtype=np.float32))   # mode F in 0..1
+    assert np.asarray(data.to_rgb(floats))[0, :, 0].tolist() == [0, 128, 255]
+
+
 def test_k12_json_reads_all_records_with_images():
     records = data.read_records(K12)
     assert len(records) == 500 and len({r.id for r in records}) == 500
@@ -216,6 +264,25 @@ def test_encode_prompt(tmp_path, tokenizer, config):
     n = len(out["input_ids"])
     assert data.encode_prompt(tokenizer, config, record, system="Be brief.", max_prompt_tokens=n) is not None
     assert data.encode_prompt(tokenizer, config, record, system="Be brief.", max_prompt_tokens=n - 1) is None
+
+
+
+def test_huge_question_is_skipped_before_tokenizing(tmp_path, tokenizer, config, monkeypatch):
+    """A question far over max_prompt_tokens is refused by its length alone: the tokenizer never sees it (one
+    100 MB line took 267 s and 18.7 GB to tokenise before the length check)."""
+    limit = 300
+    huge = "How many? " * (2 * limit * max(len(t) for t in tokenizer.get_vocab()))   # far over the limit
+    path = write_jsonl(tmp_path / "r.jsonl", [{"id": "1", "images": [], "question": "Area?", "answer": "2"},
+                                              {"id": "2", "images": [], "question": huge, "answer": "2"}])
+    small, big = data.read_records(path)
+    seen = []
+    real = tokenizer.encode
+    monkeypatch.setattr(tokenizer, "encode", lambda text, **kw: seen.append(len(text)) or real(text, **kw))
+    assert data.encode_prompt(tokenizer, config, big, max_prompt_tokens=limit) is None
+    assert seen == []   # not tokenised
+    assert data.encode_prompt(tokenizer, config, small, max_prompt_tokens=limit) is not None and len(seen) == 1
+    # without a limit it is tokenised, and it is indeed over the limit: the bound never skips a prompt that fits
+    assert len(data.encode_prompt(tokenizer, config, big)["input_ids"]) > limit
 
 # -----------------------------------------------------------------------------
 # SFT chat data

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import random
+import re
 import subprocess
 import sys
 import types
@@ -600,7 +601,7 @@ def test_reward_rises_on_a_toy_task(tmp_path):
 # data: over-long prompts skipped and counted, or an error naming the record; missing images named
 
 
-def test_overlong_prompts_and_missing_images(tmp_path):
+def test_overlong_prompts_and_missing_images(tmp_path, capsys):
     ckpt, records = make_workspace(tmp_path / "ws")
     tokenizer = model.load_tokenizer(ckpt)
     config = model.ModelConfig.from_json(ckpt / "config.json")
@@ -610,6 +611,8 @@ def test_overlong_prompts_and_missing_images(tmp_path):
     cfg = run_config(ckpt, records, tmp_path, max_prompt_tokens=limit, prompts_per_step=2)
     kept, skipped = grpo.load_stage_records(records, tokenizer, config, cfg, tu.Dist())
     assert [r.id for r in kept] == ["q0", "q3", "q6"] and skipped == 5
+    assert re.search(r"train\.jsonl: 3 records, 5 skipped \(prompt > \d+ tokens, the first at .*train\.jsonl:2\)",
+                     capsys.readouterr().out)   # counted, and one of them named by file:line
     cfg = run_config(ckpt, records, tmp_path, max_prompt_tokens=limit, skip_long_prompts=False)
     with pytest.raises(ValueError, match=r"train\.jsonl:\d+: prompt of record 'q\d' is longer than"):
         grpo.load_stage_records(records, tokenizer, config, cfg, tu.Dist())
@@ -748,3 +751,84 @@ def test_an_arm_without_learning_signal_warns(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "WARNING" in err and "no learning signal for 2 steps in a row (steps 1-2)" in err
     assert "3 of 3 steps had no learning signal" in err
+
+
+def test_bad_counts_and_lr_are_refused_at_startup(tmp_path):
+    ckpt, records = make_workspace(tmp_path / "ws")
+    for overrides, message in (({"save_every": 0}, "--save_every=0: must be > 0"),
+                               ({"mini_batches": 0}, "--mini_batches=0: must be > 0"),
+                               ({"rollout_batch_size": 0}, "--rollout_batch_size=0: must be > 0"),
+                               ({"steps": -3}, "--steps=-3: must be > 0"),
+                               ({"trainable": []}, r"--trainable=\[\]: must not be empty"),
+                               ({"lr": float("inf")}, "--lr=inf: must be a finite number"),
+                               ({"lr": 1e3}, r"--lr=1000.0: the learning rate must be in \(0, 1\]")):
+        with pytest.raises(ValueError, match=message):
+            grpo.main(run_config(ckpt, records, tmp_path / "out", **overrides), reward_fn=toy_reward)
+    assert not (tmp_path / "out" / "metrics.jsonl").exists()   # nothing ran
+
+
+def test_nonfinite_grad_norm_stops_the_run_and_saves_nothing_non_finite(tmp_path, monkeypatch):
+    """From step 3 every grad norm is NaN: those updates are skipped, counted as steps without a learning signal,
+    never checkpointed, and the third in a row stops the run naming the step and the value."""
+    ckpt, records = make_workspace(tmp_path / "ws")
+    calls, real = [], tu.clip_grad_norm
+
+    def nan_after_two_steps(params, max_norm):
+        calls.append(1)
+        norm = real(params, max_norm)
+        return float("nan") if len(calls) > 2 else norm   # one optimizer step per GRPO step here
+
+    monkeypatch.setattr(tu, "clip_grad_norm", nan_after_two_steps)
+    cfg = run_config(ckpt, records, tmp_path / "out", steps=8, save_every=1, keep_last=0)
+    with pytest.raises(RuntimeError, match=r"step 5: train/loss .* and train/grad_norm nan: a NaN/inf loss or grad "
+                                           r"norm 3 steps in a row"):
+        grpo.main(cfg, reward_fn=toy_reward)
+    assert sorted(p.name for p in (tmp_path / "out").glob("step_*")) == ["step_000001", "step_000002"]
+    rows = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["train/skipped_updates"] for r in rows] == [0, 0, 1, 1, 1]
+    assert [r["train/no_signal_steps"] - rows[1]["train/no_signal_steps"] for r in rows[2:]] == [1, 2, 3]
+
+
+def test_verifier_counters_every_step_and_the_api_key_is_never_written(tmp_path, monkeypatch, capsys):
+    """A key-protected verifier on 127.0.0.1: the key, read from the variable the config names, reaches it as a
+    Bearer header; reward/verifier_* are in every metrics line; no file of the run, the config and the console
+    output hold the key."""
+    import http.server
+    import threading
+    key, seen = "sk-grpo-test-key-4f1c9a7e", []
+
+    class Verifier(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append(self.headers.get("Authorization"))
+            payload = json.dumps({"choices": [{"message": {"content": "No"}}]}).encode()
+            self.send_response(200 if seen[-1] == f"Bearer {key}" else 401)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Verifier)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("R1V3_VERIFIER_KEY", key)
+    ckpt, records = make_workspace(tmp_path / "ws")
+    cfg = run_config(ckpt, records, tmp_path / "out", save_every=1, verifier_url=f"http://127.0.0.1:{server.server_address[1]}",
+                     verifier_api_key_env="R1V3_VERIFIER_KEY")
+    try:
+        grpo.main(cfg, sampler=FixedRollout(model.load_tokenizer(ckpt), tu.Dist()))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen and set(seen) == {f"Bearer {key}"}
+    rows = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(r["reward/verifier_calls"] > 0 for r in rows)
+    assert sum(r["reward/verifier_calls"] for r in rows) == len(seen)
+    assert all(r["reward/verifier_failures"] == r["reward/verifier_timeouts"] == r["reward/verifier_circuit_open"] == 0
+               for r in rows)
+    files = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert any(p.name == "trainer_state.pt" for p in files)
+    assert [p for p in files if key.encode() in p.read_bytes()] == []
+    out = capsys.readouterr()
+    assert key not in out.out + out.err and key not in json.dumps(dataclasses.asdict(cfg))

@@ -1,6 +1,7 @@
 """Tests for rewards.py: format reward (eq. 1), extraction, eqs. 2-3 and the counters, the verifier
 client, the CLI, the "can't see the image" phrases. R_rule itself (the verdict table, the worker
 pool): tests/test_rule_check.py."""
+import dataclasses
 import http.server
 import json
 import os
@@ -90,6 +91,9 @@ def test_stats_cache_and_in_process_mode():
 
 # --------------------------------------------------------------------------------------- verifier
 
+TEST_KEY = "sk-r1v3-test-0123456789abcdef"
+
+
 class _FakeVerifier(http.server.BaseHTTPRequestHandler):
     mode = "yes"
     requests: list = []
@@ -116,6 +120,20 @@ class _FakeVerifier(http.server.BaseHTTPRequestHandler):
         if self.mode == "http500":
             self.send_response(500)
             self.end_headers()
+            return
+        if self.mode == "auth" and self.headers.get("Authorization") != f"Bearer {TEST_KEY}":
+            self.send_response(401)   # vllm serve --api-key
+            self.end_headers()
+            return
+        if self.mode == "huge":   # 2 MB of reply: more than a verdict can need
+            payload = json.dumps({"choices": [{"message": {"content": "Yes" + " " * (2 << 20)}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            try:
+                self.wfile.write(payload)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
             return
         content = {"yes": "Yes", "no": "No.", "garbage": "Maybe, it depends."}.get(self.mode, "Yes")
         payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
@@ -234,6 +252,48 @@ def test_verifier_server_down_warns_once_and_falls_back():
     assert all(o["verifier"] is None for o in out + out2)
     assert rewards.last_stats.verifier_fallbacks == 1
     assert rewards.total_stats.verifier_fallbacks >= 3
+
+
+def test_verifier_reply_body_is_capped(verifier_server):
+    _, url = verifier_server
+    _FakeVerifier.mode = "huge"
+    client = VerifierClient(url, retries=0, max_reply_bytes=1 << 20)
+    with pytest.warns(RuntimeWarning, match="reply body over 1048576 bytes"):
+        assert client.judge(["q"], ["1"], ["2"]) == [None]
+    assert client.outcomes == {"timeouts": 0, "failures": 1, "skipped": 0}
+    with pytest.raises(rewards.ReplyTooLarge):
+        rewards.post_json(url + "/v1/chat/completions", {}, 5.0, max_bytes=1000)
+
+
+def test_verifier_api_key_from_the_named_environment_variable(verifier_server, monkeypatch):
+    """The config names the variable, the key goes out as a Bearer header; unset, it is an error at once (a
+    key-protected verifier answered 401 to every call, silently scoring rule-only)."""
+    _, url = verifier_server
+    _FakeVerifier.mode = "auth"
+    cfg = RewardConfig(verifier_url=url, verifier_api_key_env="R1V3_TEST_VERIFIER_KEY")
+    assert TEST_KEY not in json.dumps(dataclasses.asdict(cfg))
+    monkeypatch.delenv("R1V3_TEST_VERIFIER_KEY", raising=False)
+    with pytest.raises(ValueError, match="verifier_api_key_env='R1V3_TEST_VERIFIER_KEY': the environment variable"):
+        score_batch([THINK + "\\boxed{five}"], ["5"], cfg=cfg)
+    monkeypatch.setenv("R1V3_TEST_VERIFIER_KEY", TEST_KEY)
+    out = score_batch([THINK + "\\boxed{five}"], ["5"], cfg=cfg)
+    assert out[0]["verifier"] == 1.0 and rewards.last_stats.verifier_failures == 0
+    monkeypatch.setenv("R1V3_TEST_VERIFIER_KEY", "a-wrong-key")
+    with pytest.warns(RuntimeWarning, match="HTTP 401"):
+        out = score_batch([THINK + "\\boxed{five}"], ["5"], cfg=cfg)
+    assert out[0]["verifier"] is None and rewards.last_stats.verifier_failures == 1   # counted, every batch
+
+
+def test_verifier_outcomes_are_counted_per_batch(verifier_server):
+    _, url = verifier_server
+    _FakeVerifier.mode = "hang"
+    cfg = RewardConfig(verifier_url=url, verifier_timeout_s=0.3, verifier_retries=0, verifier_concurrency=1)
+    with pytest.warns(RuntimeWarning, match="timed out"):
+        score_batch([THINK + "\\boxed{six}", THINK + "\\boxed{seven}"], ["5", "5"], cfg=cfg)
+    stats = rewards.last_stats
+    assert (stats.verifier_calls, stats.verifier_fallbacks, stats.verifier_timeouts, stats.verifier_skipped) == \
+        (2, 2, 1, 1)   # the first call timed out and opened the circuit: the second was not sent
+    assert rewards.verifier_circuit_open(cfg) and not rewards.verifier_circuit_open(RewardConfig())
 
 
 # -------------------------------------------------------------------------------------------- CLI

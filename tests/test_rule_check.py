@@ -16,6 +16,7 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import rewards  # noqa: E402
+import math_verify_pool  # noqa: E402
 import rule_check  # noqa: E402
 from rewards import RewardConfig, rule_accuracy, score_batch  # noqa: E402
 
@@ -149,6 +150,32 @@ def test_table_through_workers_matches_in_process():
     assert rewards.last_stats.items == len(CASES) and rewards.last_stats.timeouts == 0
 
 
+POLICY = [   # rule_check.py's docstring: the policy for a gold that is one number (all right before it)
+    ("3", "\\boxed{0=3}", False, "an equation that does not hold"),
+    ("3", "\\boxed{2+1=3}", True, "equation of numbers"),
+    ("0", "\\boxed{0\\|1\\|2\\|3}", False, "several candidate answers"),
+    ("0", "\\boxed{0|1|2|3}", False, "several candidate answers"),
+    ("0", "\\boxed{x=0 \\lor x=3}", False, "several candidate answers"),
+    ("1", "\\boxed{1<1<1<1<1}", False, "a relation, not a value"),
+    ("1", "\\boxed{1<1<\\ldots<1}", False, "a relation, not a value"),
+    ("1", "\\boxed{1 \\le 1}", False, "a relation, not a value"),
+    ("3", "\\boxed{| left: 3 can Green count: 3 =D}", True, "the one number in prose"),
+    ("3", "\\boxed{3 shapes}", True, "the one number in prose"),
+    ("3", "\\boxed{2 apples and 3 pears}", False, "several different numbers in prose"),
+    ("1500", "\\boxed{1,500 apples}", True, "the one number in prose"),
+    ("3", "\\boxed{|-3|}", True, "math-verify"),   # absolute value bars are not a hedge
+    ("2^{65536}", "\\boxed{2^{65536}}", True, "exact"),
+    # the stated limit: a tower beyond float range is not evaluated (Math-Verify does not either)
+    ("2^{65536}", "\\boxed{2^{2^{2^{2^2}}}}", False, "math-verify: not equal"),
+]
+
+
+@pytest.mark.parametrize("gold, response, expected, reason", POLICY, ids=[p[1] for p in POLICY])
+def test_policy_for_hedges_relations_and_towers(gold, response, expected, reason):
+    out = score_batch([THINK + response], [gold], cfg=RewardConfig(num_workers=0))[0]
+    assert (out["rule"], out["reason"]) == (float(expected), reason)
+
+
 # -------------------------------------------------------------------------------------- K12 golds
 
 def _k12_golds():
@@ -207,7 +234,7 @@ ADVERSARIAL = {
 @pytest.mark.parametrize("name", list(ADVERSARIAL))
 def test_adversarial_inputs_return_within_timeout(name):
     cfg = RewardConfig(timeout_s=2.0)
-    rule_check.start_rule_workers(cfg)
+    math_verify_pool.start_rule_workers(cfg)
     t0 = time.monotonic()
     out = score_batch([ADVERSARIAL[name]], ["3"], cfg=cfg)[0]
     elapsed = time.monotonic() - t0
@@ -222,9 +249,9 @@ def test_adversarial_inputs_return_within_timeout(name):
 _ADVERSARIAL_CHILD = """
 import json, sys, time
 sys.path[:0] = [sys.argv[1], sys.argv[1] + "/bench"]
-import bench_rewards, rewards, rule_check
+import bench_rewards, math_verify_pool, rewards
 cfg = rewards.RewardConfig(timeout_s=float(sys.argv[2]))
-rule_check.start_rule_workers(cfg)
+math_verify_pool.start_rule_workers(cfg)
 print("ready", flush=True)
 for name, response, gold, options in bench_rewards.ADVERSARIAL:
     t0 = time.monotonic()
@@ -266,7 +293,7 @@ def test_32_adversarial_inputs_each_within_timeout_plus_1s():
 def test_hung_item_is_killed_counted_and_pool_recovers():
     # timeout_s below Math-Verify's own 1 s SIGALRM: only the hard kill can stop the power tower
     cfg = RewardConfig(timeout_s=0.5)
-    assert rule_check.start_rule_workers(cfg)
+    assert math_verify_pool.start_rule_workers(cfg)
     t0 = time.monotonic()
     out = score_batch([THINK + "\\boxed{5^{5^{5^{5^{5}}}}}", THINK + "\\boxed{4}"], ["3", "4"],
                       cfg=cfg)
@@ -280,11 +307,11 @@ def test_hung_item_is_killed_counted_and_pool_recovers():
 
 def test_dead_worker_is_replaced():
     cfg = RewardConfig()
-    assert rule_check.start_rule_workers(cfg)
-    victim = rule_check._POOL.schedule(os.getpid).result(timeout=10)   # a worker we started
+    assert math_verify_pool.start_rule_workers(cfg)
+    victim = math_verify_pool._POOL.schedule(os.getpid).result(timeout=10)   # a worker we started
     os.kill(victim, signal.SIGKILL)
     deadline = time.monotonic() + 5
-    while rule_check._POOL.active and time.monotonic() < deadline:   # pebble's tick is 0.1 s
+    while math_verify_pool._POOL.active and time.monotonic() < deadline:   # pebble's tick is 0.1 s
         time.sleep(0.05)
     out = score_batch([THINK + "\\boxed{x<2}"], ["$2>x$"], cfg=cfg)
     assert out[0]["accuracy"] == 1.0 and rewards.last_stats.worker_restarts >= 1

@@ -327,6 +327,35 @@ def test_bad_config_errors(tiny, tmp_path):
         sft.train(make_config(tiny, tmp_path, global_batch_size=64))
     with pytest.raises(ValueError, match="patience"):
         sft.train(make_config(tiny, tmp_path, patience=2))
+    # counts, the learning rate and the trainable modules are checked at startup, naming the field
+    for overrides, message in (({"global_batch_size": 0}, "--global_batch_size=0: must be > 0"),
+                               ({"max_steps": -5}, "--max_steps=-5: must be >= 0"),
+                               ({"save_every": -1}, "--save_every=-1: must be >= 0"),
+                               ({"trainable": []}, r"--trainable=\[\]: must not be empty"),
+                               ({"lr": 1e3}, r"--lr=1000.0: the learning rate must be in \(0, 1\]"),
+                               ({"lr": float("inf")}, "--lr=inf: must be a finite number")):
+        with pytest.raises(ValueError, match=message):
+            sft.train(make_config(tiny, tmp_path, **overrides))
+    assert not (tmp_path / "metrics.jsonl").exists()   # refused before any step
+
+
+def test_nonfinite_loss_stops_the_run_and_keeps_the_last_finite_checkpoint(tiny, tmp_path, monkeypatch):
+    """From step 3 every loss is NaN: steps 3-5 update nothing and save nothing, step 5 (3 in a row) stops the
+    run with an error naming the step and the values; step 2 stays the last checkpoint, with finite weights."""
+    calls, real = [], sft.nll_and_entropy
+
+    def poisoned(*args):
+        calls.append(1)
+        nll, ent = real(*args)
+        return (nll * float("nan"), ent) if len(calls) > 4 else (nll, ent)   # 2 micro-batches per step
+
+    monkeypatch.setattr(sft, "nll_and_entropy", poisoned)
+    with pytest.raises(RuntimeError, match=r"step 5: train/loss nan and train/grad_norm nan: a NaN/inf loss or "
+                                           r"grad norm 3 steps in a row"):
+        sft.train(make_config(tiny, tmp_path, max_steps=8, save_every=1, keep_last=0))
+    assert [path.name for _, path in checkpoint.list_checkpoints(tmp_path)] == ["step_000001", "step_000002"]
+    weights = load_file(tmp_path / "step_000002" / "model.safetensors")
+    assert all(torch.isfinite(t).all() for t in weights.values())
 
 # -----------------------------------------------------------------------------
 # torchrun --nproc_per_node=2 (gloo, FSDP2) == one process

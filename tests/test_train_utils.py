@@ -132,6 +132,22 @@ def optimizer_tensors(opt):
 # RNG state, state dicts, FSDP2 wrapping, setup (single process)
 
 
+def test_nonfinite_streak_and_finite_weights_guard():
+    streak = 0
+    for step, (loss, norm) in enumerate([(1.0, float("nan")), (float("inf"), 1.0), (0.5, 0.5), (float("nan"), 2.0)]):
+        streak = tu.nonfinite_streak(streak, step + 1, loss, norm, 3, "out", 1e-5)
+        assert streak == [1, 2, 0, 1][step]   # a finite step resets the count
+    with pytest.raises(RuntimeError, match=r"step 9: train/loss nan and train/grad_norm 1.0: a NaN/inf loss or grad "
+                                           r"norm 3 steps in a row \(max_nonfinite_steps=3\)"):
+        tu.nonfinite_streak(2, 9, float("nan"), 1.0, 3, "out", 1e-5)
+    net = nn.Linear(2, 2)
+    tu.require_finite_weights(net, tu.Dist(), 4)
+    with torch.no_grad():
+        net.weight[0, 1] = float("inf")
+    with pytest.raises(RuntimeError, match="step 4: the weights hold NaN/inf, no checkpoint written"):
+        tu.require_finite_weights(net, tu.Dist(), 4)
+
+
 def test_rng_round_trip():
     state = tu.get_rng_state()
     first = (random.random(), np.random.rand(3).tolist(), torch.randn(3).tolist())
