@@ -125,7 +125,7 @@ def generate(model, prompts, pixel_values=None, image_flags=None, max_new_tokens
         if step == max_new_tokens - 1 or tu.all_reduce_max(float(len(rows) > 0), ranks) == 0:
             break
         if len(rows) == 0:   # only under sync_ranks: a forward with the same FSDP all-gathers, output unused
-            model(torch.zeros((1, 1), dtype=torch.long, device=device))
+            model(torch.full((1, 1), pad_token_id, dtype=torch.long, device=device))
             continue
         attn = torch.cat([attn, attn.new_ones(len(rows), 1)], dim=1)
         logits = model(tokens[:, None], attention_mask=attn, position_ids=next_pos[:, None],
