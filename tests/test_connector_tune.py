@@ -20,6 +20,7 @@ import connector_tune
 import model
 import sft
 import train_utils as tu
+from test_sft import grad_norms
 from test_train_utils import torchrun
 
 torch.set_num_threads(1)  # shared CI cores: tiny matmuls are much faster single-threaded under load
@@ -120,9 +121,10 @@ def test_two_ranks_equal_one_process_and_resume(tiny, tmp_path):
     numbers of forwards (dummy ones fill in) in training and in validation. The 2-rank run equals one process
     (loss, grad norms, val losses, connector weights to fp32 round-off; vision and LLM bit-identical to the
     start), and the run stopped after step 1 and resumed equals it bit for bit."""
-    rows = [{"messages": [{"role": "user", "content": ("<image>\n" if i % 2 == 0 else "") + "Which colour?" * (1 + i)},
-                          {"role": "assistant", "content": "<think>\n" + "It is red. " * (40 if i == 3 else 1 + i)
-                           + "</think>\n\nred"}], "images": ["red.png"] if i % 2 == 0 else []} for i in range(8)]
+    question = lambda i: ("<image>\n" if i % 2 == 0 else "") + "Which colour?" * (1 + i)
+    answer = lambda i: "<think>\n" + "It is red. " * (40 if i == 3 else 1 + i) + "</think>\n\nred"
+    rows = [{"messages": [{"role": "user", "content": question(i)}, {"role": "assistant", "content": answer(i)}],
+             "images": ["red.png"] if i % 2 == 0 else []} for i in range(8)]
     data_path = tiny / "varied.jsonl"   # next to red.png
     data_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     flags = (f"--data={data_path}", "--micro_batch_size=1", "--overflow=skip", "--schedule=constant",
@@ -134,8 +136,7 @@ def test_two_ranks_equal_one_process_and_resume(tiny, tmp_path):
     one = run(tiny, tmp_path / "one", *flags)
     assert summary["two"]["world_size"] == 2 and summary["two"]["skipped"] == one["skipped"] > 0
     assert summary["two"]["train_loss"] == pytest.approx(one["train_loss"], rel=1e-5)
-    norms = [[json.loads(line)["train/grad_norm"] for line in (tmp_path / name / "metrics.jsonl").read_text()
-              .splitlines() if "train/grad_norm" in line] for name in ("one", "two")]
+    norms = [grad_norms(tmp_path / name) for name in ("one", "two")]
     assert len(norms[0]) == 2 and norms[1] == pytest.approx(norms[0], rel=1e-5)
     assert [v for _, v in summary["two"]["val_history"]] == pytest.approx([v for _, v in one["val_history"]], rel=1e-5)
     init = load_file(tiny / "init" / "model.safetensors")

@@ -390,7 +390,8 @@ def test_two_ranks_packed_token_budget_resume_and_one_process(tiny, two_ranks, t
     train_set, state, counts = sft.read_splits(cfg)[0], (0, 0), []
     for _ in range(2):
         indices, state = data.next_batch(len(train_set), cfg.global_batch_size, cfg.seed, state)
-        shares = [sft.tokenize_share(train_set, indices, cfg, tiny.tok, tiny.mc, tu.Dist(rank, 2))[0] for rank in (0, 1)]
+        shares = [sft.tokenize_share(train_set, indices, cfg, tiny.tok, tiny.mc, tu.Dist(rank, 2))[0]
+                  for rank in (0, 1)]
         counts.append([len(sft.micro_batches(share, cfg, tiny.tok.pad_token_id, tiny.mc.force_image_size))
                        for share in shares])
     assert any(a != b for a, b in counts), counts
