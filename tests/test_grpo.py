@@ -431,6 +431,15 @@ def test_two_ranks_builtin_sampler_rollouts_end_apart_resume_and_equal_one_proce
     ends = [[max(len(o["token_ids"]) for outs in call.values() for o in outs) for call in rank] for rank in calls]
     assert ends[0] != ends[1], ends   # the ranks' decode loops ended at different steps
     assert any(o["finish_reason"] == "stop" for rank in calls for call in rank for outs in call.values() for o in outs)
+    # and ran different numbers of micro-batches (grpo.micro_batches' token budget over prompt + response)
+    ckpt = two_ranks / "ws" / "ckpt_eos"
+    cfg = builtin_rehearsal_config(ckpt, two_ranks / "ws" / "train.jsonl", tmp_path / "one")
+    tok, config = model.load_tokenizer(ckpt), model.ModelConfig.from_json(ckpt / "config.json")
+    records = {r.id: r for r in data.read_records(cfg.data)}
+    lengths = lambda call: [len(grpo.encode(tok, config, records[i], cfg)["input_ids"]) + len(o["token_ids"])
+                            for i, outs in call.items() for o in outs]
+    counts = [[len(data.token_budget_groups(lengths(call), cfg.micro_batch_tokens)) for call in rank] for rank in calls]
+    assert counts[0] != counts[1], counts
     history = json.loads((two / "history.json").read_text())
     resumed = json.loads((two_ranks / "two" / "resumed" / "history.json").read_text())
     keys = ("reward/mean", "response/len_mean", "train/loss", "train/grad_norm", "entropy/mean",
@@ -441,7 +450,6 @@ def test_two_ranks_builtin_sampler_rollouts_end_apart_resume_and_equal_one_proce
     again = load_file(str(two_ranks / "two" / "resumed" / "step_000002" / "model.safetensors"))
     assert all(torch.equal(again[k], last[k]) for k in last)
 
-    cfg = builtin_rehearsal_config(two_ranks / "ws" / "ckpt_eos", two_ranks / "ws" / "train.jsonl", tmp_path / "one")
     merged = [{**a, **b} for a, b in zip(*calls)]
     one = grpo.main(cfg, sampler=Replay(merged), reward_fn=toy_reward)
     for a, b in zip(one, history):
