@@ -73,8 +73,10 @@ def generate(model, prompts, pixel_values=None, image_flags=None, max_new_tokens
              stop_token_ids=(), banned_token_ids=(), pad_token_id=0, generator=None, sync_ranks=False,
              static_cache=None, compile_step=None):
     """Left-padded batched sampling. The prefix is encoded once (KV cache); rows that finish leave the batch.
-    sync_ranks: under FSDP every rank must run the same number of forwards, so a rank that is done keeps
-    running one-token forwards until all ranks are done.
+    sync_ranks: under FSDP every rank must run the same collectives in the same order (each forward all-gathers
+    every block), so each step starts with one all-reduce "is any rank still decoding?" and then every rank runs
+    one forward: a rank whose rows have all ended runs a dummy one-token forward, until all ranks are done.
+    Every rank passes the same max_new_tokens.
     static_cache (default: on cuda): the GPU decode loop instead (decode_static); compile_step (default: on
     cuda) also captures its one-token step in CUDA graphs. Both give the same tokens (tests/test_sampling.py)."""
     device = next(model.parameters()).device
@@ -103,33 +105,32 @@ def generate(model, prompts, pixel_values=None, image_flags=None, max_new_tokens
     out_logprobs = [[] for _ in range(b)]
     finish = ["length"] * b
     next_pos = positions[:, -1] + 1
+    ranks = synced_ranks(sync_ranks, device)
     for step in range(max_new_tokens):
-        tokens, logprobs = sample_next(logits, temperature, top_p, banned, generator)
-        for r, t, lp in zip(rows.tolist(), tokens.tolist(), logprobs.tolist()):
-            out_tokens[r].append(t)
-            out_logprobs[r].append(lp)
-        done = torch.isin(tokens, stop)
-        for r in rows[done].tolist():
-            finish[r] = "stop"
-        live = ~done
-        if step == max_new_tokens - 1:
+        if len(rows):
+            tokens, logprobs = sample_next(logits, temperature, top_p, banned, generator)
+            for r, t, lp in zip(rows.tolist(), tokens.tolist(), logprobs.tolist()):
+                out_tokens[r].append(t)
+                out_logprobs[r].append(lp)
+            done = torch.isin(tokens, stop)
+            for r in rows[done].tolist():
+                finish[r] = "stop"
+            if done.any():
+                keep = (~done).nonzero()[:, 0]
+                rows, tokens, next_pos, attn = rows[keep], tokens[keep], next_pos[keep], attn[keep]
+                if len(rows):
+                    cache.batch_select_indices(keep)
+        # the all-reduce first, then the forward, on every rank (a rank that forwarded first while another
+        # all-reduced first would wait on it for ever)
+        if step == max_new_tokens - 1 or tu.all_reduce_max(float(len(rows) > 0), ranks) == 0:
             break
-        if not live.all():
-            keep = live.nonzero()[:, 0]
-            rows, tokens, next_pos, attn = rows[keep], tokens[keep], next_pos[keep], attn[keep]
-            if len(rows):
-                cache.batch_select_indices(keep)
-        if len(rows) == 0:
-            break
+        if len(rows) == 0:   # only under sync_ranks: a forward with the same FSDP all-gathers, output unused
+            model(torch.full((1, 1), pad_token_id, dtype=torch.long, device=device))
+            continue
         attn = torch.cat([attn, attn.new_ones(len(rows), 1)], dim=1)
         logits = model(tokens[:, None], attention_mask=attn, position_ids=next_pos[:, None],
                        past_key_values=cache)[:, -1].float()
         next_pos = next_pos + 1
-        if sync_ranks:
-            sync_ranks_step(model, device, alive=True)
-    if sync_ranks:
-        while sync_ranks_step(model, device, alive=False):
-            pass
     return [{"token_ids": out_tokens[i], "logprobs": out_logprobs[i], "finish_reason": finish[i]} for i in range(b)]
 
 
@@ -179,6 +180,7 @@ def decode_static(model, prompts, pixel_values, image_flags, max_new_tokens, tem
     lengths = torch.full((b,), max_new_tokens, dtype=torch.long, device=device)   # tokens kept per row
     stopped = torch.zeros(b, dtype=torch.bool, device=device)
     next_pos = positions[:, -1:] + 1   # [b, 1]
+    ranks = synced_ranks(sync_ranks, device)
     steps = 0
     for step in range(max_new_tokens):
         tokens, logprobs = sample_next(logits, temperature, top_p, banned, generator)
@@ -187,7 +189,10 @@ def decode_static(model, prompts, pixel_values, image_flags, max_new_tokens, tem
         lengths = torch.where(newly, step + 1, lengths)
         stopped |= newly
         steps = step + 1
-        if step == max_new_tokens - 1 or (step % 16 == 15 and bool(stopped.all())):
+        # every 16 steps: are all rows done, on every rank (sync_ranks: one all-reduce, at the same step on every
+        # rank; a rank whose rows have ended keeps stepping its pad tokens, so the ranks' forwards stay in step)
+        if step == max_new_tokens - 1 or \
+                (step % 16 == 15 and tu.all_reduce_max(float(not bool(stopped.all())), ranks) == 0):
             break
         attn[:, width + step] = 1
         tokens = torch.where(stopped, pad_token_id, tokens)
@@ -195,24 +200,16 @@ def decode_static(model, prompts, pixel_values, image_flags, max_new_tokens, tem
         if compile_step:
             logits = logits.clone()   # a CUDA-graph output is overwritten by the next replay
         next_pos = next_pos + 1
-        if sync_ranks:
-            sync_ranks_step(model, device, alive=True)
-    if sync_ranks:
-        while sync_ranks_step(model, device, alive=False):
-            pass
     lengths, stopped = lengths.clamp(max=steps).tolist(), stopped.tolist()
     tokens, logprobs = out_tokens.tolist(), out_logprobs.tolist()
     return [{"token_ids": tokens[i][:lengths[i]], "logprobs": logprobs[i][:lengths[i]],
              "finish_reason": "stop" if stopped[i] else "length"} for i in range(b)]
 
 
-def sync_ranks_step(model, device, alive):
-    """One collective per decode step: returns whether any rank is still decoding; idle ranks run a dummy forward."""
-    flag = torch.tensor([1.0 if alive else 0.0], device=device)
-    tdist.all_reduce(flag)
-    if not alive and flag.item() > 0:
-        model(torch.zeros((1, 1), dtype=torch.long, device=device))
-    return flag.item() > 0
+def synced_ranks(sync_ranks, device):
+    """The group that decode decisions are all-reduced over (tu.all_reduce_max): the trainer's ranks under
+    sync_ranks, else (or without a process group) this process alone: no collective."""
+    return tu.Dist(world_size=tdist.get_world_size() if sync_ranks and tdist.is_initialized() else 1, device=device)
 
 # -----------------------------------------------------------------------------
 # the sampler interface: token ids, backend choice, vLLM engine arguments, the two samplers, make_sampler
@@ -370,16 +367,21 @@ class BuiltinSampler:
         banned = sorted(set(banned_ids) | set(self.image_ids))
         dummy_tile_size = self.net.config.force_image_size if self.sync_ranks else None
         to_device = lambda t: None if t is None else t.to(self.device)
+        chunks = [rows[start:start + self.batch_size] for start in range(0, len(rows), self.batch_size)]
+        # sync_ranks: every rank runs as many generate calls as the busiest one (its collectives); the extra ones
+        # decode a one-token dummy prompt, and their outputs are dropped
+        calls = int(tu.all_reduce_max(float(len(chunks)), synced_ranks(self.sync_ranks, self.device)))
+        dummy = [{"input_ids": [self.pad_id], "pixel_values": None}]
         outs = []
-        for start in range(0, len(rows), self.batch_size):
-            chunk = rows[start:start + self.batch_size]
+        for i, chunk in enumerate(chunks + [dummy] * (calls - len(chunks))):
             batch = data.collate_left_padded(chunk, self.pad_id, dummy_tile_size)   # the chunk's tiles, in order
-            outs += generate(self.net, [p["input_ids"] for p in chunk],
-                             pixel_values=to_device(batch["pixel_values"]),
-                             image_flags=to_device(batch["image_flags"]), max_new_tokens=max_tokens,
-                             temperature=self.temperature, top_p=self.top_p, stop_token_ids=stop_ids,
-                             banned_token_ids=banned, pad_token_id=self.pad_id, generator=self.generator,
-                             sync_ranks=self.sync_ranks)
+            out = generate(self.net, [p["input_ids"] for p in chunk],
+                           pixel_values=to_device(batch["pixel_values"]),
+                           image_flags=to_device(batch["image_flags"]), max_new_tokens=max_tokens,
+                           temperature=self.temperature, top_p=self.top_p, stop_token_ids=stop_ids,
+                           banned_token_ids=banned, pad_token_id=self.pad_id, generator=self.generator,
+                           sync_ranks=self.sync_ranks)
+            outs += out if i < len(chunks) else []
         for o in outs:
             o.update(text=strip_eos(self.tokenizer.decode(o["token_ids"], skip_special_tokens=False)),
                      num_tokens=len(o["token_ids"]))

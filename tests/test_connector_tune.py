@@ -1,5 +1,6 @@
 """Tests for connector_tune.py: the paper's defaults, Table 2's variants, and that connector-only tuning leaves
-every vision and LLM weight bit-identical (tiny model, CPU, through the real CLI entry point)."""
+every vision and LLM weight bit-identical (tiny model, CPU, through the real CLI entry point). Also the torchrun
+worker: `python -m torch.distributed.run --standalone --nproc_per_node=2 tests/test_connector_tune.py ARGVS_JSON`."""
 import json
 import os
 import sys
@@ -18,6 +19,9 @@ import configurator
 import connector_tune
 import model
 import sft
+import train_utils as tu
+from test_sft import grad_norms
+from test_train_utils import torchrun
 
 torch.set_num_threads(1)  # shared CI cores: tiny matmuls are much faster single-threaded under load
 
@@ -37,13 +41,17 @@ def tiny(tmp_path_factory):
     return root
 
 
-def run(tiny, out_dir, *flags):
-    """connector_tune's own entry point, with sizes shrunk for the tiny model: 5 train / 1 val samples."""
-    argv = [f"--checkpoint={tiny / 'init'}", f"--data={tiny / 'multi_domain.jsonl'}", f"--out_dir={out_dir}",
+def argv_of(tiny, out_dir, *flags):
+    """connector_tune's command line, with sizes shrunk for the tiny model: 5 train / 1 val samples."""
+    return [f"--checkpoint={tiny / 'init'}", f"--data={tiny / 'multi_domain.jsonl'}", f"--out_dir={out_dir}",
             "--global_batch_size=4", "--micro_batch_size=2", "--max_seq_len=128", "--max_steps=2", "--lr=1e-2",
             "--warmup_ratio=0.0", "--eval_every=1", "--save_dtype=float32", "--wandb=False", "--val_fraction=0.2",
             *flags]
-    assert connector_tune.main(argv) == 0
+
+
+def run(tiny, out_dir, *flags):
+    """connector_tune's own entry point (argv_of) -> its summary."""
+    assert connector_tune.main(argv_of(tiny, out_dir, *flags)) == 0
     return json.loads((Path(out_dir) / "summary.json").read_text())
 
 
@@ -114,3 +122,48 @@ def test_bad_lr_and_counts_are_refused_at_startup(tmp_path):
                           ("--max_steps=-5", "--max_steps=-5: must be >= 0")):
         with pytest.raises(ValueError, match=message):
             connector_tune.main(["--checkpoint=x", "--data=y", f"--out_dir={tmp_path}", "--wandb", "false", flag])
+
+
+def test_two_ranks_equal_one_process_and_resume(tiny, tmp_path):
+    """torchrun --nproc_per_node=2 (gloo, FSDP2 with the frozen ViT and LLM): 8 samples of different lengths, half
+    without an image, one too long (skipped), 2 held out; one sample per micro-batch, so the ranks run different
+    numbers of forwards (dummy ones fill in) in training and in validation. The 2-rank run equals one process
+    (loss, grad norms, val losses, connector weights to fp32 round-off; vision and LLM bit-identical to the
+    start), and the run stopped after step 1 and resumed equals it bit for bit."""
+    question = lambda i: ("<image>\n" if i % 2 == 0 else "") + "Which colour?" * (1 + i)
+    answer = lambda i: "<think>\n" + "It is red. " * (40 if i == 3 else 1 + i) + "</think>\n\nred"
+    rows = [{"messages": [{"role": "user", "content": question(i)}, {"role": "assistant", "content": answer(i)}],
+             "images": ["red.png"] if i % 2 == 0 else []} for i in range(8)]
+    data_path = tiny / "varied.jsonl"   # next to red.png
+    data_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    flags = (f"--data={data_path}", "--micro_batch_size=1", "--overflow=skip", "--schedule=constant",
+             "--save_every=1")
+    two, resumed = tmp_path / "two", tmp_path / "resumed"
+    torchrun(__file__, json.dumps([argv_of(tiny, two, *flags), argv_of(tiny, resumed, *flags, "--max_steps=1"),
+                                   argv_of(tiny, resumed, *flags, "--resume=True")]), timeout=300)
+    summary = {name: json.loads((tmp_path / name / "summary.json").read_text()) for name in ("two", "resumed")}
+    one = run(tiny, tmp_path / "one", *flags)
+    assert summary["two"]["world_size"] == 2 and summary["two"]["skipped"] == one["skipped"] > 0
+    assert summary["two"]["train_loss"] == pytest.approx(one["train_loss"], rel=1e-5)
+    norms = [grad_norms(tmp_path / name) for name in ("one", "two")]
+    assert len(norms[0]) == 2 and norms[1] == pytest.approx(norms[0], rel=1e-5)
+    assert [v for _, v in summary["two"]["val_history"]] == pytest.approx([v for _, v in one["val_history"]], rel=1e-5)
+    init = load_file(tiny / "init" / "model.safetensors")
+    a = load_file(Path(one["last_checkpoint"]) / "model.safetensors")
+    b = load_file(Path(summary["two"]["last_checkpoint"]) / "model.safetensors")
+    for name in init:
+        if module_of(name) == "connector":
+            torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-6, msg=name)
+        else:
+            assert torch.equal(b[name], init[name]), name
+    assert {k: summary["resumed"][k] for k in ("steps", "train_loss", "val_history", "best_step")} == \
+        {k: summary["two"][k] for k in ("steps", "train_loss", "val_history", "best_step")}
+    c = load_file(Path(summary["resumed"]["last_checkpoint"]) / "model.safetensors")
+    assert all(torch.equal(c[k], b[k]) for k in b)
+
+
+if __name__ == "__main__":   # the torchrun worker: runs connector_tune's command lines in order, in one process group
+    dist = tu.setup_distributed()
+    for argv in json.loads(sys.argv[1]):
+        sft.train(configurator.parse_config(connector_tune.Config, argv), dist)
+    tu.cleanup_distributed()

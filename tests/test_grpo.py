@@ -6,6 +6,7 @@ import math
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import types
@@ -27,6 +28,7 @@ import grpo_metrics
 import model
 import sampling
 import train_utils as tu
+from test_train_utils import torchrun
 
 # 2 shared cores: with more intra-op threads than free cores, tiny matmuls spin and run ~20x slower
 torch.set_num_threads(1)
@@ -50,6 +52,19 @@ def make_workspace(root, n_records=8, images=True, seed=0):
             f.write(json.dumps({"id": f"q{i}", "images": image, "question": f"What is {i} + 1?",
                                 "answer": str(i % 3)}) + "\n")
     return root / "ckpt", root / "train.jsonl"
+
+
+def end_of_turn_checkpoint(ckpt, out):
+    """ckpt with its <|im_end|> row of lm_head drawn anew, N(0, 4^2) per entry: the end-of-turn probability then
+    depends on the context, as a trained model's does, so the rollouts of some prompts stop after 2-3 tokens and
+    others run to max_tokens. Under torchrun each rank's rollouts then end at a different decode step."""
+    tok, net = model.load_tokenizer(ckpt), model.load_model(ckpt)
+    weight = net.language_model.lm_head.weight
+    with torch.no_grad():
+        weight[tok.convert_tokens_to_ids("<|im_end|>")] = 4.0 * torch.randn(weight.shape[1],
+                                                                            generator=torch.Generator().manual_seed(2))
+    model.save_model(out, net.state_dict(), net.config, tok)
+    return out
 
 
 def toy_reward(texts, records):
@@ -296,8 +311,53 @@ def torchrun_worker(workspace, out):
     history = grpo.main(cfg, reward_fn=half_constant_reward)
     if dist.is_main:
         (Path(cfg.out_dir) / "history.json").write_text(json.dumps(history))
+    # the built-in sampler with rollouts that end at different steps on each rank (each rank's rollouts recorded
+    # for the one-process replay), then a resume from its first checkpoint
+    cfg = builtin_rehearsal_config(Path(workspace) / "ckpt_eos", Path(workspace) / "train.jsonl", Path(out) / "builtin")
+    calls, sample = [], sampling.BuiltinSampler.sample
+
+    def recording_sample(self, prompts, n, max_tokens, **kwargs):
+        outputs = sample(self, prompts, n, max_tokens, **kwargs)
+        calls.append({p["id"]: o for p, o in zip(prompts, outputs)})
+        return outputs
+    sampling.BuiltinSampler.sample = recording_sample
+    history = grpo.main(cfg, reward_fn=toy_reward)
+    (Path(cfg.out_dir) / f"rollouts_rank{dist.rank}.json").write_text(json.dumps(calls))
+    if dist.is_main:
+        (Path(cfg.out_dir) / "history.json").write_text(json.dumps(history))
+        shutil.copytree(cfg.out_dir, Path(out) / "resumed", ignore=shutil.ignore_patterns("step_000002"))
+    torch.distributed.barrier()
+    resumed = grpo.main(dataclasses.replace(cfg, out_dir=str(Path(out) / "resumed"), resume=True),
+                        reward_fn=toy_reward)
+    if dist.is_main:
+        (Path(out) / "resumed" / "history.json").write_text(json.dumps(resumed))
     torch.distributed.barrier()   # nobody tears the process group down while a peer still uses it
     tu.cleanup_distributed()
+
+
+def builtin_rehearsal_config(ckpt, records, out):
+    """2 steps of 4 prompts x 4 rollouts of at most 8 tokens, sampled at T = 1 by the built-in sampler; token-budget
+    micro-batches (so the ranks' micro-batch counts follow their rollouts' lengths), a checkpoint every step."""
+    return run_config(ckpt, records, out, rollout_backend="builtin", response_length_schedule=[(0, 8)],
+                      micro_batch_tokens=160, save_every=1, keep_last=0)
+
+
+class Replay:
+    """The sampler interface, answering each call with the rollouts a 2-rank run sampled at the same call (the
+    ranks' prompts merged, looked up by record id): one process then trains on exactly those rollouts."""
+
+    def __init__(self, calls):
+        self.calls, self.ranks = iter(calls), [0]
+
+    def sample(self, prompts, n, max_tokens, seed=None):
+        call = next(self.calls)
+        return [call[p["id"]] for p in prompts]
+
+    def sleep(self):
+        pass
+
+    def update_weights(self, net):
+        pass
 
 
 def dynamic_sampling_config(ckpt, records, out):
@@ -311,18 +371,23 @@ def check_dynamic_sampling(history):
         assert m["data/sampling_rounds"] >= 2 and 0 < m["reward/zero_var_groups"] < 1
 
 
-def test_two_ranks_give_the_same_update_as_one_process(tmp_path, monkeypatch):
-    ckpt, records = make_workspace(tmp_path / "ws")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", __file__,
-           str(tmp_path / "ws"), str(tmp_path / "two")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    """One torchrun launch (torchrun_worker) for the 2-rank tests below -> its root: ws/ (workspace), two/ (runs)."""
+    root = tmp_path_factory.mktemp("two_ranks")
+    ckpt, _ = make_workspace(root / "ws")
+    end_of_turn_checkpoint(ckpt, root / "ws" / "ckpt_eos")
+    torchrun(__file__, root / "ws", root / "two", timeout=600)
+    return root
+
+
+def test_two_ranks_give_the_same_update_as_one_process(two_ranks, tmp_path, monkeypatch):
+    ckpt, records = two_ranks / "ws" / "ckpt", two_ranks / "ws" / "train.jsonl"
     tokenizer = model.load_tokenizer(ckpt)
     store = []
     monkeypatch.setattr(torch.optim.AdamW, "step", recording_adamw_step(store))
     for one_cfg, two_cfg in zip(distributed_configs(ckpt, records, tmp_path / "one", 1),
-                                distributed_configs(ckpt, records, tmp_path / "two", 2)):
+                                distributed_configs(ckpt, records, two_ranks / "two", 2)):
         store.clear()
         one = grpo.main(one_cfg, sampler=FixedRollout(tokenizer, tu.Dist()))
         two = json.loads((Path(two_cfg.out_dir) / "history.json").read_text())
@@ -352,7 +417,51 @@ def test_two_ranks_give_the_same_update_as_one_process(tmp_path, monkeypatch):
         frozen = [k for k in w0 if not any(k.startswith(model.MODULE_PREFIXES[m]) for m in one_cfg.trainable)]
         assert all(torch.equal(w0[k], w2[k]) for k in frozen)
         assert sum(not torch.equal(w0[k], w2[k]) for k in w0) > len(w0) // 3   # a real update happened
-    check_dynamic_sampling(json.loads((tmp_path / "two" / "dyn" / "history.json").read_text()))
+    check_dynamic_sampling(json.loads((two_ranks / "two" / "dyn" / "history.json").read_text()))
+
+
+def test_two_ranks_builtin_sampler_rollouts_end_apart_resume_and_equal_one_process(two_ranks, tmp_path):
+    """The built-in sampler on 2 ranks (FSDP2, gloo) whose rollouts end at different decode steps: the run finishes,
+    a resume from its step-1 checkpoint repeats step 2 bit for bit, and one process trained on the same rollouts
+    (Replay: the ranks' samples differ from one process's, whose generator draws for all prompts in one batch)
+    gets the same rewards, loss, gradient norm, entropy and weights. The sampled tokens' log-probs (from the
+    sharded model) equal the one-process training forward's."""
+    two = two_ranks / "two" / "builtin"
+    calls = [json.loads((two / f"rollouts_rank{r}.json").read_text()) for r in (0, 1)]
+    assert len(calls[0]) == len(calls[1]) == 2   # one sampling call per step on each rank
+    ends = [[max(len(o["token_ids"]) for outs in call.values() for o in outs) for call in rank] for rank in calls]
+    assert ends[0] != ends[1], ends   # the ranks' decode loops ended at different steps
+    assert any(o["finish_reason"] == "stop" for rank in calls for call in rank for outs in call.values() for o in outs)
+    # and ran different numbers of micro-batches (grpo.micro_batches' token budget over prompt + response)
+    ckpt = two_ranks / "ws" / "ckpt_eos"
+    cfg = builtin_rehearsal_config(ckpt, two_ranks / "ws" / "train.jsonl", tmp_path / "one")
+    tok, config = model.load_tokenizer(ckpt), model.ModelConfig.from_json(ckpt / "config.json")
+    records = {r.id: r for r in data.read_records(cfg.data)}
+    lengths = lambda call: [len(grpo.encode(tok, config, records[i], cfg)["input_ids"]) + len(o["token_ids"])
+                            for i, outs in call.items() for o in outs]
+    counts = [[len(data.token_budget_groups(lengths(call), cfg.micro_batch_tokens)) for call in rank] for rank in calls]
+    assert counts[0] != counts[1], counts
+    history = json.loads((two / "history.json").read_text())
+    resumed = json.loads((two_ranks / "two" / "resumed" / "history.json").read_text())
+    keys = ("reward/mean", "response/len_mean", "train/loss", "train/grad_norm", "entropy/mean",
+            "train/rollout_logprob_diff")
+    assert len(history) == 2 and len(resumed) == 1
+    assert {k: resumed[0][k] for k in keys} == {k: history[1][k] for k in keys}   # exact resume
+    last = load_file(str(two / "step_000002" / "model.safetensors"))
+    again = load_file(str(two_ranks / "two" / "resumed" / "step_000002" / "model.safetensors"))
+    assert all(torch.equal(again[k], last[k]) for k in last)
+
+    merged = [{**a, **b} for a, b in zip(*calls)]
+    one = grpo.main(cfg, sampler=Replay(merged), reward_fn=toy_reward)
+    for a, b in zip(one, history):
+        assert a["reward/mean"] == b["reward/mean"] and a["response/len_mean"] == b["response/len_mean"]
+        assert a["reward/zero_var_groups"] < 1   # something to learn
+        for key in ("train/loss", "train/grad_norm", "entropy/mean"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-7), key
+        assert a["train/rollout_logprob_diff"] < 1e-5 and b["train/rollout_logprob_diff"] < 1e-5
+    w1 = load_file(str(tmp_path / "one" / "step_000002" / "model.safetensors"))
+    for k in w1:   # Adam's g / (sqrt(v) + eps) amplifies fp32 summation noise where |g| ~ 1e-8: far below lr
+        torch.testing.assert_close(last[k], w1[k], rtol=0, atol=0.1 * cfg.lr, msg=k)
 
 
 def test_dynamic_sampling_refills_to_full_groups(tmp_path):

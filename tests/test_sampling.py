@@ -1,5 +1,6 @@
 """Tests for sampling.py: the KV-cache decoder, token ids, backend choice, engine arguments, the built-in sampler
 on a tiny model and the vLLM sampler against a fake vllm module."""
+import json
 import math
 import os
 import sys
@@ -16,8 +17,10 @@ from PIL import Image
 import data
 import model
 import sampling
+import train_utils as tu
 from test_model import VIT_6B_STYLE, image_prompt, random_pixels, tok  # noqa: F401   tok is a fixture
 from test_model import tiny as tiny_net
+from test_train_utils import torchrun
 
 torch.set_num_threads(1)   # shared cores: tiny matmuls on many threads spin
 
@@ -346,3 +349,67 @@ def test_vllm_sampler_checks_our_prompt_tokens(tiny, fake_vllm):
     llm.prompt_ids[prompt["prompt"]] = [1, 2, 3, 3]   # vLLM expanded <image> to one token more
     with pytest.raises(ValueError, match="record q7: vLLM's prompt has 4 tokens but ours 3"):
         sampling.VLLMSampler(llm, tiny.tok).sample([prompt], 1, 4)
+
+# -----------------------------------------------------------------------------
+# torchrun --nproc_per_node=2 (gloo, FSDP2): rollouts that end at different steps on each rank
+
+
+def test_two_ranks_whose_rollouts_end_at_different_steps_sample_as_one_process(tmp_path):
+    """Rank 0 has one short text prompt that stops at its second token (a stop token of its own), rank 1 an
+    image prompt and a longer text prompt that run to max_tokens, in two generate calls to rank 0's one. Both
+    decode loops (generate and decode_static) must run the same collectives in the same order on both ranks: the
+    old order (the forward, then the "any rank alive?" all-reduce, on a rank still decoding; the all-reduce, then
+    a dummy forward, on a rank that is done) waited for ever. Greedy, so each rank's tokens equal one process's
+    (the unsharded model), and its log-probs to fp32 round-off."""
+    tok = model.build_tiny_tokenizer()
+    cfg = model.tiny_config(vocab_size=len(tok))
+    torch.manual_seed(0)
+    model.save_model(tmp_path / "ckpt", model.build_model(cfg).state_dict(), cfg, tok)
+    torchrun(__file__, tmp_path / "ckpt", tmp_path, timeout=180)
+    for rank in (0, 1):
+        got = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        for name in ("sampler", "static"):
+            ours, one = got[name], got[name + "_one_process"]
+            assert [o["token_ids"] for o in ours] == [o["token_ids"] for o in one], (rank, name)
+            assert [o["finish_reason"] for o in ours] == [o["finish_reason"] for o in one]
+            for a, b in zip(ours, one):
+                assert a["logprobs"] == pytest.approx(b["logprobs"], abs=1e-5)
+            lengths = [len(o["token_ids"]) for o in ours]
+            # what makes the test: rank 0 stops at once, rank 1 runs to max_tokens (decode_static: past 16 steps)
+            max_tokens = 12 if name == "sampler" else 20
+            assert (max(lengths) <= 2) if rank == 0 else (lengths == [max_tokens] * len(lengths)), (rank, lengths)
+
+
+def two_rank_worker(ckpt, out):
+    dist = tu.setup_distributed()
+    tok = model.load_tokenizer(ckpt)
+    one_process = model.load_model(ckpt).eval()
+    sharded = tu.load_model_sharded(ckpt, dist, ["llm"]).eval()
+    text = lambda q: {"input_ids": tok.encode(model.build_prompt([{"role": "user", "content": q}], tokenizer=tok),
+                                              add_special_tokens=False), "pixel_values": None}
+    tiles = data.image_to_pixel_values(Image.new("RGB", (60, 40), (200, 10, 10)), one_process.config)
+    image_text = model.expand_image_tokens("<image>\nHow many?", [tiles.shape[0]], one_process.config.num_image_token)
+    image = {**text(image_text), "pixel_values": tiles}
+    prompts, n = ([text("How many?")], 1) if dist.rank == 0 else ([image, text("Sum the numbers in both")], [2, 1])
+    greedy = lambda net, sync: sampling.BuiltinSampler(net, tok, temperature=0, batch_size=2, sync_ranks=sync)
+    stop = ()
+    if dist.rank == 0:   # its own stop token: the second token it would say
+        first = greedy(one_process, False).sample(prompts, n, 2)[0][0]["token_ids"]
+        stop = [tok.convert_ids_to_tokens(first[1])]
+    result = {"sampler": [o for p in greedy(sharded, True).sample(prompts, n, 12, stop=stop) for o in p],
+              "sampler_one_process": [o for p in greedy(one_process, False).sample(prompts, n, 12, stop=stop)
+                                      for o in p]}
+    ids = [p["input_ids"] for p in prompts]
+    stop_ids = sampling.stop_token_ids(tok) + [tok.convert_tokens_to_ids(s) for s in stop]
+    batch = data.collate_left_padded(prompts, tok.pad_token_id, one_process.config.force_image_size)
+    for name, net, sync in (("static", sharded, True), ("static_one_process", one_process, False)):
+        result[name] = sampling.generate(net, ids, batch["pixel_values"], batch["image_flags"], max_new_tokens=20,
+                                         temperature=0, stop_token_ids=stop_ids, pad_token_id=tok.pad_token_id,
+                                         sync_ranks=sync, static_cache=True, compile_step=False)
+    (Path(out) / f"rank{dist.rank}.json").write_text(json.dumps(result))
+    torch.distributed.barrier()
+    tu.cleanup_distributed()
+
+
+if __name__ == "__main__":   # the torchrun worker: tests/test_sampling.py CKPT OUT_DIR
+    two_rank_worker(sys.argv[1], sys.argv[2])

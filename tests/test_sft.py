@@ -1,8 +1,7 @@
 """Tests for sft.py (tiny model, CPU). Also the torchrun worker: `python -m torch.distributed.run --standalone
---nproc_per_node=2 tests/test_sft.py CONFIG_JSON` (launched by test_two_ranks_give_the_same_update_as_one)."""
+--nproc_per_node=2 tests/test_sft.py CONFIGS_JSON` (launched by the two_ranks fixture)."""
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,6 +22,7 @@ import model
 import sampling
 import sft
 import train_utils as tu
+from test_train_utils import torchrun
 
 torch.set_num_threads(1)  # the CI cores are shared: multi-threaded tiny matmuls are ~20x slower under load
 
@@ -361,27 +361,38 @@ def test_nonfinite_loss_stops_the_run_and_keeps_the_last_finite_checkpoint(tiny,
 # torchrun --nproc_per_node=2 (gloo, FSDP2) == one process
 
 
-def test_two_ranks_give_the_same_update_as_one(tiny, tmp_path):
-    """Global batch 4 with one over-long sample (skipped) in every step: one rank has 1 micro-batch, the other
-    2, so the short rank runs a dummy forward. All modules trainable, gradient clipping on, validation on."""
+@pytest.fixture(scope="module")
+def two_ranks(tiny, tmp_path_factory):
+    """One torchrun launch for the 2-rank tests below: the worker runs these configs in order. Global batch 4 with
+    one over-long sample in every step; "padded": micro-batches of one sample, the long one skipped, so one rank
+    has 1 micro-batch and the other 2; "packed": packed micro-batches of at most 110 tokens, the long one
+    truncated; "stopped" + "resumed": the packed run stopped after step 1, then resumed to step 2."""
+    out = tmp_path_factory.mktemp("sft_two_ranks")
     long_sample = chat(3)
     long_sample["messages"][1]["content"] = "<think>\n" + "Wait, let me check again. " * 30 + "</think>\n\n3"
     path = write_jsonl(tiny.root / "four.jsonl", [chat(0, "red.png"), chat(1), long_sample, chat(2, "blue.png")])
-    kwargs = dict(data=str(path), overflow="skip", max_seq_len=100, micro_batch_size=1, grad_clip=0.5,
-                  val_data=str(path), eval_every=1)
-    cfg = make_config(tiny, tmp_path / "two", **kwargs)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", __file__,
-           json.dumps(cfg.__dict__)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    two = json.loads((tmp_path / "two" / "summary.json").read_text())
-    one = sft.train(make_config(tiny, tmp_path / "one", **kwargs))
+    base = dict(data=str(path), max_seq_len=100, grad_clip=0.5, val_data=str(path), eval_every=1)
+    kwargs = {"padded": dict(base, overflow="skip", micro_batch_size=1),
+              "packed": dict(base, overflow="truncate", packing=True, micro_batch_tokens=110, schedule="constant",
+                             save_every=1)}
+    runs = {"padded": make_config(tiny, out / "padded", **kwargs["padded"]),
+            "packed": make_config(tiny, out / "packed", **kwargs["packed"]),
+            "stopped": make_config(tiny, out / "resumed", **kwargs["packed"], max_steps=1),
+            "resumed": make_config(tiny, out / "resumed", **kwargs["packed"], resume=True)}
+    torchrun(__file__, json.dumps([cfg.__dict__ for cfg in runs.values()]), timeout=300)
+    return SimpleNamespace(kwargs=kwargs, summary={name: json.loads((out / name / "summary.json").read_text())
+                                                   for name in ("padded", "packed", "resumed")}, out=out, **runs)
+
+
+def test_two_ranks_give_the_same_update_as_one(tiny, two_ranks, tmp_path):
+    """All modules trainable, gradient clipping on, validation on (under FSDP2 with a dummy forward too)."""
+    two = two_ranks.summary["padded"]
+    one = sft.train(make_config(tiny, tmp_path / "one", **two_ranks.kwargs["padded"]))
     assert two["world_size"] == 2 and one["world_size"] == 1
     assert two["skipped"] == one["skipped"] == 2 and two["target_tokens"] == one["target_tokens"]
     assert two["train_loss"] == pytest.approx(one["train_loss"], rel=1e-5)
     # the gradient itself (AdamW's update would hide a constant factor such as a missing world_size)
-    norms = [[json.loads(line)["train/grad_norm"] for line in (tmp_path / run / "metrics.jsonl").read_text()
-              .splitlines() if "train/grad_norm" in line] for run in ("one", "two")]
+    norms = [grad_norms(tmp_path / "one"), grad_norms(two_ranks.out / "padded")]
     assert len(norms[0]) == 2 and norms[1] == pytest.approx(norms[0], rel=1e-5)
     assert [s for s, _ in two["val_history"]] == [1, 2]  # validation under FSDP2 (with a dummy forward) too
     assert [v for _, v in two["val_history"]] == pytest.approx([v for _, v in one["val_history"]], rel=1e-5)
@@ -393,9 +404,46 @@ def test_two_ranks_give_the_same_update_as_one(tiny, tmp_path):
         torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)
         assert not torch.equal(a[k], init[k]) or k.endswith("bias") or "norm" in k, k  # every weight moved
 
+
+
+def grad_norms(out_dir):
+    return [json.loads(line)["train/grad_norm"] for line in (out_dir / "metrics.jsonl").read_text().splitlines()
+            if "train/grad_norm" in line]
+
+
+def test_two_ranks_packed_token_budget_resume_and_one_process(tiny, two_ranks, tmp_path):
+    """Packed micro-batches under a token budget give the ranks different micro-batch counts (checked from the
+    same shares below). The 2-rank run equals one process (the same global batches; loss, grad norms, val
+    losses and weights to fp32 round-off), and stopped after step 1 and resumed it equals itself bit for bit."""
+    cfg = two_ranks.packed
+    train_set, state, counts = sft.read_splits(cfg)[0], (0, 0), []
+    for _ in range(2):
+        indices, state = data.next_batch(len(train_set), cfg.global_batch_size, cfg.seed, state)
+        shares = [sft.tokenize_share(train_set, indices, cfg, tiny.tok, tiny.mc, tu.Dist(rank, 2))[0]
+                  for rank in (0, 1)]
+        counts.append([len(sft.micro_batches(share, cfg, tiny.tok.pad_token_id, tiny.mc.force_image_size))
+                       for share in shares])
+    assert any(a != b for a, b in counts), counts
+    two, resumed = two_ranks.summary["packed"], two_ranks.summary["resumed"]
+    one = sft.train(make_config(tiny, tmp_path / "one", **two_ranks.kwargs["packed"]))
+    assert two["truncated"] == one["truncated"] == 2 and two["target_tokens"] == one["target_tokens"]
+    assert two["train_loss"] == pytest.approx(one["train_loss"], rel=1e-5)
+    assert grad_norms(two_ranks.out / "packed") == pytest.approx(grad_norms(tmp_path / "one"), rel=1e-5)
+    assert [v for _, v in two["val_history"]] == pytest.approx([v for _, v in one["val_history"]], rel=1e-5)
+    a = load_file(Path(one["last_checkpoint"]) / "model.safetensors")
+    b = load_file(Path(two["last_checkpoint"]) / "model.safetensors")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)
+    # the resume: the same losses, validation and weights, exactly
+    assert (resumed["steps"], resumed["train_loss"], resumed["val_history"]) == \
+        (two["steps"], two["train_loss"], two["val_history"])
+    c = load_file(Path(resumed["last_checkpoint"]) / "model.safetensors")
+    assert all(torch.equal(c[k], b[k]) for k in b)
+
 # -----------------------------------------------------------------------------
 
-if __name__ == "__main__":  # torchrun worker for test_two_ranks_give_the_same_update_as_one
+if __name__ == "__main__":  # the torchrun worker of the two_ranks fixture: runs each config in order
     dist = tu.setup_distributed()
-    sft.train(sft.Config(**json.loads(sys.argv[1])), dist)
+    for config in json.loads(sys.argv[1]):
+        sft.train(sft.Config(**config), dist)
     tu.cleanup_distributed()

@@ -298,12 +298,37 @@ def test_run_logger_survives_missing_wandb(tmp_path, monkeypatch, capsys):
 # torchrun --nproc_per_node=2 (gloo): FSDP2 + exact resume + equality with one process
 
 
+def torchrun(worker, *args, timeout=300):
+    """`python -m torch.distributed.run --standalone --nproc_per_node=2 WORKER ARGS...` (gloo on CPU) -> its stdout.
+    Time-boxed: ranks stuck in different collectives would wait for ever (gloo's timeout is an hour), so after
+    `timeout` seconds torchrun gets SIGTERM and the test fails instead of the CI job hanging. SIGTERM, not SIGKILL:
+    the workers run in sessions of their own (torch 2.13, elastic/multiprocessing/subprocess_handler/
+    subprocess_handler.py:63-66), so killing torchrun alone would orphan them; on SIGTERM its agent signals each
+    worker's process group (elastic/agent/server/api.py:752-754 -> local_elastic_agent.py:526-527 ->
+    subprocess_handler.py:79-85)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker),
+           *map(str, args)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"})
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        pytest.fail(f"torchrun {Path(worker).name} {' '.join(map(str, args))} did not finish in {timeout} s "
+                    f"(ranks in different collectives?)\n{out[-2000:]}\n{err[-4000:]}")
+    assert proc.returncode == 0, out[-3000:] + err[-5000:]
+    return out
+
+
 @pytest.fixture(scope="module")
 def torchrun_result(tmp_path_factory):
     out = tmp_path_factory.mktemp("torchrun")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", __file__, str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    torchrun(__file__, out, timeout=300)
     return torch.load(out / "result.pt", weights_only=False)
 
 
