@@ -53,6 +53,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+import checkpoint
 import data
 import model as M
 import rewards
@@ -571,6 +572,7 @@ def main(argv=None):
     if any(a == "--mmmu_outputs" or a.startswith("--mmmu_outputs=") for a in argv):
         return main_mmmu_outputs(argv)
     cfg = parse_args(argv)
+    checkpoint.lock_out_dir(cfg.out_dir)   # one eval per out_dir: two would append to the same generations
     modes = [m.strip() for m in cfg.mode.split(",") if m.strip()]
     if set(modes) - set(MODES):
         raise ValueError(f"--mode: {sorted(set(modes) - set(MODES))} not in {MODES}")

@@ -219,6 +219,8 @@ def train(cfg, dist=None):
     dist = dist or tu.setup_distributed()
     tu.set_seed(cfg.seed)
     out_dir = Path(cfg.out_dir)
+    if dist.is_main:
+        checkpoint.lock_out_dir(out_dir)   # one run per out_dir, before anything in it is touched
     train_set, val_set = read_splits(cfg)
     data.check_images(train_set + val_set, decode=True)   # now, not at the step that first draws a bad one
     G, world = cfg.global_batch_size, dist.world_size
@@ -258,6 +260,7 @@ def train(cfg, dist=None):
     if dist.is_main:
         checkpoint.remove_debris(out_dir)   # a partial checkpoint of a crash (on a full disk it blocks the resume)
     run = checkpoint.describe_run(cfg, MAY_CHANGE, [cfg.data] + ([cfg.val_data] if cfg.val_data else []), model_config)
+    run["sha256 of checkpoint"] = checkpoint.model_sha256(cfg.checkpoint)   # may move; its tokenizer is the run's
     if last is not None:
         last = checkpoint.find_resume_checkpoint(out_dir)   # the newest one that is complete on disk
     if last is not None:

@@ -329,6 +329,47 @@ def test_a_flipped_byte_that_keeps_the_size_is_caught_and_resume_falls_back(tmp_
     assert f"cannot resume from {last}: {last / name}: corrupt" in capsys.readouterr().err
 
 
+def _hold_lock(out_dir):
+    """A subprocess that takes out_dir's lock (with a temporary checkpoint of its own inside) and waits."""
+    script = ("import sys, time, pathlib, checkpoint\n"
+              "checkpoint.lock_out_dir(sys.argv[1])\n"
+              "(pathlib.Path(sys.argv[1]) / '.tmp_step_000002').mkdir()\n"
+              "print('locked', flush=True)\n"
+              "time.sleep(300)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(out_dir), "--run=first"], cwd=REPO,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "locked\n"
+    return proc
+
+
+def test_one_run_per_out_dir_and_a_killed_runs_lock_is_taken_over(tmp_path):
+    import signal
+    out = tmp_path / "out"
+    holder = _hold_lock(out)
+    try:
+        with pytest.raises(RuntimeError, match=rf"{re.escape(str(out))} is in use by another run: pid {holder.pid} "
+                                               rf"on host .*, command '-c {re.escape(str(out))} --run=first', started"):
+            checkpoint.lock_out_dir(out)
+        import eval as evaluate
+        import grpo
+        import sft
+        in_use = rf"{re.escape(str(out))} is in use by another run: pid {holder.pid} "
+        with pytest.raises(RuntimeError, match=in_use):
+            grpo.main(grpo.Config(init_from=str(tmp_path / "none"), out_dir=str(out), resume=True))
+        with pytest.raises(RuntimeError, match=in_use):
+            sft.main([f"--checkpoint={tmp_path / 'none'}", "--data=none.jsonl", f"--out_dir={out}", "--resume=True"])
+        with pytest.raises(RuntimeError, match=in_use):
+            evaluate.main([f"--checkpoint={tmp_path / 'none'}", "--benchmarks=['none.tsv']", f"--out_dir={out}"])
+        assert (out / ".tmp_step_000002").is_dir()   # the running run's temporary checkpoint is untouched
+    finally:
+        holder.send_signal(signal.SIGKILL)   # no cleanup: the lock file stays, its flock dies with the process
+        holder.wait(timeout=60)
+    assert f"pid {holder.pid} " in (out / ".lock").read_text()
+    checkpoint.lock_out_dir(out)
+    assert (out / ".lock").read_text().startswith(f"pid {os.getpid()} ")
+    checkpoint.lock_out_dir(out)   # again in the same process: a no-op
+
+
 def test_resume_refuses_a_changed_run_unless_allowed(tmp_path, capsys):
     @dataclasses.dataclass
     class Run:
