@@ -163,10 +163,15 @@ def _delete_checkpoint(path):
     shutil.rmtree(doomed)
 
 
-def _check_sums(path, rank=0, world_size=1):
+_TRAINING_STATE = re.compile(r"^(trainer_state\.pt|optim_rank\d+\.pt|checksums\.json|\..*)$")
+
+
+def _check_sums(path, rank=0, world_size=1, model_only=False):
     """Compares the sha256 of this rank's share of path's files (round-robin over the sorted names in
-    checksums.json) with checksums.json. ValueError naming the file."""
+    checksums.json; model_only: the model files alone) with checksums.json. ValueError naming the file."""
     sums = json.loads((path / "checksums.json").read_text())
+    if model_only:
+        sums = {name: digest for name, digest in sums.items() if not _TRAINING_STATE.match(name)}
     for i, (name, want) in enumerate(sorted(sums.items())):
         if i % world_size != rank:
             continue
@@ -209,6 +214,14 @@ def validate_checkpoint(path, rank=0, world_size=1):
         raise
     except Exception as e:   # FileNotFoundError, a torn zip, unpickling errors, bad JSON
         raise ValueError(f"{path}: {type(e).__name__}: {e}") from None
+
+
+def validate_model_files(path):
+    """The checksums of path's model files (not its training state): what marking it best relies on. ValueError
+    naming the file; a checkpoint without checksums.json passes (an older version)."""
+    path = Path(path)
+    if (path / "checksums.json").is_file():
+        _check_sums(path, model_only=True)
 
 
 def find_resume_checkpoint(out_dir):
@@ -256,9 +269,8 @@ def model_sha256(path):
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such model directory")
-    skip = re.compile(r"^(trainer_state\.pt|optim_rank\d+\.pt|checksums\.json|\..*)$")
     listing = "".join(f"{p.name}\t{file_sha256(p)}\n" for p in sorted(path.iterdir())
-                      if p.is_file() and not skip.match(p.name))
+                      if p.is_file() and not _TRAINING_STATE.match(p.name))
     return hashlib.sha256(listing.encode()).hexdigest()
 
 

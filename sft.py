@@ -269,7 +269,13 @@ def train(cfg, dist=None):
         if dist.is_main:
             print(f"resumed from {last} at step {step}, data position {state['data_state']}")
             if state["best_step"] is not None:  # a crash between saving the best and marking it
-                checkpoint.mark_best(out_dir, state["best_step"], val_loss=state["best_val"])
+                best = out_dir / f"step_{state['best_step']:06d}"
+                try:   # never mark a corrupt checkpoint best (the resumed one was checked already)
+                    if state["best_step"] != step:
+                        checkpoint.validate_model_files(best)
+                    checkpoint.mark_best(out_dir, state["best_step"], val_loss=state["best_val"])
+                except ValueError as e:
+                    print(f"warning: not marking {best} as the best checkpoint: {e}", file=sys.stderr)
     logger = tu.RunLogger(out_dir, cfg, cfg.wandb_project, cfg.run_name or None, enabled=dist.is_main,
                           use_wandb=cfg.wandb, resume_step=step if last is not None else None)
     save_dtype = {"bfloat16": torch.bfloat16, "float32": None}[cfg.save_dtype]
