@@ -1,7 +1,8 @@
 """
 Checkpoints of sft.py, grpo.py and connector_tune.py: atomic, durable writes and exact resume. Top to bottom:
-durable writes and debris, validation and the resume choice, the run description, the full-disk guard, the
-last/best lookups (best.json), then save_checkpoint and load_checkpoint. The state dicts and RNG state they
+durable writes, weights-only loads, the out_dir lock and debris, checksums, validation and the resume choice, the
+run description and model identity, the full-disk guard, the last/best lookups (best.json), then save_checkpoint
+and load_checkpoint. The state dicts and RNG state they
 store come from train_utils.py.
 
 Checkpoint layout (out_dir/step_000123/), loadable by model.load_model, eval.py and vLLM as is:
@@ -19,8 +20,10 @@ and detects more, so every file is hashed whole (no per-tensor scheme). At 38B: 
 of fp32 Adam moments and master weights (8 + 4 bytes per parameter) = 533 GB, 306 s on one core. So the work is
 split: at a save each rank hashes its own optimizer shard (7 GB on 64 ranks: ~4 s, from the page cache) and rank 0
 the safetensors it wrote (77 GB: ~44 s, next to the minutes of writing them); at a resume the files are dealt out
-round-robin to the ranks (~5-8 s each on 64 ranks), which agree before anyone loads (find_resume_checkpoint).
-A corrupt checkpoint is refused naming the file and sha256s, and --resume falls back to the newest valid one.
+round-robin to the ranks (~5-9 s of hashing each on 64 ranks; the reads are those the load makes next, so mostly
+from the page cache then), which agree before anyone loads (find_resume_checkpoint). A corrupt checkpoint is
+refused naming the file and sha256s, and --resume falls back to the newest valid one; model_sha256 checks the
+model a run starts from against its checksums.json as well.
 It is written into out_dir/.tmp_step_000123, every file and the directory fsynced, and renamed into place as the
 very last operation, so a crash at any point leaves the older checkpoints untouched and no directory named step_*
 half-written. Rotation renames a checkpoint to .deleting_step_* before deleting it, so a kill mid-delete leaves
@@ -40,8 +43,8 @@ import json
 import os
 import pickle
 import re
-import socket
 import shutil
+import socket
 import sys
 import time
 import zipfile
@@ -166,21 +169,35 @@ def _delete_checkpoint(path):
 _TRAINING_STATE = re.compile(r"^(trainer_state\.pt|optim_rank\d+\.pt|checksums\.json|\..*)$")
 
 
-def _check_sums(path, rank=0, world_size=1, model_only=False):
+def _read_sums(path):
+    """path's checksums.json as {file name: sha256}; {} when it has none (an older checkpoint, a released model)."""
+    file = path / "checksums.json"
+    if not file.is_file():
+        return {}
+    try:
+        sums = json.loads(file.read_text())
+        assert isinstance(sums, dict) and all(isinstance(v, str) for v in sums.values())
+        return sums
+    except (ValueError, AssertionError) as e:
+        raise ValueError(f"{file}: not a {{file name: sha256}} object ({type(e).__name__}: {e})") from None
+
+
+def _checked_sha256(file, want=None):
+    got = file_sha256(file)
+    if want is not None and got != want:
+        raise ValueError(f"{file}: corrupt: sha256 {got[:16]}... differs from checksums.json's {want[:16]}...")
+    return got
+
+
+def _check_sums(path, rank=0, world_size=1):
     """Compares the sha256 of this rank's share of path's files (round-robin over the sorted names in
-    checksums.json; model_only: the model files alone) with checksums.json. ValueError naming the file."""
-    sums = json.loads((path / "checksums.json").read_text())
-    if model_only:
-        sums = {name: digest for name, digest in sums.items() if not _TRAINING_STATE.match(name)}
-    for i, (name, want) in enumerate(sorted(sums.items())):
+    checksums.json) with checksums.json. ValueError naming the file."""
+    for i, (name, want) in enumerate(sorted(_read_sums(path).items())):
         if i % world_size != rank:
             continue
         if not (path / name).is_file():
             raise ValueError(f"{path / name}: missing (listed in checksums.json)")
-        got = file_sha256(path / name)
-        if got != want:
-            raise ValueError(f"{path / name}: corrupt: sha256 {got[:16]}... differs from checksums.json's "
-                             f"{want[:16]}...")
+        _checked_sha256(path / name, want)
 
 
 def validate_checkpoint(path, rank=0, world_size=1):
@@ -190,7 +207,7 @@ def validate_checkpoint(path, rank=0, world_size=1):
     complete zip; every safetensors file is as long as its header says. Raises ValueError naming the file."""
     path = Path(path)
     try:
-        if (path / "checksums.json").is_file():
+        if _read_sums(path):
             _check_sums(path, rank, world_size)
         else:
             print(f"warning: {path} has no checksums.json (an older checkpoint): sizes checked, not contents",
@@ -214,14 +231,6 @@ def validate_checkpoint(path, rank=0, world_size=1):
         raise
     except Exception as e:   # FileNotFoundError, a torn zip, unpickling errors, bad JSON
         raise ValueError(f"{path}: {type(e).__name__}: {e}") from None
-
-
-def validate_model_files(path):
-    """The checksums of path's model files (not its training state): what marking it best relies on. ValueError
-    naming the file; a checkpoint without checksums.json passes (an older version)."""
-    path = Path(path)
-    if (path / "checksums.json").is_file():
-        _check_sums(path, model_only=True)
 
 
 def find_resume_checkpoint(out_dir):
@@ -265,11 +274,14 @@ def model_sha256(path):
     (config, safetensors, tokenizer, remote code), leaving out the training state (trainer_state.pt,
     optim_rank*.pt, checksums.json) and hidden files. A moved or copied checkpoint keeps it; retrained weights or
     another tokenizer at the same path change it. The files are hashed, not looked up in checksums.json (a file
-    replaced by hand would keep a stale entry): 77 GB of bf16 weights at 38B take ~44 s (module docstring)."""
+    replaced by hand would keep a stale entry), and checked against it where it lists them: the model that grpo.py
+    (--init_from), sft.py (--checkpoint) and eval.py start from is verified too (a ValueError naming a corrupt
+    file). 77 GB of bf16 weights at 38B take ~44 s (module docstring)."""
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such model directory")
-    listing = "".join(f"{p.name}\t{file_sha256(p)}\n" for p in sorted(path.iterdir())
+    sums = _read_sums(path)
+    listing = "".join(f"{p.name}\t{_checked_sha256(p, sums.get(p.name))}\n" for p in sorted(path.iterdir())
                       if p.is_file() and not _TRAINING_STATE.match(p.name))
     return hashlib.sha256(listing.encode()).hexdigest()
 

@@ -272,7 +272,7 @@ def train(cfg, dist=None):
                 best = out_dir / f"step_{state['best_step']:06d}"
                 try:   # never mark a corrupt checkpoint best (the resumed one was checked already)
                     if state["best_step"] != step:
-                        checkpoint.validate_model_files(best)
+                        checkpoint.model_sha256(best)   # checks its model files against checksums.json
                     checkpoint.mark_best(out_dir, state["best_step"], val_loss=state["best_val"])
                 except ValueError as e:
                     print(f"warning: not marking {best} as the best checkpoint: {e}", file=sys.stderr)

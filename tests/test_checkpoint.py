@@ -327,6 +327,9 @@ def test_a_flipped_byte_that_keeps_the_size_is_caught_and_resume_falls_back(tmp_
     capsys.readouterr()
     assert checkpoint.find_resume_checkpoint(tmp_path) == tmp_path / "step_000001"
     assert f"cannot resume from {last}: {last / name}: corrupt" in capsys.readouterr().err
+    if name == "model.safetensors":   # a run starting from it (grpo --init_from, sft --checkpoint, eval) refuses it
+        with pytest.raises(ValueError, match=rf"{re.escape(str(last / name))}: corrupt"):
+            checkpoint.model_sha256(last)
 
 
 def _hold_lock(out_dir):
