@@ -532,7 +532,8 @@ def remote_code_files(config):
     if not isinstance(auto_map, dict):
         raise ValueError(f"{source / 'config.json'}: auto_map must be an object, got {type(auto_map).__name__}")
     # "repo--module.Class" -> module (transformers' form, dynamic_module_utils.get_class_from_dynamic_module)
-    todo = [(r.split("--")[-1].rsplit(".", 1)[0], f"{source / 'config.json'}: auto_map.{key} = {r!r}")
+    todo = [(r.split("--")[-1].rsplit(".", 1)[0] if isinstance(r, str) else r,
+             f"{source / 'config.json'}: auto_map.{key} = {r!r}")
             for key, v in auto_map.items() for r in (v if isinstance(v, (list, tuple)) else [v]) if r]
     found = []
     while todo:

@@ -407,7 +407,7 @@ def test_remote_code_travels_through_every_save(tok, tmp_path):
 
 
 @pytest.mark.parametrize("bad", ["../../pwned.Config", "/abs/pwned.Config", "link.Config", "sub.mod.Config",
-                                 "relative_parent.Config"])
+                                 "relative_parent.Config", 7])
 def test_remote_code_outside_the_checkpoint_is_refused(tok, tmp_path, bad):
     """auto_map is untrusted: a module name that leaves the source directory (../, an absolute path, a symlink out,
     a relative import of a parent package, a dotted name) is a ValueError naming config.json and the field, and
@@ -421,7 +421,7 @@ def test_remote_code_outside_the_checkpoint_is_refused(tok, tmp_path, bad):
     (src / "link.py").symlink_to(tmp_path / "a" / "pwned.py")
     (src / "relative_parent.py").write_text("from ..pwned import Config\n")
     raw = json.loads((src / "config.json").read_text())
-    raw["auto_map"] = {"AutoConfig": bad.replace("/abs", str(tmp_path / "abs"))}
+    raw["auto_map"] = {"AutoConfig": bad.replace("/abs", str(tmp_path / "abs")) if isinstance(bad, str) else bad}
     (src / "config.json").write_text(json.dumps(raw))
     loaded = M.ModelConfig.from_json(src / "config.json")
     where = r"config\.json: auto_map\.AutoConfig|relative_parent\.py: relative import \.\.pwned"
