@@ -235,10 +235,12 @@ def validate_checkpoint(path, rank=0, world_size=1):
 
 def find_resume_checkpoint(out_dir):
     """The newest checkpoint that passes validate_checkpoint; each newer one that does not is skipped with a
-    warning naming the problem. None when there is none. Collective under torchrun: each rank checks its share of
-    the files and all ranks agree on the answer."""
+    warning naming the problem. None when out_dir has no checkpoint; a ValueError when it has some and none passes
+    (starting over beside them would mix two runs). Collective under torchrun: each rank checks its share of the
+    files and all ranks agree on the answer."""
     rank, world_size = _rank(), _world_size()
-    for _, path in reversed(list_checkpoints(out_dir)):
+    found = list_checkpoints(out_dir)
+    for _, path in reversed(found):
         try:
             validate_checkpoint(path, rank, world_size)
             error = None
@@ -254,6 +256,9 @@ def find_resume_checkpoint(out_dir):
         if rank == 0:
             print(f"warning: cannot resume from {path}: {'; '.join(errors)}; trying the previous checkpoint",
                   file=sys.stderr)
+    if found:
+        raise ValueError(f"{out_dir}: none of its {len(found)} checkpoints can be resumed from (warnings above): "
+                         f"move them away or use another out_dir")
     return None
 
 

@@ -273,7 +273,8 @@ def test_a_pickle_payload_is_refused_not_run(tmp_path, name):
     refused = rf"{re.escape(str(path / name))}: refused to load: it holds objects other than tensors"
     with pytest.raises(ValueError, match=refused):
         checkpoint.load_checkpoint(path, *build_toy(SINGLE, 1))
-    assert checkpoint.find_resume_checkpoint(tmp_path) is None   # its checksum differs too
+    with pytest.raises(ValueError, match="none of its 1 checkpoints can be resumed from"):   # its checksum differs
+        checkpoint.find_resume_checkpoint(tmp_path)
     (path / "checksums.json").unlink()   # an older checkpoint: no checksums, the loader alone must refuse it
     if name == "trainer_state.pt":
         with pytest.raises(ValueError, match=refused):
@@ -327,6 +328,9 @@ def test_a_flipped_byte_that_keeps_the_size_is_caught_and_resume_falls_back(tmp_
     capsys.readouterr()
     assert checkpoint.find_resume_checkpoint(tmp_path) == tmp_path / "step_000001"
     assert f"cannot resume from {last}: {last / name}: corrupt" in capsys.readouterr().err
+    (tmp_path / "step_000001" / "config.json").write_text("{}")   # none is valid now: an error, not a fresh start
+    with pytest.raises(ValueError, match=r"none of its 2 checkpoints can be resumed from"):
+        checkpoint.find_resume_checkpoint(tmp_path)
     if name == "model.safetensors":   # a run starting from it (grpo --init_from, sft --checkpoint, eval) refuses it
         with pytest.raises(ValueError, match=rf"{re.escape(str(last / name))}: corrupt"):
             checkpoint.model_sha256(last)
