@@ -2,8 +2,7 @@
 Checkpoints of sft.py, grpo.py and connector_tune.py: atomic, durable writes and exact resume. Top to bottom:
 durable writes, weights-only loads, the out_dir lock and debris, checksums, validation and the resume choice, the
 run description and model identity, the full-disk guard, the last/best lookups (best.json), then save_checkpoint
-and load_checkpoint. The state dicts and RNG state they
-store come from train_utils.py.
+and load_checkpoint. The state dicts and RNG state they store come from train_utils.py.
 
 Checkpoint layout (out_dir/step_000123/), loadable by model.load_model, eval.py and vLLM as is:
     config.json, model*.safetensors[.index.json], tokenizer files   model.save_model, original names
@@ -14,16 +13,18 @@ Checkpoint layout (out_dir/step_000123/), loadable by model.load_model, eval.py 
 The .pt files hold tensors and plain Python values only and load with torch.load(weights_only=True): a checkpoint
 is input, and a pickle in it would run code at the resume (a payload is refused, naming the file).
 Checksums: one flipped byte in the tensor data keeps every size and header intact, so validate_checkpoint compares
-each file's sha256 with checksums.json. Measured on this box (AMD EPYC with SHA-NI, one core, 1 MiB blocks, data in
-memory): sha256 1.74 GB/s, sha1 1.81, crc32 2.23, blake2b 0.73, md5 0.71. sha256 then costs about the same as crc32
-and detects more, so every file is hashed whole (no per-tensor scheme). At 38B: 77 GB bf16 safetensors + 456 GB
-of fp32 Adam moments and master weights (8 + 4 bytes per parameter) = 533 GB, 306 s on one core. So the work is
-split: at a save each rank hashes its own optimizer shard (7 GB on 64 ranks: ~4 s, from the page cache) and rank 0
-the safetensors it wrote (77 GB: ~44 s, next to the minutes of writing them); at a resume the files are dealt out
-round-robin to the ranks (~5-9 s of hashing each on 64 ranks; the reads are those the load makes next, so mostly
-from the page cache then), which agree before anyone loads (find_resume_checkpoint). A corrupt checkpoint is
-refused naming the file and sha256s, and --resume falls back to the newest valid one; model_sha256 checks the
-model a run starts from against its checksums.json as well.
+each file's sha256 with checksums.json. Measured on this box (AMD EPYC with SHA-NI, hashlib, 1 MiB blocks, GB per
+CPU-second, so the 2 shared cores' load does not enter): in memory sha256 1.78, sha1 1.91, blake2b 0.89, md5 0.75,
+zlib.crc32 3.36; file_sha256 of a 512 MiB file in the page cache 1.31 (the read's copy included). crc32 would be
+2.5x cheaper, but these digests also identify a model by content (model_sha256: eval's resume, grpo's init_from),
+where a collision must not be findable, so it is sha256, whole files (no per-tensor scheme: per-file is what the
+size-keeping corruption needs). At 38B: 77 GB bf16 safetensors + 456 GB of fp32 Adam moments and master weights
+(8 + 4 bytes per parameter) = 533 GB, ~410 s on one core. So the work is split: at a save each rank hashes its own
+optimizer shard (7 GB on 64 ranks: ~5 s, from the page cache) and rank 0 the safetensors it wrote (77 GB: ~60 s,
+next to the minutes of writing them, once per save_every steps); at a resume the files are dealt out round-robin
+to the ranks (~6-12 s of hashing each on 64 ranks; the reads are those the load makes next), which agree before
+anyone loads (find_resume_checkpoint). A corrupt checkpoint is refused naming the file and sha256s, and --resume
+falls back to the newest valid one; model_sha256 checks the model a run starts from against its checksums.json.
 It is written into out_dir/.tmp_step_000123, every file and the directory fsynced, and renamed into place as the
 very last operation, so a crash at any point leaves the older checkpoints untouched and no directory named step_*
 half-written. Rotation renames a checkpoint to .deleting_step_* before deleting it, so a kill mid-delete leaves
@@ -281,7 +282,7 @@ def model_sha256(path):
     another tokenizer at the same path change it. The files are hashed, not looked up in checksums.json (a file
     replaced by hand would keep a stale entry), and checked against it where it lists them: the model that grpo.py
     (--init_from), sft.py (--checkpoint) and eval.py start from is verified too (a ValueError naming a corrupt
-    file). 77 GB of bf16 weights at 38B take ~44 s (module docstring)."""
+    file). 77 GB of bf16 weights at 38B take ~60 s of one core (module docstring)."""
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such model directory")
