@@ -380,14 +380,15 @@ def test_resume_refuses_another_model_at_the_same_path(tiny_checkpoint, tmp_path
             f"--out_dir={tmp_path / 'out'}", "--backend=builtin", "--wandb=False"]
     assert E.main([f"--checkpoint={ckpt}", "--k=1", *args]) == 0
     shutil.copytree(ckpt, tmp_path / "moved")
-    assert E.main([f"--checkpoint={tmp_path / 'moved'}", "--k=2", *args]) == 0   # same content: resumes
     weights = model.load_model(ckpt).state_dict()
     weights["mlp1.1.bias"] = weights["mlp1.1.bias"] + 1.0
     model.save_model(ckpt, weights, model.ModelConfig.from_json(ckpt / "config.json"), model.load_tokenizer(ckpt))
     gens = (tmp_path / "out/mine/think_full/generations.jsonl").read_text()
-    with pytest.raises(ValueError, match=r"holds generations of another model \(checkpoint .*/ck, .*/moved, content"):
-        E.main([f"--checkpoint={ckpt}", "--k=3", *args])
+    with pytest.raises(ValueError, match=r"holds generations of another model \(checkpoint .*/ck, content sha256"):
+        E.main([f"--checkpoint={ckpt}", "--k=2", *args])
     assert (tmp_path / "out/mine/think_full/generations.jsonl").read_text() == gens
+    assert E.main([f"--checkpoint={tmp_path / 'moved'}", "--k=2", *args]) == 0   # the first model, moved: resumes
+    assert len((tmp_path / "out/mine/think_full/generations.jsonl").read_text().splitlines()) == 2
 
 
 def test_sampling_protocol_presets_and_setting_deviations():
