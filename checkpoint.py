@@ -1,14 +1,30 @@
 """
 Checkpoints of sft.py, grpo.py and connector_tune.py: atomic, durable writes and exact resume. Top to bottom:
-durable writes and debris, validation and the resume choice, the run description, the full-disk guard, the
-last/best lookups (best.json), then save_checkpoint and load_checkpoint. The state dicts and RNG state they
-store come from train_utils.py.
+durable writes, weights-only loads, the out_dir lock and debris, checksums, validation and the resume choice, the
+run description and model identity, the full-disk guard, the last/best lookups (best.json), then save_checkpoint
+and load_checkpoint. The state dicts and RNG state they store come from train_utils.py.
 
 Checkpoint layout (out_dir/step_000123/), loadable by model.load_model, eval.py and vLLM as is:
     config.json, model*.safetensors[.index.json], tokenizer files   model.save_model, original names
     trainer_state.pt        step, world size, the script's train_state, RNG states of every rank
     optim_rank{r}.pt        rank r's optimizer shard (local tensors of its DTensors) and, when the
                             safetensors were written in a lower precision, its fp32 master weights
+    checksums.json          {file name: sha256} of every other file, written last, before the commit rename
+The .pt files hold tensors and plain Python values only and load with torch.load(weights_only=True): a checkpoint
+is input, and a pickle in it would run code at the resume (a payload is refused, naming the file).
+Checksums: one flipped byte in the tensor data keeps every size and header intact, so validate_checkpoint compares
+each file's sha256 with checksums.json. Measured on this box (AMD EPYC with SHA-NI, hashlib, 1 MiB blocks, GB per
+CPU-second, so the 2 shared cores' load does not enter): in memory sha256 1.78, sha1 1.91, blake2b 0.89, md5 0.75,
+zlib.crc32 3.36; file_sha256 of a 512 MiB file in the page cache 1.31 (the read's copy included). crc32 would be
+2.5x cheaper, but these digests also identify a model by content (model_sha256: eval's resume, grpo's init_from),
+where a collision must not be findable, so it is sha256, whole files (no per-tensor scheme: per-file is what the
+size-keeping corruption needs). At 38B: 77 GB bf16 safetensors + 456 GB of fp32 Adam moments and master weights
+(8 + 4 bytes per parameter) = 533 GB, ~410 s on one core. So the work is split: at a save each rank hashes its own
+optimizer shard (7 GB on 64 ranks: ~5 s, from the page cache) and rank 0 the safetensors it wrote (77 GB: ~60 s,
+next to the minutes of writing them, once per save_every steps); at a resume the files are dealt out round-robin
+to the ranks (~6-12 s of hashing each on 64 ranks; the reads are those the load makes next), which agree before
+anyone loads (find_resume_checkpoint). A corrupt checkpoint is refused naming the file and sha256s, and --resume
+falls back to the newest valid one; model_sha256 checks the model a run starts from against its checksums.json.
 It is written into out_dir/.tmp_step_000123, every file and the directory fsynced, and renamed into place as the
 very last operation, so a crash at any point leaves the older checkpoints untouched and no directory named step_*
 half-written. Rotation renames a checkpoint to .deleting_step_* before deleting it, so a kill mid-delete leaves
@@ -22,11 +38,14 @@ rank's own RNG state, and returns the script's train_state: the world size must 
 import contextlib
 import dataclasses
 import errno
+import fcntl
 import hashlib
 import json
 import os
+import pickle
 import re
 import shutil
+import socket
 import sys
 import time
 import zipfile
@@ -53,6 +72,25 @@ def _param_names(model, optimizer):
         raise ValueError("the optimizer holds parameters that are not in the model") from None
 
 
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _torch_load(path):
+    """torch.load of our own .pt files: tensors and plain Python values only (weights_only=True, the allowlist of
+    torch/_weights_only_unpickler.py: tensors, dicts, lists, tuples, sets, str/int/float/bool/None, torch dtypes),
+    so a pickled payload is refused, never executed."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{path}: refused to load: it holds objects other than tensors and plain values (a pickle "
+                         f"could run code; torch.load weights_only=True says: {str(e).splitlines()[0]})") from None
+
+
 def _torch_save_durable(obj, path):
     with open(path, "wb") as f:
         torch.save(obj, f)
@@ -66,6 +104,41 @@ def _fsync_dir(path):
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+_HELD_LOCKS = {}   # resolved out_dir -> its open lock file, held until the process ends
+
+
+def lock_out_dir(out_dir):
+    """One run per out_dir: an exclusive advisory fcntl.flock on out_dir/.lock, taken before anything in out_dir is
+    read or deleted (remove_debris would otherwise delete a running run's temporary checkpoint) and held until the
+    process ends. A second run gets a RuntimeError naming the holder (pid, host, command, start time, written into
+    the lock file). The kernel drops a flock with its process, kill -9 included, so a lock file left by a dead run is
+    simply taken over. Taken again in the same process (a test, a script calling main twice), it is a no-op.
+    Rank 0 only: it is the one rank that writes out_dir's shared files (metrics.jsonl, best.json, the commit renames,
+    remove_debris); the other ranks write only their optimizer shard into rank 0's temporary directory. Across nodes
+    on NFS, Linux emulates flock with byte-range locks that the server arbitrates (nfs(5), "local_lock"), so a
+    second job on another node is refused as well."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    key = str(out_dir.resolve())
+    if key in _HELD_LOCKS:
+        return
+    f = open(out_dir / ".lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "(it has not written its details yet)"
+        f.close()
+        raise RuntimeError(f"{out_dir} is in use by another run: {holder}. Wait for it to end, or use another "
+                           f"out_dir") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on host {socket.gethostname()}, command {' '.join(sys.argv)!r}, started "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n")
+    f.flush()
+    _HELD_LOCKS[key] = f
 
 
 def remove_debris(out_dir):
@@ -94,13 +167,53 @@ def _delete_checkpoint(path):
     shutil.rmtree(doomed)
 
 
-def validate_checkpoint(path):
-    """Cheap checks that a checkpoint can be resumed from (a power loss can leave empty or short files): the
-    trainer state loads; every rank's optimizer shard is a complete zip; every safetensors file is as long as its
-    header says. Raises ValueError naming the file; O(headers), not O(weights)."""
+_TRAINING_STATE = re.compile(r"^(trainer_state\.pt|optim_rank\d+\.pt|checksums\.json|\..*)$")
+
+
+def _read_sums(path):
+    """path's checksums.json as {file name: sha256}; {} when it has none (an older checkpoint, a released model)."""
+    file = path / "checksums.json"
+    if not file.is_file():
+        return {}
+    try:
+        sums = json.loads(file.read_text())
+        assert isinstance(sums, dict) and all(isinstance(v, str) for v in sums.values())
+        return sums
+    except (ValueError, AssertionError) as e:
+        raise ValueError(f"{file}: not a {{file name: sha256}} object ({type(e).__name__}: {e})") from None
+
+
+def _checked_sha256(file, want=None):
+    got = file_sha256(file)
+    if want is not None and got != want:
+        raise ValueError(f"{file}: corrupt: sha256 {got[:16]}... differs from checksums.json's {want[:16]}...")
+    return got
+
+
+def _check_sums(path, rank=0, world_size=1):
+    """Compares the sha256 of this rank's share of path's files (round-robin over the sorted names in
+    checksums.json) with checksums.json. ValueError naming the file."""
+    for i, (name, want) in enumerate(sorted(_read_sums(path).items())):
+        if i % world_size != rank:
+            continue
+        if not (path / name).is_file():
+            raise ValueError(f"{path / name}: missing (listed in checksums.json)")
+        _checked_sha256(path / name, want)
+
+
+def validate_checkpoint(path, rank=0, world_size=1):
+    """Checks that a checkpoint can be resumed from: the sha256 of every file against checksums.json (this rank's
+    share of the files when rank/world_size are given; see the module docstring), and the cheap checks a checkpoint
+    without checksums.json (an older version) also gets: the trainer state loads; every rank's optimizer shard is a
+    complete zip; every safetensors file is as long as its header says. Raises ValueError naming the file."""
     path = Path(path)
     try:
-        state = torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=False)
+        if _read_sums(path):
+            _check_sums(path, rank, world_size)
+        else:
+            print(f"warning: {path} has no checksums.json (an older checkpoint): sizes checked, not contents",
+                  file=sys.stderr)
+        state = _torch_load(path / "trainer_state.pt")
         for r in range(state["world_size"]):
             with zipfile.ZipFile(path / f"optim_rank{r}.pt") as z:   # the central directory sits at the end
                 z.infolist()
@@ -123,13 +236,30 @@ def validate_checkpoint(path):
 
 def find_resume_checkpoint(out_dir):
     """The newest checkpoint that passes validate_checkpoint; each newer one that does not is skipped with a
-    warning naming the problem. None when there is none."""
-    for _, path in reversed(list_checkpoints(out_dir)):
+    warning naming the problem. None when out_dir has no checkpoint; a ValueError when it has some and none passes
+    (starting over beside them would mix two runs). Collective under torchrun: each rank checks its share of the
+    files and all ranks agree on the answer."""
+    rank, world_size = _rank(), _world_size()
+    found = list_checkpoints(out_dir)
+    for _, path in reversed(found):
         try:
-            validate_checkpoint(path)
-            return path
+            validate_checkpoint(path, rank, world_size)
+            error = None
         except ValueError as e:
-            print(f"warning: cannot resume from {path}: {e}; trying the previous checkpoint", file=sys.stderr)
+            error = str(e)
+        errors = [error]
+        if world_size > 1:
+            errors = [None] * world_size
+            tdist.all_gather_object(errors, error)
+        errors = [e for e in errors if e]
+        if not errors:
+            return path
+        if rank == 0:
+            print(f"warning: cannot resume from {path}: {'; '.join(errors)}; trying the previous checkpoint",
+                  file=sys.stderr)
+    if found:
+        raise ValueError(f"{out_dir}: none of its {len(found)} checkpoints can be resumed from (warnings above): "
+                         f"move them away or use another out_dir")
     return None
 
 
@@ -139,14 +269,27 @@ def describe_run(cfg, may_change=(), files=(), model_config=None):
     `files` (so a moved file is fine and an edited one is not), and the model config."""
     run = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in may_change}
     for i, file in enumerate(files):
-        digest = hashlib.sha256()
-        with open(file, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        run[f"sha256 of data file {i}"] = digest.hexdigest()
+        run[f"sha256 of data file {i}"] = file_sha256(file)
     if model_config is not None:
         run["model_config"] = model_config.to_dict()
     return json.loads(json.dumps(run, default=str))   # tuples -> lists: compares equal after a save/load
+
+
+def model_sha256(path):
+    """A model directory identified by content: the sha256 of the list of (file name, sha256) of its files
+    (config, safetensors, tokenizer, remote code), leaving out the training state (trainer_state.pt,
+    optim_rank*.pt, checksums.json) and hidden files. A moved or copied checkpoint keeps it; retrained weights or
+    another tokenizer at the same path change it. The files are hashed, not looked up in checksums.json (a file
+    replaced by hand would keep a stale entry), and checked against it where it lists them: the model that grpo.py
+    (--init_from), sft.py (--checkpoint) and eval.py start from is verified too (a ValueError naming a corrupt
+    file). 77 GB of bf16 weights at 38B take ~60 s of one core (module docstring)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such model directory")
+    sums = _read_sums(path)
+    listing = "".join(f"{p.name}\t{_checked_sha256(p, sums.get(p.name))}\n" for p in sorted(path.iterdir())
+                      if p.is_file() and not _TRAINING_STATE.match(p.name))
+    return hashlib.sha256(listing.encode()).hexdigest()
 
 
 def _flat(d, prefix=""):
@@ -272,16 +415,22 @@ def save_checkpoint(out_dir, step, model, optimizer, model_config, tokenizer, tr
                              "dtensor_keys": dtensor_keys, "param_names": param_names,
                              "master_weights": master}, tmp / f"optim_rank{rank}.pt")
 
-    rng_states = [None] * world_size
+    per_rank = [None] * world_size   # (RNG state, sha256 of the optimizer shard) of every rank
     if world_size > 1:
-        tdist.all_gather_object(rng_states, get_rng_state())
+        tdist.all_gather_object(per_rank, (get_rng_state(), file_sha256(tmp / f"optim_rank{rank}.pt")))
     else:
-        rng_states[0] = get_rng_state()
+        per_rank[0] = (get_rng_state(), file_sha256(tmp / f"optim_rank{rank}.pt"))
     if rank == 0:
         with _writing(tmp / "trainer_state.pt", tmp):
             _torch_save_durable({"step": step, "world_size": world_size, "train_state": train_state,
-                                 "rng": rng_states, "save_dtype": str(save_dtype), "time": time.time(),
-                                 "run": run}, tmp / "trainer_state.pt")
+                                 "rng": [r for r, _ in per_rank], "save_dtype": str(save_dtype),
+                                 "time": time.time(), "run": run}, tmp / "trainer_state.pt")
+        sums = {p.name: file_sha256(p) for p in tmp.iterdir() if p.is_file() and not p.name.startswith("optim_")}
+        sums.update({f"optim_rank{r}.pt": digest for r, (_, digest) in enumerate(per_rank)})
+        with _writing(tmp / "checksums.json", tmp), open(tmp / "checksums.json", "w") as f:
+            f.write(json.dumps(sums, indent=1, sort_keys=True))
+            f.flush()
+            os.fsync(f.fileno())
     _barrier()  # every shard is on disk
 
     if rank == 0:
@@ -313,13 +462,13 @@ def load_checkpoint(path, model, optimizer=None, run=None, allow_run_change=Fals
     differences (a warning with allow_run_change)."""
     path = Path(path)
     rank, world_size = _rank(), _world_size()
-    trainer_state = torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=False)
+    trainer_state = _torch_load(path / "trainer_state.pt")
     if run is not None:
         _check_same_run(path, trainer_state.get("run"), run, allow_run_change)
     if trainer_state["world_size"] != world_size:
         raise ValueError(f"{path} was written by {trainer_state['world_size']} ranks but this run has "
                          f"{world_size}: the optimizer shards only fit the same world size")
-    shard = torch.load(path / f"optim_rank{rank}.pt", map_location="cpu", weights_only=False)
+    shard = _torch_load(path / f"optim_rank{rank}.pt")
     reshard(model)  # else a group left unsharded by a no_grad forward would keep computing with stale values
 
     # weights: this rank's exact master weights where saved, the safetensors for the rest

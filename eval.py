@@ -52,6 +52,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+import checkpoint
 import data
 import model as M
 import rewards
@@ -353,16 +354,18 @@ def run_prompts(cfg, items, mode, tokenizer, model_config=None, max_prompt_token
     return prompts
 
 
-def generate_run(cfg, items, mode, budget, sample_fn, prompts):
+def generate_run(cfg, items, mode, budget, sample_fn, prompts, model_sha256=None):
     """Generate the missing (id, sample) pairs of one run (prompts: run_prompts'), appending each finished batch
-    to its generations.jsonl."""
+    to its generations.jsonl. model_sha256: checkpoint.model_sha256 of cfg.checkpoint, stored in every record."""
     gen_path = run_dir_for(cfg.out_dir, items[0].benchmark, mode, budget) / "generations.jsonl"
     gen_path.parent.mkdir(parents=True, exist_ok=True)
     done = read_generations(gen_path)
-    others = {rec.get("checkpoint") for rec in done.values()} - {cfg.checkpoint}
-    if others:   # resuming must never mix two models' samples in one avg@k
-        raise ValueError(f"{gen_path} holds generations of checkpoint(s) {sorted(map(str, others))}, not "
-                         f"{cfg.checkpoint!r}: use another out_dir")
+    others = {rec.get("model_sha256") for rec in done.values()} - {model_sha256}
+    if others:   # resuming must never mix two models' samples in one avg@k: the model by content, not its path
+        paths = sorted({str(rec.get("checkpoint")) for rec in done.values()})
+        raise ValueError(f"{gen_path} holds generations of another model (checkpoint {', '.join(paths)}, content "
+                         f"sha256 {', '.join(sorted(map(str, others)))}), not of {cfg.checkpoint!r} as it is now "
+                         f"({model_sha256}): use another out_dir")
     sampling = {key: value for key, value in sampling_of(cfg).items() if key != "k"}   # k may grow on resume
     others = {json.dumps(rec["sampling"]) for rec in done.values() if rec.get("sampling", sampling) != sampling}
     if others:   # nor two protocols' samples (greedy and T = 1) in one avg@k
@@ -379,7 +382,7 @@ def generate_run(cfg, items, mode, budget, sample_fn, prompts):
         with open(gen_path, "a", encoding="utf-8") as f:
             for (item, s), r in zip(part, results):
                 rec = {"id": item.id, "sample": s, "benchmark": item.benchmark, "mode": mode, "budget": budget,
-                       "checkpoint": cfg.checkpoint, "sampling": sampling, **r}
+                       "checkpoint": cfg.checkpoint, "model_sha256": model_sha256, "sampling": sampling, **r}
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 done[(item.id, s)] = rec
         n = start + len(part)
@@ -571,6 +574,7 @@ def main(argv=None):
     if any(a == "--mmmu_outputs" or a.startswith("--mmmu_outputs=") for a in argv):
         return main_mmmu_outputs(argv)
     cfg = parse_args(argv)
+    checkpoint.lock_out_dir(cfg.out_dir)   # one eval per out_dir: two would append to the same generations
     modes = [m.strip() for m in cfg.mode.split(",") if m.strip()]
     if set(modes) - set(MODES):
         raise ValueError(f"--mode: {sorted(set(modes) - set(MODES))} not in {MODES}")
@@ -587,13 +591,14 @@ def main(argv=None):
         benchmarks.append(items)
     budgets = sorted(int(b) for b in cfg.budgets) or [None]
 
-    sampler, tokenizer = None, None
+    sampler, tokenizer, model_sha256 = None, None, None
     if not cfg.score_only:
         backend = cfg.backend = sampling.pick_backend(cfg.backend)
         if not cfg.checkpoint:
             raise ValueError("--checkpoint is required to generate (or use --score_only=True)")
         tokenizer = M.load_tokenizer(cfg.checkpoint)
         model_config = M.ModelConfig.from_json(Path(cfg.checkpoint) / "config.json")
+        model_sha256 = checkpoint.model_sha256(cfg.checkpoint)
         max_prompt_tokens = min(cfg.max_model_len, model_config.llm_config.get("max_position_embeddings",
                                                                                 cfg.max_model_len)) - 1
         sampler = sampling.make_sampler(
@@ -626,7 +631,7 @@ def main(argv=None):
                     generations = read_generations(run_dir / "generations.jsonl")
                 else:
                     generations = generate_run(cfg, items, mode, budget, row_sampler(sampler, tokenizer, banned),
-                                               prompts)
+                                               prompts, model_sha256)
                 missing = [(it.id, s) for it in items for s in range(cfg.k) if (it.id, s) not in generations]
                 if missing:
                     raise ValueError(f"{run_dir}: {len(missing)} (id, sample) pairs not generated, e.g. {missing[:3]}")

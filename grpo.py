@@ -404,6 +404,7 @@ def main(cfg, sampler=None, reward_fn=None):
         return []
     dist = tu.setup_distributed()   # joins the process group when it is up already
     if dist.is_main:
+        checkpoint.lock_out_dir(cfg.out_dir)   # one run per out_dir, before anything in it is touched
         configurator.print_config(cfg)
     existing = checkpoint.find_last_checkpoint(cfg.out_dir)
     if existing is not None and not cfg.resume:   # starting over would mix two runs' checkpoints
@@ -445,12 +446,16 @@ def main(cfg, sampler=None, reward_fn=None):
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, betas=cfg.betas,
                                   weight_decay=cfg.weight_decay)
 
-    state = {"step": 0, "stage": 0, "data_state": (0, 0)}
+    # no_signal: steps without a learning signal, [all, in a row] (grpo_metrics), checkpointed with the run
+    state = {"step": 0, "stage": 0, "data_state": (0, 0), "no_signal": [0, 0]}
     run_desc = checkpoint.describe_run(cfg, MAY_CHANGE, [path for path, _ in stages], model_config)
     run_desc["curriculum_steps"] = [first for _, first in stages]
+    # init_from may move, but its content is the KL reference and the tokenizer of the whole run
+    run_desc["sha256 of init_from"] = checkpoint.model_sha256(cfg.init_from)
     resume_from = checkpoint.find_resume_checkpoint(cfg.out_dir) if cfg.resume else None
     if resume_from is not None:   # weights, Adam moments, RNG, data position; refused if changed
         state = checkpoint.load_checkpoint(resume_from, model, optimizer, run_desc, cfg.allow_run_change)
+        state.setdefault("no_signal", [0, 0])   # a checkpoint of an older version
         if dist.is_main:
             print(f"resumed from {resume_from} at step {state['step']}")
     logger = tu.RunLogger(cfg.out_dir, cfg, cfg.wandb_project, cfg.run_name, enabled=dist.is_main,
@@ -467,9 +472,8 @@ def main(cfg, sampler=None, reward_fn=None):
     critical_seqs = critical_token_sequences(tokenizer, cfg.critical_words)
     # Fig. 10's "entropy above 6.8 nats", scaled to this vocabulary
     high_threshold = high_entropy_threshold(model_config.llm_config["vocab_size"])
-    history = []
-    no_signal = [0, 0]   # steps without a learning signal: all, in a row (grpo_metrics)
-    nonfinite = 0        # steps in a row with a NaN/inf loss or grad norm (their updates were skipped)
+    history, no_signal = [], state["no_signal"]   # steps without a learning signal: all, in a row (grpo_metrics)
+    nonfinite = 0   # steps in a row with a NaN/inf loss or grad norm (their updates were skipped)
 
     for step in range(state["step"], cfg.steps):
         t_step = time.time()
@@ -604,7 +608,7 @@ def main(cfg, sampler=None, reward_fn=None):
                                        keep_last=cfg.keep_last, run=run_desc,
                                        save_dtype=torch.bfloat16 if cuda else None)
     if no_signal[0] >= grpo_metrics.NO_SIGNAL_WARNING and dist.is_main:
-        print(f"WARNING: {cfg.out_dir}: {no_signal[0]} of {len(history)} steps had no learning "
+        print(f"WARNING: {cfg.out_dir}: {no_signal[0]} of {state['step']} steps had no learning "
               "signal; this arm barely trained", file=sys.stderr, flush=True)
     logger.finish()
     return history

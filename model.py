@@ -520,19 +520,35 @@ def remote_code_files(config):
     """The .py files of config.source_dir that config.json's auto_map names, plus their relative imports
     (transitively); files the source lacks are skipped. vLLM 0.32 registers neither internvl_chat nor skywork_chat,
     so LLM() reads the config through AutoConfig's remote code (vllm/transformers_utils/config.py:398-404): a
-    checkpoint without configuration_*.py fails with OSError."""
+    checkpoint without configuration_*.py fails with OSError.
+    A checkpoint is untrusted input: every module name must be a plain Python identifier naming a regular file
+    inside source_dir (no "../", no absolute path, no symlink leading out), else a ValueError naming config.json
+    and the auto_map entry; save_model copies only these names, so it writes nothing outside its destination."""
     source = getattr(config, "source_dir", None)   # None: a config built in memory
     if not source:
         return []
-    refs = [r for v in (config.extra.get("auto_map") or {}).values()
-            for r in (v if isinstance(v, (list, tuple)) else [v]) if r]
-    todo = [r.split("--")[-1].rsplit(".", 1)[0] for r in refs]   # "repo--module.Class" -> "module"
+    source = Path(source).resolve()
+    auto_map = config.extra.get("auto_map") or {}
+    if not isinstance(auto_map, dict):
+        raise ValueError(f"{source / 'config.json'}: auto_map must be an object, got {type(auto_map).__name__}")
+    # "repo--module.Class" -> module (transformers' form, dynamic_module_utils.get_class_from_dynamic_module)
+    todo = [(r.split("--")[-1].rsplit(".", 1)[0] if isinstance(r, str) else r,
+             f"{source / 'config.json'}: auto_map.{key} = {r!r}")
+            for key, v in auto_map.items() for r in (v if isinstance(v, (list, tuple)) else [v]) if r]
     found = []
     while todo:
-        name = f"{todo.pop()}.py"
-        if name not in found and (Path(source) / name).is_file():
-            found.append(name)
-            todo += get_relative_imports(Path(source) / name)
+        module, where = todo.pop()
+        if not isinstance(module, str) or not module.isidentifier():
+            raise ValueError(f"{where}: module name {module!r} is not a plain Python identifier (remote code must "
+                             f"be a .py file directly inside the checkpoint directory)")
+        name = f"{module}.py"
+        file = source / name
+        if name in found or not (file.is_file() or file.is_symlink()):
+            continue
+        if file.resolve().parent != source or not file.resolve().is_file():   # a symlink out of the checkpoint
+            raise ValueError(f"{where}: {file} resolves to {file.resolve()}, outside {source}")
+        found.append(name)
+        todo += [(m, f"{file}: relative import .{m}") for m in get_relative_imports(file)]
     return sorted(found)
 
 
@@ -541,6 +557,7 @@ def save_model(path, state_dict, config, tokenizer=None, max_shard_bytes=2 ** 30
     under the original names.
     Atomic: written into a temporary sibling directory, then renamed into place."""
     path = Path(path)
+    code_files = remote_code_files(config)   # checked before anything is written
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -567,7 +584,7 @@ def save_model(path, state_dict, config, tokenizer=None, max_shard_bytes=2 ** 30
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
         (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
     (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-    for name in remote_code_files(config):   # a checkpoint of a checkpoint still loads in vLLM
+    for name in code_files:   # a checkpoint of a checkpoint still loads in vLLM
         shutil.copy2(Path(config.source_dir) / name, tmp / name)
     if tokenizer is not None:
         tokenizer.save_pretrained(str(tmp))

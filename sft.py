@@ -252,6 +252,8 @@ def train(cfg, dist=None):
                                f"sft.py on {dist.world_size} GPUs", verbose=dist.is_main)
     tu.set_seed(cfg.seed)
     out_dir = Path(cfg.out_dir)
+    if dist.is_main:
+        checkpoint.lock_out_dir(out_dir)   # one run per out_dir, before anything in it is touched
     train_set, val_set = read_splits(cfg)
     data.check_images(train_set + val_set, decode=True)   # now, not at the step that first draws a bad one
     G, world = cfg.global_batch_size, dist.world_size
@@ -291,6 +293,7 @@ def train(cfg, dist=None):
     if dist.is_main:
         checkpoint.remove_debris(out_dir)   # a partial checkpoint of a crash (on a full disk it blocks the resume)
     run = checkpoint.describe_run(cfg, MAY_CHANGE, [cfg.data] + ([cfg.val_data] if cfg.val_data else []), model_config)
+    run["sha256 of checkpoint"] = checkpoint.model_sha256(cfg.checkpoint)   # may move; its tokenizer is the run's
     if last is not None:
         last = checkpoint.find_resume_checkpoint(out_dir)   # the newest one that is complete on disk
     if last is not None:
@@ -299,7 +302,13 @@ def train(cfg, dist=None):
         if dist.is_main:
             print(f"resumed from {last} at step {step}, data position {state['data_state']}")
             if state["best_step"] is not None:  # a crash between saving the best and marking it
-                checkpoint.mark_best(out_dir, state["best_step"], val_loss=state["best_val"])
+                best = out_dir / f"step_{state['best_step']:06d}"
+                try:   # never mark a corrupt checkpoint best (the resumed one was checked already)
+                    if state["best_step"] != step:
+                        checkpoint.model_sha256(best)   # checks its model files against checksums.json
+                    checkpoint.mark_best(out_dir, state["best_step"], val_loss=state["best_val"])
+                except ValueError as e:
+                    print(f"warning: not marking {best} as the best checkpoint: {e}", file=sys.stderr)
     logger = tu.RunLogger(out_dir, cfg, cfg.wandb_project, cfg.run_name or None, enabled=dist.is_main,
                           use_wandb=cfg.wandb, resume_step=step if last is not None else None)
     save_dtype = {"bfloat16": torch.bfloat16, "float32": None}[cfg.save_dtype]

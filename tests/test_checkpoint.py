@@ -34,8 +34,8 @@ def test_save_load_resume_is_exact(tmp_path, save_dtype):
     path = checkpoint.save_checkpoint(tmp_path, 2, m, opt, TOY_CONFIG, None, {"epoch": 1, "pos": [3, 4]},
                                       keep_last=2, save_dtype=save_dtype)
     assert path == tmp_path / "step_000002" and checkpoint.find_last_checkpoint(tmp_path) == path
-    assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors", "optim_rank0.pt",
-                                                      "trainer_state.pt"]
+    assert sorted(p.name for p in path.iterdir()) == ["checksums.json", "config.json", "model.safetensors",
+                                                      "optim_rank0.pt", "trainer_state.pt"]
     from safetensors.torch import load_file
     on_disk = load_file(path / "model.safetensors")
     assert set(on_disk) == set(m.state_dict())
@@ -250,6 +250,131 @@ def test_resume_falls_back_from_a_damaged_last_checkpoint(tmp_path, capsys):
             checkpoint.validate_checkpoint(last)
         (last / name).write_bytes(intact)
     assert checkpoint.find_resume_checkpoint(tmp_path) == last
+
+
+class _Payload:
+    """What an attacker plants in a .pt file: unpickling it runs code (here: creates the file `marker`)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('ran')",)
+
+
+@pytest.mark.parametrize("name", ["trainer_state.pt", "optim_rank0.pt"])
+def test_a_pickle_payload_is_refused_not_run(tmp_path, name):
+    m, opt = build_toy(SINGLE, 0)
+    path = checkpoint.save_checkpoint(tmp_path, 1, m, opt, TOY_CONFIG, None, {"pos": 1})
+    marker = tmp_path / "pwned"
+    state = torch.load(path / name, weights_only=True)
+    state["payload"] = _Payload(marker)
+    torch.save(state, path / name)
+    refused = rf"{re.escape(str(path / name))}: refused to load: it holds objects other than tensors"
+    with pytest.raises(ValueError, match=refused):
+        checkpoint.load_checkpoint(path, *build_toy(SINGLE, 1))
+    with pytest.raises(ValueError, match="none of its 1 checkpoints can be resumed from"):   # its checksum differs
+        checkpoint.find_resume_checkpoint(tmp_path)
+    (path / "checksums.json").unlink()   # an older checkpoint: no checksums, the loader alone must refuse it
+    if name == "trainer_state.pt":
+        with pytest.raises(ValueError, match=refused):
+            checkpoint.validate_checkpoint(path)
+    with pytest.raises(ValueError, match=refused):
+        checkpoint.load_checkpoint(path, *build_toy(SINGLE, 1))
+    assert not marker.exists()
+
+
+def _flip_byte_in_adam_moment(file):
+    """Flips one byte inside the data of an exp_avg / exp_avg_sq tensor of a torch.save zip (stored uncompressed),
+    found by trying each data record; the file keeps its size and zip structure. Returns the record name."""
+    import zipfile
+    intact = file.read_bytes()
+    before = torch.load(file, weights_only=True)["optimizer"]["state"]
+    with zipfile.ZipFile(file) as z:
+        records = [i for i in z.infolist() if "/data/" in i.filename and i.file_size >= 8]
+    for info in records:
+        local = intact[info.header_offset:info.header_offset + 30]
+        start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
+        flipped = bytearray(intact)
+        flipped[start + 5] ^= 0x10
+        file.write_bytes(bytes(flipped))
+        try:
+            after = torch.load(file, weights_only=True)["optimizer"]["state"]
+        except Exception:   # a CRC check would catch it: not the case this test is about
+            continue
+        if any(not torch.equal(after[i][k], before[i][k]) for i in before for k in ("exp_avg", "exp_avg_sq")):
+            return info.filename
+    file.write_bytes(intact)
+    raise AssertionError(f"{file}: no Adam-moment record found")
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "optim_rank0.pt"])
+def test_a_flipped_byte_that_keeps_the_size_is_caught_and_resume_falls_back(tmp_path, capsys, name):
+    m, opt = build_toy(SINGLE, 0)
+    for step in (1, 2):
+        train_toy(m, opt, SINGLE, 1, start=step - 1)
+        checkpoint.save_checkpoint(tmp_path, step, m, opt, TOY_CONFIG, None, {"pos": step}, keep_last=0)
+    last = tmp_path / "step_000002"
+    size = (last / name).stat().st_size
+    if name == "model.safetensors":   # the last byte: inside the tensor data, the header untouched
+        data = bytearray((last / name).read_bytes())
+        data[-1] ^= 0x01
+        (last / name).write_bytes(bytes(data))
+    else:
+        _flip_byte_in_adam_moment(last / name)
+    assert (last / name).stat().st_size == size
+    with pytest.raises(ValueError, match=rf"{re.escape(str(last / name))}: corrupt: sha256 [0-9a-f]+\.\.\. differs"):
+        checkpoint.validate_checkpoint(last)
+    capsys.readouterr()
+    assert checkpoint.find_resume_checkpoint(tmp_path) == tmp_path / "step_000001"
+    assert f"cannot resume from {last}: {last / name}: corrupt" in capsys.readouterr().err
+    (tmp_path / "step_000001" / "config.json").write_text("{}")   # none is valid now: an error, not a fresh start
+    with pytest.raises(ValueError, match=r"none of its 2 checkpoints can be resumed from"):
+        checkpoint.find_resume_checkpoint(tmp_path)
+    if name == "model.safetensors":   # a run starting from it (grpo --init_from, sft --checkpoint, eval) refuses it
+        with pytest.raises(ValueError, match=rf"{re.escape(str(last / name))}: corrupt"):
+            checkpoint.model_sha256(last)
+
+
+def _hold_lock(out_dir):
+    """A subprocess that takes out_dir's lock (with a temporary checkpoint of its own inside) and waits."""
+    script = ("import sys, time, pathlib, checkpoint\n"
+              "checkpoint.lock_out_dir(sys.argv[1])\n"
+              "(pathlib.Path(sys.argv[1]) / '.tmp_step_000002').mkdir()\n"
+              "print('locked', flush=True)\n"
+              "time.sleep(300)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(out_dir), "--run=first"], cwd=REPO,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "locked\n"
+    return proc
+
+
+def test_one_run_per_out_dir_and_a_killed_runs_lock_is_taken_over(tmp_path):
+    import signal
+    out = tmp_path / "out"
+    holder = _hold_lock(out)
+    try:
+        with pytest.raises(RuntimeError, match=rf"{re.escape(str(out))} is in use by another run: pid {holder.pid} "
+                                               rf"on host .*, command '-c {re.escape(str(out))} --run=first', started"):
+            checkpoint.lock_out_dir(out)
+        import eval as evaluate
+        import grpo
+        import sft
+        in_use = rf"{re.escape(str(out))} is in use by another run: pid {holder.pid} "
+        with pytest.raises(RuntimeError, match=in_use):
+            grpo.main(grpo.Config(init_from=str(tmp_path / "none"), out_dir=str(out), resume=True))
+        with pytest.raises(RuntimeError, match=in_use):
+            sft.main([f"--checkpoint={tmp_path / 'none'}", "--data=none.jsonl", f"--out_dir={out}", "--resume=True"])
+        with pytest.raises(RuntimeError, match=in_use):
+            evaluate.main([f"--checkpoint={tmp_path / 'none'}", "--benchmarks=['none.tsv']", f"--out_dir={out}"])
+        assert (out / ".tmp_step_000002").is_dir()   # the running run's temporary checkpoint is untouched
+    finally:
+        holder.send_signal(signal.SIGKILL)   # no cleanup: the lock file stays, its flock dies with the process
+        holder.wait(timeout=60)
+    assert f"pid {holder.pid} " in (out / ".lock").read_text()
+    checkpoint.lock_out_dir(out)
+    assert (out / ".lock").read_text().startswith(f"pid {os.getpid()} ")
+    checkpoint.lock_out_dir(out)   # again in the same process: a no-op
 
 
 def test_resume_refuses_a_changed_run_unless_allowed(tmp_path, capsys):

@@ -13,6 +13,7 @@ from PIL import Image
 
 import benchmarks as B
 import eval as E
+import model
 import rewards
 from test_benchmarks import b64, write_tsv   # the TSV helpers of the reader tests
 
@@ -365,6 +366,29 @@ def test_end_to_end_builtin_generation_and_resume(tiny_checkpoint, tmp_path):
     rescored = json.loads((out / "MMMU_tiny/think_full/summary.json").read_text())
     assert rescored["per_run"] == think["per_run"]   # same rng order -> the same verdicts
     assert rescored["sampling"] == think["sampling"]   # from the generations, not the rescore's defaults
+
+
+def test_resume_refuses_another_model_at_the_same_path(tiny_checkpoint, tmp_path):
+    """The model is identified by content: a checkpoint replaced at the same path is refused before any sample is
+    added to the old model's avg@k; a copy of the same model at another path resumes."""
+    import shutil
+    ckpt = tmp_path / "ck"
+    shutil.copytree(tiny_checkpoint, ckpt)
+    (tmp_path / "mine.jsonl").write_text(json.dumps({"id": "m1", "images": [], "question": "1+1?", "answer": "2",
+                                                     "split": "validation"}) + "\n")
+    args = [f"--benchmarks={tmp_path / 'mine.jsonl'}", "--split=validation", "--max_new_tokens=2", "--mode=think",
+            f"--out_dir={tmp_path / 'out'}", "--backend=builtin", "--wandb=False"]
+    assert E.main([f"--checkpoint={ckpt}", "--k=1", *args]) == 0
+    shutil.copytree(ckpt, tmp_path / "moved")
+    weights = model.load_model(ckpt).state_dict()
+    weights["mlp1.1.bias"] = weights["mlp1.1.bias"] + 1.0
+    model.save_model(ckpt, weights, model.ModelConfig.from_json(ckpt / "config.json"), model.load_tokenizer(ckpt))
+    gens = (tmp_path / "out/mine/think_full/generations.jsonl").read_text()
+    with pytest.raises(ValueError, match=r"holds generations of another model \(checkpoint .*/ck, content sha256"):
+        E.main([f"--checkpoint={ckpt}", "--k=2", *args])
+    assert (tmp_path / "out/mine/think_full/generations.jsonl").read_text() == gens
+    assert E.main([f"--checkpoint={tmp_path / 'moved'}", "--k=2", *args]) == 0   # the first model, moved: resumes
+    assert len((tmp_path / "out/mine/think_full/generations.jsonl").read_text().splitlines()) == 2
 
 
 def test_sampling_protocol_presets_and_setting_deviations():

@@ -650,7 +650,8 @@ def test_resume_refuses_a_changed_model_or_run_config(two_step_run, tmp_path, ca
     model.save_model(tmp_path / "rope50", weights, config, tok)
     cfg = copy_run(two_step_run, tmp_path / "out", resume=True, steps=3, init_from=str(tmp_path / "rope50"))
     with pytest.raises(ValueError, match=r"step_000002 was written by another run: "
-                                         r"model_config\.llm_config\.rope_theta: 10000\.0 -> 50\.0\."):
+                                         r"model_config\.llm_config\.rope_theta: 10000\.0 -> 50\.0; "
+                                         r"sha256 of init_from: '[0-9a-f]+' -> '[0-9a-f]+'\."):
         grpo.main(cfg, reward_fn=toy_reward)
     with pytest.raises(ValueError, match=r"another run: prompts_per_step: 4 -> 8"):
         grpo.main(grpo.Config(**{**cfg.__dict__, "init_from": two_step_run.init_from, "prompts_per_step": 8}),
@@ -662,6 +663,27 @@ def test_resume_refuses_a_changed_model_or_run_config(two_step_run, tmp_path, ca
     moved = Path(two_step_run.data).with_name("moved.jsonl")
     moved.write_bytes(Path(two_step_run.data).read_bytes())
     cfg = copy_run(two_step_run, tmp_path / "out2", resume=True, steps=3, data=str(moved))
+    assert len(grpo.main(cfg, reward_fn=toy_reward)) == 1
+
+
+def test_resume_refuses_another_init_from_and_accepts_a_copy(two_step_run, tmp_path):
+    """init_from is the KL reference and the tokenizer: a resume pointing it at other weights or another tokenizer
+    is refused (the config is the same), a copy of the same checkpoint elsewhere is fine."""
+    import shutil
+    weights = model.load_model(two_step_run.init_from).state_dict()
+    weights["mlp1.1.bias"] = weights["mlp1.1.bias"] + 1e-3   # same shapes and config, other weights
+    config = model.ModelConfig.from_json(Path(two_step_run.init_from) / "config.json")
+    model.save_model(tmp_path / "other_weights", weights, config, model.load_tokenizer(two_step_run.init_from))
+    shutil.copytree(two_step_run.init_from, tmp_path / "other_tokenizer")
+    tok_config = tmp_path / "other_tokenizer" / "tokenizer_config.json"
+    tok_config.write_text(json.dumps({**json.loads(tok_config.read_text()), "model_max_length": 77}))
+    for other in ("other_weights", "other_tokenizer"):
+        cfg = copy_run(two_step_run, tmp_path / f"out_{other}", resume=True, steps=3,
+                       init_from=str(tmp_path / other))
+        with pytest.raises(ValueError, match=r"step_000002 was written by another run: sha256 of init_from: "):
+            grpo.main(cfg, reward_fn=toy_reward)
+    shutil.copytree(two_step_run.init_from, tmp_path / "copy")
+    cfg = copy_run(two_step_run, tmp_path / "out", resume=True, steps=3, init_from=str(tmp_path / "copy"))
     assert len(grpo.main(cfg, reward_fn=toy_reward)) == 1
 
 
@@ -842,9 +864,6 @@ def test_vllm_backend_with_a_fake_engine(tmp_path, monkeypatch):
         rollout.sample(prompts[1:], 1, 5, seed=0)
 
 
-if __name__ == "__main__":
-    torchrun_worker(sys.argv[1], sys.argv[2])
-
 
 def test_an_arm_without_learning_signal_warns(tmp_path, capsys, monkeypatch):
     """Every group's rewards equal (eq. 6: all advantages 0, no update): grpo.py says so on stderr, loudly, and
@@ -855,11 +874,14 @@ def test_an_arm_without_learning_signal_warns(tmp_path, capsys, monkeypatch):
     def zero_reward(texts, records_):
         return [{**t, "reward": 0.0} for t in toy_reward(texts, records_)]
 
-    history = grpo.main(run_config(ckpt, records, tmp_path / "out", steps=3), reward_fn=zero_reward)
-    assert [h["train/no_signal_steps"] for h in history] == [1, 2, 3]
+    history = grpo.main(run_config(ckpt, records, tmp_path / "out", steps=2, save_every=1), reward_fn=zero_reward)
     err = capsys.readouterr().err
     assert "WARNING" in err and "no learning signal for 2 steps in a row (steps 1-2)" in err
-    assert "3 of 3 steps had no learning signal" in err
+    # the counts are checkpointed: a resume continues them (the report reads the last line)
+    history += grpo.main(run_config(ckpt, records, tmp_path / "out", steps=3, save_every=1, resume=True),
+                         reward_fn=zero_reward)
+    assert [h["train/no_signal_steps"] for h in history] == [1, 2, 3]
+    assert "3 of 3 steps had no learning signal" in capsys.readouterr().err
 
 
 def test_bad_counts_and_lr_are_refused_at_startup(tmp_path):
@@ -941,3 +963,7 @@ def test_verifier_counters_every_step_and_the_api_key_is_never_written(tmp_path,
     assert [p for p in files if key.encode() in p.read_bytes()] == []
     out = capsys.readouterr()
     assert key not in out.out + out.err and key not in json.dumps(dataclasses.asdict(cfg))
+
+
+if __name__ == "__main__":
+    torchrun_worker(sys.argv[1], sys.argv[2])

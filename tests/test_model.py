@@ -406,6 +406,35 @@ def test_remote_code_travels_through_every_save(tok, tmp_path):
     assert run.stdout.splitlines() == ["InternVLChatConfig InternVisionConfig qwen2"] * 3
 
 
+@pytest.mark.parametrize("bad", ["../../pwned.Config", "/abs/pwned.Config", "link.Config", "sub.mod.Config",
+                                 "relative_parent.Config", 7])
+def test_remote_code_outside_the_checkpoint_is_refused(tok, tmp_path, bad):
+    """auto_map is untrusted: a module name that leaves the source directory (../, an absolute path, a symlink out,
+    a relative import of a parent package, a dotted name) is a ValueError naming config.json and the field, and
+    save_model writes nothing outside its destination."""
+    src = tmp_path / "a" / "b" / "src"
+    config = M.tiny_config(vocab_size=len(tok))
+    M.save_model(src, M.build_model(config).state_dict(), config, tok)
+    (tmp_path / "a" / "pwned.py").write_text("raise SystemExit('pwned')\n")   # src/../../pwned.py
+    (tmp_path / "abs").mkdir()
+    (tmp_path / "abs" / "pwned.py").write_text("raise SystemExit('pwned')\n")
+    (src / "link.py").symlink_to(tmp_path / "a" / "pwned.py")
+    (src / "relative_parent.py").write_text("from ..pwned import Config\n")
+    raw = json.loads((src / "config.json").read_text())
+    raw["auto_map"] = {"AutoConfig": bad.replace("/abs", str(tmp_path / "abs")) if isinstance(bad, str) else bad}
+    (src / "config.json").write_text(json.dumps(raw))
+    loaded = M.ModelConfig.from_json(src / "config.json")
+    where = r"config\.json: auto_map\.AutoConfig|relative_parent\.py: relative import \.\.pwned"
+    with pytest.raises(ValueError, match=where):
+        M.remote_code_files(loaded)
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=where):
+        M.save_model(out / "ck", M.build_model(config).state_dict(), loaded, tok)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("pwned.py")) == ["a/pwned.py",
+                                                                                          "abs/pwned.py"]
+    assert not (out / "ck").exists()
+
+
 def test_no_custom_code_question(tok, tmp_path):
     """transformers asks "Do you wish to run the custom code?" and waits 15 s for any config with auto_map unless
     told; under torchrun every rank would stall. Loading the tokenizer and model of a released-style checkpoint,

@@ -2,6 +2,8 @@
 --nproc_per_node=2 tests/test_sft.py CONFIGS_JSON` (launched by the two_ranks fixture)."""
 import json
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -318,6 +320,32 @@ def test_resume_refuses_a_changed_data_file(tiny, tmp_path):
         sft.train(sft.Config(**{**cfg.__dict__, "resume": True, "max_steps": 2}))
     summary = sft.train(sft.Config(**{**cfg.__dict__, "resume": True, "max_steps": 2, "allow_run_change": True}))
     assert summary["steps"] == 2
+    # --checkpoint may move, but its tokenizer is the run's: another tokenizer at the same path is refused
+    other = tmp_path / "other_tokenizer"
+    shutil.copytree(tiny.init, other)
+    tok_config = other / "tokenizer_config.json"
+    tok_config.write_text(json.dumps({**json.loads(tok_config.read_text()), "model_max_length": 77}))
+    with pytest.raises(ValueError, match=r"another run: sha256 of checkpoint: '[0-9a-f]+' -> '[0-9a-f]+'"):
+        sft.train(sft.Config(**{**cfg.__dict__, "resume": True, "max_steps": 3, "checkpoint": str(other),
+                                "allow_run_change": False}))
+
+
+def test_a_corrupt_checkpoint_is_never_marked_best(tiny, tmp_path, monkeypatch, capsys):
+    """The resume re-marks the best checkpoint (a crash may have come between saving and marking it): not when
+    its weights no longer match their checksum."""
+    scripted = iter([5.0, 4.0, 4.5, 4.2])   # best at step 2
+    monkeypatch.setattr(sft, "validation_loss", lambda *args: next(scripted))
+    cfg = make_config(tiny, tmp_path, max_steps=4, val_data=str(tiny.train), eval_every=1, patience=10,
+                      save_every=1, keep_last=0)
+    assert sft.train(cfg)["best_step"] == 2
+    weights = bytearray((tmp_path / "step_000002" / "model.safetensors").read_bytes())
+    weights[-1] ^= 0x01   # one bit of tensor data: same size, same header
+    (tmp_path / "step_000002" / "model.safetensors").write_bytes(bytes(weights))
+    (tmp_path / "best.json").unlink()   # as a crash between saving the best and marking it leaves it
+    capsys.readouterr()
+    sft.train(sft.Config(**{**cfg.__dict__, "resume": True}))
+    assert not (tmp_path / "best.json").exists()
+    assert "not marking" in capsys.readouterr().err and checkpoint.find_best_checkpoint(tmp_path) is None
 
 
 def test_bad_config_errors(tiny, tmp_path):

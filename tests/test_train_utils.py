@@ -340,8 +340,8 @@ def test_torchrun_fsdp_resume_is_bitwise_exact(torchrun_result):
         assert state_equal(final_resumed, r["final"]), save_dtype
     assert all(torch.equal(r["final"][k], v) for k, v in r["frozen_init"].items())  # frozen: bit-identical
     assert r["bf16"] == (True, True)  # param_dtype=bf16: close first loss, fp32 sharded parameters
-    assert r["ckpt_files"] == ["config.json", "model.safetensors", "optim_rank0.pt", "optim_rank1.pt",
-                               "trainer_state.pt"]
+    assert r["ckpt_files"] == ["checksums.json", "config.json", "model.safetensors", "optim_rank0.pt",
+                               "optim_rank1.pt", "trainer_state.pt"]
 
 
 def test_torchrun_fsdp_equals_single_process(torchrun_result):
@@ -388,7 +388,7 @@ def _torchrun_worker(out):
         path = checkpoint.save_checkpoint(out_dir, 2, m, opt, TOY_CONFIG, None, {"data_pos": 8}, keep_last=2,
                                           save_dtype=save_dtype)
         m, opt = build_toy(dist, 1 + dist.rank, activation_checkpointing=True)  # other weights and RNG states
-        state = checkpoint.load_checkpoint(checkpoint.find_last_checkpoint(out_dir), m, opt)
+        state = checkpoint.load_checkpoint(checkpoint.find_resume_checkpoint(out_dir), m, opt)
         assert state == {"data_pos": 8, "step": 2}, state
         losses_resumed += train_toy(m, opt, dist, 2, start=state["step"])
         resumed[str(save_dtype)] = (losses_resumed, tu.full_state_dict(m))
