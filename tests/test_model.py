@@ -308,7 +308,8 @@ def test_init_tiny_writes_a_loadable_checkpoint(tmp_path):
               "print(type(c).__name__, c.vision_config.image_size, c.force_image_size, c.downsample_ratio,\n"
               "      type(c.llm_config).__name__, c.llm_config.vocab_size, c.llm_config.max_position_embeddings)\n")
     run = subprocess.run([sys.executable, "-c", script, str(tmp_path / "ck")], capture_output=True, text=True,
-                         stdin=subprocess.DEVNULL, timeout=300, env={**os.environ, "HF_MODULES_CACHE": str(tmp_path / "hf")})
+                         stdin=subprocess.DEVNULL, timeout=300,
+                         env={**os.environ, "HF_MODULES_CACHE": str(tmp_path / "hf")})
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.split() == ["InternVLChatConfig", "56", "56", "0.5", "Qwen2Config", str(len(tok)),
                                   str(model.config.llm_config["max_position_embeddings"])]
