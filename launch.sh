@@ -174,9 +174,10 @@ case "$target" in
   setup) setup; exit ;;
   test)  # the main suite in $VENV (tests/test_vllm.py skips there: no vllm), then the vLLM tier in $VLLM_VENV
     setup; setup_vllm; export WANDB_MODE=${WANDB_MODE:-disabled}
-    "$PY" -m pytest -q tests && exec "$VLLM_VENV/bin/python" -m pytest -q tests/test_vllm.py ;;
-  test_vllm) setup_vllm
-    WANDB_MODE=${WANDB_MODE:-disabled} exec "$VLLM_VENV/bin/python" -m pytest -q tests/test_vllm.py ;;
+    "$PY" -m pytest -q tests || exit   # pytest's status
+    exec "$VLLM_VENV/bin/python" -m pytest -q tests/test_vllm.py ;;
+  test_vllm) setup_vllm   # further arguments go to pytest
+    WANDB_MODE=${WANDB_MODE:-disabled} exec "$VLLM_VENV/bin/python" -m pytest -q tests/test_vllm.py "${@:2}" ;;
   demo) exec bash demo.sh demo ;;
   paper_demo) exec bash demo.sh paper_demo ;;
 esac
