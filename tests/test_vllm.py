@@ -42,7 +42,7 @@ def write_jsonl(path, rows):
 
 def run_script(*args, timeout=300):
     """A project script in a fresh process of this venv; a clean exit: rc 0 and no traceback in stderr."""
-    proc = subprocess.run([*args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
+    proc = subprocess.run(list(args), cwd=REPO, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **ENV})
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, \
         f"{' '.join(map(str, args))}: rc {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
