@@ -89,7 +89,7 @@ class EvalConfig:
     backend: str = "auto"                # auto (vllm if importable and a GPU is there, else builtin) | vllm | builtin
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.9
-    max_model_len: int = 32768
+    max_model_len: int = 32768           # vLLM context, capped at the checkpoint's max_position_embeddings
     max_images: int = 8                  # vLLM limit_mm_per_prompt (MMMU has up to 7 images per question)
     dtype: str = "auto"                  # auto: bfloat16 on GPU, float32 on CPU
     device: str = "auto"
@@ -599,13 +599,13 @@ def main(argv=None):
         tokenizer = M.load_tokenizer(cfg.checkpoint)
         model_config = M.ModelConfig.from_json(Path(cfg.checkpoint) / "config.json")
         model_sha256 = checkpoint.model_sha256(cfg.checkpoint)
-        max_prompt_tokens = min(cfg.max_model_len, model_config.llm_config.get("max_position_embeddings",
-                                                                                cfg.max_model_len)) - 1
+        max_model_len = sampling.context_length(model_config, cfg.max_model_len)
+        max_prompt_tokens = max_model_len - 1
         sampler = sampling.make_sampler(
             backend, tokenizer, cfg.checkpoint, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed,
             batch_size=cfg.batch_size, device=cfg.device, dtype=cfg.dtype,
             tensor_parallel_size=cfg.tensor_parallel_size, gpu_memory_utilization=cfg.gpu_memory_utilization,
-            max_model_len=cfg.max_model_len, max_images=cfg.max_images)
+            max_model_len=max_model_len, max_images=cfg.max_images)
 
     main_keys = []
     for items in benchmarks:

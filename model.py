@@ -516,6 +516,9 @@ def materialize_buffers(model, device):
         raise ValueError(f"tensors left on the meta device: {leftover[:10]}")
 
 
+OWN_CONFIG_CODE = Path(__file__).with_name("configuration_internvl_chat.py")
+
+
 def remote_code_files(config):
     """The .py files of config.source_dir that config.json's auto_map names, plus their relative imports
     (transitively); files the source lacks are skipped. vLLM 0.32 registers neither internvl_chat nor skywork_chat,
@@ -583,9 +586,17 @@ def save_model(path, state_dict, config, tokenizer=None, max_shard_bytes=2 ** 30
         total = sum(t.numel() * t.element_size() for t in state_dict.values())
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
         (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
-    (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    config_json = config.to_dict()
     for name in code_files:   # a checkpoint of a checkpoint still loads in vLLM
         shutil.copy2(Path(config.source_dir) / name, tmp / name)
+    auto_config = (config_json.get("auto_map") or {}).get("AutoConfig", "")
+    if f"{auto_config.split('--')[-1].rsplit('.', 1)[0]}.py" not in code_files:
+        # no config code to copy (init_tiny, a config built in memory, a source without it): ours, so that
+        # AutoConfig.from_pretrained(path, trust_remote_code=True), which vLLM calls, loads
+        config_json["auto_map"] = {**(config_json.get("auto_map") or {}),
+                                   "AutoConfig": f"{OWN_CONFIG_CODE.stem}.InternVLChatConfig"}
+        shutil.copy2(OWN_CONFIG_CODE, tmp / OWN_CONFIG_CODE.name)
+    (tmp / "config.json").write_text(json.dumps(config_json, indent=2))
     if tokenizer is not None:
         tokenizer.save_pretrained(str(tmp))
     # on disk before the rename commits them: after a power loss a renamed dir could hold empty files

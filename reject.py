@@ -39,7 +39,8 @@ class Config:
     batch_size: int = 8                  # questions per sampling call
     tensor_parallel_size: int = 1        # vLLM
     gpu_memory_utilization: float = 0.85  # vLLM
-    max_model_len: int = 16384           # vLLM context; longer prompts are skipped and counted
+    max_model_len: int = 16384           # vLLM context (capped at the checkpoint's positions); longer prompts are
+                                         # skipped and counted
     reward_workers: int = 2              # rewards.py Math-Verify processes
     verifier_url: str = ""               # rewards.py LLM verifier (eq. 2 R_theta), off when empty
     verifier_api_key_env: str = ""       # name of the environment variable holding its API key (never the key)
@@ -98,18 +99,19 @@ def reject(cfg, sampler=None):
     data.write_jsonl(out, [s for s in samples if s["question_id"] in done])
     todo = [r for r in records if r.id not in done]
     print(f"reject: {len(records)} questions, {len(done)} already done, k={cfg.k}")
+    max_model_len = sampling.context_length(model_config, cfg.max_model_len)
     if sampler is None:
         print(f"reject: sampling with {sampling.pick_backend(cfg.backend)}")
         # builtin: one sampling.generate call per batch of questions, batch_size x k rows
         sampler = sampling.make_sampler(
             cfg.backend, tokenizer, cfg.checkpoint, temperature=cfg.temperature, top_p=cfg.top_p,
             seed=cfg.seed, batch_size=cfg.batch_size * cfg.k, tensor_parallel_size=cfg.tensor_parallel_size,
-            gpu_memory_utilization=cfg.gpu_memory_utilization, max_model_len=cfg.max_model_len,
+            gpu_memory_utilization=cfg.gpu_memory_utilization, max_model_len=max_model_len,
             max_images=max((len(r.images) for r in todo), default=1), max_tiles=cfg.max_tiles)
     reward_cfg = rewards.RewardConfig(num_workers=cfg.reward_workers, verifier_url=cfg.verifier_url,
                                       verifier_api_key_env=cfg.verifier_api_key_env)
     rewards.verifier_api_key(reward_cfg)   # a named but unset key variable fails now, not at the first batch
-    max_prompt_tokens = cfg.max_model_len - cfg.max_new_tokens if cfg.max_model_len > cfg.max_new_tokens else None
+    max_prompt_tokens = max_model_len - cfg.max_new_tokens if max_model_len > cfg.max_new_tokens else None
 
     for start in range(0, len(todo), cfg.batch_size):
         chunk = todo[start:start + cfg.batch_size]

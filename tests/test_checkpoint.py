@@ -34,8 +34,9 @@ def test_save_load_resume_is_exact(tmp_path, save_dtype):
     path = checkpoint.save_checkpoint(tmp_path, 2, m, opt, TOY_CONFIG, None, {"epoch": 1, "pos": [3, 4]},
                                       keep_last=2, save_dtype=save_dtype)
     assert path == tmp_path / "step_000002" and checkpoint.find_last_checkpoint(tmp_path) == path
-    assert sorted(p.name for p in path.iterdir()) == ["checksums.json", "config.json", "model.safetensors",
-                                                      "optim_rank0.pt", "trainer_state.pt"]
+    assert sorted(p.name for p in path.iterdir()) == ["checksums.json", "config.json",
+                                                      "configuration_internvl_chat.py",   # servable
+                                                      "model.safetensors", "optim_rank0.pt", "trainer_state.pt"]
     from safetensors.torch import load_file
     on_disk = load_file(path / "model.safetensors")
     assert set(on_disk) == set(m.state_dict())

@@ -249,8 +249,9 @@ def test_vllm_engine_arguments_end_to_end_with_fake_engine(tiny_checkpoint, tmp_
                    "--wandb=False"]) == 0
     assert engines[0].engine_kwargs == dict(
         model=str(tiny_checkpoint), tokenizer=str(tiny_checkpoint), tensor_parallel_size=8, trust_remote_code=True,
-        limit_mm_per_prompt={"image": 7, "video": 0}, max_model_len=32768, gpu_memory_utilization=0.9, seed=0,
-        dtype="bfloat16", logprobs_mode="raw_logprobs")
+        limit_mm_per_prompt={"image": 7, "video": 0}, gpu_memory_utilization=0.9, seed=0,
+        dtype="bfloat16", logprobs_mode="raw_logprobs", enforce_eager=True,   # no GPU here
+        max_model_len=4096)   # the default 32768 capped at the checkpoint's positions: vLLM refuses more
     requests, params = engines[0].calls[0]   # one request per question, its k samples as n
     assert len(requests) == 2 and [p.kwargs["n"] for p in params] == [3, 3]
     gens = [json.loads(g) for g in (out / "MMMU_tiny/think_full/generations.jsonl").read_text().splitlines()]

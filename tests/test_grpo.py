@@ -758,20 +758,26 @@ def test_overlong_prompts_and_missing_images(tmp_path, capsys):
 
 
 class FakeLLM:
-    """The public LLM API grpo.py may use, nothing private: building it reseeds the global RNGs as vLLM's worker
-    does (set_random_seed), and apply_model(fn) calls fn on a model whose load_weights records what it gets."""
+    """The public LLM API grpo.py may use: building it reseeds the global RNGs as vLLM's worker does
+    (set_random_seed), collective_rpc("reload_weights", kwargs) records the weights its iterator yields,
+    model_config.dtype is the engine's dtype; llm_engine.engine_core.shutdown() as in vLLM 0.32.0 (no LLM-level
+    shutdown there). The real engine's behaviour is tested in test_vllm.py."""
     calls = []
 
     def __init__(self, **kwargs):
         self.kwargs = kwargs
         self.pushed = []
-        self.model = types.SimpleNamespace(load_weights=lambda ws: self.pushed.extend(ws) or {n for n, _ in ws})
         self.prompt_ids = {}
+        self.model_config = types.SimpleNamespace(dtype=torch.float16)
+        self.llm_engine = types.SimpleNamespace(engine_core=types.SimpleNamespace(
+            shutdown=lambda: FakeLLM.calls.append("shutdown")))
         random.seed(kwargs["seed"]), np.random.seed(kwargs["seed"]), torch.manual_seed(kwargs["seed"])
 
-    def apply_model(self, fn):
-        FakeLLM.calls.append("apply_model")
-        return [fn(self.model)]
+    def collective_rpc(self, method, timeout=None, args=(), kwargs=None):
+        FakeLLM.calls.append(method)
+        assert method == "reload_weights" and kwargs["is_checkpoint_format"] is True
+        self.pushed.extend(kwargs["weights_iterator"])
+        return [None]
 
     def generate(self, requests, params, use_tqdm=True):
         FakeLLM.calls.append("generate")
@@ -798,7 +804,10 @@ def test_vllm_backend_with_a_fake_engine(tmp_path, monkeypatch):
     fake = types.ModuleType("vllm")
     fake.LLM = FakeLLM
     fake.SamplingParams = lambda **kw: types.SimpleNamespace(kwargs=kw)
+    fake.platforms = types.ModuleType("vllm.platforms")   # CUDA: sleep mode there
+    fake.platforms.current_platform = types.SimpleNamespace(is_sleep_mode_available=lambda: True)
     monkeypatch.setitem(sys.modules, "vllm", fake)
+    monkeypatch.setitem(sys.modules, "vllm.platforms", fake.platforms)
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     FakeLLM.calls.clear()
     ckpt, records = make_workspace(tmp_path / "ws")
@@ -845,18 +854,30 @@ def test_vllm_backend_with_a_fake_engine(tmp_path, monkeypatch):
     rollout.sleep()
     assert FakeLLM.calls[-1] == "sleep(1)"
 
-    # weight push: only trainable parameters, under the checkpoint names, in bf16, then the prefix cache reset
+    # weight push: only trainable parameters, under the checkpoint names, in the engine's dtype, one rpc
     net = tu.load_model_sharded(ckpt, tu.Dist(), ["connector"])
     FakeLLM.calls.clear()
     rollout.update_weights(net)
     names = [name for name, _ in rollout.llm.pushed]
     assert names == [n for n, p in net.named_parameters() if p.requires_grad] and names[0].startswith("mlp1.")
-    assert all(t.dtype == torch.bfloat16 for _, t in rollout.llm.pushed)
-    torch.testing.assert_close(rollout.llm.pushed[0][1].float(), net.mlp1[0].weight.detach(), rtol=1e-2, atol=1e-2)
-    assert FakeLLM.calls == ["wake_up(['weights'])"] + ["apply_model"] * len(names) + ["wake_up(['kv_cache'])"]
-    rollout.llm.model.load_weights = lambda ws: set()   # a name vLLM's model does not take is an error
-    with pytest.raises(ValueError, match="load_weights took nothing for mlp1"):
+    assert all(t.dtype == torch.float16 for _, t in rollout.llm.pushed)
+    torch.testing.assert_close(rollout.llm.pushed[0][1].float(), net.mlp1[0].weight.detach(), rtol=1e-3, atol=1e-3)
+    assert FakeLLM.calls == ["wake_up(['weights'])", "reload_weights", "wake_up(['kv_cache'])"]
+    # not asleep: it puts the engine to sleep first (a push into a running engine left a stale encoder cache)
+    rollout.update_weights(net)
+    assert FakeLLM.calls[3:] == ["sleep(1)", "wake_up(['weights'])", "reload_weights", "wake_up(['kv_cache'])"]
+    net.requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameters"):
         rollout.update_weights(net)
+    rollout.close()
+    assert FakeLLM.calls[-1] == "shutdown"
+
+    # one process (python grpo.py, no torchrun): no external_launcher, which reads torchrun's RANK; sleep mode only
+    # where the platform has it
+    fake.platforms.current_platform.is_sleep_mode_available = lambda: False
+    kw = grpo.rollout_sampler(dataclasses.replace(cfg, vllm_tensor_parallel_size=1), tu.Dist(), None, tokenizer,
+                              ckpt).llm.kwargs
+    assert "distributed_executor_backend" not in kw and kw["enable_sleep_mode"] is False
 
     # a prompt that vLLM expands differently from us is an error, not a silently corrupted sample
     rollout.llm.prompt_ids = {prompts[1]["prompt"]: prompts[1]["input_ids"][:-3]}

@@ -1,6 +1,8 @@
 import copy
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -297,6 +299,20 @@ def test_init_tiny_writes_a_loadable_checkpoint(tmp_path):
     assert model.config.force_image_size == 56 and model.config.num_image_token == 4
     assert model.config.llm_config["vocab_size"] == len(tok)
     assert model.img_context_token_id == tok.convert_tokens_to_ids(M.IMG_CONTEXT_TOKEN)
+    # servable: config.json names our config code, which transformers' AutoConfig (what vLLM calls for
+    # internvl_chat) loads, in a fresh process with its module cache in tmp_path
+    assert json.loads((tmp_path / "ck" / "config.json").read_text())["auto_map"] == \
+        {"AutoConfig": "configuration_internvl_chat.InternVLChatConfig"}
+    script = ("import sys, transformers\n"
+              "c = transformers.AutoConfig.from_pretrained(sys.argv[1], trust_remote_code=True)\n"
+              "print(type(c).__name__, c.vision_config.image_size, c.force_image_size, c.downsample_ratio,\n"
+              "      type(c.llm_config).__name__, c.llm_config.vocab_size, c.llm_config.max_position_embeddings)\n")
+    run = subprocess.run([sys.executable, "-c", script, str(tmp_path / "ck")], capture_output=True, text=True,
+                         stdin=subprocess.DEVNULL, timeout=300,
+                         env={**os.environ, "HF_MODULES_CACHE": str(tmp_path / "hf")})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.split() == ["InternVLChatConfig", "56", "56", "0.5", "Qwen2Config", str(len(tok)),
+                                  str(model.config.llm_config["max_position_embeddings"])]
 
 
 @pytest.mark.parametrize("llm", [
@@ -362,8 +378,6 @@ def test_remote_code_travels_through_every_save(tok, tmp_path):
     """init -> SFT -> GRPO -> connector tuning, each saving through checkpoint.save_checkpoint / save_model:
     every output has the auto_map code and its relative import, and transformers' AutoConfig with remote code
     (what vLLM's LLM() calls for internvl_chat) loads it."""
-    import subprocess
-    import sys
     import connector_tune
     import grpo
     import sft
@@ -439,8 +453,6 @@ def test_no_custom_code_question(tok, tmp_path):
     """transformers asks "Do you wish to run the custom code?" and waits 15 s for any config with auto_map unless
     told; under torchrun every rank would stall. Loading the tokenizer and model of a released-style checkpoint,
     with stdin open but silent (as under torchrun), prints no question and takes no wait."""
-    import subprocess
-    import sys
     import time
     ckpt = released_style_checkpoint(tok, tmp_path / "ck")
     script = ("import sys, model\n"

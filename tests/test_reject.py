@@ -156,9 +156,11 @@ def test_vllm_backend_arguments_with_a_fake_vllm(tiny, tmp_path, questions, monk
     cfg = reject_config(tiny, tmp_path, backend="auto", tensor_parallel_size=4, max_tiles=6, max_model_len=8192)
     counts = reject.reject(cfg)
     assert made["engine"] == dict(model=str(tiny.init), tokenizer=str(tiny.init), trust_remote_code=True,
-                                  dtype="bfloat16", tensor_parallel_size=4, max_model_len=8192,
+                                  dtype="bfloat16", tensor_parallel_size=4,
+                                  max_model_len=4096,   # 8192 capped at the checkpoint's positions
                                   gpu_memory_utilization=0.85, seed=0, logprobs_mode="raw_logprobs",
-                                  limit_mm_per_prompt={"image": 1, "video": 0}, hf_overrides={"max_dynamic_patch": 6})
+                                  limit_mm_per_prompt={"image": 1, "video": 0}, hf_overrides={"max_dynamic_patch": 6},
+                                  enforce_eager=False)
     ids = [tiny.tok.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
     assert made["params"][0] == dict(n=3, temperature=1.0, top_p=1.0, max_tokens=64, stop_token_ids=sorted(ids),
                                      stop=None, include_stop_str_in_output=True, logprobs=0,

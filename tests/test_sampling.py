@@ -140,11 +140,14 @@ def test_pick_backend(monkeypatch):
     assert sampling.pick_backend("auto") == "vllm"
 
 
-def test_vllm_engine_kwargs():
+def test_vllm_engine_kwargs(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert sampling.vllm_engine_kwargs("/ckpt", 8, 0.9, 32768, 7, seed=3) == dict(
         model="/ckpt", tokenizer="/ckpt", trust_remote_code=True, dtype="bfloat16", tensor_parallel_size=8,
         max_model_len=32768, gpu_memory_utilization=0.9, seed=3, logprobs_mode="raw_logprobs",
-        limit_mm_per_prompt={"image": 7, "video": 0})   # no dummy videos profiled
+        limit_mm_per_prompt={"image": 7, "video": 0}, enforce_eager=False)   # no dummy videos profiled
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)   # the CPU build (test tier): no compile
+    assert sampling.vllm_engine_kwargs("/ckpt", 8, 0.9, 32768, 7)["enforce_eager"] is True
     kw = sampling.vllm_engine_kwargs(Path("/ckpt"), 2, 0.5, 9000, 0, max_tiles=6, dtype="float16",
                                      enable_sleep_mode=True)
     assert kw["model"] == "/ckpt" and kw["limit_mm_per_prompt"] == {"image": 1, "video": 0}   # vLLM wants >= 1

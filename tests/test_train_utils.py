@@ -340,8 +340,8 @@ def test_torchrun_fsdp_resume_is_bitwise_exact(torchrun_result):
         assert state_equal(final_resumed, r["final"]), save_dtype
     assert all(torch.equal(r["final"][k], v) for k, v in r["frozen_init"].items())  # frozen: bit-identical
     assert r["bf16"] == (True, True)  # param_dtype=bf16: close first loss, fp32 sharded parameters
-    assert r["ckpt_files"] == ["checksums.json", "config.json", "model.safetensors", "optim_rank0.pt",
-                               "optim_rank1.pt", "trainer_state.pt"]
+    assert r["ckpt_files"] == ["checksums.json", "config.json", "configuration_internvl_chat.py",
+                               "model.safetensors", "optim_rank0.pt", "optim_rank1.pt", "trainer_state.pt"]
 
 
 def test_torchrun_fsdp_equals_single_process(torchrun_result):
