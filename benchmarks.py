@@ -448,7 +448,7 @@ def own_rule_verdict(item, response):
         correct = pred == str(item.answer).strip()
     elif item.extra.get("function_id") in puzzles.CHECKERS:
         correct, pred = puzzles.check_response(item.extra["function_id"], item.extra.get("special_info", "{}"),
-                                               response, where=f"{item.benchmark} {item.id}")
+                                               response, item.answer, where=f"{item.benchmark} {item.id}")
     elif golds:
         pred = rewards.extract_answer(response)
         cleaned = re.sub(r"\band\b|[\s,;&/()]", "", pred)
