@@ -13,9 +13,14 @@ Prompts, verbatim, from SkyworkAI/Skywork-R1V @ b806cef:
   yesno   eval/MMK12/calculate_score.py create_comparison_prompt L40-72 (5 tries at T = 0.5 i, "yes"/"no")
   mathverse  utils/mathverse.py L80-162: extract (5 tries), an exact match short-circuits, else score 0/1 (5 tries)
   mathv   utils/mathv.py L83-148: extract (5 tries), then post_check: can_infer against `choices`, else is_equal
-          (lower-cased equality or |a - b| < 1e-6; its latex2sympy step is not ported)
-  open    the others (SeePhys, PhyX, EMMA, MME-Reasoning open questions): rewards.py's verifier
-          prompt (their own extract-then-score prompts are not ported: benchmarks.DEVIATIONS)
+          (lower-cased equality, |a - b| < 1e-6, or latex2sympy: math-verify's latex2sympy2_extended)
+  emma    eval/EMMA/evaluation/evaluate.py gen_true_false --gpt_eval: score_demo_prompt, "Correct" / "Incorrect"
+  mme     utils/mme_reasoning.py MMEReasoning_openeval L1135-1179 (open questions; 5 tries, "0" / "1")
+and from open-compass/VLMEvalKit @ e8e78f05 (Skywork's fork has neither):
+  phyx    vlmeval/dataset/utils/phyx.py PhyX_auxeval_MC L214-253: its letter extraction, then the MC judge prompt
+  seephys vlmeval/dataset/utils/seephys.py extract L208-229: extract (5 tries), then score_func 0/1 (5 tries)
+  open    the rest (PhyX open-ended, MME-Reasoning choice rows): rewards.py's verifier prompt
+The prompt texts are judge_prompts.py's.
 Every judge sees the answer after </think> (the fork's option matcher does so; for the others a 16k-token trace
 would not fit a judge's context).
 """
@@ -27,266 +32,15 @@ import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from latex2sympy2_extended.latex2sympy2 import latex2sympy
+
+import puzzles
 import rewards
+from judge_prompts import (MCQ_PROMPT, WEMATH_PROMPT, YORN_PROMPT, LETTERS_PROMPT, YESNO_PROMPT,
+                           MATHVERSE_EXTRACT_PREFIX, MATHVERSE_SCORE_PREFIX, MATHV_EXTRACT_PREFIX,
+                           EMMA_SCORE_PROMPT, MME_OPEN_PROMPT, PHYX_MC_TASK, PHYX_MC_EXAMPLES,
+                           SEEPHYS_EXTRACT_TASK, SEEPHYS_EXTRACT_EXAMPLES, SEEPHYS_SCORE_PROMPT)
 from scorers import answer_segment, can_infer
-
-MCQ_PROMPT = (
-    'You are an AI assistant who will help me to match '
-    'an answer with several options of a single-choice question. '
-    'You are provided with a question, several options, and an answer, '
-    'and you need to find which option is most similar to the answer. '
-    'If the meaning of all options are significantly different from the answer, output Z. '
-    'Your should output a single uppercase character in A, B, C, D (if they are valid options), and Z. \n'
-    'Example 1: \n'
-    'Question: What is the main object in image?\nOptions: A. teddy bear B. rabbit C. cat D. dog\n'
-    'Answer: a cute teddy bear\nYour output: A\n'
-    'Example 2: \n'
-    'Question: What is the main object in image?\nOptions: A. teddy bear B. rabbit C. cat D. dog\n'
-    'Answer: Spider\nYour output: Z\n'
-    'Example 3: \n'
-    'Question: {}?\nOptions: {}\nAnswer: {}\nYour output: '
-)
-WEMATH_PROMPT = (
-    'You are an AI assistant who will help me to match '
-    'an answer with several options of a single-choice question. '
-    'You are provided with a question, several options, and an answer, '
-    'and you need to find which option is most similar to the answer. '
-    'If the meaning of all options are significantly different from the answer, output Z. '
-    'Your should output a single uppercase character in A, B, C, D, E, F, G (if they are valid options), and Z. \n'
-    'Example 1: \n'
-    'Question: <start>\nWhat is the main object in image?\nOptions: A. teddy bear B. rabbit C. cat D. dog\n<end>\n'
-    'Answer: <start>\na cute teddy bear\n<end>\nYour output: A\n'
-    'Example 2: \n'
-    'Question: <start>\nWhat is the main object in image?\nOptions: A. teddy bear B. rabbit C. cat D. dog\n<end>\n'
-    'Answer: <start>\nSpider\n<end>\nYour output: Z\n'
-    'Example 3: \n'
-    'Question: <start>\n{}\nOptions: {}\n<end>\nAnswer: <start>\n{}\n<end>\nYour output: '
-)
-YORN_PROMPT = (
-    'You are an AI assistant who will help me to match an answer with two options of a question. '
-    'The options are only Yes / No. '
-    'You are provided with a question and an answer, '
-    'and you need to find which option (Yes / No) is most similar to the answer. '
-    'If the meaning of all options are significantly different from the answer, output Unknown. '
-    'Your should output a single word among the following 3 choices: Yes, No, Unknown.\n'
-    'Example 1: \n'
-    "Question: Is the word in this image 'Hello'?\nAnswer: The word in this image is 'Hello'.\nYour output: Yes\n"
-    'Example 2: \n'
-    "Question: Is the word in this image 'Hello'?\n"
-    "Answer: The word in this image is not 'Hello'.\nYour output: No\n"
-    'Example 3: \n'
-    'Question: {}?\nAnswer: {}\nYour output: '
-)
-LETTERS_PROMPT = (
-    "You are a information extractor that extracts multiple choice letter answer choices "
-    "from a paragraph that contains the answer choice and sometimes explaination of why that "
-    "choice is correct to the given question.\n"
-    "What letter did the following answer choose? If the answer did not select a letter answer choice, "
-    "first try to infer the answer based off the given choices.\n"
-    "If it does not seem like the given answer corresponds to an answer choice OR if there is no selected answer, "
-    "please just respond with Z.\n"
-    "Make sure you answer with ONLY the letters chosen.\n"
-    'Example 1: \n'
-    'Question: <start>\nWhat is the main object in image?\nOptions: A. teddy bear B. rabbit C. cat D. dog\n<end>\n'
-    'Answer: <start>\na cute teddy bear\n<end>\nYour output: A\n'
-    'Example 2: \n'
-    'Question: <start>\nWhat is the main object in image?\nOptions: A. teddy bear B. rabbit C. cat D. dog\n<end>\n'
-    'Answer: <start>\nSpider\n<end>\nYour output: Z\n'
-    'Example 3: \n'
-    'Question: <start>\nWhich figure is a rotation of the object?\n<end>\n'
-    'Answer: <start>\nThe figure on the right, labeled "D," is a rotation of the object shown in the top left '
-    'corner.\n<end>\nYour output: D\n'
-    'Example 4: \n'
-    'Question: <start>\nWhich of the boxes comes next in the sequence? Select from A-E\n<end>\n'
-    'Answer: <start>\nThe sequence of the boxes is A, B, C, D, E.\n<end>\nYour output: ABCDE\n'
-    'Example 5: \n'
-    'Question: <start>\n{}\n<end>\nAnswer: <start>\n{}\n<end>\nYour output: '
-)
-# a plain Python string there, so "\b" of "\boxed" is a backspace character: kept as sent
-YESNO_PROMPT = """
-You are given a question, the correct answer, and a model's answer. Decide whether the model's answer matches the correct answer.
-
-Ignore formatting differences such as LaTeX syntax, symbols, or wrappers (e.g., \boxed, $...$). Focus only on semantic or mathematical correctness.
-
-If the model's answer is correct, respond with "Yes". Otherwise, respond with "No". Only output "Yes" or "No".
-
-Question:
-{question}
----
-Correct Answer:
-{answer}
----
-Model Answer:
-{model_response}
----
-"""  # noqa: E501
-
-# MathVerse (eval/vlmevalkit/vlmeval/dataset/utils/mathverse.py L8-115): a GPT extraction with six in-context
-# examples, then a 0/1 consistency judgement with four; verbatim, as the code there builds them (its "{{3}}"
-# are literal double braces: the examples are not format strings)
-MATHVERSE_EXTRACT_PREFIX = (
-    '\n'
-    "I am providing you a response from a model to a math problem, termed 'Model Response'. You should extract the answer from the response as 'Extracted Answer'. Directly output the extracted answer with no explanation.\n"
-    '\n'
-    '\n'
-    '\n'
-    '1.\n'
-    "Model response: 'Rounded to two decimal places, the perimeter of the sector is approximately:\n"
-    '\n'
-    "(-2, 1)'\n"
-    'Extracted Answer: (-2, 1)\n'
-    '\n'
-    '\n'
-    '\n'
-    '2.\n'
-    "Model response: 'at those points.\n"
-    '\n'
-    'Therefore, the correct option that represents the meaning of the intersection points of the graphs is:\n'
-    '\n'
-    'D. They give the solutions to the equation $f(t)=g(t)$.",\'\n'
-    'Extracted Answer: D\n'
-    '\n'
-    '\n'
-    '\n'
-    '3.\n'
-    "Model response: ' at 1 (there's a closed circle at y = 1), the range in interval notation is \\((-4, 1]\\).\n"
-    '\n'
-    'Final values:\n'
-    'Domain: \\((-3, 3]\\)\n'
-    "Range: \\((-4, 1]\\)'\n"
-    'Extracted Answer: Domain: \\((-3, 3]\\)\n'
-    'Range: \\((-4, 1]\\)\n'
-    '\n'
-    '\n'
-    '\n'
-    '4.\n'
-    "Model response: 'As it stands, I cannot provide the correct option letter because there isn't enough information to solve for 'y'.'\n"
-    'Extracted Answer: null\n'
-    '\n'
-    '\n'
-    '\n'
-    '5.\n'
-    "Model response: 'Given that AB = 17.6 meters, we can now substitute into the equation:\n"
-    '\n'
-    'd = 17.6 / cos(38°)\n'
-    '\n'
-    "Therefore, to one decimal place, the distance d between Ned and Bart is approximately 22.3 meters.'\n"
-    'Extracted answer: 22.3\n'
-    '\n'
-    '\n'
-    '\n'
-    '6.\n'
-    'Model response:  have all the coefficients for the quadratic function:\n'
-    '\\( f(x) = ax^2 + bx + c \\)\n'
-    '\\( f(x) = -1x^2 - 2x + 1 \\)\n'
-    '\n'
-    'Therefore, the equation for the graphed function \\( f \\) is:\n'
-    '\\( f(x) = -x^2 - 2x + 1 \\)"\'\n'
-    'Extracted answer: f(x) = -x^2 - 2x + 1\n'
-    '\n'
-    '\n'
-    '7.\n')  # noqa: E501
-MATHVERSE_SCORE_PREFIX = (
-    '\n'
-    "Below are two answers to a math question. Question is [Question], [Standard Answer] is the standard answer to the question, and [Model_answer] is the answer extracted from a model's output to this question.  Determine whether these two answers are consistent.\n"
-    'Please note that only when the [Model_answer] completely matches the [Standard Answer] means they are consistent. For non-multiple-choice questions, if the meaning is expressed in the same way, it is also considered consistent, for example, 0.5m and 50cm.\n'
-    'If they are consistent, Judement is 1; if they are different, Judement is 0.\n'
-    '\n'
-    '\n'
-    '\n'
-    '[Question]: Write the set of numbers represented on the number line in interval notation.\n'
-    '[Standard Answer]: (-2,1]\n'
-    '[Model_answer] : Extracted Answer: \\((-2, 1)\\)\n'
-    'Judgement: 0\n'
-    '\n'
-    '\n'
-    '\n'
-    '[Question]: As shown in the figure, circle O has a radius 1.0, if angle BAC = 60.0, then the length of BC is ()\n'
-    'Choices:\n'
-    'A:2\n'
-    'B:2√{{3}}\n'
-    'C:√{{3}}\n'
-    'D:2√{{2}}\n'
-    '[Standard Answer]: C\n'
-    '[Model_answer] : B:2√{{3}}\n'
-    'Judgement: 0\n'
-    '\n'
-    '\n'
-    '\n'
-    '[Question]: Find the domain and range of the function f using interval notation.\n'
-    '[Standard Answer]: domain: [-4, 0) and range: (-3, 1]\n'
-    '[Model_answer] : Range: \\((-4, 1]\\)\n'
-    'Judgement: 0\n'
-    '\n'
-    '\n'
-    '\n'
-    '[Question]: As shown in the figure, circle O has a radius 1.0, if angle BAC = 60.0, then the length of BC is ()\n'
-    'Choices:\n'
-    'A:2\n'
-    'B:2√{{3}}\n'
-    'C:√{{3}}\n'
-    'D:2√{{2}}\n'
-    '[Standard Answer]: C\n'
-    '[Model_answer] : null\n'
-    'Judgement: 0\n'
-    '\n'
-    '\n')  # noqa: E501
-
-# MathVision (eval/vlmevalkit/vlmeval/dataset/utils/mathv.py L42-97 build_mathv_gpt4_prompt): the extraction
-# prompt with its five examples, verbatim; the question and 'Model respone: ' + answer follow
-MATHV_EXTRACT_PREFIX = (
-    '\n'
-    'Please read the following example.\n'
-    'Then extract the answer from the model response and type it at the end of the prompt.\n'
-    '\n'
-    '\n'
-    'Hint: Please answer the question and provide the final answer at the end.\n'
-    '\n'
-    'Question: Which number is missing?\n'
-    '\n'
-    'Model response: The number missing in the sequence is 14.\n'
-    '\n'
-    'Extracted answer: 14\n'
-    '\n'
-    '\n'
-    'Hint: Please answer the question and provide the final answer at the end.\n'
-    '\n'
-    'Question: What is the fraction of females facing the camera?\n'
-    '\n'
-    'Model response: The fraction of females facing the camera is 0.6,\n'
-    'which means that six out of ten females in the group are facing the camera.\n'
-    '\n'
-    'Extracted answer: 0.6\n'
-    '\n'
-    '\n'
-    'Hint: Please answer the question and provide the final answer at the end.\n'
-    '\n'
-    'Question: How much money does Luca need to buy a sour apple candy and a butter-scotch candy? (Unit: $)\n'
-    '\n'
-    'Model response: Luca needs $1.45 to buy a sour apple candy and a butterscotch candy.\n'
-    '\n'
-    'Extracted answer: 1.45\n'
-    '\n'
-    '\n'
-    'Hint: Please answer the question and provide the final answer at the end.\n'
-    '\n'
-    'Question: Between which two years does the line graph saw its maximum peak?\n'
-    '\n'
-    'Model response: The line graph saw its maximum peak between 2007 and 2008.\n'
-    '\n'
-    'Extracted answer: [2007, 2008]\n'
-    '\n'
-    '\n'
-    'Hint: Please answer the question and provide the correct option letter, e.g., A, B, C, D, at the end.\n'
-    '\n'
-    'Question: What fraction of the shape is blue?\n'
-    '\n'
-    'Choices: (A) 3/11 (B) 8/11 (C) 6/11 (D) 3/5\n'
-    '\n'
-    'Model response: The correct answer is (B) 8/11.\n'
-    '\n'
-    'Extracted answer: B\n'
-    '\n')  # noqa: E501
 
 
 def yorn_extract(text):
@@ -312,26 +66,81 @@ def judge_kind(benchmark):
         return "mathverse"
     if name.startswith("mathvision"):
         return "mathv"
+    if name.startswith("emma"):
+        return "emma"
+    if name.startswith("phyx"):
+        return "phyx"
+    if name.startswith("seephys"):
+        return "seephys"
+    if name.startswith("mme-reasoning") or name.startswith("mme_reasoning"):
+        return "mme"
     return "mcq_or_open"
 
 
 def needs_judge(item, verdict):
-    """Whether to ask the judge about an answer the rules scored: only wrong ones, and for HallusionBench only
-    those without a Yes/No (VLMEvalKit sends just the 'Unknown' extractions to YOrN_auxeval)."""
-    if verdict["correct"]:
+    """Whether to ask the judge about an answer the rules scored: only wrong ones, not MME-Reasoning's checker rows
+    (there the reference's LLM only rewrites the answer for the checker), and for HallusionBench only those
+    without a Yes/No (VLMEvalKit sends just the 'Unknown' extractions to YOrN_auxeval)."""
+    if verdict["correct"] or item.extra.get("function_id") in puzzles.CHECKERS:   # a checker's verdict is final
         return False
     return not (judge_kind(item.benchmark) == "yorn" and verdict.get("parsed_pred") in ("Yes", "No"))
 
 
 def mathv_equal(answer, gold):
-    """MathVision's is_equal without eval() or latex2sympy: equal lower-cased, or numbers within 1e-6."""
+    """MathVision's is_equal (utils/mathv.py L14-38) without eval(): equal lower-cased, numbers within 1e-6, or
+    latex2sympy(gold) - latex2sympy(answer) zero or a number within 1e-6. latex2sympy is math-verify's pure-Python
+    latex2sympy2_extended (latex2sympy2.py L1453; the reference imports latex2sympy2), which parses with a
+    grammar, not eval(); strings over 300 characters are not parsed (the reference has a 30 s timeout)."""
     answer, gold = str(answer).lower().strip(), str(gold).lower().strip()
     if answer == gold:
         return True
     try:
-        return abs(float(answer) - float(gold)) < 1e-6
+        if abs(float(answer) - float(gold)) < 1e-6:
+            return True
     except (ValueError, OverflowError):
+        pass
+    if max(len(answer), len(gold)) > 300:
         return False
+    try:
+        difference = latex2sympy(gold) - latex2sympy(answer)
+        if difference == 0:
+            return True
+        return bool(difference.is_number) and abs(complex(difference.evalf())) < 1e-6
+    except Exception:   # anything latex2sympy/sympy cannot parse or subtract: not equal (the reference's except)
+        return False
+
+
+def phyx_mc_prediction(text):
+    """PhyX_process_line_MC's letter (phyx.py L333-367): the first A-D after 'answer'/'correct'/'option', else
+    the last 'X:', else the text itself."""
+    match = re.search(r"\b(?:correct|answer|option|Answer|Option|Correct)\b[\s\S]*?([A-D])", text.strip())
+    if match:
+        return match.group(1)
+    letters = re.findall(r"([ABCD]):", text)
+    return letters[-1] if letters else text.strip()
+
+
+def seephys_rule_extract(text):
+    """SeePhys extract_by_rule (seephys.py L131-169): <answer>digits</answer>, 'the final answer is: X.', 'The
+    answer is: X.', else the text."""
+    for pattern in (r"<answer>\s*(\d+)\s*</answer>", r"the final answer is: (.+?)\.", r"The answer is: (.+?)\."):
+        match = re.search(pattern, text)
+        if match:
+            return match.group(1)
+    return text
+
+
+def zero_or_one(reply):   # PhyX: "1" in the reply -> 1, elif "0" -> 0 (phyx.py L246-251)
+    return True if "1" in reply else False if "0" in reply else None
+
+
+def seephys_score(reply):
+    """score_func's parse (seephys.py L243-255): the text after the last 'Judgement:', an int 0 or 1."""
+    for marker in ("Judgement: ", "Judgement:", "judgement: ", "judgement:"):
+        if marker in reply:
+            reply = reply.split(marker)[-1]
+            break
+    return {"0": False, "1": True}.get(reply.strip())
 
 
 def option_string(options):   # "A. x\nB. y\n": VLMEvalKit's build_option_str, and its MCQ prompts' lines
@@ -361,6 +170,16 @@ def judge_request(item, response, options):
     if kind == "mathv":
         prompt = MATHV_EXTRACT_PREFIX + f"{item.question}\nModel respone: {answer}Extracted answer:"
         return prompt, 5, lambda reply: (can_infer(reply, options) == gold) if options else mathv_equal(reply, gold)
+    if kind == "emma":   # create_test_prompt; 'correct' after strip/lower is right (evaluate.py L126-130)
+        prompt = EMMA_SCORE_PROMPT.strip() + f"\nResponse: {answer}\nAnswer: {gold}\nCorrect_or_not:"
+        return prompt, 1, lambda r: {"correct": True, "incorrect": False}.get(r.strip().lower())
+    if kind == "phyx" and options:
+        prompt = (PHYX_MC_TASK + "".join(e + "\n" for e in PHYX_MC_EXAMPLES) + f"Ground truth answer: {gold} \n"
+                  + f"Predicted answer: {phyx_mc_prediction(answer)} \n" + "Judegement:")
+        return prompt, 5, zero_or_one
+    if kind == "mme" and not options:
+        prompt = MME_OPEN_PROMPT.format(question=item.question, answer=gold, response=rewards.extract_answer(response))
+        return prompt, 5, lambda r: {"0": False, "1": True}.get(r.strip())
     if options:
         template = WEMATH_PROMPT if kind == "wemath" else MCQ_PROMPT
 
@@ -376,9 +195,15 @@ def judge_request(item, response, options):
 def judge_answer(judge, item, response, options):
     """-> (verdict, how): the benchmark's judge on one answer. MathVerse's is two calls: its extractor, then (when
     the extraction is not the gold verbatim) its 0/1 scorer on the extraction."""
-    if judge_kind(item.benchmark) != "mathverse":
+    kind, gold = judge_kind(item.benchmark), str(item.answer).strip()
+    if kind == "phyx" and options:   # PhyX_auxeval_MC L231-237: a letter decides without the judge
+        letter = phyx_mc_prediction(answer_segment(response))
+        if letter.lower() == gold.lower() or letter in ("A", "B", "C", "D"):
+            return letter.lower() == gold.lower(), "rules"
+    if kind == "seephys":
+        return seephys_judge(judge, item, response)
+    if kind != "mathverse":
         return judge.ask(*judge_request(item, response, options))
-    gold = str(item.answer).strip()
     extract_prompt = MATHVERSE_EXTRACT_PREFIX + f"Model response: '{answer_segment(response)}'\nExtracted Answer: "
     extracted, how = judge.ask(extract_prompt, 5, lambda reply: reply)   # any reply is an extraction there
     if extracted is None:
@@ -389,6 +214,23 @@ def judge_answer(judge, item, response, options):
     score_prompt = MATHVERSE_SCORE_PREFIX + (f"\n    [Question]: {question}\n    [Standard Answer]: {gold}\n"
                                              f"    [Model_answer] : {extracted}\n    Judgement:")
     return judge.ask(score_prompt, 5, lambda reply: {"0": False, "1": True}.get(reply.strip()))
+
+
+def seephys_judge(judge, item, response):
+    """SeePhys extract (seephys.py L208-229): the rule extraction equal to the gold decides; else the extraction
+    prompt (any non-empty reply, 5 tries at T = 0.5 i), then score_func's 0/1 prompt (5 tries at T = 0.3 i)."""
+    gold, predicted = str(item.answer).strip(), seephys_rule_extract(answer_segment(response))
+    if predicted == gold:
+        return True, "rules"
+    question = item.question or "Please answer this question in the image."
+    extract_prompt = (SEEPHYS_EXTRACT_TASK + "".join(e + "\n" for e in SEEPHYS_EXTRACT_EXAMPLES) + question + "\n"
+                      + "Model response: " + predicted + "Extracted answer:")
+    extracted, how = judge.ask(extract_prompt, 5, lambda reply: reply if reply.strip() else None)
+    if extracted is None:
+        return None, how
+    score_prompt = SEEPHYS_SCORE_PROMPT.strip() + (f"\n[Question]: {item.question}\n[Standard Answer]: {gold}\n"
+                                                   f"[Model Answer]: {extracted}\nJudgement: ")
+    return judge.ask(score_prompt, 5, seephys_score, temperature_step=0.3)
 
 
 class Judge:
@@ -409,13 +251,13 @@ class Judge:
         with self.lock:
             self.counts[key] += 1
 
-    def ask(self, prompt, tries, parse):
+    def ask(self, prompt, tries, parse, temperature_step=0.5):
         self.count("asked")
         replied = False
         for attempt in range(tries):
             if self.down:
                 break
-            payload = {"model": self.model, "temperature": 0.5 * attempt, "max_tokens": self.max_tokens,
+            payload = {"model": self.model, "temperature": temperature_step * attempt, "max_tokens": self.max_tokens,
                        "messages": [{"role": "user", "content": prompt}]}
             try:
                 status, body = rewards.post_json(self.url, payload, self.timeout_s, self.api_key,
