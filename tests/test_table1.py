@@ -249,6 +249,66 @@ def test_mathverse_judge_extracts_then_scores(tmp_path, stub_judge):
     assert judges.MATHVERSE_EXTRACT_PREFIX.startswith("\nI am providing you a response from a model to a math")
 
 
+
+def test_emma_phyx_seephys_and_mme_open_judges_use_their_own_prompts(stub_judge):
+    url, seen, replies = stub_judge
+    judge = judges.Judge(url, "j")
+    prompts = lambda: [r["messages"][0]["content"] for r in seen]   # noqa: E731
+
+    def item(benchmark, answer, options=None, question="Q?"):
+        return B.EvalItem(id="1", question=question, answer=answer, images=[], options=options or {},
+                          benchmark=benchmark)
+    # EMMA: score_demo_prompt, "Correct" / "Incorrect"; anything else is counted, not guessed (one try, as there)
+    emma = item("EMMA-mini", "B", {"A": "left", "B": "right"})
+    replies.update({"Response: the right one": "Correct", "Response: the other one": "Perhaps"})
+    assert judges.judge_answer(judge, emma, "<think>x</think>the right one", emma.options) == (True, "model")
+    assert prompts()[-1] == judges.EMMA_SCORE_PROMPT.strip() + "\nResponse: the right one\nAnswer: B\nCorrect_or_not:"
+    assert prompts()[-1].startswith("Please read the following example. Then determine whether the response is "
+                                    "correct and type it \nat the end")
+    assert judges.judge_answer(judge, emma, "</think>the other one", emma.options) == (None, "unparseable")
+    # PhyX (multiple choice): its letter extraction decides when it finds a letter; else the MC judge prompt
+    phyx = item("PhyX_mini_MC", "C", dict(zip("ABCD", "1234")))
+    asked = len(seen)
+    assert judges.judge_answer(judge, phyx, "</think>The correct answer is C", phyx.options) == (True, "rules")
+    assert judges.judge_answer(judge, phyx, "</think>My answer is B", phyx.options) == (False, "rules")
+    assert len(seen) == asked
+    replies.update({"Predicted answer: the third one \n": "Judegement: 1", "Predicted answer: no clue \n": "?"})
+    assert judges.judge_answer(judge, phyx, "</think>the third one", phyx.options) == (True, "model")
+    assert prompts()[-1] == (judges.PHYX_MC_TASK + "".join(e + "\n" for e in judges.PHYX_MC_EXAMPLES)
+                             + "Ground truth answer: C \nPredicted answer: the third one \nJudegement:")
+    assert judges.judge_answer(judge, phyx, "</think>no clue", phyx.options) == (None, "unparseable")
+    # SeePhys: the rule extraction equal to the gold decides; else extract, then score 0/1 (5 tries at 0.3 i)
+    seephys = item("SeePhys", "3", question="Speed?")
+    assert judges.judge_answer(judge, seephys, "</think>The answer is: 3.", {}) == (True, "rules")
+    replies.update({"Model response: About three m/sExtracted answer:": "3 m/s",
+                    "[Model Answer]: 3 m/s\nJudgement: ": "Judgement: 1",
+                    "Model response: UnclearExtracted answer:": "Unclear", "[Model Answer]: Unclear\n": "perhaps"})
+    assert judges.judge_answer(judge, seephys, "</think>About three m/s", {}) == (True, "model")
+    extract, score = prompts()[-2:]
+    assert extract == (judges.SEEPHYS_EXTRACT_TASK + "".join(e + "\n" for e in judges.SEEPHYS_EXTRACT_EXAMPLES)
+                       + "Speed?\nModel response: About three m/sExtracted answer:")
+    assert score == judges.SEEPHYS_SCORE_PROMPT.strip() + ("\n[Question]: Speed?\n[Standard Answer]: 3\n"
+                                                           "[Model Answer]: 3 m/s\nJudgement: ")
+    assert judges.judge_answer(judge, seephys, "</think>Unclear", {}) == (None, "unparseable")
+    assert [r["temperature"] for r in seen[-5:]] == pytest.approx([0, 0.3, 0.6, 0.9, 1.2])
+    # MME-Reasoning open questions: MMEReasoning_openeval's prompt on the extracted answer, "0" / "1"
+    mme = item("MME-Reasoning", "12", question="How many?")
+    replies.update({"[Model answer]: twelve\n": "1"})
+    assert judges.judge_answer(judge, mme, "</think>\\boxed{twelve}", {}) == (True, "model")
+    assert prompts()[-1] == judges.MME_OPEN_PROMPT.format(question="How many?", answer="12", response="twelve")
+    assert judge.counts == {"asked": 9, "model": 6, "unparseable": 3, "failed": 0}   # per call (SeePhys: 2)
+    # a checker row's verdict is final: never sent to a judge
+    puzzle = B.EvalItem(id="2", question="24?", answer="", images=[], options={}, benchmark="MME-Reasoning",
+                        extra={"function_id": "judge_24points_function"})
+    assert not judges.needs_judge(puzzle, {"correct": False}) and judges.needs_judge(mme, {"correct": False})
+
+
+def test_mathvision_is_equal_uses_latex2sympy():
+    assert judges.mathv_equal("\\frac{1}{2}", "0.5") and judges.mathv_equal("0.5", "\\frac{1}{2}")
+    assert judges.mathv_equal("\\sqrt{2}", "1.41421356") and judges.mathv_equal("x+1", "1+x")
+    assert not judges.mathv_equal("\\frac{1}{3}", "0.33") and not judges.mathv_equal("2", "3")
+    assert not judges.mathv_equal("\\frac{", "0.5") and not judges.mathv_equal("1" * 400, "1" * 399 + "2")
+
 def test_mcq_and_letters_judges_parse_like_vlmevalkit():
     item = B.EvalItem(id="1", question="Pet?", answer="B", images=[], options={"A": "cat", "B": "dog"},
                       benchmark="MMStar")
