@@ -477,9 +477,9 @@ DEVIATIONS = [
     "All: images are decoded from the benchmark file as stored (the released pipeline re-encodes them as JPEG).",
     "MMMU: open questions are scored with the official MMMU rules (VLMEvalKit turns them into 2-way MCQs), OR "
     "Skywork's boxed rule; predictions de-duplicated in first-seen order instead of set() order (same verdict).",
-    "EMMA: Skywork's EMMA-mini protocol prompt (CoT), but our sampling (theirs: T = 0.7, 64,000 tokens), and "
-    "rules OR the generic verifier prompt instead of EMMA's evaluation/evaluate.py extraction and GPT scoring; "
-    "the EMMA-mini parquet files must lie in one directory.",
+    "EMMA: Skywork's EMMA-mini protocol prompt (CoT), but our sampling (theirs: T = 0.7, 64,000 tokens); "
+    "verdicts by rules (Math-Verify) OR EMMA's own GPT scoring prompt (evaluation/evaluate.py --gpt_eval), where "
+    "EMMA's judge scores every answer; the EMMA-mini parquet files must lie in one directory.",
     "MMMU-Pro: reported as the mean of the standard-10 and vision settings (the paper gives one number); "
     "verdicts by rules OR VLMEvalKit's option-matching judge prompt.",
     "MMK12: Skywork's judge scores every answer yes/no; we ask it only about answers the rules score wrong "
@@ -490,18 +490,24 @@ DEVIATIONS = [
     "thinking's yes/no words mostly leave it 'Unknown' for the judge).",
     "MathVista: post_check compares text/list answers with the extracted answer (VLMEvalKit compares str(None), "
     "so it scores them all wrong); without an endpoint rewards.extract_answer replaces the GPT extractor.",
-    "PhyX, SeePhys: their own GPT extract-then-score prompts are not ported: rules (Math-Verify) OR the generic "
-    "verifier prompt. MathVerse's and MathVision's judge prompts are ported (VLMEvalKit sends every answer "
-    "through them, we only those the rules reject); MathVision's is_equal lacks its latex2sympy step, and its "
-    "rules are Math-Verify, with the `choices` mapping a boxed option text to its letter.",
+    "PhyX: VLMEvalKit's letter extraction and multiple-choice judge prompt, asked only about answers the rules "
+    "(Math-Verify) reject; its open-ended judge prompt is not ported (the open-ended files would get the generic "
+    "verifier prompt). SeePhys: VLMEvalKit's extract-then-score prompts, asked only about answers the rules "
+    "reject; its sympy parse_latex prefetch is replaced by those rules. MathVerse's and MathVision's judge "
+    "prompts likewise (VLMEvalKit sends every answer through them); MathVision's is_equal uses math-verify's "
+    "latex2sympy2_extended (the reference: latex2sympy2), and its rules are Math-Verify, with the `choices` "
+    "mapping a boxed option text to its letter.",
     "All judges see the answer after </think> (Skywork's fork does so for the option matcher; its MathVerse, "
     "LogicVista and Yes/No judges get the whole response).",
     "WeMath: the scores divide by the number of multi-step problems in the file (VLMEvalKit: the constant 525, "
     "the full set's count); per-row verdicts by rules OR WeMath's option-matching judge prompt.",
-    "MME-Reasoning: checkers for 24 points, 4x4/6x6 sudoku, skyscraper and yin-yang read the answer's last "
-    "\\boxed{} / grid literal (VLMEvalKit first has GPT rewrite it per prompt_id); hashi, the puzzle-specific "
-    "calculate_answer_function_1..12 and the match/compare functions are not ported: those rows are scored by "
-    "the rules against the gold.",
+    "MME-Reasoning: every checker function is ported (puzzles.py), but the checker's input is read from the "
+    "answer itself (the last \\boxed{}, JSON/Python literal, grid, 'A: 5' pairs, '(A, 1)' cells or 'a1-b1: 2' "
+    "bridges) where VLMEvalKit first has GPT rewrite the response per prompt_id, so an answer in other words "
+    "scores wrong. Open questions go to MMEReasoning_openeval's judge prompt with rewards.extract_answer's "
+    "extraction (VLMEvalKit: its GPT open_question_prompt extraction); choice rows without a function_id are "
+    "scored by rules OR the option-matching prompt (VLMEvalKit: GPT choice_prompt extraction, then "
+    "choice_function).",
     "PhyX: read from VLMEvalKit's PhyX_mini_MC (question text as stored); that it is the paper's "
     "mc-text-minimal variant is not verified. SeePhys: prompt from upstream VLMEvalKit (Skywork's fork has no "
     "SeePhys).",
