@@ -501,13 +501,10 @@ DEVIATIONS = [
     "LogicVista and Yes/No judges get the whole response).",
     "WeMath: the scores divide by the number of multi-step problems in the file (VLMEvalKit: the constant 525, "
     "the full set's count); per-row verdicts by rules OR WeMath's option-matching judge prompt.",
-    "MME-Reasoning: every checker function is ported (puzzles.py), but the checker's input is read from the "
+    "MME-Reasoning: every checker function is ported (puzzles.py). The rules read the checker's input from the "
     "answer itself (the last \\boxed{}, JSON/Python literal, grid, 'A: 5' pairs, '(A, 1)' cells or 'a1-b1: 2' "
-    "bridges) where VLMEvalKit first has GPT rewrite the response per prompt_id, so an answer in other words "
-    "scores wrong. Open questions go to MMEReasoning_openeval's judge prompt with rewards.extract_answer's "
-    "extraction (VLMEvalKit: its GPT open_question_prompt extraction); choice rows without a function_id are "
-    "scored by rules OR the option-matching prompt (VLMEvalKit: GPT choice_prompt extraction, then "
-    "choice_function).",
+    "bridges); only when that fails does the judge rewrite the response with the row's extraction prompt "
+    "(VLMEvalKit rewrites every response so), and without an endpoint an answer in other words scores wrong.",
     "PhyX: read from VLMEvalKit's PhyX_mini_MC (question text as stored); that it is the paper's "
     "mc-text-minimal variant is not verified. SeePhys: prompt from upstream VLMEvalKit (Skywork's fork has no "
     "SeePhys).",

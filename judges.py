@@ -15,11 +15,14 @@ Prompts, verbatim, from SkyworkAI/Skywork-R1V @ b806cef:
   mathv   utils/mathv.py L83-148: extract (5 tries), then post_check: can_infer against `choices`, else is_equal
           (lower-cased equality, |a - b| < 1e-6, or latex2sympy: math-verify's latex2sympy2_extended)
   emma    eval/EMMA/evaluation/evaluate.py gen_true_false --gpt_eval: score_demo_prompt, "Correct" / "Incorrect"
-  mme     utils/mme_reasoning.py MMEReasoning_openeval L1135-1179 (open questions; 5 tries, "0" / "1")
+  mme     utils/mme_reasoning.py: the row's extraction prompt (MMEReasoning_extract L1095-1132, 5 tries; texts
+          in mme_reasoning_prompts.py), then its checker (puzzles.py) or, for open questions,
+          MMEReasoning_openeval L1135-1179 (5 tries, "0" / "1")
 and from open-compass/VLMEvalKit @ e8e78f05 (Skywork's fork has neither):
   phyx    vlmeval/dataset/utils/phyx.py PhyX_auxeval_MC L214-253: its letter extraction, then the MC judge prompt
   seephys vlmeval/dataset/utils/seephys.py extract L208-229: extract (5 tries), then score_func 0/1 (5 tries)
-  open    the rest (PhyX open-ended, MME-Reasoning choice rows): rewards.py's verifier prompt
+  open    the rest (PhyX open-ended, MME-Reasoning rows with neither prompt_id nor question_type):
+          rewards.py's verifier prompt
 The prompt texts are judge_prompts.py's.
 Every judge sees the answer after </think> (the fork's option matcher does so; for the others a 16k-token trace
 would not fit a judge's context).
@@ -40,6 +43,7 @@ from judge_prompts import (MCQ_PROMPT, WEMATH_PROMPT, YORN_PROMPT, LETTERS_PROMP
                            MATHVERSE_EXTRACT_PREFIX, MATHVERSE_SCORE_PREFIX, MATHV_EXTRACT_PREFIX,
                            EMMA_SCORE_PROMPT, MME_OPEN_PROMPT, PHYX_MC_TASK, PHYX_MC_EXAMPLES,
                            SEEPHYS_EXTRACT_TASK, SEEPHYS_EXTRACT_EXAMPLES, SEEPHYS_SCORE_PROMPT)
+from mme_reasoning_prompts import EXTRACT_PROMPTS
 from scorers import answer_segment, can_infer
 
 
@@ -78,10 +82,9 @@ def judge_kind(benchmark):
 
 
 def needs_judge(item, verdict):
-    """Whether to ask the judge about an answer the rules scored: only wrong ones, not MME-Reasoning's checker rows
-    (there the reference's LLM only rewrites the answer for the checker), and for HallusionBench only those
-    without a Yes/No (VLMEvalKit sends just the 'Unknown' extractions to YOrN_auxeval)."""
-    if verdict["correct"] or item.extra.get("function_id") in puzzles.CHECKERS:   # a checker's verdict is final
+    """Whether to ask the judge about an answer the rules scored: only wrong ones, and for HallusionBench only
+    those without a Yes/No (VLMEvalKit sends just the 'Unknown' extractions to YOrN_auxeval)."""
+    if verdict["correct"]:
         return False
     return not (judge_kind(item.benchmark) == "yorn" and verdict.get("parsed_pred") in ("Yes", "No"))
 
@@ -177,9 +180,6 @@ def judge_request(item, response, options):
         prompt = (PHYX_MC_TASK + "".join(e + "\n" for e in PHYX_MC_EXAMPLES) + f"Ground truth answer: {gold} \n"
                   + f"Predicted answer: {phyx_mc_prediction(answer)} \n" + "Judegement:")
         return prompt, 5, zero_or_one
-    if kind == "mme" and not options:
-        prompt = MME_OPEN_PROMPT.format(question=item.question, answer=gold, response=rewards.extract_answer(response))
-        return prompt, 5, lambda r: {"0": False, "1": True}.get(r.strip())
     if options:
         template = WEMATH_PROMPT if kind == "wemath" else MCQ_PROMPT
 
@@ -202,6 +202,8 @@ def judge_answer(judge, item, response, options):
             return letter.lower() == gold.lower(), "rules"
     if kind == "seephys":
         return seephys_judge(judge, item, response)
+    if kind == "mme" and mme_prompt_id(item):
+        return mme_judge(judge, item, response)
     if kind != "mathverse":
         return judge.ask(*judge_request(item, response, options))
     extract_prompt = MATHVERSE_EXTRACT_PREFIX + f"Model response: '{answer_segment(response)}'\nExtracted Answer: "
@@ -231,6 +233,46 @@ def seephys_judge(judge, item, response):
     score_prompt = SEEPHYS_SCORE_PROMPT.strip() + (f"\n[Question]: {item.question}\n[Standard Answer]: {gold}\n"
                                                    f"[Model Answer]: {extracted}\nJudgement: ")
     return judge.ask(score_prompt, 5, seephys_score, temperature_step=0.3)
+
+
+def mme_prompt_id(item):
+    """The row's extraction prompt (MMEReasoning_extract L1098-1104): its prompt_id, else by question_type
+    (choice -> choice_prompt, open -> open_question_prompt); "" when neither says (the generic judges then)."""
+    prompt_id = item.extra.get("prompt_id") or {"choice": "choice_prompt", "open": "open_question_prompt"}.get(
+        str(item.extra.get("question_type", "")).lower(), "")
+    if prompt_id and prompt_id not in EXTRACT_PROMPTS:
+        raise ValueError(f"{item.benchmark} {item.id}: prompt_id {prompt_id!r} is not one of {sorted(EXTRACT_PROMPTS)}")
+    return prompt_id
+
+
+def json_reply(reply):
+    """MMEReasoning_extract's JSON check (L1113-1121): the reply, else its first ```json``` block, as JSON."""
+    for text in [reply] + re.findall(r"```(?:json|JSON)?\s*(.*?)\s*```", reply, re.DOTALL)[:1]:
+        try:
+            return json.loads(text)
+        except ValueError:
+            continue
+    return None
+
+
+def mme_judge(judge, item, response):
+    """MME-Reasoning: the judge rewrites the response with the row's extraction prompt (5 tries at T = 0.5 i; JSON
+    except for the open, choice and 24-points prompts), then the row's checker scores the rewrite (the open
+    questions: MMEReasoning_openeval's 0/1 prompt)."""
+    prompt_id = mme_prompt_id(item)
+    function_id = item.extra.get("function_id") or {"choice_prompt": "choice_function"}.get(prompt_id, "open_function")
+    as_text = prompt_id in ("open_question_prompt", "choice_prompt", "points24_prompt")
+    prompt = EXTRACT_PROMPTS[prompt_id].format(question=item.question, response=answer_segment(response))
+    rewritten, how = judge.ask(prompt, 5, lambda reply: (reply if reply.strip() else None) if as_text
+                               else json_reply(reply))
+    if rewritten is None:
+        return None, how
+    if function_id == "open_function":
+        prompt = MME_OPEN_PROMPT.format(question=item.question, answer=str(item.answer).strip(), response=rewritten)
+        return judge.ask(prompt, 5, lambda reply: {"0": False, "1": True}.get(reply.strip()))
+    correct, _ = puzzles.check_response(function_id, item.extra.get("special_info", ""), response, item.answer,
+                                        f"{item.benchmark} {item.id}", rewritten=rewritten)
+    return correct, "model"
 
 
 class Judge:

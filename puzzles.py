@@ -437,10 +437,11 @@ CHECKERS = {
 }
 
 
-def check_response(function_id, special_info, response, gold=None, where=""):
+def check_response(function_id, special_info, response, gold=None, where="", rewritten=None):
     """-> (correct, parsed). special_info: the row's JSON (str, "" = none) or dict; gold: the row's answer (a
     Python literal for the match/compare functions). parsed is None when the answer holds nothing of the kind the
-    checker reads (scored wrong)."""
+    checker reads (scored wrong). rewritten: the judge's rewrite of the response (JSON-decoded, or the text for
+    24 points and choices), checked instead of what we read from the answer (judges.mme_judge)."""
     if function_id not in CHECKERS:
         raise ValueError(f"{where}: no checker for function_id {function_id!r} (have {sorted(CHECKERS)})")
     if isinstance(special_info, str):
@@ -453,7 +454,14 @@ def check_response(function_id, special_info, response, gold=None, where=""):
         gold = gold if isinstance(gold, (list, dict)) else literal(str(gold))
         if not isinstance(gold, (list, dict)):
             raise ValueError(f"{where}: {function_id} needs the answer as a Python list/dict literal")
-    parsed = READERS[wants](rewards.extract_answer(response), answer_segment(response), gold)
+    if rewritten is None:
+        parsed = READERS[wants](rewards.extract_answer(response), answer_segment(response), gold)
+    elif wants == "one" and isinstance(rewritten, dict) and len(rewritten) == 1:   # {"id": [...]} (L647)
+        parsed = next(iter(rewritten.values()))
+    elif wants == "equation" and isinstance(rewritten, dict):                      # {"equation": ...} (L657)
+        parsed = str(rewritten.get("equation", ""))
+    else:
+        parsed = rewritten
     if parsed is None or parsed == "" or parsed == []:
         return False, None
     try:

@@ -291,17 +291,29 @@ def test_emma_phyx_seephys_and_mme_open_judges_use_their_own_prompts(stub_judge)
                                                            "[Model Answer]: 3 m/s\nJudgement: ")
     assert judges.judge_answer(judge, seephys, "</think>Unclear", {}) == (None, "unparseable")
     assert [r["temperature"] for r in seen[-5:]] == pytest.approx([0, 0.3, 0.6, 0.9, 1.2])
-    # MME-Reasoning open questions: MMEReasoning_openeval's prompt on the extracted answer, "0" / "1"
+    # MME-Reasoning: the row's extraction prompt rewrites the response, then MMEReasoning_openeval's 0/1 prompt
+    # (open questions) or the row's checker scores the rewrite
     mme = item("MME-Reasoning", "12", question="How many?")
-    replies.update({"[Model answer]: twelve\n": "1"})
-    assert judges.judge_answer(judge, mme, "</think>\\boxed{twelve}", {}) == (True, "model")
+    mme.extra["question_type"] = "open"
+    replies.update({"Model Response: Twelve, I think.\n": "twelve", "[Model answer]: twelve\n": "1"})
+    assert judges.judge_answer(judge, mme, "</think>Twelve, I think.", {}) == (True, "model")
+    assert prompts()[-2] == judges.EXTRACT_PROMPTS["open_question_prompt"].format(question="How many?",
+                                                                                 response="Twelve, I think.")
     assert prompts()[-1] == judges.MME_OPEN_PROMPT.format(question="How many?", answer="12", response="twelve")
-    assert judge.counts == {"asked": 9, "model": 6, "unparseable": 3, "failed": 0}   # per call (SeePhys: 2)
-    # a checker row's verdict is final: never sent to a judge
-    puzzle = B.EvalItem(id="2", question="24?", answer="", images=[], options={}, benchmark="MME-Reasoning",
-                        extra={"function_id": "judge_24points_function"})
-    assert not judges.needs_judge(puzzle, {"correct": False}) and judges.needs_judge(mme, {"correct": False})
-
+    assert judge.counts == {"asked": 10, "model": 7, "unparseable": 3, "failed": 0}   # per call (SeePhys: 2)
+    puzzle = B.EvalItem(id="2", question="Find A, B, C", answer="", images=[], options={}, benchmark="MME-Reasoning",
+                        extra={"function_id": "calculate_answer_function_1", "prompt_id": "id_answer_pair_prompt"})
+    replies.update({"Model Response: six, two and four": '```json\n{"A": 6, "B": 2, "C": 4}\n```',
+                    "Model Response: six, two and five": '{"A": 6, "B": 2, "C": 5}',
+                    "Model Response: lots": "A is six"})
+    assert judges.judge_answer(judge, puzzle, "</think>six, two and four", {}) == (True, "model")
+    assert prompts()[-1].startswith("Please read the following example. Then extract the answer from the model "
+                                    "response") and "    Question: Find A, B, C\n" in prompts()[-1]
+    assert judges.judge_answer(judge, puzzle, "</think>six, two and five", {}) == (False, "model")
+    assert judges.judge_answer(judge, puzzle, "</think>lots", {}) == (None, "unparseable")   # never JSON
+    puzzle.extra["prompt_id"] = "no_such_prompt"
+    with pytest.raises(ValueError, match="MME-Reasoning 2: prompt_id 'no_such_prompt' is not one of"):
+        judges.judge_answer(judge, puzzle, "</think>lots", {})
 
 def test_mathvision_is_equal_uses_latex2sympy():
     assert judges.mathv_equal("\\frac{1}{2}", "0.5") and judges.mathv_equal("0.5", "\\frac{1}{2}")
