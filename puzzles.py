@@ -10,7 +10,8 @@ are walked as arithmetic trees, golds read with ast.literal_eval).
 Each row names its checker in `function_id`, its gold in `answer` (a Python literal for the match/compare
 functions) and carries the puzzle in `special_info` (JSON): init_cards (24 points), base_matrix (the givens,
 None = blank), visible_skyscrapers, init_islands (hashi). The reference first has an LLM rewrite the response
-into the checker's input (JSON per prompt_id); without one we read it from the answer itself (check_response).
+into the checker's input (JSON per prompt_id); our rules read it from the answer itself (check_response), and
+only when that fails does judges.mme_judge have the judge rewrite it.
 """
 
 import ast
@@ -193,6 +194,7 @@ def check_yinyang(grid, base):
                  for r in range(n - 1) for c in range(n - 1))
     return connected(grid, 0) and connected(grid, 1) and not blocks
 
+
 def check_hashi(bridges, init_islands):
     """calculate_answer_function_hashi (L701-792), rule by rule as there: bridges [{"start": "b1", "end": "b3",
     "number": 1 or 2}] (letter = column, number = row) between distinct given islands, orthogonal, at most 2 per
@@ -201,7 +203,7 @@ def check_hashi(bridges, init_islands):
     does not check that the islands end up connected or that a bridge passes over an island."""
     requirement = {island["cord"]: island["requirement"] for island in init_islands}
 
-    def cell(cord):
+    def cell(cord):   # "b3" -> (column 1, row 3)
         return ord(cord[0]) - ord("a"), int(cord[1:])
     if not isinstance(bridges, list) or not bridges:
         return False
@@ -319,7 +321,7 @@ def multiple_match(value, golds):
 
 def same_choices(text, gold):
     """choice_function: the same set of comma-separated choices (a list gold joined by commas)."""
-    gold = ",".join(map(str, gold)) if isinstance(gold, list) else str(gold)
+    gold = ",".join(map(str, gold)) if isinstance(gold, (list, tuple)) else str(gold)
     return {a.strip() for a in str(text).split(",")} == {a.strip() for a in gold.split(",")}
 
 # -----------------------------------------------------------------------------
@@ -466,5 +468,5 @@ def check_response(function_id, special_info, response, gold=None, where="", rew
         return False, None
     try:
         return bool(check(parsed, special_info, gold)), parsed
-    except (KeyError, TypeError, IndexError) as e:
+    except (KeyError, TypeError, IndexError, ValueError) as e:
         raise ValueError(f"{where}: special_info lacks what {function_id} needs ({type(e).__name__}: {e})") from None

@@ -108,6 +108,7 @@ def test_match_functions_against_the_gold():
     assert not respond("match_answer_function", "", "</think>\\boxed{1: A, 2: B}", "{'1': 'A', '2': 'C'}")[0]
     assert respond("multiple_match_function", "", "</think>\\boxed{C, A}", "[['A', 'C'], ['B', 'D']]")[0]
     assert respond("choice_function", "", "</think>\\boxed{C, A}", "['A', 'C']")[0]
+    assert respond("choice_function", "", "</think>\\boxed{2, 1}", "1, 2")[0]   # a gold that reads as a tuple
     with pytest.raises(ValueError, match="row 7: match_answer_function needs the answer as a Python list/dict"):
         respond("match_answer_function", "", "</think>\\boxed{1: A}", "A", where="row 7")
 
