@@ -315,6 +315,20 @@ def test_emma_phyx_seephys_and_mme_open_judges_use_their_own_prompts(stub_judge)
     with pytest.raises(ValueError, match="MME-Reasoning 2: prompt_id 'no_such_prompt' is not one of"):
         judges.judge_answer(judge, puzzle, "</think>lots", {})
 
+
+def test_mme_reasoning_checker_rows_go_to_the_rewrite_only_when_the_rules_cannot_read_them(tmp_path, stub_judge):
+    url, seen, replies = stub_judge
+    header = ["index", "question", "answer", "function_id", "prompt_id", "special_info", "question_type", "image"]
+    info = json.dumps({"init_cards": [8, 4, 7, 1]})
+    write_tsv(tmp_path / "MME-Reasoning.tsv", header,
+              [[0, "Make 24", "", "judge_24points_function", "points24_prompt", info, "open", b64((5, 5, 5))]])
+    replies.update({"Model Response: Seven minus one, times eight minus four.": "(7-1)*(8-4)=24"})
+    responses = {("0", 0): "</think>\\boxed{(8-4)*(7-1)}", ("0", 1): "</think>Seven minus one, times eight minus four."}
+    summary, scored = summarize(tmp_path / "MME-Reasoning.tsv", responses, verifier_url=url)
+    assert [(s["correct"], s["judge"]) for s in scored] == [(True, "rules"), (True, "model")]
+    assert len(seen) == 1 and seen[0]["messages"][0]["content"].startswith("\nPlease read the following examples. "
+                                                                           "Then extract the final formula")
+
 def test_mathvision_is_equal_uses_latex2sympy():
     assert judges.mathv_equal("\\frac{1}{2}", "0.5") and judges.mathv_equal("0.5", "\\frac{1}{2}")
     assert judges.mathv_equal("\\sqrt{2}", "1.41421356") and judges.mathv_equal("x+1", "1+x")
