@@ -498,7 +498,8 @@ DEVIATIONS = [
     "latex2sympy2_extended (the reference: latex2sympy2), and its rules are Math-Verify, with the `choices` "
     "mapping a boxed option text to its letter.",
     "All judges see the answer after </think> (Skywork's fork does so for the option matcher; its MathVerse, "
-    "LogicVista and Yes/No judges get the whole response).",
+    "LogicVista, Yes/No, EMMA and MME-Reasoning judges, and VLMEvalKit's PhyX and SeePhys ones, get the whole "
+    "response).",
     "WeMath: the scores divide by the number of multi-step problems in the file (VLMEvalKit: the constant 525, "
     "the full set's count); per-row verdicts by rules OR WeMath's option-matching judge prompt.",
     "MME-Reasoning: every checker function is ported (puzzles.py). The rules read the checker's input from the "
