@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file
 
+import chat
 import checkpoint
 import data
 import model
@@ -52,7 +53,7 @@ def chat(i, image=None):
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("sft")
-    tok = model.build_tiny_tokenizer()
+    tok = chat.build_tiny_tokenizer()
     mc = model.tiny_config(vocab_size=len(tok))  # 112px tiles, 1 tile per image, 16 image tokens
     torch.manual_seed(0)
     net = model.build_model(mc)
@@ -73,7 +74,7 @@ def make_config(tiny, out_dir, **overrides):
 
 def load_net(tiny):
     net = model.load_model(tiny.init)
-    net.img_context_token_id = tiny.tok.convert_tokens_to_ids(model.IMG_CONTEXT_TOKEN)
+    net.img_context_token_id = tiny.tok.convert_tokens_to_ids(chat.IMG_CONTEXT_TOKEN)
     return net
 
 
