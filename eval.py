@@ -134,25 +134,7 @@ MODES = ("think", "nothink", "nowait")
 FORCED_THINK_END = "\n</think>\n\n"
 
 # -----------------------------------------------------------------------------
-# analyses: avg@k, per subject, hallucination split, tables
-
-
-def avg_at_k(correct_by_item):
-    """{id: [bool]*k} -> accuracy of each of the k runs, their mean (avg@k) and sample std (ddof=1; 0 for k=1)."""
-    if not correct_by_item:
-        raise ValueError("avg@k of nothing: no scored items")
-    ks = {len(v) for v in correct_by_item.values()}
-    if len(ks) != 1:
-        raise ValueError(f"items have different numbers of samples {sorted(ks)}; finish generation first")
-    k = ks.pop()
-    per_run = [float(np.mean([v[j] for v in correct_by_item.values()])) for j in range(k)]
-    return {**mean_std(per_run), "k": k, "n_items": len(correct_by_item)}
-
-
-def mean_std(per_run):
-    """The k runs' scores -> their mean and sample std (ddof=1; 0 for k=1)."""
-    std = float(np.std(per_run, ddof=1)) if len(per_run) > 1 else 0.0
-    return {"accuracy": float(np.mean(per_run)), "std": std, "per_run": [float(x) for x in per_run]}
+# analyses: per subject, hallucination split, a run's summary, tables
 
 
 def hallucination_split(scored, phrases):
@@ -182,13 +164,13 @@ def summarize_run(scored, cfg_phrases, family, items=None):
     by_item = {}
     for s in sorted(scored, key=lambda s: (s["id"], s["sample"])):
         by_item.setdefault(s["id"], []).append(s)
-    summary = avg_at_k({i: [s["correct"] for s in v] for i, v in by_item.items()})
+    summary = bench_metrics.avg_at_k({i: [s["correct"] for s in v] for i, v in by_item.items()})
     kind = bench_metrics.metric_kind(items[0].benchmark) if items else "accuracy"
     summary["metric"] = bench_metrics.METRIC_NAMES[kind]
     if kind != "accuracy":
         per_run, parts = bench_metrics.metric_per_run(kind, [it for it in items if it.id in by_item],
                                                       {i: [s["correct"] for s in v] for i, v in by_item.items()})
-        summary.update(plain_accuracy=summary["accuracy"], **mean_std(per_run), parts=parts)
+        summary.update(plain_accuracy=summary["accuracy"], **bench_metrics.mean_std(per_run), parts=parts)
     hows = {h: sum(s.get("judge", "rules") == h for s in scored) for h in ("rules", "model", "unparseable", "failed")}
     summary["judge"] = {"by": "rules" if hows["rules"] == len(scored) else "rules+model", "samples": hows}
     summary["avg_tokens"] = float(np.mean([s["num_tokens"] for s in scored]))
@@ -196,11 +178,11 @@ def summarize_run(scored, cfg_phrases, family, items=None):
     summary["hallucination"] = hallucination_split(scored, cfg_phrases)
     if family == "mmmu":   # each scorer on its own too (the paper reports the OR)
         for part in ("mmmu_official", "boxed_rule"):
-            r = avg_at_k({i: [s[part] for s in v] for i, v in by_item.items()})
+            r = bench_metrics.avg_at_k({i: [s[part] for s in v] for i, v in by_item.items()})
             summary[part] = {"accuracy": r["accuracy"], "std": r["std"]}
         summary["random_fallbacks"] = sum(s["random_fallback"] for s in scored)
     if family == "rule":   # the rule checker alone, next to rule OR verifier (eq. 2)
-        r = avg_at_k({i: [s["rule"] for s in v] for i, v in by_item.items()})
+        r = bench_metrics.avg_at_k({i: [s["rule"] for s in v] for i, v in by_item.items()})
         summary["rule"] = {"accuracy": r["accuracy"], "std": r["std"]}
         summary["timeouts"] = sum(s["timed_out"] for s in scored)
     if family == "mathvista":

@@ -11,6 +11,7 @@ sys.path.insert(0, str(REPO))
 import pytest
 from PIL import Image
 
+import bench_metrics
 import benchmarks as B
 import chat
 import eval as E
@@ -80,12 +81,12 @@ def test_mathvista_llm_extractor_on_the_verifier_endpoint():
 
 
 def test_avg_at_k_by_hand():
-    r = E.avg_at_k({"a": [True, False, True], "b": [True, True, False]})
+    r = bench_metrics.avg_at_k({"a": [True, False, True], "b": [True, True, False]})
     assert r["per_run"] == [1.0, 0.5, 0.5] and r["accuracy"] == pytest.approx(2 / 3)
     assert r["std"] == pytest.approx((1 / 12) ** 0.5) and (r["k"], r["n_items"]) == (3, 2)
-    assert E.avg_at_k({"a": [True]})["std"] == 0.0
+    assert bench_metrics.avg_at_k({"a": [True]})["std"] == 0.0
     with pytest.raises(ValueError, match="different numbers of samples"):
-        E.avg_at_k({"a": [True], "b": [True, False]})
+        bench_metrics.avg_at_k({"a": [True], "b": [True, False]})
 
 
 def test_hallucination_split_by_hand():
