@@ -24,7 +24,9 @@ class InternRMSNorm(nn.Module):
 
 
 def make_norm(cfg, dim):
-    return InternRMSNorm(dim, cfg.layer_norm_eps) if cfg.norm_type == "rms_norm" else nn.LayerNorm(dim, eps=cfg.layer_norm_eps)
+    if cfg.norm_type == "rms_norm":
+        return InternRMSNorm(dim, cfg.layer_norm_eps)
+    return nn.LayerNorm(dim, eps=cfg.layer_norm_eps)
 
 
 class InternVisionEmbeddings(nn.Module):

@@ -34,7 +34,8 @@ def readme_commands(text=None):
             if line and not line.startswith("#"):
                 commands.append(line)
     prose = re.sub(r"```bash\n.*?```", "", text, flags=re.S)
-    commands += re.findall(r"`((?:[A-Z_]+=\S+ )*(?:bash launch\.sh|bash demo\.sh|python3? |torchrun |vllm )[^`]*)`", prose)
+    command = r"`((?:[A-Z_]+=\S+ )*(?:bash launch\.sh|bash demo\.sh|python3? |torchrun |vllm )[^`]*)`"
+    commands += re.findall(command, prose)
     return list(dict.fromkeys(commands))
 
 
@@ -73,7 +74,8 @@ NOT_RUN = {
 
 
 def test_readme_commands_are_found():
-    text = "```bash\nbash a.sh   # x\n# c\npython b.py \\\n    --k=1\n```\nSee `bash launch.sh x` and `SEED=1 python y.py`."
+    text = ("```bash\nbash a.sh   # x\n# c\npython b.py \\\n    --k=1\n```\n"
+            "See `bash launch.sh x` and `SEED=1 python y.py`.")
     assert readme_commands(text) == ["bash a.sh", "python b.py --k=1", "bash launch.sh x", "SEED=1 python y.py"]
 
 
