@@ -428,7 +428,7 @@ def tokenize_chat(tokenizer, config, sample: dict, max_len: int | None = None, o
         n_images = text.count(IMAGE_MARKER)
         if n_images:
             text = chat.expand_image_tokens(text, num_tiles[image_index:image_index + n_images],
-                                             config.num_image_token)
+                                            config.num_image_token)
             image_index += n_images
         segments.append((text, labelled))
     if image_index != len(num_tiles):

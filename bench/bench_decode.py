@@ -51,7 +51,7 @@ def decode_rows(shape="", device="cpu", batch=8, steps1=8, steps2=24, compile_st
     for i in range(batch):   # one or two images, prompts of different lengths
         n_img = 1 + i % 2
         text = chat.expand_image_tokens("<image>\n" * n_img + "Solve it" + " please" * (i % 5), [1] * n_img,
-                                     cfg.num_image_token)
+                                        cfg.num_image_token)
         prompts.append(tok(chat.build_prompt([{"role": "user", "content": text}], tokenizer=tok), add_special_tokens=False)["input_ids"])
     n_tiles = sum(1 + i % 2 for i in range(batch))
     pv = torch.randn(n_tiles, 3, S, S, generator=torch.Generator().manual_seed(0)).to(dev, dtype)

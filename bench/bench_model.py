@@ -43,7 +43,7 @@ model = M.build_model(cfg, dtype=dtype, device=device).eval()
 model.img_context_token_id = tok.convert_tokens_to_ids(chat.IMG_CONTEXT_TOKEN)
 S = cfg.force_image_size
 text = chat.build_prompt([{"role": "user", "content": chat.expand_image_tokens("<image>\nDescribe the image.", [1],
-                                                                          cfg.num_image_token)}], tokenizer=tok)
+                                                                               cfg.num_image_token)}], tokenizer=tok)
 prompt = tok(text, add_special_tokens=False)["input_ids"]
 pv = torch.randn(batch, 3, S, S, device=device, dtype=dtype)
 print(f"{args.config}: {sum(M.parameter_counts(model).values()) / 1e6:.1f}M params, batch {batch}, "

@@ -158,7 +158,7 @@ def mfu_rows(shape, tokens=16384, device="cuda", reps=3, packing=True, micro_bat
     net.img_context_token_id = tok.convert_tokens_to_ids(chat.IMG_CONTEXT_TOKEN)
     S, V = cfg.force_image_size, cfg.llm_config["vocab_size"]
     text = chat.build_prompt([{"role": "user", "content": chat.expand_image_tokens("<image>\nSolve it.", [1],
-                                                                                     cfg.num_image_token)}], tokenizer=tok)
+                                                                                   cfg.num_image_token)}], tokenizer=tok)
     prompt = tok(text, add_special_tokens=False)["input_ids"]
     g = torch.Generator().manual_seed(0)
     samples, used = [], 0

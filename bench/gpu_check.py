@@ -136,8 +136,8 @@ def model_config(vocab_size=None):
 
 
 def prompt_ids(tok, cfg):
-    text = chat.build_prompt([{"role": "user", "content": chat.expand_image_tokens("<image>\nSolve the problem.", [1],
-                                                                             cfg.num_image_token)}], tokenizer=tok)
+    user = chat.expand_image_tokens("<image>\nSolve the problem.", [1], cfg.num_image_token)
+    text = chat.build_prompt([{"role": "user", "content": user}], tokenizer=tok)
     return tok(text, add_special_tokens=False)["input_ids"]
 
 

@@ -518,6 +518,6 @@ def test_label_masking_with_the_checkpoint_template(tmp_path, tokenizer, config)
 
     # a template that rewrites past assistant turns (drops their think block) cannot give exact labels
     templated.chat_template = chat.CHAT_TEMPLATE.replace("message['content']",
-                                                          "message['content'].split('</think>')[-1]")
+                                                         "message['content'].split('</think>')[-1]")
     with pytest.raises(ValueError, match="does not write assistant turn 1 verbatim"):
         data.tokenize_chat(templated, config, sample)
