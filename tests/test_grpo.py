@@ -583,7 +583,7 @@ def test_bf16_rollout_copy(tmp_path):
                        master["vision_model.embeddings.class_embedding"].to(torch.bfloat16))   # frozen: as loaded
 
 FSDP_COPY_CHECK = """
-import sys, torch, grpo, model, train_utils as tu
+import sys, torch, chat, grpo, train_utils as tu
 sys.path.insert(0, sys.argv[1])
 from test_grpo import make_workspace, run_config
 from pathlib import Path
