@@ -7,10 +7,13 @@ rows first, as VLMEvalKit (SkyworkAI/Skywork-R1V @ b806cef, eval/vlmevalkit/vlme
   HallusionBench          aAcc (rows), fAcc (figures), qAcc (questions) (utils/yorn.py Hallusion_rating L91-120)
   WeMath                  strict and loose scores over 2- and 3-step problems (utils/wemath.py L13-213)
 
-eval.py reports the metric's mean and std over the k sample runs (avg@k): metric_per_run.
+eval.py reports the metric's mean and std over the k sample runs (avg@k): metric_per_run, then mean_std; for
+plain accuracy avg_at_k.
 """
 
 from collections import defaultdict
+
+import numpy as np
 
 METRIC_NAMES = {"circular": "CircularEval acc.", "hallusion": "mean(aAcc, fAcc, qAcc)",
                 "wemath": "Score (Strict)", "accuracy": "acc."}
@@ -137,3 +140,21 @@ def metric_per_run(kind, items, by_item):
     k = len(next(iter(by_item.values())))
     runs = [benchmark_metric(kind, items, {i: v[j] for i, v in by_item.items()}) for j in range(k)]
     return [r["score"] for r in runs], {p: sum(r[p] for r in runs) / k for p in runs[0] if p != "score"}
+
+
+def avg_at_k(correct_by_item):
+    """{id: [bool]*k} -> accuracy of each of the k runs, their mean (avg@k) and sample std (ddof=1; 0 for k=1)."""
+    if not correct_by_item:
+        raise ValueError("avg@k of nothing: no scored items")
+    ks = {len(v) for v in correct_by_item.values()}
+    if len(ks) != 1:
+        raise ValueError(f"items have different numbers of samples {sorted(ks)}; finish generation first")
+    k = ks.pop()
+    per_run = [float(np.mean([v[j] for v in correct_by_item.values()])) for j in range(k)]
+    return {**mean_std(per_run), "k": k, "n_items": len(correct_by_item)}
+
+
+def mean_std(per_run):
+    """The k runs' scores -> their mean and sample std (ddof=1; 0 for k=1)."""
+    std = float(np.std(per_run, ddof=1)) if len(per_run) > 1 else 0.0
+    return {"accuracy": float(np.mean(per_run)), "std": std, "per_run": [float(x) for x in per_run]}

@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-import model
+import chat
 
 IM_END = "<|im_end|>"   # ends every turn (ChatML); an SFT label span ends with it
-IMAGE_MARKER = "<image>"                          # placeholder that model.expand_image_tokens expands
+IMAGE_MARKER = "<image>"                          # placeholder that chat.expand_image_tokens expands
 IGNORE_INDEX = -100                               # label of tokens without loss (torch cross_entropy default)
 DEFAULT_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 OPTION_LETTER = re.compile(r"^[A-Z]$")
@@ -313,14 +313,14 @@ def encode_prompt(tokenizer, config, record: Record, mode: str = "think", system
     skips or raises, by its own flag). Returns
       input_ids     list[int], image tokens expanded (<img><IMG_CONTEXT>*256*tiles</img>), for model.py
       pixel_values  [n_tiles,3,S,S] or None;  num_tiles: list[int] per image
-      prompt        the prompt text (model.build_prompt: the checkpoint's chat template, else ChatML) with
+      prompt        the prompt text (chat.build_prompt: the checkpoint's chat template, else ChatML) with
                     <image> placeholders unexpanded, and images (PIL): for vLLM, whose processor does the
                     same expansion from the same config."""
     user = format_question(record, instruction)
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
     pixel_values, num_tiles, images = load_pixel_values(record.images, config, max_tiles, record.where)
-    prompt = model.build_prompt(messages, mode=mode, add_generation_prompt=True, tokenizer=tokenizer)
-    expanded = model.expand_image_tokens(prompt, num_tiles, config.num_image_token)
+    prompt = chat.build_prompt(messages, mode=mode, add_generation_prompt=True, tokenizer=tokenizer)
+    expanded = chat.expand_image_tokens(prompt, num_tiles, config.num_image_token)
     # a cheap bound first: tokenising one 100 MB question took 267 s and 18.7 GB before the length check
     if max_prompt_tokens is not None and len(expanded) > 2 * max_prompt_tokens * max_token_chars(tokenizer):
         return None
@@ -382,7 +382,7 @@ def tokenize_chat(tokenizer, config, sample: dict, max_len: int | None = None, o
                   max_tiles: int | None = None) -> dict | None:
     """One chat sample -> {"input_ids", "labels", "pixel_values", "num_tiles", "truncated"}, or None.
 
-    Loss on assistant tokens only (InternVL internvl2_5 rule). The conversation is rendered by model.build_prompt
+    Loss on assistant tokens only (InternVL internvl2_5 rule). The conversation is rendered by chat.build_prompt
     (the checkpoint's chat template, else ChatML) and each assistant turn is cut out of it as
         generation prompt without "<think>\\n" ("...<|im_start|>assistant\\n")  -100
         | content (think included) + "<|im_end|>"  labelled  |  the rest ("\\n", the next turns)  -100
@@ -409,15 +409,15 @@ def tokenize_chat(tokenizer, config, sample: dict, max_len: int | None = None, o
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
-        head = model.build_prompt(messages[:i], mode="nothink", tokenizer=tokenizer)   # ends "assistant\n"
-        full = model.build_prompt(messages[:i + 1], add_generation_prompt=False, tokenizer=tokenizer)
+        head = chat.build_prompt(messages[:i], mode="nothink", tokenizer=tokenizer)   # ends "assistant\n"
+        full = chat.build_prompt(messages[:i + 1], add_generation_prompt=False, tokenizer=tokenizer)
         end = full.find(IM_END, len(head)) + len(IM_END)
         if not (head.startswith(done) and full.startswith(head) and full[len(head):end] == m["content"] + IM_END):
             raise ValueError(f"{where}: the chat template does not write assistant turn {i} verbatim after its "
                              f"generation prompt (e.g. it drops past think blocks); the SFT labels need it verbatim")
         pieces += [(head[len(done):], False), (full[len(head):end], True)]
         done = full[:end]
-    whole = model.build_prompt(messages, add_generation_prompt=False, tokenizer=tokenizer)
+    whole = chat.build_prompt(messages, add_generation_prompt=False, tokenizer=tokenizer)
     if not whole.startswith(done):
         raise ValueError(f"{where}: the chat template renders the conversation differently from its prefixes")
     pieces.append((whole[len(done):], False))   # "\n" after the last assistant turn
@@ -427,8 +427,8 @@ def tokenize_chat(tokenizer, config, sample: dict, max_len: int | None = None, o
     for text, labelled in pieces:
         n_images = text.count(IMAGE_MARKER)
         if n_images:
-            text = model.expand_image_tokens(text, num_tiles[image_index:image_index + n_images],
-                                             config.num_image_token)
+            text = chat.expand_image_tokens(text, num_tiles[image_index:image_index + n_images],
+                                            config.num_image_token)
             image_index += n_images
         segments.append((text, labelled))
     if image_index != len(num_tiles):
@@ -446,7 +446,7 @@ def tokenize_chat(tokenizer, config, sample: dict, max_len: int | None = None, o
         if overflow == "error":
             raise ValueError(f"{sample.get('where')}: {len(input_ids)} tokens > max_len {max_len}")
         cut, kept_images = max_len, 0
-        img_start, img_end = (tokenizer.convert_tokens_to_ids(t) for t in (model.IMG_START_TOKEN, model.IMG_END_TOKEN))
+        img_start, img_end = (tokenizer.convert_tokens_to_ids(t) for t in (chat.IMG_START_TOKEN, chat.IMG_END_TOKEN))
         starts = [i for i, t in enumerate(input_ids) if t == img_start]
         ends = [i for i, t in enumerate(input_ids) if t == img_end]
         for start, end in zip(starts, ends):

@@ -36,7 +36,7 @@ Thinking-budget rule (Fig. 9), applied per sample in think/nowait mode when `bud
   generation of at most `max_new_tokens` (the paper's 16,384 generation budget, §4).
 
 Prompts: each benchmark's released prompt (benchmarks.build_messages), rendered with the checkpoint's own chat
-template (model.build_prompt). summary.json records the sampling protocol, and under "deviations" the
+template (chat.build_prompt). summary.json records the sampling protocol, and under "deviations" the
 reference scorers' (benchmarks.DEVIATIONS) plus those of the settings (setting_deviations: sampling, nowait,
 system turn, MMMU image placement).
 """
@@ -52,6 +52,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+import chat
 import checkpoint
 import data
 import model as M
@@ -133,25 +134,7 @@ MODES = ("think", "nothink", "nowait")
 FORCED_THINK_END = "\n</think>\n\n"
 
 # -----------------------------------------------------------------------------
-# analyses: avg@k, per subject, hallucination split, tables
-
-
-def avg_at_k(correct_by_item):
-    """{id: [bool]*k} -> accuracy of each of the k runs, their mean (avg@k) and sample std (ddof=1; 0 for k=1)."""
-    if not correct_by_item:
-        raise ValueError("avg@k of nothing: no scored items")
-    ks = {len(v) for v in correct_by_item.values()}
-    if len(ks) != 1:
-        raise ValueError(f"items have different numbers of samples {sorted(ks)}; finish generation first")
-    k = ks.pop()
-    per_run = [float(np.mean([v[j] for v in correct_by_item.values()])) for j in range(k)]
-    return {**mean_std(per_run), "k": k, "n_items": len(correct_by_item)}
-
-
-def mean_std(per_run):
-    """The k runs' scores -> their mean and sample std (ddof=1; 0 for k=1)."""
-    std = float(np.std(per_run, ddof=1)) if len(per_run) > 1 else 0.0
-    return {"accuracy": float(np.mean(per_run)), "std": std, "per_run": [float(x) for x in per_run]}
+# analyses: per subject, hallucination split, a run's summary, tables
 
 
 def hallucination_split(scored, phrases):
@@ -181,13 +164,13 @@ def summarize_run(scored, cfg_phrases, family, items=None):
     by_item = {}
     for s in sorted(scored, key=lambda s: (s["id"], s["sample"])):
         by_item.setdefault(s["id"], []).append(s)
-    summary = avg_at_k({i: [s["correct"] for s in v] for i, v in by_item.items()})
+    summary = bench_metrics.avg_at_k({i: [s["correct"] for s in v] for i, v in by_item.items()})
     kind = bench_metrics.metric_kind(items[0].benchmark) if items else "accuracy"
     summary["metric"] = bench_metrics.METRIC_NAMES[kind]
     if kind != "accuracy":
         per_run, parts = bench_metrics.metric_per_run(kind, [it for it in items if it.id in by_item],
                                                       {i: [s["correct"] for s in v] for i, v in by_item.items()})
-        summary.update(plain_accuracy=summary["accuracy"], **mean_std(per_run), parts=parts)
+        summary.update(plain_accuracy=summary["accuracy"], **bench_metrics.mean_std(per_run), parts=parts)
     hows = {h: sum(s.get("judge", "rules") == h for s in scored) for h in ("rules", "model", "unparseable", "failed")}
     summary["judge"] = {"by": "rules" if hows["rules"] == len(scored) else "rules+model", "samples": hows}
     summary["avg_tokens"] = float(np.mean([s["num_tokens"] for s in scored]))
@@ -195,11 +178,11 @@ def summarize_run(scored, cfg_phrases, family, items=None):
     summary["hallucination"] = hallucination_split(scored, cfg_phrases)
     if family == "mmmu":   # each scorer on its own too (the paper reports the OR)
         for part in ("mmmu_official", "boxed_rule"):
-            r = avg_at_k({i: [s[part] for s in v] for i, v in by_item.items()})
+            r = bench_metrics.avg_at_k({i: [s[part] for s in v] for i, v in by_item.items()})
             summary[part] = {"accuracy": r["accuracy"], "std": r["std"]}
         summary["random_fallbacks"] = sum(s["random_fallback"] for s in scored)
     if family == "rule":   # the rule checker alone, next to rule OR verifier (eq. 2)
-        r = avg_at_k({i: [s["rule"] for s in v] for i, v in by_item.items()})
+        r = bench_metrics.avg_at_k({i: [s["rule"] for s in v] for i, v in by_item.items()})
         summary["rule"] = {"accuracy": r["accuracy"], "std": r["std"]}
         summary["timeouts"] = sum(s["timed_out"] for s in scored)
     if family == "mathvista":
@@ -313,7 +296,7 @@ def row_sampler(sampler, tokenizer, banned):
             return {"prompt": row["prompt"] + row["prefix"], "images": images}
         config = sampler.net.config
         tiles = [data.image_to_pixel_values(im, config) for im in images]
-        text = M.expand_image_tokens(row["prompt"], [t.shape[0] for t in tiles], config.num_image_token)
+        text = chat.expand_image_tokens(row["prompt"], [t.shape[0] for t in tiles], config.num_image_token)
         return {"input_ids": tokenizer.encode(text + row["prefix"], add_special_tokens=False),
                 "pixel_values": torch.cat(tiles) if tiles else None}
 
@@ -323,7 +306,7 @@ def row_sampler(sampler, tokenizer, banned):
             groups.setdefault((row["id"], row["prefix"]), []).append(i)
         outs = sampler.sample([encode(rows[members[0]]) for members in groups.values()],
                               [len(members) for members in groups.values()], max_tokens,
-                              stop=[M.THINK_END] if stop_at_think_end else [], banned_ids=banned)
+                              stop=[chat.THINK_END] if stop_at_think_end else [], banned_ids=banned)
         by_row = {}
         for members, samples in zip(groups.values(), outs):
             by_row.update(zip(members, samples))
@@ -333,7 +316,7 @@ def row_sampler(sampler, tokenizer, banned):
 
 
 def run_prompts(cfg, items, mode, tokenizer, model_config=None, max_prompt_tokens=None):
-    """{item id: the row of generate_run}: build_messages rendered by model.build_prompt with the checkpoint's
+    """{item id: the row of generate_run}: build_messages rendered by chat.build_prompt with the checkpoint's
     tokenizer (its chat template), the images, and the forced "</think>"'s token count (budget rule).
     max_prompt_tokens (with model_config): a longer prompt is an error naming its item, before any generation
     (vLLM would reject it; sampling.generate would run past the model's positions)."""
@@ -341,11 +324,11 @@ def run_prompts(cfg, items, mode, tokenizer, model_config=None, max_prompt_token
     prompts = {}
     for item in items:
         messages, images = build_messages(item, cfg.system_prompt, cfg.mmmu_images)
-        text = M.build_prompt(messages, mode, tokenizer=tokenizer)
+        text = chat.build_prompt(messages, mode, tokenizer=tokenizer)
         prompts[item.id] = {"prompt": text, "images": images, "prefix": "", "forced_tokens": forced}
         if max_prompt_tokens:   # images expanded as model.py does (vLLM's processor does the same)
             tiles = [data.image_to_pixel_values(load_rgb(im), model_config).shape[0] for im in images]
-            n = len(tokenizer.encode(M.expand_image_tokens(text, tiles, model_config.num_image_token),
+            n = len(tokenizer.encode(chat.expand_image_tokens(text, tiles, model_config.num_image_token),
                                      add_special_tokens=False))
             if n > max_prompt_tokens:
                 raise ValueError(f"{item.extra.get('where') or item.benchmark}: prompt of item {item.id!r} is {n} "
@@ -443,15 +426,15 @@ def score_run(items, generations, cfg, mode):
 
 def setting_deviations(cfg, sampling, tokenizer=None):
     """Deviations from the released evaluation (VLMEvalKit R1V3-alpha over vLLM's OpenAI server) that depend on
-    the settings, worded from the settings and from model.build_prompt itself, so that they cannot go stale.
+    the settings, worded from the settings and from chat.build_prompt itself, so that they cannot go stale.
     sampling: the runs' settings (run_sampling; None: they differ or are not recorded). tokenizer: the
     checkpoint's (None when only scoring: the template is then not known)."""
     out = []
     if tokenizer is not None and not getattr(tokenizer, "chat_template", None):
         out.append("The checkpoint's tokenizer has no chat template: prompts use ChatML without a system turn "
                    "(the released tokenizer_config.json template is not public).")
-    nowait = M.build_prompt([{"role": "user", "content": "Q"}], "nowait", tokenizer=tokenizer)
-    think_prefix = M.THINK_START + "\n"
+    nowait = chat.build_prompt([{"role": "user", "content": "Q"}], "nowait", tokenizer=tokenizer)
+    think_prefix = chat.THINK_START + "\n"
     out.append(f"nowait (not in the release) {'keeps' if nowait.endswith(think_prefix) else 'drops'} the "
                f"{think_prefix!r} generation prompt of think mode; its {cfg.nowait_words} tokens are banned.")
     if cfg.system_prompt:
@@ -596,7 +579,7 @@ def main(argv=None):
         backend = cfg.backend = sampling.pick_backend(cfg.backend)
         if not cfg.checkpoint:
             raise ValueError("--checkpoint is required to generate (or use --score_only=True)")
-        tokenizer = M.load_tokenizer(cfg.checkpoint)
+        tokenizer = chat.load_tokenizer(cfg.checkpoint)
         model_config = M.ModelConfig.from_json(Path(cfg.checkpoint) / "config.json")
         model_sha256 = checkpoint.model_sha256(cfg.checkpoint)
         max_model_len = sampling.context_length(model_config, cfg.max_model_len)
@@ -619,10 +602,10 @@ def main(argv=None):
                 # NoThink (§6.2) drops "<think>\n" from the generation prompt. A model whose training traces open
                 # their own <think> (the demo's: data.py renders SFT prompts without it) opens one anyway; even
                 # without it the demo model writes its reasoning and "</think>" (measured): both tags are banned.
-                tags = [tokenizer.encode(t, add_special_tokens=False) for t in (M.THINK_START, M.THINK_END)]
+                tags = [tokenizer.encode(t, add_special_tokens=False) for t in (chat.THINK_START, chat.THINK_END)]
                 banned = [ids[0] for ids in tags if len(ids) == 1]
                 if len(banned) < 2:   # a tag of several pieces: banning them would ban other text too
-                    print(f"nothink: {M.THINK_START!r}/{M.THINK_END!r} not single tokens; responses may think")
+                    print(f"nothink: {chat.THINK_START!r}/{chat.THINK_END!r} not single tokens; responses may think")
             if not cfg.score_only:
                 prompts = run_prompts(cfg, items, mode, tokenizer, model_config, max_prompt_tokens)
             for budget in budgets:

@@ -73,7 +73,7 @@ def parameter_counts(config):
     norm = 2 * Hv if s["layer_norm"] else Hv
     vit_layer = (2 * norm + 3 * Hv * Hv + 3 * Hv * s["qkv_bias"] + 2 * Hv * s["qk_norm"] + Hv * Hv + Hv
                  + Hv * Iv + Iv + Iv * Hv + Hv + 2 * Hv)   # norms, qkv, q/k norm, proj, fc1, fc2, ls1/ls2
-    patches = (s["vit_image"] // s["patch"]) ** 2   # the position table's size (model.InternVisionEmbeddings)
+    patches = (s["vit_image"] // s["patch"]) ** 2   # the position table's size (intern_vit.InternVisionEmbeddings)
     vit_embed = Hv + s["C"] * s["patch"] ** 2 * Hv + Hv + (patches + 1) * Hv   # class, patch conv, positions
     Dc = Hv * s["ratio"]
     connector = 2 * Dc + Dc * H + H + H * H + H   # LayerNorm, Linear, Linear

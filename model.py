@@ -1,39 +1,38 @@
 """
 The Skywork-R1V3 / InternVL chat model, parameter for parameter as released:
-InternViT encoder -> pixel shuffle -> mlp1 connector -> transformers LLM (Qwen2/Qwen3/Llama).
+InternViT encoder (intern_vit.py) -> pixel shuffle -> mlp1 connector -> transformers LLM (Qwen2/Qwen3/Llama).
 
 Reads and writes the released checkpoint format (config.json + safetensors, original names), so a
 checkpoint we save loads in vLLM's InternVLChatModel / SkyworkR1VChatModel and back here.
-Also: the R1V3 ChatML prompt, a tiny config and tokenizer for CPU, and `python model.py CONFIG_OR_DIR
-[--json OUT]` to inspect parameter counts. Image tiling is in data.py, the KV-cache decoder in sampling.py.
+Also: a tiny config for CPU, and `python model.py CONFIG_OR_DIR [--json OUT]` to inspect parameter counts or
+`--init_tiny OUT` to write a fresh tiny checkpoint. The tokens, chat template, tokenizer and prompts are in chat.py,
+image tiling in data.py, the KV-cache decoder in sampling.py.
 """
 import inspect
 import json
-import math
 import os
 import shutil
 import sys
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 
-import numpy as np
 import safetensors.torch   # save_file looked up at each call: tests inject a full disk there
-import tokenizers
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from safetensors import safe_open
-from transformers import (AttentionInterface, AutoConfig, AutoModelForCausalLM, AutoTokenizer,
-                          PreTrainedTokenizerFast)
+from transformers import AttentionInterface, AutoConfig, AutoModelForCausalLM
 from transformers.dynamic_module_utils import get_relative_imports   # transformers' loader's regexes
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-from transformers.utils import logging as hf_logging
 
+from chat import IMG_CONTEXT_TOKEN, build_tiny_tokenizer, load_tokenizer
+# Re-exported for the importers not yet moved to chat.py: grpo.py, sampling.py and entropy.py (changed on other
+# branches) and /work/shared/tools/trl_side_by_side (model.build_tiny_tokenizer). Drop once they import chat.
+from chat import IMG_END_TOKEN, IMG_START_TOKEN, build_prompt, expand_image_tokens  # noqa: F401
 from configurator import parse_config
+from intern_vit import InternVisionModel
 
-IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN = "<img>", "</img>", "<IMG_CONTEXT>"
-THINK_START, THINK_END = "<think>", "</think>"
 MODULE_PREFIXES = {"vision": "vision_model.", "connector": "mlp1.", "llm": "language_model."}
 
 # -----------------------------------------------------------------------------
@@ -132,129 +131,6 @@ def tiny_config(vocab_size=1024, **overrides):
              architectures=["InternVLChatModel"], template="skywork-r1v3")
     d.update(overrides)
     return ModelConfig.from_json(d)
-
-# -----------------------------------------------------------------------------
-# InternViT
-
-
-class InternRMSNorm(nn.Module):
-    def __init__(self, dim, eps=1e-6):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.eps = eps
-
-    def forward(self, x):
-        dtype = x.dtype
-        x = x.float()  # fp32 statistics, as released
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x.to(dtype)
-
-
-def make_norm(cfg, dim):
-    return InternRMSNorm(dim, cfg.layer_norm_eps) if cfg.norm_type == "rms_norm" else nn.LayerNorm(dim, eps=cfg.layer_norm_eps)
-
-
-class InternVisionEmbeddings(nn.Module):
-    def __init__(self, cfg):
-        super().__init__()
-        self.image_size, self.patch_size = cfg.image_size, cfg.patch_size
-        self.class_embedding = nn.Parameter(torch.randn(1, 1, cfg.hidden_size))
-        self.patch_embedding = nn.Conv2d(cfg.num_channels, cfg.hidden_size, cfg.patch_size, cfg.patch_size)
-        self.num_positions = (cfg.image_size // cfg.patch_size) ** 2 + 1
-        self.position_embedding = nn.Parameter(torch.randn(1, self.num_positions, cfg.hidden_size))
-
-    def forward(self, pixel_values):  # [N,3,H,W] -> [N,1+h*w,D]
-        patches = self.patch_embedding(pixel_values.to(self.patch_embedding.weight.dtype))  # [N,D,h,w]
-        n, d, h, w = patches.shape
-        patches = patches.flatten(2).transpose(1, 2)
-        cls = self.class_embedding.expand(n, 1, d).to(patches.dtype)
-        side = self.image_size // self.patch_size
-        # bicubic interpolation of the 2-D position grid to the input size, in fp32 as released
-        grid = self.position_embedding[:, 1:].float().reshape(1, side, side, d).permute(0, 3, 1, 2)
-        grid = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False)
-        grid = grid.reshape(1, d, h * w).permute(0, 2, 1).to(patches.dtype)
-        pos = torch.cat([self.position_embedding[:, :1].to(patches.dtype), grid], dim=1)
-        return torch.cat([cls, patches], dim=1) + pos
-
-
-class InternAttention(nn.Module):
-    def __init__(self, cfg):
-        super().__init__()
-        d = cfg.hidden_size
-        self.num_heads, self.head_dim = cfg.num_attention_heads, d // cfg.num_attention_heads
-        self.qkv = nn.Linear(d, 3 * d, bias=cfg.qkv_bias)
-        self.qk_normalization = cfg.qk_normalization
-        if self.qk_normalization:  # over the full width (all heads concatenated), not per head
-            self.q_norm = InternRMSNorm(d, cfg.layer_norm_eps)
-            self.k_norm = InternRMSNorm(d, cfg.layer_norm_eps)
-        self.proj = nn.Linear(d, d)
-
-    def forward(self, x):  # [N,L,D]
-        n, l, d = x.shape
-        q, k, v = self.qkv(x).chunk(3, dim=-1)
-        if self.qk_normalization:
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k, v = (t.view(n, l, self.num_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
-        out = F.scaled_dot_product_attention(q, k, v)  # bidirectional
-        return self.proj(out.transpose(1, 2).reshape(n, l, d))
-
-
-class InternMLP(nn.Module):
-    def __init__(self, cfg):
-        super().__init__()
-        self.fc1 = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
-        self.fc2 = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
-
-    def forward(self, x):
-        return self.fc2(F.gelu(self.fc1(x)))
-
-
-def drop_path(x, p, training):
-    if p == 0.0 or not training:
-        return x
-    keep = x.new_empty(x.shape[0], *([1] * (x.dim() - 1))).bernoulli_(1 - p)
-    return x * keep / (1 - p)
-
-
-class InternVisionEncoderLayer(nn.Module):
-    def __init__(self, cfg, drop_path_rate):
-        super().__init__()
-        self.norm1, self.norm2 = make_norm(cfg, cfg.hidden_size), make_norm(cfg, cfg.hidden_size)
-        self.attn, self.mlp = InternAttention(cfg), InternMLP(cfg)
-        self.ls1 = nn.Parameter(cfg.initializer_factor * torch.ones(cfg.hidden_size))  # layer scale
-        self.ls2 = nn.Parameter(cfg.initializer_factor * torch.ones(cfg.hidden_size))
-        self.drop_path_rate = drop_path_rate
-
-    def forward(self, x):
-        x = x + drop_path(self.attn(self.norm1(x)) * self.ls1, self.drop_path_rate, self.training)
-        return x + drop_path(self.mlp(self.norm2(x)) * self.ls2, self.drop_path_rate, self.training)
-
-
-class InternVisionEncoder(nn.Module):
-    def __init__(self, cfg):
-        super().__init__()
-        rates = np.linspace(0, cfg.drop_path_rate, cfg.num_hidden_layers).tolist()  # linear drop-path schedule
-        self.layers = nn.ModuleList(InternVisionEncoderLayer(cfg, r) for r in rates)
-
-
-class InternVisionModel(nn.Module):
-    def __init__(self, cfg):
-        super().__init__()
-        self.config = cfg
-        self.embeddings = InternVisionEmbeddings(cfg)
-        self.encoder = InternVisionEncoder(cfg)
-
-    def forward(self, pixel_values, select_layer=-1):
-        # hidden_states[k] is the output after k layers (k=0: embeddings), as in InternVL's output_hidden_states;
-        # layers past the selected one are never run
-        n_layers = len(self.encoder.layers)
-        k = select_layer if select_layer >= 0 else n_layers + 1 + select_layer
-        if not 0 <= k <= n_layers:
-            raise ValueError(f"select_layer {select_layer} out of range for {n_layers} layers")
-        x = self.embeddings(pixel_values)
-        for layer in self.encoder.layers[:k]:
-            x = layer(x)
-        return x
 
 # -----------------------------------------------------------------------------
 # pixel shuffle + connector + LLM
@@ -612,84 +488,6 @@ def save_model(path, state_dict, config, tokenizer=None, max_shard_bytes=2 ** 30
     tmp.rename(path)
     shutil.rmtree(old, ignore_errors=True)
     return path
-
-# -----------------------------------------------------------------------------
-# tokenizer and prompts
-
-CHAT_TEMPLATE = (
-    "{%- for message in messages %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n<think>\\n' }}{%- endif %}"
-)
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN]
-DEFAULT_CORPUS = [
-    "<|im_start|>user\n<image>\nHow many circles are there? Answer with a number.<|im_end|>\n",
-    "<|im_start|>assistant\n<think>\nI see 2 red circles and 1 blue square. Wait, let me check again. "
-    "Alternatively, count by colour. Hmm, 2 + 1 = 3.\n</think>\n\nThe answer is \\boxed{3}.<|im_end|>\n",
-    "A. 1\nB. 2\nC. 3\nD. 4\n0 1 2 3 4 5 6 7 8 9 10 + - * / = ( ) { } $ \\frac \\boxed The final answer is",
-]
-
-
-def build_tiny_tokenizer(corpus=None, vocab_size=1024):
-    """Byte-level BPE with the R1V3 special tokens and chat template, trained in milliseconds."""
-    tok = tokenizers.Tokenizer(tokenizers.models.BPE())
-    tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = tokenizers.decoders.ByteLevel()
-    trainer = tokenizers.trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
-                                             show_progress=False,
-                                             initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(list(corpus or DEFAULT_CORPUS) * 4, trainer)
-    # <think> tags are plain added tokens (not special), so decode(skip_special_tokens=True) keeps them
-    tok.add_tokens([tokenizers.AddedToken(THINK_START, normalized=False),
-                    tokenizers.AddedToken(THINK_END, normalized=False)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   additional_special_tokens=SPECIAL_TOKENS[1:], chat_template=CHAT_TEMPLATE)
-
-
-def load_tokenizer(path):
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # AutoTokenizer warns that config.json is not a tokenizer's model type
-    try:   # trust_remote_code=False: with auto_map in config.json, None asks "Do you wish to run the custom
-        # code?" and waits 15 s (transformers dynamic_module_utils.py:754-771); False raises at once and
-        # AutoTokenizer falls back to the plain config (tokenization_auto.py:805-812). The tokenizer needs no code.
-        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
-    finally:
-        hf_logging.set_verbosity(level)
-
-
-def build_prompt(messages, mode="think", add_generation_prompt=True, *, tokenizer):
-    """The one prompt renderer: every prompt of grpo.py, sft.py (data.py), eval.py and entropy.py comes from here.
-    With the checkpoint's own chat template when its tokenizer has one (tokenizer.apply_chat_template: a released
-    checkpoint ships it in tokenizer_config.json and may add a default system turn), else R1V3 ChatML
-    "<|im_start|>{role}\\n{content}<|im_end|>\\n" with no system turn (tokenizer=None: always ChatML).
-    Think as the release does it (SkyworkAI/Skywork-R1V issue #40: the template's generation prompt is
-    "{{- '<|im_start|>assistant\\n<think>\\n' }}", and no-think is that line without "<think>\\n"): think and
-    nowait end the generation prompt with "<think>\\n" (added when the template lacks it), nothink without it
-    (removed when the template has it). nowait thinks; its "Wait"-type tokens are banned at sampling time."""
-    if mode not in ("think", "nothink", "nowait"):
-        raise ValueError(f"mode {mode!r} not in think/nothink/nowait")
-    if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
-    else:
-        text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
-        text += "<|im_start|>assistant\n" if add_generation_prompt else ""
-    if add_generation_prompt:
-        text = text.removesuffix(THINK_START + "\n") + ("" if mode == "nothink" else THINK_START + "\n")
-    return text
-
-
-def expand_image_tokens(text, num_tiles, num_image_token):
-    """Each <image> -> <img> + <IMG_CONTEXT> x (num_image_token * tiles) + </img>."""
-    if num_tiles and "<image>" not in text:
-        text = "<image>\n" * len(num_tiles) + text
-    if text.count("<image>") != len(num_tiles):
-        raise ValueError(f"{text.count('<image>')} <image> markers but {len(num_tiles)} images")
-    parts = text.split("<image>")
-    out = [parts[0]]
-    for tiles, part in zip(num_tiles, parts[1:]):
-        out.append(IMG_START_TOKEN + IMG_CONTEXT_TOKEN * (num_image_token * tiles) + IMG_END_TOKEN + part)
-    return "".join(out)
 
 # -----------------------------------------------------------------------------
 # CLI: inspect a config (no weights), or write a fresh tiny checkpoint for the CPU demo

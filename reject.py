@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import chat
 import configurator
 import data
 import model
@@ -68,8 +69,8 @@ def select_responses(scored, cfg):
 def sft_sample(record, j, response, system, out_dir):
     """One SFT chat line: the exact user turn the response was sampled for, and the response."""
     user = {"role": "user", "content": data.format_question(record)}
-    # the generation prompt ended with "<think>\n" (model.build_prompt): the trained answer starts with it
-    answer = {"role": "assistant", "content": model.THINK_START + "\n" + response["text"]}
+    # the generation prompt ended with "<think>\n" (chat.build_prompt): the trained answer starts with it
+    answer = {"role": "assistant", "content": chat.THINK_START + "\n" + response["text"]}
     return {"id": f"{record.id}#{j}", "question_id": record.id, "source": record.source,
             "messages": ([{"role": "system", "content": system}] if system else []) + [user, answer],
             "images": [os.path.relpath(p, Path(out_dir).resolve()) for p in record.images],  # relative to OUT
@@ -84,7 +85,7 @@ def reject(cfg, sampler=None):
     if not (cfg.checkpoint and cfg.data and cfg.out):
         raise ValueError("reject.py needs --checkpoint, --data (question records) and --out")
     records = data.read_records(cfg.data)
-    tokenizer = model.load_tokenizer(cfg.checkpoint)
+    tokenizer = chat.load_tokenizer(cfg.checkpoint)
     model_config = model.ModelConfig.from_json(Path(cfg.checkpoint) / "config.json")
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -32,12 +32,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import chat
 import checkpoint
 import configurator
 import data
 import entropy
 import memory_plan
-import model
 import train_utils as tu
 
 
@@ -274,7 +274,7 @@ def train(cfg, dist=None):
               f"{f'{cfg.micro_batch_tokens} tokens' if cfg.micro_batch_tokens else cfg.micro_batch_size}"
               f"{' (packed)' if cfg.packing else ''}")
 
-    tokenizer = model.load_tokenizer(cfg.checkpoint)
+    tokenizer = chat.load_tokenizer(cfg.checkpoint)
     # built on the meta device, sharded, then each rank reads only its slices: no rank holds the whole model
     compute_dtype = {"auto": torch.bfloat16 if dist.device.type == "cuda" else None,
                      "bfloat16": torch.bfloat16, "float32": None}[cfg.compute_dtype]

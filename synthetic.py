@@ -32,7 +32,7 @@ writes, next to an images/ folder (paths in the files are relative to the file):
     train/val/test/ood.jsonl  {"id", "images": ["images/x.png"], "question", "answer", "options"?, "meta"}
     sft.jsonl, sft_val.jsonl  {"id", "messages": [user, assistant], "images": [...], "meta"}
     caption.jsonl             the same chat format; assistant content is a description, no <think>
-    tokenizer_corpus.jsonl    one JSON string per line, to train model.build_tiny_tokenizer on
+    tokenizer_corpus.jsonl    one JSON string per line, to train chat.build_tiny_tokenizer on
     config.json               the Config used
 """
 

@@ -26,8 +26,8 @@ from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor, distribute_tensor
 
 import data
-from model import (IMG_CONTEXT_TOKEN, ModelConfig, build_model, checkpoint_files, load_tokenizer, set_trainable,
-                   tied_lm_head)
+from chat import IMG_CONTEXT_TOKEN, load_tokenizer
+from model import ModelConfig, build_model, checkpoint_files, set_trainable, tied_lm_head
 
 # -----------------------------------------------------------------------------
 # distributed: everything comes from torchrun's env (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT), so

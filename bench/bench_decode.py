@@ -21,13 +21,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
+import chat  # noqa: E402
 import configurator  # noqa: E402
 import model as M  # noqa: E402
 import sampling  # noqa: E402
 
 
 def build(shape, device, dtype):
-    tok = M.build_tiny_tokenizer()
+    tok = chat.build_tiny_tokenizer()
     if shape:
         d = json.loads(Path(shape).read_text())
         d["llm_config"]["vocab_size"] = max(d["llm_config"].get("vocab_size", 0), len(tok))
@@ -37,7 +38,7 @@ def build(shape, device, dtype):
     cfg.dynamic_image_size = False
     torch.manual_seed(0)
     net = M.build_model(cfg, dtype=dtype, device=device).eval()
-    net.img_context_token_id = tok.convert_tokens_to_ids(M.IMG_CONTEXT_TOKEN)
+    net.img_context_token_id = tok.convert_tokens_to_ids(chat.IMG_CONTEXT_TOKEN)
     return net, tok, cfg
 
 
@@ -49,9 +50,9 @@ def decode_rows(shape="", device="cpu", batch=8, steps1=8, steps2=24, compile_st
     prompts = []
     for i in range(batch):   # one or two images, prompts of different lengths
         n_img = 1 + i % 2
-        text = M.expand_image_tokens("<image>\n" * n_img + "Solve it" + " please" * (i % 5), [1] * n_img,
-                                     cfg.num_image_token)
-        prompts.append(tok(M.build_prompt([{"role": "user", "content": text}], tokenizer=tok), add_special_tokens=False)["input_ids"])
+        text = chat.expand_image_tokens("<image>\n" * n_img + "Solve it" + " please" * (i % 5), [1] * n_img,
+                                        cfg.num_image_token)
+        prompts.append(tok(chat.build_prompt([{"role": "user", "content": text}], tokenizer=tok), add_special_tokens=False)["input_ids"])
     n_tiles = sum(1 + i % 2 for i in range(batch))
     pv = torch.randn(n_tiles, 3, S, S, generator=torch.Generator().manual_seed(0)).to(dev, dtype)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)

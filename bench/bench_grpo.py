@@ -24,13 +24,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+import chat  # noqa: E402
 import configurator  # noqa: E402
 import grpo  # noqa: E402
 import model  # noqa: E402
 
 
 def make_workspace(root, n_records=32):
-    tok = model.build_tiny_tokenizer()
+    tok = chat.build_tiny_tokenizer()
     cfg = model.tiny_config(vocab_size=len(tok))
     torch.manual_seed(0)
     model.save_model(root / "ckpt", model.build_model(cfg).state_dict(), cfg, tok)

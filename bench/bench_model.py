@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import chat
 import configurator
 import model as M
 import sampling
@@ -31,7 +32,7 @@ args = configurator.parse_config(Args)
 batch, new_tokens = args.batch, args.new_tokens
 device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
 dtype = torch.bfloat16 if device == "cuda" else torch.float32
-tok = M.build_tiny_tokenizer()
+tok = chat.build_tiny_tokenizer()
 if args.config == "tiny":
     cfg = M.tiny_config(vocab_size=len(tok))
 else:
@@ -39,10 +40,10 @@ else:
     cfg.dynamic_image_size = False
 torch.manual_seed(0)
 model = M.build_model(cfg, dtype=dtype, device=device).eval()
-model.img_context_token_id = tok.convert_tokens_to_ids(M.IMG_CONTEXT_TOKEN)
+model.img_context_token_id = tok.convert_tokens_to_ids(chat.IMG_CONTEXT_TOKEN)
 S = cfg.force_image_size
-text = M.build_prompt([{"role": "user", "content": M.expand_image_tokens("<image>\nDescribe the image.", [1],
-                                                                          cfg.num_image_token)}], tokenizer=tok)
+text = chat.build_prompt([{"role": "user", "content": chat.expand_image_tokens("<image>\nDescribe the image.", [1],
+                                                                               cfg.num_image_token)}], tokenizer=tok)
 prompt = tok(text, add_special_tokens=False)["input_ids"]
 pv = torch.randn(batch, 3, S, S, device=device, dtype=dtype)
 print(f"{args.config}: {sum(M.parameter_counts(model).values()) / 1e6:.1f}M params, batch {batch}, "

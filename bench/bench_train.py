@@ -32,6 +32,7 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
+import chat  # noqa: E402
 import configurator  # noqa: E402
 import data  # noqa: E402
 import grpo  # noqa: E402
@@ -48,17 +49,17 @@ def demo_samples(root, n=64, max_response=128):
     root = Path(root)
     synthetic.write_dataset(root, n_train=0, n_val=0, n_test=0, n_ood=0, n_sft=n, n_sft_val=0, n_caption=0)
     corpus = [text for _, text in data.read_jsonl(root / "tokenizer_corpus.jsonl")]
-    tok = model.build_tiny_tokenizer(corpus)
+    tok = chat.build_tiny_tokenizer(corpus)
     cfg = model.tiny_config(vocab_size=len(tok))
     torch.manual_seed(0)
     net = model.build_model(cfg)
-    net.img_context_token_id = tok.convert_tokens_to_ids(model.IMG_CONTEXT_TOKEN)
+    net.img_context_token_id = tok.convert_tokens_to_ids(chat.IMG_CONTEXT_TOKEN)
     chats = data.read_chat_jsonl(root / "sft.jsonl")
     sft_samples = [data.tokenize_chat(tok, cfg, c, 512) for c in chats]   # demo_sft: max_seq_len 512
     grpo_samples = []
     for c in chats:   # a rollout of the SFT'd policy looks like the teacher's trace: prompt + trace <= 128 tokens
         pixel_values, num_tiles, _ = data.load_pixel_values(c["images"], cfg)
-        prompt = model.expand_image_tokens(model.build_prompt(c["messages"][:1], tokenizer=tok), num_tiles, cfg.num_image_token)
+        prompt = chat.expand_image_tokens(chat.build_prompt(c["messages"][:1], tokenizer=tok), num_tiles, cfg.num_image_token)
         answer = c["messages"][1]["content"].removeprefix("<think>\n")
         response = tok.encode(answer, add_special_tokens=False)[:max_response - 1] + [tok.eos_token_id]
         grpo_samples.append({"prompt_ids": tok.encode(prompt, add_special_tokens=False), "response_ids": response,
@@ -147,17 +148,17 @@ def mfu_rows(shape, tokens=16384, device="cuda", reps=3, packing=True, micro_bat
     """Forward+backward of grpo.sequence_logprobs over `tokens` tokens of ragged sequences (one image tile each)
     on a random model of config `shape`: seconds, tokens/s, TFLOP/s, MFU, peak GiB. bf16 autocast on cuda."""
     dev = torch.device(device)
-    tok = model.build_tiny_tokenizer()
+    tok = chat.build_tiny_tokenizer()
     d = json.loads(Path(shape).read_text())
     d["llm_config"]["vocab_size"] = max(d["llm_config"].get("vocab_size", 0), len(tok))
     cfg = model.ModelConfig.from_json(d)
     cfg.dynamic_image_size = False
     torch.manual_seed(0)
     net = model.build_model(cfg, device=dev).eval()
-    net.img_context_token_id = tok.convert_tokens_to_ids(model.IMG_CONTEXT_TOKEN)
+    net.img_context_token_id = tok.convert_tokens_to_ids(chat.IMG_CONTEXT_TOKEN)
     S, V = cfg.force_image_size, cfg.llm_config["vocab_size"]
-    text = model.build_prompt([{"role": "user", "content": model.expand_image_tokens("<image>\nSolve it.", [1],
-                                                                                     cfg.num_image_token)}], tokenizer=tok)
+    text = chat.build_prompt([{"role": "user", "content": chat.expand_image_tokens("<image>\nSolve it.", [1],
+                                                                                   cfg.num_image_token)}], tokenizer=tok)
     prompt = tok(text, add_special_tokens=False)["input_ids"]
     g = torch.Generator().manual_seed(0)
     samples, used = [], 0

@@ -40,6 +40,7 @@ from torch._dynamo.utils import counters as dynamo_counters
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("WANDB_MODE", "disabled")
+import chat
 import configurator
 import entropy
 import grpo
@@ -135,8 +136,8 @@ def model_config(vocab_size=None):
 
 
 def prompt_ids(tok, cfg):
-    text = M.build_prompt([{"role": "user", "content": M.expand_image_tokens("<image>\nSolve the problem.", [1],
-                                                                             cfg.num_image_token)}], tokenizer=tok)
+    user = chat.expand_image_tokens("<image>\nSolve the problem.", [1], cfg.num_image_token)
+    text = chat.build_prompt([{"role": "user", "content": user}], tokenizer=tok)
     return tok(text, add_special_tokens=False)["input_ids"]
 
 
@@ -145,14 +146,14 @@ def check_sampler(tok):
     prompt, S = prompt_ids(tok, cfg), cfg.force_image_size
     torch.manual_seed(0)
     m32 = M.build_model(cfg, device=DEVICE).eval()
-    m32.img_context_token_id = tok.convert_tokens_to_ids(M.IMG_CONTEXT_TOKEN)
+    m32.img_context_token_id = tok.convert_tokens_to_ids(chat.IMG_CONTEXT_TOKEN)
     pv = torch.randn(B, 3, S, S, device=DEVICE)
     autocast = lambda: torch.autocast(DEVICE.split(":")[0], dtype=torch.bfloat16)
     base, compiles = decode_s_per_step(m32, prompt, pv, B, N, autocast)
     del m32
     torch.manual_seed(0)
     m16 = M.build_model(cfg, dtype=torch.bfloat16, device=DEVICE).eval()
-    m16.img_context_token_id = tok.convert_tokens_to_ids(M.IMG_CONTEXT_TOKEN)
+    m16.img_context_token_id = tok.convert_tokens_to_ids(chat.IMG_CONTEXT_TOKEN)
     step, more = decode_s_per_step(m16, prompt, pv.to(torch.bfloat16), B, N)
     # bytes read per decode step: the bf16 LLM weights but the input embedding (B rows only) + the KV cache
     llm = cfg.llm_config
@@ -172,7 +173,7 @@ def check_train(tok):
     cfg, B, T = model_config(), SIZES["train_b"], SIZES["train_t"]
     torch.manual_seed(0)
     net = M.build_model(cfg, device=DEVICE).eval()
-    net.img_context_token_id = tok.convert_tokens_to_ids(M.IMG_CONTEXT_TOKEN)
+    net.img_context_token_id = tok.convert_tokens_to_ids(chat.IMG_CONTEXT_TOKEN)
     prompt, S, V = prompt_ids(tok, cfg), cfg.force_image_size, cfg.llm_config["vocab_size"]
     g = torch.Generator().manual_seed(0)
     samples = [{"prompt_ids": prompt, "response_ids": torch.randint(10, V, (T - len(prompt),), generator=g).tolist(),
@@ -273,7 +274,7 @@ def write_workspace(root):
     stand-in config module, as a released checkpoint has) and records with one image each. Every record asks
     the same question (one tile per image): every step's prompts have the same length, so the timed second
     step decodes at the shapes the first one compiled."""
-    tok = M.build_tiny_tokenizer(synthetic.tokenizer_corpus(n=400), vocab_size=1024 if TINY else 8192)
+    tok = chat.build_tiny_tokenizer(synthetic.tokenizer_corpus(n=400), vocab_size=1024 if TINY else 8192)
     cfg = model_config(vocab_size=len(tok))
     cfg.llm_config.update(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None)
     cfg.extra["auto_map"] = {"AutoConfig": "configuration_internvl_chat.InternVLChatConfig"}
@@ -339,7 +340,7 @@ def check_vllm(root):
     cfg = grpo_config(ckpt, root / "records.jsonl", root / "out_vllm", rollout_backend="vllm",
                       vllm_gpu_memory_utilization=0.3)
     t = time.perf_counter()   # one process: the engine runs in it, as grpo.py without torchrun starts it
-    rollout = grpo.rollout_sampler(cfg, tu.setup_distributed(), None, M.load_tokenizer(ckpt), ckpt)
+    rollout = grpo.rollout_sampler(cfg, tu.setup_distributed(), None, chat.load_tokenizer(ckpt), ckpt)
     start = time.perf_counter() - t
     slept = []
     sleep = rollout.sleep
@@ -351,7 +352,7 @@ def check_vllm(root):
 
 def main():
     print(f"gpu_check on {NAME} ({DEVICE}), torch {torch.__version__}, {'tiny' if TINY else 'InternVL3-1B shape'}")
-    tok = M.build_tiny_tokenizer()
+    tok = chat.build_tiny_tokenizer()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         _, _, vocab = write_workspace(root)   # the GRPO rows' checkpoint and records

@@ -327,7 +327,7 @@ def test_can_infer():
 
 
 def test_mmmu_issue_example_in_both_placements():
-    import model
+    import chat
     item = B.EvalItem(id="validation_Art_1", question="<image 1> Which painting style is shown?", answer="A",
                       images=[Image.new("RGB", (8, 8))], options={"A": "Cubism", "B": "Baroque"},
                       benchmark="MMMU_DEV_VAL")
@@ -337,9 +337,9 @@ def test_mmmu_issue_example_in_both_placements():
     inplace, _ = B.build_user_text(item, "inplace")
     assert inplace == ("Question: <image> Which painting style is shown?\nOptions:\nA. Cubism\nB. Baroque\n"
                        "Please select the correct answer from the options above. \n")
-    tok = model.build_tiny_tokenizer()   # the demo tokenizer renders the pre-issue prompt (prompt-parity.md)
+    tok = chat.build_tiny_tokenizer()   # the demo tokenizer renders the pre-issue prompt (prompt-parity.md)
     messages, _ = B.build_messages(item, mmmu_images="inplace")
-    assert model.build_prompt(messages, "think", tokenizer=tok) == (
+    assert chat.build_prompt(messages, "think", tokenizer=tok) == (
         "<|im_start|>user\nQuestion: <image> Which painting style is shown?\nOptions:\nA. Cubism\nB. Baroque\n"
         "Please select the correct answer from the options above. \n<|im_end|>\n<|im_start|>assistant\n<think>\n")
     with pytest.raises(ValueError, match="mmmu_images='middle'"):

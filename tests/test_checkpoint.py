@@ -17,6 +17,7 @@ sys.path.insert(0, str(REPO))
 import pytest
 import torch
 
+import chat
 import checkpoint
 import model
 import train_utils as tu
@@ -410,7 +411,7 @@ def test_resume_refuses_a_changed_run_unless_allowed(tmp_path, capsys):
 
 def test_real_model_checkpoint_round_trip_with_tied_embeddings(tmp_path):
     cfg = model.tiny_config(llm={"tie_word_embeddings": True})
-    tok = model.build_tiny_tokenizer()
+    tok = chat.build_tiny_tokenizer()
     torch.manual_seed(0)
     m = model.build_model(cfg)
     model.set_trainable(m, ["connector", "llm"])
@@ -420,7 +421,7 @@ def test_real_model_checkpoint_round_trip_with_tied_embeddings(tmp_path):
     path = checkpoint.save_checkpoint(tmp_path, 1, m, opt, cfg, tok, {}, keep_last=1)
     loaded = model.load_model(path)  # the checkpoint is a model.py checkpoint (eval.py, vLLM)
     assert state_equal(loaded.state_dict(), m.state_dict())
-    assert loaded.img_context_token_id == tok.convert_tokens_to_ids(model.IMG_CONTEXT_TOKEN)
+    assert loaded.img_context_token_id == tok.convert_tokens_to_ids(chat.IMG_CONTEXT_TOKEN)
     torch.manual_seed(1)
     m2 = model.build_model(cfg)
     model.set_trainable(m2, ["connector", "llm"])
@@ -436,7 +437,7 @@ def test_real_model_checkpoint_round_trip_with_tied_embeddings(tmp_path):
         prefix="mlp1")}
     buffers = dict(m.named_buffers())  # rotary inv_freq: in no checkpoint, recomputed
     assert all(torch.equal(t, buffers[n]) for n, t in m3.named_buffers()) and buffers
-    assert m3.img_context_token_id == tok.convert_tokens_to_ids(model.IMG_CONTEXT_TOKEN)
+    assert m3.img_context_token_id == tok.convert_tokens_to_ids(chat.IMG_CONTEXT_TOKEN)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+import chat
 import configurator
 import connector_tune
 import model
@@ -29,7 +30,7 @@ torch.set_num_threads(1)  # shared CI cores: tiny matmuls are much faster single
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("connector_tune")
-    tok = model.build_tiny_tokenizer()
+    tok = chat.build_tiny_tokenizer()
     mc = model.tiny_config(vocab_size=len(tok))
     torch.manual_seed(0)
     model.save_model(root / "init", model.build_model(mc).state_dict(), mc, tokenizer=tok)

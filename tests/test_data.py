@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+import chat
 import data
 import model
 
@@ -42,7 +43,7 @@ def tokenizer():
     trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=SPECIAL, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(CORPUS * 4, trainer)
-    tok.add_tokens([AddedToken(model.THINK_START, normalized=False), AddedToken(model.THINK_END, normalized=False)])
+    tok.add_tokens([AddedToken(chat.THINK_START, normalized=False), AddedToken(chat.THINK_END, normalized=False)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                    additional_special_tokens=SPECIAL[1:])
 
@@ -252,7 +253,7 @@ def test_encode_prompt(tmp_path, tokenizer, config):
     record = data.read_records(path)[0]
     out = data.encode_prompt(tokenizer, config, record, system="Be brief.")
     assert out["num_tiles"] == [3] and out["pixel_values"].shape == (3, 3, 112, 112)
-    context = tokenizer.convert_tokens_to_ids(model.IMG_CONTEXT_TOKEN)
+    context = tokenizer.convert_tokens_to_ids(chat.IMG_CONTEXT_TOKEN)
     assert out["input_ids"].count(context) == 3 * config.num_image_token == 48
     assert out["prompt"] == ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n<image>\nArea?\n\n"
                              + data.DEFAULT_INSTRUCTION + "<|im_end|>\n<|im_start|>assistant\n<think>\n")
@@ -328,11 +329,11 @@ def test_label_masking_exact_multi_turn_with_images(tmp_path, tokenizer, config)
 
     # turn-by-turn tokenisation equals tokenising the full ChatML text (Qwen2 pre-tokenizer)
     expanded = [dict(m) for m in sample["messages"]]
-    expanded[1]["content"] = model.expand_image_tokens(expanded[1]["content"], [3], config.num_image_token)
-    expanded[3]["content"] = model.expand_image_tokens(expanded[3]["content"], [1], config.num_image_token)
-    full = model.build_prompt(expanded, add_generation_prompt=False, tokenizer=tokenizer)
+    expanded[1]["content"] = chat.expand_image_tokens(expanded[1]["content"], [3], config.num_image_token)
+    expanded[3]["content"] = chat.expand_image_tokens(expanded[3]["content"], [1], config.num_image_token)
+    full = chat.build_prompt(expanded, add_generation_prompt=False, tokenizer=tokenizer)
     assert ids == tokenizer.encode(full, add_special_tokens=False)
-    context = tokenizer.convert_tokens_to_ids(model.IMG_CONTEXT_TOKEN)
+    context = tokenizer.convert_tokens_to_ids(chat.IMG_CONTEXT_TOKEN)
     assert ids.count(context) == 4 * config.num_image_token
 
 
@@ -353,7 +354,7 @@ def test_label_boundary_with_leading_whitespace(tokenizer, config):
 def test_overlong_chat_truncate_skip_error(tmp_path, tokenizer, config):
     sample = data.read_chat_jsonl(chat_file(tmp_path))[0]
     full = data.tokenize_chat(tokenizer, config, sample)
-    img_start = tokenizer.convert_tokens_to_ids(model.IMG_START_TOKEN)
+    img_start = tokenizer.convert_tokens_to_ids(chat.IMG_START_TOKEN)
     second_image = [t for t, i in enumerate(full["input_ids"]) if i == img_start][1]
     cut = second_image + 5   # inside the second image's token run
     out = data.tokenize_chat(tokenizer, config, sample, max_len=cut)
@@ -491,7 +492,7 @@ def test_label_masking_with_the_checkpoint_template(tmp_path, tokenizer, config)
     sample = data.read_chat_jsonl(chat_file(tmp_path))[0]
     plain = data.tokenize_chat(tokenizer, config, sample)
     demo = copy.deepcopy(tokenizer)
-    demo.chat_template = model.CHAT_TEMPLATE   # the demo tokenizer's template: exactly today's samples
+    demo.chat_template = chat.CHAT_TEMPLATE   # the demo tokenizer's template: exactly today's samples
     same = data.tokenize_chat(demo, config, sample)
     assert torch.equal(same.pop("pixel_values"), plain.pop("pixel_values")) and same == plain
 
@@ -499,7 +500,7 @@ def test_label_masking_with_the_checkpoint_template(tmp_path, tokenizer, config)
     injected = "<|im_start|>system\nYou are Skywork-R1V.<|im_end|>\n"
     templated = copy.deepcopy(tokenizer)
     templated.chat_template = ("{%- if messages[0]['role'] != 'system' %}{{- '" + injected.replace("\n", "\\n")
-                               + "' }}{%- endif %}" + model.CHAT_TEMPLATE)
+                               + "' }}{%- endif %}" + chat.CHAT_TEMPLATE)
     sample["messages"] = sample["messages"][1:]   # drop the sample's own system turn
     out = data.tokenize_chat(templated, config, sample)
     ids, labels = out["input_ids"], out["labels"]
@@ -511,12 +512,12 @@ def test_label_masking_with_the_checkpoint_template(tmp_path, tokenizer, config)
         spans[-1].append(t) if t == spans[-1][-1] + 1 else spans.append([t])
     assert [decode(templated, [ids[t] for t in s]) for s in spans] == [THINK1 + "<|im_end|>", ANSWER2 + "<|im_end|>"]
     expanded = [dict(m) for m in sample["messages"]]   # token for token apply_chat_template's output
-    expanded[0]["content"] = model.expand_image_tokens(expanded[0]["content"], [3], config.num_image_token)
-    expanded[2]["content"] = model.expand_image_tokens(expanded[2]["content"], [1], config.num_image_token)
+    expanded[0]["content"] = chat.expand_image_tokens(expanded[0]["content"], [3], config.num_image_token)
+    expanded[2]["content"] = chat.expand_image_tokens(expanded[2]["content"], [1], config.num_image_token)
     assert ids == templated.apply_chat_template(expanded, tokenize=True, return_dict=False)
 
     # a template that rewrites past assistant turns (drops their think block) cannot give exact labels
-    templated.chat_template = model.CHAT_TEMPLATE.replace("message['content']",
-                                                          "message['content'].split('</think>')[-1]")
+    templated.chat_template = chat.CHAT_TEMPLATE.replace("message['content']",
+                                                         "message['content'].split('</think>')[-1]")
     with pytest.raises(ValueError, match="does not write assistant turn 1 verbatim"):
         data.tokenize_chat(templated, config, sample)

@@ -138,8 +138,8 @@ def test_bad_shapes_raise():
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    import model
-    return model.build_tiny_tokenizer()
+    import chat
+    return chat.build_tiny_tokenizer()
 
 
 def expected_word_starts(tokenizer, text):
@@ -229,9 +229,10 @@ def test_pearson_spearman_with_ties():
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
+    import chat
     import model
     root = tmp_path_factory.mktemp("entropy_cli")
-    tok = model.build_tiny_tokenizer()
+    tok = chat.build_tiny_tokenizer()
     ckpts = []
     for seed, acc in ((0, 0.25), (1, 0.75)):
         torch.manual_seed(seed)

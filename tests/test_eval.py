@@ -11,7 +11,9 @@ sys.path.insert(0, str(REPO))
 import pytest
 from PIL import Image
 
+import bench_metrics
 import benchmarks as B
+import chat
 import eval as E
 import model
 import rewards
@@ -79,12 +81,12 @@ def test_mathvista_llm_extractor_on_the_verifier_endpoint():
 
 
 def test_avg_at_k_by_hand():
-    r = E.avg_at_k({"a": [True, False, True], "b": [True, True, False]})
+    r = bench_metrics.avg_at_k({"a": [True, False, True], "b": [True, True, False]})
     assert r["per_run"] == [1.0, 0.5, 0.5] and r["accuracy"] == pytest.approx(2 / 3)
     assert r["std"] == pytest.approx((1 / 12) ** 0.5) and (r["k"], r["n_items"]) == (3, 2)
-    assert E.avg_at_k({"a": [True]})["std"] == 0.0
+    assert bench_metrics.avg_at_k({"a": [True]})["std"] == 0.0
     with pytest.raises(ValueError, match="different numbers of samples"):
-        E.avg_at_k({"a": [True], "b": [True, False]})
+        bench_metrics.avg_at_k({"a": [True], "b": [True, False]})
 
 
 def test_hallucination_split_by_hand():
@@ -209,10 +211,9 @@ class FakeLLM:
 
 
 def test_vllm_arguments_with_fake_engine(monkeypatch):
-    import model
     import sampling
     monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(SamplingParams=FakeSamplingParams))
-    tok = model.build_tiny_tokenizer()
+    tok = chat.build_tiny_tokenizer()
     llm = FakeLLM()
     red = Image.new("RGB", (4, 4), (255, 0, 0))
     sample_fn = E.row_sampler(sampling.VLLMSampler(llm, tok, temperature=1.0, top_p=0.95), tok, banned=[11, 12])
@@ -264,7 +265,7 @@ def tiny_checkpoint(tmp_path_factory):
     import torch
     import model
     torch.manual_seed(0)
-    tok = model.build_tiny_tokenizer()
+    tok = chat.build_tiny_tokenizer()
     config = model.tiny_config(vocab_size=len(tok))
     m = model.build_model(config)
     path = tmp_path_factory.mktemp("ckpt") / "tiny"
@@ -276,7 +277,7 @@ def test_nowait_never_emits_a_banned_token(tiny_checkpoint):
     import torch
     import model
     import sampling
-    tok = model.load_tokenizer(tiny_checkpoint)
+    tok = chat.load_tokenizer(tiny_checkpoint)
     m = model.load_model(tiny_checkpoint).eval()
     banned = sampling.nowait_banned_token_ids(tok, ["Wait", "Alternatively", "Hmm"])
     assert {tok.decode([i]) for i in banned} == {" Wait", " Hmm", " Alternatively"}
@@ -285,7 +286,7 @@ def test_nowait_never_emits_a_banned_token(tiny_checkpoint):
     bias[banned] = 4.0
     hook = m.language_model.lm_head.register_forward_hook(lambda mod, inp, out: out + bias)
     try:
-        prompt = tok.encode(model.build_prompt([{"role": "user", "content": "How many circles?"}], tokenizer=tok),
+        prompt = tok.encode(chat.build_prompt([{"role": "user", "content": "How many circles?"}], tokenizer=tok),
                             add_special_tokens=False)
         kw = dict(max_new_tokens=16, temperature=1.0, stop_token_ids=sampling.stop_token_ids(tok),
                   generator=torch.Generator().manual_seed(0))
@@ -383,7 +384,7 @@ def test_resume_refuses_another_model_at_the_same_path(tiny_checkpoint, tmp_path
     shutil.copytree(ckpt, tmp_path / "moved")
     weights = model.load_model(ckpt).state_dict()
     weights["mlp1.1.bias"] = weights["mlp1.1.bias"] + 1.0
-    model.save_model(ckpt, weights, model.ModelConfig.from_json(ckpt / "config.json"), model.load_tokenizer(ckpt))
+    model.save_model(ckpt, weights, model.ModelConfig.from_json(ckpt / "config.json"), chat.load_tokenizer(ckpt))
     gens = (tmp_path / "out/mine/think_full/generations.jsonl").read_text()
     with pytest.raises(ValueError, match=r"holds generations of another model \(checkpoint .*/ck, content sha256"):
         E.main([f"--checkpoint={ckpt}", "--k=2", *args])
@@ -410,9 +411,8 @@ def test_sampling_protocol_presets_and_setting_deviations():
     statements = " ".join(E.setting_deviations(cfg, E.sampling_of(cfg)))
     assert "Sampling (paper): {'temperature': 1.0, 'top_p': 1.0, 'k': 5, 'max_new_tokens': 16384}" in statements
     assert "MMMU: each <image k> is replaced by its image in place" in statements and "'Hi.'" in statements
-    import model
-    bare = model.build_tiny_tokenizer()
+    bare = chat.build_tiny_tokenizer()
     bare.chat_template = None
     assert "has no chat template" in E.setting_deviations(cfg, None, bare)[0]
-    assert not any("chat template" in d for d in E.setting_deviations(cfg, None, model.build_tiny_tokenizer()))
+    assert not any("chat template" in d for d in E.setting_deviations(cfg, None, chat.build_tiny_tokenizer()))
     assert "the runs record no common setting" in E.setting_deviations(cfg, None)[-1]

@@ -51,6 +51,7 @@ def test_decode_timing_is_warm_and_counts_compiles(monkeypatch):
     guards and recompiles, no C++ build)."""
     gpu_check = import_gpu_check(monkeypatch)   # puts the repository on sys.path
     import torch
+    import chat
     import model as M
     import sampling
     real_compile = torch.compile
@@ -59,8 +60,8 @@ def test_decode_timing_is_warm_and_counts_compiles(monkeypatch):
     torch._dynamo.reset()
     torch.manual_seed(0)
     net = M.build_model(M.tiny_config()).eval()
-    tok = M.build_tiny_tokenizer()
-    net.img_context_token_id = tok.convert_tokens_to_ids(M.IMG_CONTEXT_TOKEN)
+    tok = chat.build_tiny_tokenizer()
+    net.img_context_token_id = tok.convert_tokens_to_ids(chat.IMG_CONTEXT_TOKEN)
     prompt = gpu_check.prompt_ids(tok, net.config)
     pv = torch.randn(2, 3, 112, 112)
     s_per_step, compiles = gpu_check.decode_s_per_step(net, prompt, pv, 2, 5, static_cache=True,

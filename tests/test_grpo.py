@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+import chat
 import data
 import grpo
 import grpo_metrics
@@ -40,7 +41,7 @@ torch.set_num_threads(1)
 def make_workspace(root, n_records=8, images=True, seed=0):
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    tok = model.build_tiny_tokenizer()
+    tok = chat.build_tiny_tokenizer()
     cfg = model.tiny_config(vocab_size=len(tok))
     torch.manual_seed(seed)
     model.save_model(root / "ckpt", model.build_model(cfg).state_dict(), cfg, tok)
@@ -58,7 +59,7 @@ def end_of_turn_checkpoint(ckpt, out):
     """ckpt with its <|im_end|> row of lm_head drawn anew, N(0, 4^2) per entry: the end-of-turn probability then
     depends on the context, as a trained model's does, so the rollouts of some prompts stop after 2-3 tokens and
     others run to max_tokens. Under torchrun each rank's rollouts then end at a different decode step."""
-    tok, net = model.load_tokenizer(ckpt), model.load_model(ckpt)
+    tok, net = chat.load_tokenizer(ckpt), model.load_model(ckpt)
     weight = net.language_model.lm_head.weight
     with torch.no_grad():
         weight[tok.convert_tokens_to_ids("<|im_end|>")] = 4.0 * torch.randn(weight.shape[1],
@@ -217,7 +218,7 @@ def micro_batch_loss_and_grads(net, samples, cfg, normaliser):
 def test_packed_micro_batches_give_the_padded_loss_and_gradients(tmp_path, agg):
     ckpt, records = make_workspace(tmp_path)
     net = model.load_model(ckpt).eval()
-    tok = model.load_tokenizer(ckpt)
+    tok = chat.load_tokenizer(ckpt)
     g = torch.Generator().manual_seed(0)
     samples = []
     for r in data.read_records(records)[:5]:   # with and without an image, prompts of different lengths
@@ -297,7 +298,7 @@ def recording_adamw_step(store):
 
 def torchrun_worker(workspace, out):
     dist = tu.setup_distributed()
-    tokenizer = model.load_tokenizer(Path(workspace) / "ckpt")
+    tokenizer = chat.load_tokenizer(Path(workspace) / "ckpt")
     store = []
     torch.optim.AdamW.step = recording_adamw_step(store)
     for cfg in distributed_configs(Path(workspace) / "ckpt", Path(workspace) / "train.jsonl", Path(out), 2):
@@ -383,7 +384,7 @@ def two_ranks(tmp_path_factory):
 
 def test_two_ranks_give_the_same_update_as_one_process(two_ranks, tmp_path, monkeypatch):
     ckpt, records = two_ranks / "ws" / "ckpt", two_ranks / "ws" / "train.jsonl"
-    tokenizer = model.load_tokenizer(ckpt)
+    tokenizer = chat.load_tokenizer(ckpt)
     store = []
     monkeypatch.setattr(torch.optim.AdamW, "step", recording_adamw_step(store))
     for one_cfg, two_cfg in zip(distributed_configs(ckpt, records, tmp_path / "one", 1),
@@ -435,7 +436,7 @@ def test_two_ranks_builtin_sampler_rollouts_end_apart_resume_and_equal_one_proce
     # and ran different numbers of micro-batches (grpo.micro_batches' token budget over prompt + response)
     ckpt = two_ranks / "ws" / "ckpt_eos"
     cfg = builtin_rehearsal_config(ckpt, two_ranks / "ws" / "train.jsonl", tmp_path / "one")
-    tok, config = model.load_tokenizer(ckpt), model.ModelConfig.from_json(ckpt / "config.json")
+    tok, config = chat.load_tokenizer(ckpt), model.ModelConfig.from_json(ckpt / "config.json")
     records = {r.id: r for r in data.read_records(cfg.data)}
     lengths = lambda call: [len(grpo.encode(tok, config, records[i], cfg)["input_ids"]) + len(o["token_ids"])
                             for i, outs in call.items() for o in outs]
@@ -526,7 +527,7 @@ def test_one_seed_per_engine(tmp_path):
     """The seed handed to generate is the same on every rank of one vLLM engine (its tp workers must sample
     alike) and differs between builtin ranks, each of which samples its own prompts."""
     ckpt, records = make_workspace(tmp_path / "ws")
-    tokenizer, config = model.load_tokenizer(ckpt), model.ModelConfig.from_json(ckpt / "config.json")
+    tokenizer, config = chat.load_tokenizer(ckpt), model.ModelConfig.from_json(ckpt / "config.json")
     cfg, recs = run_config(ckpt, records, tmp_path), data.read_records(records)
     seeds = {}
 
@@ -550,7 +551,7 @@ def test_bf16_rollout_copy(tmp_path):
     """One GPU samples from a bf16 copy (forced here on CPU): bf16(master) after every refresh, the fp32 master
     weights untouched, and it samples exactly as the checkpoint loaded in bf16 does."""
     ckpt, records = make_workspace(tmp_path / "ws")
-    tokenizer = model.load_tokenizer(ckpt)
+    tokenizer = chat.load_tokenizer(ckpt)
     config = model.ModelConfig.from_json(ckpt / "config.json")
     net = tu.load_model_sharded(ckpt, tu.Dist(), ["connector", "llm"]).eval()
     master = {k: v.clone() for k, v in net.state_dict().items()}
@@ -582,7 +583,7 @@ def test_bf16_rollout_copy(tmp_path):
                        master["vision_model.embeddings.class_embedding"].to(torch.bfloat16))   # frozen: as loaded
 
 FSDP_COPY_CHECK = """
-import sys, torch, grpo, model, train_utils as tu
+import sys, torch, chat, grpo, train_utils as tu
 sys.path.insert(0, sys.argv[1])
 from test_grpo import make_workspace, run_config
 from pathlib import Path
@@ -591,7 +592,7 @@ ckpt, records = make_workspace(root / "ws")
 net = tu.load_model_sharded(ckpt, tu.Dist(), ["connector", "llm"], param_dtype=torch.bfloat16).eval()
 full = {tu.clean_name(k): v.full_tensor() for k, v in net.state_dict().items()}
 rollout = grpo.rollout_sampler(run_config(ckpt, records, root / "out", rollout_dtype="bfloat16"), tu.Dist(), net,
-                            model.load_tokenizer(ckpt), ckpt)
+                            chat.load_tokenizer(ckpt), ckpt)
 with torch.no_grad():
     for p in net.parameters():
         if p.requires_grad:
@@ -643,7 +644,7 @@ def test_fresh_run_over_checkpoints_is_refused(two_step_run, tmp_path):
 
 
 def test_resume_refuses_a_changed_model_or_run_config(two_step_run, tmp_path, capsys):
-    tok = model.load_tokenizer(two_step_run.init_from)
+    tok = chat.load_tokenizer(two_step_run.init_from)
     config = model.ModelConfig.from_json(Path(two_step_run.init_from) / "config.json")
     weights = model.load_model(two_step_run.init_from).state_dict()
     config.llm_config["rope_theta"] = 50.0   # same shapes, another model
@@ -673,7 +674,7 @@ def test_resume_refuses_another_init_from_and_accepts_a_copy(two_step_run, tmp_p
     weights = model.load_model(two_step_run.init_from).state_dict()
     weights["mlp1.1.bias"] = weights["mlp1.1.bias"] + 1e-3   # same shapes and config, other weights
     config = model.ModelConfig.from_json(Path(two_step_run.init_from) / "config.json")
-    model.save_model(tmp_path / "other_weights", weights, config, model.load_tokenizer(two_step_run.init_from))
+    model.save_model(tmp_path / "other_weights", weights, config, chat.load_tokenizer(two_step_run.init_from))
     shutil.copytree(two_step_run.init_from, tmp_path / "other_tokenizer")
     tok_config = tmp_path / "other_tokenizer" / "tokenizer_config.json"
     tok_config.write_text(json.dumps({**json.loads(tok_config.read_text()), "model_max_length": 77}))
@@ -734,7 +735,7 @@ def test_reward_rises_on_a_toy_task(tmp_path):
 
 def test_overlong_prompts_and_missing_images(tmp_path, capsys):
     ckpt, records = make_workspace(tmp_path / "ws")
-    tokenizer = model.load_tokenizer(ckpt)
+    tokenizer = chat.load_tokenizer(ckpt)
     config = model.ModelConfig.from_json(ckpt / "config.json")
     lengths = {r.id: len(grpo.encode(tokenizer, config, r, run_config(ckpt, records, tmp_path, max_prompt_tokens=0))
                          ["input_ids"]) for r in data.read_records(records)}
@@ -811,7 +812,7 @@ def test_vllm_backend_with_a_fake_engine(tmp_path, monkeypatch):
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     FakeLLM.calls.clear()
     ckpt, records = make_workspace(tmp_path / "ws")
-    tokenizer = model.load_tokenizer(ckpt)
+    tokenizer = chat.load_tokenizer(ckpt)
     config = model.ModelConfig.from_json(ckpt / "config.json")
     cfg = run_config(ckpt, records, tmp_path, vllm_tensor_parallel_size=2, rollout_backend="vllm", max_tiles=2,
                      response_length_schedule=[(0, 4096), (10, 8192)], max_prompt_tokens=1024, temperature=1.0)
@@ -969,7 +970,7 @@ def test_verifier_counters_every_step_and_the_api_key_is_never_written(tmp_path,
     cfg = run_config(ckpt, records, tmp_path / "out", save_every=1, verifier_url=f"http://127.0.0.1:{server.server_address[1]}",
                      verifier_api_key_env="R1V3_VERIFIER_KEY")
     try:
-        grpo.main(cfg, sampler=FixedRollout(model.load_tokenizer(ckpt), tu.Dist()))
+        grpo.main(cfg, sampler=FixedRollout(chat.load_tokenizer(ckpt), tu.Dist()))
     finally:
         server.shutdown()
         server.server_close()

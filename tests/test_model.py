@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+import chat
 import model as M
 import sampling
 
@@ -81,19 +82,19 @@ def test_config_round_trip_keeps_unknown_fields():
 
 @pytest.fixture(scope="module")
 def tok():
-    return M.build_tiny_tokenizer()
+    return chat.build_tiny_tokenizer()
 
 
 def tiny(tok, seed=0, **overrides):
     torch.manual_seed(seed)
     cfg = M.tiny_config(vocab_size=len(tok), **overrides)
     model = M.build_model(cfg).eval()
-    model.img_context_token_id = tok.convert_tokens_to_ids(M.IMG_CONTEXT_TOKEN)
+    model.img_context_token_id = tok.convert_tokens_to_ids(chat.IMG_CONTEXT_TOKEN)
     return model
 
 
 def image_prompt(tok, cfg, n_images=1, question="How many circles?"):
-    text = M.build_prompt([{"role": "user", "content": M.expand_image_tokens(
+    text = chat.build_prompt([{"role": "user", "content": chat.expand_image_tokens(
         "<image>\n" * n_images + question, [1] * n_images, cfg.num_image_token)}], tokenizer=tok)
     return tok(text, add_special_tokens=False)["input_ids"]
 
@@ -199,7 +200,7 @@ def test_image_token_mismatch_says_both_numbers(tok):
 
 def test_text_only_and_dummy_tiles(tok):
     model = tiny(tok)
-    text = tok(M.build_prompt([{"role": "user", "content": "2 + 1 = ?"}], tokenizer=tok),
+    text = tok(chat.build_prompt([{"role": "user", "content": "2 + 1 = ?"}], tokenizer=tok),
                add_special_tokens=False)["input_ids"]
     ids = torch.tensor([text])
     ref = model(ids)
@@ -216,7 +217,7 @@ def test_packed_row_equals_each_sequence_alone(tok):
     import data
     model = tiny(tok)
     cfg = model.config
-    text = tok(M.build_prompt([{"role": "user", "content": "2 + 1 = ?"}], tokenizer=tok), add_special_tokens=False)["input_ids"]
+    text = tok(chat.build_prompt([{"role": "user", "content": "2 + 1 = ?"}], tokenizer=tok), add_special_tokens=False)["input_ids"]
     seqs = [image_prompt(tok, cfg, 2, "Sum both"), text, image_prompt(tok, cfg, 1, "How many?")]
     pv = random_pixels(3, cfg)
     tiles = [pv[:2], None, pv[2:]]
@@ -268,11 +269,11 @@ def test_set_trainable_prints_only_when_verbose(tok, capsys):
 def test_chat_template_matches_build_prompt(tok):
     msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "1+1?"}]
     jinja = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-    assert jinja == M.build_prompt(msgs, "think", tokenizer=tok)
+    assert jinja == chat.build_prompt(msgs, "think", tokenizer=tok)
     assert jinja.endswith("<|im_start|>assistant\n<think>\n")
-    assert M.build_prompt(msgs, "nothink", tokenizer=tok).endswith("<|im_start|>assistant\n")
+    assert chat.build_prompt(msgs, "nothink", tokenizer=tok).endswith("<|im_start|>assistant\n")
     # NoWait still thinks
-    assert M.build_prompt(msgs, "nowait", tokenizer=tok).endswith("<|im_start|>assistant\n<think>\n")
+    assert chat.build_prompt(msgs, "nowait", tokenizer=tok).endswith("<|im_start|>assistant\n<think>\n")
     text = "<think>\nhmm\n</think>\n\\boxed{2}<|im_end|>"
     assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
     assert "<think>" in tok.decode(tok(text)["input_ids"], skip_special_tokens=True)
@@ -295,10 +296,10 @@ def test_init_tiny_writes_a_loadable_checkpoint(tmp_path):
     assert M.main(["--init_tiny", str(tmp_path / "ck"), "--corpus", str(corpus), "--overrides",
                    '{"vision": {"image_size": 56}}']) == 0
     model = M.load_model(tmp_path / "ck")
-    tok = M.load_tokenizer(tmp_path / "ck")
+    tok = chat.load_tokenizer(tmp_path / "ck")
     assert model.config.force_image_size == 56 and model.config.num_image_token == 4
     assert model.config.llm_config["vocab_size"] == len(tok)
-    assert model.img_context_token_id == tok.convert_tokens_to_ids(M.IMG_CONTEXT_TOKEN)
+    assert model.img_context_token_id == tok.convert_tokens_to_ids(chat.IMG_CONTEXT_TOKEN)
     # servable: config.json names our config code, which transformers' AutoConfig (what vLLM calls for
     # internvl_chat) loads, in a fresh process with its module cache in tmp_path
     assert json.loads((tmp_path / "ck" / "config.json").read_text())["auto_map"] == \
@@ -455,8 +456,8 @@ def test_no_custom_code_question(tok, tmp_path):
     with stdin open but silent (as under torchrun), prints no question and takes no wait."""
     import time
     ckpt = released_style_checkpoint(tok, tmp_path / "ck")
-    script = ("import sys, model\n"
-              "tok = model.load_tokenizer(sys.argv[1])\n"
+    script = ("import sys, chat, model\n"
+              "tok = chat.load_tokenizer(sys.argv[1])\n"
               "net = model.load_model(sys.argv[1])\n"
               "print('loaded', len(tok), net.img_context_token_id)\n")
     t0 = time.time()
@@ -466,7 +467,7 @@ def test_no_custom_code_question(tok, tmp_path):
     wall = time.time() - t0
     assert run.returncode == 0, run.stderr[-3000:]
     assert "custom code" not in run.stdout + run.stderr and "[y/N]" not in run.stdout + run.stderr
-    assert run.stdout.split() == ["loaded", str(len(tok)), str(tok.convert_tokens_to_ids(M.IMG_CONTEXT_TOKEN))]
+    assert run.stdout.split() == ["loaded", str(len(tok)), str(tok.convert_tokens_to_ids(chat.IMG_CONTEXT_TOKEN))]
     assert wall < 12, wall   # imports take ~4 s here; one unanswered question alone waits 15 s
 
 
@@ -486,15 +487,15 @@ def test_demo_tokenizer_prompts_are_unchanged(tok):
     # the tiny demo tokenizer carries CHAT_TEMPLATE: its prompts are byte for byte the ChatML ones of before
     msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "<image>\n1+1?"}]
     head = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n<image>\n1+1?<|im_end|>\n"
-    assert tok.chat_template == M.CHAT_TEMPLATE
-    assert M.build_prompt(msgs, "think", tokenizer=tok) == head + "<|im_start|>assistant\n<think>\n"
-    assert M.build_prompt(msgs, "nowait", tokenizer=tok) == head + "<|im_start|>assistant\n<think>\n"
-    assert M.build_prompt(msgs, "nothink", tokenizer=tok) == head + "<|im_start|>assistant\n"
-    assert M.build_prompt(msgs, add_generation_prompt=False, tokenizer=tok) == head
+    assert tok.chat_template == chat.CHAT_TEMPLATE
+    assert chat.build_prompt(msgs, "think", tokenizer=tok) == head + "<|im_start|>assistant\n<think>\n"
+    assert chat.build_prompt(msgs, "nowait", tokenizer=tok) == head + "<|im_start|>assistant\n<think>\n"
+    assert chat.build_prompt(msgs, "nothink", tokenizer=tok) == head + "<|im_start|>assistant\n"
+    assert chat.build_prompt(msgs, add_generation_prompt=False, tokenizer=tok) == head
     for mode in ("think", "nothink"):   # no template at all: the same ChatML
-        assert M.build_prompt(msgs, mode, tokenizer=None) == M.build_prompt(msgs, mode, tokenizer=tok)
+        assert chat.build_prompt(msgs, mode, tokenizer=None) == chat.build_prompt(msgs, mode, tokenizer=tok)
     with pytest.raises(ValueError, match="mode 'fast'"):
-        M.build_prompt(msgs, "fast", tokenizer=tok)
+        chat.build_prompt(msgs, "fast", tokenizer=tok)
 
 
 def test_checkpoint_template_think_handling(tok):
@@ -502,14 +503,14 @@ def test_checkpoint_template_think_handling(tok):
     tok.chat_template = SYSTEM_TEMPLATE
     msgs = [{"role": "user", "content": "1+1?"}]
     system = "<|im_start|>system\nYou are Skywork-R1V, a helpful assistant.<|im_end|>\n"
-    assert M.build_prompt(msgs, "think", tokenizer=tok) == \
+    assert chat.build_prompt(msgs, "think", tokenizer=tok) == \
         system + "<|im_start|>user\n1+1?<|im_end|>\n<|im_start|>assistant\n<think>\n"
-    assert M.build_prompt(msgs, "nothink", tokenizer=tok) == \
+    assert chat.build_prompt(msgs, "nothink", tokenizer=tok) == \
         system + "<|im_start|>user\n1+1?<|im_end|>\n<|im_start|>assistant\n"
     # a template whose generation prompt does not open the think block gets "<think>\n" in think mode
     tok.chat_template = SYSTEM_TEMPLATE.replace("<think>\\n", "")
-    assert M.build_prompt(msgs, "think", tokenizer=tok).endswith("<|im_end|>\n<|im_start|>assistant\n<think>\n")
-    assert M.build_prompt(msgs, "nothink", tokenizer=tok).endswith("<|im_end|>\n<|im_start|>assistant\n")
+    assert chat.build_prompt(msgs, "think", tokenizer=tok).endswith("<|im_end|>\n<|im_start|>assistant\n<think>\n")
+    assert chat.build_prompt(msgs, "nothink", tokenizer=tok).endswith("<|im_end|>\n<|im_start|>assistant\n")
 
 
 @pytest.mark.parametrize("mode", ["think", "nothink"])

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+import chat
 import data
-import model
 import reject
 import sampling
 import sft
@@ -167,7 +167,7 @@ def test_vllm_backend_arguments_with_a_fake_vllm(tiny, tmp_path, questions, monk
                                      logit_bias={i: -100.0 for i in sampling.image_token_ids(tiny.tok)},
                                      skip_special_tokens=False, seed=None)
     q1, q2, q3 = made["requests"]
-    assert q1["prompt"] == model.build_prompt([{"role": "user", "content": data.format_question(
+    assert q1["prompt"] == chat.build_prompt([{"role": "user", "content": data.format_question(
         data.read_records(questions)[0])}], tokenizer=tiny.tok)
     # ChatML ending in "<|im_start|>assistant\n<think>\n", <image> unexpanded
     assert "<image>" in q1["prompt"] and "<IMG_CONTEXT>" not in q1["prompt"]

@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+import chat
 import data
 import model
 import sampling
@@ -27,14 +28,14 @@ torch.set_num_threads(1)   # shared cores: tiny matmuls on many threads spin
 
 @pytest.fixture(scope="module")
 def tiny():
-    tok = model.build_tiny_tokenizer()
+    tok = chat.build_tiny_tokenizer()
     torch.manual_seed(0)
     net = model.build_model(model.tiny_config(vocab_size=len(tok))).eval()
-    net.img_context_token_id = tok.convert_tokens_to_ids(model.IMG_CONTEXT_TOKEN)
-    text = model.build_prompt([{"role": "user", "content": "How many?"}], tokenizer=tok)
-    image_text = model.build_prompt([{"role": "user", "content": "<image>\nHow many?"}], tokenizer=tok)
+    net.img_context_token_id = tok.convert_tokens_to_ids(chat.IMG_CONTEXT_TOKEN)
+    text = chat.build_prompt([{"role": "user", "content": "How many?"}], tokenizer=tok)
+    image_text = chat.build_prompt([{"role": "user", "content": "<image>\nHow many?"}], tokenizer=tok)
     tiles = data.image_to_pixel_values(Image.new("RGB", (60, 40), (200, 10, 10)), net.config)   # [n,3,S,S]
-    expanded = model.expand_image_tokens(image_text, [tiles.shape[0]], net.config.num_image_token)
+    expanded = chat.expand_image_tokens(image_text, [tiles.shape[0]], net.config.num_image_token)
     prompts = [{"input_ids": tok.encode(text, add_special_tokens=False), "pixel_values": None},
                {"input_ids": tok.encode(expanded, add_special_tokens=False), "pixel_values": tiles}]
     return types.SimpleNamespace(tok=tok, net=net, prompts=prompts, tiles=tiles.shape[0])
@@ -233,7 +234,7 @@ def test_builtin_sampler_logprobs_are_the_models_at_temperature_one(tiny):
 
 def test_builtin_sampler_bans_and_stops(tiny):
     tok, vocab = tiny.tok, len(tiny.tok)
-    think_end = tok.convert_tokens_to_ids(model.THINK_END)
+    think_end = tok.convert_tokens_to_ids(chat.THINK_END)
     sampler = sampling.BuiltinSampler(tiny.net, tok, temperature=1.0)
     bias = torch.zeros(vocab)
     bias[[7] + sampling.image_token_ids(tok)] = 30.0
@@ -251,7 +252,7 @@ def test_builtin_sampler_bans_and_stops(tiny):
     bias[think_end] = 30.0
     hook = biased(tiny.net, bias)
     try:
-        stopped = sampler.sample(tiny.prompts, 1, max_tokens=6, stop=[model.THINK_END, "not one token"])
+        stopped = sampler.sample(tiny.prompts, 1, max_tokens=6, stop=[chat.THINK_END, "not one token"])
         running = sampler.sample(tiny.prompts[:1], 1, max_tokens=6)[0][0]
     finally:
         hook.remove()
@@ -364,7 +365,7 @@ def test_two_ranks_whose_rollouts_end_at_different_steps_sample_as_one_process(t
     old order (the forward, then the "any rank alive?" all-reduce, on a rank still decoding; the all-reduce, then
     a dummy forward, on a rank that is done) waited for ever. Greedy, so each rank's tokens equal one process's
     (the unsharded model), and its log-probs to fp32 round-off."""
-    tok = model.build_tiny_tokenizer()
+    tok = chat.build_tiny_tokenizer()
     cfg = model.tiny_config(vocab_size=len(tok))
     torch.manual_seed(0)
     model.save_model(tmp_path / "ckpt", model.build_model(cfg).state_dict(), cfg, tok)
@@ -385,13 +386,13 @@ def test_two_ranks_whose_rollouts_end_at_different_steps_sample_as_one_process(t
 
 def two_rank_worker(ckpt, out):
     dist = tu.setup_distributed()
-    tok = model.load_tokenizer(ckpt)
+    tok = chat.load_tokenizer(ckpt)
     one_process = model.load_model(ckpt).eval()
     sharded = tu.load_model_sharded(ckpt, dist, ["llm"]).eval()
-    text = lambda q: {"input_ids": tok.encode(model.build_prompt([{"role": "user", "content": q}], tokenizer=tok),
+    text = lambda q: {"input_ids": tok.encode(chat.build_prompt([{"role": "user", "content": q}], tokenizer=tok),
                                               add_special_tokens=False), "pixel_values": None}
     tiles = data.image_to_pixel_values(Image.new("RGB", (60, 40), (200, 10, 10)), one_process.config)
-    image_text = model.expand_image_tokens("<image>\nHow many?", [tiles.shape[0]], one_process.config.num_image_token)
+    image_text = chat.expand_image_tokens("<image>\nHow many?", [tiles.shape[0]], one_process.config.num_image_token)
     image = {**text(image_text), "pixel_values": tiles}
     prompts, n = ([text("How many?")], 1) if dist.rank == 0 else ([image, text("Sum the numbers in both")], [2, 1])
     greedy = lambda net, sync: sampling.BuiltinSampler(net, tok, temperature=0, batch_size=2, sync_ranks=sync)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file
 
+import chat
 import checkpoint
 import data
 import model
@@ -42,7 +43,7 @@ def write_jsonl(path, rows):
     return path
 
 
-def chat(i, image=None):
+def chat_sample(i, image=None):
     user = ("<image>\n" if image else "") + f"Count the circles: {i}?"
     answer = f"<think>\nThere are {i} circles.\n</think>\n\n\\boxed{{{i}}}"
     return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}],
@@ -52,14 +53,14 @@ def chat(i, image=None):
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("sft")
-    tok = model.build_tiny_tokenizer()
+    tok = chat.build_tiny_tokenizer()
     mc = model.tiny_config(vocab_size=len(tok))  # 112px tiles, 1 tile per image, 16 image tokens
     torch.manual_seed(0)
     net = model.build_model(mc)
     model.save_model(root / "init", net.state_dict(), mc, tokenizer=tok)
     Image.new("RGB", (60, 40), (200, 30, 30)).save(root / "red.png")
     Image.new("RGB", (40, 60), (30, 30, 200)).save(root / "blue.png")
-    write_jsonl(root / "train.jsonl", [chat(i, ["red.png", None, "blue.png", None][i % 4]) for i in range(8)])
+    write_jsonl(root / "train.jsonl", [chat_sample(i, ["red.png", None, "blue.png", None][i % 4]) for i in range(8)])
     write_jsonl(root / "multi_turn.jsonl", [MULTI_TURN])
     return SimpleNamespace(root=root, tok=tok, mc=mc, init=root / "init", train=root / "train.jsonl")
 
@@ -73,7 +74,7 @@ def make_config(tiny, out_dir, **overrides):
 
 def load_net(tiny):
     net = model.load_model(tiny.init)
-    net.img_context_token_id = tiny.tok.convert_tokens_to_ids(model.IMG_CONTEXT_TOKEN)
+    net.img_context_token_id = tiny.tok.convert_tokens_to_ids(chat.IMG_CONTEXT_TOKEN)
     return net
 
 
@@ -233,9 +234,9 @@ def test_early_stopping_fires_and_keeps_the_best_checkpoint(tiny, tmp_path, monk
 
 
 def test_overlong_samples_are_truncated_or_skipped_and_counted(tiny, tmp_path):
-    long_sample = chat(3, "red.png")
+    long_sample = chat_sample(3, "red.png")
     long_sample["messages"][1]["content"] = "<think>\n" + "Wait, let me check again. " * 30 + "</think>\n\n3"
-    path = write_jsonl(tiny.root / "long.jsonl", [chat(0), chat(1), long_sample, chat(2)])
+    path = write_jsonl(tiny.root / "long.jsonl", [chat_sample(0), chat_sample(1), long_sample, chat_sample(2)])
     for overflow, expected in (("truncate", (0, 2)), ("skip", (2, 0))):
         cfg = make_config(tiny, tmp_path / overflow, data=str(path), overflow=overflow, max_seq_len=100)
         summary = sft.train(cfg)
@@ -303,7 +304,7 @@ def test_crash_after_the_best_checkpoint_keeps_its_val_line(tiny, tmp_path, monk
 
 def test_missing_image_fails_at_startup_naming_the_record(tiny, tmp_path):
     # the bad sample is the last one: before, training ran until a batch drew it
-    rows = [chat(i, "red.png" if i % 2 else None) for i in range(7)] + [chat(7, "nope.png")]
+    rows = [chat_sample(i, "red.png" if i % 2 else None) for i in range(7)] + [chat_sample(7, "nope.png")]
     path = write_jsonl(tiny.root / "missing_image.jsonl", rows)
     with pytest.raises(FileNotFoundError, match=r"missing_image\.jsonl:8: image not found: .*nope\.png"):
         sft.train(make_config(tiny, tmp_path, data=str(path), max_steps=1))
@@ -311,10 +312,10 @@ def test_missing_image_fails_at_startup_naming_the_record(tiny, tmp_path):
 
 
 def test_resume_refuses_a_changed_data_file(tiny, tmp_path):
-    data_file = write_jsonl(tmp_path / "train.jsonl", [chat(i) for i in range(8)])
+    data_file = write_jsonl(tmp_path / "train.jsonl", [chat_sample(i) for i in range(8)])
     cfg = make_config(tiny, tmp_path / "out", data=str(data_file), save_every=1, max_steps=1)
     sft.train(cfg)
-    write_jsonl(data_file, [chat(i + 10) for i in range(16)])   # another file under the same name
+    write_jsonl(data_file, [chat_sample(i + 10) for i in range(16)])   # another file under the same name
     with pytest.raises(ValueError, match=r"another run: sha256 of data file 0: "):
         sft.train(sft.Config(**{**cfg.__dict__, "resume": True, "max_steps": 2}))
     summary = sft.train(sft.Config(**{**cfg.__dict__, "resume": True, "max_steps": 2, "allow_run_change": True}))
@@ -395,9 +396,10 @@ def two_ranks(tiny, tmp_path_factory):
     has 1 micro-batch and the other 2; "packed": packed micro-batches of at most 110 tokens, the long one
     truncated; "stopped" + "resumed": the packed run stopped after step 1, then resumed to step 2."""
     out = tmp_path_factory.mktemp("sft_two_ranks")
-    long_sample = chat(3)
+    long_sample = chat_sample(3)
     long_sample["messages"][1]["content"] = "<think>\n" + "Wait, let me check again. " * 30 + "</think>\n\n3"
-    path = write_jsonl(tiny.root / "four.jsonl", [chat(0, "red.png"), chat(1), long_sample, chat(2, "blue.png")])
+    path = write_jsonl(tiny.root / "four.jsonl",
+                       [chat_sample(0, "red.png"), chat_sample(1), long_sample, chat_sample(2, "blue.png")])
     base = dict(data=str(path), max_seq_len=100, grad_clip=0.5, val_data=str(path), eval_every=1)
     kwargs = {"padded": dict(base, overflow="skip", micro_batch_size=1),
               "packed": dict(base, overflow="truncate", packing=True, micro_batch_tokens=110, schedule="constant",

@@ -19,6 +19,7 @@ import torch.distributed as tdist
 import torch.nn as nn
 import torch.nn.functional as F
 
+import chat
 import checkpoint
 import model
 import train_utils as tu
@@ -188,17 +189,17 @@ def test_one_process_bf16_compute_casts_weights_once_keeps_fp32_masters():
     """One process with param_dtype (the 1-GPU path; here gloo on CPU): FSDP2 over a one-rank group computes
     with bf16 copies of the weights, exactly as a bf16 copy of the model does, and keeps fp32 parameters and
     gradients for the optimizer."""
-    tok = model.build_tiny_tokenizer()
+    tok = chat.build_tiny_tokenizer()
     cfg = model.tiny_config(vocab_size=len(tok))
     torch.manual_seed(0)
     net = model.build_model(cfg).eval()
-    net.img_context_token_id = tok.convert_tokens_to_ids(model.IMG_CONTEXT_TOKEN)
+    net.img_context_token_id = tok.convert_tokens_to_ids(chat.IMG_CONTEXT_TOKEN)
     reference = model.build_model(cfg).eval()
     reference.load_state_dict(net.state_dict())
     for p in reference.parameters():   # parameters only: FSDP2 leaves buffers (rotary inv_freq) in fp32
         p.data = p.data.to(torch.bfloat16)
     reference.img_context_token_id = net.img_context_token_id
-    ids = torch.tensor([tok(model.expand_image_tokens("<image>\nHow many?", [1], cfg.num_image_token),
+    ids = torch.tensor([tok(chat.expand_image_tokens("<image>\nHow many?", [1], cfg.num_image_token),
                             add_special_tokens=False)["input_ids"]])
     pv = torch.randn(1, 3, 112, 112)
     assert not tdist.is_initialized()
@@ -400,11 +401,11 @@ def _torchrun_worker(out):
             {p.dtype for p in m.parameters()} == {torch.float32})
 
     # the real model: names under FSDP2, connector-only step, checkpoint loadable by model.load_model
-    cfg, tok = model.tiny_config(), model.build_tiny_tokenizer()
+    cfg, tok = model.tiny_config(), chat.build_tiny_tokenizer()
     torch.manual_seed(0)
     tiny = model.build_model(cfg)
     reference = {k: v.clone() for k, v in tiny.state_dict().items()}
-    tiny.img_context_token_id = tok.convert_tokens_to_ids(model.IMG_CONTEXT_TOKEN)
+    tiny.img_context_token_id = tok.convert_tokens_to_ids(chat.IMG_CONTEXT_TOKEN)
     model.set_trainable(tiny, ["connector"])
     tu.wrap_fsdp(tiny, dist, activation_checkpointing=True)
     from torch.distributed.fsdp import FSDPModule

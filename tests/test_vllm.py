@@ -25,6 +25,7 @@ pytest.importorskip("vllm", reason="vllm is not installed here: the real-engine 
 import torch
 from PIL import Image
 
+import chat
 import data
 import grpo
 import model
@@ -73,7 +74,7 @@ def engine(workspace):
     given, no torchrun environment: no RANK)."""
     assert "RANK" not in os.environ
     ckpt = workspace / "init"
-    tokenizer = model.load_tokenizer(ckpt)
+    tokenizer = chat.load_tokenizer(ckpt)
     sampler = sampling.make_sampler("vllm", tokenizer, ckpt, dist=tu.Dist(), dtype="float32", max_model_len=1024,
                                     max_images=1, seed=0)
     yield sampler, tokenizer, model.ModelConfig.from_json(ckpt / "config.json")
