@@ -294,11 +294,31 @@ def build_llm_config(llm_config):
 # same packed rows through the varlen kernel.
 
 
+def gqa_folded_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """sdpa_attention_forward, but with a mask and GQA the query heads are folded into the KV heads instead of
+    copying K/V to full width. transformers 5.19 passes enable_gqa to SDPA only without a mask on CPU/CUDA
+    (integrations/sdpa_attention.py:30-37, 109-114); with one (padded sampling, every decode step) repeat_kv
+    copies K and V of every layer to H heads (:18-27): at a decode step that is the whole cache, g = H / H_kv
+    times over. Folded: query [b,H,q,d] -> [b,H_kv,g*q,d] (head h = kv * g + j, as repeat_kv pairs them), the
+    mask [b,1,q,k] tiled g times along q, one SDPA call with H_kv heads, out -> [b,H,q,d]. Copies: the query and
+    the mask (q = 1 at decode), never K/V."""
+    b, heads, q, d = query.shape
+    kv_heads = key.shape[1]
+    if attention_mask is None or heads == kv_heads or dropout or kwargs.get("position_bias") is not None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    g = heads // kv_heads
+    folded = query.reshape(b, kv_heads, g * q, d)   # [b,H_kv,g,q,d] with (g,q) merged: row j*q + t
+    mask = attention_mask.repeat(1, 1, g, 1) if attention_mask.shape[2] == q and q > 1 else attention_mask
+    out = F.scaled_dot_product_attention(folded, key, value, attn_mask=mask, scale=scaling)   # [b,H_kv,g*q,d]
+    return out.reshape(b, heads, q, d).transpose(1, 2).contiguous(), None   # [b,q,H,d] as transformers' sdpa returns
+
+
 def packed_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
                           cu_seq_lens_q=None, **kwargs):   # query [1,H,T,d], key/value [1,H_kv,T,d]
     if cu_seq_lens_q is None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      **kwargs)
+        return gqa_folded_sdpa_attention(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                         **kwargs)
     bounds = cu_seq_lens_q.tolist()
     gqa = query.shape[1] != key.shape[1]
     out = torch.cat([F.scaled_dot_product_attention(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], is_causal=True,
