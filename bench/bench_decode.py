@@ -142,13 +142,14 @@ def kv_copy_rows(batch=8, context=1024, layers=2):
 def graph_rows(calls=10, batch=64, new_tokens=16):
     """Dynamo compiles and would-be CUDA-graph recordings over `calls` generate calls of one batch size."""
     net, tok, cfg = build("", torch.device("cpu"), torch.float32)
-    real_compile, seen = torch.compile, set()
+    real_compile, seen, caches = torch.compile, set(), []
 
     def compile_eager(fn, **_):
         compiled = real_compile(fn, backend="eager")
 
         def step(model, tokens, attention_mask, position_ids, cache):
             seen.add((tuple(tokens.shape), tuple(attention_mask.shape), cache.layers[0].keys.data_ptr()))
+            caches.append(cache)   # kept alive: a later cache cannot reuse a freed one's address
             return compiled(model, tokens, attention_mask, position_ids, cache)
         return step
 
