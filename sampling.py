@@ -80,11 +80,11 @@ def generate(model, prompts, pixel_values=None, image_flags=None, max_new_tokens
     every block), so each step starts with one all-reduce "is any rank still decoding?" and then every rank runs
     one forward: a rank whose rows have all ended runs a dummy one-token forward, until all ranks are done.
     Every rank passes the same max_new_tokens.
-    compile_decode "auto" | "on" | "off": the one-token step through torch.compile (compiles_decode_step says
-    where "auto" does). static_cache (default: on cuda, or when the step is compiled): the fixed-shape decode
+    compile_decode "auto" | "on" | "off": the one-token step through torch.compile (compiles_decode_step: "auto"
+    is on cuda). static_cache (default: on cuda, or when the step is compiled): the fixed-shape decode
     loop instead (decode_static). All give the same tokens at T = 0 (tests/test_sampling.py)."""
     device = next(model.parameters()).device
-    compiled = compiles_decode_step(model, len(prompts), compile_decode)
+    compiled = compiles_decode_step(model, compile_decode)
     if static_cache if static_cache is not None else device.type == "cuda" or compiled:
         return decode_static(model, prompts, pixel_values, image_flags, max_new_tokens, temperature, top_p,
                              stop_token_ids, banned_token_ids, pad_token_id, generator, sync_ranks, compiled)
@@ -146,25 +146,26 @@ def decode_step(model, tokens, attention_mask, position_ids, cache):
     return model.language_model.lm_head(hidden[:, -1]).float()
 
 
-# "auto" compiles the CPU step from this batch size on: bench/bench_decode.py --compile on the tiny model
-CPU_COMPILE_MIN_BATCH = 8
 _decode_state = weakref.WeakKeyDictionary()   # model -> its compiled step and its last StaticCache
 _compile_failed = []   # [the error] once torch.compile has failed: every later decode runs eager
 
 
-def compiles_decode_step(model, batch, setting):
+def compiles_decode_step(model, setting):
     """Whether decode_static runs its step through torch.compile. "off", or after a compile failure: no.
     An FSDP-wrapped model: no, whatever the setting. Dynamo cannot trace through FSDP2's pre/post-forward hooks
     (all-gather, reshard): each block's hooks break the graph, and the pieces between them specialise on the
     layer's int layer_idx, so every block compiles its own frame until the recompile limit sends the rest to
     eager, a compile per layer for nothing. The eager static loop does the same math (the sharded 2-rank test
-    in tests/test_sampling.py). "on": yes. "auto": on cuda (CUDA graphs: ~900 launches become one replay) and on
-    CPU from CPU_COMPILE_MIN_BATCH rows (inductor's fused kernels beat eager's per-op overhead there)."""
+    in tests/test_sampling.py). "on": yes. "auto": on cuda (CUDA graphs: ~900 launches become one replay).
+    On CPU "auto" keeps the eager loop: inductor's step costs less CPU time per step (bench_decode.py: 1.75 vs
+    3.67 ms at 8 rows, 6.3 vs 7.5 ms at 64), but the static loop keeps finished rows in the batch and a process
+    compiles for seconds, so sampling whose rows mostly end early loses; "on" pays where rollouts run long
+    (config/grpo_demo.py)."""
     if setting not in ("auto", "on", "off"):
         raise ValueError(f"compile_decode must be auto, on or off, got {setting!r}")
     if setting == "off" or _compile_failed or any(isinstance(m, FSDPModule) for m in model.modules()):
         return False
-    return setting == "on" or next(model.parameters()).device.type == "cuda" or batch >= CPU_COMPILE_MIN_BATCH
+    return setting == "on" or next(model.parameters()).device.type == "cuda"
 
 
 def bucket(n, multiple):

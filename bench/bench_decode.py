@@ -11,7 +11,8 @@ step: CUDA graphs on cuda), measured in the same run, with the greedy tokens che
 Operator calls per step: torch.profiler events named aten::* (nested calls included) of a generate with
 --steps2 new tokens minus one with --steps1, divided by the difference, so the prefill cancels out. On cuda the
 kernel launches (cudaLaunchKernel + cudaGraphLaunch) are counted the same way. ms/step: the same difference of
-wall times without the profiler. decode_rows() returns the table rows, for bench/gpu_check.py.
+wall times without the profiler (min of 3); cpu_ms: of this process's CPU time (on a shared box less disturbed by
+other processes than wall time). decode_rows() returns the table rows, for bench/gpu_check.py.
 
 --kv_copies (a GPU cost measured on CPU): bytes that aten::copy_ writes in one decode step at InternVL3-1B's
 LLM shape (14 query heads, 2 KV heads, d = 64) with 2 of its 24 layers and a --context-column cache, through
@@ -77,18 +78,18 @@ def decode_rows(shape="", device="cpu", batch=8, steps1=8, steps2=24, compile_st
 
     def run(kw, n):
         sync()
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         out = sampling.generate(net, prompts, pixel_values=pv, max_new_tokens=n, temperature=0, stop_token_ids=[],
                                 pad_token_id=tok.pad_token_id, **kw)
         sync()
-        return time.perf_counter() - t, out
+        return (time.perf_counter() - t, time.process_time() - cpu), out
 
     rows, reference = [], None
     for name, kw in variants:
         run(kw, steps2)   # warm-up (and compilation)
         times, counts = {}, {}
         for n in (steps1, steps2):
-            times[n] = min(run(kw, n)[0] for _ in range(2))
+            times[n] = [min(t) for t in zip(*(run(kw, n)[0] for _ in range(3)))]   # (wall, CPU) seconds
             acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
             with profile(activities=acts) as prof:
                 _, out = run(kw, n)
@@ -102,11 +103,13 @@ def decode_rows(shape="", device="cpu", batch=8, steps1=8, steps2=24, compile_st
                      "aten_ops_per_step": round((counts[steps2][0] - counts[steps1][0]) / k, 1),
                      "launches_per_step": round((counts[steps2][1] - counts[steps1][1]) / k, 1) if dev.type == "cuda"
                      else None,
-                     "ms_per_step": round((times[steps2] - times[steps1]) / k * 1000, 3),
+                     "ms_per_step": round((times[steps2][0] - times[steps1][0]) / k * 1000, 3),
+                     "cpu_ms_per_step": round((times[steps2][1] - times[steps1][1]) / k * 1000, 3),
                      "tokens_equal_today": tokens == reference})
     for r in rows[1:]:
         r["ops_vs_today"] = round(r["aten_ops_per_step"] / rows[0]["aten_ops_per_step"], 3)
         r["time_vs_today"] = round(r["ms_per_step"] / rows[0]["ms_per_step"], 3)
+        r["cpu_time_vs_today"] = round(r["cpu_ms_per_step"] / rows[0]["cpu_ms_per_step"], 3)
     return rows
 
 
