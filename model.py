@@ -295,23 +295,20 @@ def build_llm_config(llm_config):
 
 
 def gqa_folded_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
-    """sdpa_attention_forward, but with a mask and GQA the query heads are folded into the KV heads instead of
-    copying K/V to full width. transformers 5.19 passes enable_gqa to SDPA only without a mask on CPU/CUDA
-    (integrations/sdpa_attention.py:30-37, 109-114); with one (padded sampling, every decode step) repeat_kv
-    copies K and V of every layer to H heads (:18-27): at a decode step that is the whole cache, g = H / H_kv
-    times over. Folded: query [b,H,q,d] -> [b,H_kv,g*q,d] (head h = kv * g + j, as repeat_kv pairs them), the
-    mask [b,1,q,k] tiled g times along q, one SDPA call with H_kv heads, out -> [b,H,q,d]. Copies: the query and
-    the mask (q = 1 at decode), never K/V."""
+    """sdpa_attention_forward, but a one-token query with a mask and GQA folds its heads into the KV heads instead
+    of copying K/V to full width. transformers 5.19 passes enable_gqa to SDPA only without a mask on CPU/CUDA
+    (integrations/sdpa_attention.py:30-37, 109-114); with one (every batched decode step) repeat_kv copies K and
+    V of every layer to H heads (:18-27): the whole cache, g = H / H_kv times over, at every step. Folded: query
+    [b,H,1,d] -> [b,H_kv,g,d] (head h = kv * g + j, as repeat_kv pairs them), the mask [b,1,1,k] broadcast over
+    the g rows, one SDPA call with H_kv heads, out -> [b,1,H,d]: nothing copied but the query. A longer query
+    (prefill, training) keeps transformers' path: its mask would need g copies, as large as K/V for q ~ k."""
     b, heads, q, d = query.shape
-    kv_heads = key.shape[1]
-    if attention_mask is None or heads == kv_heads or dropout or kwargs.get("position_bias") is not None:
+    if attention_mask is None or q != 1 or heads == key.shape[1] or dropout or kwargs.get("position_bias") is not None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
-    g = heads // kv_heads
-    folded = query.reshape(b, kv_heads, g * q, d)   # [b,H_kv,g,q,d] with (g,q) merged: row j*q + t
-    mask = attention_mask.repeat(1, 1, g, 1) if attention_mask.shape[2] == q and q > 1 else attention_mask
-    out = F.scaled_dot_product_attention(folded, key, value, attn_mask=mask, scale=scaling)   # [b,H_kv,g*q,d]
-    return out.reshape(b, heads, q, d).transpose(1, 2).contiguous(), None   # [b,q,H,d] as transformers' sdpa returns
+    folded = query.reshape(b, key.shape[1], heads // key.shape[1], d)   # [b,H_kv,g,d]: g query rows per KV head
+    out = F.scaled_dot_product_attention(folded, key, value, attn_mask=attention_mask, scale=scaling)
+    return out.reshape(b, 1, heads, d), None   # [b,H_kv,g,d] -> [b,q=1,H,d], as transformers' sdpa returns
 
 
 def packed_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None,

@@ -209,11 +209,10 @@ def test_text_only_and_dummy_tiles(tok):
     assert model.vision_model.embeddings.patch_embedding.weight.grad is not None
 
 
-@pytest.mark.parametrize("q", [1, 5])   # a decode step, a padded prefill
-def test_gqa_folded_attention_equals_sdpa_without_copying_kv(q):
-    """With a mask, transformers' sdpa copies K and V to all 14 query heads (repeat_kv); the folded attention gives
-    the same output (InternVL3-1B's 14 / 2 heads, padded rows) and copies only the query, the mask and its
-    output: no aten::copy_ as large as K/V at full width, and at a decode step less than K alone in all."""
+def test_gqa_folded_attention_equals_sdpa_without_copying_kv():
+    """At a decode step with a mask, transformers' sdpa copies K and V to all 14 query heads (repeat_kv); the
+    folded attention gives the same output (InternVL3-1B's 14 / 2 heads, left-padded rows) and copies neither:
+    no aten::copy_ as large as K/V at full width, less than one row's K in all. A prefill (q > 1) is unchanged."""
     from torch.profiler import ProfilerActivity, profile
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -222,24 +221,24 @@ def test_gqa_folded_attention_equals_sdpa_without_copying_kv(q):
 
     b, heads, kv_heads, cols, d = 3, 14, 2, 40, 16
     g = torch.Generator().manual_seed(0)
-    query = torch.randn(b, q, heads, d, generator=g).transpose(1, 2)   # [b,H,q,d], as the layer hands it over
     key, value = torch.randn(2, b, kv_heads, cols, d, generator=g)
-    mask = torch.ones(b, 1, q, cols, dtype=torch.bool).tril(cols - q)  # causal over the last q columns
-    mask[0, ..., :7] = False   # left padding
-    mask[2, ..., :2] = False
-    results = {}
-    for name, attention in (("reference", sdpa_attention_forward), ("folded", M.gqa_folded_sdpa_attention)):
-        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-            out, _ = attention(Attention(), query, key, value, mask, scaling=d ** -0.5)
-        copied = [math.prod(e.input_shapes[0]) for e in prof.events() if e.name == "aten::copy_"]
-        results[name] = out, copied
-    torch.testing.assert_close(results["folded"][0], results["reference"][0], rtol=1e-5, atol=1e-5)
-    assert results["folded"][0].shape == (b, q, heads, d)
-    full_width = b * heads * cols * d
-    assert results["reference"][1].count(full_width) == 2   # K and V, copied to 14 heads
-    assert max(results["folded"][1], default=0) < full_width
-    if q == 1:   # a decode step copies a few query-sized tensors, far less than the cache
-        assert sum(results["folded"][1]) < key.numel()
+    for q in (1, 5):
+        query = torch.randn(b, q, heads, d, generator=g).transpose(1, 2)   # [b,H,q,d], as the layer hands it over
+        mask = torch.ones(b, 1, q, cols, dtype=torch.bool).tril(cols - q)  # causal over the last q columns
+        mask[0, ..., :7] = False   # left padding
+        mask[2, ..., :2] = False
+        results = {}
+        for name, attention in (("reference", sdpa_attention_forward), ("folded", M.gqa_folded_sdpa_attention)):
+            with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+                out, _ = attention(Attention(), query, key, value, mask, scaling=d ** -0.5)
+            results[name] = out, [math.prod(e.input_shapes[0]) for e in prof.events() if e.name == "aten::copy_"]
+        assert results["folded"][0].shape == (b, q, heads, d)
+        torch.testing.assert_close(results["folded"][0], results["reference"][0], rtol=1e-5, atol=1e-5)
+        full_width = b * heads * cols * d
+        assert results["reference"][1].count(full_width) == 2   # K and V, copied to 14 heads
+        if q == 1:
+            assert max(results["folded"][1], default=0) < full_width
+            assert sum(results["folded"][1]) < key[0].numel()   # all its copies: less than one row's K
 
 
 def test_packed_row_equals_each_sequence_alone(tok):
