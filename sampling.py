@@ -147,7 +147,7 @@ def decode_step(model, tokens, attention_mask, position_ids, cache):
 
 
 _decode_state = weakref.WeakKeyDictionary()   # model -> its compiled step and its last StaticCache
-_compile_failed = []   # [the error] once torch.compile has failed: every later decode runs eager
+_compile_failed = []   # [its message] once torch.compile has failed: every later decode runs eager
 
 
 def compiles_decode_step(model, setting):
@@ -246,10 +246,10 @@ def decode_static(model, prompts, pixel_values, image_flags, max_new_tokens, tem
                     "step", torch.compile(decode_step, mode="reduce-overhead"))
                 logits = step_fn(model, tokens, attn, next_pos, cache).clone()   # a CUDA-graph output is
             except Exception as error:                                           # overwritten by the next replay
-                _compile_failed.append(error)
-                warnings.warn(f"torch.compile of the decode step failed ({type(error).__name__}: "
-                              f"{(str(error).splitlines() or [''])[0]}); decoding eagerly from now on "
-                              f"(compile_decode='off' skips compiling)")
+                # the message only: the exception's traceback would keep this call's tensors (the cache) alive
+                _compile_failed.append(f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}")
+                warnings.warn(f"torch.compile of the decode step failed ({_compile_failed[-1]}); decoding eagerly "
+                              f"from now on (compile_decode='off' skips compiling)")
                 compile_step = False
                 for layer in cache.layers:   # a failed call may have advanced the write position: rewind it
                     layer.cumulative_length.fill_(width + step)
