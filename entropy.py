@@ -23,6 +23,7 @@ Alignment convention, used by every per-token tensor in this file:
   write it (the paper's "entropy at the positions where the model begins reasoning").
 
 """
+import contextlib
 import json
 import math
 import sys
@@ -142,6 +143,22 @@ def _forward_chunks(inputs, weight, targets, chunk_size, temperature):
     return logp, entropy, lse
 
 
+@contextlib.contextmanager
+def tf32_matmul(enabled):
+    """cuBLAS fp32 GEMMs in TF32 inside the block (enabled; the process's setting restored after), for the lm_head
+    weight gradient of a bf16 model: 2 V C D = 0.28 TFLOP per 1,024-row chunk at V = 151,674, D = 896, IEEE fp32
+    by default (no tensor cores: H100 ~67 vs ~495 TFLOPS). TF32 rounds the inputs to a 10-bit mantissa and sums in
+    fp32: the hidden states are bf16 (exact in TF32) and the result is rounded to bf16, so that rounding stays the
+    larger one. An fp32 model keeps IEEE fp32; a CPU GEMM ignores the flag (torch 2.13 backends/cuda/__init__.py:
+    183-209, the new API: mixing it with the legacy allow_tf32 raises)."""
+    before = torch.backends.cuda.matmul.fp32_precision
+    torch.backends.cuda.matmul.fp32_precision = "tf32" if enabled else before
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.fp32_precision = before
+
+
 class _ChunkedLogprobEntropy(torch.autograd.Function):
     """Chunked forward and a chunked backward that recomputes each chunk's logits from the saved inputs,
     so the graph holds O(N) floats instead of [N, V]."""
@@ -180,7 +197,8 @@ class _ChunkedLogprobEntropy(torch.autograd.Function):
             if need_inputs:
                 grad_inputs[rows] = z.to(weight.dtype) @ weight                  # [C, D]
             if need_weight:
-                grad_weight.addmm_(z.T, inputs[rows].float())                   # [V, D] += [V, C] @ [C, D]
+                with tf32_matmul(weight.dtype != torch.float32):
+                    grad_weight.addmm_(z.T, inputs[rows].float())               # [V, D] += [V, C] @ [C, D]
         if grad_weight is not None:
             grad_weight = grad_weight.to(weight.dtype)
         return grad_inputs, grad_weight, None, None, None

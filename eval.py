@@ -86,6 +86,7 @@ class EvalConfig:
     budgets: list = field(default_factory=list)      # thinking budgets (Fig. 9), e.g. [1024, 2048, 4096, 8192, 16384]
     answer_max_tokens: int = 1024        # tokens allowed after a forced "</think>" (budget rule above)
     batch_size: int = 8                  # builtin backend: rows (question x sample) per generate call
+    compile_decode: Literal["auto", "on", "off"] = "auto"   # builtin: torch.compile of the decode step (grpo.py's)
     vllm_chunk: int = 256                # vLLM: questions per llm.generate call (resume granularity)
     backend: str = "auto"                # auto (vllm if importable and a GPU is there, else builtin) | vllm | builtin
     tensor_parallel_size: int = 1
@@ -586,7 +587,7 @@ def main(argv=None):
         max_prompt_tokens = max_model_len - 1
         sampler = sampling.make_sampler(
             backend, tokenizer, cfg.checkpoint, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed,
-            batch_size=cfg.batch_size, device=cfg.device, dtype=cfg.dtype,
+            batch_size=cfg.batch_size, compile_decode=cfg.compile_decode, device=cfg.device, dtype=cfg.dtype,
             tensor_parallel_size=cfg.tensor_parallel_size, gpu_memory_utilization=cfg.gpu_memory_utilization,
             max_model_len=max_model_len, max_images=cfg.max_images)
 

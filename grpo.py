@@ -115,6 +115,8 @@ class Config:
     # ^ builtin, one process: "bfloat16" samples a bf16 copy refreshed after every optimizer step,
     #   "policy" the policy (one GPU: a one-rank FSDP2 model re-casting weights at every decode
     #   step); auto: bfloat16 on one GPU with dtype=bfloat16
+    compile_decode: Literal["auto", "on", "off"] = "auto"   # builtin: torch.compile of the decode step
+    # ^ auto: on a GPU; "on" also on CPU; never on an FSDP-wrapped model (sampling.compiles_decode_step)
     vllm_tensor_parallel_size: int = 1
     vllm_gpu_memory_utilization: float = 0.5   # vLLM shares the GPUs with the policy and optimizer
     vllm_max_images: int = 8            # limit_mm_per_prompt
@@ -367,7 +369,7 @@ def rollout_sampler(cfg, dist, model, tokenizer, checkpoint):
     longest = max(tokens for _, tokens in cfg.response_length_schedule)
     return sampling.make_sampler(
         cfg.rollout_backend, tokenizer, checkpoint, model, dist, temperature=cfg.temperature,
-        top_p=cfg.top_p, seed=cfg.seed, batch_size=cfg.rollout_batch_size,
+        top_p=cfg.top_p, seed=cfg.seed, batch_size=cfg.rollout_batch_size, compile_decode=cfg.compile_decode,
         bf16_copy=cfg.rollout_dtype == "bfloat16" or (cfg.rollout_dtype == "auto" and one_gpu_bf16),
         tensor_parallel_size=cfg.vllm_tensor_parallel_size, max_tiles=cfg.max_tiles,
         gpu_memory_utilization=cfg.vllm_gpu_memory_utilization, max_images=cfg.vllm_max_images,

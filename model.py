@@ -170,11 +170,28 @@ def build_llm_config(llm_config):
 # same packed rows through the varlen kernel.
 
 
+def gqa_folded_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """sdpa_attention_forward, but a one-token query with a mask and GQA folds its heads into the KV heads instead
+    of copying K/V to full width. transformers 5.19 passes enable_gqa to SDPA only without a mask on CPU/CUDA
+    (integrations/sdpa_attention.py:30-37, 109-114); with one (every batched decode step) repeat_kv copies K and
+    V of every layer to H heads (:18-27): the whole cache, g = H / H_kv times over, at every step. Folded: query
+    [b,H,1,d] -> [b,H_kv,g,d] (head h = kv * g + j, as repeat_kv pairs them), the mask [b,1,1,k] broadcast over
+    the g rows, one SDPA call with H_kv heads, out -> [b,1,H,d]: nothing copied but the query. A longer query
+    (prefill, training) keeps transformers' path: its mask would need g copies, as large as K/V for q ~ k."""
+    b, heads, q, d = query.shape
+    if attention_mask is None or q != 1 or heads == key.shape[1] or dropout or kwargs.get("position_bias") is not None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    folded = query.reshape(b, key.shape[1], heads // key.shape[1], d)   # [b,H_kv,g,d]: g query rows per KV head
+    out = F.scaled_dot_product_attention(folded, key, value, attn_mask=attention_mask, scale=scaling)
+    return out.reshape(b, 1, heads, d), None   # [b,H_kv,g,d] -> [b,q=1,H,d], as transformers' sdpa returns
+
+
 def packed_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
                           cu_seq_lens_q=None, **kwargs):   # query [1,H,T,d], key/value [1,H_kv,T,d]
     if cu_seq_lens_q is None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      **kwargs)
+        return gqa_folded_sdpa_attention(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                         **kwargs)
     bounds = cu_seq_lens_q.tolist()
     gqa = query.shape[1] != key.shape[1]
     out = torch.cat([F.scaled_dot_product_attention(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], is_causal=True,

@@ -38,6 +38,7 @@ class Config:
     max_tiles: int = 0                   # image tiles per image; 0 = the checkpoint's max_dynamic_patch
     backend: Literal["auto", "vllm", "builtin"] = "auto"   # auto: vLLM if importable and a GPU is there
     batch_size: int = 8                  # questions per sampling call
+    compile_decode: Literal["auto", "on", "off"] = "auto"   # builtin: torch.compile of the decode step (grpo.py's)
     tensor_parallel_size: int = 1        # vLLM
     gpu_memory_utilization: float = 0.85  # vLLM
     max_model_len: int = 16384           # vLLM context (capped at the checkpoint's positions); longer prompts are
@@ -106,7 +107,8 @@ def reject(cfg, sampler=None):
         # builtin: one sampling.generate call per batch of questions, batch_size x k rows
         sampler = sampling.make_sampler(
             cfg.backend, tokenizer, cfg.checkpoint, temperature=cfg.temperature, top_p=cfg.top_p,
-            seed=cfg.seed, batch_size=cfg.batch_size * cfg.k, tensor_parallel_size=cfg.tensor_parallel_size,
+            seed=cfg.seed, batch_size=cfg.batch_size * cfg.k, compile_decode=cfg.compile_decode,
+            tensor_parallel_size=cfg.tensor_parallel_size,
             gpu_memory_utilization=cfg.gpu_memory_utilization, max_model_len=max_model_len,
             max_images=max((len(r.images) for r in todo), default=1), max_tiles=cfg.max_tiles)
     reward_cfg = rewards.RewardConfig(num_workers=cfg.reward_workers, verifier_url=cfg.verifier_url,

@@ -33,9 +33,12 @@ vLLM references are to the vllm==0.32.0 wheel that requirements-gpu.txt pins.
 import os
 import random
 import re
+import warnings
+import weakref
 
 import torch
 import torch.distributed as tdist
+from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 from transformers import DynamicCache, StaticCache
 
@@ -72,19 +75,20 @@ def sample_next(logits, temperature, top_p, banned, generator):
 @torch.no_grad()
 def generate(model, prompts, pixel_values=None, image_flags=None, max_new_tokens=256, temperature=1.0, top_p=1.0,
              stop_token_ids=(), banned_token_ids=(), pad_token_id=0, generator=None, sync_ranks=False,
-             static_cache=None, compile_step=None):
+             static_cache=None, compile_decode="auto"):
     """Left-padded batched sampling. The prefix is encoded once (KV cache); rows that finish leave the batch.
     sync_ranks: under FSDP every rank must run the same collectives in the same order (each forward all-gathers
     every block), so each step starts with one all-reduce "is any rank still decoding?" and then every rank runs
     one forward: a rank whose rows have all ended runs a dummy one-token forward, until all ranks are done.
     Every rank passes the same max_new_tokens.
-    static_cache (default: on cuda): the GPU decode loop instead (decode_static); compile_step (default: on
-    cuda) also captures its one-token step in CUDA graphs. Both give the same tokens (tests/test_sampling.py)."""
+    compile_decode "auto" | "on" | "off": the one-token step through torch.compile (compiles_decode_step: "auto"
+    is on cuda). static_cache (default: on cuda, or when the step is compiled): the fixed-shape decode
+    loop instead (decode_static). All give the same tokens at T = 0 (tests/test_sampling.py)."""
     device = next(model.parameters()).device
-    if static_cache if static_cache is not None else device.type == "cuda":
+    compiled = compiles_decode_step(model, compile_decode)
+    if static_cache if static_cache is not None else device.type == "cuda" or compiled:
         return decode_static(model, prompts, pixel_values, image_flags, max_new_tokens, temperature, top_p,
-                             stop_token_ids, banned_token_ids, pad_token_id, generator, sync_ranks,
-                             device.type == "cuda" if compile_step is None else compile_step)
+                             stop_token_ids, banned_token_ids, pad_token_id, generator, sync_ranks, compiled)
     b, width = len(prompts), max(len(p) for p in prompts)
     input_ids = torch.full((b, width), pad_token_id, dtype=torch.long, device=device)
     attn = torch.zeros((b, width), dtype=torch.long, device=device)
@@ -143,23 +147,57 @@ def decode_step(model, tokens, attention_mask, position_ids, cache):
     return model.language_model.lm_head(hidden[:, -1]).float()
 
 
-_compiled_steps = {}
+_decode_state = weakref.WeakKeyDictionary()   # model -> its compiled step and its last StaticCache
+_compile_failed = []   # [its message] once torch.compile has failed: every later decode runs eager
+
+
+def compiles_decode_step(model, setting):
+    """Whether decode_static runs its step through torch.compile. "off", or after a compile failure: no.
+    An FSDP-wrapped model: no, whatever the setting. Dynamo cannot trace through FSDP2's pre/post-forward hooks
+    (all-gather, reshard): each block's hooks break the graph, and the pieces between them specialise on the
+    layer's int layer_idx, so every block compiles its own frame until the recompile limit sends the rest to
+    eager, a compile per layer for nothing. The eager static loop does the same math (the sharded 2-rank test
+    in tests/test_sampling.py). "on": yes. "auto": on cuda (CUDA graphs: ~900 launches become one replay).
+    On CPU "auto" keeps the eager loop: inductor's step costs less CPU time (bench_decode.py --compile: 1.5 vs
+    3.9 ms per step at 8 rows, 4.3 vs 7.2 at 64), but the static loop keeps finished rows in the batch and each
+    process compiles for seconds: 10 sampling calls of 64 rows (tiny model, <= 128 tokens) took 1.9 vs 2.4 s
+    each where rollouts averaged 95 tokens, 1.3 vs 1.2 s where they averaged 17. "on" pays for long rollouts."""
+    if setting not in ("auto", "on", "off"):
+        raise ValueError(f"compile_decode must be auto, on or off, got {setting!r}")
+    if setting == "off" or _compile_failed or any(isinstance(m, FSDPModule) for m in model.modules()):
+        return False
+    return setting == "on" or next(model.parameters()).device.type == "cuda"
+
+
+def bucket(n, multiple):
+    """n rounded up: powers of two up to `multiple`, then multiples of it. Shapes of the compiled step come from
+    a few buckets, so its graphs (one per shape) are recorded once and replayed by later calls."""
+    return 1 << (n - 1).bit_length() if n <= multiple else -(-n // multiple) * multiple
 
 
 @torch.no_grad()
 def decode_static(model, prompts, pixel_values, image_flags, max_new_tokens, temperature, top_p, stop_token_ids,
                   banned_token_ids, pad_token_id, generator, sync_ranks, compile_step):
     """generate's loop with fixed shapes, so that a decode step is one CUDA-graph replay instead of ~900 kernel
-    launches: a StaticCache [b, H_kv, width + max_new_tokens, d] (transformers 5.19 cache_utils.StaticLayer:
-    written in place at its running length) and a full-width attention mask [b, width + max_new_tokens] whose
-    column width + t opens at step t. Rows that finish stay in the batch and feed pad tokens; their outputs are
-    dropped. Sampled tokens stay on the device; the host checks for "all rows done" every 16 steps.
-    compile_step: decode_step through torch.compile(mode="reduce-overhead") (CUDA graphs on cuda)."""
+    launches: a StaticCache [b, H_kv, total, d] (transformers 5.19 cache_utils.StaticLayer: written in place at
+    its running length) and a full-width attention mask [b, total] whose column width + t opens at step t. Rows
+    that finish stay in the batch and feed pad tokens; their outputs are dropped. Sampled tokens stay on the
+    device; the host checks for "all rows done" every 16 steps.
+    compile_step: decode_step through torch.compile(mode="reduce-overhead") (CUDA graphs on cuda). Its graphs
+    are recorded per input shape and per address of the cache tensors (marked static, cache_utils.py:455-463),
+    so a compiled loop pads the batch to bucket(b, 8) rows (one-token dummy prompts, never sampled) and the
+    cache to bucket(width + max_new_tokens, 64) columns (masked), and keeps the model's last StaticCache for
+    the next call of the same shape: a GRPO step replays the graphs of the one before (bench_decode.py
+    --graph_calls). The kept cache holds its memory between calls. A compile failure falls back to the eager step
+    with one warning."""
     device = next(model.parameters()).device
     b, width = len(prompts), max(len(p) for p in prompts)
-    total = width + max_new_tokens
-    input_ids = torch.full((b, width), pad_token_id, dtype=torch.long, device=device)
-    attn = torch.zeros((b, total), dtype=torch.long, device=device)   # [b, total]: static for the whole loop
+    rows, total = b, width + max_new_tokens
+    if compile_step:
+        rows, total = bucket(b, 8), bucket(total, 64)
+        prompts = list(prompts) + [[pad_token_id]] * (rows - b)
+    input_ids = torch.full((rows, width), pad_token_id, dtype=torch.long, device=device)
+    attn = torch.zeros((rows, total), dtype=torch.long, device=device)   # [rows, total]: static for the whole loop
     for i, p in enumerate(prompts):
         input_ids[i, width - len(p):] = torch.tensor(p, device=device)
         attn[i, width - len(p):width] = 1
@@ -170,21 +208,27 @@ def decode_static(model, prompts, pixel_values, image_flags, max_new_tokens, tem
     if model.img_context_token_id is not None:
         banned[model.img_context_token_id] = True
     stop = torch.tensor(sorted(set(stop_token_ids)) or [-1], device=device)
-    cache = StaticCache(config=model.language_model.config, max_cache_len=total)
+    state = _decode_state.setdefault(model, {})
+    key = (rows, total, next(model.parameters()).dtype, device)
+    if compile_step and state.get("cache_key") == key:
+        cache = state["cache"]
+        cache.reset()   # zeroed in place: the same tensors, so the recorded graphs stay valid
+    else:
+        cache = StaticCache(config=model.language_model.config, max_cache_len=total)
+        if compile_step:
+            state.update(cache_key=key, cache=cache)
     logits = model(input_ids, pixel_values=pixel_values, image_flags=image_flags, attention_mask=attn,
                    position_ids=positions, past_key_values=cache)[:, -1].float()
-    step_fn = decode_step
-    if compile_step:   # one compiled callable per model: later calls with the same shapes replay its graphs
-        step_fn = _compiled_steps.setdefault(id(model), torch.compile(decode_step, mode="reduce-overhead"))
     out_tokens = torch.full((b, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
     out_logprobs = torch.zeros((b, max_new_tokens), device=device)
     lengths = torch.full((b,), max_new_tokens, dtype=torch.long, device=device)   # tokens kept per row
     stopped = torch.zeros(b, dtype=torch.bool, device=device)
-    next_pos = positions[:, -1:] + 1   # [b, 1]
+    dummy_tokens = torch.full((rows - b,), pad_token_id, dtype=torch.long, device=device)   # the padded rows'
+    next_pos = positions[:, -1:] + 1   # [rows, 1]
     ranks = synced_ranks(sync_ranks, device)
     steps = 0
     for step in range(max_new_tokens):
-        tokens, logprobs = sample_next(logits, temperature, top_p, banned, generator)
+        tokens, logprobs = sample_next(logits[:b], temperature, top_p, banned, generator)   # real rows only
         out_tokens[:, step], out_logprobs[:, step] = tokens, logprobs
         newly = ~stopped & torch.isin(tokens, stop)
         lengths = torch.where(newly, step + 1, lengths)
@@ -196,10 +240,22 @@ def decode_static(model, prompts, pixel_values, image_flags, max_new_tokens, tem
                 (step % 16 == 15 and tu.all_reduce_max(float(not bool(stopped.all())), ranks) == 0):
             break
         attn[:, width + step] = 1
-        tokens = torch.where(stopped, pad_token_id, tokens)
-        logits = step_fn(model, tokens[:, None], attn, next_pos, cache)
+        tokens = torch.cat([torch.where(stopped, pad_token_id, tokens), dummy_tokens])[:, None]
         if compile_step:
-            logits = logits.clone()   # a CUDA-graph output is overwritten by the next replay
+            try:   # one compiled callable per model: later calls with the same shapes replay its graphs
+                step_fn = state.get("step") or state.setdefault(
+                    "step", torch.compile(decode_step, mode="reduce-overhead"))
+                logits = step_fn(model, tokens, attn, next_pos, cache).clone()   # a CUDA-graph output is
+            except Exception as error:                                           # overwritten by the next replay
+                # the message only: the exception's traceback would keep this call's tensors (the cache) alive
+                _compile_failed.append(f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}")
+                warnings.warn(f"torch.compile of the decode step failed ({_compile_failed[-1]}); decoding eagerly "
+                              f"from now on (compile_decode='off' skips compiling)")
+                compile_step = False
+                for layer in cache.layers:   # a failed call may have advanced the write position: rewind it
+                    layer.cumulative_length.fill_(width + step)
+        if not compile_step:
+            logits = decode_step(model, tokens, attn, next_pos, cache)
         next_pos = next_pos + 1
     lengths, stopped = lengths.clamp(max=steps).tolist(), stopped.tolist()
     tokens, logprobs = out_tokens.tolist(), out_logprobs.tolist()
@@ -344,11 +400,12 @@ class BuiltinSampler:
     bf16(master weights): the fp32 policy is untouched and a resumed run samples as the uninterrupted one."""
 
     def __init__(self, net, tokenizer, temperature=1.0, top_p=1.0, batch_size=64, seed=0, sync_ranks=False,
-                 bf16_copy=False, rank=0):
+                 bf16_copy=False, rank=0, compile_decode="auto"):
         self.copy = bf16_copy_of(net) if bf16_copy else None
         net = self.copy if bf16_copy else net
         self.net, self.tokenizer, self.temperature, self.top_p = net, tokenizer, temperature, top_p
         self.batch_size, self.sync_ranks, self.ranks = batch_size, sync_ranks, [rank]
+        self.compile_decode = compile_decode   # generate's: "auto" | "on" | "off"
         self.pad_id = tokenizer.pad_token_id or 0
         self.stop_ids, self.image_ids = stop_token_ids(tokenizer), image_token_ids(tokenizer)
         self.device = next(net.parameters()).device
@@ -393,7 +450,7 @@ class BuiltinSampler:
                            image_flags=to_device(batch["image_flags"]), max_new_tokens=max_tokens,
                            temperature=self.temperature, top_p=self.top_p, stop_token_ids=stop_ids,
                            banned_token_ids=banned, pad_token_id=self.pad_id, generator=self.generator,
-                           sync_ranks=self.sync_ranks)
+                           sync_ranks=self.sync_ranks, compile_decode=self.compile_decode)
             outs += out if i < len(chunks) else []
         for o in outs:
             o.update(text=strip_eos(self.tokenizer.decode(o["token_ids"], skip_special_tokens=False)),
@@ -510,7 +567,7 @@ class VLLMSampler:
 def make_sampler(backend, tokenizer, checkpoint, net=None, dist=None, **options):
     """The one sampler builder (grpo.py, reject.py, eval.py). backend: auto | vllm | builtin (pick_backend).
     builtin samples `net`, or the checkpoint loaded with options dtype (tu.torch_dtype names) and device
-    ("auto": cuda when there is one); options temperature, top_p, batch_size, seed, bf16_copy.
+    ("auto": cuda when there is one); options temperature, top_p, batch_size, seed, bf16_copy, compile_decode.
     vllm loads `checkpoint`; options temperature, top_p, seed, tensor_parallel_size, gpu_memory_utilization,
     max_model_len, max_images, max_tiles, dtype.
     dist (grpo.py): the sampler is colocated with a trainer of dist.world_size ranks: builtin syncs the ranks'
@@ -525,7 +582,8 @@ def make_sampler(backend, tokenizer, checkpoint, net=None, dist=None, **options)
             device = device if device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
             net = model.load_model(checkpoint, dtype=tu.torch_dtype(o["dtype"], device), device=device).eval()
         return BuiltinSampler(net, tokenizer, o["temperature"], o["top_p"], o.get("batch_size", 64), o["seed"],
-                              sync_ranks=world > 1, bf16_copy=o.get("bf16_copy", False), rank=rank)
+                              sync_ranks=world > 1, bf16_copy=o.get("bf16_copy", False), rank=rank,
+                              compile_decode=o.get("compile_decode", "auto"))
     tp, ranks, engine = o.get("tensor_parallel_size", 1), [0], {}
     if dist is not None:   # one engine per tp ranks of the trainer; its tp workers must sample identically
         if world % tp:

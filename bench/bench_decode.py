@@ -5,13 +5,28 @@ step: CUDA graphs on cuda), measured in the same run, with the greedy tokens che
 
     python bench/bench_decode.py [--device=cpu] [--batch=8] [--compile]     # tiny model (CPU: seconds)
     python bench/bench_decode.py --device=cuda --shape=config/internvl3-1b.json --batch=128 --compile
+    python bench/bench_decode.py --kv_copies      # bytes copied per decode step: transformers' sdpa vs ours
+    python bench/bench_decode.py --graph_calls=10 # compiles and graph recordings over 10 GRPO-like calls
 
 Operator calls per step: torch.profiler events named aten::* (nested calls included) of a generate with
 --steps2 new tokens minus one with --steps1, divided by the difference, so the prefill cancels out. On cuda the
 kernel launches (cudaLaunchKernel + cudaGraphLaunch) are counted the same way. ms/step: the same difference of
-wall times without the profiler. decode_rows() returns the table rows, for bench/gpu_check.py.
+wall times without the profiler (min of 3); cpu_ms: of this process's CPU time (on a shared box less disturbed by
+other processes than wall time). decode_rows() returns the table rows, for bench/gpu_check.py.
+
+--kv_copies (a GPU cost measured on CPU): bytes that aten::copy_ writes in one decode step at InternVL3-1B's
+LLM shape (14 query heads, 2 KV heads, d = 64) with 2 of its 24 layers and a --context-column cache, through
+transformers' "sdpa" (repeat_kv copies K and V to 14 heads in every layer when there is a mask) and through
+ours ("sdpa_packed": model.gqa_folded_sdpa_attention). Profiler shapes (record_shapes), not time.
+
+--graph_calls=N: N sampling calls as N GRPO steps make them (same rows, prompts of other lengths each time),
+through the compiled step with dynamo's eager backend (the same guards and recompiles as inductor, no C++
+build): dynamo frames compiled (torch._dynamo.utils.counters["stats"]["unique_graphs"], torch 2.13
+_dynamo/convert_frame.py) and the CUDA graphs that inductor's cudagraph trees would record, one per distinct
+(input shapes, cache addresses) the compiled step is called with (a new StaticCache is new static addresses).
 """
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -20,6 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
+from transformers import StaticCache  # noqa: E402
 
 import chat  # noqa: E402
 import configurator  # noqa: E402
@@ -57,24 +73,24 @@ def decode_rows(shape="", device="cpu", batch=8, steps1=8, steps2=24, compile_st
     pv = torch.randn(n_tiles, 3, S, S, generator=torch.Generator().manual_seed(0)).to(dev, dtype)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     variants = [("dynamic cache (today)", dict(static_cache=False)),
-                ("static cache", dict(static_cache=True, compile_step=False))]
+                ("static cache", dict(static_cache=True, compile_decode="off"))]
     if compile_step:
-        variants.append(("static cache + compiled step", dict(static_cache=True, compile_step=True)))
+        variants.append(("static cache + compiled step", dict(static_cache=True, compile_decode="on")))
 
     def run(kw, n):
         sync()
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         out = sampling.generate(net, prompts, pixel_values=pv, max_new_tokens=n, temperature=0, stop_token_ids=[],
                                 pad_token_id=tok.pad_token_id, **kw)
         sync()
-        return time.perf_counter() - t, out
+        return (time.perf_counter() - t, time.process_time() - cpu), out
 
     rows, reference = [], None
     for name, kw in variants:
         run(kw, steps2)   # warm-up (and compilation)
         times, counts = {}, {}
         for n in (steps1, steps2):
-            times[n] = min(run(kw, n)[0] for _ in range(2))
+            times[n] = [min(t) for t in zip(*(run(kw, n)[0] for _ in range(3)))]   # (wall, CPU) seconds
             acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
             with profile(activities=acts) as prof:
                 _, out = run(kw, n)
@@ -88,12 +104,73 @@ def decode_rows(shape="", device="cpu", batch=8, steps1=8, steps2=24, compile_st
                      "aten_ops_per_step": round((counts[steps2][0] - counts[steps1][0]) / k, 1),
                      "launches_per_step": round((counts[steps2][1] - counts[steps1][1]) / k, 1) if dev.type == "cuda"
                      else None,
-                     "ms_per_step": round((times[steps2] - times[steps1]) / k * 1000, 3),
+                     "ms_per_step": round((times[steps2][0] - times[steps1][0]) / k * 1000, 3),
+                     "cpu_ms_per_step": round((times[steps2][1] - times[steps1][1]) / k * 1000, 3),
                      "tokens_equal_today": tokens == reference})
     for r in rows[1:]:
         r["ops_vs_today"] = round(r["aten_ops_per_step"] / rows[0]["aten_ops_per_step"], 3)
         r["time_vs_today"] = round(r["ms_per_step"] / rows[0]["ms_per_step"], 3)
+        r["cpu_time_vs_today"] = round(r["cpu_ms_per_step"] / rows[0]["cpu_ms_per_step"], 3)
     return rows
+
+
+def kv_copy_rows(batch=8, context=1024, layers=2):
+    """Bytes written by aten::copy_ in one decode step (the LLM alone, fp32), per attention implementation."""
+    llm = json.loads((Path(__file__).resolve().parents[1] / "config" / "internvl3-1b.json").read_text())["llm_config"]
+    shape = {k: llm[k] for k in ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads")}
+    cfg = M.tiny_config(vocab_size=1024, llm=dict(shape, num_hidden_layers=layers))
+    torch.manual_seed(0)
+    net = M.build_model(cfg).eval()
+    prompt = torch.randint(0, 1024, (batch, context))
+    attn = torch.ones(batch, context + 1, dtype=torch.long)
+    attn[:, :3] = 0   # left padding: a mask, as every batched decode step has
+    rows = []
+    for impl in ("sdpa", "sdpa_packed"):
+        net.language_model.config._attn_implementation = impl   # read by each layer at every forward
+        cache = StaticCache(config=net.language_model.config, max_cache_len=context + 1)
+        with torch.no_grad():
+            net(prompt, attention_mask=attn[:, :context], past_key_values=cache)
+            with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+                logits = sampling.decode_step(net, prompt[:, -1:], attn, torch.full((batch, 1), context), cache)
+        copies = [e for e in prof.events() if e.name == "aten::copy_"]
+        written = sum(math.prod(e.input_shapes[0]) for e in copies) * 4   # fp32 destinations
+        rows.append({"attention": impl, "batch": batch, "context": context, "layers": layers,
+                     "copies_per_step": len(copies), "MB_copied_per_step": round(written / 2 ** 20, 2),
+                     "kv_cache_MB": round(2 * layers * batch * shape["num_key_value_heads"] * (context + 1)
+                                          * (shape["hidden_size"] // shape["num_attention_heads"]) * 4 / 2 ** 20, 2),
+                     "logits": logits})
+    rows[1]["logits_equal_sdpa"] = torch.allclose(rows[0].pop("logits"), rows[1].pop("logits"), rtol=1e-4, atol=1e-4)
+    return rows
+
+
+def graph_rows(calls=10, batch=64, new_tokens=16):
+    """Dynamo compiles and would-be CUDA-graph recordings over `calls` generate calls of one batch size."""
+    net, tok, cfg = build("", torch.device("cpu"), torch.float32)
+    real_compile, seen, caches = torch.compile, set(), []
+
+    def compile_eager(fn, **_):
+        compiled = real_compile(fn, backend="eager")
+
+        def step(model, tokens, attention_mask, position_ids, cache):
+            seen.add((tuple(tokens.shape), tuple(attention_mask.shape), cache.layers[0].keys.data_ptr()))
+            caches.append(cache)   # kept alive: a later cache cannot reuse a freed one's address
+            return compiled(model, tokens, attention_mask, position_ids, cache)
+        return step
+
+    torch.compile, counters = compile_eager, torch._dynamo.utils.counters["stats"]
+    torch._dynamo.reset()
+    lengths = torch.Generator().manual_seed(0)
+    try:
+        for call in range(calls):   # prompts of 10-40 words: other widths at every call, as GRPO's batches are
+            words = torch.randint(10, 40, (batch,), generator=lengths).tolist()
+            prompts = [tok(M.build_prompt([{"role": "user", "content": "Solve it" + " please" * w}], tokenizer=tok),
+                           add_special_tokens=False)["input_ids"] for w in words]
+            sampling.generate(net, prompts, max_new_tokens=new_tokens, temperature=0, pad_token_id=tok.pad_token_id,
+                              static_cache=True, compile_decode="on")
+    finally:
+        torch.compile = real_compile
+    return [{"calls": calls, "batch": batch, "dynamo_frames_compiled": counters["unique_graphs"],
+             "cuda_graph_recordings": len(seen)}]
 
 
 @dataclass
@@ -106,13 +183,23 @@ class Args:
     compile: bool = False    # also the torch.compile'd step (slow to compile on CPU)
     threads: int = 1
     json: str = ""           # also write the rows here
+    kv_copies: bool = False  # bytes copied per decode step instead (see above)
+    context: int = 1024      # --kv_copies: cache columns
+    graph_calls: int = 0     # > 0: compiles and graph recordings over this many calls instead
 
 
 def main():
     args = configurator.parse_config(Args)
     torch.set_num_threads(args.threads)
-    rows = decode_rows(args.shape, args.device, args.batch, args.steps1, args.steps2, args.compile)
-    print(f"decode steps, {args.shape or 'tiny model'}, {args.device}, batch {args.batch}, greedy")
+    if args.kv_copies:
+        rows = kv_copy_rows(args.batch, args.context)
+        print("one decode step, InternVL3-1B's LLM shape (2 layers), fp32, cpu")
+    elif args.graph_calls:
+        rows = graph_rows(args.graph_calls, args.batch)
+        print(f"{args.graph_calls} generate calls of {args.batch} rows, compiled step (dynamo eager backend)")
+    else:
+        rows = decode_rows(args.shape, args.device, args.batch, args.steps1, args.steps2, args.compile)
+        print(f"decode steps, {args.shape or 'tiny model'}, {args.device}, batch {args.batch}, greedy")
     keys = list(dict.fromkeys(k for r in rows for k in r))
     print(" | ".join(keys))
     for r in rows:

@@ -9,6 +9,9 @@ extra peak memory >= 10x lower, values within 1e-3).
                                                 targets are for the full size)
   python bench/bench_entropy.py --from_logits   input = existing bf16 logits [T, V] (logprobs_and_entropy_from_logits)
   python bench/bench_entropy.py --backward      forward + backward of lp + 0.1 H (the training case; CPU numbers)
+  python bench/bench_entropy.py --gemms --tokens=1024 --hidden=896   the backward's matmuls on the meta device
+                                                (shapes only, nothing computed): count, TFLOP and the cuBLAS
+                                                fp32 precision each runs at (GPU cost measured without a GPU)
 
 How memory is measured: each method runs in its own fresh subprocess. The inputs are created in place (no
 temporaries), then the kernel's resident-set high-water mark is reset (/proc/self/clear_refs = 5) and read back
@@ -107,6 +110,35 @@ def worker(args):
     Path(args.result).write_text(json.dumps({"extra_mib": (peak - rss_before) / 1024, "seconds": seconds}))
 
 
+def gemm_rows(args):
+    """Every matmul of the chunked backward (lp + 0.1 H) on meta tensors: 2 m n k FLOPs each, grouped by kind and
+    by torch.backends.cuda.matmul.fp32_precision at the call ("tf32": tensor cores on a GPU)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    rows = {}
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, a=(), kwargs=None):
+            if func in (torch.ops.aten.addmm_.default, torch.ops.aten.mm.default):
+                m, k = a[-2].shape
+                dtype = a[-1].dtype if func is torch.ops.aten.mm.default else torch.float32
+                key = (func.__name__, str(dtype).removeprefix("torch."), torch.backends.cuda.matmul.fp32_precision)
+                n, tflop = rows.get(key, (0, 0.0))
+                rows[key] = n + 1, tflop + 2 * m * k * a[-1].shape[1] / 1e12
+            return func(*a, **(kwargs or {}))
+
+    dtype = getattr(torch, args.dtype)
+    hidden = torch.empty(args.tokens, args.hidden, dtype=dtype, device="meta", requires_grad=True)
+    weight = torch.empty(args.vocab, args.hidden, dtype=dtype, device="meta", requires_grad=True)
+    targets = torch.zeros(args.tokens, dtype=torch.long, device="meta")
+    logp, entropy = E.token_logprobs_and_entropy(hidden, weight, targets, args.chunk_size, with_grad=True)
+    with Count():
+        (logp.sum() + 0.1 * entropy.sum()).backward()
+    print(f"backward, T={args.tokens} V={args.vocab} D={args.hidden} {args.dtype}, chunk_size={args.chunk_size}")
+    print("matmul | dtype | fp32_precision | calls | TFLOP")
+    for (name, dt, precision), (n, tflop) in sorted(rows.items()):
+        print(f"{name} | {dt} | {precision} | {n} | {tflop:.3f}")
+
+
 @dataclass
 class Args:
     tokens: int = 8192
@@ -117,6 +149,7 @@ class Args:
     small: bool = False          # T=1024, V=32000, D=1024, chunk 64: the same T/chunk ratio
     from_logits: bool = False    # input = existing [T, V] logits
     backward: bool = False       # with grad: forward + backward (lp + 0.1 H)
+    gemms: bool = False          # the backward's matmuls on meta tensors instead (count, TFLOP, precision)
     json: str = ""               # also write the results here
     worker: str = ""             # internal: the method a fresh process runs
     result: str = ""             # internal: where that process writes its numbers
@@ -129,6 +162,8 @@ def main():
     args.chunk_size = args.chunk_size or (64 if args.small else 512)
     if args.worker:
         return worker(args)
+    if args.gemms:
+        return gemm_rows(args)
 
     fp32_logits_mib = args.tokens * args.vocab * 4 / MiB
     need_mib = 2.2 * fp32_logits_mib + (args.vocab + args.tokens) * args.hidden * 4 / MiB

@@ -4,6 +4,7 @@ model on CPU (builtin sampling.generate rollouts, the real rewards.score_batch).
 
     cd /work/main && .venv/bin/python bench/bench_grpo.py [--steps 6] [--prompts 8] [--rollouts 8]
                                                           [--max_tokens 64] [--threads 1] [--json OUT]
+                                                          [--compile_decode on]
 
 A fresh tiny checkpoint (random weights, tiny tokenizer) and 32 records (every other one with an image) are
 written to a temporary directory; grpo.main runs --steps steps and the table shows the median of each phase
@@ -52,6 +53,7 @@ class Args:
     micro_batch_size: int = 16
     reward_workers: int = 0
     threads: int = 1         # torch intra-op threads (the 2 shared CI cores: 1)
+    compile_decode: str = "auto"   # grpo.py's: "on" compiles the CPU decode step too
     json: str = ""           # also write the results here
 
 
@@ -64,7 +66,8 @@ def main():
                           prompts_per_step=args.prompts, rollouts_per_prompt=args.rollouts,
                           response_length_schedule=[(0, args.max_tokens)], micro_batch_size=args.micro_batch_size,
                           rollout_batch_size=args.prompts * args.rollouts, reward_workers=args.reward_workers,
-                          lr=1e-4, save_every=10 ** 9, max_prompt_tokens=1024)
+                          lr=1e-4, save_every=10 ** 9, max_prompt_tokens=1024,
+                          compile_decode=args.compile_decode)
         t0 = time.time()
         history = grpo.main(cfg)
         total = time.time() - t0

@@ -12,8 +12,8 @@ First contact with a GPU (issue 11): one command, at most ~8 minutes on one H100
               the reason, where vllm does not import or there is no GPU
 
 Every timed figure is measured after an untimed run at the exact same shapes (the built-in sampler's static
-cache is prompt + max_new_tokens wide, and each width is its own compiled CUDA-graph step), and the frames
-torch.compile compiled while timing are counted (dynamo's counters); a row with any is FAILED.
+cache is prompt + max_new_tokens wide rounded up to a bucket, each bucket its own compiled CUDA-graph step), and
+the frames torch.compile compiled while timing are counted (dynamo's counters); a row with any is FAILED.
 
     python bench/gpu_check.py [--out=gpu_check.json]
     python bench/gpu_check.py --device=cpu --tiny        # smoke run of the same code on the tiny model (tests)
@@ -99,11 +99,11 @@ def no_compiles_while_timed(check, compiles):
 
 
 def decode_s_per_step(net, prompt, pixel_values, batch, new_tokens, ctx=contextlib.nullcontext, static_cache=None,
-                      compile_step=None):
+                      compile_decode="auto"):
     """Seconds per decode step of sampling.generate: (t(new_tokens) - t(1 token)) / (new_tokens - 1), so the
     prefill cancels (up to its attention over a cache new_tokens - 1 columns wider). Both timed calls first run
     once untimed at their exact shapes: the static cache is prompt + n wide and each width is its own compiled
-    step. static_cache, compile_step: generate's (default: both on cuda). -> (seconds per step, frames compiled
+    step. static_cache, compile_decode: generate's. -> (seconds per step, frames compiled
     while timed)."""
     device = next(net.parameters()).device
 
@@ -113,7 +113,7 @@ def decode_s_per_step(net, prompt, pixel_values, batch, new_tokens, ctx=contextl
         with ctx():
             sampling.generate(net, [prompt] * batch, pixel_values=pixel_values, max_new_tokens=n, temperature=1.0,
                               generator=torch.Generator(device).manual_seed(0), static_cache=static_cache,
-                              compile_step=compile_step)
+                              compile_decode=compile_decode)
         sync()
         return time.perf_counter() - t
 

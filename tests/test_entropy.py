@@ -124,6 +124,38 @@ def test_bf16_hidden_keeps_dtypes_and_matches_its_own_logits():
     assert hidden.grad.dtype == weight.grad.dtype == torch.bfloat16
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_lm_head_weight_gradient_gemm_runs_in_tf32_for_a_bf16_model(dtype):
+    """The [V, C] @ [C, D] fp32 GEMM of the lm_head weight gradient (one per chunk) runs with cuBLAS's fp32
+    precision at "tf32" for a bf16 model, and only that GEMM: the forward's and the hidden gradient's matmuls and
+    everything after see the process's setting; an fp32 model stays IEEE. Read inside each aten call."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class PrecisionAtEachCall(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func in (torch.ops.aten.addmm_.default, torch.ops.aten.mm.default):
+                self.calls.append((func.__name__, torch.backends.cuda.matmul.fp32_precision))
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(3)
+    hidden = torch.randn(20, 32, dtype=dtype, requires_grad=True)
+    weight = torch.randn(64, 32, dtype=dtype, requires_grad=True)
+    before = torch.backends.cuda.matmul.fp32_precision
+    logp, ent = E.token_logprobs_and_entropy(hidden, weight, torch.randint(0, 64, (20,)), chunk_size=8,
+                                             with_grad=True)
+    with PrecisionAtEachCall() as mode:
+        (logp + ent).sum().backward()
+    weight_grad_gemms = [p for f, p in mode.calls if f.startswith("addmm_")]
+    assert len(weight_grad_gemms) == 3   # ceil(20 / 8) chunks
+    assert set(weight_grad_gemms) == {"tf32" if dtype == torch.bfloat16 else before}
+    assert {p for f, p in mode.calls if not f.startswith("addmm_")} == {before}   # the other matmuls
+    assert torch.backends.cuda.matmul.fp32_precision == before and weight.grad is not None
+
+
 def test_bad_shapes_raise():
     with pytest.raises(ValueError, match="does not match hidden"):
         E.token_logprobs_and_entropy(torch.zeros(3, 8), torch.zeros(10, 4), torch.zeros(3, dtype=torch.long))

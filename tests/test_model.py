@@ -1,5 +1,6 @@
 import copy
 import json
+import math
 import os
 import subprocess
 import sys
@@ -209,6 +210,38 @@ def test_text_only_and_dummy_tiles(tok):
     assert torch.allclose(out, ref, atol=1e-6)
     out.sum().backward()
     assert model.vision_model.embeddings.patch_embedding.weight.grad is not None
+
+
+def test_gqa_folded_attention_equals_sdpa_without_copying_kv():
+    """At a decode step with a mask, transformers' sdpa copies K and V to all 14 query heads (repeat_kv); the
+    folded attention gives the same output (InternVL3-1B's 14 / 2 heads, left-padded rows) and copies neither:
+    no aten::copy_ as large as K/V at full width, less than one row's K in all. A prefill (q > 1) is unchanged."""
+    from torch.profiler import ProfilerActivity, profile
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    class Attention:   # what both read from transformers' attention module
+        num_key_value_groups, is_causal = 7, True
+
+    b, heads, kv_heads, cols, d = 3, 14, 2, 40, 16
+    g = torch.Generator().manual_seed(0)
+    key, value = torch.randn(2, b, kv_heads, cols, d, generator=g)
+    for q in (1, 5):
+        query = torch.randn(b, q, heads, d, generator=g).transpose(1, 2)   # [b,H,q,d], as the layer hands it over
+        mask = torch.ones(b, 1, q, cols, dtype=torch.bool).tril(cols - q)  # causal over the last q columns
+        mask[0, ..., :7] = False   # left padding
+        mask[2, ..., :2] = False
+        results = {}
+        for name, attention in (("reference", sdpa_attention_forward), ("folded", M.gqa_folded_sdpa_attention)):
+            with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+                out, _ = attention(Attention(), query, key, value, mask, scaling=d ** -0.5)
+            results[name] = out, [math.prod(e.input_shapes[0]) for e in prof.events() if e.name == "aten::copy_"]
+        assert results["folded"][0].shape == (b, q, heads, d)
+        torch.testing.assert_close(results["folded"][0], results["reference"][0], rtol=1e-5, atol=1e-5)
+        full_width = b * heads * cols * d
+        assert results["reference"][1].count(full_width) == 2   # K and V, copied to 14 heads
+        if q == 1:
+            assert max(results["folded"][1], default=0) < full_width
+            assert sum(results["folded"][1]) < key[0].numel()   # all its copies: less than one row's K
 
 
 def test_packed_row_equals_each_sequence_alone(tok):

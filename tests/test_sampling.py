@@ -21,7 +21,7 @@ import sampling
 import train_utils as tu
 from test_model import VIT_6B_STYLE, image_prompt, random_pixels, tok  # noqa: F401   tok is a fixture
 from test_model import tiny as tiny_net
-from test_train_utils import torchrun
+from test_train_utils import SINGLE, torchrun
 
 torch.set_num_threads(1)   # shared cores: tiny matmuls on many threads spin
 
@@ -74,7 +74,7 @@ def test_static_cache_decode_equals_dynamic_decode_greedy(tok, overrides):
     pv = random_pixels(7, cfg)
     kwargs = dict(pixel_values=pv, max_new_tokens=20, temperature=0, pad_token_id=tok.pad_token_id)
     dynamic = sampling.generate(net, prompts, static_cache=False, **kwargs)
-    static = sampling.generate(net, prompts, static_cache=True, compile_step=False, **kwargs)
+    static = sampling.generate(net, prompts, static_cache=True, compile_decode="off", **kwargs)
     assert [r["token_ids"] for r in static] == [r["token_ids"] for r in dynamic]
     for a, b in zip(static, dynamic):
         assert a["finish_reason"] == b["finish_reason"] == "length"
@@ -82,11 +82,89 @@ def test_static_cache_decode_equals_dynamic_decode_greedy(tok, overrides):
     # stop tokens: rows end at different steps (one at its first token), the others go on unchanged
     stops = [dynamic[0]["token_ids"][0], dynamic[1]["token_ids"][5]]
     dynamic = sampling.generate(net, prompts, static_cache=False, stop_token_ids=stops, **kwargs)
-    static = sampling.generate(net, prompts, static_cache=True, compile_step=False, stop_token_ids=stops, **kwargs)
+    static = sampling.generate(net, prompts, static_cache=True, compile_decode="off", stop_token_ids=stops, **kwargs)
     assert [(r["token_ids"], r["finish_reason"]) for r in static] == \
         [(r["token_ids"], r["finish_reason"]) for r in dynamic]
     assert len(static[0]["token_ids"]) == 1 and static[0]["finish_reason"] == "stop"
     assert len({len(r["token_ids"]) for r in static}) > 1
+
+
+def test_compiled_cpu_decode_equals_eager_and_reuses_its_graph(tok, monkeypatch):
+    """The compiled CPU step (inductor, for real) gives the eager loop's tokens at T = 0 on a padded batch of 5
+    rows with one to three images (bucketed to 8 rows: 3 dummy rows). A second call with other prompt widths
+    lands in the same (rows, columns) bucket: dynamo compiles nothing new and the StaticCache is the same
+    object, so on cuda its CUDA graphs replay instead of being recorded again."""
+    monkeypatch.setattr(sampling, "_compile_failed", [])
+    net = tiny_net(tok, llm={"num_hidden_layers": 1})   # one block: a few seconds of inductor
+    cfg = net.config
+    questions = ["How many?", "Sum the numbers in both images", "Count", "Which of the three images", "Add"]
+    n_images = [1, 2, 1, 3, 1]
+    kwargs = dict(max_new_tokens=20, temperature=0, pad_token_id=tok.pad_token_id)
+    counters = torch._dynamo.utils.counters["stats"]
+    for extra in ("", " please"):
+        prompts = [image_prompt(tok, cfg, k, q + extra) for k, q in zip(n_images, questions)]
+        pv = random_pixels(sum(n_images), cfg)
+        eager = sampling.generate(net, prompts, pixel_values=pv, static_cache=False, **kwargs)
+        graphs = counters["unique_graphs"]
+        compiled = sampling.generate(net, prompts, pixel_values=pv, compile_decode="on", **kwargs)
+        assert [r["token_ids"] for r in compiled] == [r["token_ids"] for r in eager]
+        for a, b in zip(compiled, eager):
+            torch.testing.assert_close(torch.tensor(a["logprobs"]), torch.tensor(b["logprobs"]), rtol=1e-4,
+                                       atol=1e-4)
+        if extra:   # the second call: no compile, the first call's cache
+            assert counters["unique_graphs"] == graphs and sampling._decode_state[net]["cache"] is cache
+        cache = sampling._decode_state[net]["cache"]
+    assert not sampling._compile_failed and len({len(p) for p in prompts}) > 1
+
+
+def test_compile_failure_falls_back_to_eager_with_one_warning(tok, monkeypatch):
+    """A backend that fails (an inductor/Triton error) costs one warning; the tokens are the eager loop's, and
+    later calls decode eagerly without trying again."""
+    monkeypatch.setattr(sampling, "_compile_failed", [])
+    tries = []
+
+    def failing_backend(graph, example_inputs):
+        tries.append(1)
+        raise RuntimeError("no C++ compiler")
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **_: real_compile(fn, backend=failing_backend))
+    torch._dynamo.reset()
+    net = tiny_net(tok)
+    prompts = [image_prompt(tok, net.config, 1, "How many?"), image_prompt(tok, net.config, 1, "Count")]
+    kwargs = dict(pixel_values=random_pixels(2, net.config), max_new_tokens=6, temperature=0,
+                  pad_token_id=tok.pad_token_id)
+    eager = sampling.generate(net, prompts, compile_decode="off", **kwargs)
+    with pytest.warns(UserWarning, match="decoding eagerly") as warned:
+        outs = [sampling.generate(net, prompts, compile_decode="on", **kwargs) for _ in range(2)]
+    assert len([w for w in warned if "decoding eagerly" in str(w.message)]) == 1 and len(tries) == 1
+    assert [r["token_ids"] for r in outs[0]] == [r["token_ids"] for r in outs[1]] == \
+        [r["token_ids"] for r in eager]
+    torch._dynamo.reset()
+
+
+def test_fsdp_model_decodes_without_compile(tok, monkeypatch):
+    """An FSDP2-wrapped model (here one rank) is never compiled: dynamo would break at each block's hooks and
+    recompile per layer. compile_decode="on" decodes it with the eager static loop, as "off" does."""
+    monkeypatch.setattr(sampling, "_compile_failed", [])
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **_: compiled.append(fn) or fn)
+    net = tiny_net(tok)
+    prompts = [image_prompt(tok, net.config, 1, "How many?"), image_prompt(tok, net.config, 1, "Count")] * 4
+    kwargs = dict(pixel_values=random_pixels(8, net.config), max_new_tokens=4, temperature=0,
+                  pad_token_id=tok.pad_token_id)
+    try:
+        tu.wrap_fsdp(net, SINGLE, param_dtype=torch.bfloat16)
+        assert not sampling.compiles_decode_step(net, "on")
+        on = sampling.generate(net, prompts, compile_decode="on", **kwargs)
+        off = sampling.generate(net, prompts, static_cache=True, compile_decode="off", **kwargs)
+    finally:
+        tu.cleanup_distributed()
+    assert compiled == [] and on == off
+    plain = tiny_net(tok)   # the same model unwrapped: compiled when asked, eager on CPU by default
+    assert sampling.compiles_decode_step(plain, "on") and not sampling.compiles_decode_step(plain, "auto")
+    with pytest.raises(ValueError, match="compile_decode"):
+        sampling.compiles_decode_step(net, "yes")
 
 
 def test_generation_stops_bans_and_returns_logprobs(tok):
@@ -409,7 +487,7 @@ def two_rank_worker(ckpt, out):
     for name, net, sync in (("static", sharded, True), ("static_one_process", one_process, False)):
         result[name] = sampling.generate(net, ids, batch["pixel_values"], batch["image_flags"], max_new_tokens=20,
                                          temperature=0, stop_token_ids=stop_ids, pad_token_id=tok.pad_token_id,
-                                         sync_ranks=sync, static_cache=True, compile_step=False)
+                                         sync_ranks=sync, static_cache=True, compile_decode="off")
     (Path(out) / f"rank{dist.rank}.json").write_text(json.dumps(result))
     torch.distributed.barrier()
     tu.cleanup_distributed()
