@@ -318,14 +318,13 @@ def test_schedules():
 
 
 def distributed_configs(ckpt, records, out, world):
-    """The same global batches; micro-batch sizes differ between the 1- and 2-rank runs on purpose, and so does the
-    prompt's layout: one copy per sequence in one process, one per group's micro-batch (shared_prefix) on 2 ranks."""
-    return [dataclasses.replace(cfg, shared_prefix=world == 2) for cfg in [
+    """The same global batches; micro-batch sizes differ between the 1- and 2-rank runs on purpose."""
+    return [
         run_config(ckpt, records, out / "seq", loss_agg="seq-mean-token-mean", mini_batches=2, clip_eps_high=0.28,
                    kl_beta=0.05, micro_batch_size=2 if world == 2 else 3, steps=1, response_length_schedule=[(0, 40)]),
         run_config(ckpt, records, out / "tok", loss_agg="token-mean", micro_batch_size=2 if world == 2 else 5,
                    trainable=["connector", "llm"], steps=1, response_length_schedule=[(0, 40)]),
-    ]]
+    ]
 
 
 def recording_adamw_step(store):
@@ -454,6 +453,21 @@ def test_two_ranks_give_the_same_update_as_one_process(two_ranks, tmp_path, monk
         assert len(store) == len(two_grads) == one_cfg.mini_batches
         for g1, g2 in zip(store, two_grads):
             assert len(g1) == len(g2) and sum(int(g.count_nonzero()) for g in g1) > 0
+            for a, b in zip(g1, g2):
+                torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+        # the 2 ranks shared each group's prompt in a micro-batch (shared_prefix, the default); one process with
+        # one prompt copy per sequence gives the same loss and gradients (not the same weights bit for bit: Adam's
+        # first step turns fp32 round-off in a near-zero gradient into up to 2 lr, the check below)
+        assert two_cfg.shared_prefix and two_cfg.micro_batch_size == 2 and two_cfg.rollouts_per_prompt == 4
+        store.clear()
+        per_seq = grpo.main(dataclasses.replace(one_cfg, shared_prefix=False, out_dir=f"{one_cfg.out_dir}_per_seq"),
+                            sampler=FixedRollout(tokenizer, tu.Dist()))
+        per_seq_grads = list(store)
+        for a, b in zip(per_seq, two):
+            for key in ("train/loss", "train/grad_norm", "train/clip_frac", "train/kl_ref", "entropy/mean"):
+                assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-7), key
+        assert len(per_seq_grads) == len(two_grads)
+        for g1, g2 in zip(per_seq_grads, two_grads):
             for a, b in zip(g1, g2):
                 torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
         # hence the weights, up to Adam's g / (sqrt(v) + eps) blowing up fp32 summation noise where |g| ~ 1e-8:
