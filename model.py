@@ -293,22 +293,24 @@ def build_llm_config(llm_config):
 # model.language_model.config._attn_implementation = "flash_attention_2" (GPU, flash-attn installed) runs the
 # same packed rows through the varlen kernel. They also travel as seq_bounds, the same boundaries as host ints,
 # read once per forward (packed_sequence_kwargs): no layer, and no activation-checkpoint recompute, waits on
-# the device for them (flash_attention_2 takes **kwargs and ignores it: integrations/flash_attention.py:27-40).
+# the device for them (flash_attention_2 passes unknown kwargs on and drops them: transformers 5.19
+# integrations/flash_attention.py:40,104 -> modeling_flash_attention_utils.py:754).
 #
 # Shared prefix (GRPO's n rollouts of one prompt): a segment of the row is [prompt | response_1 | ... |
 # response_n], the prompt (its image tokens included) once; positions run 0..P-1 over the prompt and P..P+L_i-1
 # over each response, so every token has the position it has in its own sequence. Attention: the prompt is
 # causal over itself; response i attends to the whole prompt and causally to itself, never to another
-# response. That is eq. (attention of sequence i) exactly, so logits, loss and gradients equal the
-# per-sequence forward's, while the prompt's QKV/MLP rows (and the ViT) run once instead of n times.
+# response: exactly what sequence i's own causal attention sees, so logits, loss and gradients equal the
+# per-sequence forward's (up to fp32 round-off), while the prompt's rows (and the ViT) run once, not n times.
 # Kernel: per segment one causal sdpa over the prompt, then per response one sdpa of its L_i queries against
 # [prompt K/V | its own K/V] with a lower-right causal mask [L_i, P + L_i] (key k visible to query q iff
 # k <= P + q), built once per forward. That is sum_i L_i (P + L_i) attention work, the per-sequence cost minus
-# the prompt's repeated queries, with no dense [S, S] mask over the segment. On CPU this is SDPA's fused kernel
-# with a mask. On GPU the same calls run SDPA's memory-efficient kernel (flash rejects masks); flex attention
-# would take one block mask per segment but compiles per layout (every micro-batch's lengths differ), and
-# flash-attn varlen with causal=True (bottom-right aligned since flash-attn 2.1) over queries = responses and
-# keys = [prompt | response] gathered per response is the faster GPU route once flash-attn is installed.
+# the prompt's repeated queries, with no dense [S, S] mask over the segment (the sdpa_packed row's cost of a
+# block mask). On CPU this is SDPA's fused kernel with a mask (flex attention runs on CPU only compiled, per
+# layout: every micro-batch's lengths differ). On GPU the same calls are correct with any SDPA backend that
+# takes a mask (flash does not; with GQA torch may pick the math kernel: not measured, no GPU was lent). The GPU
+# kernel of choice is flash-attn varlen: causal=True is bottom-right aligned (flash-attn >= 2.1), so queries =
+# the responses and keys = [prompt | response_i] gathered per response is this same attention without a mask.
 
 
 def packed_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
