@@ -283,8 +283,7 @@ def response_loss_and_grads(model, samples, shared_prefix):
 def test_shared_prefix_forward_equals_each_sequence(tok, monkeypatch):
     """A group's prompt (two images) once, its rollouts attending to it: the loss and every gradient (the ViT's and
     mlp1's summed over the rollouts) equal the per-sequence packed forward's; GQA heads, two segments in one row.
-    Control: responses that may also see each other give another loss."""
-    import data
+    Control: a response that sees its own later tokens gives another loss."""
     model = tiny(tok)
     assert model.language_model.config.num_key_value_heads < model.language_model.config.num_attention_heads
     samples = shared_prefix_case(tok, model.config)
