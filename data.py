@@ -572,15 +572,48 @@ def pack_samples(samples, max_len: int, pad_id: int = 0, image_size: int | None 
     return batch
 
 
-def collate_responses(samples, pad_id: int, image_size: int | None, packing: bool = True):
+def same_prompt(a, b) -> bool:
+    """Two rollouts of one prompt: equal prompt ids and the very same image tensor (or none), as grpo.py's
+    sample_groups hands every rollout of a group its prompt's."""
+    return a["prompt_ids"] == b["prompt_ids"] and a["pixel_values"] is b["pixel_values"]
+
+
+def collate_responses(samples, pad_id: int, image_size: int | None, packing: bool = True,
+                      shared_prefix: bool = False):
     """Teacher-forced scoring of responses (grpo.py): samples {prompt_ids, response_ids, pixel_values}
     -> (batch, rows, cols). batch: prompt + response of each sample, packed into one row [1, sum of
     lengths] without padding (pack_samples) or right-padded [B, T] (collate_right_padded); rows, cols
     [N] (N = all response tokens, in order): the hidden state that predicts each response token, at
-    start + P + t - 1 for token t of a sequence of prompt length P starting at column `start`."""
+    start + P + t - 1 for token t of a sequence of prompt length P starting at column `start`.
+    shared_prefix (with packing): consecutive samples of the same prompt (same_prompt) share one copy of it, a
+    segment [prompt | response_1 | ... | response_k] whose responses all continue the prompt's positions;
+    batch["prefix_layout"] lists the segments as (start, P, [L_1..L_k]) for model.forward. A response's first
+    token is predicted by the prompt's last column, the same column for every response of the segment."""
+    lengths = [len(s["response_ids"]) for s in samples]
+    if packing and shared_prefix:
+        segments = []   # (first sample, [its prompt's samples])
+        for s in samples:
+            if segments and same_prompt(segments[-1][0], s):
+                segments[-1][1].append(s)
+            else:
+                segments.append((s, [s]))
+        ids, positions, layout, cols = [], [], [], []
+        for first, members in segments:
+            start, prompt_len = len(ids), len(first["prompt_ids"])
+            ids += first["prompt_ids"]
+            positions += range(prompt_len)
+            for s in members:
+                at, n = len(ids), len(s["response_ids"])
+                cols += ([start + prompt_len - 1] if n else []) + list(range(at, at + n - 1))
+                ids += s["response_ids"]
+                positions += range(prompt_len, prompt_len + n)
+            layout.append((start, prompt_len, [len(s["response_ids"]) for s in members if s["response_ids"]]))
+        pixel_values, image_flags = _concat_images([first for first, _ in segments], image_size)
+        batch = {"input_ids": torch.tensor([ids]), "position_ids": torch.tensor([positions]),
+                 "pixel_values": pixel_values, "image_flags": image_flags, "prefix_layout": layout}
+        return batch, torch.zeros(len(cols), dtype=torch.long), torch.tensor(cols, dtype=torch.long)
     seqs = [{"input_ids": s["prompt_ids"] + s["response_ids"], "pixel_values": s["pixel_values"]}
             for s in samples]
-    lengths = [len(s["response_ids"]) for s in samples]
     if packing:
         batch = pack_samples(seqs, sum(len(s["input_ids"]) for s in seqs), pad_id, image_size)
         starts = [0] + torch.tensor([len(s["input_ids"]) for s in seqs]).cumsum(0).tolist()[:-1]

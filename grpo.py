@@ -98,6 +98,8 @@ class Config:
     micro_batch_tokens: int = 0         # > 0: tokens per forward instead (next-fit, data order)
     packing: bool = True                # micro-batch = one row, no padding (positions restart per
                                         # sequence); False: right-padded rows with a mask
+    shared_prefix: bool = True          # packing: a group's rollouts in one micro-batch share one copy of
+                                        # their prompt (image and ViT included); False: each its own copy
     # optimizer (§3.3 lr 1e-5; §5.4 compares 1e-6)
     lr: float = 1e-5
     lr_schedule: Literal["constant", "cosine"] = "constant"
@@ -145,7 +147,7 @@ MAY_CHANGE = ("init_from", "data", "curriculum", "out_dir", "resume", "allow_run
               "rollout_batch_size", "logprob_chunk_size", "activation_checkpointing",
               "rollout_backend", "vllm_tensor_parallel_size", "vllm_gpu_memory_utilization",
               "vllm_max_images", "reward_workers", "plan", "plan_gpus", "plan_gpu_gib", "max_nonfinite_steps",
-              "verifier_api_key_env")
+              "verifier_api_key_env", "shared_prefix")
 
 # -----------------------------------------------------------------------------
 # advantages and loss (eqs. 6-7)
@@ -291,7 +293,11 @@ def micro_batches(samples, cfg, dist, pad_id):
     """Chunks of micro_batch_tokens tokens (next-fit in order) when > 0, else of micro_batch_size
     sequences. Under FSDP every rank runs the same number of forward/backward passes, so a rank
     with fewer chunks runs dummy ones (one 2-token sequence, loss weight 0)."""
-    lengths = [len(s["prompt_ids"]) + len(s["response_ids"]) for s in samples]
+    # with shared_prefix, a rollout after one of the same prompt adds only its response's tokens (a chunk that
+    # starts inside a group pays that prompt again: up to one prompt over the budget)
+    lengths = [len(s["response_ids"]) + len(s["prompt_ids"]) * (
+        not (cfg.shared_prefix and cfg.packing and i and data.same_prompt(samples[i - 1], s)))
+        for i, s in enumerate(samples)]
     size, budget = cfg.micro_batch_size, cfg.micro_batch_tokens
     groups = data.token_budget_groups(lengths, budget) if budget > 0 else \
         [range(i, min(i + size, len(samples))) for i in range(0, len(samples), size)]
@@ -305,14 +311,16 @@ def micro_batches(samples, cfg, dist, pad_id):
 def sequence_logprobs(model, samples, pad_id, image_size, cfg, with_grad):
     """One forward over prompt + response of each sample -> (logp, entropy, mask) [B, L] over the
     response tokens; inputs packed (cfg.packing) or right-padded, the same numbers
-    (data.collate_responses). Log-probs come from the hidden states through lm_head in chunks of
-    cfg.logprob_chunk_size rows: no [N, V] fp32 logits."""
+    (data.collate_responses); packed with cfg.shared_prefix, a group's rollouts share one copy of their
+    prompt (model.packed_sdpa_attention), the same numbers to fp32 round-off. Log-probs come from the
+    hidden states through lm_head in chunks of cfg.logprob_chunk_size rows: no [N, V] fp32 logits."""
     device = next(model.parameters()).device
-    batch, rows, cols = data.collate_responses(samples, pad_id, image_size, cfg.packing)
+    batch, rows, cols = data.collate_responses(samples, pad_id, image_size, cfg.packing, cfg.shared_prefix)
     to_device = lambda key: None if batch.get(key) is None else batch[key].to(device)
     hidden = model(to_device("input_ids"), pixel_values=to_device("pixel_values"),
                    image_flags=to_device("image_flags"), attention_mask=to_device("attention_mask"),
-                   position_ids=to_device("position_ids"), return_hidden=True)   # [B|1, T, D]
+                   position_ids=to_device("position_ids"), prefix_layout=batch.get("prefix_layout"),
+                   return_hidden=True)   # [B|1, T, D]
     targets = torch.tensor([t for s in samples for t in s["response_ids"]], device=device)
     # FSDP2 leaves the root group (lm_head) unsharded from forward to the end of backward; were it
     # a shard, full_tensor() gathers it, differentiably

@@ -167,7 +167,26 @@ def build_llm_config(llm_config):
 # else, but a packed row gets one causal sdpa call per sequence instead (sum T_i^2, no mask). The boundaries
 # travel as cu_seq_lens_q/k and max_length_q/k, the varlen kwargs of transformers' flash_attention_2, so setting
 # model.language_model.config._attn_implementation = "flash_attention_2" (GPU, flash-attn installed) runs the
-# same packed rows through the varlen kernel.
+# same packed rows through the varlen kernel. They also travel as seq_bounds, the same boundaries as host ints,
+# read once per forward (packed_sequence_kwargs): no layer, and no activation-checkpoint recompute, waits on
+# the device for them (flash_attention_2 passes unknown kwargs on and drops them: transformers 5.19
+# integrations/flash_attention.py:40,104 -> modeling_flash_attention_utils.py:754).
+#
+# Shared prefix (GRPO's n rollouts of one prompt): a segment of the row is [prompt | response_1 | ... |
+# response_n], the prompt (its image tokens included) once; positions run 0..P-1 over the prompt and P..P+L_i-1
+# over each response, so every token has the position it has in its own sequence. Attention: the prompt is
+# causal over itself; response i attends to the whole prompt and causally to itself, never to another
+# response: exactly what sequence i's own causal attention sees, so logits, loss and gradients equal the
+# per-sequence forward's (up to fp32 round-off), while the prompt's rows (and the ViT) run once, not n times.
+# Kernel: per segment one causal sdpa over the prompt, then per response one sdpa of its L_i queries against
+# [prompt K/V | its own K/V] with a lower-right causal mask [L_i, P + L_i] (key k visible to query q iff
+# k <= P + q), built once per forward. That is sum_i L_i (P + L_i) attention work, the per-sequence cost minus
+# the prompt's repeated queries, with no dense [S, S] mask over the segment (the sdpa_packed row's cost of a
+# block mask). On CPU this is SDPA's fused kernel with a mask (flex attention runs on CPU only compiled, per
+# layout: every micro-batch's lengths differ). On GPU the same calls are correct with any SDPA backend that
+# takes a mask (flash does not; with GQA torch may pick the math kernel: not measured, no GPU was lent). The GPU
+# kernel of choice is flash-attn varlen: causal=True is bottom-right aligned (flash-attn >= 2.1), so queries =
+# the responses and keys = [prompt | response_i] gathered per response is this same attention without a mask.
 
 
 def gqa_folded_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
@@ -188,15 +207,26 @@ def gqa_folded_sdpa_attention(module, query, key, value, attention_mask, dropout
 
 
 def packed_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
-                          cu_seq_lens_q=None, **kwargs):   # query [1,H,T,d], key/value [1,H_kv,T,d]
+                          cu_seq_lens_q=None, seq_bounds=None, prefix_layout=None, prefix_masks=None,
+                          **kwargs):   # query [1,H,T,d], key/value [1,H_kv,T,d]
+    gqa = query.shape[1] != key.shape[1]
+    attend = lambda q, k, v, **kw: F.scaled_dot_product_attention(q, k, v, scale=scaling, enable_gqa=gqa, **kw)
+    if prefix_layout is not None:   # shared-prefix segments (see above), one row
+        out = []
+        for start, prompt_len, response_lens in prefix_layout:
+            a = start + prompt_len
+            out.append(attend(query[:, :, start:a], key[:, :, start:a], value[:, :, start:a], is_causal=True))
+            for n in response_lens:
+                k = torch.cat([key[:, :, start:start + prompt_len], key[:, :, a:a + n]], dim=2)
+                v = torch.cat([value[:, :, start:start + prompt_len], value[:, :, a:a + n]], dim=2)
+                out.append(attend(query[:, :, a:a + n], k, v, attn_mask=prefix_masks[prompt_len, n]))
+                a += n
+        return torch.cat(out, dim=2).transpose(1, 2).contiguous(), None
     if cu_seq_lens_q is None:
         return gqa_folded_sdpa_attention(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                          **kwargs)
-    bounds = cu_seq_lens_q.tolist()
-    gqa = query.shape[1] != key.shape[1]
-    out = torch.cat([F.scaled_dot_product_attention(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], is_causal=True,
-                                                    scale=scaling, enable_gqa=gqa)
-                     for a, b in zip(bounds[:-1], bounds[1:])], dim=2)
+    out = torch.cat([attend(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], is_causal=True)
+                     for a, b in zip(seq_bounds[:-1], seq_bounds[1:])], dim=2)
     return out.transpose(1, 2).contiguous(), None   # [1,T,H,d] as transformers' sdpa returns
 
 
@@ -206,16 +236,36 @@ def packed_sdpa_mask(*args, attention_mask=None, **kwargs):
 
 
 def packed_sequence_kwargs(position_ids):
-    """position_ids [1,T] restarting at 0 for each sequence -> the varlen kwargs (cu_seq_lens [n+1] int32)."""
+    """position_ids [1,T] restarting at 0 for each sequence -> the varlen kwargs (cu_seq_lens [n+1] int32) and
+    seq_bounds, the same boundaries as host ints. One device-to-host read per forward."""
     if position_ids.shape[0] != 1:
         raise ValueError(f"a packed batch is one row (data.pack_samples(..., max_len=total)), got "
                          f"position_ids {list(position_ids.shape)}")
-    starts = (position_ids[0] == 0).nonzero()[:, 0]
-    if len(starts) == 0 or starts[0] != 0:
+    starts = (position_ids[0] == 0).nonzero()[:, 0].tolist()   # the one host sync
+    if not starts or starts[0] != 0:
         raise ValueError("packed position_ids must start at 0")
-    cu = torch.cat([starts, starts.new_tensor([position_ids.shape[1]])]).to(torch.int32)
-    longest = int((cu[1:] - cu[:-1]).max())
-    return {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": longest, "max_length_k": longest}
+    bounds = (*starts, position_ids.shape[1])
+    cu = torch.tensor(bounds, dtype=torch.int32, device=position_ids.device)
+    longest = max(b - a for a, b in zip(bounds[:-1], bounds[1:]))
+    return {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": longest, "max_length_k": longest,
+            "seq_bounds": bounds}
+
+
+def shared_prefix_kwargs(layout, length, device):
+    """layout [(start, prompt_len, [response_lens])] (data.collate_responses, shared_prefix) -> the attention
+    kwargs of packed_sdpa_attention: the layout and one lower-right causal mask [L, P+L] per (P, L)."""
+    pos = 0
+    for start, prompt_len, response_lens in layout:
+        if start != pos or prompt_len < 1 or min(response_lens, default=0) < 1:
+            raise ValueError(f"shared-prefix layout {layout} does not tile the row: segment at {start}, "
+                             f"expected {pos}, prompt {prompt_len}, responses {response_lens}")
+        pos = start + prompt_len + sum(response_lens)
+    if pos != length:
+        raise ValueError(f"shared-prefix layout covers {pos} tokens, the row has {length}")
+    shapes = {(p, n) for _, p, lens in layout for n in lens}
+    masks = {(p, n): torch.arange(p + n, device=device)[None, :] <= p + torch.arange(n, device=device)[:, None]
+             for p, n in shapes}
+    return {"prefix_layout": tuple((s, p, tuple(lens)) for s, p, lens in layout), "prefix_masks": masks}
 
 
 def register_packed_attention():
@@ -248,7 +298,9 @@ class InternVLChatModel(nn.Module):
         return self.mlp1(x.reshape(n, -1, x.shape[-1]))
 
     def forward(self, input_ids, pixel_values=None, image_flags=None, attention_mask=None, position_ids=None,
-                past_key_values=None, return_hidden=False):
+                past_key_values=None, return_hidden=False, prefix_layout=None):
+        """prefix_layout: shared-prefix segments of a one-row batch (data.collate_responses with shared_prefix;
+        see packed_sdpa_attention), position_ids required."""
         embeds = self.language_model.get_input_embeddings()(input_ids)  # [B,T,D]
         n_ctx = int((input_ids == self.img_context_token_id).sum()) if self.img_context_token_id is not None else 0
         if pixel_values is not None:
@@ -271,11 +323,21 @@ class InternVLChatModel(nn.Module):
             raise ValueError(f"{n_ctx} {IMG_CONTEXT_TOKEN} tokens in input_ids but 0 image features (no pixel_values)")
         # a row without attention mask whose position ids restart is packed (data.pack_samples): its sequences are
         # kept apart by the attention kernel (packed_sdpa_attention / flash varlen), never by a dense mask
-        packed = position_ids is not None and attention_mask is None and past_key_values is None and \
-            bool((position_ids[:, 1:] == 0).any())
+        if prefix_layout is not None:
+            attn = self.language_model.config._attn_implementation
+            if attn != "sdpa_packed" or position_ids is None or attention_mask is not None or \
+                    past_key_values is not None or input_ids.shape[0] != 1:
+                raise ValueError(f"a shared-prefix forward is one row with position_ids, no mask, no cache and "
+                                 f"sdpa_packed attention (got {attn}, input_ids {list(input_ids.shape)})")
+            attn_kwargs = shared_prefix_kwargs(prefix_layout, input_ids.shape[1], embeds.device)
+        elif position_ids is not None and attention_mask is None and past_key_values is None and \
+                bool((position_ids[:, 1:] == 0).any()):
+            attn_kwargs = packed_sequence_kwargs(position_ids)
+        else:
+            attn_kwargs = {}
         out = self.language_model.model(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
                                         use_cache=past_key_values is not None, **{self.cache_kwarg: past_key_values},
-                                        **(packed_sequence_kwargs(position_ids) if packed else {}))
+                                        **attn_kwargs)
         hidden = out.last_hidden_state
         return hidden if return_hidden else self.language_model.lm_head(hidden)
 

@@ -9,7 +9,9 @@ Demo scale: micro-batches built from the demo's own data (synthetic.py with the 
 counts) and the tiny model: GRPO = prompts + teacher-trace responses (<= 128 tokens, the demo's limit) in
 micro-batches of 16 sequences (config/grpo_demo.py); SFT = the demo's chat samples, 16 per micro-batch
 (config/demo_sft.py). Packed = the same samples grouped by a token budget into one padding-free row each.
-computed / real tokens counts the rows x width the model runs over against the real tokens.
+computed / real tokens counts the rows x width the model runs over against the real tokens (one prompt copy per
+sequence). "grpo groups": the same responses as 16 groups of 4 rollouts sharing a prompt, packed with one prompt
+copy per sequence vs one per group and micro-batch (grpo.py's shared_prefix).
 
 --shape: a model config (e.g. config/internvl3-1b.json) with random weights: ragged sequences (lengths drawn
 uniformly in [tokens/16, tokens/4]) packed into micro-batches of --tokens tokens, timed forward+backward of
@@ -77,6 +79,8 @@ def waste(batches):
 def grpo_batches(samples, cfg, pad_id, image_size):
     seqs = lambda m: [{"input_ids": s["prompt_ids"] + s["response_ids"], "pixel_values": s["pixel_values"]} for s in m]
     micro = grpo.micro_batches(samples, cfg, grpo.tu.Dist(), pad_id)
+    if cfg.packing and cfg.shared_prefix:
+        return micro, [data.collate_responses(m, pad_id, image_size, True, True)[0] for m in micro]
     if cfg.packing:
         return micro, [data.pack_samples(seqs(m), 10 ** 9, pad_id, image_size) for m in micro]
     return micro, [data.collate_right_padded(seqs(m), pad_id, image_size) for m in micro]
@@ -96,7 +100,8 @@ def timed(fn, reps, sync):
 
 def demo_rows(reps=3, budget_grpo=2048, budget_sft=4096, device="cpu"):
     """Padding waste and forward+backward seconds per global batch of the demo's GRPO (16 prompts x 4 rollouts)
-    and SFT (16 samples) micro-batches: padded as the demo configs are vs packed by a token budget."""
+    and SFT (16 samples) micro-batches: padded as the demo configs are vs packed by a token budget; and GRPO's
+    groups (computed / real tokens below 1: one copy of each prompt) packed per sequence vs shared prefix."""
     dev = torch.device(device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     with tempfile.TemporaryDirectory() as tmp:
@@ -105,12 +110,19 @@ def demo_rows(reps=3, budget_grpo=2048, budget_sft=4096, device="cpu"):
     pad, size = tok.pad_token_id, net.config.force_image_size
     rows = []
     g_samples = grpo_samples[:64]   # one demo step: 16 prompts x 4 rollouts
+    # the same 64 responses as 16 groups of 4 rollouts, each group with its first sample's prompt and image: what
+    # grpo.py trains on, where shared_prefix keeps one copy of each prompt per micro-batch
+    grouped = [dict(s, prompt_ids=g_samples[i - i % 4]["prompt_ids"],
+                    pixel_values=g_samples[i - i % 4]["pixel_values"]) for i, s in enumerate(g_samples)]
     n_seq = float(len(g_samples))
-    for name, over in (("padded (micro_batch_size=16)", dict(packing=False, micro_batch_size=16)),
-                       (f"packed (micro_batch_tokens={budget_grpo})",
-                        dict(packing=True, micro_batch_tokens=budget_grpo))):
+    packed = dict(packing=True, micro_batch_tokens=budget_grpo, shared_prefix=False)
+    for stage, name, samples, over in (
+            ("grpo", "padded (micro_batch_size=16)", g_samples, dict(packing=False, micro_batch_size=16)),
+            ("grpo", f"packed (micro_batch_tokens={budget_grpo})", g_samples, packed),
+            ("grpo groups", f"packed (micro_batch_tokens={budget_grpo})", grouped, packed),
+            ("grpo groups", "packed, shared prefix", grouped, dict(packed, shared_prefix=True))):
         cfg = grpo.Config(**over)
-        micro, batches = grpo_batches(g_samples, cfg, pad, size)
+        micro, batches = grpo_batches(samples, cfg, pad, size)
 
         def step():
             for m in micro:
@@ -121,7 +133,8 @@ def demo_rows(reps=3, budget_grpo=2048, budget_sft=4096, device="cpu"):
                 loss.backward()
             net.zero_grad(set_to_none=True)
         computed, real = waste(batches)
-        rows.append({"stage": "grpo", "batches": name, "micro_batches": len(micro), "computed_tokens": computed,
+        real = sum(len(s["prompt_ids"]) + len(s["response_ids"]) for s in samples)   # one prompt copy per sequence
+        rows.append({"stage": stage, "batches": name, "micro_batches": len(micro), "computed_tokens": computed,
                      "real_tokens": real, "waste": round(computed / real, 3), "seconds": timed(step, reps, sync)})
     s_samples = sft_samples[:16]   # one demo step: global batch 16
     for name, over in (("padded (micro_batch_size=16)", dict(packing=False, micro_batch_size=16)),
@@ -138,9 +151,9 @@ def demo_rows(reps=3, budget_grpo=2048, budget_sft=4096, device="cpu"):
         computed, real = waste(batches)
         rows.append({"stage": "sft", "batches": name, "micro_batches": len(batches), "computed_tokens": computed,
                      "real_tokens": real, "waste": round(computed / real, 3), "seconds": timed(step, reps, sync)})
-    for stage in ("grpo", "sft"):
+    for stage in ("grpo", "grpo groups", "sft"):   # the second row's time over the first's
         base, new = [r for r in rows if r["stage"] == stage]
-        new["time_vs_padded"] = round(new["seconds"] / base["seconds"], 3)
+        new["time_vs_first"] = round(new["seconds"] / base["seconds"], 3)
     return rows
 
 

@@ -232,10 +232,12 @@ def test_packed_micro_batches_give_the_padded_loss_and_gradients(tmp_path, agg):
     assert len({len(s["prompt_ids"]) for s in samples}) > 1 and sum(s["pixel_values"] is not None for s in samples) > 2
     normaliser = len(samples) if agg == "seq-mean-token-mean" else sum(len(s["response_ids"]) for s in samples)
     padded = run_config(ckpt, records, tmp_path, loss_agg=agg, packing=False, micro_batch_size=3)
-    packed = run_config(ckpt, records, tmp_path, loss_agg=agg, packing=True, micro_batch_tokens=300)
+    packed = run_config(ckpt, records, tmp_path, loss_agg=agg, packing=True, micro_batch_tokens=300,
+                        shared_prefix=False)   # one copy of the prompt per sequence (shared: the test below)
     assert [len(s["prompt_ids"]) + len(s["response_ids"]) for s in samples] == [61, 66, 81, 83, 80, 85, 60, 65, 81, 83]
     assert [len(m) for m in grpo.micro_batches(samples, packed, tu.Dist(), 0)] == [4, 4, 2]   # next-fit <= 300
-    packed_big = run_config(ckpt, records, tmp_path, loss_agg=agg, packing=True, micro_batch_tokens=10_000)
+    packed_big = run_config(ckpt, records, tmp_path, loss_agg=agg, packing=True, micro_batch_tokens=10_000,
+                            shared_prefix=False)
     loss_padded, grads_padded = micro_batch_loss_and_grads(net, samples, padded, normaliser)
     for cfg in (packed, packed_big):
         loss_packed, grads_packed = micro_batch_loss_and_grads(net, samples, cfg, normaliser)
@@ -245,7 +247,7 @@ def test_packed_micro_batches_give_the_padded_loss_and_gradients(tmp_path, agg):
             torch.testing.assert_close(grads_packed[k], grads_padded[k], rtol=1e-4, atol=1e-7, msg=k)
     # control: one row whose positions do not restart lets the sequences see each other
     micro = samples[:4]
-    packing = {p: grpo.Config(logprob_chunk_size=5, packing=p) for p in (True, False)}
+    packing = {p: grpo.Config(logprob_chunk_size=5, packing=p, shared_prefix=False) for p in (True, False)}
     logp_packed = grpo.sequence_logprobs(net, micro, 0, 112, packing[True], False)[0]
     logp_padded = grpo.sequence_logprobs(net, micro, 0, 112, packing[False], False)[0]
     torch.testing.assert_close(logp_packed, logp_padded, rtol=1e-5, atol=1e-5)
@@ -257,6 +259,53 @@ def test_packed_micro_batches_give_the_padded_loss_and_gradients(tmp_path, agg):
     finally:
         data.pack_samples = original
     assert (logp_leaky - logp_padded).abs().max() > 1e-3
+
+
+def test_shared_prefix_gives_the_per_sequence_loss_and_gradients(tmp_path):
+    """Each group's prompt (image and ViT included) once per micro-batch, its rollouts attending to it: eq. 7's loss
+    and every parameter gradient equal the per-sequence forward's, with token-budget micro-batches that split a
+    group and with one micro-batch for everything; a prompt that is not shared (other tiles) gets its own copy."""
+    ckpt, records = make_workspace(tmp_path)
+    net = model.load_model(ckpt).eval()
+    tok = model.load_tokenizer(ckpt)
+    g = torch.Generator().manual_seed(0)
+    samples = []
+    for r in data.read_records(records)[:4]:   # prompts 0 (text), 1 and 2 (an image each), 3 (text)
+        p = data.encode_prompt(tok, net.config, r)
+        for k in range(3):
+            n = 2 + 5 * k + len(samples) % 4
+            samples.append({"prompt_ids": p["input_ids"], "pixel_values": p["pixel_values"],
+                            "response_ids": torch.randint(10, len(tok) - 10, (n,), generator=g).tolist(),
+                            "old_logp": -torch.rand(n, generator=g) * 8,
+                            "advantage": float(torch.randn(1, generator=g))})
+    samples[5] = dict(samples[5], pixel_values=samples[5]["pixel_values"].clone())   # equal, but not the group's
+    normaliser = len(samples)
+    per_seq = run_config(ckpt, records, tmp_path, packing=True, micro_batch_tokens=10_000, shared_prefix=False)
+    loss, grads = micro_batch_loss_and_grads(net, samples, per_seq, normaliser)
+    assert any(k.startswith("vision") for k in grads) and any(k.startswith("mlp1") for k in grads)
+    for budget in (10_000, 90):
+        cfg = dataclasses.replace(per_seq, shared_prefix=True, micro_batch_tokens=budget)
+        micros = grpo.micro_batches(samples, cfg, tu.Dist(), 0)
+        batches = [data.collate_responses(m, 0, 112, True, True)[0] for m in micros]
+        if budget == 90:   # next-fit over tokens, each prompt counted once: a group split over micro-batches
+            assert any(data.same_prompt(a[-1], b[0]) for a, b in zip(micros, micros[1:]))
+        else:   # prompts 0, 2, 3 once each, prompt 1 twice (its third rollout's tiles are another tensor)
+            assert [len(lens) for _, _, lens in batches[0]["prefix_layout"]] == [3, 2, 1, 3, 3]
+            assert batches[0]["pixel_values"].shape[0] == 3
+        shared_loss, shared_grads = micro_batch_loss_and_grads(net, samples, cfg, normaliser)
+        assert shared_loss == pytest.approx(loss, rel=1e-5)
+        assert shared_grads.keys() == grads.keys()
+        for k in grads:   # fp32 round-off, relative to the gradient's largest entry
+            assert (shared_grads[k] - grads[k]).abs().max() <= 1e-5 * grads[k].abs().max(), (budget, k)
+    # control: rollouts of different prompts forced into one segment (the first prompt's) give another loss
+    same = data.same_prompt
+    try:
+        data.same_prompt = lambda a, b: True
+        forced = dataclasses.replace(cfg, micro_batch_tokens=10_000)
+        forced_loss, _ = micro_batch_loss_and_grads(net, samples[:6], forced, 6)
+    finally:
+        data.same_prompt = same
+    assert abs(forced_loss - micro_batch_loss_and_grads(net, samples[:6], per_seq, 6)[0]) > 1e-4
 
 
 def test_schedules():
@@ -405,6 +454,21 @@ def test_two_ranks_give_the_same_update_as_one_process(two_ranks, tmp_path, monk
         assert len(store) == len(two_grads) == one_cfg.mini_batches
         for g1, g2 in zip(store, two_grads):
             assert len(g1) == len(g2) and sum(int(g.count_nonzero()) for g in g1) > 0
+            for a, b in zip(g1, g2):
+                torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+        # the 2 ranks shared each group's prompt in a micro-batch (shared_prefix, the default); one process with
+        # one prompt copy per sequence gives the same loss and gradients (not the same weights bit for bit: Adam's
+        # first step turns fp32 round-off in a near-zero gradient into up to 2 lr, the check below)
+        assert two_cfg.shared_prefix and two_cfg.micro_batch_size == 2 and two_cfg.rollouts_per_prompt == 4
+        store.clear()
+        per_seq = grpo.main(dataclasses.replace(one_cfg, shared_prefix=False, out_dir=f"{one_cfg.out_dir}_per_seq"),
+                            sampler=FixedRollout(tokenizer, tu.Dist()))
+        per_seq_grads = list(store)
+        for a, b in zip(per_seq, two):
+            for key in ("train/loss", "train/grad_norm", "train/clip_frac", "train/kl_ref", "entropy/mean"):
+                assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-7), key
+        assert len(per_seq_grads) == len(two_grads)
+        for g1, g2 in zip(per_seq_grads, two_grads):
             for a, b in zip(g1, g2):
                 torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
         # hence the weights, up to Adam's g / (sqrt(v) + eps) blowing up fp32 summation noise where |g| ~ 1e-8:

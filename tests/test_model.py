@@ -268,6 +268,82 @@ def test_packed_row_equals_each_sequence_alone(tok):
         M.packed_sequence_kwargs(torch.zeros(2, 4, dtype=torch.long))
 
 
+def count_tolist(monkeypatch):
+    calls = []
+    tolist = torch.Tensor.tolist
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda t: calls.append(1) or tolist(t))
+    return calls
+
+
+def test_packed_forward_reads_its_boundaries_once(tok, monkeypatch):
+    """The packed row's boundaries come to the host once per forward, not in each decoder layer (a GPU stall
+    each), nor again in each layer's activation-checkpoint recompute."""
+    import train_utils as tu
+    model = tiny(tok, llm=dict(num_hidden_layers=6))
+    for block in tu.transformer_blocks(model):
+        tu.checkpoint_block(block)
+    ids = torch.tensor([[20, 21, 22, 23, 24, 25, 26]])
+    position_ids = torch.tensor([[0, 1, 2, 0, 1, 0, 1]])
+    calls = count_tolist(monkeypatch)
+    out = model(ids, position_ids=position_ids)
+    assert len(calls) == 1
+    out.sum().backward()
+    assert len(calls) == 1
+
+
+def shared_prefix_case(tok, cfg):
+    """Two prompts (2 images; text only) with 3 and 2 rollouts of different lengths."""
+    g = torch.Generator().manual_seed(1)
+    text = tok(M.build_prompt([{"role": "user", "content": "2 + 1 = ?"}], tokenizer=tok), add_special_tokens=False)
+    pv = random_pixels(2, cfg)
+    prompts = [(image_prompt(tok, cfg, 2, "Sum both"), pv), (text["input_ids"], None)]
+    return [{"prompt_ids": ids, "pixel_values": tiles, "response_ids": torch.randint(10, len(tok) - 10, (n,),
+                                                                                      generator=g).tolist()}
+            for (ids, tiles), lens in zip(prompts, ([4, 9, 1], [6, 3])) for n in lens]
+
+
+def response_loss_and_grads(model, samples, shared_prefix):
+    """sum over response tokens of a fixed linear function of their predicting hidden states -> (loss, grads)."""
+    import data
+    model.zero_grad(set_to_none=True)
+    batch, rows, cols = data.collate_responses(samples, 0, model.config.force_image_size, True, shared_prefix)
+    hidden = model(batch["input_ids"], pixel_values=batch["pixel_values"], image_flags=batch["image_flags"],
+                   position_ids=batch["position_ids"], prefix_layout=batch.get("prefix_layout"), return_hidden=True)
+    h = hidden[rows, cols]   # [N, D]
+    w = torch.linspace(-1, 1, h.shape[0] * h.shape[1]).view_as(h)
+    loss = (h * w).sum() + model.language_model.lm_head(h).logsumexp(-1).sum()
+    loss.backward()
+    return float(loss.detach()), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}, batch
+
+
+def test_shared_prefix_forward_equals_each_sequence(tok, monkeypatch):
+    """A group's prompt (two images) once, its rollouts attending to it: the loss and every gradient (the ViT's and
+    mlp1's summed over the rollouts) equal the per-sequence packed forward's; GQA heads, two segments in one row.
+    Control: a response that sees its own later tokens gives another loss."""
+    model = tiny(tok)
+    assert model.language_model.config.num_key_value_heads < model.language_model.config.num_attention_heads
+    samples = shared_prefix_case(tok, model.config)
+    loss, grads, per_seq = response_loss_and_grads(model, samples, False)
+    shared_loss, shared_grads, shared = response_loss_and_grads(model, samples, True)
+    assert shared["input_ids"].shape[1] == per_seq["input_ids"].shape[1] - 2 * len(samples[0]["prompt_ids"]) - \
+        len(samples[3]["prompt_ids"])
+    assert shared["pixel_values"].shape[0] == 2 and per_seq["pixel_values"].shape[0] == 6   # ViT once per group
+    assert [(p, lens) for _, p, lens in shared["prefix_layout"]] == [
+        (len(samples[0]["prompt_ids"]), [4, 9, 1]), (len(samples[3]["prompt_ids"]), [6, 3])]
+    assert shared_loss == pytest.approx(loss, rel=1e-5)
+    assert grads.keys() == shared_grads.keys() and any(k.startswith("vision_model") for k in grads) and \
+        any(k.startswith("mlp1") for k in grads)
+    for k in grads:   # fp32 round-off, relative to the gradient's largest entry
+        assert (shared_grads[k] - grads[k]).abs().max() <= 1e-5 * grads[k].abs().max(), k
+    # control: a mask of all ones lets each response token see its own response's later tokens
+    kwargs = M.shared_prefix_kwargs
+    monkeypatch.setattr(M, "shared_prefix_kwargs", lambda *a: {**kwargs(*a), "prefix_masks": {
+        key: torch.ones_like(m) for key, m in kwargs(*a)["prefix_masks"].items()}})
+    assert abs(response_loss_and_grads(model, samples, True)[0] - loss) > 1e-3 * abs(loss)
+    with pytest.raises(ValueError, match="covers"):
+        M.shared_prefix_kwargs([(0, 3, [2])], 6, "cpu")
+
+
 def test_position_embedding_interpolates_to_other_sizes(tok):
     model = tiny(tok)
     x = torch.randn(1, 3, 168, 168)  # 12x12 patches from a 8x8 grid
