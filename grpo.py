@@ -46,9 +46,10 @@ import memory_plan
 import rewards
 import sampling
 import train_utils as tu
-from entropy import DEFAULT_CRITICAL_WORDS, critical_token_sequences, high_entropy_threshold, \
-    token_logprobs_and_entropy
-from model import ModelConfig, load_tokenizer
+from chat import load_tokenizer
+from entropy import DEFAULT_CRITICAL_WORDS, critical_token_sequences, high_entropy_threshold
+from logprobs import token_logprobs_and_entropy
+from model import ModelConfig
 
 # -----------------------------------------------------------------------------
 # config: paper values are the defaults (sections of the paper); config/grpo_38b.py is the full run

@@ -124,8 +124,8 @@ def plan(config, *, world_size, trainable, tokens, tiles, activation_checkpointi
     # activations exist again while its backward recomputes it
     kept = tokens * s["L"] * c * s["H"] + vit_tokens * s["Lv"] * c * s["Hv"] + \
         max(tokens * llm_a, vit_tokens * vit_a)
-    # the last hidden states, and entropy.py's backward: fp32 logits and probabilities of one chunk [C, V], and the
-    # lm_head gradient accumulated in fp32 [V, H] (entropy.py:162) when the LLM trains
+    # the last hidden states, and logprobs.py's backward: fp32 logits and probabilities of one chunk [C, V], and the
+    # lm_head gradient accumulated in fp32 [V, H] (logprobs.py:117) when the LLM trains
     head = tokens * c * s["H"] + 8 * logprob_chunk * s["V"] + 4 * s["V"] * s["H"] * ("llm" in trainable)
     activations = (kept if activation_checkpointing else full) + head
     rows = [("parameters", 4 * n_total / W, f"fp32 master weights: 4 B x {n_total / 1e9:.3f}B / {W} ranks"),

@@ -27,9 +27,6 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from chat import IMG_CONTEXT_TOKEN, build_tiny_tokenizer, load_tokenizer
-# Re-exported for the importers not yet moved to chat.py: grpo.py, sampling.py and entropy.py (changed on other
-# branches) and /work/shared/tools/trl_side_by_side (model.build_tiny_tokenizer). Drop once they import chat.
-from chat import IMG_END_TOKEN, IMG_START_TOKEN, build_prompt, expand_image_tokens  # noqa: F401
 from configurator import parse_config
 from intern_vit import InternVisionModel
 

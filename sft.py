@@ -36,7 +36,7 @@ import chat
 import checkpoint
 import configurator
 import data
-import entropy
+import logprobs
 import memory_plan
 import train_utils as tu
 
@@ -158,7 +158,7 @@ def nll_and_entropy(net, batch, device, chunk_tokens):
     if hasattr(weight, "full_tensor"):  # wrap_fsdp keeps the root group (lm_head) unsharded until backward ends
         raise RuntimeError("lm_head.weight is sharded after forward: the FSDP2 root must not reshard after "
                            "forward (train_utils.wrap_fsdp)")
-    logp, ent = entropy.token_logprobs_and_entropy(hidden[:, :-1][keep], weight, targets[keep], chunk_tokens,
+    logp, ent = logprobs.token_logprobs_and_entropy(hidden[:, :-1][keep], weight, targets[keep], chunk_tokens,
                                                    with_grad=torch.is_grad_enabled())
     return -logp.sum(), ent.detach().sum()
 

@@ -163,7 +163,7 @@ def graph_rows(calls=10, batch=64, new_tokens=16):
     try:
         for call in range(calls):   # prompts of 10-40 words: other widths at every call, as GRPO's batches are
             words = torch.randint(10, 40, (batch,), generator=lengths).tolist()
-            prompts = [tok(M.build_prompt([{"role": "user", "content": "Solve it" + " please" * w}], tokenizer=tok),
+            prompts = [tok(chat.build_prompt([{"role": "user", "content": "Solve it" + " please" * w}], tokenizer=tok),
                            add_special_tokens=False)["input_ids"] for w in words]
             sampling.generate(net, prompts, max_new_tokens=new_tokens, temperature=0, pad_token_id=tok.pad_token_id,
                               static_cache=True, compile_decode="on")

@@ -1,5 +1,5 @@
 """
-Peak memory and agreement of entropy.token_logprobs_and_entropy (chunked) against a naive full log_softmax,
+Peak memory and agreement of logprobs.token_logprobs_and_entropy (chunked) against a naive full log_softmax,
 for T response tokens, vocabulary V and hidden size D (issue 4 targets: T = 8192, V = 151,674, D = 5120 on CPU;
 extra peak memory >= 10x lower, values within 1e-3).
 
@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 import configurator
-import entropy as E
+import logprobs as L
 
 MiB = 2 ** 20
 
@@ -80,8 +80,8 @@ def naive(inputs, targets):
 
 def chunked(inputs, targets, chunk_size, with_grad=False):
     if len(inputs) == 2:
-        return E.token_logprobs_and_entropy(*inputs, targets, chunk_size=chunk_size, with_grad=with_grad)
-    return E.logprobs_and_entropy_from_logits(inputs[0], targets, chunk_size=chunk_size, with_grad=with_grad)
+        return L.token_logprobs_and_entropy(*inputs, targets, chunk_size=chunk_size, with_grad=with_grad)
+    return L.logprobs_and_entropy_from_logits(inputs[0], targets, chunk_size=chunk_size, with_grad=with_grad)
 
 
 def worker(args):
@@ -130,7 +130,7 @@ def gemm_rows(args):
     hidden = torch.empty(args.tokens, args.hidden, dtype=dtype, device="meta", requires_grad=True)
     weight = torch.empty(args.vocab, args.hidden, dtype=dtype, device="meta", requires_grad=True)
     targets = torch.zeros(args.tokens, dtype=torch.long, device="meta")
-    logp, entropy = E.token_logprobs_and_entropy(hidden, weight, targets, args.chunk_size, with_grad=True)
+    logp, entropy = L.token_logprobs_and_entropy(hidden, weight, targets, args.chunk_size, with_grad=True)
     with Count():
         (logp.sum() + 0.1 * entropy.sum()).backward()
     print(f"backward, T={args.tokens} V={args.vocab} D={args.hidden} {args.dtype}, chunk_size={args.chunk_size}")

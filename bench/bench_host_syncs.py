@@ -22,6 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import configurator  # noqa: E402
 import data  # noqa: E402
+import chat  # noqa: E402
 import model as M  # noqa: E402
 import train_utils as tu  # noqa: E402
 
@@ -65,7 +66,7 @@ def micro_batch(tok, cfg, n):
     g = torch.Generator().manual_seed(0)
     prompts = []
     for images, question in ((1, "How many circles?"), (0, "What is 2 + 1?")):
-        text = M.build_prompt([{"role": "user", "content": M.expand_image_tokens(
+        text = chat.build_prompt([{"role": "user", "content": chat.expand_image_tokens(
             "<image>\n" * images + question, [1] * images, cfg.num_image_token)}], tokenizer=tok)
         pixels = torch.randn(1, 3, cfg.force_image_size, cfg.force_image_size, generator=g) if images else None
         prompts.append((tok(text, add_special_tokens=False)["input_ids"], pixels))
@@ -89,11 +90,11 @@ def count(net, samples, shared_prefix):
 
 def main(args):
     torch.set_num_threads(1)
-    tok = M.build_tiny_tokenizer()
+    tok = chat.build_tiny_tokenizer()
     cfg = M.tiny_config(vocab_size=len(tok), llm={"num_hidden_layers": args.layers})
     torch.manual_seed(0)
     net = M.build_model(cfg).eval()
-    net.img_context_token_id = tok.convert_tokens_to_ids(M.IMG_CONTEXT_TOKEN)
+    net.img_context_token_id = tok.convert_tokens_to_ids(chat.IMG_CONTEXT_TOKEN)
     for block in tu.transformer_blocks(net):   # what activation_checkpointing=True wraps
         tu.checkpoint_block(block)
     samples = micro_batch(tok, cfg, args.sequences)

@@ -1,6 +1,6 @@
 """
 Built-in sampler throughput vs a no-cache baseline measured in the same run, plus forward+backward tokens/s of the
-training loss as sft.py / grpo.py compute it (hidden states, then entropy.py's chunked log-probs: the [B,T,V] fp32
+training loss as sft.py / grpo.py compute it (hidden states, then logprobs.py's chunked log-probs: the [B,T,V] fp32
 logits never exist; with them, batch 64 at the 1B shape ran out of 139 GiB on an H200).
   python bench/bench_model.py [--batch=16] [--new_tokens=64] [--config=tiny|internvl3-1b] [--device=cpu|cuda]
 On a GPU, --config=internvl3-1b builds an InternVL3-1B-shaped model with random weights in bf16.
@@ -17,7 +17,7 @@ import chat
 import configurator
 import model as M
 import sampling
-from entropy import token_logprobs_and_entropy
+from logprobs import token_logprobs_and_entropy
 
 
 @dataclass

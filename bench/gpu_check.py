@@ -5,7 +5,7 @@ First contact with a GPU (issue 11): one command, at most ~8 minutes on one H100
               its share of the HBM-bandwidth bound (bf16 LLM weights + KV cache read once per decode step)
   2. train    grpo.py's training forward+backward (sequence_logprobs: autocast bf16 over fp32 weights, chunked
               log-probs), tokens/s and MFU against the dense bf16 peak
-  3. entropy  entropy.py's chunked log-prob/entropy with backward vs a naive log_softmax: values, gradients, memory
+  3. entropy  logprobs.py's chunked log-prob/entropy with backward vs a naive log_softmax: values, gradients, memory
   4. grpo     a GRPO step end to end (grpo.main, rollout_backend="builtin", rewards.py, 16 prompts x 8 rollouts x
               512 tokens): rollout / reward / train seconds and tokens/s, on its second step
   5. vllm     the same step with rollout_backend="vllm" (engine start, sleep, wake + weight push); skipped, with
@@ -42,8 +42,8 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("WANDB_MODE", "disabled")
 import chat
 import configurator
-import entropy
 import grpo
+import logprobs
 import model as M
 import rewards
 import sampling
@@ -223,7 +223,7 @@ def check_entropy():
         return logp_all.gather(-1, targets[:, None])[:, 0], -(logp_all.exp() * logp_all).sum(-1)
 
     def chunked(h, w):
-        return entropy.token_logprobs_and_entropy(h, w, targets, chunk_size=1024, with_grad=True)
+        return logprobs.token_logprobs_and_entropy(h, w, targets, chunk_size=1024, with_grad=True)
 
     res = {}
     for name, fn in (("naive", naive), ("chunked", chunked)):

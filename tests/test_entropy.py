@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 import entropy as E
+import logprobs as L
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -39,27 +40,27 @@ def naive_logprob_entropy(logits, targets, temperature=1.0):
 
 def test_uniform_entropy_is_log_v_and_one_hot_is_zero():
     V = 1000
-    logp, ent = E.logprobs_and_entropy_from_logits(torch.zeros(3, V), torch.tensor([0, 5, 999]), chunk_size=2)
+    logp, ent = L.logprobs_and_entropy_from_logits(torch.zeros(3, V), torch.tensor([0, 5, 999]), chunk_size=2)
     assert torch.allclose(ent, torch.full((3,), math.log(V)), atol=1e-5)
     assert torch.allclose(logp, torch.full((3,), -math.log(V)), atol=1e-5)
     # the same from hidden states: zero hidden -> zero logits -> uniform
-    logp, ent = E.token_logprobs_and_entropy(torch.zeros(4, 8), torch.randn(V, 8), torch.tensor([1, 2, 3, 4]))
+    logp, ent = L.token_logprobs_and_entropy(torch.zeros(4, 8), torch.randn(V, 8), torch.tensor([1, 2, 3, 4]))
     assert torch.allclose(ent, torch.full((4,), math.log(V)), atol=1e-5)
 
     one_hot = torch.full((2, V), float("-inf"))
     one_hot[0, 7] = 0.0
     one_hot[1, 3] = 12.0
-    logp, ent = E.logprobs_and_entropy_from_logits(one_hot, torch.tensor([7, 4]))
+    logp, ent = L.logprobs_and_entropy_from_logits(one_hot, torch.tensor([7, 4]))
     assert ent.tolist() == [0.0, 0.0]
     assert logp[0].item() == 0.0 and logp[1].item() == float("-inf")
     gap = torch.zeros(1, V)
     gap[0, 0] = 1e4  # a finite logit gap that large is one-hot in fp32
-    assert abs(E.logprobs_and_entropy_from_logits(gap, torch.tensor([0]))[1].item()) < 1e-6
+    assert abs(L.logprobs_and_entropy_from_logits(gap, torch.tensor([0]))[1].item()) < 1e-6
 
 
 def test_hand_computed_two_token_distribution():
     logits = torch.log(torch.tensor([[0.25, 0.75]]))
-    logp, ent = E.logprobs_and_entropy_from_logits(logits + 3.0, torch.tensor([1]))  # shift-invariant
+    logp, ent = L.logprobs_and_entropy_from_logits(logits + 3.0, torch.tensor([1]))  # shift-invariant
     assert ent.item() == pytest.approx(-(0.25 * math.log(0.25) + 0.75 * math.log(0.75)), abs=1e-6)  # 0.5623351
     assert logp.item() == pytest.approx(math.log(0.75), abs=1e-6)
 
@@ -73,7 +74,7 @@ def test_chunked_equals_naive_values_and_grads_from_hidden(temperature):
     targets = torch.randint(0, V, (N,))
     a, b = torch.randn(N), torch.randn(N)
 
-    logp, ent = E.token_logprobs_and_entropy(hidden, weight, targets, chunk_size=8, with_grad=True,
+    logp, ent = L.token_logprobs_and_entropy(hidden, weight, targets, chunk_size=8, with_grad=True,
                                              temperature=temperature)
     (a * logp + b * ent).sum().backward()
     grads = hidden.grad.clone(), weight.grad.clone()
@@ -85,7 +86,7 @@ def test_chunked_equals_naive_values_and_grads_from_hidden(temperature):
     assert torch.allclose(grads[0], hidden.grad, atol=1e-5, rtol=1e-4)
     assert torch.allclose(grads[1], weight.grad, atol=1e-5, rtol=1e-4)
     # the logging path: same numbers, no graph
-    logp2, ent2 = E.token_logprobs_and_entropy(hidden, weight, targets, chunk_size=8, temperature=temperature)
+    logp2, ent2 = L.token_logprobs_and_entropy(hidden, weight, targets, chunk_size=8, temperature=temperature)
     assert logp2.grad_fn is None and ent2.grad_fn is None
     assert torch.allclose(logp2, ref_logp, atol=1e-5) and torch.allclose(ent2, ref_ent, atol=1e-5)
 
@@ -99,7 +100,7 @@ def test_from_logits_grads_with_banned_tokens():
     logits = base.masked_fill(~allowed, float("-inf")).requires_grad_()
     targets = torch.randint(0, int(allowed.sum()), (N,))
     full_targets = allowed.nonzero()[:, 0][targets]  # the same tokens in the full vocabulary
-    logp, ent = E.logprobs_and_entropy_from_logits(logits, full_targets, chunk_size=3, with_grad=True)
+    logp, ent = L.logprobs_and_entropy_from_logits(logits, full_targets, chunk_size=3, with_grad=True)
     (logp + 0.5 * ent).sum().backward()
 
     kept = base[:, allowed].clone().requires_grad_()  # reference: the banned columns removed altogether
@@ -116,7 +117,7 @@ def test_bf16_hidden_keeps_dtypes_and_matches_its_own_logits():
     hidden = torch.randn(20, 32, dtype=torch.bfloat16, requires_grad=True)
     weight = torch.randn(64, 32, dtype=torch.bfloat16, requires_grad=True)
     targets = torch.randint(0, 64, (20,))
-    logp, ent = E.token_logprobs_and_entropy(hidden, weight, targets, chunk_size=7, with_grad=True)
+    logp, ent = L.token_logprobs_and_entropy(hidden, weight, targets, chunk_size=7, with_grad=True)
     assert logp.dtype == ent.dtype == torch.float32
     ref_logp, ref_ent = naive_logprob_entropy(hidden @ weight.T, targets)  # bf16 logits, fp32 softmax
     assert torch.allclose(logp, ref_logp, atol=1e-4) and torch.allclose(ent, ref_ent, atol=1e-4)
@@ -145,7 +146,7 @@ def test_lm_head_weight_gradient_gemm_runs_in_tf32_for_a_bf16_model(dtype):
     hidden = torch.randn(20, 32, dtype=dtype, requires_grad=True)
     weight = torch.randn(64, 32, dtype=dtype, requires_grad=True)
     before = torch.backends.cuda.matmul.fp32_precision
-    logp, ent = E.token_logprobs_and_entropy(hidden, weight, torch.randint(0, 64, (20,)), chunk_size=8,
+    logp, ent = L.token_logprobs_and_entropy(hidden, weight, torch.randint(0, 64, (20,)), chunk_size=8,
                                              with_grad=True)
     with PrecisionAtEachCall() as mode:
         (logp + ent).sum().backward()
@@ -158,11 +159,11 @@ def test_lm_head_weight_gradient_gemm_runs_in_tf32_for_a_bf16_model(dtype):
 
 def test_bad_shapes_raise():
     with pytest.raises(ValueError, match="does not match hidden"):
-        E.token_logprobs_and_entropy(torch.zeros(3, 8), torch.zeros(10, 4), torch.zeros(3, dtype=torch.long))
+        L.token_logprobs_and_entropy(torch.zeros(3, 8), torch.zeros(10, 4), torch.zeros(3, dtype=torch.long))
     with pytest.raises(ValueError, match="one id per row"):
-        E.logprobs_and_entropy_from_logits(torch.zeros(3, 8), torch.zeros(4, dtype=torch.long))
+        L.logprobs_and_entropy_from_logits(torch.zeros(3, 8), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="torch.long"):
-        E.logprobs_and_entropy_from_logits(torch.zeros(3, 8), torch.zeros(3, dtype=torch.int32))
+        L.logprobs_and_entropy_from_logits(torch.zeros(3, 8), torch.zeros(3, dtype=torch.int32))
 
 # -----------------------------------------------------------------------------
 # critical tokens
@@ -351,7 +352,7 @@ def test_cli_samples_with_generate_and_aligns_with_its_logprobs(tiny_run):
             hidden = net(torch.tensor([row["prompt_ids"] + row["response_ids"]]), pixel_values=pv,
                          return_hidden=True)[0]
             logits = lm_head(hidden[P - 1:-1])
-        logp, _ = E.logprobs_and_entropy_from_logits(logits, response, chunk_size=4)
+        logp, _ = L.logprobs_and_entropy_from_logits(logits, response, chunk_size=4)
         assert torch.allclose(logp, torch.tensor(row["logprobs"]), atol=1e-4)
         scored, _ = E.score_response(net, row["prompt_ids"], row["response_ids"], pv, chunk_size=4)
         assert torch.allclose(scored, naive_logprob_entropy(lm_head(hidden[P - 1:-1]), response)[0], atol=1e-5)

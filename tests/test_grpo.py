@@ -267,7 +267,7 @@ def test_shared_prefix_gives_the_per_sequence_loss_and_gradients(tmp_path):
     group and with one micro-batch for everything; a prompt that is not shared (other tiles) gets its own copy."""
     ckpt, records = make_workspace(tmp_path)
     net = model.load_model(ckpt).eval()
-    tok = model.load_tokenizer(ckpt)
+    tok = chat.load_tokenizer(ckpt)
     g = torch.Generator().manual_seed(0)
     samples = []
     for r in data.read_records(records)[:4]:   # prompts 0 (text), 1 and 2 (an image each), 3 (text)

@@ -294,7 +294,7 @@ def test_packed_forward_reads_its_boundaries_once(tok, monkeypatch):
 def shared_prefix_case(tok, cfg):
     """Two prompts (2 images; text only) with 3 and 2 rollouts of different lengths."""
     g = torch.Generator().manual_seed(1)
-    text = tok(M.build_prompt([{"role": "user", "content": "2 + 1 = ?"}], tokenizer=tok), add_special_tokens=False)
+    text = tok(chat.build_prompt([{"role": "user", "content": "2 + 1 = ?"}], tokenizer=tok), add_special_tokens=False)
     pv = random_pixels(2, cfg)
     prompts = [(image_prompt(tok, cfg, 2, "Sum both"), pv), (text["input_ids"], None)]
     return [{"prompt_ids": ids, "pixel_values": tiles, "response_ids": torch.randint(10, len(tok) - 10, (n,),
