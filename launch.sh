@@ -144,7 +144,7 @@ plot_curves() { [ "${DRY_RUN:-0}" = 1 ] || "$PY" tables.py plot_curves "$@"; }  
 
 case "$target" in
   setup) setup; exit ;;
-  test) setup; WANDB_MODE=${WANDB_MODE:-disabled} exec "$PY" -m pytest -q tests ;;
+  test) setup; WANDB_MODE=${WANDB_MODE:-disabled} exec "$PY" -m pytest -q --durations=15 tests ;;  # 15 slowest
   demo) exec bash demo.sh demo ;;
   paper_demo) exec bash demo.sh paper_demo ;;
 esac
