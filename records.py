@@ -1,7 +1,7 @@
 """
 Question records, the one JSONL reader and writer, and the question text: what every script that reads data needs,
-without torch (tables.py, synthetic.py and report-style readers start in a fraction of a second; data.py, which
-tokenizes, tiles images and collates for training, re-exports all of it as data.X).
+without torch, so that tables.py and synthetic.py start in a fraction of a second (data.py, which tokenizes,
+tiles images and collates for training, re-exports all of it as data.X).
 
   Record / read_records    our JSONL or a JSON list (the K12 file), each malformed record a ValueError at file:line
   read_jsonl / write_jsonl any JSONL (metrics, generations), read with file:line on every row
