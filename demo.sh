@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CPU demo: the paper's recipe on a tiny model (model.tiny_config) and a synthetic visual task (synthetic.py).
-#   bash demo.sh [demo]        data -> init -> captions -> cold-start SFT -> GRPO -> connector-only -> eval -> entropy
+#   bash demo.sh [demo]        data -> init -> captions -> cold-start SFT -> GRPO -> connector-only -> eval
 #   bash demo.sh TARGET        a paper target at demo scale: coldstart, grpo, connector, table1..table5, fig5..fig11
 #   bash demo.sh paper_demo    every target over SEEDS [0 1 2] (JOBS [3] seeds at a time), then report.py's
 #                              out/paper_demo/report.md (SCALE=ci: out/ci_paper_demo); finished stages are reused
@@ -35,7 +35,8 @@ if [ "$SCALE" = ci ]; then
   CONNECTOR_ARGS=(--max_steps=6); EVAL_ARGS=(--max_items=100 --k=2)
   VAL_EVAL_ARGS=(--k=2); HARD_ARGS=(--n_train=200 --n_test=50); GRPO_MAIN_ARGS=(); REJECT_ARGS=()
   TABLE3_SFT_ARGS=()
-else  # the main GRPO run saves every 10 steps: 8 checkpoints for Figs. 5 and 10, each scoring 200 val questions
+else  # the main GRPO run saves every 10 steps: 8 checkpoints for Figs. 5 and 10 (saved by the demo too, so that
+  # fig5 and fig10 reuse its GRPO stage; the demo itself reads only the last), each scoring 200 val questions
   # x 6 samples (the fewest critical tokens in a checkpoint, over seeds: 55-119 at x 2, 510-552 at x 10 (seeds 0
   # and 2); Fig. 5 wants >= 200)
   DATA_ARGS=(); CAPTION_ARGS=(); SFT_ARGS=(); GRPO_ARGS=(); CONNECTOR_ARGS=(); EVAL_ARGS=()
@@ -159,7 +160,8 @@ demo() {
   demo_eval sft "$(last_ckpt "$DEMO/sft")"
   demo_eval grpo "$(last_ckpt "$DEMO/grpo")"
   demo_eval connector "$(last_ckpt "$DEMO/connector")"
-  demo_entropy
+  # no entropy-based selection here: its val evals of every GRPO checkpoint cost more than the rest of the evals
+  # together, and only Figs. 5 and 10 (paper_demo, or `bash demo.sh fig5`) read them
   acc_table "$DEMO/results.md" "Demo (seed $SEED): held-out accuracy after each stage" \
     "alignment (captions)=$DEMO/eval/caption" "cold-start SFT=$DEMO/eval/sft" "GRPO=$DEMO/eval/grpo" \
     "connector-only tuning=$DEMO/eval/connector"
@@ -208,7 +210,8 @@ paper_demo_progress() {  # PD T0: one line: the share of the work done over the 
 
 all_targets() {  # one seed: the demo, then every paper target (each its own process, so that one failing target
   # is reported and the others still run), counting progress into $DEMO/progress as "done total" in units of one
-  # target; the demo weighs 6 (about 35% of a seed's time: 24-26 of 69-72 min, paper_demo at main 36ab814)
+  # target; the demo weighs 6 (about 35% of a seed's time when it still ran fig5's val evals and entropy: 24-26
+  # of 69-72 min, paper_demo at main 36ab814; it now runs less and fig5 more, a rough weight either way)
   local demo_units=6 t t1 failed=()
   local i=0 n=$((demo_units + ${#DEMO_TARGETS[@]}))
   mkdir -p "$DEMO"; echo "0 $n" > "$DEMO/progress"
@@ -320,10 +323,9 @@ case "$1" in
     # "hard problems": two-colour sums only, the hardest in-domain question type. Its test split is copied to
     # hard.jsonl: eval.py names a benchmark by its file name, and two files named test.jsonl are refused
     stage "$DEMO/data_hard" hard_data
-    steps=$("$PY" -c 'import sys, configurator as c, grpo; print(c.parse_config(grpo.Config, sys.argv[1:]).steps)' \
-      config/grpo_demo.py "${GRPO_ARGS[@]}")
-    lr=$("$PY" -c 'import sys, configurator as c, grpo; print(c.parse_config(grpo.Config, sys.argv[1:]).lr / 10)' \
-      config/grpo_demo.py "${GRPO_ARGS[@]}")
+    steps_lr=$("$PY" -c 'import sys, configurator as c, grpo; cfg = c.parse_config(grpo.Config, sys.argv[1:])
+print(cfg.steps, cfg.lr / 10)' config/grpo_demo.py "${GRPO_ARGS[@]}")   # one process: importing grpo costs seconds
+    read -r steps lr <<< "$steps_lr"
     grpo_arm fig7_8/curriculum "$(last_ckpt "$DEMO/sft")" \
       --curriculum="[('$D/train.jsonl', 0), ('$DEMO/data_hard/train.jsonl', $((steps / 2)))]"
     # the lr claim is about steps 1-20 (report.py): the lr / 10 arm runs those steps of the same schedule only

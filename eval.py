@@ -42,6 +42,7 @@ system turn, MMMU image placement).
 """
 
 import json
+import os
 import random
 import sys
 import time
@@ -493,7 +494,7 @@ def write_overall(cfg, out_dir, main_keys, tokenizer=None):
 
 
 def log_wandb(cfg, overall, runs):
-    if not cfg.wandb:
+    if not cfg.wandb or os.environ.get("WANDB_MODE", "").lower() == "disabled":   # as tu.RunLogger: no import
         return
     try:   # imported here: wandb is optional (results are on disk; a missing package skips W&B)
         import wandb

@@ -180,7 +180,7 @@ case "$target" in
   setup) setup; exit ;;
   test)  # the main suite in $VENV (tests/test_vllm.py skips there: no vllm), then the vLLM tier in $VLLM_VENV
     setup; setup_vllm; export WANDB_MODE=${WANDB_MODE:-disabled}
-    "$PY" -m pytest -q tests || exit   # pytest's status
+    "$PY" -m pytest -q --durations=15 tests || exit   # pytest's status; the 15 slowest tests
     exec "$VLLM_VENV/bin/python" -m pytest -q tests/test_vllm.py ;;
   test_vllm) setup_vllm   # further arguments go to pytest
     WANDB_MODE=${WANDB_MODE:-disabled} exec "$VLLM_VENV/bin/python" -m pytest -q tests/test_vllm.py "${@:2}" ;;

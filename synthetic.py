@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from PIL import Image, ImageDraw
 
 import configurator
-import data
+import records
 
 
 @dataclass
@@ -378,8 +378,8 @@ def caption_pair(scene, rng, cfg):
     if kind == "answer":
         qtype = rng.choice(cfg.question_types)
         args = QUESTION_TYPES[qtype][0](scene, rng, cfg)
-        question = data.format_question(data.Record(id="", question=question_text(qtype, args), answer="", options=None,
-                                                    images=["image"], source="synthetic"))
+        question = records.format_question(records.Record(id="", question=question_text(qtype, args), answer="",
+                                                          options=None, images=["image"], source="synthetic"))
         return question.removeprefix("<image>\n"), f"The answer is \\boxed{{{answer_for(qtype, args, scene)}}}."
     if kind == "list":  # the same lines the teacher's traces start with
         return "Describe each cell.", "\n".join(f"{names[i].capitalize()}: {describe(item)}."
@@ -461,9 +461,9 @@ def generate_split(name, n, seed, kind=None, cfg=None):
                 if not options or str(answer_for(qtype, args, candidate)) in options.values():
                     seen, noisy = candidate, True
                     break
-        # the user turn is exactly what grpo.py / eval.py will prompt with (data.format_question)
-        user_text = data.format_question(data.Record(id=item_id, question=question, answer=gold, images=["image"],
-                                                     options=options, source="synthetic"))
+        # the user turn is exactly what grpo.py / eval.py will prompt with (data.format_question, from records.py)
+        user_text = records.format_question(records.Record(id=item_id, question=question, answer=gold,
+                                                           images=["image"], options=options, source="synthetic"))
         assistant, said, detour = teacher_trace(seen, qtype, args, options, rng, cfg, detour)
         style, u = "think", rng.random() if cfg.blind_fraction or cfg.nothink_fraction else 1.0  # same draws as before
         if u < cfg.blind_fraction:

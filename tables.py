@@ -19,7 +19,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
-import data  # noqa: E402
+import records  # noqa: E402
 from table1_spec import HUB_NAMES, TABLE1  # noqa: E402
 
 
@@ -61,7 +61,7 @@ def plot_curves(out, metrics, runs):
     metric is missing or not a number are left out of its line."""
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.6), squeeze=False)
     for label, path in runs:
-        rows = [r for _, r in data.read_jsonl(path, appended_log=True)]  # (file:line, record) pairs
+        rows = [r for _, r in records.read_jsonl(path, appended_log=True)]  # (file:line, record) pairs
         for ax, m in zip(axes[0], metrics):
             pts = [(r["step"], r[m]) for r in rows if isinstance(r.get(m), (int, float))]
             ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label)
@@ -78,18 +78,23 @@ def plot_curves(out, metrics, runs):
 
 
 def demo_summary(demo):
-    """The lines after the demo's table: GRPO's gain over cold-start SFT on test, and the entropy-based pick."""
+    """The lines after the demo's table: GRPO's gain over cold-start SFT on test, and the entropy-based pick once
+    fig5 (demo.sh fig5, or paper_demo) has made it; until then, the command that makes it."""
     demo = Path(demo)
     acc = {s: read_runs(demo / "eval" / s)["test/think/full"]["accuracy"] for s in ("sft", "grpo")}
-    entropy = json.loads((demo / "entropy" / "entropy_table.json").read_text())
+    lines = f"\nGRPO - cold-start SFT on test: {100 * (acc['grpo'] - acc['sft']):+.1f} points\n\n"
+    table = demo / "entropy" / "entropy_table.json"
+    if not table.is_file():
+        return lines + ("Entropy-based selection over the GRPO checkpoints (§5.1): `SCALE=demo bash launch.sh fig5` "
+                        "(with this run's SEED) scores every checkpoint's val responses, reusing its stages\n")
+    entropy = json.loads(table.read_text())
     best = entropy["checkpoints"][0]  # entropy.py sorts them best first
     corr = entropy["correlation"] or {}
     fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-    return (f"\nGRPO - cold-start SFT on test: {100 * (acc['grpo'] - acc['sft']):+.1f} points\n\n"
-            f"Entropy-based selection over the GRPO checkpoints (§5.1): {best['name']}, critical-token entropy "
-            f"{fmt(best['critical_entropy_mean'])} nats, val accuracy {fmt(best['accuracy'])}; Pearson(entropy, val "
-            f"accuracy) over {len(entropy['checkpoints'])} checkpoints {fmt(corr.get('pearson'))} "
-            f"({demo / 'entropy' / 'entropy.png'})\n")
+    return lines + (f"Entropy-based selection over the GRPO checkpoints (§5.1): {best['name']}, critical-token "
+                    f"entropy {fmt(best['critical_entropy_mean'])} nats, val accuracy {fmt(best['accuracy'])}; "
+                    f"Pearson(entropy, val accuracy) over {len(entropy['checkpoints'])} checkpoints "
+                    f"{fmt(corr.get('pearson'))} ({demo / 'entropy' / 'entropy.png'})\n")
 
 
 def table1(runs):

@@ -17,5 +17,5 @@ max_seq_len = 512
 save_dtype = "float32"       # a tiny model: keep exact weights between stages
 keep_last = 1
 log_every = 25
-wandb = False
+wandb = True                     # only under WANDB_MODE=offline or online: demo.sh defaults to disabled
 run_name = "demo_caption"

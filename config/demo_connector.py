@@ -16,5 +16,5 @@ patience = 2
 save_dtype = "float32"
 keep_last = 1
 log_every = 10
-wandb = False
+wandb = True                     # only under WANDB_MODE=offline or online: demo.sh defaults to disabled
 run_name = "demo_connector"

@@ -9,5 +9,5 @@ batch_size = 100
 backend = "builtin"
 device = "cpu"
 dtype = "float32"
-wandb = False
+wandb = True                     # only under WANDB_MODE=offline or online: demo.sh defaults to disabled
 reward_workers = 0                # in-process Math-Verify: no pool start-up per eval on 2 cores

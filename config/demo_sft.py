@@ -17,5 +17,5 @@ eval_every = 100
 save_dtype = "float32"
 keep_last = 1
 log_every = 25
-wandb = False
+wandb = True                     # only under WANDB_MODE=offline or online: demo.sh defaults to disabled
 run_name = "demo_sft"

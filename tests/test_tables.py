@@ -47,6 +47,11 @@ def test_acc_table_cli_writes_file_and_names_missing_summary(tmp_path):
 def test_demo_summary_by_hand(tmp_path):
     write_summary(tmp_path / "eval" / "sft", {"test/think/full": run(0.40, 0.0, 1)})
     write_summary(tmp_path / "eval" / "grpo", {"test/think/full": run(0.525, 0.0, 1)})
+    # `launch.sh demo` leaves the entropy stage to fig5: the summary names the command instead of failing
+    assert tables.demo_summary(tmp_path) == (
+        "\nGRPO - cold-start SFT on test: +12.5 points\n\n"
+        "Entropy-based selection over the GRPO checkpoints (§5.1): `SCALE=demo bash launch.sh fig5` (with this run's "
+        "SEED) scores every checkpoint's val responses, reusing its stages\n")
     (tmp_path / "entropy").mkdir()
     (tmp_path / "entropy" / "entropy_table.json").write_text(json.dumps({
         "checkpoints": [{"name": "step_000040", "critical_entropy_mean": 0.12345, "accuracy": 0.5},
