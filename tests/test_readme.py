@@ -46,6 +46,7 @@ RUN_ELSEWHERE = {
     "bash launch.sh paper_demo": ("test_demo.py", 'launch("paper_demo", SCALE="ci"'),
     "bash launch.sh TARGET": ("test_demo.py", "def test_paper_scale_commands_parse"),   # every target, DRY_RUN=1
     "SCALE=demo bash launch.sh TARGET": ("test_demo.py", 'launch("paper_demo", SCALE="ci"'),   # every target
+    "SCALE=demo bash launch.sh fig5": ("test_demo.py", 'launch("paper_demo", SCALE="ci"'),   # fig5 among them
     "python bench/gpu_check.py": ("test_gpu_check.py", "--tiny"),   # its CPU mode; the GPU run is not in CI
     "python model.py CONFIG [--json OUT]": ("test_model.py", '"--json"'),
     "python model.py --init_tiny OUT": ("test_model.py", '"--init_tiny"'),
