@@ -406,8 +406,10 @@ def main(argv=None, config_cls=Config):
     dist = tu.setup_distributed()
     try:
         summary = train(cfg, dist)
-    finally:
-        tu.cleanup_distributed()
+    except BaseException:
+        tu.cleanup_distributed(wait_for_peers=False)
+        raise
+    tu.cleanup_distributed()
     if dist.is_main:
         print(json.dumps({k: v for k, v in summary.items() if k != "val_history"}))
     return 0

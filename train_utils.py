@@ -65,8 +65,15 @@ def setup_distributed(timeout_minutes=60):
     return Dist(rank, world_size, local_rank, device)
 
 
-def cleanup_distributed():
+def cleanup_distributed(wait_for_peers=True):
+    """Tear the process group down. wait_for_peers: a barrier first, so that no rank destroys its group while a
+    peer still works (rank 0 writing the last checkpoint or the results): in CI a gloo rank that left early
+    aborted at exit ("terminate called without an active exception", SIGABRT) while rank 0 was still busy.
+    False after an exception: the peers may be inside a collective this rank will never join (waiting would
+    hang until the timeout); torchrun stops them once this rank exits."""
     if tdist.is_initialized():
+        if wait_for_peers and tdist.get_world_size() > 1:
+            tdist.barrier()
         tdist.destroy_process_group()
 
 

@@ -381,7 +381,6 @@ def torchrun_worker(workspace, out):
                         reward_fn=toy_reward)
     if dist.is_main:
         (Path(out) / "resumed" / "history.json").write_text(json.dumps(resumed))
-    torch.distributed.barrier()   # nobody tears the process group down while a peer still uses it
     tu.cleanup_distributed()
 
 

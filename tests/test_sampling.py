@@ -489,7 +489,6 @@ def two_rank_worker(ckpt, out):
                                          temperature=0, stop_token_ids=stop_ids, pad_token_id=tok.pad_token_id,
                                          sync_ranks=sync, static_cache=True, compile_decode="off")
     (Path(out) / f"rank{dist.rank}.json").write_text(json.dumps(result))
-    torch.distributed.barrier()
     tu.cleanup_distributed()
 
 

@@ -5,6 +5,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -330,7 +331,7 @@ def torchrun(worker, *args, timeout=300):
 def torchrun_result(tmp_path_factory):
     out = tmp_path_factory.mktemp("torchrun")
     torchrun(__file__, out, timeout=300)
-    return torch.load(out / "result.pt", weights_only=False)
+    return {**torch.load(out / "result.pt", weights_only=False), "out": out}
 
 
 def test_torchrun_fsdp_resume_is_bitwise_exact(torchrun_result):
@@ -343,6 +344,12 @@ def test_torchrun_fsdp_resume_is_bitwise_exact(torchrun_result):
     assert r["bf16"] == (True, True)  # param_dtype=bf16: close first loss, fp32 sharded parameters
     assert r["ckpt_files"] == ["checksums.json", "config.json", "configuration_internvl_chat.py",
                                "model.safetensors", "optim_rank0.pt", "optim_rank1.pt", "trainer_state.pt"]
+
+
+def test_torchrun_ranks_leave_together(torchrun_result):
+    # cleanup_distributed waits for every rank: rank 1 leaves only after rank 0's main-only work has finished
+    out = torchrun_result["out"]
+    assert float((out / "rank1_left").read_text()) >= float((out / "rank0_done").read_text())
 
 
 def test_torchrun_fsdp_equals_single_process(torchrun_result):
@@ -440,7 +447,10 @@ def _torchrun_worker(out):
             "tiny_resumed_equal": state_equal(tiny2_sd, tiny_sd),
             "tiny_sharded_load_logits": torch.allclose(sharded_logits, plain_logits, rtol=1e-5, atol=1e-5),
         }, out / "result.pt")
+        time.sleep(1.0)   # a slow last write on rank 0: rank 1 must not tear the group down before it is done
+        (out / "rank0_done").write_text(repr(time.time()))
     tu.cleanup_distributed()
+    (out / f"rank{dist.rank}_left").write_text(repr(time.time()))
 
 
 if __name__ == "__main__":
