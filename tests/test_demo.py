@@ -77,8 +77,8 @@ def test_paper_scale_commands_parse(target):
             is_grpo = "grpo.py" in argv   # connector_tune.py plans through sft.py's train()
             planned = dataclasses.replace(cfg, plan_gpu_gib=79.19, **{"init_from" if is_grpo else "checkpoint": str(
                 ROOT / "config" / "skywork-r1v3-38b.json")})
-            planner = sys.modules["grpo" if is_grpo else "sft"]
-            assert planner.run_memory_plan(planned, 16, torch.device("cpu"))["fits"], argv
+            planner = memory_plan.grpo_plan if is_grpo else memory_plan.sft_plan
+            assert planner(planned, 16, torch.device("cpu"))["fits"], argv
         if Path(argv[argv.index(next(a for a in argv if a.endswith(".py")))]).name == "eval.py":
             assert cfg.temperature == 1.0 and cfg.max_new_tokens == 16384 and cfg.backend == "vllm", argv
             assert cfg.k == (1 if "--k=1" in argv else 5), argv

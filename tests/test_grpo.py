@@ -26,6 +26,7 @@ import chat
 import data
 import grpo
 import grpo_metrics
+import logprobs
 import model
 import sampling
 import train_utils as tu
@@ -204,8 +205,8 @@ def micro_batch_loss_and_grads(net, samples, cfg, normaliser):
     total = 0.0
     cfg = dataclasses.replace(cfg, logprob_chunk_size=5, clip_eps_low=0.2, clip_eps_high=0.28, kl_beta=0.0)
     for micro in grpo.micro_batches(samples, cfg, tu.Dist(), 0):
-        logp, _, mask = grpo.sequence_logprobs(net, micro, 0, 112, cfg, True)
-        old = grpo.padded([s["old_logp"] for s in micro], mask)
+        logp, _, mask = logprobs.sequence_logprobs(net, micro, 0, 112, cfg, True)
+        old = logprobs.padded([s["old_logp"] for s in micro], mask)
         adv = torch.tensor([s["advantage"] for s in micro])
         loss, _ = grpo.policy_loss(logp, old, None, adv, mask, cfg)
         loss = loss / normaliser
@@ -248,14 +249,14 @@ def test_packed_micro_batches_give_the_padded_loss_and_gradients(tmp_path, agg):
     # control: one row whose positions do not restart lets the sequences see each other
     micro = samples[:4]
     packing = {p: grpo.Config(logprob_chunk_size=5, packing=p, shared_prefix=False) for p in (True, False)}
-    logp_packed = grpo.sequence_logprobs(net, micro, 0, 112, packing[True], False)[0]
-    logp_padded = grpo.sequence_logprobs(net, micro, 0, 112, packing[False], False)[0]
+    logp_packed = logprobs.sequence_logprobs(net, micro, 0, 112, packing[True], False)[0]
+    logp_padded = logprobs.sequence_logprobs(net, micro, 0, 112, packing[False], False)[0]
     torch.testing.assert_close(logp_packed, logp_padded, rtol=1e-5, atol=1e-5)
     original = data.pack_samples
     leaky = lambda *a: dict(original(*a), position_ids=torch.arange(original(*a)["input_ids"].shape[1])[None])
     try:
         data.pack_samples = leaky
-        logp_leaky = grpo.sequence_logprobs(net, micro, 0, 112, packing[True], False)[0]
+        logp_leaky = logprobs.sequence_logprobs(net, micro, 0, 112, packing[True], False)[0]
     finally:
         data.pack_samples = original
     assert (logp_leaky - logp_padded).abs().max() > 1e-3
@@ -339,7 +340,7 @@ def recording_adamw_step(store):
         for group in self.param_groups:
             for p in group["params"]:
                 g = p.grad if p.grad is not None else torch.zeros_like(p)
-                grads.append((g.full_tensor() if hasattr(g, "full_tensor") else g).detach().cpu().clone())
+                grads.append(tu.full_tensor(g).detach().cpu().clone())
         store.append(grads)
         return step(self, *args, **kwargs)
     return recording
@@ -797,6 +798,12 @@ def test_reward_rises_on_a_toy_task(tmp_path):
 # data: over-long prompts skipped and counted, or an error naming the record; missing images named
 
 
+def read_prompt_records(path, tokenizer, config, cfg):
+    """data.read_prompt_records as grpo.main calls it, in one process."""
+    return data.read_prompt_records(path, lambda r: grpo.encode(tokenizer, config, r, cfg), tu.Dist(),
+                                    cfg.max_prompt_tokens, cfg.skip_long_prompts, cfg.prompts_per_step)
+
+
 def test_overlong_prompts_and_missing_images(tmp_path, capsys):
     ckpt, records = make_workspace(tmp_path / "ws")
     tokenizer = chat.load_tokenizer(ckpt)
@@ -805,18 +812,18 @@ def test_overlong_prompts_and_missing_images(tmp_path, capsys):
                          ["input_ids"]) for r in data.read_records(records)}
     limit = max(lengths[i] for i in ("q0", "q3", "q6"))   # the text-only ones; an image adds 18 tokens
     cfg = run_config(ckpt, records, tmp_path, max_prompt_tokens=limit, prompts_per_step=2)
-    kept, skipped = grpo.load_stage_records(records, tokenizer, config, cfg, tu.Dist())
+    kept, skipped = read_prompt_records(records, tokenizer, config, cfg)
     assert [r.id for r in kept] == ["q0", "q3", "q6"] and skipped == 5
     assert re.search(r"train\.jsonl: 3 records, 5 skipped \(prompt > \d+ tokens, the first at .*train\.jsonl:2\)",
                      capsys.readouterr().out)   # counted, and one of them named by file:line
     cfg = run_config(ckpt, records, tmp_path, max_prompt_tokens=limit, skip_long_prompts=False)
     with pytest.raises(ValueError, match=r"train\.jsonl:\d+: prompt of record 'q\d' is longer than"):
-        grpo.load_stage_records(records, tokenizer, config, cfg, tu.Dist())
+        read_prompt_records(records, tokenizer, config, cfg)
     # a missing image is an error naming it, at startup rather than mid-run
     with open(records, "a") as f:
         f.write(json.dumps({"id": "gone", "images": ["missing.png"], "question": "?", "answer": "1"}) + "\n")
     with pytest.raises(FileNotFoundError, match=r"missing\.png"):
-        grpo.load_stage_records(records, tokenizer, config, run_config(ckpt, records, tmp_path), tu.Dist())
+        read_prompt_records(records, tokenizer, config, run_config(ckpt, records, tmp_path))
 
 # -----------------------------------------------------------------------------
 # vLLM backend against a fake vllm module: engine arguments, requests, sleep/wake, weight push

@@ -107,7 +107,7 @@ def test_38b_grpo_plan_by_hand(tmp_path):
     assert p["fits"] and p["usable"] == pytest.approx(0.9 * 79.19 * GIB)
     # the same run through grpo.py's reading of its config (rollout_backend="vllm" there) and of config.json
     (tmp_path / "config.json").write_text(json.dumps(R1V3_38B))
-    got = grpo.run_memory_plan(configurator.parse_config(grpo.Config, [
+    got = memory_plan.grpo_plan(configurator.parse_config(grpo.Config, [
         str(REPO / "config/grpo_38b.py"), "--plan_gpu_gib=79.19", f"--init_from={tmp_path}"]), 16, CPU)
     assert got["rows"] == p["rows"] and got["train"] == p["train"]
 
@@ -131,21 +131,21 @@ def test_1b_sft_plan_by_hand():
 def test_a_run_that_cannot_fit_is_refused_with_its_numbers():
     cfg = configurator.parse_config(grpo.Config, [str(REPO / "config/grpo_38b.py"), "--plan_gpu_gib=79.19",
                                                   f"--init_from={REPO / 'config/skywork-r1v3-38b.json'}"])
-    p = grpo.run_memory_plan(cfg, 8, CPU)   # one node of 8 x 80 GB
+    p = memory_plan.grpo_plan(cfg, 8, CPU)   # one node of 8 x 80 GB
     assert not p["fits"] and p["train"] / GIB == pytest.approx(101.3, abs=0.05)
     with pytest.raises(ValueError, match="does not fit") as e:
         memory_plan.check_fits(p, "grpo.py on 8 GPUs", verbose=False)
     assert "AdamW state" in str(e.value) and "DOES NOT FIT" in str(e.value) and "101.3 GiB" in str(e.value)
     # the 38B defaults agree with the plan: GRPO and SFT on two nodes of 8, connector-only tuning on one
-    assert grpo.run_memory_plan(cfg, 16, CPU)["fits"]
+    assert memory_plan.grpo_plan(cfg, 16, CPU)["fits"]
     sft_cfg = configurator.parse_config(sft.Config, [str(REPO / "config/sft_38b.py"), "--plan_gpu_gib=79.19",
                                                      f"--checkpoint={REPO / 'config/skywork-r1v3-38b.json'}"])
-    assert sft.run_memory_plan(sft_cfg, 16, CPU)["fits"] and not sft.run_memory_plan(sft_cfg, 8, CPU)["fits"]
+    assert memory_plan.sft_plan(sft_cfg, 16, CPU)["fits"] and not memory_plan.sft_plan(sft_cfg, 8, CPU)["fits"]
     import connector_tune
     ct_cfg = configurator.parse_config(connector_tune.Config, [
         str(REPO / "config/connector_tune_38b.py"), "--plan_gpu_gib=79.19",
         f"--checkpoint={REPO / 'config/skywork-r1v3-38b.json'}"])
-    assert sft.run_memory_plan(ct_cfg, 8, CPU)["fits"]
+    assert memory_plan.sft_plan(ct_cfg, 8, CPU)["fits"]
 
 
 def test_plan_prints_and_exits_without_loading_anything(tmp_path, capsys):
