@@ -17,6 +17,7 @@ import chat
 import eval as E
 import model
 import rewards
+import stub_server
 from test_benchmarks import b64, write_tsv   # the TSV helpers of the reader tests
 
 # -----------------------------------------------------------------------------
@@ -37,34 +38,17 @@ def test_rule_family_through_rewards():
 
 
 def test_mathvista_llm_extractor_on_the_verifier_endpoint():
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
     seen = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            seen.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            body = json.dumps({"choices": [{"message": {"content": " [2007, 2008]"}}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def respond(handler, request):
+        seen.append(request)
+        stub_server.reply_chat(handler, " [2007, 2008]")
 
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     item = B.EvalItem(id="4", question="Question: Which years?", answer="[2007, 2008]", images=[], options={},
                       benchmark="MathVista", extra={"question_type": "free_form", "answer_type": "list"})
     gens = {("4", 0): {"response": "<think>peak</think>The peak lies between 2007 and 2008.", "num_tokens": 9}}
-    try:
-        cfg = E.EvalConfig(k=1, verifier_url=f"http://127.0.0.1:{server.server_port}", verifier_model="judge")
-        (scored,) = E.score_run([item], gens, cfg, "think")
-    finally:
-        server.shutdown()
-        server.server_close()
+    with stub_server.chat_endpoint(respond) as url:
+        (scored,) = E.score_run([item], gens, E.EvalConfig(k=1, verifier_url=url, verifier_model="judge"), "think")
     assert (scored["correct"], scored["parsed_pred"], scored["extraction"]) == (True, "[2007, 2008]", "llm")
     (request,) = seen
     assert (request["model"], request["temperature"], request["max_tokens"]) == ("judge", 0.0, 128)
@@ -72,7 +56,7 @@ def test_mathvista_llm_extractor_on_the_verifier_endpoint():
     assert prompt.endswith("Question: Which years?\nModel response: The peak lies between 2007 and 2008.\n"
                            "Extracted answer:") and "Extracted answer: B" in prompt
     # server gone: the rule extractor takes over (and the list cannot be read from the sentence)
-    cfg = E.EvalConfig(k=1, verifier_url=f"http://127.0.0.1:{server.server_port}")
+    cfg = E.EvalConfig(k=1, verifier_url=url)
     (scored,) = E.score_run([item], gens, cfg, "think")
     assert (scored["correct"], scored["extraction"]) == (False, "rule")
 

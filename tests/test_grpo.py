@@ -29,6 +29,7 @@ import grpo_metrics
 import logprobs
 import model
 import sampling
+import stub_server
 import train_utils as tu
 from test_train_utils import torchrun
 
@@ -1017,34 +1018,18 @@ def test_verifier_counters_every_step_and_the_api_key_is_never_written(tmp_path,
     """A key-protected verifier on 127.0.0.1: the key, read from the variable the config names, reaches it as a
     Bearer header; reward/verifier_* are in every metrics line; no file of the run, the config and the console
     output hold the key."""
-    import http.server
-    import threading
     key, seen = "sk-grpo-test-key-4f1c9a7e", []
 
-    class Verifier(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
-            seen.append(self.headers.get("Authorization"))
-            payload = json.dumps({"choices": [{"message": {"content": "No"}}]}).encode()
-            self.send_response(200 if seen[-1] == f"Bearer {key}" else 401)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+    def respond(handler, request):
+        seen.append(handler.headers.get("Authorization"))
+        stub_server.reply_chat(handler, "No", status=200 if seen[-1] == f"Bearer {key}" else 401)
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Verifier)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("R1V3_VERIFIER_KEY", key)
     ckpt, records = make_workspace(tmp_path / "ws")
-    cfg = run_config(ckpt, records, tmp_path / "out", save_every=1, verifier_url=f"http://127.0.0.1:{server.server_address[1]}",
-                     verifier_api_key_env="R1V3_VERIFIER_KEY")
-    try:
+    with stub_server.chat_endpoint(respond) as url:
+        cfg = run_config(ckpt, records, tmp_path / "out", save_every=1, verifier_url=url,
+                         verifier_api_key_env="R1V3_VERIFIER_KEY")
         grpo.main(cfg, sampler=FixedRollout(chat.load_tokenizer(ckpt), tu.Dist()))
-    finally:
-        server.shutdown()
-        server.server_close()
     assert seen and set(seen) == {f"Bearer {key}"}
     rows = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all(r["reward/verifier_calls"] > 0 for r in rows)

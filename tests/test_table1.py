@@ -4,8 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 os.environ.setdefault("WANDB_MODE", "disabled")
@@ -19,6 +17,7 @@ import eval as E
 import judges
 import puzzles
 import rewards
+import stub_server
 import tables
 from test_benchmarks import b64, write_tsv
 
@@ -184,27 +183,13 @@ def stub_judge():
     """An OpenAI-compatible stub: answers each prompt by the first rule in `replies` whose key it contains."""
     seen, replies = [], {}
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            seen.append(request)
-            prompt = request["messages"][0]["content"]
-            content = next((v for k, v in replies.items() if k in prompt), "no idea")
-            body = json.dumps({"choices": [{"message": {"content": content}}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def respond(handler, request):
+        seen.append(request)
+        prompt = request["messages"][0]["content"]
+        stub_server.reply_chat(handler, next((v for k, v in replies.items() if k in prompt), "no idea"))
 
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}", seen, replies
-    server.shutdown()
-    server.server_close()
+    with stub_server.chat_endpoint(respond) as url:
+        yield url, seen, replies
 
 
 def test_judge_prompts_verdicts_and_unparseable_replies(tmp_path, stub_judge):
@@ -441,11 +426,7 @@ def test_mmmu_pro_and_seephys_prompts(tmp_path):
 
 
 def test_judge_endpoint_down_is_counted_as_failed_and_switched_off():
-    import socket
-    with socket.socket() as s:   # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    judge = judges.Judge(f"http://127.0.0.1:{port}", "j")
+    judge = judges.Judge(f"http://127.0.0.1:{stub_server.unused_port()}", "j")
     assert judge.ask("prompt", 5, lambda r: True) == (None, "failed") and judge.down
     assert judge.ask("prompt", 5, lambda r: True) == (None, "failed")   # no second connection attempt
     assert judge.counts == {"asked": 2, "model": 0, "unparseable": 0, "failed": 2}
