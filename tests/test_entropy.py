@@ -12,9 +12,13 @@ sys.path.insert(0, str(REPO))
 import pytest
 import torch
 from PIL import Image
+from torch.utils._python_dispatch import TorchDispatchMode
 
+import chat
+import data
 import entropy as E
 import logprobs as L
+import model
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -130,7 +134,6 @@ def test_lm_head_weight_gradient_gemm_runs_in_tf32_for_a_bf16_model(dtype):
     """The [V, C] @ [C, D] fp32 GEMM of the lm_head weight gradient (one per chunk) runs with cuBLAS's fp32
     precision at "tf32" for a bf16 model, and only that GEMM: the forward's and the hidden gradient's matmuls and
     everything after see the process's setting; an fp32 model stays IEEE. Read inside each aten call."""
-    from torch.utils._python_dispatch import TorchDispatchMode
 
     class PrecisionAtEachCall(TorchDispatchMode):
         def __init__(self):
@@ -171,7 +174,6 @@ def test_bad_shapes_raise():
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    import chat
     return chat.build_tiny_tokenizer()
 
 
@@ -262,8 +264,6 @@ def test_pearson_spearman_with_ties():
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    import chat
-    import model
     root = tmp_path_factory.mktemp("entropy_cli")
     tok = chat.build_tiny_tokenizer()
     ckpts = []
@@ -289,8 +289,6 @@ def tiny_run(tmp_path_factory):
 
 
 def test_cli_scores_generations_ranks_and_correlates(tiny_run):
-    import data
-    import model
     root, ckpts, tok, gens = tiny_run
     out = root / "out"
     E.main(["--checkpoints", *map(str, ckpts), "--data", str(root / "val.jsonl"),
@@ -328,8 +326,6 @@ def test_cli_scores_generations_ranks_and_correlates(tiny_run):
 
 
 def test_cli_samples_with_generate_and_aligns_with_its_logprobs(tiny_run):
-    import data
-    import model
     root, ckpts, tok, _ = tiny_run
     out = root / "out_sampled"
     accs = [root / "acc0.json", root / "acc1.json"]

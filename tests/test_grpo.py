@@ -696,7 +696,6 @@ def two_step_run(tmp_path_factory):
 
 
 def copy_run(cfg, out, **overrides):
-    import shutil
     shutil.copytree(cfg.out_dir, out)
     return grpo.Config(**{**cfg.__dict__, "out_dir": str(out), **overrides})
 
@@ -736,7 +735,6 @@ def test_resume_refuses_a_changed_model_or_run_config(two_step_run, tmp_path, ca
 def test_resume_refuses_another_init_from_and_accepts_a_copy(two_step_run, tmp_path):
     """init_from is the KL reference and the tokenizer: a resume pointing it at other weights or another tokenizer
     is refused (the config is the same), a copy of the same checkpoint elsewhere is fine."""
-    import shutil
     weights = model.load_model(two_step_run.init_from).state_dict()
     weights["mlp1.1.bias"] = weights["mlp1.1.bias"] + 1e-3   # same shapes and config, other weights
     config = model.ModelConfig.from_json(Path(two_step_run.init_from) / "config.json")

@@ -11,10 +11,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import configurator  # noqa: E402
+import connector_tune  # noqa: E402
 import grpo  # noqa: E402
 import memory_plan  # noqa: E402
 import model as M  # noqa: E402
 import sft  # noqa: E402
+import train_utils as tu  # noqa: E402
 
 GIB = 2 ** 30
 # The released shapes. InternVL3-1B: InternViT-300M-448px-V2_5 (24 layers, 16 heads, width 1024, MLP 4096, LayerNorm,
@@ -141,7 +143,6 @@ def test_a_run_that_cannot_fit_is_refused_with_its_numbers():
     sft_cfg = configurator.parse_config(sft.Config, [str(REPO / "config/sft_38b.py"), "--plan_gpu_gib=79.19",
                                                      f"--checkpoint={REPO / 'config/skywork-r1v3-38b.json'}"])
     assert memory_plan.sft_plan(sft_cfg, 16, CPU)["fits"] and not memory_plan.sft_plan(sft_cfg, 8, CPU)["fits"]
-    import connector_tune
     ct_cfg = configurator.parse_config(connector_tune.Config, [
         str(REPO / "config/connector_tune_38b.py"), "--plan_gpu_gib=79.19",
         f"--checkpoint={REPO / 'config/skywork-r1v3-38b.json'}"])
@@ -168,7 +169,6 @@ def test_sft_on_a_gpu_refuses_a_run_that_cannot_fit_before_loading(tmp_path, cap
     """sft.train's startup check on a GPU rank (a cuda Dist; nothing touches the device before the plan): the 38B
     config, all modules trainable, on one 80 GB GPU is refused with the plan, before the data or the weights
     (neither exists here) are read."""
-    import train_utils as tu
     (tmp_path / "config.json").write_text(json.dumps(R1V3_38B))
     cfg = configurator.parse_config(sft.Config, [f"--checkpoint={tmp_path}", "--data=missing.jsonl",
                                                  "--plan_gpu_gib=79.19", f"--out_dir={tmp_path / 'out'}"])

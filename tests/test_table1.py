@@ -10,6 +10,8 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import benchmarks as B
@@ -19,7 +21,7 @@ import puzzles
 import rewards
 import stub_server
 import tables
-from test_benchmarks import b64, write_tsv
+from test_benchmarks import b64, png_bytes, write_tsv
 
 
 def summarize(path, responses, **cfg):
@@ -377,9 +379,6 @@ def test_table1_layout_puts_the_paper_column_beside_ours():
 
 
 def test_emma_and_mmk12_parquet_layouts_and_prompts(tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    from test_benchmarks import png_bytes
     image = {"bytes": png_bytes((7, 8, 9)), "path": None}
     emma = [{"pid": "math_1", "question": "Which is bigger, <image_2> or <image_1>?", "options": ["left", "right"],
              "answer": "B", "type": "Multiple Choice", "context": "Two shapes.", "subject": "Math",
