@@ -47,8 +47,8 @@ import rewards
 import sampling
 import train_utils as tu
 from chat import load_tokenizer
-from entropy import DEFAULT_CRITICAL_WORDS, critical_token_sequences, high_entropy_threshold
 from model import ModelConfig
+from token_entropy import DEFAULT_CRITICAL_WORDS, critical_token_sequences, high_entropy_threshold
 
 # -----------------------------------------------------------------------------
 # config: paper values are the defaults (sections of the paper); config/grpo_38b.py is the full run

@@ -76,7 +76,7 @@ def _worker_init(memory_bytes: int):
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     for name in ("math_verify", "latex2sympy2_extended"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
-    # import and warm up sympy before the first deadline starts
+    # warm up sympy (its first calls build caches) before the first deadline starts
     for gold, pred in (("$x>1$", "$1<x$"), ("$x^2+y^2=1$", "$y^2=1-x^2$"),
                        ("$[1,2)$", "$\\{1,2\\}$")):
         _math_verify(gold, pred, 2)
