@@ -282,8 +282,8 @@ def micro_batches(samples, cfg, dist, pad_id):
              "advantage": 0.0, "dummy": True}
     return tu.lockstep_micro_batches([[samples[i] for i in g] for g in groups], [dummy], dist)
 
-
 # -----------------------------------------------------------------------------
+# startup: the config's checks and the sampler it asks for
 
 
 def check_config(cfg, world):

@@ -984,7 +984,10 @@ def test_bad_counts_and_lr_are_refused_at_startup(tmp_path):
                                ({"steps": -3}, "--steps=-3: must be > 0"),
                                ({"trainable": []}, r"--trainable=\[\]: must not be empty"),
                                ({"lr": float("inf")}, "--lr=inf: must be a finite number"),
-                               ({"lr": 1e3}, r"--lr=1000.0: the learning rate must be in \(0, 1\]")):
+                               ({"lr": 1e3}, r"--lr=1000.0: the learning rate must be in \(0, 1\]"),
+                               ({"response_length_schedule": [(0, 8), (20, 16), (10, 32)]},
+                                "--response_length_schedule: must start at step 0 and be sorted"),
+                               ({"curriculum": [(str(records), 5)]}, "--curriculum: must start at step 0")):
         with pytest.raises(ValueError, match=message):
             grpo.main(run_config(ckpt, records, tmp_path / "out", **overrides), reward_fn=toy_reward)
     assert not (tmp_path / "out" / "metrics.jsonl").exists()   # nothing ran
