@@ -91,6 +91,13 @@ def check_values(cfg, positive=(), non_negative=(), nonempty=()):
             fail(name, "must not be empty")
 
 
+def check_schedule(name, first_steps):
+    """A schedule field's first steps ([(first_step, value), ...] or [(value, first_step), ...]): empty, or
+    starting at step 0 and sorted, so that a step's entry is the last one starting at or before it."""
+    if first_steps and (first_steps[0] != 0 or first_steps != sorted(first_steps)):
+        raise ValueError(f"--{name}: must start at step 0 and be sorted by step, got first steps {first_steps}")
+
+
 def _is_list(tp):
     return tp is list or typing.get_origin(tp) is list
 

@@ -4,7 +4,8 @@ SFT chat samples with label masking, collation (right-padded, packed, left-padde
 deterministic resumable data order. Reads top to bottom:
 
   1. records      read_records (records.py) / load_image / check_images; image_to_pixel_values (InternVL tiling)
-  2. prompts      format_question (records.py) / encode_prompt  (RL rollouts, eval, rejection sampling)
+  2. prompts      format_question (records.py) / encode_prompt  (RL rollouts, eval, rejection sampling) /
+                 read_prompt_records (grpo.py: every prompt encoded at startup, the over-long ones dropped)
   3. chat (SFT)   read_chat_jsonl / tokenize_chat            (loss on assistant tokens only)
   4. collation    collate_right_padded / token_budget_groups / pack_samples / collate_responses /
                  collate_left_padded
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as tdist
 from PIL import Image
 
 import chat
@@ -174,6 +176,34 @@ def encode_prompt(tokenizer, config, record: Record, mode: str = "think", system
     return {"input_ids": input_ids, "pixel_values": pixel_values, "num_tiles": num_tiles,
             "prompt": prompt, "images": images}
 
+
+def read_prompt_records(path, encode, dist, max_prompt_tokens, skip_long=True, min_records=1):
+    """The records of a data file whose prompts fit (grpo.py's stages), each prompt encoded once now, so that a
+    bad record fails at startup and not mid-run (a bad image names its path); the ranks of dist share the work.
+    encode(record) -> encode_prompt's dict, or None when longer than max_prompt_tokens. Longer prompts are
+    dropped and counted (skip_long), else an error naming the first. -> (kept records, number dropped)"""
+    records = read_records(path)
+    if not records:
+        raise ValueError(f"{path}: no records")
+    too_long = [r.id for r in records[dist.rank::dist.world_size] if encode(r) is None]
+    if dist.world_size > 1:
+        gathered = [None] * dist.world_size
+        tdist.all_gather_object(gathered, too_long)
+        too_long = [i for part in gathered for i in part]
+    if too_long and not skip_long:
+        where = next(r.where for r in records if r.id == too_long[0])
+        raise ValueError(f"{where}: prompt of record {too_long[0]!r} is longer than "
+                         f"max_prompt_tokens={max_prompt_tokens} ({len(too_long)} such records "
+                         f"in {path}); raise it or set skip_long_prompts=True")
+    kept = [r for r in records if r.id not in set(too_long)]
+    if len(kept) < min_records:
+        raise ValueError(f"{path}: {len(kept)} usable records (of {len(records)}) < "
+                         f"prompts_per_step {min_records}")
+    if dist.is_main:
+        first = next((f", the first at {r.where}" for r in records if r.id in set(too_long)), "")
+        print(f"{path}: {len(kept)} records, {len(set(too_long))} skipped "
+              f"(prompt > {max_prompt_tokens} tokens{first})")
+    return kept, len(set(too_long))
 
 # -----------------------------------------------------------------------------
 # 3. SFT chat data

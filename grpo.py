@@ -28,7 +28,6 @@ verl#1683). Everything runs in eval mode: R1V3 has no dropout, and drop-path in 
 make pi_old and pi_theta different functions of the same weights.
 """
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -42,14 +41,14 @@ import checkpoint
 import configurator
 import data
 import grpo_metrics
+import logprobs
 import memory_plan
 import rewards
 import sampling
 import train_utils as tu
 from chat import load_tokenizer
-from entropy import DEFAULT_CRITICAL_WORDS, critical_token_sequences, high_entropy_threshold
-from logprobs import token_logprobs_and_entropy
 from model import ModelConfig
+from token_entropy import DEFAULT_CRITICAL_WORDS, critical_token_sequences, high_entropy_threshold
 
 # -----------------------------------------------------------------------------
 # config: paper values are the defaults (sections of the paper); config/grpo_38b.py is the full run
@@ -139,6 +138,12 @@ class Config:
     plan_gpus: int = 0                  # GPUs to plan for; 0 = this launch's (torchrun's WORLD_SIZE)
     plan_gpu_gib: float = 0.0           # memory per GPU; 0 = this GPU's (79.19 GiB, an 80 GB H100, on CPU)
 
+    def samples_bf16_copy(self, world, on_gpu):
+        """rollout_dtype resolved: does the builtin sampler sample a bf16 copy of the policy (one process only;
+        auto: on one GPU with dtype=bfloat16)? rollout_sampler and memory_plan.grpo_plan ask this."""
+        return self.rollout_dtype == "bfloat16" or (
+            self.rollout_dtype == "auto" and on_gpu and world == 1 and self.dtype == "bfloat16")
+
 
 # settings a resume may change; every other field, the data files and the model config define
 # the run (checkpoint.describe_run). steps is the stop point (a cosine LR reshapes from here unless
@@ -211,45 +216,16 @@ def stage_at(step, stages):
     return [i for i, (_, first) in enumerate(stages) if first <= step][-1]
 
 # -----------------------------------------------------------------------------
-# data: every prompt is encoded once at startup, so bad records fail before the first step
-
-
-def load_stage_records(path, tokenizer, model_config, cfg, dist):
-    """Records of one data file, minus the prompts longer than max_prompt_tokens. Encoding every
-    prompt (ranks share the work) also checks every image: a bad one names its path."""
-    records = data.read_records(path)
-    if not records:
-        raise ValueError(f"{path}: no records")
-    too_long = [r.id for r in records[dist.rank::dist.world_size]
-                if encode(tokenizer, model_config, r, cfg) is None]
-    if dist.world_size > 1:
-        gathered = [None] * dist.world_size
-        tdist.all_gather_object(gathered, too_long)
-        too_long = [i for part in gathered for i in part]
-    if too_long and not cfg.skip_long_prompts:
-        where = next(r.where for r in records if r.id == too_long[0])
-        raise ValueError(f"{where}: prompt of record {too_long[0]!r} is longer than "
-                         f"max_prompt_tokens={cfg.max_prompt_tokens} ({len(too_long)} such records "
-                         f"in {path}); raise it or set skip_long_prompts=True")
-    kept = [r for r in records if r.id not in set(too_long)]
-    if len(kept) < cfg.prompts_per_step:
-        raise ValueError(f"{path}: {len(kept)} usable records (of {len(records)}) < "
-                         f"prompts_per_step {cfg.prompts_per_step}")
-    if dist.is_main:
-        first = next((f", the first at {r.where}" for r in records if r.id in set(too_long)), "")
-        print(f"{path}: {len(kept)} records, {len(set(too_long))} skipped "
-              f"(prompt > {cfg.max_prompt_tokens} tokens{first})")
-    return kept, len(set(too_long))
+# one step's pieces: a sampling round, micro-batches (their log-probs: logprobs.sequence_logprobs)
 
 
 def encode(tokenizer, model_config, record, cfg):
+    """A record's prompt; every one is encoded once at startup too (data.read_prompt_records), so bad records
+    fail before the first step."""
     return data.encode_prompt(tokenizer, model_config, record, mode=cfg.mode,
                               system=cfg.system_prompt or None,
                               max_prompt_tokens=cfg.max_prompt_tokens or None,
                               max_tiles=cfg.max_tiles or None)
-
-# -----------------------------------------------------------------------------
-# one step's pieces: a sampling round, micro-batches and their log-probs
 
 
 @dataclass
@@ -302,48 +278,12 @@ def micro_batches(samples, cfg, dist, pad_id):
     size, budget = cfg.micro_batch_size, cfg.micro_batch_tokens
     groups = data.token_budget_groups(lengths, budget) if budget > 0 else \
         [range(i, min(i + size, len(samples))) for i in range(0, len(samples), size)]
-    chunks = [[samples[i] for i in g] for g in groups]
-    count = int(tu.all_reduce_max(float(len(chunks)), dist))
     dummy = {"prompt_ids": [pad_id], "response_ids": [pad_id], "pixel_values": None,
              "advantage": 0.0, "dummy": True}
-    return chunks + [[dummy]] * (count - len(chunks))
-
-
-def sequence_logprobs(model, samples, pad_id, image_size, cfg, with_grad):
-    """One forward over prompt + response of each sample -> (logp, entropy, mask) [B, L] over the
-    response tokens; inputs packed (cfg.packing) or right-padded, the same numbers
-    (data.collate_responses); packed with cfg.shared_prefix, a group's rollouts share one copy of their
-    prompt (model.packed_sdpa_attention), the same numbers to fp32 round-off. Log-probs come from the
-    hidden states through lm_head in chunks of cfg.logprob_chunk_size rows: no [N, V] fp32 logits."""
-    device = next(model.parameters()).device
-    batch, rows, cols = data.collate_responses(samples, pad_id, image_size, cfg.packing, cfg.shared_prefix)
-    to_device = lambda key: None if batch.get(key) is None else batch[key].to(device)
-    hidden = model(to_device("input_ids"), pixel_values=to_device("pixel_values"),
-                   image_flags=to_device("image_flags"), attention_mask=to_device("attention_mask"),
-                   position_ids=to_device("position_ids"), prefix_layout=batch.get("prefix_layout"),
-                   return_hidden=True)   # [B|1, T, D]
-    targets = torch.tensor([t for s in samples for t in s["response_ids"]], device=device)
-    # FSDP2 leaves the root group (lm_head) unsharded from forward to the end of backward; were it
-    # a shard, full_tensor() gathers it, differentiably
-    weight = sampling.full_tensor(model.language_model.get_output_embeddings().weight)   # [V, D]
-    logp, ent = token_logprobs_and_entropy(hidden[rows.to(device), cols.to(device)], weight,
-                                           targets, cfg.logprob_chunk_size, with_grad)   # [N], [N]
-    lengths = torch.tensor([len(s["response_ids"]) for s in samples], device=device)
-    mask = torch.arange(int(lengths.max()), device=device)[None, :] < lengths[:, None]   # [B, L]
-    logp = logp.new_zeros(mask.shape).masked_scatter(mask, logp)   # [B, L], differentiable
-    ent = ent.detach().new_zeros(mask.shape).masked_scatter(mask, ent.detach())
-    return logp, ent, mask
-
-
-def padded(rows, mask):
-    """per-sample 1-D tensors (or None -> 0) -> [B, L] aligned with mask."""
-    out = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
-    for i, row in enumerate(rows):
-        if row is not None:
-            out[i, :len(row)] = row.to(out.device)
-    return out
+    return tu.lockstep_micro_batches([[samples[i] for i in g] for g in groups], [dummy], dist)
 
 # -----------------------------------------------------------------------------
+# startup: the config's checks and the sampler it asks for
 
 
 def check_config(cfg, world):
@@ -364,45 +304,20 @@ def check_config(cfg, world):
         raise ValueError(f"prompts_per_step {P} must be a multiple of mini_batches {K}")
     if cfg.schedule_steps and cfg.schedule_steps < cfg.steps:
         raise ValueError(f"schedule_steps ({cfg.schedule_steps}) must be 0 or >= steps ({cfg.steps})")
-    for name, schedule in (("response_length_schedule", list(cfg.response_length_schedule)),
-                           ("curriculum", [(s, d) for d, s in cfg.curriculum])):
-        firsts = [s for s, _ in schedule]
-        if schedule and (firsts[0] != 0 or firsts != sorted(firsts)):
-            raise ValueError(f"{name} must start at step 0 and be sorted by step, got {schedule}")
+    configurator.check_schedule("response_length_schedule", [s for s, _ in cfg.response_length_schedule])
+    configurator.check_schedule("curriculum", [s for _, s in cfg.curriculum])
 
 
 def rollout_sampler(cfg, dist, model, tokenizer, checkpoint):
-    """sampling.make_sampler with this config. builtin, one process: rollout_dtype="bfloat16"
-    samples a bf16 copy of the policy (auto: on one GPU in bf16)."""
-    one_gpu_bf16 = dist.device.type == "cuda" and dist.world_size == 1 and cfg.dtype == "bfloat16"
+    """sampling.make_sampler with this config."""
     longest = max(tokens for _, tokens in cfg.response_length_schedule)
     return sampling.make_sampler(
         cfg.rollout_backend, tokenizer, checkpoint, model, dist, temperature=cfg.temperature,
         top_p=cfg.top_p, seed=cfg.seed, batch_size=cfg.rollout_batch_size, compile_decode=cfg.compile_decode,
-        bf16_copy=cfg.rollout_dtype == "bfloat16" or (cfg.rollout_dtype == "auto" and one_gpu_bf16),
+        bf16_copy=cfg.samples_bf16_copy(dist.world_size, on_gpu=dist.device.type == "cuda"),
         tensor_parallel_size=cfg.vllm_tensor_parallel_size, max_tiles=cfg.max_tiles,
         gpu_memory_utilization=cfg.vllm_gpu_memory_utilization, max_images=cfg.vllm_max_images,
         max_model_len=cfg.max_prompt_tokens + longest)
-
-
-def run_memory_plan(cfg, world, device):
-    """memory_plan.plan of this run on `world` GPUs (init_from's config.json only): micro-batches of
-    micro_batch_tokens, or of micro_batch_size prompt + longest response sequences; the sampler that
-    rollout_backend picks on this machine (auto: vLLM with a GPU)."""
-    config = memory_plan.read_model_config(cfg.init_from)
-    sequence = cfg.max_prompt_tokens + max(tokens for _, tokens in cfg.response_length_schedule)
-    tokens = cfg.micro_batch_tokens or cfg.micro_batch_size * sequence
-    sequences = max(1, tokens // sequence) if cfg.micro_batch_tokens else cfg.micro_batch_size
-    backend = sampling.pick_backend(cfg.rollout_backend)
-    return memory_plan.plan(
-        config, world_size=world, trainable=cfg.trainable, tokens=tokens,
-        tiles=memory_plan.tiles_per_micro_batch(config, tokens, sequences, cfg.max_tiles),
-        activation_checkpointing=cfg.activation_checkpointing, logprob_chunk=cfg.logprob_chunk_size,
-        gpu_bytes=memory_plan.gpu_bytes(cfg.plan_gpu_gib, device), compute_bytes=2 if cfg.dtype == "bfloat16" else 4,
-        sampler=backend, vllm_tensor_parallel_size=cfg.vllm_tensor_parallel_size,
-        vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization, rollout_sequences=cfg.rollout_batch_size,
-        rollout_tokens=sequence, rollout_copy=world == 1 and (cfg.rollout_dtype == "bfloat16" or (
-            cfg.rollout_dtype == "auto" and cfg.dtype == "bfloat16")))
 
 
 def main(cfg, sampler=None, reward_fn=None):
@@ -410,8 +325,7 @@ def main(cfg, sampler=None, reward_fn=None):
     reward_fn(texts, records) -> [{"reward", "accuracy", "format"}] (default: rewards.score_batch,
     eqs. 1-3). Returns the per-step metrics (the same on every rank); [] with --plan."""
     if cfg.plan:   # before anything is loaded or allocated
-        world = cfg.plan_gpus or int(os.environ.get("WORLD_SIZE", 1))
-        print(memory_plan.format_plan(run_memory_plan(cfg, world, torch.device("cpu"))))
+        print(memory_plan.format_plan(memory_plan.grpo_plan(cfg, memory_plan.plan_gpus(cfg), torch.device("cpu"))))
         return []
     dist = tu.setup_distributed()   # joins the process group when it is up already
     if dist.is_main:
@@ -429,7 +343,7 @@ def main(cfg, sampler=None, reward_fn=None):
                                 f"out_dir/step_NNNNNN")
     check_config(cfg, dist.world_size)
     if dist.device.type == "cuda":   # the memory plan, before the model is loaded
-        memory_plan.check_fits(run_memory_plan(cfg, dist.world_size, dist.device),
+        memory_plan.check_fits(memory_plan.grpo_plan(cfg, dist.world_size, dist.device),
                                f"grpo.py on {dist.world_size} GPUs", verbose=dist.is_main)
     P, K, E = cfg.prompts_per_step, cfg.mini_batches, cfg.ppo_epochs
     tu.set_seed(cfg.seed + dist.rank)
@@ -442,7 +356,9 @@ def main(cfg, sampler=None, reward_fn=None):
     model_config = ModelConfig.from_json(Path(cfg.init_from) / "config.json")
     pad_id, image_size = tokenizer.pad_token_id, model_config.force_image_size
     stages = cfg.curriculum or [(cfg.data, 0)]
-    loaded = [load_stage_records(path, tokenizer, model_config, cfg, dist) for path, _ in stages]
+    loaded = [data.read_prompt_records(path, lambda r: encode(tokenizer, model_config, r, cfg), dist,
+                                       cfg.max_prompt_tokens, cfg.skip_long_prompts, cfg.prompts_per_step)
+              for path, _ in stages]
     stage_records, skipped = [records for records, _ in loaded], sum(n for _, n in loaded)
 
     # built on the meta device and sharded as it loads: a 38B model never exists whole on one rank
@@ -547,7 +463,7 @@ def main(cfg, sampler=None, reward_fn=None):
             for mini in minis if nets else []:
                 for micro in micro_batches(mini, cfg, dist, pad_id):
                     for key, net in nets:
-                        logp = sequence_logprobs(net, micro, pad_id, image_size, cfg, False)[0]
+                        logp = logprobs.sequence_logprobs(net, micro, pad_id, image_size, cfg, False)[0]
                         for i, s in enumerate(micro):
                             s[key] = logp[i, :len(s["response_ids"])]
         sums["groups_trained"] = float(len(groups))
@@ -555,11 +471,11 @@ def main(cfg, sampler=None, reward_fn=None):
         for epoch in range(E):
             for k, mini in enumerate(minis):
                 for micro in micro_batches(mini, cfg, dist, pad_id):
-                    forward = sequence_logprobs(model, micro, pad_id, image_size, cfg, True)
+                    forward = logprobs.sequence_logprobs(model, micro, pad_id, image_size, cfg, True)
                     logp, _, mask = forward
-                    old = padded([s.get("old_logp") for s in micro], mask) if need_old \
+                    old = logprobs.padded([s.get("old_logp") for s in micro], mask) if need_old \
                         else logp.detach()
-                    ref = padded([s.get("ref_logp") for s in micro], mask) if ref_model else None
+                    ref = logprobs.padded([s.get("ref_logp") for s in micro], mask) if ref_model else None
                     adv = torch.tensor([s["advantage"] for s in micro], device=logp.device)
                     loss, stats = policy_loss(logp, old, ref, adv, mask, cfg)
                     loss = loss / normalisers[k]   # eq. 7's mean over the whole mini-batch

@@ -12,7 +12,7 @@ import torch
 
 import rewards
 import train_utils as tu
-from entropy import HIGH_ENTROPY_THRESHOLD, critical_mask, entropy_metrics
+from token_entropy import HIGH_ENTROPY_THRESHOLD, critical_mask, entropy_metrics
 
 # the LLM verifier's calls and their outcomes (rewards.RewardStats), and the ranks whose verifier is in its
 # cooldown at the step's end: reward/verifier_* in every step's metrics, so an outage shows where it happens

@@ -1,6 +1,7 @@
 """
 Log-probs and entropy of the tokens a model sampled, chunked over positions, fp32 per chunk (never a full fp32
-[N, V]), with a chunked backward: the policy loss of grpo.py and sft.py, and entropy.py's scoring.
+[N, V]), with a chunked backward: the policy loss of grpo.py and sft.py, and entropy.py's scoring. At the end,
+sequence_logprobs: one forward of a micro-batch of sampled responses through the model and this kernel (grpo.py).
 
 Alignment convention, used by every per-token tensor in this file:
   for a response y_0..y_{L-1} that follows a prompt x_0..x_{P-1}, index t (logprobs[t], entropy[t],
@@ -18,6 +19,9 @@ import contextlib
 
 import torch
 import torch.nn.functional as F
+
+import data
+import train_utils as tu
 
 FP32_MIN = torch.finfo(torch.float32).min
 
@@ -170,3 +174,42 @@ def logprobs_and_entropy_from_logits(logits, targets, chunk_size=512, with_grad=
         with torch.no_grad():
             return _forward_chunks(logits, None, targets, chunk_size, temperature)[:2]
     return _ChunkedLogprobEntropy.apply(logits, None, targets, chunk_size, temperature)
+
+# -----------------------------------------------------------------------------
+# the log-probs of sampled responses under a model: grpo.py's training forward (pi_theta, pi_old, pi_ref)
+
+
+def sequence_logprobs(model, samples, pad_id, image_size, cfg, with_grad):
+    """One forward over prompt + response of each sample (dicts with prompt_ids, response_ids, pixel_values)
+    -> (logp, entropy, mask) [B, L] over the response tokens; cfg: grpo.py's Config (packing, shared_prefix,
+    logprob_chunk_size); inputs packed (cfg.packing) or right-padded, the same numbers
+    (data.collate_responses); packed with cfg.shared_prefix, a group's rollouts share one copy of their
+    prompt (model.packed_sdpa_attention), the same numbers to fp32 round-off. Log-probs come from the
+    hidden states through lm_head in chunks of cfg.logprob_chunk_size rows: no [N, V] fp32 logits."""
+    device = next(model.parameters()).device
+    batch, rows, cols = data.collate_responses(samples, pad_id, image_size, cfg.packing, cfg.shared_prefix)
+    to_device = lambda key: None if batch.get(key) is None else batch[key].to(device)
+    hidden = model(to_device("input_ids"), pixel_values=to_device("pixel_values"),
+                   image_flags=to_device("image_flags"), attention_mask=to_device("attention_mask"),
+                   position_ids=to_device("position_ids"), prefix_layout=batch.get("prefix_layout"),
+                   return_hidden=True)   # [B|1, T, D]
+    targets = torch.tensor([t for s in samples for t in s["response_ids"]], device=device)
+    # FSDP2 leaves the root group (lm_head) unsharded from forward to the end of backward; were it
+    # a shard, full_tensor() gathers it, differentiably
+    weight = tu.full_tensor(model.language_model.get_output_embeddings().weight)   # [V, D]
+    logp, ent = token_logprobs_and_entropy(hidden[rows.to(device), cols.to(device)], weight,
+                                           targets, cfg.logprob_chunk_size, with_grad)   # [N], [N]
+    lengths = torch.tensor([len(s["response_ids"]) for s in samples], device=device)
+    mask = torch.arange(int(lengths.max()), device=device)[None, :] < lengths[:, None]   # [B, L]
+    logp = logp.new_zeros(mask.shape).masked_scatter(mask, logp)   # [B, L], differentiable
+    ent = ent.detach().new_zeros(mask.shape).masked_scatter(mask, ent.detach())
+    return logp, ent, mask
+
+
+def padded(rows, mask):
+    """per-sample 1-D tensors (or None -> 0) -> [B, L] aligned with mask."""
+    out = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
+    for i, row in enumerate(rows):
+        if row is not None:
+            out[i, :len(row)] = row.to(out.device)
+    return out

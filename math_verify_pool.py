@@ -23,6 +23,9 @@ import time
 from concurrent.futures.process import BrokenProcessPool
 
 import pebble
+# at the top, though only the workers (and reward_workers=0) call it: sympy, its heaviest part, is loaded in a
+# trainer already (torch.distributed.tensor imports it), and `import rewards` alone costs ~0.45 s more
+from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
 from rule_check import _INVISIBLE, _QUANTITY, _UNICODE, _UNICODE_RE, _WORDS
 
@@ -41,9 +44,6 @@ def _math_verify_text(s: str) -> str:
 def _math_verify(gold: str, pred: str, timeout_s: int | None) -> tuple[bool, str, bool]:
     """(equal, reason, timed_out); never raises (an error scores 0). timeout_s: Math-Verify's own
     SIGALRM limit (main thread only) or None."""
-    # imported here, in the workers: the process that trains or evaluates never needs sympy
-    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
-
     pred_config = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
     t0 = time.monotonic()
     # prose ("... Thus, it is 300.", "$$2.2$$ (not unique)"): let Math-Verify find the math in it;
@@ -76,7 +76,7 @@ def _worker_init(memory_bytes: int):
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     for name in ("math_verify", "latex2sympy2_extended"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
-    # import and warm up sympy before the first deadline starts
+    # warm up sympy (its first calls build caches) before the first deadline starts
     for gold, pred in (("$x>1$", "$1<x$"), ("$x^2+y^2=1$", "$y^2=1-x^2$"),
                        ("$[1,2)$", "$\\{1,2\\}$")):
         _math_verify(gold, pred, 2)

@@ -2,6 +2,7 @@
 The per-GPU memory plan of a training run, from the model's config.json alone (no weights, no GPU):
 what sft.py, connector_tune.py and grpo.py hold on each GPU, and whether it fits. On a GPU they print it at
 startup and refuse a run that cannot fit, before anything is allocated; `--plan` prints it and exits (CPU too).
+sft_plan and grpo_plan read those scripts' configs.
 
     python grpo.py config/grpo_38b.py --plan --init_from=config/skywork-r1v3-38b.json --plan_gpus=16
 
@@ -26,9 +27,12 @@ Estimates: the activation formulas list the tensors autograd saves; the CUDA con
 fragmentation are RESERVED, assumed, not measured.
 """
 import json
+import os
 from pathlib import Path
 
 import torch
+
+import sampling
 
 GIB = 2 ** 30
 RESERVED = 0.10   # of the GPU: CUDA context, NCCL buffers, allocator fragmentation (assumed)
@@ -206,3 +210,46 @@ def check_fits(p, what, verbose=True):
         raise ValueError(f"{what}: this run does not fit in GPU memory by the memory plan (more GPUs: "
                          f"torchrun --nnodes; fewer trainable modules; activation_checkpointing=True; a smaller "
                          f"micro-batch or vllm_gpu_memory_utilization):\n{format_plan(p)}")
+
+# -----------------------------------------------------------------------------
+# the plans of the training scripts' runs, read from their configs: sft.py's (and connector_tune.py's) and grpo.py's
+
+
+def plan_gpus(cfg):
+    """The GPUs a --plan is for: plan_gpus, else this launch's (torchrun's WORLD_SIZE)."""
+    return cfg.plan_gpus or int(os.environ.get("WORLD_SIZE", 1))
+
+
+def micro_batch_shape(cfg, sequence):
+    """(tokens, sequences) of one micro-batch: micro_batch_tokens, else micro_batch_size sequences of `sequence`
+    tokens (the longest a sample may be)."""
+    tokens = cfg.micro_batch_tokens or cfg.micro_batch_size * sequence
+    return tokens, max(1, tokens // sequence) if cfg.micro_batch_tokens else cfg.micro_batch_size
+
+
+def sft_plan(cfg, world, device):
+    """plan of an sft.py run on `world` GPUs (the checkpoint's config.json only): samples of max_seq_len tokens,
+    packed or padded."""
+    config = read_model_config(cfg.checkpoint)
+    tokens, sequences = micro_batch_shape(cfg, cfg.max_seq_len)
+    return plan(
+        config, world_size=world, trainable=cfg.trainable, tokens=tokens,
+        tiles=tiles_per_micro_batch(config, tokens, sequences, cfg.max_tiles),
+        activation_checkpointing=cfg.activation_checkpointing, logprob_chunk=cfg.loss_chunk_tokens,
+        gpu_bytes=gpu_bytes(cfg.plan_gpu_gib, device), compute_bytes=4 if cfg.compute_dtype == "float32" else 2)
+
+
+def grpo_plan(cfg, world, device):
+    """plan of a grpo.py run on `world` GPUs (init_from's config.json only): sequences of the longest prompt and
+    response; the sampler that rollout_backend picks on this machine (auto: vLLM with a GPU)."""
+    config = read_model_config(cfg.init_from)
+    sequence = cfg.max_prompt_tokens + max(tokens for _, tokens in cfg.response_length_schedule)
+    tokens, sequences = micro_batch_shape(cfg, sequence)
+    return plan(
+        config, world_size=world, trainable=cfg.trainable, tokens=tokens,
+        tiles=tiles_per_micro_batch(config, tokens, sequences, cfg.max_tiles),
+        activation_checkpointing=cfg.activation_checkpointing, logprob_chunk=cfg.logprob_chunk_size,
+        gpu_bytes=gpu_bytes(cfg.plan_gpu_gib, device), compute_bytes=2 if cfg.dtype == "bfloat16" else 4,
+        sampler=sampling.pick_backend(cfg.rollout_backend), vllm_tensor_parallel_size=cfg.vllm_tensor_parallel_size,
+        vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization, rollout_sequences=cfg.rollout_batch_size,
+        rollout_tokens=sequence, rollout_copy=cfg.samples_bf16_copy(world, on_gpu=True))

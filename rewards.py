@@ -33,6 +33,9 @@ from typing import Literal
 import configurator
 import math_verify_pool
 import rule_check
+# records.py, not data.py, for the JSONL reader: under spawn every Math-Verify worker re-imports the main script
+# (this file, run as the CLI), and data brings in torch (~1.2 s and ~240 MB per worker, for nothing)
+from records import read_jsonl
 
 
 @dataclass
@@ -526,16 +529,13 @@ class CLIConfig(RewardConfig):
 
 
 def main(argv: list[str] | None = None):
-    # imported here, not at the top: under spawn every Math-Verify worker re-imports the main script
-    # (this file, run as the CLI), and data brings in torch (~1.2 s and ~240 MB per worker, for nothing)
-    import data
     argv = sys.argv[1:] if argv is None else list(argv)
     cfg = configurator.parse_config(CLIConfig, argv)   # also takes the documented `--jsonl IN --out OUT`
     if not cfg.jsonl or not cfg.out:
         raise SystemExit("usage: python rewards.py --jsonl IN --out OUT [--key=value ...] "
                          "(--help lists the keys)")
     records = []
-    for where, record in data.read_jsonl(cfg.jsonl):
+    for where, record in read_jsonl(cfg.jsonl):
         if not isinstance(record, dict):
             raise ValueError(f"{where}: expected an object")
         for name in ("response", "answer"):

@@ -39,7 +39,6 @@ import weakref
 import torch
 import torch.distributed as tdist
 from torch.distributed.fsdp import FSDPModule
-from torch.distributed.tensor import DTensor
 from transformers import DynamicCache, StaticCache
 
 import chat
@@ -369,17 +368,13 @@ def build_vllm(engine_kwargs):
     return llm
 
 
-def full_tensor(t):
-    """A whole tensor from an FSDP2 shard (a collective: every rank calls it in the same order), else t."""
-    return t.full_tensor() if isinstance(t, DTensor) else t
-
 
 def bf16_copy_of(policy):
     """A bf16 model equal to bf16(policy), built on the meta device as model.load_model builds. One process
     only: on one GPU the policy is a one-rank FSDP2 model (DTensors)."""
     copy = model.build_model(policy.config, device="meta")
     for key, t in policy.state_dict().items():
-        t = full_tensor(t).detach()
+        t = tu.full_tensor(t).detach()
         model.set_tensor(copy, tu.clean_name(key),
                          t.to(torch.bfloat16 if t.is_floating_point() else t.dtype, copy=True))
     if model.tied_lm_head(policy.config):
@@ -425,7 +420,7 @@ class BuiltinSampler:
         with torch.no_grad():
             for name, param in policy.named_parameters():
                 if param.requires_grad:   # frozen ones never change
-                    copied[tu.clean_name(name)].copy_(full_tensor(param))
+                    copied[tu.clean_name(name)].copy_(tu.full_tensor(param))
 
     def sample(self, prompts, n, max_tokens, stop=(), banned_ids=(), seed=None):
         if seed is not None:
@@ -514,7 +509,7 @@ class VLLMSampler:
             for name, param in policy.named_parameters():
                 if param.requires_grad:   # frozen modules are identical in vLLM already
                     pushed.append(tu.clean_name(name))
-                    yield pushed[-1], full_tensor(param).detach().to(dtype)
+                    yield pushed[-1], tu.full_tensor(param).detach().to(dtype)
 
         self.llm.collective_rpc("reload_weights",
                                 kwargs={"weights_iterator": weights(), "is_checkpoint_format": True})

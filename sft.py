@@ -23,7 +23,6 @@ is refused; --plan prints it and exits, loading nothing (CPU too).
 """
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -134,11 +133,10 @@ def micro_batches(samples, cfg, pad_id, image_size):
 
 
 def pad_micro_batches(batches, dist, pad_id, image_size):
-    """FSDP2 needs the same number of forwards on every rank: ranks with fewer micro-batches run dummy ones
-    (one pad token, no label, a zero dummy tile so the ViT runs too), which add exactly 0 to the loss."""
-    n = int(tu.all_reduce_max(len(batches), dist))
+    """tu.lockstep_micro_batches with sft's dummy: one pad token, no label, a zero dummy tile so the ViT runs too;
+    it adds exactly 0 to the loss."""
     dummy = data.collate_right_padded([{"input_ids": [pad_id], "labels": [data.IGNORE_INDEX]}], pad_id, image_size)
-    return batches + [dummy] * (n - len(batches))
+    return tu.lockstep_micro_batches(batches, dummy, dist)
 
 
 def num_targets(batch):
@@ -204,20 +202,6 @@ def validation_loss(net, val_set, cfg, tokenizer, model_config, dist):
 # the training loop (connector_tune.py runs this with its own Config)
 
 
-def run_memory_plan(cfg, world, device):
-    """memory_plan.plan of this run on `world` GPUs (the checkpoint's config.json only): micro-batches of
-    micro_batch_tokens, else micro_batch_size samples of max_seq_len tokens (packed or padded)."""
-    config = memory_plan.read_model_config(cfg.checkpoint)
-    tokens = cfg.micro_batch_tokens or cfg.max_seq_len * cfg.micro_batch_size
-    sequences = max(1, tokens // cfg.max_seq_len) if cfg.micro_batch_tokens else cfg.micro_batch_size
-    return memory_plan.plan(
-        config, world_size=world, trainable=cfg.trainable, tokens=tokens,
-        tiles=memory_plan.tiles_per_micro_batch(config, tokens, sequences, cfg.max_tiles),
-        activation_checkpointing=cfg.activation_checkpointing, logprob_chunk=cfg.loss_chunk_tokens,
-        gpu_bytes=memory_plan.gpu_bytes(cfg.plan_gpu_gib, device),
-        compute_bytes=4 if cfg.compute_dtype == "float32" else 2)
-
-
 def read_splits(cfg):
     samples = data.read_chat_jsonl(cfg.data)
     if cfg.val_data:
@@ -248,7 +232,7 @@ def train(cfg, dist=None):
         raise ValueError("--checkpoint (model to finetune) and --data (chat JSONL) are required")
     dist = dist or tu.setup_distributed()
     if dist.device.type == "cuda":   # the memory plan, before anything is loaded
-        memory_plan.check_fits(run_memory_plan(cfg, dist.world_size, dist.device),
+        memory_plan.check_fits(memory_plan.sft_plan(cfg, dist.world_size, dist.device),
                                f"sft.py on {dist.world_size} GPUs", verbose=dist.is_main)
     tu.set_seed(cfg.seed)
     out_dir = Path(cfg.out_dir)
@@ -400,8 +384,7 @@ def train(cfg, dist=None):
 def main(argv=None, config_cls=Config):
     cfg = configurator.parse_config(config_cls, argv)
     if cfg.plan:   # before anything is loaded or allocated
-        world = cfg.plan_gpus or int(os.environ.get("WORLD_SIZE", 1))
-        print(memory_plan.format_plan(run_memory_plan(cfg, world, torch.device("cpu"))))
+        print(memory_plan.format_plan(memory_plan.sft_plan(cfg, memory_plan.plan_gpus(cfg), torch.device("cpu"))))
         return 0
     dist = tu.setup_distributed()
     try:

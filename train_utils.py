@@ -189,13 +189,21 @@ def wrap_fsdp(model, dist, param_dtype=None, activation_checkpointing=False, res
     return model
 
 
+def lockstep_micro_batches(micro_batches, dummy, dist):
+    """FSDP2 needs the same number of forward/backward passes on every rank (each one all-gathers with the other
+    ranks): a rank with fewer micro-batches than the most any rank has runs `dummy` ones, which the caller makes
+    add exactly 0 to the loss."""
+    n = int(all_reduce_max(float(len(micro_batches)), dist))
+    return micro_batches + [dummy] * (n - len(micro_batches))
+
+
 def clip_grad_norm(parameters, max_norm):
     """Clips (max_norm > 0) and returns the global grad norm as a float; under FSDP2 the norm is a DTensor."""
     parameters = [p for p in parameters if p.grad is not None]
     if not parameters:
         return 0.0
     norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm if max_norm > 0 else float("inf"))
-    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+    return float(full_tensor(norm))
 
 
 def nonfinite_streak(streak, step, loss, grad_norm, limit, out_dir, lr):
@@ -233,6 +241,11 @@ def _is_dtensor(t):
     return isinstance(t, DTensor)
 
 
+def full_tensor(t):
+    """A whole tensor from an FSDP2 shard (a collective: every rank calls it in the same order), else t."""
+    return t.full_tensor() if _is_dtensor(t) else t
+
+
 def reshard(model):
     """Frees the all-gathered parameters of every FSDP2 group. Useful after no_grad forwards (sampling,
     reference-model log-probs), which leave the root group unsharded; a no-op without FSDP2.
@@ -249,7 +262,7 @@ def full_state_dict(model, dtype=None):
     rank = _rank()
     out = {}
     for name, tensor in model.state_dict().items():
-        full = tensor.full_tensor() if _is_dtensor(tensor) else tensor
+        full = full_tensor(tensor)
         if rank == 0:
             out[clean_name(name)] = full.detach().to("cpu", dtype=dtype or full.dtype, copy=True)
         del full

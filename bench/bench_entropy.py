@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO))
 
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import configurator
 import logprobs as L
@@ -113,7 +114,6 @@ def worker(args):
 def gemm_rows(args):
     """Every matmul of the chunked backward (lp + 0.1 H) on meta tensors: 2 m n k FLOPs each, grouped by kind and
     by torch.backends.cuda.matmul.fp32_precision at the call ("tf32": tensor cores on a GPU)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
     rows = {}
 
     class Count(TorchDispatchMode):

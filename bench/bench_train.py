@@ -15,7 +15,7 @@ copy per sequence vs one per group and micro-batch (grpo.py's shared_prefix).
 
 --shape: a model config (e.g. config/internvl3-1b.json) with random weights: ragged sequences (lengths drawn
 uniformly in [tokens/16, tokens/4]) packed into micro-batches of --tokens tokens, timed forward+backward of
-grpo.sequence_logprobs; MFU counts 6*N*T for the LLM without the input embedding (lm_head included)
+logprobs.sequence_logprobs; MFU counts 6*N*T for the LLM without the input embedding (lm_head included)
 + 6*L*D*sum(T_i^2) for causal attention + 6*N_vit*tokens for the ViT and connector, against 989 TFLOP/s (H200
 dense bf16) and 790 TFLOP/s (what a large bf16 matmul reaches there).
 
@@ -38,6 +38,7 @@ import chat  # noqa: E402
 import configurator  # noqa: E402
 import data  # noqa: E402
 import grpo  # noqa: E402
+import logprobs  # noqa: E402
 import model  # noqa: E402
 import sft  # noqa: E402
 import synthetic  # noqa: E402
@@ -126,7 +127,7 @@ def demo_rows(reps=3, budget_grpo=2048, budget_sft=4096, device="cpu"):
 
         def step():
             for m in micro:
-                logp, _, mask = grpo.sequence_logprobs(net, m, pad, size, cfg, True)
+                logp, _, mask = logprobs.sequence_logprobs(net, m, pad, size, cfg, True)
                 adv = torch.tensor([s["advantage"] for s in m], device=dev)
                 loss, _ = grpo.policy_loss(logp, logp.detach(), None, adv, mask, cfg)
                 loss = loss / n_seq
@@ -158,7 +159,7 @@ def demo_rows(reps=3, budget_grpo=2048, budget_sft=4096, device="cpu"):
 
 
 def mfu_rows(shape, tokens=16384, device="cuda", reps=3, packing=True, micro_batch_size=0):
-    """Forward+backward of grpo.sequence_logprobs over `tokens` tokens of ragged sequences (one image tile each)
+    """Forward+backward of logprobs.sequence_logprobs over `tokens` tokens of ragged sequences (one image tile each)
     on a random model of config `shape`: seconds, tokens/s, TFLOP/s, MFU, peak GiB. bf16 autocast on cuda."""
     dev = torch.device(device)
     tok = chat.build_tiny_tokenizer()
@@ -191,7 +192,7 @@ def mfu_rows(shape, tokens=16384, device="cuda", reps=3, packing=True, micro_bat
     def step():
         with ac:
             for i in range(0, len(samples), size):
-                logp, _, mask = grpo.sequence_logprobs(net, samples[i:i + size], 0, S, cfg, True)
+                logp, _, mask = logprobs.sequence_logprobs(net, samples[i:i + size], 0, S, cfg, True)
                 (logp.sum() / mask.sum()).backward()
         net.zero_grad(set_to_none=True)
     if dev.type == "cuda":
@@ -238,7 +239,7 @@ def main():
     if args.shape:
         rows = mfu_rows(args.shape, args.tokens, args.device, args.reps, packing=True) + \
             mfu_rows(args.shape, args.tokens, args.device, args.reps, packing=False, micro_batch_size=4)
-        print(f"forward+backward of grpo.sequence_logprobs, {args.tokens} ragged tokens, {args.device}")
+        print(f"forward+backward of logprobs.sequence_logprobs, {args.tokens} ragged tokens, {args.device}")
     else:
         rows = demo_rows(args.reps, args.budget_grpo, args.budget_sft, args.device)
         print(f"demo-scale micro-batches, tiny model, {args.device}, {torch.get_num_threads()} thread(s), "

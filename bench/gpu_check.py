@@ -3,7 +3,7 @@ First contact with a GPU (issue 11): one command, at most ~8 minutes on one H100
   1. sampler  the built-in sampler (sampling.generate) at batch 64, InternVL3-1B shape: decode tokens/s with bf16
               weights (what one-GPU GRPO samples from) vs fp32 weights under autocast (the baseline, same run), and
               its share of the HBM-bandwidth bound (bf16 LLM weights + KV cache read once per decode step)
-  2. train    grpo.py's training forward+backward (sequence_logprobs: autocast bf16 over fp32 weights, chunked
+  2. train    grpo.py's training forward+backward (logprobs.sequence_logprobs: autocast bf16 over fp32 weights, chunked
               log-probs), tokens/s and MFU against the dense bf16 peak
   3. entropy  logprobs.py's chunked log-prob/entropy with backward vs a naive log_softmax: values, gradients, memory
   4. grpo     a GRPO step end to end (grpo.main, rollout_backend="builtin", rewards.py, 16 prompts x 8 rollouts x
@@ -182,7 +182,7 @@ def check_train(tok):
 
     def step():
         with torch.autocast(DEVICE.split(":")[0], dtype=torch.bfloat16, enabled=CUDA):
-            logp, _, mask = grpo.sequence_logprobs(net, samples, tok.pad_token_id, S, chunked, with_grad=True)
+            logp, _, mask = logprobs.sequence_logprobs(net, samples, tok.pad_token_id, S, chunked, with_grad=True)
             (logp.sum() / mask.sum()).backward()
         net.zero_grad(set_to_none=True)
 

@@ -1,5 +1,6 @@
 """benchmarks.py: readers, the released prompts, the official scorers (MMMU parity, MathVista, can_infer)."""
 import base64
+import csv
 import io
 import json
 import os
@@ -12,10 +13,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 import benchmarks as B
+import chat
 import eval as E
 
 SHARED = REPO.parent / "shared/data"
@@ -40,7 +44,6 @@ def pixel(image):
 
 
 def write_tsv(path, header, rows):
-    import csv
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, delimiter="\t")   # quotes cells with tabs/newlines/quotes, as pandas.to_csv does
         w.writerow(header)
@@ -127,13 +130,10 @@ def test_non_utf8_benchmark_files_name_file_and_line(tmp_path):
 
 
 def hub_image_type():
-    import pyarrow as pa
     return pa.struct([("bytes", pa.binary()), ("path", pa.string())])   # datasets' Image() feature on disk
 
 
 def test_mmmu_hub_parquet_reader(tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
     schema = pa.schema([("id", pa.string()), ("question", pa.string()), ("options", pa.string()),
                         ("explanation", pa.string())]
                        + [(f"image_{i}", hub_image_type()) for i in range(1, 8)]
@@ -189,8 +189,6 @@ def mathvista_rows():
 
 
 def test_mathvista_hub_parquet_reader_and_scoring(tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
     meta_type = pa.struct([("category", pa.string()), ("context", pa.string()), ("grade", pa.string()),
                            ("img_height", pa.int64()), ("img_width", pa.int64()), ("language", pa.string()),
                            ("skills", pa.list_(pa.string())), ("source", pa.string()), ("split", pa.string()),
@@ -327,7 +325,6 @@ def test_can_infer():
 
 
 def test_mmmu_issue_example_in_both_placements():
-    import chat
     item = B.EvalItem(id="validation_Art_1", question="<image 1> Which painting style is shown?", answer="A",
                       images=[Image.new("RGB", (8, 8))], options={"A": "Cubism", "B": "Baroque"},
                       benchmark="MMMU_DEV_VAL")

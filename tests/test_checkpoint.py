@@ -1,13 +1,18 @@
 """Tests for checkpoint.py: atomic saves, exact resume, rotation, crashes and a full disk, the run check. Also the
 crash worker: `python tests/test_checkpoint.py crash POINT OUT_DIR` (launched by test_sigkill_* below). The toy
 model and its training loop are test_train_utils.py's (its torchrun worker tests checkpoints under FSDP2)."""
+import builtins
 import dataclasses
 import errno
 import os
+import pathlib
 import re
+import shutil
+import signal
 import subprocess
 import sys
 import types
+import zipfile
 from pathlib import Path
 
 os.environ.setdefault("WANDB_MODE", "disabled")
@@ -15,11 +20,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import pytest
+import safetensors.torch
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 import chat
 import checkpoint
+import eval as evaluate
+import grpo
 import model
+import sft
 import train_utils as tu
 from test_train_utils import FROZEN, SINGLE, TOY_CONFIG, build_toy, optimizer_tensors, state_equal, train_toy
 
@@ -38,7 +49,6 @@ def test_save_load_resume_is_exact(tmp_path, save_dtype):
     assert sorted(p.name for p in path.iterdir()) == ["checksums.json", "config.json",
                                                       "configuration_internvl_chat.py",   # servable
                                                       "model.safetensors", "optim_rank0.pt", "trainer_state.pt"]
-    from safetensors.torch import load_file
     on_disk = load_file(path / "model.safetensors")
     assert set(on_disk) == set(m.state_dict())
     assert on_disk["mlp1.1.weight"].dtype == (save_dtype or torch.float32)
@@ -112,10 +122,6 @@ KILL_POINTS = {"in save_model": 1, "optimizer shard written": 1, "before the com
 def _crash_worker(point, out):
     """Subprocess: 1 toy step, save; 1 step, save with keep_last=1, SIGKILLed at `point` (by patching the
     function that reaches it, as a kill at that instant would land); exits 3 if the point was never reached."""
-    import pathlib
-    import shutil
-    import signal
-    import safetensors.torch
     die = lambda: os.kill(os.getpid(), signal.SIGKILL)
     m, opt = build_toy(SINGLE, 0)
     train_toy(m, opt, SINGLE, 1)
@@ -146,7 +152,6 @@ def _crash_worker(point, out):
 
 
 def test_sigkill_during_save_then_resume_is_exact(tmp_path):
-    import signal
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}   # bitwise equal to this process
     procs = {point: subprocess.Popen([sys.executable, __file__, "crash", point, str(tmp_path / point[:6])], env=env,
                                      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -199,8 +204,6 @@ class _FullDisk:
 
 
 def test_disk_full_names_the_file_removes_the_partial_checkpoint_and_resume_starts(tmp_path, monkeypatch):
-    import builtins
-    from safetensors import SafetensorError
     m, opt = build_toy(SINGLE, 0)
     train_toy(m, opt, SINGLE, 1)
     first = checkpoint.save_checkpoint(tmp_path, 1, m, opt, TOY_CONFIG, None, {}, keep_last=1)
@@ -217,7 +220,6 @@ def test_disk_full_names_the_file_removes_the_partial_checkpoint_and_resume_star
     assert sorted(os.listdir(tmp_path)) == ["metrics.jsonl", "step_000001"]   # the partial write is gone
     monkeypatch.undo()
     # the safetensors write hits it (safetensors' message names no path)
-    import safetensors.torch
 
     def full_save_file(tensors, filename, metadata=None):
         Path(filename).write_bytes(b"x" * 100)
@@ -289,7 +291,6 @@ def test_a_pickle_payload_is_refused_not_run(tmp_path, name):
 def _flip_byte_in_adam_moment(file):
     """Flips one byte inside the data of an exp_avg / exp_avg_sq tensor of a torch.save zip (stored uncompressed),
     found by trying each data record; the file keeps its size and zip structure. Returns the record name."""
-    import zipfile
     intact = file.read_bytes()
     before = torch.load(file, weights_only=True)["optimizer"]["state"]
     with zipfile.ZipFile(file) as z:
@@ -352,16 +353,12 @@ def _hold_lock(out_dir):
 
 
 def test_one_run_per_out_dir_and_a_killed_runs_lock_is_taken_over(tmp_path):
-    import signal
     out = tmp_path / "out"
     holder = _hold_lock(out)
     try:
         with pytest.raises(RuntimeError, match=rf"{re.escape(str(out))} is in use by another run: pid {holder.pid} "
                                                rf"on host .*, command '-c {re.escape(str(out))} --run=first', started"):
             checkpoint.lock_out_dir(out)
-        import eval as evaluate
-        import grpo
-        import sft
         in_use = rf"{re.escape(str(out))} is in use by another run: pid {holder.pid} "
         with pytest.raises(RuntimeError, match=in_use):
             grpo.main(grpo.Config(init_from=str(tmp_path / "none"), out_dir=str(out), resume=True))

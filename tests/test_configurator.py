@@ -119,3 +119,11 @@ def test_check_values_names_the_field():
                         ({"trainable": []}, r"--trainable=\[\]: must not be empty")):
         with pytest.raises(ValueError, match=message):
             check(**kw)
+
+
+def test_check_schedule_wants_step_0_first_and_sorted_steps():
+    for firsts in ([], [0], [0, 100, 100, 500]):
+        configurator.check_schedule("response_length_schedule", firsts)
+    for firsts in ([5], [0, 500, 100]):
+        with pytest.raises(ValueError, match=r"--response_length_schedule: must start at step 0 and be sorted"):
+            configurator.check_schedule("response_length_schedule", firsts)

@@ -1,3 +1,5 @@
+import base64
+import copy
 import os
 import json
 import sys
@@ -12,7 +14,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from tokenizers import Tokenizer, Regex, models, pre_tokenizers, decoders, trainers, AddedToken
+from transformers import PreTrainedTokenizerFast
+from transformers.masking_utils import find_packed_sequence_indices
 
+import benchmarks
 import chat
 import data
 import model
@@ -33,8 +39,6 @@ CORPUS = ["<|im_start|>user\n<image>\nHow many circles are there?<|im_end|>\n",
 @pytest.fixture(scope="module")
 def tokenizer():
     """Qwen2-style byte-level BPE (regex split + byte level) with the R1V3 special tokens."""
-    from tokenizers import Tokenizer, Regex, models, pre_tokenizers, decoders, trainers, AddedToken
-    from transformers import PreTrainedTokenizerFast
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
@@ -165,8 +169,6 @@ def test_bom_torn_last_line_and_nan_gold(tmp_path):
 def test_16_bit_and_float_images_scale_to_8_bit(tmp_path):
     """A 16-bit grayscale PNG (PIL mode I;16) keeps its gray levels in RGB, from JSONL records and from a TSV's
     base64 cell (PIL's own convert clips everything above 255: all white)."""
-    import base64
-    import benchmarks
     levels = np.array([[0, 257, 32896, 65535]], dtype=np.uint16)   # x 255/65535 -> 0, 1, 128, 255
     Image.fromarray(levels).save(tmp_path / "deep.png")
     assert Image.open(tmp_path / "deep.png").mode == "I;16"   # a real 16-bit PNG
@@ -436,7 +438,6 @@ def test_pack_samples_and_token_budget_groups():
     one_row = data.pack_samples([{"input_ids": [1, 2]}, {"input_ids": [3, 4, 5]}], max_len=5)   # no labels
     assert one_row["input_ids"].tolist() == [[1, 2, 3, 4, 5]] and "labels" not in one_row
     # what transformers reads from these position ids: one sequence per sample, each pad a sequence of its own
-    from transformers.masking_utils import find_packed_sequence_indices
     assert find_packed_sequence_indices(packed["position_ids"]).tolist() == [[0, 0, 0, 0, 0, 1, 1, 1, 1],
                                                                              [0, 0, 0, 0, 0, 0, 1, 2, 3]]
 
@@ -488,7 +489,6 @@ def test_next_batch_resumes_exactly():
 
 
 def test_label_masking_with_the_checkpoint_template(tmp_path, tokenizer, config):
-    import copy
     sample = data.read_chat_jsonl(chat_file(tmp_path))[0]
     plain = data.tokenize_chat(tokenizer, config, sample)
     demo = copy.deepcopy(tokenizer)

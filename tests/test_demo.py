@@ -21,6 +21,18 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import configurator  # noqa: E402
+import connector_tune  # noqa: E402
+import data  # noqa: E402
+import entropy  # noqa: E402
+import eval as eval_  # noqa: E402
+import grpo  # noqa: E402
+import memory_plan  # noqa: E402
+import model  # noqa: E402
+import reject  # noqa: E402
+import rewards  # noqa: E402
+import sft  # noqa: E402
+
 PAPER_TARGETS = ["coldstart", "grpo", "connector", "table1", "table2", "table3", "table4", "table5", "fig5", "fig6",
                  "fig7_8", "fig9", "fig10", "fig11"]
 
@@ -35,26 +47,19 @@ def launch(target, **env):
 
 def parse_command(argv):
     """One launched command -> the parsed config of the script it runs (raises on an unknown or mistyped key)."""
-    import configurator
     script = next(i for i, a in enumerate(argv) if a.endswith(".py"))
     name, args = Path(argv[script]).name, argv[script + 1:]
     if name == "grpo.py":
-        import grpo
         return configurator.parse_config(grpo.Config, args)
     if name == "sft.py":
-        import sft
         return configurator.parse_config(sft.Config, args)
     if name == "reject.py":
-        import reject
         return configurator.parse_config(reject.Config, args)
     if name == "connector_tune.py":
-        import connector_tune
         return configurator.parse_config(connector_tune.Config, args)
     if name == "eval.py":
-        import eval as eval_
         return configurator.parse_config(eval_.EvalConfig, args)
     if name == "entropy.py":
-        import entropy
         return entropy.parse_args(args)
     raise AssertionError(f"unexpected script in {argv}")
 
@@ -77,8 +82,8 @@ def test_paper_scale_commands_parse(target):
             is_grpo = "grpo.py" in argv   # connector_tune.py plans through sft.py's train()
             planned = dataclasses.replace(cfg, plan_gpu_gib=79.19, **{"init_from" if is_grpo else "checkpoint": str(
                 ROOT / "config" / "skywork-r1v3-38b.json")})
-            planner = sys.modules["grpo" if is_grpo else "sft"]
-            assert planner.run_memory_plan(planned, 16, torch.device("cpu"))["fits"], argv
+            planner = memory_plan.grpo_plan if is_grpo else memory_plan.sft_plan
+            assert planner(planned, 16, torch.device("cpu"))["fits"], argv
         if Path(argv[argv.index(next(a for a in argv if a.endswith(".py")))]).name == "eval.py":
             assert cfg.temperature == 1.0 and cfg.max_new_tokens == 16384 and cfg.backend == "vllm", argv
             assert cfg.k == (1 if "--k=1" in argv else 5), argv
@@ -86,8 +91,6 @@ def test_paper_scale_commands_parse(target):
 
 def test_paper_scale_ablation_flags():
     """The ablations change exactly what the paper changes."""
-    import configurator
-    import grpo
 
     def grpo_configs(target):
         out = launch(target, DRY_RUN="1", SCALE="paper").stdout
@@ -104,8 +107,6 @@ def test_paper_scale_ablation_flags():
 
 def heldout_reward(eval_dir, records_path):
     """Mean reward (eq. 3: 0.8 accuracy + 0.2 format) over every sampled response on the test split."""
-    import data
-    import rewards
     records = {r.id: r for r in data.read_records(records_path)}
     gens = [json.loads(line) for line in (Path(eval_dir) / "test" / "think_full" / "generations.jsonl").open()]
     scores = rewards.score_batch([g["response"] for g in gens], [records[g["id"]].answer for g in gens],
@@ -140,7 +141,6 @@ def test_demo_pipeline_ci(tmp_path):
     table = (demo / "results.md").read_text()
     assert "cold-start SFT" in table and "GRPO" in table and "connector-only tuning" in table
     # each stage's checkpoint is the one the next stage started from, and the connector stage changed only mlp1
-    import model
     grpo_last = sorted((demo / "grpo").glob("step_*"))[-1]
     tuned = model.load_model(sorted((demo / "connector").glob("step_*"))[-1]).state_dict()
     rl = model.load_model(grpo_last).state_dict()

@@ -12,9 +12,14 @@ sys.path.insert(0, str(REPO))
 import pytest
 import torch
 from PIL import Image
+from torch.utils._python_dispatch import TorchDispatchMode
 
+import chat
+import data
 import entropy as E
 import logprobs as L
+import model
+import token_entropy as TE
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -130,7 +135,6 @@ def test_lm_head_weight_gradient_gemm_runs_in_tf32_for_a_bf16_model(dtype):
     """The [V, C] @ [C, D] fp32 GEMM of the lm_head weight gradient (one per chunk) runs with cuBLAS's fp32
     precision at "tf32" for a bf16 model, and only that GEMM: the forward's and the hidden gradient's matmuls and
     everything after see the process's setting; an fp32 model stays IEEE. Read inside each aten call."""
-    from torch.utils._python_dispatch import TorchDispatchMode
 
     class PrecisionAtEachCall(TorchDispatchMode):
         def __init__(self):
@@ -171,7 +175,6 @@ def test_bad_shapes_raise():
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    import chat
     return chat.build_tiny_tokenizer()
 
 
@@ -184,7 +187,7 @@ def expected_word_starts(tokenizer, text):
 
 
 def test_critical_positions_single_and_multi_token_words(tokenizer):
-    seqs = E.critical_token_sequences(tokenizer)
+    seqs = TE.critical_token_sequences(tokenizer)
     single = tokenizer.encode(" Wait", add_special_tokens=False)
     assert len(single) == 1 and single in seqs                      # " Wait" is one token of the tiny vocabulary
     assert tokenizer.encode("Wait", add_special_tokens=False) in seqs  # "Wait" after a newline: two tokens
@@ -196,7 +199,7 @@ def test_critical_positions_single_and_multi_token_words(tokenizer):
             "Alternatively, the answer is 3.\nHowever it is 4.")
     ids, expected = expected_word_starts(tokenizer, text)
     assert len(expected) == 7
-    got = E.critical_positions(ids, seqs)
+    got = TE.critical_positions(ids, seqs)
     assert got == expected
     # the "But wait" phrase starts at "B", and its " wait" is not a second start
     b = ids.index(tokenizer.encode("B", add_special_tokens=False)[0])
@@ -205,19 +208,19 @@ def test_critical_positions_single_and_multi_token_words(tokenizer):
     batch = torch.full((2, len(ids) + 3), tokenizer.pad_token_id)
     batch[0, :len(ids)] = torch.tensor(ids)
     batch[1, :5] = torch.tensor(ids[:5])
-    mask = E.critical_mask(batch, seqs)
+    mask = TE.critical_mask(batch, seqs)
     assert mask[0].nonzero()[:, 0].tolist() == expected
     assert mask[1].nonzero()[:, 0].tolist() == [t for t in expected if t + 1 <= 5]
 
 
 def test_critical_positions_custom_words_and_alignment_convention(tokenizer):
-    seqs = E.critical_token_sequences(tokenizer, words=["Hmm"])
+    seqs = TE.critical_token_sequences(tokenizer, words=["Hmm"])
     response = tokenizer.encode("So 3. Hmm, no.", add_special_tokens=False)
-    (t,) = E.critical_positions(response, seqs)
+    (t,) = TE.critical_positions(response, seqs)
     assert tokenizer.decode(response[t:]).startswith(" Hmm")
     # entropy[t] belongs to the distribution that emitted response[t]: a hand-made entropy row picks it
     ent = torch.arange(len(response), dtype=torch.float32)
-    m = E.entropy_metrics(ent, critical=E.critical_mask(response, seqs))
+    m = TE.entropy_metrics(ent, critical=TE.critical_mask(response, seqs))
     assert m["critical_entropy_mean"] == float(t) and m["critical_count"] == 1
 
 # -----------------------------------------------------------------------------
@@ -228,7 +231,7 @@ def test_entropy_metrics_hand_computed():
     ent = torch.tensor([[1.0, 2.0, 7.0, float("nan")], [7.5, 3.0, 0.0, 0.0]])
     mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]], dtype=torch.bool)
     crit = torch.tensor([[0, 1, 1, 1], [1, 0, 0, 0]], dtype=torch.bool)  # [0,3] is padding: ignored
-    m = E.entropy_metrics(ent, mask, crit, high_threshold=6.8, bins=4, hist_max=8.0)
+    m = TE.entropy_metrics(ent, mask, crit, high_threshold=6.8, bins=4, hist_max=8.0)
     assert m["num_tokens"] == 5 and m["critical_count"] == 3
     assert m["mean_token_entropy"] == pytest.approx((1 + 2 + 7 + 7.5 + 3) / 5)
     assert m["critical_entropy_mean"] == pytest.approx((2 + 7 + 7.5) / 3)
@@ -241,8 +244,8 @@ def test_entropy_metrics_hand_computed():
     assert m["histogram"]["edges"] == [0.0, 2.0, 4.0, 6.0, 8.0]
     assert m["histogram"]["counts"] == [1, 2, 0, 2]
     with pytest.raises(ValueError, match="same shape"):
-        E.entropy_metrics(ent, mask.T.reshape(2, 4).T, crit)  # same numel, wrong layout
-    none = E.entropy_metrics(torch.ones(3))
+        TE.entropy_metrics(ent, mask.T.reshape(2, 4).T, crit)  # same numel, wrong layout
+    none = TE.entropy_metrics(torch.ones(3))
     assert none["critical_count"] == 0 and math.isnan(none["critical_entropy_mean"])
 
 
@@ -262,8 +265,6 @@ def test_pearson_spearman_with_ties():
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    import chat
-    import model
     root = tmp_path_factory.mktemp("entropy_cli")
     tok = chat.build_tiny_tokenizer()
     ckpts = []
@@ -289,8 +290,6 @@ def tiny_run(tmp_path_factory):
 
 
 def test_cli_scores_generations_ranks_and_correlates(tiny_run):
-    import data
-    import model
     root, ckpts, tok, gens = tiny_run
     out = root / "out"
     E.main(["--checkpoints", *map(str, ckpts), "--data", str(root / "val.jsonl"),
@@ -328,8 +327,6 @@ def test_cli_scores_generations_ranks_and_correlates(tiny_run):
 
 
 def test_cli_samples_with_generate_and_aligns_with_its_logprobs(tiny_run):
-    import data
-    import model
     root, ckpts, tok, _ = tiny_run
     out = root / "out_sampled"
     accs = [root / "acc0.json", root / "acc1.json"]
@@ -372,9 +369,9 @@ def test_cli_errors_name_the_file_and_line(tiny_run, tmp_path):
 
 def test_high_entropy_threshold_scales_with_log_vocab():
     # 6.8 nats at Qwen's 151,674 tokens; a 587-token vocabulary: 6.8 * ln 587 / ln 151674 = 6.8 * 6.3750 / 11.9295
-    assert E.high_entropy_threshold(151_674) == pytest.approx(6.8)
-    assert E.high_entropy_threshold(587) == pytest.approx(6.8 * 6.37501 / 11.92948, rel=1e-5)
-    assert E.high_entropy_threshold(587) < math.log(587)   # reachable by a 587-token model (6.8 is not)
+    assert TE.high_entropy_threshold(151_674) == pytest.approx(6.8)
+    assert TE.high_entropy_threshold(587) == pytest.approx(6.8 * 6.37501 / 11.92948, rel=1e-5)
+    assert TE.high_entropy_threshold(587) < math.log(587)   # reachable by a 587-token model (6.8 is not)
 
 
 def test_stage_label_names_the_run():

@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import sys
 import types
 from pathlib import Path
@@ -9,6 +10,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import pytest
+import torch
 from PIL import Image
 
 import bench_metrics
@@ -17,6 +19,8 @@ import chat
 import eval as E
 import model
 import rewards
+import sampling
+import stub_server
 from test_benchmarks import b64, write_tsv   # the TSV helpers of the reader tests
 
 # -----------------------------------------------------------------------------
@@ -37,34 +41,17 @@ def test_rule_family_through_rewards():
 
 
 def test_mathvista_llm_extractor_on_the_verifier_endpoint():
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
     seen = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            seen.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            body = json.dumps({"choices": [{"message": {"content": " [2007, 2008]"}}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def respond(handler, request):
+        seen.append(request)
+        stub_server.reply_chat(handler, " [2007, 2008]")
 
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     item = B.EvalItem(id="4", question="Question: Which years?", answer="[2007, 2008]", images=[], options={},
                       benchmark="MathVista", extra={"question_type": "free_form", "answer_type": "list"})
     gens = {("4", 0): {"response": "<think>peak</think>The peak lies between 2007 and 2008.", "num_tokens": 9}}
-    try:
-        cfg = E.EvalConfig(k=1, verifier_url=f"http://127.0.0.1:{server.server_port}", verifier_model="judge")
-        (scored,) = E.score_run([item], gens, cfg, "think")
-    finally:
-        server.shutdown()
-        server.server_close()
+    with stub_server.chat_endpoint(respond) as url:
+        (scored,) = E.score_run([item], gens, E.EvalConfig(k=1, verifier_url=url, verifier_model="judge"), "think")
     assert (scored["correct"], scored["parsed_pred"], scored["extraction"]) == (True, "[2007, 2008]", "llm")
     (request,) = seen
     assert (request["model"], request["temperature"], request["max_tokens"]) == ("judge", 0.0, 128)
@@ -72,7 +59,7 @@ def test_mathvista_llm_extractor_on_the_verifier_endpoint():
     assert prompt.endswith("Question: Which years?\nModel response: The peak lies between 2007 and 2008.\n"
                            "Extracted answer:") and "Extracted answer: B" in prompt
     # server gone: the rule extractor takes over (and the list cannot be read from the sentence)
-    cfg = E.EvalConfig(k=1, verifier_url=f"http://127.0.0.1:{server.server_port}")
+    cfg = E.EvalConfig(k=1, verifier_url=url)
     (scored,) = E.score_run([item], gens, cfg, "think")
     assert (scored["correct"], scored["extraction"]) == (False, "rule")
 
@@ -211,7 +198,6 @@ class FakeLLM:
 
 
 def test_vllm_arguments_with_fake_engine(monkeypatch):
-    import sampling
     monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(SamplingParams=FakeSamplingParams))
     tok = chat.build_tiny_tokenizer()
     llm = FakeLLM()
@@ -262,8 +248,6 @@ def test_vllm_engine_arguments_end_to_end_with_fake_engine(tiny_checkpoint, tmp_
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    import torch
-    import model
     torch.manual_seed(0)
     tok = chat.build_tiny_tokenizer()
     config = model.tiny_config(vocab_size=len(tok))
@@ -274,9 +258,6 @@ def tiny_checkpoint(tmp_path_factory):
 
 
 def test_nowait_never_emits_a_banned_token(tiny_checkpoint):
-    import torch
-    import model
-    import sampling
     tok = chat.load_tokenizer(tiny_checkpoint)
     m = model.load_model(tiny_checkpoint).eval()
     banned = sampling.nowait_banned_token_ids(tok, ["Wait", "Alternatively", "Hmm"])
@@ -301,7 +282,6 @@ def test_nowait_never_emits_a_banned_token(tiny_checkpoint):
 
 
 def test_bad_images_and_long_prompts_fail_at_startup_naming_the_record(tiny_checkpoint, tmp_path, monkeypatch):
-    import sampling
     def sample(self, *args, **kwargs):
         raise AssertionError("generation started before the bad record was reported")
 
@@ -316,7 +296,6 @@ def test_bad_images_and_long_prompts_fail_at_startup_naming_the_record(tiny_chec
     with pytest.raises(FileNotFoundError, match=r"mine\.jsonl:3: image not found: .*nope\.png"):
         E.main(args)
     # a prompt past the model's positions (tiny config: 512): an error naming the record, nothing generated
-    import model
     positions = model.ModelConfig.from_json(tiny_checkpoint / "config.json").llm_config["max_position_embeddings"]
     long = {**rows[2], "question": "one plus one " * positions}
     bench.write_text("".join(json.dumps(r) + "\n" for r in rows[:2] + [long]))
@@ -373,7 +352,6 @@ def test_end_to_end_builtin_generation_and_resume(tiny_checkpoint, tmp_path):
 def test_resume_refuses_another_model_at_the_same_path(tiny_checkpoint, tmp_path):
     """The model is identified by content: a checkpoint replaced at the same path is refused before any sample is
     added to the old model's avg@k; a copy of the same model at another path resumes."""
-    import shutil
     ckpt = tmp_path / "ck"
     shutil.copytree(tiny_checkpoint, ckpt)
     (tmp_path / "mine.jsonl").write_text(json.dumps({"id": "m1", "images": [], "question": "1+1?", "answer": "2",

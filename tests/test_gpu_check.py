@@ -9,8 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import chat  # noqa: E402
+import model as M  # noqa: E402
+import sampling  # noqa: E402
 
 
 def test_smoke_run_on_cpu(tmp_path):
@@ -49,11 +55,7 @@ def test_decode_timing_is_warm_and_counts_compiles(monkeypatch):
     up to a bucket, each bucket its own compiled step): no compile lands in the timing. The count is real: a
     width bucket not warmed up compiles again. torch.compile with the eager backend stands in for inductor's
     CUDA graphs (same dynamo guards and recompiles, no C++ build)."""
-    gpu_check = import_gpu_check(monkeypatch)   # puts the repository on sys.path
-    import torch
-    import chat
-    import model as M
-    import sampling
+    gpu_check = import_gpu_check(monkeypatch)
     real_compile = torch.compile
     monkeypatch.setattr(torch, "compile", lambda fn, **_: real_compile(fn, backend="eager"))
     monkeypatch.setattr(sampling, "_compile_failed", [])

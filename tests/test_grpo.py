@@ -26,8 +26,10 @@ import chat
 import data
 import grpo
 import grpo_metrics
+import logprobs
 import model
 import sampling
+import stub_server
 import train_utils as tu
 from test_train_utils import torchrun
 
@@ -204,8 +206,8 @@ def micro_batch_loss_and_grads(net, samples, cfg, normaliser):
     total = 0.0
     cfg = dataclasses.replace(cfg, logprob_chunk_size=5, clip_eps_low=0.2, clip_eps_high=0.28, kl_beta=0.0)
     for micro in grpo.micro_batches(samples, cfg, tu.Dist(), 0):
-        logp, _, mask = grpo.sequence_logprobs(net, micro, 0, 112, cfg, True)
-        old = grpo.padded([s["old_logp"] for s in micro], mask)
+        logp, _, mask = logprobs.sequence_logprobs(net, micro, 0, 112, cfg, True)
+        old = logprobs.padded([s["old_logp"] for s in micro], mask)
         adv = torch.tensor([s["advantage"] for s in micro])
         loss, _ = grpo.policy_loss(logp, old, None, adv, mask, cfg)
         loss = loss / normaliser
@@ -248,14 +250,14 @@ def test_packed_micro_batches_give_the_padded_loss_and_gradients(tmp_path, agg):
     # control: one row whose positions do not restart lets the sequences see each other
     micro = samples[:4]
     packing = {p: grpo.Config(logprob_chunk_size=5, packing=p, shared_prefix=False) for p in (True, False)}
-    logp_packed = grpo.sequence_logprobs(net, micro, 0, 112, packing[True], False)[0]
-    logp_padded = grpo.sequence_logprobs(net, micro, 0, 112, packing[False], False)[0]
+    logp_packed = logprobs.sequence_logprobs(net, micro, 0, 112, packing[True], False)[0]
+    logp_padded = logprobs.sequence_logprobs(net, micro, 0, 112, packing[False], False)[0]
     torch.testing.assert_close(logp_packed, logp_padded, rtol=1e-5, atol=1e-5)
     original = data.pack_samples
     leaky = lambda *a: dict(original(*a), position_ids=torch.arange(original(*a)["input_ids"].shape[1])[None])
     try:
         data.pack_samples = leaky
-        logp_leaky = grpo.sequence_logprobs(net, micro, 0, 112, packing[True], False)[0]
+        logp_leaky = logprobs.sequence_logprobs(net, micro, 0, 112, packing[True], False)[0]
     finally:
         data.pack_samples = original
     assert (logp_leaky - logp_padded).abs().max() > 1e-3
@@ -339,7 +341,7 @@ def recording_adamw_step(store):
         for group in self.param_groups:
             for p in group["params"]:
                 g = p.grad if p.grad is not None else torch.zeros_like(p)
-                grads.append((g.full_tensor() if hasattr(g, "full_tensor") else g).detach().cpu().clone())
+                grads.append(tu.full_tensor(g).detach().cpu().clone())
         store.append(grads)
         return step(self, *args, **kwargs)
     return recording
@@ -693,7 +695,6 @@ def two_step_run(tmp_path_factory):
 
 
 def copy_run(cfg, out, **overrides):
-    import shutil
     shutil.copytree(cfg.out_dir, out)
     return grpo.Config(**{**cfg.__dict__, "out_dir": str(out), **overrides})
 
@@ -733,7 +734,6 @@ def test_resume_refuses_a_changed_model_or_run_config(two_step_run, tmp_path, ca
 def test_resume_refuses_another_init_from_and_accepts_a_copy(two_step_run, tmp_path):
     """init_from is the KL reference and the tokenizer: a resume pointing it at other weights or another tokenizer
     is refused (the config is the same), a copy of the same checkpoint elsewhere is fine."""
-    import shutil
     weights = model.load_model(two_step_run.init_from).state_dict()
     weights["mlp1.1.bias"] = weights["mlp1.1.bias"] + 1e-3   # same shapes and config, other weights
     config = model.ModelConfig.from_json(Path(two_step_run.init_from) / "config.json")
@@ -796,6 +796,12 @@ def test_reward_rises_on_a_toy_task(tmp_path):
 # data: over-long prompts skipped and counted, or an error naming the record; missing images named
 
 
+def read_prompt_records(path, tokenizer, config, cfg):
+    """data.read_prompt_records as grpo.main calls it, in one process."""
+    return data.read_prompt_records(path, lambda r: grpo.encode(tokenizer, config, r, cfg), tu.Dist(),
+                                    cfg.max_prompt_tokens, cfg.skip_long_prompts, cfg.prompts_per_step)
+
+
 def test_overlong_prompts_and_missing_images(tmp_path, capsys):
     ckpt, records = make_workspace(tmp_path / "ws")
     tokenizer = chat.load_tokenizer(ckpt)
@@ -804,18 +810,18 @@ def test_overlong_prompts_and_missing_images(tmp_path, capsys):
                          ["input_ids"]) for r in data.read_records(records)}
     limit = max(lengths[i] for i in ("q0", "q3", "q6"))   # the text-only ones; an image adds 18 tokens
     cfg = run_config(ckpt, records, tmp_path, max_prompt_tokens=limit, prompts_per_step=2)
-    kept, skipped = grpo.load_stage_records(records, tokenizer, config, cfg, tu.Dist())
+    kept, skipped = read_prompt_records(records, tokenizer, config, cfg)
     assert [r.id for r in kept] == ["q0", "q3", "q6"] and skipped == 5
     assert re.search(r"train\.jsonl: 3 records, 5 skipped \(prompt > \d+ tokens, the first at .*train\.jsonl:2\)",
                      capsys.readouterr().out)   # counted, and one of them named by file:line
     cfg = run_config(ckpt, records, tmp_path, max_prompt_tokens=limit, skip_long_prompts=False)
     with pytest.raises(ValueError, match=r"train\.jsonl:\d+: prompt of record 'q\d' is longer than"):
-        grpo.load_stage_records(records, tokenizer, config, cfg, tu.Dist())
+        read_prompt_records(records, tokenizer, config, cfg)
     # a missing image is an error naming it, at startup rather than mid-run
     with open(records, "a") as f:
         f.write(json.dumps({"id": "gone", "images": ["missing.png"], "question": "?", "answer": "1"}) + "\n")
     with pytest.raises(FileNotFoundError, match=r"missing\.png"):
-        grpo.load_stage_records(records, tokenizer, config, run_config(ckpt, records, tmp_path), tu.Dist())
+        read_prompt_records(records, tokenizer, config, run_config(ckpt, records, tmp_path))
 
 # -----------------------------------------------------------------------------
 # vLLM backend against a fake vllm module: engine arguments, requests, sleep/wake, weight push
@@ -977,7 +983,10 @@ def test_bad_counts_and_lr_are_refused_at_startup(tmp_path):
                                ({"steps": -3}, "--steps=-3: must be > 0"),
                                ({"trainable": []}, r"--trainable=\[\]: must not be empty"),
                                ({"lr": float("inf")}, "--lr=inf: must be a finite number"),
-                               ({"lr": 1e3}, r"--lr=1000.0: the learning rate must be in \(0, 1\]")):
+                               ({"lr": 1e3}, r"--lr=1000.0: the learning rate must be in \(0, 1\]"),
+                               ({"response_length_schedule": [(0, 8), (20, 16), (10, 32)]},
+                                "--response_length_schedule: must start at step 0 and be sorted"),
+                               ({"curriculum": [(str(records), 5)]}, "--curriculum: must start at step 0")):
         with pytest.raises(ValueError, match=message):
             grpo.main(run_config(ckpt, records, tmp_path / "out", **overrides), reward_fn=toy_reward)
     assert not (tmp_path / "out" / "metrics.jsonl").exists()   # nothing ran
@@ -1009,34 +1018,18 @@ def test_verifier_counters_every_step_and_the_api_key_is_never_written(tmp_path,
     """A key-protected verifier on 127.0.0.1: the key, read from the variable the config names, reaches it as a
     Bearer header; reward/verifier_* are in every metrics line; no file of the run, the config and the console
     output hold the key."""
-    import http.server
-    import threading
     key, seen = "sk-grpo-test-key-4f1c9a7e", []
 
-    class Verifier(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
-            seen.append(self.headers.get("Authorization"))
-            payload = json.dumps({"choices": [{"message": {"content": "No"}}]}).encode()
-            self.send_response(200 if seen[-1] == f"Bearer {key}" else 401)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+    def respond(handler, request):
+        seen.append(handler.headers.get("Authorization"))
+        stub_server.reply_chat(handler, "No", status=200 if seen[-1] == f"Bearer {key}" else 401)
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Verifier)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("R1V3_VERIFIER_KEY", key)
     ckpt, records = make_workspace(tmp_path / "ws")
-    cfg = run_config(ckpt, records, tmp_path / "out", save_every=1, verifier_url=f"http://127.0.0.1:{server.server_address[1]}",
-                     verifier_api_key_env="R1V3_VERIFIER_KEY")
-    try:
+    with stub_server.chat_endpoint(respond) as url:
+        cfg = run_config(ckpt, records, tmp_path / "out", save_every=1, verifier_url=url,
+                         verifier_api_key_env="R1V3_VERIFIER_KEY")
         grpo.main(cfg, sampler=FixedRollout(chat.load_tokenizer(ckpt), tu.Dist()))
-    finally:
-        server.shutdown()
-        server.server_close()
     assert seen and set(seen) == {f"Bearer {key}"}
     rows = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all(r["reward/verifier_calls"] > 0 for r in rows)

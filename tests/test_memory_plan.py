@@ -11,10 +11,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import configurator  # noqa: E402
+import connector_tune  # noqa: E402
 import grpo  # noqa: E402
 import memory_plan  # noqa: E402
 import model as M  # noqa: E402
 import sft  # noqa: E402
+import train_utils as tu  # noqa: E402
 
 GIB = 2 ** 30
 # The released shapes. InternVL3-1B: InternViT-300M-448px-V2_5 (24 layers, 16 heads, width 1024, MLP 4096, LayerNorm,
@@ -107,7 +109,7 @@ def test_38b_grpo_plan_by_hand(tmp_path):
     assert p["fits"] and p["usable"] == pytest.approx(0.9 * 79.19 * GIB)
     # the same run through grpo.py's reading of its config (rollout_backend="vllm" there) and of config.json
     (tmp_path / "config.json").write_text(json.dumps(R1V3_38B))
-    got = grpo.run_memory_plan(configurator.parse_config(grpo.Config, [
+    got = memory_plan.grpo_plan(configurator.parse_config(grpo.Config, [
         str(REPO / "config/grpo_38b.py"), "--plan_gpu_gib=79.19", f"--init_from={tmp_path}"]), 16, CPU)
     assert got["rows"] == p["rows"] and got["train"] == p["train"]
 
@@ -131,21 +133,20 @@ def test_1b_sft_plan_by_hand():
 def test_a_run_that_cannot_fit_is_refused_with_its_numbers():
     cfg = configurator.parse_config(grpo.Config, [str(REPO / "config/grpo_38b.py"), "--plan_gpu_gib=79.19",
                                                   f"--init_from={REPO / 'config/skywork-r1v3-38b.json'}"])
-    p = grpo.run_memory_plan(cfg, 8, CPU)   # one node of 8 x 80 GB
+    p = memory_plan.grpo_plan(cfg, 8, CPU)   # one node of 8 x 80 GB
     assert not p["fits"] and p["train"] / GIB == pytest.approx(101.3, abs=0.05)
     with pytest.raises(ValueError, match="does not fit") as e:
         memory_plan.check_fits(p, "grpo.py on 8 GPUs", verbose=False)
     assert "AdamW state" in str(e.value) and "DOES NOT FIT" in str(e.value) and "101.3 GiB" in str(e.value)
     # the 38B defaults agree with the plan: GRPO and SFT on two nodes of 8, connector-only tuning on one
-    assert grpo.run_memory_plan(cfg, 16, CPU)["fits"]
+    assert memory_plan.grpo_plan(cfg, 16, CPU)["fits"]
     sft_cfg = configurator.parse_config(sft.Config, [str(REPO / "config/sft_38b.py"), "--plan_gpu_gib=79.19",
                                                      f"--checkpoint={REPO / 'config/skywork-r1v3-38b.json'}"])
-    assert sft.run_memory_plan(sft_cfg, 16, CPU)["fits"] and not sft.run_memory_plan(sft_cfg, 8, CPU)["fits"]
-    import connector_tune
+    assert memory_plan.sft_plan(sft_cfg, 16, CPU)["fits"] and not memory_plan.sft_plan(sft_cfg, 8, CPU)["fits"]
     ct_cfg = configurator.parse_config(connector_tune.Config, [
         str(REPO / "config/connector_tune_38b.py"), "--plan_gpu_gib=79.19",
         f"--checkpoint={REPO / 'config/skywork-r1v3-38b.json'}"])
-    assert sft.run_memory_plan(ct_cfg, 8, CPU)["fits"]
+    assert memory_plan.sft_plan(ct_cfg, 8, CPU)["fits"]
 
 
 def test_plan_prints_and_exits_without_loading_anything(tmp_path, capsys):
@@ -168,7 +169,6 @@ def test_sft_on_a_gpu_refuses_a_run_that_cannot_fit_before_loading(tmp_path, cap
     """sft.train's startup check on a GPU rank (a cuda Dist; nothing touches the device before the plan): the 38B
     config, all modules trainable, on one 80 GB GPU is refused with the plan, before the data or the weights
     (neither exists here) are read."""
-    import train_utils as tu
     (tmp_path / "config.json").write_text(json.dumps(R1V3_38B))
     cfg = configurator.parse_config(sft.Config, [f"--checkpoint={tmp_path}", "--data=missing.jsonl",
                                                  "--plan_gpu_gib=79.19", f"--out_dir={tmp_path / 'out'}"])

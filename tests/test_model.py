@@ -4,15 +4,27 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file, save_file
+from torch.profiler import ProfilerActivity, profile
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+import benchmarks
 import chat
+import connector_tune
+import data
+import entropy
+import eval as E
+import grpo
 import model as M
 import sampling
+import sft
+import train_utils as tu
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -154,7 +166,6 @@ def test_save_model_fsyncs_every_file_and_the_dir_before_the_rename(tok, tmp_pat
 
 
 def test_bad_checkpoints_name_the_tensor(tok, tmp_path):
-    from safetensors.torch import save_file, load_file
     model = tiny(tok)
     M.save_model(tmp_path / "ck", model.state_dict(), model.config, tok)
     f = tmp_path / "ck" / "model.safetensors"
@@ -216,8 +227,6 @@ def test_gqa_folded_attention_equals_sdpa_without_copying_kv():
     """At a decode step with a mask, transformers' sdpa copies K and V to all 14 query heads (repeat_kv); the
     folded attention gives the same output (InternVL3-1B's 14 / 2 heads, left-padded rows) and copies neither:
     no aten::copy_ as large as K/V at full width, less than one row's K in all. A prefill (q > 1) is unchanged."""
-    from torch.profiler import ProfilerActivity, profile
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     class Attention:   # what both read from transformers' attention module
         num_key_value_groups, is_causal = 7, True
@@ -247,7 +256,6 @@ def test_gqa_folded_attention_equals_sdpa_without_copying_kv():
 def test_packed_row_equals_each_sequence_alone(tok):
     """A padding-free row of three sequences (two with images, GQA heads) gives each sequence's own outputs: the
     <IMG_CONTEXT> runs get their own tiles in order, and no sequence sees another (no mask is built)."""
-    import data
     model = tiny(tok)
     cfg = model.config
     text = tok(chat.build_prompt([{"role": "user", "content": "2 + 1 = ?"}], tokenizer=tok), add_special_tokens=False)["input_ids"]
@@ -278,7 +286,6 @@ def count_tolist(monkeypatch):
 def test_packed_forward_reads_its_boundaries_once(tok, monkeypatch):
     """The packed row's boundaries come to the host once per forward, not in each decoder layer (a GPU stall
     each), nor again in each layer's activation-checkpoint recompute."""
-    import train_utils as tu
     model = tiny(tok, llm=dict(num_hidden_layers=6))
     for block in tu.transformer_blocks(model):
         tu.checkpoint_block(block)
@@ -304,7 +311,6 @@ def shared_prefix_case(tok, cfg):
 
 def response_loss_and_grads(model, samples, shared_prefix):
     """sum over response tokens of a fixed linear function of their predicting hidden states -> (loss, grads)."""
-    import data
     model.zero_grad(set_to_none=True)
     batch, rows, cols = data.collate_responses(samples, 0, model.config.force_image_size, True, shared_prefix)
     hidden = model(batch["input_ids"], pixel_values=batch["pixel_values"], image_flags=batch["image_flags"],
@@ -488,9 +494,6 @@ def test_remote_code_travels_through_every_save(tok, tmp_path):
     """init -> SFT -> GRPO -> connector tuning, each saving through checkpoint.save_checkpoint / save_model:
     every output has the auto_map code and its relative import, and transformers' AutoConfig with remote code
     (what vLLM's LLM() calls for internvl_chat) loads it."""
-    import connector_tune
-    import grpo
-    import sft
     init = released_style_checkpoint(tok, tmp_path / "init")
     assert M.remote_code_files(M.ModelConfig.from_json(init / "config.json")) == \
         ["configuration_intern_vit.py", "configuration_internvl_chat.py"]
@@ -563,7 +566,6 @@ def test_no_custom_code_question(tok, tmp_path):
     """transformers asks "Do you wish to run the custom code?" and waits 15 s for any config with auto_map unless
     told; under torchrun every rank would stall. Loading the tokenizer and model of a released-style checkpoint,
     with stdin open but silent (as under torchrun), prints no question and takes no wait."""
-    import time
     ckpt = released_style_checkpoint(tok, tmp_path / "ck")
     script = ("import sys, chat, model\n"
               "tok = chat.load_tokenizer(sys.argv[1])\n"
@@ -627,11 +629,6 @@ def test_every_prompt_builder_uses_the_checkpoint_template(tok, mode, tmp_path):
     """grpo.py, sft.py (data.encode_prompt in --mode=reject, data.tokenize_chat in training: tests/test_data.py),
     eval.py and entropy.py: each prompt equals apply_chat_template's tokens, the default system turn included.
     nothink is the release's recipe: the same template without "<think>\\n" in its generation prompt."""
-    import benchmarks
-    import data
-    import entropy
-    import eval as E
-    import grpo
     tok = copy.deepcopy(tok)
     tok.chat_template = SYSTEM_TEMPLATE
     template = SYSTEM_TEMPLATE if mode == "think" else SYSTEM_TEMPLATE.replace("<think>\\n", "")

@@ -2,13 +2,10 @@
 client, the CLI, the "can't see the image" phrases. R_rule itself (the verdict table, the worker
 pool): tests/test_rule_check.py."""
 import dataclasses
-import http.server
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -18,6 +15,7 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import rewards  # noqa: E402
+import stub_server  # noqa: E402
 from rewards import (RewardConfig, VerifierClient, extract_answer, format_reward,  # noqa: E402
                      score_batch)
 
@@ -94,77 +92,55 @@ def test_stats_cache_and_in_process_mode():
 TEST_KEY = "sk-r1v3-test-0123456789abcdef"
 
 
-class _FakeVerifier(http.server.BaseHTTPRequestHandler):
+class _FakeVerifier:
+    """The verifier behind stub_server.chat_endpoint, misbehaving as each test sets `mode`."""
     mode = "yes"
     requests: list = []
 
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).requests.append(body)
-        if self.mode == "sleep":
+    @classmethod
+    def respond(cls, handler, body):
+        cls.requests.append(body)
+        if cls.mode == "sleep":
             time.sleep(1.5)
-        if self.mode == "hang":   # a verifier that accepts the connection and never answers
+        if cls.mode == "hang":   # a verifier that accepts the connection and never answers
             time.sleep(20)
             return
-        if self.mode == "trickle":   # one byte every 0.2 s, headers included: ~20 s for the whole reply
+        if cls.mode == "trickle":   # one byte every 0.2 s, headers included: ~20 s for the whole reply
             reply = b'HTTP/1.1 200 OK\r\nContent-Length: 46\r\n\r\n{"choices": [{"message": {"content": "Yes"}}]}'
             try:
                 for byte in reply:
-                    self.wfile.write(bytes([byte]))
-                    self.wfile.flush()
+                    handler.wfile.write(bytes([byte]))
+                    handler.wfile.flush()
                     time.sleep(0.2)
             except (BrokenPipeError, ConnectionResetError):
                 pass
-            self.close_connection = True
+            handler.close_connection = True
             return
-        if self.mode == "http500":
-            self.send_response(500)
-            self.end_headers()
+        if cls.mode == "http500":
+            handler.send_response(500)
+            handler.end_headers()
             return
-        if self.mode == "auth" and self.headers.get("Authorization") != f"Bearer {TEST_KEY}":
-            self.send_response(401)   # vllm serve --api-key
-            self.end_headers()
+        if cls.mode == "auth" and handler.headers.get("Authorization") != f"Bearer {TEST_KEY}":
+            handler.send_response(401)   # vllm serve --api-key
+            handler.end_headers()
             return
-        if self.mode == "huge":   # 2 MB of reply: more than a verdict can need
-            payload = json.dumps({"choices": [{"message": {"content": "Yes" + " " * (2 << 20)}}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            try:
-                self.wfile.write(payload)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
+        if cls.mode == "huge":   # 2 MB of reply: more than a verdict can need
+            stub_server.reply_chat(handler, "Yes" + " " * (2 << 20))
             return
-        content = {"yes": "Yes", "no": "No.", "garbage": "Maybe, it depends."}.get(self.mode, "Yes")
-        payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
-        try:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-        except (BrokenPipeError, ConnectionResetError):   # the client gave up (timeout test)
-            pass
-
-    def log_message(self, *args):
-        pass
+        content = {"yes": "Yes", "no": "No.", "garbage": "Maybe, it depends."}.get(cls.mode, "Yes")
+        stub_server.reply_chat(handler, content)
 
 
 @pytest.fixture
 def verifier_server():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeVerifier)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
     _FakeVerifier.requests = []
-    yield server, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with stub_server.chat_endpoint(_FakeVerifier.respond) as url:
+        yield url
 
 
 @pytest.mark.parametrize("mode,expected", [("yes", True), ("no", False), ("garbage", None)])
 def test_verifier_verdicts(verifier_server, mode, expected):
-    _, url = verifier_server
+    url = verifier_server
     _FakeVerifier.mode = mode
     client = VerifierClient(url, model="judge", timeout_s=5, retries=0, concurrency=4)
     assert client.judge(["q1", "q2"], ["1/2", "3"], ["0.5", "4"]) == [expected, expected]
@@ -176,7 +152,7 @@ def test_verifier_verdicts(verifier_server, mode, expected):
 
 
 def test_verifier_timeout_retries_then_gives_up(verifier_server):
-    _, url = verifier_server
+    url = verifier_server
     _FakeVerifier.mode = "sleep"
     client = VerifierClient(url, timeout_s=0.3, retries=1)
     t0 = time.monotonic()
@@ -188,7 +164,7 @@ def test_verifier_timeout_retries_then_gives_up(verifier_server):
 def test_verifier_deadline_is_total_for_a_trickling_server(verifier_server):
     # every socket read gets a byte within 0.2 s, so a per-read timeout never fires: the deadline
     # must be total
-    _, url = verifier_server
+    url = verifier_server
     _FakeVerifier.mode = "trickle"
     client = VerifierClient(url, timeout_s=1.0, retries=0)
     t0 = time.monotonic()
@@ -201,7 +177,7 @@ def test_verifier_timeouts_trip_the_cooldown(verifier_server):
     # a hung verifier: the first wave of calls times out (with its retry), the rest of the batch and
     # the next batch skip it for down_cooldown_s instead of waiting
     # ceil(n / concurrency) x (retries + 1) x timeout again
-    _, url = verifier_server
+    url = verifier_server
     _FakeVerifier.mode = "hang"
     client = VerifierClient(url, timeout_s=0.5, retries=1, concurrency=4)
     t0 = time.monotonic()
@@ -216,7 +192,7 @@ def test_verifier_timeouts_trip_the_cooldown(verifier_server):
 
 
 def test_verifier_retries_server_errors(verifier_server):
-    _, url = verifier_server
+    url = verifier_server
     _FakeVerifier.mode = "http500"
     client = VerifierClient(url + "/v1", retries=2)   # ".../v1" is completed to /v1/chat/completions
     with pytest.warns(RuntimeWarning, match="HTTP 500"):
@@ -226,7 +202,7 @@ def test_verifier_retries_server_errors(verifier_server):
 
 def test_verifier_or_rule_in_score_batch(verifier_server):
     # eq. 2: accuracy = rule OR verifier; only rule-wrong items are sent to the verifier
-    _, url = verifier_server
+    url = verifier_server
     _FakeVerifier.mode = "yes"
     cfg = RewardConfig(verifier_url=url)
     out = score_batch([THINK + "\\boxed{5}", THINK + "\\boxed{five}"], ["5", "5"], questions=["q", "How many?"], cfg=cfg)
@@ -240,10 +216,7 @@ def test_verifier_or_rule_in_score_batch(verifier_server):
 
 
 def test_verifier_server_down_warns_once_and_falls_back():
-    with socket.socket() as s:   # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cfg = RewardConfig(verifier_url=f"http://127.0.0.1:{port}", verifier_retries=1)
+    cfg = RewardConfig(verifier_url=f"http://127.0.0.1:{stub_server.unused_port()}", verifier_retries=1)
     with pytest.warns(RuntimeWarning, match="unreachable") as caught:
         out = score_batch([THINK + "\\boxed{6}", THINK + "\\boxed{7}", THINK + "\\boxed{5}"], ["5"] * 3, cfg=cfg)
         out2 = score_batch([THINK + "\\boxed{8}"], ["5"], cfg=cfg)
@@ -255,7 +228,7 @@ def test_verifier_server_down_warns_once_and_falls_back():
 
 
 def test_verifier_reply_body_is_capped(verifier_server):
-    _, url = verifier_server
+    url = verifier_server
     _FakeVerifier.mode = "huge"
     client = VerifierClient(url, retries=0, max_reply_bytes=1 << 20)
     with pytest.warns(RuntimeWarning, match="reply body over 1048576 bytes"):
@@ -268,7 +241,7 @@ def test_verifier_reply_body_is_capped(verifier_server):
 def test_verifier_api_key_from_the_named_environment_variable(verifier_server, monkeypatch):
     """The config names the variable, the key goes out as a Bearer header; unset, it is an error at once (a
     key-protected verifier answered 401 to every call, silently scoring rule-only)."""
-    _, url = verifier_server
+    url = verifier_server
     _FakeVerifier.mode = "auth"
     cfg = RewardConfig(verifier_url=url, verifier_api_key_env="R1V3_TEST_VERIFIER_KEY")
     assert TEST_KEY not in json.dumps(dataclasses.asdict(cfg))
@@ -285,7 +258,7 @@ def test_verifier_api_key_from_the_named_environment_variable(verifier_server, m
 
 
 def test_verifier_outcomes_are_counted_per_batch(verifier_server):
-    _, url = verifier_server
+    url = verifier_server
     _FakeVerifier.mode = "hang"
     cfg = RewardConfig(verifier_url=url, verifier_timeout_s=0.3, verifier_retries=0, verifier_concurrency=1)
     with pytest.warns(RuntimeWarning, match="timed out"):

@@ -4,6 +4,7 @@ import json
 import os
 import random
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -15,6 +16,8 @@ import pytest
 os.environ.setdefault("WANDB_MODE", "disabled")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.append(str(REPO / "bench"))   # bench_rewards: the adversarial inputs
+import bench_rewards  # noqa: E402
 import rewards  # noqa: E402
 import math_verify_pool  # noqa: E402
 import rule_check  # noqa: E402
@@ -264,12 +267,9 @@ for name, response, gold, options in bench_rewards.ADVERSARIAL:
 
 
 def test_32_adversarial_inputs_each_within_timeout_plus_1s():
-    import select
     timeout_s = 2.0
     child = subprocess.Popen([sys.executable, "-c", _ADVERSARIAL_CHILD, str(REPO), str(timeout_s)],
                              stdout=subprocess.PIPE, text=True)
-    sys.path.insert(0, str(REPO / "bench"))
-    import bench_rewards
     names, results = [n for n, *_ in bench_rewards.ADVERSARIAL], []
     try:
         limit = 120.0   # the worker pool's start (spawn + imports), then timeout_s + 1 s per item

@@ -3,6 +3,7 @@ on a tiny model and the vLLM sampler against a fake vllm module."""
 import json
 import math
 import os
+import random
 import sys
 import types
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 os.environ.setdefault("WANDB_MODE", "disabled")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -236,8 +238,6 @@ def test_vllm_engine_kwargs(monkeypatch):
 
 
 def test_build_vllm_restores_the_callers_rngs(monkeypatch):
-    import random
-    import numpy as np
 
     class ReseedingLLM:   # what vLLM's worker does at init: set_random_seed(engine seed) on every global RNG
         def __init__(self, **kwargs):

@@ -6,12 +6,15 @@ import json
 import random
 import re
 import sys
+import time
 
+import numpy as np
 import pytest
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import data
+import rewards
 import synthetic
 from synthetic import Config, generate_split
 
@@ -284,7 +287,6 @@ def test_main_parses_args_and_rejects_bad_ones(tmp_path):
 
 
 def test_generation_is_fast():
-    import time
     t = time.time()
     generate_split("sft", 500, seed=0)
     assert time.time() - t < 5.0
@@ -301,7 +303,6 @@ def test_docstring_trace_is_what_the_teacher_writes():
 def test_blind_and_nothink_traces():
     """Table 5's lever: blind traces claim not to see the image (rewards' phrase list finds it) and guess; Table 4's:
     nothink traces answer with the right boxed answer and no thinking block. Shares follow the fractions."""
-    import rewards
     cfg = Config(blind_fraction=0.2, nothink_fraction=0.3)
     items = generate_split("sft", 400, 3, cfg=cfg)
     styles = [it["meta"]["style"] for it in items]
@@ -333,7 +334,6 @@ def test_rl_scale_draws_smaller_shapes_on_rl_boards():
     cfg = Config(rl_scale=(0.3, 0.35), min_scale=0.75, max_scale=0.8, jitter=0.0)
 
     def ink(item):   # non-white pixels per shape
-        import numpy as np
         shapes = max(1, sum(c is not None for c in item["meta"]["scene"]))
         return int((np.asarray(item["image"].convert("RGB")) != 255).any(axis=2).sum()) / shapes
     rl = [ink(it) for it in generate_split("train", 20, 0, cfg=cfg)]

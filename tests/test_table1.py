@@ -4,14 +4,14 @@ import json
 import os
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import benchmarks as B
@@ -19,8 +19,9 @@ import eval as E
 import judges
 import puzzles
 import rewards
+import stub_server
 import tables
-from test_benchmarks import b64, write_tsv
+from test_benchmarks import b64, png_bytes, write_tsv
 
 
 def summarize(path, responses, **cfg):
@@ -184,27 +185,13 @@ def stub_judge():
     """An OpenAI-compatible stub: answers each prompt by the first rule in `replies` whose key it contains."""
     seen, replies = [], {}
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            seen.append(request)
-            prompt = request["messages"][0]["content"]
-            content = next((v for k, v in replies.items() if k in prompt), "no idea")
-            body = json.dumps({"choices": [{"message": {"content": content}}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def respond(handler, request):
+        seen.append(request)
+        prompt = request["messages"][0]["content"]
+        stub_server.reply_chat(handler, next((v for k, v in replies.items() if k in prompt), "no idea"))
 
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}", seen, replies
-    server.shutdown()
-    server.server_close()
+    with stub_server.chat_endpoint(respond) as url:
+        yield url, seen, replies
 
 
 def test_judge_prompts_verdicts_and_unparseable_replies(tmp_path, stub_judge):
@@ -392,9 +379,6 @@ def test_table1_layout_puts_the_paper_column_beside_ours():
 
 
 def test_emma_and_mmk12_parquet_layouts_and_prompts(tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    from test_benchmarks import png_bytes
     image = {"bytes": png_bytes((7, 8, 9)), "path": None}
     emma = [{"pid": "math_1", "question": "Which is bigger, <image_2> or <image_1>?", "options": ["left", "right"],
              "answer": "B", "type": "Multiple Choice", "context": "Two shapes.", "subject": "Math",
@@ -441,11 +425,7 @@ def test_mmmu_pro_and_seephys_prompts(tmp_path):
 
 
 def test_judge_endpoint_down_is_counted_as_failed_and_switched_off():
-    import socket
-    with socket.socket() as s:   # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    judge = judges.Judge(f"http://127.0.0.1:{port}", "j")
+    judge = judges.Judge(f"http://127.0.0.1:{stub_server.unused_port()}", "j")
     assert judge.ask("prompt", 5, lambda r: True) == (None, "failed") and judge.down
     assert judge.ask("prompt", 5, lambda r: True) == (None, "failed")   # no second connection attempt
     assert judge.counts == {"asked": 2, "model": 0, "unparseable": 0, "failed": 2}

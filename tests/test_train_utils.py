@@ -19,6 +19,8 @@ import torch
 import torch.distributed as tdist
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+from torch.distributed.fsdp import FSDPModule
 
 import chat
 import checkpoint
@@ -158,7 +160,6 @@ def test_rng_round_trip():
 
 
 def test_full_state_dict_strips_wrappers_and_copies():
-    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
     m = ToyVLM()
     names = list(m.state_dict())
     m.language_model.model.layers[0] = checkpoint_wrapper(m.language_model.model.layers[0])
@@ -415,7 +416,6 @@ def _torchrun_worker(out):
     tiny.img_context_token_id = tok.convert_tokens_to_ids(chat.IMG_CONTEXT_TOKEN)
     model.set_trainable(tiny, ["connector"])
     tu.wrap_fsdp(tiny, dist, activation_checkpointing=True)
-    from torch.distributed.fsdp import FSDPModule
     n_groups = sum(isinstance(module, FSDPModule) for module in tiny.modules())
     tiny_opt = torch.optim.AdamW([p for p in tiny.parameters() if p.requires_grad], lr=1e-3)
     ids = torch.tensor([[1, 2] + [tiny.img_context_token_id] * cfg.num_image_token + [3, 4]])

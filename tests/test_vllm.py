@@ -28,6 +28,7 @@ from PIL import Image
 import chat
 import data
 import grpo
+import logprobs
 import model
 import sampling
 import train_utils as tu
@@ -88,12 +89,12 @@ def prompts_of(workspace, tokenizer, config):
 
 
 def training_logprobs(net, prompts, outputs, pad_id):
-    """grpo.sequence_logprobs (the training forward, fp32) of each sampled response: [per prompt, per sample]."""
+    """logprobs.sequence_logprobs (the training forward, fp32) of each sampled response: [per prompt, per sample]."""
     samples = [{"prompt_ids": p["input_ids"], "pixel_values": p["pixel_values"], "response_ids": o["token_ids"]}
                for p, outs in zip(prompts, outputs) for o in outs]
     cfg = grpo.Config(init_from="-", data="-")
     with torch.no_grad():
-        logp, _, mask = grpo.sequence_logprobs(net, samples, pad_id, net.config.force_image_size, cfg, False)
+        logp, _, mask = logprobs.sequence_logprobs(net, samples, pad_id, net.config.force_image_size, cfg, False)
     return [logp[i, :int(mask[i].sum())] for i in range(len(samples))]
 
 
