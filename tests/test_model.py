@@ -4,7 +4,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -565,21 +564,19 @@ def test_remote_code_outside_the_checkpoint_is_refused(tok, tmp_path, bad):
 def test_no_custom_code_question(tok, tmp_path):
     """transformers asks "Do you wish to run the custom code?" and waits 15 s for any config with auto_map unless
     told; under torchrun every rank would stall. Loading the tokenizer and model of a released-style checkpoint,
-    with stdin open but silent (as under torchrun), prints no question and takes no wait."""
+    with stdin open but silent (as under torchrun), prints no question and so takes no wait: the question is
+    input()'s prompt (transformers dynamic_module_utils.py:763-767), written before it waits (no wall-clock bound here: under CI load imports alone vary 4-15 s)."""
     ckpt = released_style_checkpoint(tok, tmp_path / "ck")
     script = ("import sys, chat, model\n"
               "tok = chat.load_tokenizer(sys.argv[1])\n"
               "net = model.load_model(sys.argv[1])\n"
               "print('loaded', len(tok), net.img_context_token_id)\n")
-    t0 = time.time()
     run = subprocess.run([sys.executable, "-c", script, str(ckpt)], capture_output=True, text=True, cwd=ROOT,
                          stdin=subprocess.PIPE, timeout=120,
                          env={**os.environ, "HF_MODULES_CACHE": str(tmp_path / "hf")})
-    wall = time.time() - t0
     assert run.returncode == 0, run.stderr[-3000:]
     assert "custom code" not in run.stdout + run.stderr and "[y/N]" not in run.stdout + run.stderr
     assert run.stdout.split() == ["loaded", str(len(tok)), str(tok.convert_tokens_to_ids(chat.IMG_CONTEXT_TOKEN))]
-    assert wall < 12, wall   # imports take ~4 s here; one unanswered question alone waits 15 s
 
 
 # a checkpoint template that injects a default system turn (as InternVL's templates and Qwen2.5's do); its
