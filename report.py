@@ -31,6 +31,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 import configurator  # noqa: E402
 import data  # noqa: E402
 import verdicts  # noqa: E402
+from verdicts import Claim  # noqa: E402
 from grpo_metrics import NO_SIGNAL_WARNING  # noqa: E402
 from tables import write_text  # noqa: E402
 
@@ -110,14 +111,19 @@ class Seeds:
         return [None if r is None else r["avg_tokens"] for r in runs]
 
     def metrics(self, seed, run):
-        """grpo.py metrics.jsonl of $DEMO/RUN -> [rows] with the METRIC_KEYS columns (None when missing)."""
+        """grpo.py metrics.jsonl of $DEMO/RUN -> [rows] with the METRIC_KEYS columns (None when missing); kept as
+        columns (a key per column, not per row: a third of the size)."""
         def read():
             path = self.dir(seed) / run / "metrics.jsonl"
             if not path.is_file():
                 self.missing.append(path.relative_to(self.root).as_posix())
                 return None
-            return [{k: r[k] for k in METRIC_KEYS if k in r} for _, r in data.read_jsonl(path, appended_log=True)]
-        return self.kept(seed, f"metrics/{run}", read)
+            rows = [r for _, r in data.read_jsonl(path, appended_log=True)]
+            return {k: [r.get(k) for r in rows] for k in METRIC_KEYS if any(k in r for r in rows)}
+        columns = self.kept(seed, f"metrics/{run}", read)
+        if columns is None:
+            return None
+        return [{k: v for k, v in zip(columns, values) if v is not None} for values in zip(*columns.values())]
 
     def entropy_table(self, seed, name):
         """entropy.py's entropy_table.json of $DEMO/NAME: its checkpoint rows (CHECKPOINT_KEYS), correlation and
@@ -296,12 +302,12 @@ def build(seeds, out):
     section("Table 2: tuning after RL", "connector-only 76.0 > RL 74.5 > connector + LLM 73.2 > connector + ViT + "
             "LLM 69.7 (MMMU)", value_table(S, [(label, v) for label, v in vals.items()], " %")
             + "\n\naccuracy (%): mean of test and ood; x axis of the plot: the rows in this order", "table2.png", [
-                verdicts.Claim("table2", "connector-only − RL", ACC_MEAN, "+1.5", diff(vals["connector-only"],
+                Claim("table2", "connector-only − RL", ACC_MEAN, "+1.5", diff(vals["connector-only"],
                       vals["RL stage (baseline)"]), paper_value=1.5, smallest_effect=0.75, seeds_planned=3),
-                verdicts.Claim("table2", "connector-only − connector+LLM", ACC_MEAN, "+2.8", diff(
+                Claim("table2", "connector-only − connector+LLM", ACC_MEAN, "+2.8", diff(
                     vals["connector-only"], vals["connector + LLM"]), paper_value=2.8, smallest_effect=1.4,
                       seeds_planned=8),
-                verdicts.Claim("table2", "connector-only − connector+ViT+LLM", ACC_MEAN, "+6.3", diff(
+                Claim("table2", "connector-only − connector+ViT+LLM", ACC_MEAN, "+6.3", diff(
                     vals["connector-only"], vals["connector + ViT + LLM"]), paper_value=6.3, smallest_effect=3.15,
                       seeds_planned=8)])
 
@@ -314,15 +320,15 @@ def build(seeds, out):
     section("Table 3: RL vs SFT on the same data", "baseline 71.3 / 68.1, RL 77.2 / 74.5, SFT 75.9 / 65.4 (in-domain "
             "MathVista / out-of-domain MMMU): only RL generalises",
             value_table(S, [(f"{arm} {b}", v) for (arm, b), v in t.items()], " %"), "table3.png", [
-                verdicts.Claim("table3", "RL − SFT, out of domain", "ood accuracy (%)", "+9.1", diff(
+                Claim("table3", "RL − SFT, out of domain", "ood accuracy (%)", "+9.1", diff(
                     t[("RL", "ood")], t[("SFT", "ood")]), paper_value=9.1, smallest_effect=4.55, seeds_planned=8),
-                verdicts.Claim("table3", "SFT − baseline, in domain", "test accuracy (%)", "+4.6", diff(
+                Claim("table3", "SFT − baseline, in domain", "test accuracy (%)", "+4.6", diff(
                     t[("SFT", "test")], t[("baseline", "test")]), paper_value=4.6, smallest_effect=2.3,
                       seeds_planned=3, built_in="the SFT arm distills the RL policy's own correct traces on these "
                       "questions, so it inherits RL's in-domain gain"),
-                verdicts.Claim("table3", "RL − baseline, out of domain", "ood accuracy (%)", "+6.4", diff(
+                Claim("table3", "RL − baseline, out of domain", "ood accuracy (%)", "+6.4", diff(
                     t[("RL", "ood")], t[("baseline", "ood")]), paper_value=6.4, smallest_effect=3.2, seeds_planned=8),
-                verdicts.Claim("table3", "SFT − baseline, out of domain", "ood accuracy (%)", "−2.7", diff(
+                Claim("table3", "SFT − baseline, out of domain", "ood accuracy (%)", "−2.7", diff(
                     t[("SFT", "ood")], t[("baseline", "ood")]), sign=-1, paper_value=-2.7, smallest_effect=1.35,
                       seeds_planned=8)])
 
@@ -336,15 +342,15 @@ def build(seeds, out):
     section("Table 4: slow thinking vs NoThink vs NoWait", "think 76.0 % (1272 tokens), NoThink 68.9 % (263), "
             "NoWait 74.1 % (1040)", value_table(S, [(f"{m} accuracy", acc[m]) for m in acc]
                                                 + [(f"{m} tokens", tok[m]) for m in tok]), None, [
-                verdicts.Claim("table4", "think − NoThink accuracy", "test accuracy (%)", "+7.1", diff(
+                Claim("table4", "think − NoThink accuracy", "test accuracy (%)", "+7.1", diff(
                     acc["think"], acc["nothink"]), paper_value=7.1, smallest_effect=3.55, seeds_planned=8),
-                verdicts.Claim("table4", "NoThink shortens responses", SHORTER, "79.3 % (1272 → 263)", shorter["nothink"],
+                Claim("table4", "NoThink shortens responses", SHORTER, "79.3 % (1272 → 263)", shorter["nothink"],
                       paper_value=79.3, smallest_effect=39.65, seeds_planned=3, unit="%"),
-                verdicts.Claim("table4", "think − NoWait accuracy", "test accuracy (%)", "+1.9", diff(
+                Claim("table4", "think − NoWait accuracy", "test accuracy (%)", "+1.9", diff(
                     acc["think"], acc["nowait"]), paper_value=1.9, smallest_effect=0.95, seeds_planned=3),
-                verdicts.Claim("table4", "NoWait shortens responses", SHORTER, "18.2 % (1272 → 1040)", shorter["nowait"],
+                Claim("table4", "NoWait shortens responses", SHORTER, "18.2 % (1272 → 1040)", shorter["nowait"],
                       paper_value=18.2, smallest_effect=9.1, seeds_planned=3, unit="%"),
-                verdicts.Claim("table4", "NoWait shortens responses by the paper's magnitude", SHORTER, "18.2 %",
+                Claim("table4", "NoWait shortens responses by the paper's magnitude", SHORTER, "18.2 %",
                       shorter["nowait"], paper_value=18.2, smallest_effect=9.1, seeds_planned=3, unit="%",
                       kind="magnitude", reference=9.1)],
             [f"NoThink responses containing <think> or </think>: {blocks} (eval.py bans both tokens in nothink mode)."])
@@ -369,7 +375,7 @@ def build(seeds, out):
             + "; cold start " + ", ".join(map(str, cold_counts))
             + f". A seed with fewer than {MIN_PHRASE_RESPONSES} in the final checkpoint is left out of the claim "
             "(too few to estimate its accuracy); the cold-start rows are context, not the claim",
-            None, [verdicts.Claim("table5", "accuracy without − with the phrase", "test + ood accuracy (%)", "+26.2",
+            None, [Claim("table5", "accuracy without − with the phrase", "test + ood accuracy (%)", "+26.2",
                          diff(split["without"], with_counted), paper_value=26.2, smallest_effect=13.1,
                          seeds_planned=3)])
 
@@ -394,10 +400,10 @@ def build(seeds, out):
                 ("GRPO checkpoints", n_ckpt), ("fewest critical tokens in a checkpoint", crit),
                 ("Pearson(critical entropy, val accuracy)", pearson), ("val acc of the entropy pick (%)", picked),
                 ("mean val acc over checkpoints (%)", mean_acc)]), "fig5.png", [
-                verdicts.Claim("fig5", "Pearson(critical entropy, val accuracy)", "Pearson r over the GRPO checkpoints",
+                Claim("fig5", "Pearson(critical entropy, val accuracy)", "Pearson r over the GRPO checkpoints",
                       "strong, > 0", diff(pearson, [0.0] * len(pearson)), smallest_effect=0.3, seeds_planned=3,
                       unit="r"),
-                verdicts.Claim("fig5", "val acc of the entropy pick − mean over checkpoints", "val accuracy (%)", "> 0",
+                Claim("fig5", "val acc of the entropy pick − mean over checkpoints", "val accuracy (%)", "> 0",
                       diff(picked, mean_acc), smallest_effect=2.0, seeds_planned=3)],
             [f"seeds with a checkpoint of fewer than 200 critical tokens (the design asks >= 200): "
              f"{[s for s, c in zip(S.seeds, crit) if c is not None and c < 200] or 'none'}"])
@@ -421,12 +427,12 @@ def build(seeds, out):
                         + [("cold start (GRPO's start), test/ood mean (%)", cold),
                            ("share of GRPO's gain lost with a frozen connector (%)", lost)]
                         + [(f"{label}, reward steps 71-80", r) for label, r in rew.items()]), "fig6.png", [
-                verdicts.Claim("fig6", "all trainable − frozen connector, accuracy", ACC_MEAN, "collapse: large > 0",
+                Claim("fig6", "all trainable − frozen connector, accuracy", ACC_MEAN, "collapse: large > 0",
                       diff(vals["all trainable"], vals["frozen connector"]), smallest_effect=3.4, seeds_planned=3),
-                verdicts.Claim("fig6", "frozen connector collapses", "share of GRPO's gain over cold start lost (%)",
+                Claim("fig6", "frozen connector collapses", "share of GRPO's gain over cold start lost (%)",
                       "100 % (training fails)", lost, paper_value=100.0, smallest_effect=50.0, seeds_planned=3,
                       unit="%", kind="magnitude", reference=50.0),
-                verdicts.Claim("fig6", "all trainable − frozen ViT, accuracy", ACC_MEAN, "small > 0", diff(
+                Claim("fig6", "all trainable − frozen ViT, accuracy", ACC_MEAN, "small > 0", diff(
                     vals["all trainable"], vals["frozen ViT"]), smallest_effect=1.0, seeds_planned=3)],
             dead_arms(S, [run for _, run, _ in arms]))
 
@@ -446,10 +452,10 @@ def build(seeds, out):
                 S, [(f"{k}: test (normal) %", v) for k, v in normal.items()]
                 + [(f"{k}: hard %", v) for k, v in hard.items()]
                 + [(f"{k}: reward steps 1-20", v) for k, v in early.items()]), "fig7_8.png", [
-                verdicts.Claim("fig7_8", "normal − curriculum on normal problems", "test accuracy (%)",
+                Claim("fig7_8", "normal − curriculum on normal problems", "test accuracy (%)",
                       "> 0 (drop in stage 2)", diff(normal["normal"], normal["curriculum"]), smallest_effect=2.0,
                       seeds_planned=3),
-                verdicts.Claim("fig7_8", "demo lr − lr/10, reward over steps 1-20", "reward/mean, steps 1-20",
+                Claim("fig7_8", "demo lr − lr/10, reward over steps 1-20", "reward/mean, steps 1-20",
                       "> 0 (faster)", diff(early["demo lr"], early["lr / 10"]), smallest_effect=0.02,
                       seeds_planned=3, unit="reward")],
             dead_arms(S, ["fig7_8/curriculum", "fig7_8/low_lr"]))
@@ -463,9 +469,10 @@ def build(seeds, out):
     lo_b, hi_b = (budgets[0], budgets[-1]) if budgets else (None, None)
     section("Fig. 9: accuracy vs thinking budget", "61.6 % at 1k tokens, 67.7 % at 2k, rising steadily to 16k",
             value_table(S, [(f"budget {b}", v) for b, v in per_budget.items()], " %"), "fig9.png",
-            [verdicts.Claim("fig9", f"accuracy at budget {hi_b} − at {lo_b}", "test accuracy (%)", "+13.6 (1k → 8k, the "
-                   "same 8× budget)", diff(per_budget.get(hi_b, [None] * len(S.seeds)), per_budget.get(
-                       lo_b, [None] * len(S.seeds))), paper_value=13.6, smallest_effect=6.8, seeds_planned=8)],
+            [Claim("fig9", "accuracy at the largest − the smallest budget",
+                   f"test accuracy (%), budget {hi_b} − {lo_b} tokens", "+13.6 (1k → 8k, the same 8× budget)",
+                   diff(per_budget.get(hi_b, [None] * len(S.seeds)), per_budget.get(lo_b, [None] * len(S.seeds))),
+                   paper_value=13.6, smallest_effect=6.8, seeds_planned=8)],
             ["Mechanism at demo scale: a budget below the ~60-token trace cuts the reading of the board short, then "
              "16 tokens must answer; this tests the budget rule more than test-time scaling."])
 
@@ -491,10 +498,10 @@ def build(seeds, out):
                 ("mean entropy, last GRPO checkpoint", first_last["mean_token_entropy"][1])], " nats")
             + f"\n\nhigh-entropy threshold: {fmt(threshold, 2)} nats (6.8 scaled by log V / log 151,674)",
             "fig10.png", [
-                verdicts.Claim("fig10", "mean entropy, last − first GRPO checkpoint", "mean token entropy of val responses",
+                Claim("fig10", "mean entropy, last − first GRPO checkpoint", "mean token entropy of val responses",
                       "< 0", diff(first_last["mean_token_entropy"][1], first_last["mean_token_entropy"][0]), sign=-1,
                       smallest_effect=0.03, seeds_planned=3, unit="nats"),
-                verdicts.Claim("fig10", "share above the threshold, last − first", "share of val response tokens above the "
+                Claim("fig10", "share above the threshold, last − first", "share of val response tokens above the "
                       "threshold", "> 0", diff([None if v is None else 100 * v for v in first_last[
                           "high_entropy_frac"][1]], [None if v is None else 100 * v for v in first_last[
                               "high_entropy_frac"][0]]), smallest_effect=0.01, seeds_planned=3, unit="% of tokens")])
@@ -514,11 +521,11 @@ def build(seeds, out):
             "the reward stays lower; cold start lengthens the reasoning and raises the reward",
             value_table(S, [(f"{k}: length, steps 71-80", v) for k, v in length.items()]
                         + [(f"{k}: accuracy reward (%), steps 71-80", v) for k, v in reward.items()]), "fig11.png", [
-                verdicts.Claim("fig11", "cold start − self-incentive, response length", "response/len_mean, steps 71-80",
+                Claim("fig11", "cold start − self-incentive, response length", "response/len_mean, steps 71-80",
                       "> 0", diff(length["cold start"], length["self-incentive prompt"]), smallest_effect=6.0,
                       seeds_planned=3, unit="tokens", built_in="the alignment captions answer directly while the "
                       "cold-start traces are ~60 tokens long, so the two arms start at different lengths"),
-                verdicts.Claim("fig11", "cold start − self-incentive, accuracy reward", "100 × reward/accuracy, steps 71-80",
+                Claim("fig11", "cold start − self-incentive, accuracy reward", "100 × reward/accuracy, steps 71-80",
                       "> 0", diff(reward["cold start"], reward["self-incentive prompt"]), smallest_effect=2.0,
                       seeds_planned=3)], dead_arms(S, [run for _, run in arms]))
     return sections, claims
@@ -551,7 +558,8 @@ def render_report(doc, sections, missing):
             f"{len(claims)} claims of the pre-registered design (`{doc['design']}`): {counts(lambda c: c['verdict'])}. "
             f"Holm-adjusted over the family of {doc['holm_family_size']} tests: "
             f"{counts(lambda c: c['holm']['verdict'])}.{wall} Intervals: 95% Student t over the seeds' per-seed "
-            f"values (n = {n}: {t}). Confirmatory (the design's seed count, none of seeds {', '.join(verdicts.SEEN_SEEDS)}): "
+            f"values (n = {n}: {t}). Confirmatory (the design's seed count, none of seeds "
+            f"{', '.join(verdicts.SEEN_SEEDS)}): "
             f"{sum(c['confirmatory'] for c in claims)} of {len(claims)} claims. Full-precision numbers: claims.json.",
             "", verdicts.claims_table(doc), ""]
     bodies = [render_section(sec, doc) for sec in sections]
@@ -589,8 +597,8 @@ def main(argv=None):
         raise SystemExit(f"--seeds is required\n{usage}")
     seeds = Seeds(out, args.seeds, replay=args.recompute)
     sections, claims = build(seeds, out)
-    write_text(out / "claims.json", json.dumps(verdicts.claims_document(claims, seeds.seeds, wall_s), indent=1, ensure_ascii=False,
-                                               allow_nan=False) + "\n")
+    doc = verdicts.claims_document(claims, seeds.seeds, wall_s)
+    write_text(out / "claims.json", json.dumps(doc, indent=1, ensure_ascii=False, allow_nan=False) + "\n")
     if not args.recompute:
         seeds.write_inputs()
     doc = json.loads((out / "claims.json").read_text())   # what follows is rendered from the file as written
