@@ -95,7 +95,8 @@ def paired(a, b):
 
 
 def stats_of(per_seed):
-    """Per-seed values of the tested quantity (None = missing) -> the statistics of `paired`."""
+    """Per-seed values of the tested quantity (None or not finite = missing) -> the statistics of `paired`."""
+    per_seed = [d if d is not None and math.isfinite(d) else None for d in per_seed]
     diffs = [d for d in per_seed if d is not None]
     n = len(diffs)
     out = {"per_seed": list(per_seed), "diffs": diffs, "n": n, "mean": statistics.fmean(diffs) if n else None,
