@@ -192,7 +192,7 @@ class Claim:
     """One claim of the design: per seed the tested quantity (a paired difference a - b, or for a magnitude claim
     the effect's size), the paper's side (sign) and value, the smallest effect of interest in the metric's units,
     the seeds the design plans; `built_in` says why the demo task makes it come out as the paper says (it then is
-    no evidence of the paper's mechanism). For a magnitude claim `reference` is the threshold M (py)."""
+    no evidence of the paper's mechanism). For a magnitude claim `reference` is the threshold M."""
 
     def __init__(self, target, text, metric, paper, per_seed, *, smallest_effect, seeds_planned, sign=1,
                  paper_value=None, unit="points", kind="sign", reference=0.0, built_in=""):
@@ -246,7 +246,7 @@ def claim_line(c):
         notes.append(f"Not confirmatory (design: {c['seeds_planned']} seeds, none of {', '.join(SEEN_SEEDS)}).")
     return (f"- {c['claim']}: {c['metric']}, {what} ({test}; paper: {c['paper']}). Ours: mean {num(c['mean'])} "
             f"{c['unit']}, per seed [{per}]. **Verdict: {c['verdict']}** ({c['reason']}). Holm-adjusted: "
-            f"**{c['holm']['verdict']}** (p {p})." + "".join(" " + n for n in notes))
+            f"**{c['holm']['verdict']}** (adjusted p: {p})." + "".join(" " + n for n in notes))
 
 
 def claims_table(doc):
