@@ -259,10 +259,13 @@ def test_paper_demo_ci(tmp_path):
     assert all(m.endswith("eval/table3_sft/summary.json") for m in missing), missing
     assert result.returncode == (1 if missing else 0), result.stdout[-3000:]
     summary_rows = [line for line in report.splitlines() if line.startswith("| ") and line.endswith(
-        ("| reproduced |", "| not reproduced |", "| inconclusive |"))]
-    verdicts = re.findall(r"\*\*Verdict: (reproduced|not reproduced|inconclusive)\*\*", report)
+        ("| reproduced |", "| not reproduced |", "| no effect at demo scale |", "| inconclusive |"))]
+    verdicts = re.findall(r"\*\*Verdict: (reproduced|not reproduced|no effect at demo scale|inconclusive)\*\*", report)
     assert len(verdicts) == len(summary_rows) >= 20, (len(verdicts), len(summary_rows))
     assert all("(n = " in row for row in summary_rows)
     assert "| seed 0 | seed 1 | mean |" in report
+    claims = json.loads((pd / "claims.json").read_text())["claims"]   # what the report's verdicts are rendered from
+    assert [c["verdict"] for c in claims] == verdicts and all((pd / f"seed{s}" / "report_inputs.json").is_file()
+                                                              for s in (0, 1))
     for png in ("table2", "table3", "fig5", "fig6", "fig7_8", "fig9", "fig10", "fig11"):
         assert (pd / f"{png}.png").is_file(), png

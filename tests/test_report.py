@@ -1,9 +1,13 @@
-"""report.py: the paired-difference statistics against a hand computation, the verdict rule, the smoothing, and
-Table 5's pooling and its minimum count of phrase responses."""
+"""report.py and verdicts.py: the t distribution, paired differences and the four verdicts on hand-computed
+intervals, Holm's adjustment, claims.json's round trip through the per-seed inputs, report.md and the README table
+rendered from claims.json, the design's table against the code, the smoothing, and Table 5's pooling."""
 import json
 import math
 import os
+import random
 import re
+import shutil
+import statistics
 import sys
 from pathlib import Path
 
@@ -13,44 +17,110 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import report  # noqa: E402
+import verdicts  # noqa: E402
+
+
+def test_t_distribution_exact_for_integer_df():
+    # df = 1 is Cauchy: P(T <= 1) = 1/2 + atan(1)/pi = 3/4; df = 2: P(T <= t) = 1/2 + t / (2 sqrt(2 + t^2))
+    assert verdicts.t_cdf(1.0, 1) == pytest.approx(0.75, abs=1e-15)
+    assert verdicts.t_cdf(1.0, 2) == pytest.approx(0.5 + 1 / (2 * math.sqrt(3)), abs=1e-15)
+    assert verdicts.t_cdf(-1.0, 2) == pytest.approx(0.5 - 1 / (2 * math.sqrt(3)), abs=1e-15)
+    # df = 3: 1/2 + (theta + sin theta cos theta) / pi, theta = atan(t / sqrt 3); t = sqrt 3 -> theta = pi/4
+    assert verdicts.t_cdf(math.sqrt(3), 3) == pytest.approx(0.5 + (math.pi / 4 + 0.5) / math.pi, abs=1e-15)
+    # the t table's t(0.975, df), and 1.96 far out
+    for df, t in ((1, 12.706), (2, 4.303), (7, 2.365), (10, 2.228), (30, 2.042)):
+        assert verdicts.t975(df) == pytest.approx(t, abs=5e-4), df
+    assert verdicts.t975(2000) == pytest.approx(1.961, abs=1e-3)
+    with pytest.raises(ValueError):
+        verdicts.t_cdf(1.0, 0)
 
 
 def test_paired_difference_hand_computed():
     # diffs 2, 3, 6: mean 11/3; deviations -5/3, -2/3, 7/3 -> squares 25/9 + 4/9 + 49/9 = 78/9, / (n - 1) = 13/3,
-    # sd = sqrt(13/3) = 2.08167; half = t(0.975, 2) * sd / sqrt(3) = 4.303 * 2.08167 / 1.73205 = 5.17155
-    st = report.paired([3, 5, 10], [1, 2, 4])
-    assert st["diffs"] == [2, 3, 6] and st["n"] == 3
+    # sd = sqrt(13/3) = 2.081666, se = sd / sqrt 3 = 1.201850; half = t(0.975, 2) * se = 4.302653 * 1.201850 = 5.17114
+    st = verdicts.paired([3, 5, 10], [1, 2, 4])
+    assert st["diffs"] == [2, 3, 6] and st["per_seed"] == [2, 3, 6] and st["n"] == 3
     assert st["mean"] == pytest.approx(11 / 3)
     assert st["sd"] == pytest.approx(math.sqrt(13 / 3))
-    assert st["half"] == pytest.approx(5.17155, abs=1e-4)
-    assert st["lo"] == pytest.approx(11 / 3 - 5.17155, abs=1e-4)
-    assert st["hi"] == pytest.approx(11 / 3 + 5.17155, abs=1e-4)
-    assert report.verdict(st, +1)[0] == "inconclusive"
+    assert st["half"] == pytest.approx(5.17114, abs=1e-4)
+    assert st["lo"] == pytest.approx(11 / 3 - 5.17114, abs=1e-4)
+    assert st["hi"] == pytest.approx(11 / 3 + 5.17114, abs=1e-4)
 
 
-def test_paired_difference_skips_missing_seeds_and_needs_two():
-    st = report.paired([1.0, None, 3.0], [0.5, 1.0, None])
-    assert st["diffs"] == [0.5] and st["n"] == 1 and st["half"] is None
-    assert report.paired([float("nan"), 2.0], [0.0, 1.0])["diffs"] == [1.0]   # NaN (e.g. a Pearson of constants)
-    assert report.verdict(st, +1) == ("inconclusive", "1 seed(s) with numbers: no interval")
+def test_paired_difference_keeps_seed_order_and_needs_two():
+    st = verdicts.paired([1.0, None, 3.0], [0.5, 1.0, None])
+    assert st["per_seed"] == [0.5, None, None] and st["diffs"] == [0.5] and st["n"] == 1 and st["half"] is None
+    assert verdicts.paired([float("nan"), 2.0], [0.0, 1.0])["per_seed"] == [None, 1.0]   # e.g. Pearson of constants
+    assert verdicts.verdict(st, +1, 1.0) == ("inconclusive", "1 seed(s) with numbers: no interval")
+    assert verdicts.p_values(st, 0.0, 1.0) == (1.0, 1.0)
     with pytest.raises(ValueError):
-        report.paired([1.0], [1.0, 2.0])
+        verdicts.paired([1.0], [1.0, 2.0])
 
 
-def test_verdict_sides():
-    # diffs 1.0, 1.2, 0.8: sd 0.2, half 4.303 * 0.2 / sqrt(3) = 0.49687 -> [0.50313, 1.49687]
-    st = report.paired([2.0, 2.2, 1.8], [1.0, 1.0, 1.0])
-    assert st["lo"] == pytest.approx(0.50313, abs=1e-4) and st["hi"] == pytest.approx(1.49687, abs=1e-4)
-    assert report.verdict(st, +1)[0] == "reproduced"
-    assert report.verdict(st, -1)[0] == "not reproduced"   # against the paper: stays in the report as such
-    assert "t = 4.30" in report.verdict(st, +1)[1]
+def test_four_verdicts_on_hand_computed_intervals():
+    # diffs 1.0, 1.2, 0.8: mean 1, sd 0.2, half = 4.302653 * 0.2 / sqrt 3 = 0.496828 -> [0.503172, 1.496828]
+    st = verdicts.stats_of([1.0, 1.2, 0.8])
+    assert st["lo"] == pytest.approx(0.503172, abs=1e-6) and st["hi"] == pytest.approx(1.496828, abs=1e-6)
+    assert verdicts.verdict(st, +1, 0.4)[0] == "reproduced"       # not within ±0.4: hi = 1.50
+    assert verdicts.verdict(st, -1, 0.4)[0] == "not reproduced"   # against the paper: stays in the report as such
+    # on the paper's side AND within ±2: equivalence comes first (smaller than any effect that counts)
+    v, reason = verdicts.verdict(st, +1, 2.0)
+    assert v == "no effect at demo scale" and "excludes 0" in reason and "within ±2" in reason
+    # diffs 0.1, 0.2, 0.0: mean 0.1, sd 0.1, half 0.248414 -> [-0.148414, +0.348414]: within ±0.5, not within ±0.3
+    st = verdicts.stats_of([0.1, 0.2, 0.0])
+    assert st["lo"] == pytest.approx(-0.148414, abs=1e-6) and st["hi"] == pytest.approx(0.348414, abs=1e-6)
+    assert verdicts.verdict(st, +1, 0.5)[0] == "no effect at demo scale"
+    assert verdicts.verdict(st, -1, 0.5)[0] == "no effect at demo scale"
+    assert verdicts.verdict(st, +1, 0.3)[0] == "inconclusive"
+    # TOST at the interval's level: p = 2 max(one-sided p), df = 2 closed form; se = 0.1 / sqrt 3 = 0.0577350:
+    # upper test t = (0.1 - 0.5) / se = -6.928203 -> P(T <= t) = 1/2 - 6.928203 / (2 sqrt 50) = 0.0101021 (the larger)
+    p_diff, p_eq = verdicts.p_values(st, 0.0, 0.5)
+    assert p_eq == pytest.approx(2 * 0.0101021, abs=1e-6)
+    # difference test: t = 0.1 / se = 1.732051 -> 2 (1/2 - 1.732051 / (2 sqrt 5)) = 0.2254033
+    assert p_diff == pytest.approx(0.2254033, abs=1e-6)
+    # diffs 2, 3, 6 -> [-1.50, +8.84]: inconclusive
+    assert verdicts.verdict(verdicts.stats_of([2, 3, 6]), +1, 1.0)[0] == "inconclusive"
 
 
-def test_t_quantiles():
-    assert report.t975(1) == 12.706 and report.t975(2) == 4.303 and report.t975(11) == 2.228   # 11 -> df 10's
-    assert report.t975(100) == 1.96
-    with pytest.raises(ValueError):
-        report.t975(0)
+def test_magnitude_verdicts_against_the_threshold():
+    # sizes 12, 14, 13 (%): mean 13, sd 1, half 4.302653 / sqrt 3 = 2.484138 -> [10.515862, 15.484138]
+    st = verdicts.stats_of([12.0, 14.0, 13.0])
+    assert verdicts.verdict(st, +1, 9.1, "magnitude", 9.1)[0] == "reproduced"
+    assert verdicts.verdict(st, +1, 9.1, "magnitude", 16.0)[0] == "not reproduced"   # smaller than M = 16
+    assert verdicts.verdict(st, +1, 9.1, "magnitude", 12.0)[0] == "inconclusive"
+    # sizes 3, 4, 5 -> [1.515862, 6.484138]: below M = 9.1 (and within ±9.1, which a magnitude claim does not test)
+    assert verdicts.verdict(verdicts.stats_of([3.0, 4.0, 5.0]), +1, 9.1, "magnitude", 9.1)[0] == "not reproduced"
+    p_diff, _ = verdicts.p_values(st, 16.0, 9.1)   # t = (13 - 16) / (1 / sqrt 3) = -5.196152
+    assert p_diff == pytest.approx(2 * (0.5 - 5.196152 / (2 * math.sqrt(2 + 27))), abs=1e-6)
+
+
+def test_p_values_agree_with_the_interval():
+    """p < 0.05 exactly when the 95% interval excludes the reference / lies within ±smallest_effect."""
+    rng = random.Random(0)
+    for _ in range(300):
+        st = verdicts.stats_of([rng.gauss(1, 2) for _ in range(rng.randint(2, 9))])
+        delta, ref = rng.uniform(0.2, 4), rng.choice([0.0, 1.0])
+        p_diff, p_eq = verdicts.p_values(st, ref, delta)
+        assert (p_diff < 0.05) == (st["lo"] > ref or st["hi"] < ref)
+        assert (p_eq < 0.05) == (-delta < st["lo"] and st["hi"] < delta)
+
+
+def test_holm_hand_computed():
+    # sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04 -> running max 0.02, 0.03, 0.06, 0.06
+    assert verdicts.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert verdicts.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])   # capped at 1
+    # a family of two sign claims and a magnitude claim: 2 + 2 + 1 = 5 tests
+    claims = [dict(kind="sign", paper_sign=1, mean=1.0, reference=0.0, p_difference=0.004, p_equivalence=0.9),
+              dict(kind="sign", paper_sign=1, mean=0.1, reference=0.0, p_difference=0.3, p_equivalence=0.02),
+              dict(kind="magnitude", paper_sign=1, mean=5.0, reference=9.1, p_difference=0.011,
+                   p_equivalence=None)]
+    assert verdicts.holm_verdicts(claims) == 5
+    # sorted 0.004 (x5 = 0.02), 0.011 (x4 = 0.044), 0.02 (x3 = 0.06), 0.3 (x2 = 0.6), 0.9 (x1 -> 0.9)
+    assert [c["holm"]["p_difference"] for c in claims] == pytest.approx([0.02, 0.6, 0.044])
+    assert [c["holm"]["p_equivalence"] for c in claims[:2]] == pytest.approx([0.9, 0.06])
+    assert claims[2]["holm"]["p_equivalence"] is None
+    # unadjusted the second would be "no effect" (0.02 < 0.05); after Holm (0.06) it is not
+    assert [c["holm"]["verdict"] for c in claims] == ["reproduced", "inconclusive", "not reproduced"]
 
 
 def test_smooth_is_a_centred_moving_average():
@@ -97,4 +167,135 @@ def test_table5_pools_test_and_ood_and_drops_seeds_with_few_phrase_responses(tmp
     # the claim pairs seeds 0 and 2 only: 44.9 - 30.0 and (785*0.6 + 785*0.4)/1570 - 30.0 = 50.0 - 30.0
     without0 = 100 * (770 * 0.5 + 790 * 0.4) / 1560
     diffs = re.search(r"per seed \[([^\]]*)\]", section).group(1)
-    assert diffs == f"{without0 - 30:+.2f}, {50.0 - 30:+.2f}", section
+    assert diffs == f"{without0 - 30:+.2f}, -, {50.0 - 30:+.2f}", section   # seed 1 left out, in seed order
+    claim = next(c for c in json.loads((tmp_path / "claims.json").read_text())["claims"] if c["target"] == "table5")
+    assert claim["per_seed"] == [pytest.approx(without0 - 30, abs=1e-12), None, pytest.approx(20.0, abs=1e-12)]
+
+
+def fake_run(root, seeds):
+    """Every output report.py reads, for each seed, with seed-dependent numbers (and a column report.py does not
+    keep, and a seed whose fig11 arm is missing)."""
+    def summary(seed, name, runs):   # runs: [(bench, mode, budget, accuracy, tokens)]
+        out = {}
+        for bench, mode, budget, accuracy, tokens in runs:
+            split = {"without": {"n": 770, "accuracy": accuracy},
+                     "with": {"n": 25 + int(seed), "accuracy": accuracy / 2}}
+            out[f"{bench}/{mode}/{budget or 'full'}"] = {"benchmark": bench, "mode": mode, "budget": budget,
+                                                         "accuracy": accuracy, "avg_tokens": tokens, "per_run": [0.1],
+                                                         "hallucination": split}
+        path = root / f"seed{seed}" / "eval" / name / "summary.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"runs": out}))
+
+    for seed in seeds:
+        rng = random.Random(int(seed))
+        u = rng.random
+        for name in ("connector", "grpo", "sft", "table2_connector+llm", "table2_connector+vision+llm", "table3_sft",
+                     "fig6_connector_llm", "fig6_vision_llm", "table1_val"):
+            summary(seed, name, [(b, "think", None, 0.2 + 0.2 * u(), 60.0) for b in ("test", "ood", "val")])
+        summary(seed, "table4", [("test", m, None, 0.2 + 0.2 * u(), t * (1 + u() / 10))
+                                 for m, t in (("think", 63.0), ("nothink", 16.0), ("nowait", 60.0))])
+        for name in ("fig7_grpo", "fig7_curriculum", "fig7_low_lr"):
+            summary(seed, name, [(b, "think", None, 0.3 + 0.1 * u(), 60.0) for b in ("test", "hard")])
+        summary(seed, "fig9", [("test", "think", b, 0.1 * b / 32 + 0.1 * u(), b) for b in (16, 32, 128)])
+        gens = root / f"seed{seed}" / "eval" / "table4" / "test" / "nothink_full" / "generations.jsonl"
+        gens.parent.mkdir(parents=True, exist_ok=True)
+        gens.write_text(json.dumps({"response": "\\boxed{2}"}) + "\n")
+        for run in ("grpo", "fig6/connector_llm", "fig6/vision_llm", "fig7_8/curriculum", "fig7_8/low_lr",
+                    "fig11/self_incentive"):
+            if run == "fig11/self_incentive" and seed == seeds[-1]:
+                continue
+            rows = [{"step": i, "reward/mean": 0.3 + u() / 5, "reward/accuracy": 0.3 + u() / 5, "reward/format": u(),
+                     "response/len_mean": 20 + 40 * u(), "train/grad_norm": u(), "train/no_signal_steps": 0,
+                     "entropy/mean": u(), "entropy/critical": u(), "not/kept": 1.0} for i in range(1, 81)]
+            (root / f"seed{seed}" / run).mkdir(parents=True)
+            (root / f"seed{seed}" / run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        for name in ("entropy", "fig10"):
+            rows = [{"name": f"grpo/step_{10 * i:06d}", "accuracy": 0.3 + u() / 10, "critical_entropy_mean": u(),
+                     "critical_count": 250 + i, "mean_token_entropy": 0.3 - i / 100 + u() / 100,
+                     "high_entropy_frac": u() / 1e4, "per_response": [1.0] * 50} for i in range(1, 9)]
+            table = {"checkpoints": rows, "correlation": {"n": 8, "pearson": u() - 0.3, "spearman": 0.1},
+                     "config": {"high_threshold": 3.63, "other": 1}}
+            (root / f"seed{seed}" / name).mkdir(parents=True)
+            (root / f"seed{seed}" / name / "entropy_table.json").write_text(json.dumps(table))
+
+
+def test_claims_json_round_trip_through_the_per_seed_inputs(tmp_path):
+    """A run's claims.json is recomputed, byte for byte, from the results directory's seedN/report_inputs.json
+    alone (the committed files); so are report.md and summary.md."""
+    run, results = tmp_path / "run", tmp_path / "results"
+    seeds = ["3", "4", "5"]
+    fake_run(run, seeds)
+    report.main([str(run), "--seeds", *seeds, "--wall_s", "600"])
+    doc = json.loads((run / "claims.json").read_text())
+    assert doc["seeds"] == seeds and doc["wall_s"] == 600 and len(doc["claims"]) == 25
+    assert doc["holm_family_size"] == 2 * 23 + 2   # a difference and an equivalence test per sign claim
+    for c in doc["claims"]:
+        assert set(c) >= {"target", "claim", "metric", "paper_sign", "paper_value", "smallest_effect", "per_seed",
+                          "seeds", "mean", "ci95", "verdict", "holm"}, c
+        assert c["seeds"] == seeds and len(c["per_seed"]) == 3 and c["verdict"] in verdicts.VERDICTS
+    fig11 = [c for c in doc["claims"] if c["target"] == "fig11"]
+    assert all(c["per_seed"][2] is None and c["n"] == 2 for c in fig11)   # seed 5's arm is missing
+    # per-seed numbers at full precision: Table 2's first claim against the eval summaries themselves
+    acc = {name: [statistics.fmean(100 * r["accuracy"] for r in json.loads(
+        (run / f"seed{s}" / "eval" / name / "summary.json").read_text())["runs"].values() if r["benchmark"] != "val")
+        for s in seeds] for name in ("connector", "grpo")}
+    assert doc["claims"][0]["per_seed"] == [a - b for a, b in zip(acc["connector"], acc["grpo"])]
+    # only the small per-seed files and claims.json are "committed"
+    for s in seeds:
+        inputs = run / f"seed{s}" / report.INPUTS
+        assert inputs.stat().st_size < 100_000 and "not/kept" not in inputs.read_text()
+        (results / f"seed{s}").mkdir(parents=True)
+        shutil.copy(inputs, results / f"seed{s}" / report.INPUTS)
+    shutil.copy(run / "claims.json", results / "claims.json")
+    (results / "claims.json").write_text((results / "claims.json").read_text().replace('"verdict": "', '"verdict": "x'))
+    report.main([str(results), "--recompute"])
+    for name in ("claims.json", "report.md", "summary.md"):
+        assert (results / name).read_text() == (run / name).read_text(), name
+    with pytest.raises(SystemExit, match="no 'eval/connector"):
+        (results / "seed3" / report.INPUTS).write_text("{}")
+        report.main([str(results), "--recompute"])
+
+
+def test_report_and_readme_tables_are_rendered_from_claims_json(tmp_path):
+    """report.md's table and claim lines, summary.md and the README block are claims.json's content: a changed
+    claims.json changes them (the renderers read nothing else)."""
+    run = tmp_path / "run"
+    fake_run(run, ["3", "4"])
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- paper_demo:begin -->\nold\n<!-- paper_demo:end -->\nrest\n")
+    report.main([str(run), "--seeds", "3", "4", "--readme", str(readme)])
+    doc = json.loads((run / "claims.json").read_text())
+    table = verdicts.claims_table(doc)
+    text = (run / "report.md").read_text()
+    assert table in text and (run / "summary.md").read_text() == table + "\n"
+    assert readme.read_text() == f"intro\n<!-- paper_demo:begin -->\n{table}\n<!-- paper_demo:end -->\nrest\n"
+    rows = table.splitlines()[2:]
+    assert len(rows) == len(doc["claims"])
+    for row, c in zip(rows, doc["claims"]):
+        cells = [x.strip() for x in row.strip("|").split("|")]
+        assert cells[0] == c["target"] and cells[-2] == c["verdict"] and cells[-1] == c["holm"]["verdict"]
+        assert f"(n = {c['n']})" in cells[4] and verdicts.claim_line(c) in text
+    c = doc["claims"][0]
+    c["verdict"], c["holm"]["verdict"] = "not reproduced", "no effect at demo scale"
+    c["mean"], c["ci95"] = -9.5, [-9.75, -9.25]
+    assert verdicts.claims_table(doc).splitlines()[2].endswith(
+        "| -9.50 [-9.75, -9.25] (n = 2) | not reproduced | no effect at demo scale |")
+    assert "**Verdict: not reproduced**" in verdicts.claim_line(c) and "mean -9.50" in verdicts.claim_line(c)
+
+
+def test_the_design_table_is_what_report_tests(tmp_path):
+    """results/paper_demo/design.md's claims table names every claim report.py tests, in its order, with the same
+    smallest effect (or threshold M), seed count and built-in mark."""
+    design = (Path(report.__file__).parent / verdicts.DESIGN).read_text()
+    rows = [[x.strip() for x in line.strip("|").split("|")] for line in design.splitlines()
+            if re.match(r"\| \d+ \|", line)]
+    report.main([str(tmp_path), "--seeds", "3"])
+    claims = json.loads((tmp_path / "claims.json").read_text())["claims"]
+    assert len(rows) == len(claims) == 25
+    for row, c in zip(rows, claims):
+        number, target, claim, _, _, effect, seeds, reasoning = row
+        assert (target, claim) == (c["target"], c["claim"]), row
+        expected = f"M = {c['reference']:g}" if c["kind"] == "magnitude" else f"±{c['smallest_effect']:g}"
+        assert effect == expected and int(seeds) == c["seeds_planned"], (row, expected)
+        assert ("**Built in**" in reasoning) == bool(c["built_in"]), row
