@@ -9,6 +9,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import pytest
+import torch
 from PIL import Image
 
 import bench_metrics
@@ -18,6 +19,8 @@ import eval as E
 import model
 import rewards
 from test_benchmarks import b64, write_tsv   # the TSV helpers of the reader tests
+
+torch.set_num_threads(1)   # shared cores: tiny matmuls on many threads spin
 
 # -----------------------------------------------------------------------------
 # scoring a run (the scorers themselves: tests/test_benchmarks.py)
@@ -368,6 +371,37 @@ def test_end_to_end_builtin_generation_and_resume(tiny_checkpoint, tmp_path):
     rescored = json.loads((out / "MMMU_tiny/think_full/summary.json").read_text())
     assert rescored["per_run"] == think["per_run"]   # same rng order -> the same verdicts
     assert rescored["sampling"] == think["sampling"]   # from the generations, not the rescore's defaults
+
+
+def test_a_killed_and_resumed_eval_samples_what_an_uninterrupted_one_does(tiny_checkpoint, tmp_path):
+    """At T = 1, avg@3: an eval killed mid-run (its generations cut after 4 records, the 5th torn) and resumed
+    with another batch size writes the uninterrupted run's responses, sample for sample: each (item, sample) has
+    its own seed. So does a thinking-budget run (its forced answers too) with one row per batch. --seed=1: others."""
+    questions = ["1+1?", "How many circles are there?", "3-1?"]
+    bench = tmp_path / "mine.jsonl"
+    bench.write_text("".join(json.dumps({"id": f"m{i}", "images": [], "question": q, "answer": "2"}) + "\n"
+                             for i, q in enumerate(questions)))
+    args = lambda out, *extra: [f"--checkpoint={tiny_checkpoint}", f"--benchmarks={bench}", "--k=3",
+                                "--max_new_tokens=12", "--backend=builtin", "--wandb=False", "--reward_workers=0",
+                                f"--out_dir={tmp_path / out}", *extra]
+    path = lambda out, run: tmp_path / out / "mine" / run / "generations.jsonl"
+    responses = lambda out, run="think_full": sorted((g["id"], g["sample"], g["response"], g["num_tokens"])
+                                                     for g in map(json.loads, path(out, run).read_text().splitlines()))
+    assert E.main(args("whole", "--batch_size=4")) == 0
+    whole = responses("whole")
+    assert len(whole) == 9 and len({r[2] for r in whole}) > 5   # sampled: the samples of an item differ
+    assert E.main(args("killed", "--batch_size=4")) == 0
+    lines = path("killed", "think_full").read_text().splitlines()
+    path("killed", "think_full").write_text("\n".join(lines[:4] + [lines[4][:15]]))   # as a kill leaves it
+    assert E.main(args("killed", "--batch_size=2")) == 0
+    assert responses("killed") == whole
+    assert E.main(args("seed1", "--batch_size=4", "--seed=1")) == 0
+    assert sum(a != b for a, b in zip(responses("seed1"), whole)) > 5
+    budget = ["--budgets=[4]", "--answer_max_tokens=5"]
+    assert E.main(args("budget4", "--batch_size=4", *budget)) == 0
+    assert E.main(args("budget1", "--batch_size=1", *budget)) == 0
+    assert responses("budget4", "think_4") == responses("budget1", "think_4")
+    assert any(E.FORCED_THINK_END in r[2] for r in responses("budget1", "think_4"))
 
 
 def test_resume_refuses_another_model_at_the_same_path(tiny_checkpoint, tmp_path):
