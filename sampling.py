@@ -66,25 +66,24 @@ def item_seed(run_seed, *identity):
     return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 2
 
 
-def row_uniforms(seeds, step):
-    """[b] int64 seeds, a step < 2**32 -> [b] float64 uniforms in [0, 1): a counter-based hash of (seed, step), so
-    each row has a stream of its own, whatever else is in its batch (vLLM's V2 sampler hashes (seed, position)
-    alike: v1/worker/gpu/sample/gumbel.py:98-113). Three rounds of lowbias32 (C. Wellons' 32-bit integer hash),
-    its products split in 16-bit halves so that int64 never overflows: the same bits on every device."""
+def row_uniforms(seeds, steps):
+    """int64 seeds, steps < 2**32 (broadcast) -> float64 uniforms in [0, 1): a counter-based hash of (seed, step),
+    a stream per row whatever its batch (as vLLM V2 hashes (seed, position): v1/worker/gpu/sample/gumbel.py:98-113),
+    by 3 rounds of lowbias32 (C. Wellons), products in 16-bit halves: no int64 overflow: the same bits anywhere."""
     def mix(x):
         for shift, factor in ((16, 0x7FEB352D), (15, 0x846CA68B)):
             x = x ^ (x >> shift)
             x = ((x & 0xFFFF) * factor + ((((x >> 16) * factor) & 0xFFFF) << 16)) & 0xFFFFFFFF
         return x ^ (x >> 16)
-    return mix(mix(mix((seeds & 0xFFFFFFFF) ^ 0x9E3779B9) ^ ((seeds >> 32) & 0xFFFFFFFF)) ^ step).double() / 2 ** 32
+    return mix(mix(mix((seeds & 0xFFFFFFFF) ^ 0x9E3779B9) ^ ((seeds >> 32) & 0xFFFFFFFF)) ^ steps).double() / 2 ** 32
 
 
-def sample_next(logits, temperature, top_p, banned, generator, seeds=None, step=0):
+def sample_next(logits, temperature, top_p, banned, generator, uniforms=None):
     """logits [b,V] fp32 -> (tokens [b], raw log-probs [b]). Tokens come from the processed distribution (banned
     masked, temperature, top-p); the log-probs are the model's own (log_softmax of the unprocessed logits), as
     vLLM's default logprobs_mode="raw_logprobs" returns them and as GRPO's training forward computes them.
-    Draws: from `generator`, one stream for the batch; or, given seeds [b], row i's token is where its uniform
-    row_uniforms(seeds, step)[i] falls in its CDF (float64: u < 1 lands below the total, never on a 0-mass token)."""
+    Draws: from `generator`, one stream for the batch; or, given uniforms [b] (row_uniforms), row i's token is where
+    uniforms[i] falls in its CDF (float64: u < 1 lands below the total, never on a token of probability 0)."""
     raw = torch.log_softmax(logits, -1)
     logits = logits.masked_fill(banned, float("-inf"))
     if temperature == 0:
@@ -97,11 +96,11 @@ def sample_next(logits, temperature, top_p, banned, generator, seeds=None, step=
         cut = probs.cumsum(-1) - probs > top_p  # keep the smallest prefix with mass >= top_p
         logits = logits.scatter(-1, order, sorted_logits.masked_fill(cut, float("-inf")))
     probs = torch.log_softmax(logits, -1).exp()
-    if seeds is None:
+    if uniforms is None:
         tokens = torch.multinomial(probs, 1, generator=generator)[:, 0]
     else:
         cdf = probs.double().cumsum(-1)
-        tokens = torch.searchsorted(cdf, row_uniforms(seeds, step)[:, None] * cdf[:, -1:], right=True)[:, 0]
+        tokens = torch.searchsorted(cdf, uniforms[:, None] * cdf[:, -1:], right=True)[:, 0]
     return tokens, raw.gather(-1, tokens[:, None])[:, 0]
 
 
@@ -117,14 +116,15 @@ def generate(model, prompts, pixel_values=None, image_flags=None, max_new_tokens
     compile_decode "auto" | "on" | "off": the one-token step through torch.compile (compiles_decode_step: "auto"
     is on cuda). static_cache (default: on cuda, or when the step is compiled): the fixed-shape decode
     loop instead (decode_static). All give the same tokens at T = 0 (tests/test_sampling.py).
-    seeds (one int per prompt): each row draws from its own stream (sample_next), not from `generator`: its
-    tokens do not depend on the batch it is in, and every path gives the same ones at T = 1 too."""
+    seeds (one int per prompt): row i's t-th token is drawn at row_uniforms(seeds[i], t), all hashed up front, not
+    from `generator`: its tokens do not depend on its batch, and every path gives the same ones at T = 1 too."""
     device = next(model.parameters()).device
     compiled = compiles_decode_step(model, compile_decode)
-    seeds = None if seeds is None else torch.tensor(seeds, dtype=torch.long, device=device)
+    uniforms = None if seeds is None else row_uniforms(torch.tensor(seeds, dtype=torch.long, device=device)[:, None],
+                                                       torch.arange(max_new_tokens, device=device))
     if static_cache if static_cache is not None else device.type == "cuda" or compiled:
         return decode_static(model, prompts, pixel_values, image_flags, max_new_tokens, temperature, top_p,
-                             stop_token_ids, banned_token_ids, pad_token_id, generator, sync_ranks, compiled, seeds)
+                             stop_token_ids, banned_token_ids, pad_token_id, generator, sync_ranks, compiled, uniforms)
     b, width = len(prompts), max(len(p) for p in prompts)
     input_ids = torch.full((b, width), pad_token_id, dtype=torch.long, device=device)
     attn = torch.zeros((b, width), dtype=torch.long, device=device)
@@ -150,7 +150,7 @@ def generate(model, prompts, pixel_values=None, image_flags=None, max_new_tokens
     for step in range(max_new_tokens):
         if len(rows):
             tokens, logprobs = sample_next(logits, temperature, top_p, banned, generator,
-                                           None if seeds is None else seeds[rows], step)
+                                           None if uniforms is None else uniforms[rows, step])
             for r, t, lp in zip(rows.tolist(), tokens.tolist(), logprobs.tolist()):
                 out_tokens[r].append(t)
                 out_logprobs[r].append(lp)
@@ -214,7 +214,7 @@ def bucket(n, multiple):
 
 @torch.no_grad()
 def decode_static(model, prompts, pixel_values, image_flags, max_new_tokens, temperature, top_p, stop_token_ids,
-                  banned_token_ids, pad_token_id, generator, sync_ranks, compile_step, seeds=None):   # seeds [b]
+                  banned_token_ids, pad_token_id, generator, sync_ranks, compile_step, uniforms=None):   # [b, steps]
     """generate's loop with fixed shapes, so that a decode step is one CUDA-graph replay instead of ~900 kernel
     launches: a StaticCache [b, H_kv, total, d] (transformers 5.19 cache_utils.StaticLayer: written in place at
     its running length) and a full-width attention mask [b, total] whose column width + t opens at step t. Rows
@@ -265,7 +265,8 @@ def decode_static(model, prompts, pixel_values, image_flags, max_new_tokens, tem
     ranks = synced_ranks(sync_ranks, device)
     steps = 0
     for step in range(max_new_tokens):
-        tokens, logprobs = sample_next(logits[:b], temperature, top_p, banned, generator, seeds, step)   # real rows
+        tokens, logprobs = sample_next(logits[:b], temperature, top_p, banned, generator,   # the real rows only
+                                       None if uniforms is None else uniforms[:, step])
         out_tokens[:, step], out_logprobs[:, step] = tokens, logprobs
         newly = ~stopped & torch.isin(tokens, stop)
         lengths = torch.where(newly, step + 1, lengths)

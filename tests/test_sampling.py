@@ -228,13 +228,14 @@ def test_seeded_draws_follow_the_processed_distribution():
     0.999 quantile), never a banned or a top-p-cut token, and a row's token is the same in a batch of one."""
     logits = torch.tensor([[2.0, 1.0, 0.5, -1.0, 3.0]]).expand(4000, 5)
     banned = torch.tensor([False, False, False, False, True])
+    uniforms = sampling.row_uniforms(torch.arange(4000), 3)
     for temperature, top_p, kept, quantile in ((1.0, 1.0, 4, 16.27), (0.5, 0.9, 2, 10.83)):
-        tokens, _ = sampling.sample_next(logits, temperature, top_p, banned, None, torch.arange(4000), 3)
+        tokens, _ = sampling.sample_next(logits, temperature, top_p, banned, None, uniforms)
         probs = (logits[0, :kept] / temperature).softmax(-1)   # top-p 0.9 at T = 0.5 keeps ids 0, 1 (.881, .119)
         counts = torch.bincount(tokens, minlength=5)
         assert counts[kept:].sum() == 0
         assert ((counts[:kept] - 4000 * probs) ** 2 / (4000 * probs)).sum() < quantile
-        one, _ = sampling.sample_next(logits[:1], temperature, top_p, banned, None, torch.tensor([17]), 3)
+        one, _ = sampling.sample_next(logits[:1], temperature, top_p, banned, None, uniforms[17:18])
         assert one == tokens[17]
 
 
