@@ -238,6 +238,12 @@ def test_vllm_arguments_with_fake_engine(monkeypatch):
     requests, params = llm.calls[1]
     assert [r["prompt"][-9:] for r in requests] == ["a</think>", "b</think>"]
     assert [p.kwargs["n"] for p in params] == [1, 1] and params[0].kwargs["stop"] is None
+    # seeded rows: consecutive seeds of one question share a request (its j-th sample: the first seed + j, vLLM's
+    # children), a gap in them starts another request
+    seeded = [dict(row, seed=100 + row["sample"]) for row in rows[:3]]
+    for picked, requested in (([0, 1, 2], [(3, 100)]), ([0, 2], [(1, 100), (1, 102)]), ([1, 2], [(2, 101)])):
+        sample_fn([seeded[i] for i in picked], 64, False)
+        assert [(p.kwargs["n"], p.kwargs["seed"]) for p in llm.calls[-1][1]] == requested
 
 
 def test_vllm_engine_arguments_end_to_end_with_fake_engine(tiny_checkpoint, tmp_path, monkeypatch):
@@ -256,8 +262,10 @@ def test_vllm_engine_arguments_end_to_end_with_fake_engine(tiny_checkpoint, tmp_
         limit_mm_per_prompt={"image": 7, "video": 0}, gpu_memory_utilization=0.9, seed=0,
         dtype="bfloat16", logprobs_mode="raw_logprobs", enforce_eager=True,   # no GPU here
         max_model_len=4096)   # the default 32768 capped at the checkpoint's positions: vLLM refuses more
-    requests, params = engines[0].calls[0]   # one request per question, its k samples as n
+    requests, params = engines[0].calls[0]   # one request per question, its k samples as n, seeded by the item
     assert len(requests) == 2 and [p.kwargs["n"] for p in params] == [3, 3]
+    assert [p.kwargs["seed"] for p in params] == [E.sampling.item_seed(0, "MMMU_tiny", i)
+                                                  for i in ("validation_Art_1", "validation_Math_2")]
     gens = [json.loads(g) for g in (out / "MMMU_tiny/think_full/generations.jsonl").read_text().splitlines()]
     assert sorted((g["id"], g["sample"], g["response"]) for g in gens) == \
         [(i, s, f"s{s}") for i in ("validation_Art_1", "validation_Math_2") for s in range(3)]
