@@ -20,8 +20,8 @@ benchmark's reported metric bench_metrics.py; the LLM judges on --verifier_url j
 Files (one run = one benchmark x mode x budget): OUT/<benchmark>/<mode>_<budget>/generations.jsonl
 (resumable: (id, sample) pairs already there are skipped), scores.jsonl, summary.json; and OUT/summary.json
 + OUT/summary.md with every run found under OUT (so separate invocations fill the same tables).
-Seeds: sample s of an item draws from a stream of its own, seeded sampling.item_seed(seed, benchmark, id) + s (its
-answer after a forced "</think>": item_seed(..., "answer") + s), in both backends: the same random numbers for the
+Seeds: sample s of an item draws from a stream of its own, seeded sampling.item_seed(seed, benchmark, id) + s (after
+a forced "</think>": item_seed(..., "answer") + s; each backend draws its own way): the same random numbers for the
 same item in every arm (checkpoint, mode, budget), in any batch, and in a resumed run as in an uninterrupted one.
 
 Modes (paper §6.2). think: the generation prompt ends with "<think>\\n". nothink: it does not, and the <think> and
@@ -308,7 +308,7 @@ def row_sampler(sampler, tokenizer, banned):
     def sample_fn(rows, max_tokens, stop_at_think_end):
         groups, last = [], {}   # a row joins the last group of its (id, prefix) if its seed is the group's next
         for i, row in enumerate(rows):
-            key, seed, members = (row["id"], row["prefix"]), row.get("seed"), last.get((row["id"], row["prefix"]))
+            seed, members = row.get("seed"), last.get(key := (row["id"], row["prefix"]))
             if members is None or seed is not None and seed != rows[members[0]]["seed"] + len(members):
                 groups.append(members := [])
                 last[key] = members
@@ -367,10 +367,10 @@ def generate_run(cfg, items, mode, budget, sample_fn, prompts, model_sha256=None
     pending = [(item, s) for item in items for s in range(cfg.k) if (item.id, s) not in done]
     print(f"{gen_path.parent}: {len(done)} samples already generated, {len(pending)} to go")
     chunk = max(1, cfg.batch_size if cfg.backend == "builtin" else cfg.vllm_chunk * cfg.k)
+    seed = lambda item, *phase: sampling.item_seed(cfg.seed, item.benchmark, item.id, *phase)   # + s: sample s's
     t0 = time.time()
     for start in range(0, len(pending), chunk):
         part = pending[start:start + chunk]
-        seed = lambda item, *phase: sampling.item_seed(cfg.seed, item.benchmark, item.id, *phase)
         rows = [dict(prompts[item.id], id=item.id, sample=s, seed=seed(item) + s, answer_seed=seed(item, "answer") + s)
                 for item, s in part]
         results = generate_rows(rows, sample_fn, mode, budget, cfg)
