@@ -69,7 +69,7 @@ def item_seed(run_seed, *identity):
 def row_uniforms(seeds, steps):
     """int64 seeds, steps < 2**32 (broadcast) -> float64 uniforms in [0, 1): a counter-based hash of (seed, step),
     a stream per row whatever its batch (as vLLM V2 hashes (seed, position): v1/worker/gpu/sample/gumbel.py:98-113),
-    by 3 rounds of lowbias32 (C. Wellons), products in 16-bit halves: no int64 overflow: the same bits anywhere."""
+    by 3 rounds of lowbias32 (C. Wellons), products in 16-bit halves (no int64 overflow): the same bits anywhere."""
     def mix(x):
         for shift, factor in ((16, 0x7FEB352D), (15, 0x846CA68B)):
             x = x ^ (x >> shift)
