@@ -20,6 +20,9 @@ benchmark's reported metric bench_metrics.py; the LLM judges on --verifier_url j
 Files (one run = one benchmark x mode x budget): OUT/<benchmark>/<mode>_<budget>/generations.jsonl
 (resumable: (id, sample) pairs already there are skipped), scores.jsonl, summary.json; and OUT/summary.json
 + OUT/summary.md with every run found under OUT (so separate invocations fill the same tables).
+Seeds: sample s of an item draws from a stream of its own, seeded sampling.item_seed(seed, benchmark, id) + s (after
+a forced "</think>": item_seed(..., "answer") + s; each backend draws its own way): the same random numbers for the
+same item in every arm (checkpoint, mode, budget), in any batch, and in a resumed run as in an uninterrupted one.
 
 Modes (paper §6.2). think: the generation prompt ends with "<think>\\n". nothink: it does not, and the <think> and
 </think> tokens are banned at sampling time (a model that opens its own thinking block cannot).
@@ -98,7 +101,7 @@ class EvalConfig:
     device: str = "auto"
     system_prompt: str = ""              # "" = the benchmark's released one (MMK12) or none; applies to all
     mmmu_images: Literal["front", "inplace"] = "front"   # MMMU <image k>: front (the released pipeline) | inplace
-    seed: int = 0
+    seed: int = 0                        # sample s of an item draws from item_seed(seed, benchmark, id) + s (above)
     nowait_words: list = field(default_factory=lambda: ["Wait", "Alternatively", "Hmm"])  # §6.2
     hallucination_phrases: list = field(default_factory=lambda: list(rewards.UNSEEN_IMAGE_PHRASES))  # Table 5
     verifier_url: str = ""               # OpenAI-compatible endpoint (rewards.VerifierClient); "" = rules only
@@ -276,7 +279,7 @@ def generate_rows(rows, sample_fn, mode, budget, cfg):
                 res["response"] += FORCED_THINK_END
                 res["num_tokens"] += row["forced_tokens"]
                 res["forced_think_end"] = True
-            again.append((res, dict(row, prefix=row["prefix"] + res["response"])))
+            again.append((res, dict(row, prefix=row["prefix"] + res["response"], seed=row.get("answer_seed"))))
         results.append(res)
     if again:
         second = sample_fn([r for _, r in again], cfg.answer_max_tokens, False)
@@ -288,9 +291,9 @@ def generate_rows(rows, sample_fn, mode, budget, cfg):
 
 
 def row_sampler(sampler, tokenizer, banned):
-    """sample_fn for generate_rows over a sampling.py sampler. Rows with the same prompt and prefix (the k samples
-    of a question) become one prompt with n = their count. The built-in sampler takes token ids with our image
-    expansion; vLLM takes the ChatML text and PIL images, and its processor tiles and expands them itself."""
+    """sample_fn for generate_rows over a sampling.py sampler. Rows with the same prompt and prefix and consecutive
+    seeds (the k samples of a question) become one prompt: n = their count, seed the first one's (its j-th sample:
+    + j). Built-in: token ids with our image expansion; vLLM: ChatML text and PIL images, expanded by vLLM."""
 
     def encode(row):
         images = [load_rgb(im) for im in row["images"]]
@@ -303,14 +306,19 @@ def row_sampler(sampler, tokenizer, banned):
                 "pixel_values": torch.cat(tiles) if tiles else None}
 
     def sample_fn(rows, max_tokens, stop_at_think_end):
-        groups = {}
+        groups, last = [], {}   # a row joins the last group of its (id, prefix) if its seed is the group's next
         for i, row in enumerate(rows):
-            groups.setdefault((row["id"], row["prefix"]), []).append(i)
-        outs = sampler.sample([encode(rows[members[0]]) for members in groups.values()],
-                              [len(members) for members in groups.values()], max_tokens,
-                              stop=[chat.THINK_END] if stop_at_think_end else [], banned_ids=banned)
+            seed, members = row.get("seed"), last.get(key := (row["id"], row["prefix"]))
+            if members is None or seed is not None and seed != rows[members[0]]["seed"] + len(members):
+                groups.append(members := [])
+                last[key] = members
+            members.append(i)
+        seeds = [rows[members[0]].get("seed") for members in groups]
+        outs = sampler.sample([encode(rows[members[0]]) for members in groups], [len(members) for members in groups],
+                              max_tokens, stop=[chat.THINK_END] if stop_at_think_end else [], banned_ids=banned,
+                              seeds=None if None in seeds else seeds)
         by_row = {}
-        for members, samples in zip(groups.values(), outs):
+        for members, samples in zip(groups, outs):
             by_row.update(zip(members, samples))
         return [by_row[i] for i in range(len(rows))]
 
@@ -351,23 +359,25 @@ def generate_run(cfg, items, mode, budget, sample_fn, prompts, model_sha256=None
         raise ValueError(f"{gen_path} holds generations of another model (checkpoint {', '.join(paths)}, content "
                          f"sha256 {', '.join(sorted(map(str, others)))}), not of {cfg.checkpoint!r} as it is now "
                          f"({model_sha256}): use another out_dir")
-    sampling = {key: value for key, value in sampling_of(cfg).items() if key != "k"}   # k may grow on resume
-    others = {json.dumps(rec["sampling"]) for rec in done.values() if rec.get("sampling", sampling) != sampling}
+    settings = {key: value for key, value in sampling_of(cfg).items() if key != "k"}   # k may grow on resume
+    others = {json.dumps(rec["sampling"]) for rec in done.values() if rec.get("sampling", settings) != settings}
     if others:   # nor two protocols' samples (greedy and T = 1) in one avg@k
         raise ValueError(f"{gen_path} holds generations sampled with {', '.join(sorted(others))}, not "
-                         f"{json.dumps(sampling)}: use another out_dir")
+                         f"{json.dumps(settings)}: use another out_dir")
     pending = [(item, s) for item in items for s in range(cfg.k) if (item.id, s) not in done]
     print(f"{gen_path.parent}: {len(done)} samples already generated, {len(pending)} to go")
     chunk = max(1, cfg.batch_size if cfg.backend == "builtin" else cfg.vllm_chunk * cfg.k)
+    seed = lambda item, *phase: sampling.item_seed(cfg.seed, item.benchmark, item.id, *phase)   # + s: sample s's
     t0 = time.time()
     for start in range(0, len(pending), chunk):
         part = pending[start:start + chunk]
-        rows = [dict(prompts[item.id], id=item.id, sample=s) for item, s in part]
+        rows = [dict(prompts[item.id], id=item.id, sample=s, seed=seed(item) + s, answer_seed=seed(item, "answer") + s)
+                for item, s in part]
         results = generate_rows(rows, sample_fn, mode, budget, cfg)
         with open(gen_path, "a", encoding="utf-8") as f:
             for (item, s), r in zip(part, results):
                 rec = {"id": item.id, "sample": s, "benchmark": item.benchmark, "mode": mode, "budget": budget,
-                       "checkpoint": cfg.checkpoint, "model_sha256": model_sha256, "sampling": sampling, **r}
+                       "checkpoint": cfg.checkpoint, "model_sha256": model_sha256, "sampling": settings, **r}
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 done[(item.id, s)] = rec
         n = start + len(part)

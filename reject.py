@@ -6,7 +6,8 @@ distilled SFT arm (§6.1).
     python reject.py --checkpoint=DIR --data=questions.jsonl --k=8 --out=coldstart.jsonl
 
 It runs in one process: vLLM uses tensor_parallel_size GPUs (or sampling.generate on CPU, --backend=builtin).
-Restartable: OUT.progress.jsonl has one line per finished question, and a rerun skips those.
+Restartable: OUT.progress.jsonl has one line per finished question, and a rerun skips those; question i samples
+from its own seeds (sampling.item_seed(seed, id) + j), so a rerun draws what an uninterrupted run would have.
 """
 import json
 import os
@@ -122,7 +123,9 @@ def reject(cfg, sampler=None):
                                       max_prompt_tokens=max_prompt_tokens, max_tiles=cfg.max_tiles or None)
                    for r in chunk]
         fits = [i for i, p in enumerate(prompts) if p is not None]
-        outputs = sampler.sample([prompts[i] for i in fits], cfg.k, cfg.max_new_tokens) if fits else []
+        # each question's k samples from its own seeds (sampling.item_seed): the same whatever batch it is in
+        outputs = sampler.sample([prompts[i] for i in fits], cfg.k, cfg.max_new_tokens,
+                                 seeds=[sampling.item_seed(cfg.seed, chunk[i].id) for i in fits]) if fits else []
         responses = dict(zip(fits, outputs))
         flat = [(i, o) for i in fits for o in responses[i]]
         scores = rewards.score_batch([o["text"] for _, o in flat], [chunk[i].answer for i, _ in flat],

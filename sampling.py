@@ -17,6 +17,10 @@ the same call
 
 n is one count for all prompts or one per prompt. stop: extra stop strings (eval's thinking budget stops at
 "</think>"); banned_ids: extra never-sampled token ids (eval's NoWait). Temperature and top-p are the sampler's.
+Draws: seed=s (GRPO's step seed) seeds the sampler's stream(s) for the call. seeds=[one per prompt] (eval.py,
+reject.py, from item_seed) gives the k-th sample of prompt i the seed seeds[i] + k, vLLM's convention for a
+request's n samples (parallel_sampling.py below), and its own random stream in both samplers: its tokens are
+the same whatever batch it lands in, and a resumed run draws what an uninterrupted one drew.
 
 "logprobs" are raw in both samplers: log_softmax of the model's unprocessed logits at the sampled token (before
 temperature, top-p and the banned ids), i.e. what GRPO's training forward computes for the same token. vLLM
@@ -30,6 +34,7 @@ make_sampler builds either one, for grpo.py, reject.py and eval.py alike.
 
 vLLM references are to the vllm==0.32.0 wheel that requirements-gpu.txt pins.
 """
+import hashlib
 import os
 import random
 import re
@@ -53,10 +58,31 @@ EOS_TOKENS = ("<|im_end|>", "<|endoftext|>")   # end of the assistant turn (Chat
 # (in these functions `model` is the network, an InternVLChatModel: the argument shadows the model module)
 
 
-def sample_next(logits, temperature, top_p, banned, generator):
+def item_seed(run_seed, *identity):
+    """The seed of an item's samples (the k-th draws from item_seed + k): sha256 of the run's seed and the item's
+    identity (Python's hash is salted per process), below 2**62 so that + k stays an int64 as vLLM keeps seeds."""
+    key = "\0".join(map(str, (run_seed, *identity))).encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 2
+
+
+def row_uniforms(seeds, steps):
+    """int64 seeds, steps < 2**32 (broadcast) -> float64 uniforms in [0, 1): a counter-based hash of (seed, step),
+    a stream per row whatever its batch (as vLLM V2 hashes (seed, position): v1/worker/gpu/sample/gumbel.py:98-113),
+    by 3 rounds of lowbias32 (C. Wellons), products in 16-bit halves (no int64 overflow): the same bits anywhere."""
+    def mix(x):
+        for shift, factor in ((16, 0x7FEB352D), (15, 0x846CA68B)):
+            x = x ^ (x >> shift)
+            x = ((x & 0xFFFF) * factor + ((((x >> 16) * factor) & 0xFFFF) << 16)) & 0xFFFFFFFF
+        return x ^ (x >> 16)
+    return mix(mix(mix((seeds & 0xFFFFFFFF) ^ 0x9E3779B9) ^ ((seeds >> 32) & 0xFFFFFFFF)) ^ steps).double() / 2 ** 32
+
+
+def sample_next(logits, temperature, top_p, banned, generator, uniforms=None):
     """logits [b,V] fp32 -> (tokens [b], raw log-probs [b]). Tokens come from the processed distribution (banned
     masked, temperature, top-p); the log-probs are the model's own (log_softmax of the unprocessed logits), as
-    vLLM's default logprobs_mode="raw_logprobs" returns them and as GRPO's training forward computes them."""
+    vLLM's default logprobs_mode="raw_logprobs" returns them and as GRPO's training forward computes them.
+    Draws: from `generator`, one stream for the batch; or, given uniforms [b] (row_uniforms), row i's token is where
+    uniforms[i] falls in its CDF (float64: u < 1 lands below the total, never on a token of probability 0)."""
     raw = torch.log_softmax(logits, -1)
     logits = logits.masked_fill(banned, float("-inf"))
     if temperature == 0:
@@ -68,14 +94,19 @@ def sample_next(logits, temperature, top_p, banned, generator):
         probs = sorted_logits.softmax(-1)
         cut = probs.cumsum(-1) - probs > top_p  # keep the smallest prefix with mass >= top_p
         logits = logits.scatter(-1, order, sorted_logits.masked_fill(cut, float("-inf")))
-    tokens = torch.multinomial(torch.log_softmax(logits, -1).exp(), 1, generator=generator)[:, 0]
+    probs = torch.log_softmax(logits, -1).exp()
+    if uniforms is None:
+        tokens = torch.multinomial(probs, 1, generator=generator)[:, 0]
+    else:
+        cdf = probs.double().cumsum(-1)
+        tokens = torch.searchsorted(cdf, uniforms[:, None] * cdf[:, -1:], right=True)[:, 0]
     return tokens, raw.gather(-1, tokens[:, None])[:, 0]
 
 
 @torch.no_grad()
 def generate(model, prompts, pixel_values=None, image_flags=None, max_new_tokens=256, temperature=1.0, top_p=1.0,
              stop_token_ids=(), banned_token_ids=(), pad_token_id=0, generator=None, sync_ranks=False,
-             static_cache=None, compile_decode="auto"):
+             static_cache=None, compile_decode="auto", seeds=None):
     """Left-padded batched sampling. The prefix is encoded once (KV cache); rows that finish leave the batch.
     sync_ranks: under FSDP every rank must run the same collectives in the same order (each forward all-gathers
     every block), so each step starts with one all-reduce "is any rank still decoding?" and then every rank runs
@@ -83,12 +114,16 @@ def generate(model, prompts, pixel_values=None, image_flags=None, max_new_tokens
     Every rank passes the same max_new_tokens.
     compile_decode "auto" | "on" | "off": the one-token step through torch.compile (compiles_decode_step: "auto"
     is on cuda). static_cache (default: on cuda, or when the step is compiled): the fixed-shape decode
-    loop instead (decode_static). All give the same tokens at T = 0 (tests/test_sampling.py)."""
+    loop instead (decode_static). All give the same tokens at T = 0 (tests/test_sampling.py).
+    seeds (one int per prompt): row i's t-th token is drawn at row_uniforms(seeds[i], t), all hashed up front, not
+    from `generator`: its tokens do not depend on its batch, and every path gives the same ones at T = 1 too."""
     device = next(model.parameters()).device
     compiled = compiles_decode_step(model, compile_decode)
+    uniforms = None if seeds is None else row_uniforms(torch.tensor(seeds, dtype=torch.long, device=device)[:, None],
+                                                       torch.arange(max_new_tokens, device=device))
     if static_cache if static_cache is not None else device.type == "cuda" or compiled:
         return decode_static(model, prompts, pixel_values, image_flags, max_new_tokens, temperature, top_p,
-                             stop_token_ids, banned_token_ids, pad_token_id, generator, sync_ranks, compiled)
+                             stop_token_ids, banned_token_ids, pad_token_id, generator, sync_ranks, compiled, uniforms)
     b, width = len(prompts), max(len(p) for p in prompts)
     input_ids = torch.full((b, width), pad_token_id, dtype=torch.long, device=device)
     attn = torch.zeros((b, width), dtype=torch.long, device=device)
@@ -113,7 +148,8 @@ def generate(model, prompts, pixel_values=None, image_flags=None, max_new_tokens
     ranks = synced_ranks(sync_ranks, device)
     for step in range(max_new_tokens):
         if len(rows):
-            tokens, logprobs = sample_next(logits, temperature, top_p, banned, generator)
+            tokens, logprobs = sample_next(logits, temperature, top_p, banned, generator,
+                                           None if uniforms is None else uniforms[rows, step])
             for r, t, lp in zip(rows.tolist(), tokens.tolist(), logprobs.tolist()):
                 out_tokens[r].append(t)
                 out_logprobs[r].append(lp)
@@ -177,7 +213,7 @@ def bucket(n, multiple):
 
 @torch.no_grad()
 def decode_static(model, prompts, pixel_values, image_flags, max_new_tokens, temperature, top_p, stop_token_ids,
-                  banned_token_ids, pad_token_id, generator, sync_ranks, compile_step):
+                  banned_token_ids, pad_token_id, generator, sync_ranks, compile_step, uniforms=None):   # [b, steps]
     """generate's loop with fixed shapes, so that a decode step is one CUDA-graph replay instead of ~900 kernel
     launches: a StaticCache [b, H_kv, total, d] (transformers 5.19 cache_utils.StaticLayer: written in place at
     its running length) and a full-width attention mask [b, total] whose column width + t opens at step t. Rows
@@ -228,7 +264,8 @@ def decode_static(model, prompts, pixel_values, image_flags, max_new_tokens, tem
     ranks = synced_ranks(sync_ranks, device)
     steps = 0
     for step in range(max_new_tokens):
-        tokens, logprobs = sample_next(logits[:b], temperature, top_p, banned, generator)   # real rows only
+        tokens, logprobs = sample_next(logits[:b], temperature, top_p, banned, generator,   # the real rows only
+                                       None if uniforms is None else uniforms[:, step])
         out_tokens[:, step], out_logprobs[:, step] = tokens, logprobs
         newly = ~stopped & torch.isin(tokens, stop)
         lengths = torch.where(newly, step + 1, lengths)
@@ -386,8 +423,9 @@ def bf16_copy_of(policy):
 
 class BuiltinSampler:
     """generate over `batch_size` rows (prompt copies) at a time. seed: the generator's start; sample(...,
-    seed=s) reseeds it (GRPO seeds every step). sync_ranks: under FSDP every rank runs the same number of
-    forwards, and an image-free batch carries a dummy tile so every rank runs the ViT too.
+    seed=s) reseeds it (GRPO seeds every step); sample(..., seeds=...) gives each row a stream of its own instead
+    (module docstring). sync_ranks: under FSDP every rank runs the same number of forwards, and an image-free
+    batch carries a dummy tile so every rank runs the ViT too.
 
     bf16_copy (GRPO, one process): sample from a bf16 copy of the policy, not the policy: the fp32 policy would
     be re-cast to bf16 at every decode step (fp32 weights under autocast decoded 3.7x slower than bf16 weights
@@ -422,11 +460,12 @@ class BuiltinSampler:
                 if param.requires_grad:   # frozen ones never change
                     copied[tu.clean_name(name)].copy_(tu.full_tensor(param))
 
-    def sample(self, prompts, n, max_tokens, stop=(), banned_ids=(), seed=None):
+    def sample(self, prompts, n, max_tokens, stop=(), banned_ids=(), seed=None, seeds=None):
         if seed is not None:
             self.generator.manual_seed(seed)
         counts = [n] * len(prompts) if isinstance(n, int) else n
         rows = [p for p, k in zip(prompts, counts) for _ in range(k)]
+        row_seeds = None if seeds is None else [s + j for s, k in zip(seeds, counts) for j in range(k)]
         # a stop string that is not one token cannot stop generate: the caller finds it in the text
         extra = [single_token_id(self.tokenizer, s) for s in stop]
         stop_ids = self.stop_ids + [i for i in extra if i is not None]
@@ -446,7 +485,9 @@ class BuiltinSampler:
                            image_flags=to_device(batch["image_flags"]), max_new_tokens=max_tokens,
                            temperature=self.temperature, top_p=self.top_p, stop_token_ids=stop_ids,
                            banned_token_ids=banned, pad_token_id=self.pad_id, generator=self.generator,
-                           sync_ranks=self.sync_ranks, compile_decode=self.compile_decode)
+                           sync_ranks=self.sync_ranks, compile_decode=self.compile_decode,
+                           seeds=None if row_seeds is None else   # a dummy prompt: any seed
+                           row_seeds[i * self.batch_size:(i + 1) * self.batch_size] or [0])
             outs += out if i < len(chunks) else []
         for o in outs:
             o.update(text=strip_eos(self.tokenizer.decode(o["token_ids"], skip_special_tokens=False)),
@@ -524,17 +565,20 @@ class VLLMSampler:
         must come before train_utils.cleanup_distributed, else exit raises "Invalid process group specified"."""
         self.llm.llm_engine.engine_core.shutdown()
 
-    def sample(self, prompts, n, max_tokens, stop=(), banned_ids=(), seed=None):
+    def sample(self, prompts, n, max_tokens, stop=(), banned_ids=(), seed=None, seeds=None):
         """seed: one SamplingParams(seed=...) per request, drawn from it (vLLM gives the k-th of a request's n
-        samples seed + k, v1/engine/parallel_sampling.py:69-81). None: vLLM draws each request's seed from the
-        global numpy generator (v1/worker/gpu/sample/states.py:54-58), seeded by the engine's seed."""
+        samples seed + k, v1/engine/parallel_sampling.py:69-81); seeds: those per request, as given. None: vLLM
+        draws each request's seed from the global numpy generator (v1/worker/gpu/sample/states.py:54-58), seeded
+        by the engine's seed. A seeded request samples from its own generator (CPU: v1/worker/gpu_model_runner.py:
+        1258-1262; v1/sample/ops/topk_topp_sampler.py:342-346, 575-576) or its own (seed, position) noise (GPU,
+        the V2 runner: v1/worker/gpu/sample/gumbel.py:98-113), whatever else is in the batch."""
         from vllm import SamplingParams   # GPU-only dependency (requirements-gpu.txt)
         if self.asleep:   # a paused scheduler would never run the requests (generate would hang)
             self.llm.wake_up()
             self.asleep = False
         counts = [n] * len(prompts) if isinstance(n, int) else n
         draw = random.Random(seed)
-        seeds = [None if seed is None else draw.getrandbits(31) for _ in prompts]
+        seeds = seeds if seeds is not None else [None if seed is None else draw.getrandbits(31) for _ in prompts]
         requests = [{"prompt": p["prompt"], "multi_modal_data": {"image": p["images"]}} if p["images"]
                     else {"prompt": p["prompt"]} for p in prompts]
         # banned ids through logit_bias -100: vLLM's V1 engine has no per-request logits processors.

@@ -5,6 +5,7 @@ step: CUDA graphs on cuda), measured in the same run, with the greedy tokens che
 
     python bench/bench_decode.py [--device=cpu] [--batch=8] [--compile]     # tiny model (CPU: seconds)
     python bench/bench_decode.py --device=cuda --shape=config/internvl3-1b.json --batch=128 --compile
+    python bench/bench_decode.py --batch=64 --sampled   # T = 1: one shared generator vs per-row seeds
     python bench/bench_decode.py --kv_copies      # bytes copied per decode step: transformers' sdpa vs ours
     python bench/bench_decode.py --graph_calls=10 # compiles and graph recordings over 10 GRPO-like calls
 
@@ -13,6 +14,9 @@ Operator calls per step: torch.profiler events named aten::* (nested calls inclu
 kernel launches (cudaLaunchKernel + cudaGraphLaunch) are counted the same way. ms/step: the same difference of
 wall times without the profiler (min of 3); cpu_ms: of this process's CPU time (on a shared box less disturbed by
 other processes than wall time). decode_rows() returns the table rows, for bench/gpu_check.py.
+--sampled: each loop at T = 1, drawing from one shared generator (GRPO's rollouts) and from per-row seeds
+(eval.py's: sampling.row_uniforms, an inverse-CDF draw per row); "today" is then the dynamic cache's shared
+generator, and the tokens are compared among the seeded loops.
 
 --kv_copies (a GPU cost measured on CPU): bytes that aten::copy_ writes in one decode step at InternVL3-1B's
 LLM shape (14 query heads, 2 KV heads, d = 64) with 2 of its 24 layers and a --context-column cache, through
@@ -58,7 +62,7 @@ def build(shape, device, dtype):
     return net, tok, cfg
 
 
-def decode_rows(shape="", device="cpu", batch=8, steps1=8, steps2=24, compile_step=False):
+def decode_rows(shape="", device="cpu", batch=8, steps1=8, steps2=24, compile_step=False, sampled=False):
     dev = torch.device(device)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     net, tok, cfg = build(shape, dev, dtype)
@@ -76,11 +80,16 @@ def decode_rows(shape="", device="cpu", batch=8, steps1=8, steps2=24, compile_st
                 ("static cache", dict(static_cache=True, compile_decode="off"))]
     if compile_step:
         variants.append(("static cache + compiled step", dict(static_cache=True, compile_decode="on")))
+    if sampled:
+        draws = (("shared generator", dict(generator=torch.Generator(dev).manual_seed(0))),
+                 ("per-row seeds", dict(seeds=list(range(batch)))))
+        variants = [(f"{name}, {how}", dict(kw, **draw)) for name, kw in variants for how, draw in draws]
 
     def run(kw, n):
         sync()
         t, cpu = time.perf_counter(), time.process_time()
-        out = sampling.generate(net, prompts, pixel_values=pv, max_new_tokens=n, temperature=0, stop_token_ids=[],
+        out = sampling.generate(net, prompts, pixel_values=pv, max_new_tokens=n, temperature=float(sampled),
+                                stop_token_ids=[],
                                 pad_token_id=tok.pad_token_id, **kw)
         sync()
         return (time.perf_counter() - t, time.process_time() - cpu), out
@@ -98,7 +107,7 @@ def decode_rows(shape="", device="cpu", batch=8, steps1=8, steps2=24, compile_st
             counts[n] = (sum(e.name.startswith("aten::") for e in events),
                          sum(e.name in ("cudaLaunchKernel", "cudaGraphLaunch", "cuLaunchKernel") for e in events))
         tokens = [o["token_ids"] for o in out]
-        reference = reference or tokens
+        reference = reference or (None if "generator" in kw else tokens)   # a shared stream: no reference
         k = steps2 - steps1
         rows.append({"decode": name, "device": device, "batch": batch,
                      "aten_ops_per_step": round((counts[steps2][0] - counts[steps1][0]) / k, 1),
@@ -106,7 +115,7 @@ def decode_rows(shape="", device="cpu", batch=8, steps1=8, steps2=24, compile_st
                      else None,
                      "ms_per_step": round((times[steps2][0] - times[steps1][0]) / k * 1000, 3),
                      "cpu_ms_per_step": round((times[steps2][1] - times[steps1][1]) / k * 1000, 3),
-                     "tokens_equal_today": tokens == reference})
+                     "tokens_equal_today": None if "generator" in kw else tokens == reference})
     for r in rows[1:]:
         r["ops_vs_today"] = round(r["aten_ops_per_step"] / rows[0]["aten_ops_per_step"], 3)
         r["time_vs_today"] = round(r["ms_per_step"] / rows[0]["ms_per_step"], 3)
@@ -181,6 +190,7 @@ class Args:
     steps1: int = 8
     steps2: int = 24
     compile: bool = False    # also the torch.compile'd step (slow to compile on CPU)
+    sampled: bool = False    # T = 1: one shared generator vs per-row seeds (see above)
     threads: int = 1
     json: str = ""           # also write the rows here
     kv_copies: bool = False  # bytes copied per decode step instead (see above)
@@ -198,8 +208,9 @@ def main():
         rows = graph_rows(args.graph_calls, args.batch)
         print(f"{args.graph_calls} generate calls of {args.batch} rows, compiled step (dynamo eager backend)")
     else:
-        rows = decode_rows(args.shape, args.device, args.batch, args.steps1, args.steps2, args.compile)
-        print(f"decode steps, {args.shape or 'tiny model'}, {args.device}, batch {args.batch}, greedy")
+        rows = decode_rows(args.shape, args.device, args.batch, args.steps1, args.steps2, args.compile, args.sampled)
+        print(f"decode steps, {args.shape or 'tiny model'}, {args.device}, batch {args.batch}, "
+              f"{'T = 1' if args.sampled else 'greedy'}")
     keys = list(dict.fromkeys(k for r in rows for k in r))
     print(" | ".join(keys))
     for r in rows:

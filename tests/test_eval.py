@@ -23,6 +23,8 @@ import sampling
 import stub_server
 from test_benchmarks import b64, write_tsv   # the TSV helpers of the reader tests
 
+torch.set_num_threads(1)   # shared cores: tiny matmuls on many threads spin
+
 # -----------------------------------------------------------------------------
 # scoring a run (the scorers themselves: tests/test_benchmarks.py)
 
@@ -221,6 +223,12 @@ def test_vllm_arguments_with_fake_engine(monkeypatch):
     requests, params = llm.calls[1]
     assert [r["prompt"][-9:] for r in requests] == ["a</think>", "b</think>"]
     assert [p.kwargs["n"] for p in params] == [1, 1] and params[0].kwargs["stop"] is None
+    # seeded rows: consecutive seeds of one question share a request (its j-th sample: the first seed + j, vLLM's
+    # children), a gap in them starts another request
+    seeded = [dict(row, seed=100 + row["sample"]) for row in rows[:3]]
+    for picked, requested in (([0, 1, 2], [(3, 100)]), ([0, 2], [(1, 100), (1, 102)]), ([1, 2], [(2, 101)])):
+        sample_fn([seeded[i] for i in picked], 64, False)
+        assert [(p.kwargs["n"], p.kwargs["seed"]) for p in llm.calls[-1][1]] == requested
 
 
 def test_vllm_engine_arguments_end_to_end_with_fake_engine(tiny_checkpoint, tmp_path, monkeypatch):
@@ -239,8 +247,10 @@ def test_vllm_engine_arguments_end_to_end_with_fake_engine(tiny_checkpoint, tmp_
         limit_mm_per_prompt={"image": 7, "video": 0}, gpu_memory_utilization=0.9, seed=0,
         dtype="bfloat16", logprobs_mode="raw_logprobs", enforce_eager=True,   # no GPU here
         max_model_len=4096)   # the default 32768 capped at the checkpoint's positions: vLLM refuses more
-    requests, params = engines[0].calls[0]   # one request per question, its k samples as n
+    requests, params = engines[0].calls[0]   # one request per question, its k samples as n, seeded by the item
     assert len(requests) == 2 and [p.kwargs["n"] for p in params] == [3, 3]
+    assert [p.kwargs["seed"] for p in params] == [E.sampling.item_seed(0, "MMMU_tiny", i)
+                                                  for i in ("validation_Art_1", "validation_Math_2")]
     gens = [json.loads(g) for g in (out / "MMMU_tiny/think_full/generations.jsonl").read_text().splitlines()]
     assert sorted((g["id"], g["sample"], g["response"]) for g in gens) == \
         [(i, s, f"s{s}") for i in ("validation_Art_1", "validation_Math_2") for s in range(3)]
@@ -347,6 +357,37 @@ def test_end_to_end_builtin_generation_and_resume(tiny_checkpoint, tmp_path):
     rescored = json.loads((out / "MMMU_tiny/think_full/summary.json").read_text())
     assert rescored["per_run"] == think["per_run"]   # same rng order -> the same verdicts
     assert rescored["sampling"] == think["sampling"]   # from the generations, not the rescore's defaults
+
+
+def test_a_killed_and_resumed_eval_samples_what_an_uninterrupted_one_does(tiny_checkpoint, tmp_path):
+    """At T = 1, avg@3: an eval killed mid-run (its generations cut after 4 records, the 5th torn) and resumed
+    with another batch size writes the uninterrupted run's responses, sample for sample: each (item, sample) has
+    its own seed. So does a thinking-budget run (its forced answers too) with one row per batch. --seed=1: others."""
+    questions = ["1+1?", "How many circles are there?", "3-1?"]
+    bench = tmp_path / "mine.jsonl"
+    bench.write_text("".join(json.dumps({"id": f"m{i}", "images": [], "question": q, "answer": "2"}) + "\n"
+                             for i, q in enumerate(questions)))
+    args = lambda out, *extra: [f"--checkpoint={tiny_checkpoint}", f"--benchmarks={bench}", "--k=3",
+                                "--max_new_tokens=12", "--backend=builtin", "--wandb=False", "--reward_workers=0",
+                                f"--out_dir={tmp_path / out}", *extra]
+    path = lambda out, run: tmp_path / out / "mine" / run / "generations.jsonl"
+    responses = lambda out, run="think_full": sorted((g["id"], g["sample"], g["response"], g["num_tokens"])
+                                                     for g in map(json.loads, path(out, run).read_text().splitlines()))
+    assert E.main(args("whole", "--batch_size=4")) == 0
+    whole = responses("whole")
+    assert len(whole) == 9 and len({r[2] for r in whole}) > 5   # sampled: the samples of an item differ
+    assert E.main(args("killed", "--batch_size=4")) == 0
+    lines = path("killed", "think_full").read_text().splitlines()
+    path("killed", "think_full").write_text("\n".join(lines[:4] + [lines[4][:15]]))   # as a kill leaves it
+    assert E.main(args("killed", "--batch_size=2")) == 0
+    assert responses("killed") == whole
+    assert E.main(args("seed1", "--batch_size=4", "--seed=1")) == 0
+    assert sum(a != b for a, b in zip(responses("seed1"), whole)) > 5
+    budget = ["--budgets=[4]", "--answer_max_tokens=5"]
+    assert E.main(args("budget4", "--batch_size=4", *budget)) == 0
+    assert E.main(args("budget1", "--batch_size=1", *budget)) == 0
+    assert responses("budget4", "think_4") == responses("budget1", "think_4")
+    assert any(E.FORCED_THINK_END in r[2] for r in responses("budget1", "think_4"))
 
 
 def test_resume_refuses_another_model_at_the_same_path(tiny_checkpoint, tmp_path):

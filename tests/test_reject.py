@@ -165,7 +165,9 @@ def test_vllm_backend_arguments_with_a_fake_vllm(tiny, tmp_path, questions, monk
     assert made["params"][0] == dict(n=3, temperature=1.0, top_p=1.0, max_tokens=64, stop_token_ids=sorted(ids),
                                      stop=None, include_stop_str_in_output=True, logprobs=0,
                                      logit_bias={i: -100.0 for i in sampling.image_token_ids(tiny.tok)},
-                                     skip_special_tokens=False, seed=None)
+                                     skip_special_tokens=False, seed=sampling.item_seed(0, "q1"))
+    # each question's own seed (its k samples: + j, vLLM's children), whatever batch it came in
+    assert [p["seed"] for p in made["params"]] == [sampling.item_seed(0, q) for q in ("q1", "q2", "q3")]
     q1, q2, q3 = made["requests"]
     assert q1["prompt"] == chat.build_prompt([{"role": "user", "content": data.format_question(
         data.read_records(questions)[0])}], tokenizer=tiny.tok)

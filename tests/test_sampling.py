@@ -115,6 +115,11 @@ def test_compiled_cpu_decode_equals_eager_and_reuses_its_graph(tok, monkeypatch)
                                        atol=1e-4)
         if extra:   # the second call: no compile, the first call's cache
             assert counters["unique_graphs"] == graphs and sampling._decode_state[net]["cache"] is cache
+            # sampled at T = 1 from per-row seeds: the compiled loop draws the eager loop's tokens too
+            seeded = dict(kwargs, temperature=1.0, seeds=[sampling.item_seed(0, q) for q in questions])
+            assert [r["token_ids"] for r in sampling.generate(net, prompts, pixel_values=pv, compile_decode="on",
+                                                              **seeded)] == \
+                [r["token_ids"] for r in sampling.generate(net, prompts, pixel_values=pv, static_cache=False, **seeded)]
         cache = sampling._decode_state[net]["cache"]
     assert not sampling._compile_failed and len({len(p) for p in prompts}) > 1
 
@@ -191,6 +196,87 @@ def test_generation_stops_bans_and_returns_logprobs(tok):
     logits = net(ids, pixel_values=pv[:1])[0, len(prompts[0]) - 1:-1].float()
     ref = torch.log_softmax(logits, -1).gather(-1, torch.tensor(r["token_ids"])[:, None])[:, 0]
     assert torch.allclose(torch.tensor(r["logprobs"]), ref, atol=1e-4)
+
+
+# -----------------------------------------------------------------------------
+# per-row seeds: each row's own random stream (eval.py, reject.py)
+
+
+def lowbias32(x):
+    """C. Wellons' 32-bit hash on Python ints, the reference for row_uniforms' int64 pieces."""
+    x ^= x >> 16
+    x = x * 0x7FEB352D & 0xFFFFFFFF
+    x ^= x >> 15
+    x = x * 0x846CA68B & 0xFFFFFFFF
+    return x ^ (x >> 16)
+
+
+def test_row_uniforms_are_the_32_bit_hash_of_seed_and_step_and_uniform():
+    seeds = [0, 1, 12345, 2 ** 32 - 1, 2 ** 32, 2 ** 61 + 12345, sampling.item_seed(0, "MMMU", "validation_Art_1") + 4]
+    for step in (0, 1, 7, 16383):
+        want = [lowbias32(lowbias32(lowbias32(s & 0xFFFFFFFF ^ 0x9E3779B9) ^ s >> 32) ^ step) / 2 ** 32 for s in seeds]
+        assert sampling.row_uniforms(torch.tensor(seeds), step).tolist() == want
+    # one row over 5000 steps, 5000 rows at one step: 10 bins, chi-square below its 0.999 quantile (9 dof: 27.9)
+    for u in (sampling.row_uniforms(torch.full((5000,), 7), torch.arange(5000)),
+              sampling.row_uniforms(torch.arange(5000), 3)):
+        counts = torch.histc(u.float(), 10, 0, 1)
+        assert ((counts - 500) ** 2 / 500).sum() < 27.9 and 0 <= u.min() and u.max() < 1
+    assert sampling.item_seed(0, "a", "1") == sampling.item_seed(0, "a", "1") != sampling.item_seed(1, "a", "1")
+    assert 0 <= sampling.item_seed(3, "b") < 2 ** 62
+
+
+def test_seeded_draws_follow_the_processed_distribution():
+    """Inverse-CDF draws at each row's uniform: the processed distribution's frequencies (chi-square below its
+    0.999 quantile), never a banned or a top-p-cut token, and a row's token is the same in a batch of one."""
+    logits = torch.tensor([[2.0, 1.0, 0.5, -1.0, 3.0]]).expand(4000, 5)
+    banned = torch.tensor([False, False, False, False, True])
+    uniforms = sampling.row_uniforms(torch.arange(4000), 3)
+    for temperature, top_p, kept, quantile in ((1.0, 1.0, 4, 16.27), (0.5, 0.9, 2, 10.83)):
+        tokens, _ = sampling.sample_next(logits, temperature, top_p, banned, None, uniforms)
+        probs = (logits[0, :kept] / temperature).softmax(-1)   # top-p 0.9 at T = 0.5 keeps ids 0, 1 (.881, .119)
+        counts = torch.bincount(tokens, minlength=5)
+        assert counts[kept:].sum() == 0
+        assert ((counts[:kept] - 4000 * probs) ** 2 / (4000 * probs)).sum() < quantile
+        one, _ = sampling.sample_next(logits[:1], temperature, top_p, banned, None, uniforms[17:18])
+        assert one == tokens[17]
+
+
+def test_per_row_seeds_give_each_row_its_tokens_in_any_batch_on_every_path(tok):
+    """At T = 1: a row's tokens depend on its seed only, not on the rows beside it, their order, their images,
+    when they stop, or the decode loop (dynamic / static cache). One shared generator (GRPO's) does not do that."""
+    net = tiny_net(tok)
+    questions = ["How many?", "Sum the numbers in both images", "Count", "Which of the three images"]
+    prompts = [image_prompt(tok, net.config, 1, q) for q in questions]
+    pv = random_pixels(4, net.config)
+    seeds = [sampling.item_seed(0, q) for q in questions]
+    kw = dict(max_new_tokens=24, temperature=1.0, pad_token_id=tok.pad_token_id)
+    free = sampling.generate(net, prompts, pixel_values=pv, seeds=seeds, static_cache=False, **kw)
+    kw["stop_token_ids"] = [free[0]["token_ids"][2], free[2]["token_ids"][9]]   # rows end at different steps
+    ids = lambda outs: [r["token_ids"] for r in outs]
+    batch = ids(sampling.generate(net, prompts, pixel_values=pv, seeds=seeds, static_cache=False, **kw))
+    assert len({len(r) for r in batch}) > 1 and len(batch[1]) > 3
+    alone = [ids(sampling.generate(net, [p], pixel_values=pv[i:i + 1], seeds=[seeds[i]], static_cache=False, **kw))[0]
+             for i, p in enumerate(prompts)]
+    static = ids(sampling.generate(net, prompts[::-1], pixel_values=pv.flip(0), seeds=seeds[::-1], static_cache=True,
+                                   compile_decode="off", **kw))[::-1]
+    assert alone == batch == static
+    other = ids(sampling.generate(net, prompts, pixel_values=pv, seeds=[s + 1 for s in seeds], **kw))
+    assert all(a != b for a, b in zip(other, batch))   # control: other seeds, other tokens
+    shared = lambda i: sampling.generate(net, prompts[i:], pixel_values=pv[i:],
+                                         generator=torch.Generator().manual_seed(0), **kw)[-1]["token_ids"]
+    assert shared(0) != shared(3)   # the last row alone and behind three others: one stream gives other tokens
+
+
+def test_builtin_sampler_seeds_sample_k_with_seed_plus_k_in_any_batch(tiny):
+    """sample(..., seeds=[s per prompt]): the k-th sample of a prompt draws from s + k (vLLM's n children), the
+    same with 2 or 64 rows per generate call."""
+    sample = lambda batch_size, *args: sampling.BuiltinSampler(tiny.net, tiny.tok, temperature=1.0,
+                                                               batch_size=batch_size).sample(*args)
+    ids = lambda outs: [[o["token_ids"] for o in per_prompt] for per_prompt in outs]
+    wide = ids(sample(64, tiny.prompts, [2, 3], 8, (), (), None, [10 ** 15, 77]))
+    assert ids(sample(2, tiny.prompts, [2, 3], 8, (), (), None, [10 ** 15, 77])) == wide
+    assert ids(sample(1, tiny.prompts[1:], 1, 8, (), (), None, [79])) == [[wide[1][2]]]
+    assert len({tuple(t) for t in wide[1]}) == 3   # the samples of one prompt differ
 
 
 # -----------------------------------------------------------------------------

@@ -140,6 +140,22 @@ def test_request_seeds_reproduce(engine, workspace):
     assert sum(a != b for a, b in zip(first, other)) >= len(first) - 1   # 16 samples of 16 tokens at T=1
 
 
+def test_per_prompt_seeds_give_the_same_samples_in_any_batch(engine, workspace):
+    """sample(..., seeds=[one per prompt]) (eval.py's and reject.py's): a prompt's samples are the same among the
+    others, in another order or alone, and its k-th is what seed + k gives alone (vLLM's n children), as in the
+    built-in sampler (tests/test_sampling.py)."""
+    sampler, tokenizer, config = engine
+    prompts = prompts_of(workspace, tokenizer, config)
+    seeds = [sampling.item_seed(0, "questions", p["id"]) for p in prompts]
+    samples = lambda outs: [[(o["token_ids"], o["text"]) for o in group] for group in outs]
+    batch = samples(sampler.sample(prompts, 3, 16, seeds=seeds))
+    assert samples(sampler.sample(prompts[::-1], 3, 16, seeds=seeds[::-1]))[::-1] == batch
+    assert samples(sampler.sample(prompts[2:3], 1, 16, seeds=[seeds[2] + 2])) == [[batch[2][2]]]
+    assert samples(sampler.sample(prompts[1:3], [2, 1], 16, seeds=[seeds[1] + 1, seeds[2]])) == \
+        [batch[1][1:], batch[2][:1]]
+    assert len({tuple(ids) for group in batch for ids, _ in group}) == 12   # sampled at T = 1: all differ
+
+
 def test_weight_push_changes_the_engine_and_its_logprobs_follow(engine, workspace):
     """GRPO's push after an optimizer step: the trainable modules (here LLM + connector; the ViT frozen) change,
     the engine's samples change and its log-probs equal the pushed model's, whose frozen ViT it kept."""
