@@ -73,30 +73,45 @@ def sample_next(logits, temperature, top_p, banned, generator):
     return tokens, raw.gather(-1, tokens[:, None])[:, 0]
 
 
+def left_padded(prompts, width, pad_token_id, device, columns=None):
+    """prompts (token id lists) -> input_ids [n, width] left-padded, attention mask [n, columns or width] (1 over
+    each prompt), position ids [n, width] (0 at each prompt's first token)."""
+    input_ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long, device=device)
+    attn = torch.zeros((len(prompts), columns or width), dtype=torch.long, device=device)
+    for i, p in enumerate(prompts):
+        input_ids[i, width - len(p):] = torch.tensor(p, device=device)
+        attn[i, width - len(p):width] = 1
+    return input_ids, attn, (attn[:, :width].cumsum(-1) - 1).clamp(min=0)
+
+
 @torch.no_grad()
 def generate(model, prompts, pixel_values=None, image_flags=None, max_new_tokens=256, temperature=1.0, top_p=1.0,
              stop_token_ids=(), banned_token_ids=(), pad_token_id=0, generator=None, sync_ranks=False,
-             static_cache=None, compile_decode="auto"):
+             static_cache=None, compile_decode="auto", copies=None):
     """Left-padded batched sampling. The prefix is encoded once (KV cache); rows that finish leave the batch.
+    copies: rows per prompt (default one each), in prompt order: a prompt's prefix (its image tiles included) is
+    encoded once and its K/V copied to its rows, as GRPO's n rollouts of one prompt share it; each row samples on
+    its own. pixel_values / image_flags are the prompts' (not the rows'). On the GRPO side-by-side workload (8
+    prompts x 8 rollouts, 59-token prompts, <= 64 new tokens, tiny model, CPU) the prefill of 64 rows was a
+    quarter of the rollout's CPU time.
     sync_ranks: under FSDP every rank must run the same collectives in the same order (each forward all-gathers
     every block), so each step starts with one all-reduce "is any rank still decoding?" and then every rank runs
     one forward: a rank whose rows have all ended runs a dummy one-token forward, until all ranks are done.
     Every rank passes the same max_new_tokens.
     compile_decode "auto" | "on" | "off": the one-token step through torch.compile (compiles_decode_step: "auto"
-    is on cuda). static_cache (default: on cuda, or when the step is compiled): the fixed-shape decode
-    loop instead (decode_static). All give the same tokens at T = 0 (tests/test_sampling.py)."""
+    is on cuda, and on CPU for large calls). static_cache (default: on cuda, or when the step is compiled): the
+    fixed-shape decode loop instead (decode_static). All give the same tokens at T = 0 (tests/test_sampling.py)."""
     device = next(model.parameters()).device
-    compiled = compiles_decode_step(model, compile_decode)
+    copies = [1] * len(prompts) if copies is None else list(copies)
+    if len(copies) != len(prompts) or min(copies) < 1:
+        raise ValueError(f"copies must give each of the {len(prompts)} prompts >= 1 rows, got {copies}")
+    compiled = compiles_decode_step(model, compile_decode, sum(copies), max_new_tokens)
     if static_cache if static_cache is not None else device.type == "cuda" or compiled:
         return decode_static(model, prompts, pixel_values, image_flags, max_new_tokens, temperature, top_p,
-                             stop_token_ids, banned_token_ids, pad_token_id, generator, sync_ranks, compiled)
-    b, width = len(prompts), max(len(p) for p in prompts)
-    input_ids = torch.full((b, width), pad_token_id, dtype=torch.long, device=device)
-    attn = torch.zeros((b, width), dtype=torch.long, device=device)
-    for i, p in enumerate(prompts):
-        input_ids[i, width - len(p):] = torch.tensor(p, device=device)
-        attn[i, width - len(p):] = 1
-    positions = (attn.cumsum(-1) - 1).clamp(min=0)
+                             stop_token_ids, banned_token_ids, pad_token_id, generator, sync_ranks, compiled, copies)
+    b = sum(copies)
+    input_ids, attn, positions = left_padded(prompts, max(len(p) for p in prompts), pad_token_id, device)
+    row_prompt = torch.repeat_interleave(torch.tensor(copies, device=device))   # [b]: each row's prompt
     vocab = model.language_model.get_output_embeddings().weight.shape[0]
     banned = torch.zeros(vocab, dtype=torch.bool, device=device)
     banned[list(banned_token_ids)] = True
@@ -106,6 +121,9 @@ def generate(model, prompts, pixel_values=None, image_flags=None, max_new_tokens
     cache = DynamicCache()
     logits = model(input_ids, pixel_values=pixel_values, image_flags=image_flags, attention_mask=attn,
                    position_ids=positions, past_key_values=cache)[:, -1].float()
+    if b != len(prompts):   # the prompts' prefixes -> their rows
+        logits, attn, positions = logits[row_prompt], attn[row_prompt], positions[row_prompt]
+        cache.batch_select_indices(row_prompt)
     rows = torch.arange(b, device=device)  # original row of each live batch entry
     out_tokens = [[] for _ in range(b)]
     out_logprobs = [[] for _ in range(b)]
@@ -152,22 +170,30 @@ _decode_state = weakref.WeakKeyDictionary()   # model -> its compiled step and i
 _compile_failed = []   # [its message] once torch.compile has failed: every later decode runs eager
 
 
-def compiles_decode_step(model, setting):
+CPU_COMPILE_MIN_ROW_TOKENS = 2048   # "auto" compiles a CPU decode of rows x max_new_tokens >= this
+
+
+def compiles_decode_step(model, setting, rows=0, max_new_tokens=0):
     """Whether decode_static runs its step through torch.compile. "off", or after a compile failure: no.
     An FSDP-wrapped model: no, whatever the setting. Dynamo cannot trace through FSDP2's pre/post-forward hooks
     (all-gather, reshard): each block's hooks break the graph, and the pieces between them specialise on the
     layer's int layer_idx, so every block compiles its own frame until the recompile limit sends the rest to
     eager, a compile per layer for nothing. The eager static loop does the same math (the sharded 2-rank test
-    in tests/test_sampling.py). "on": yes. "auto": on cuda (CUDA graphs: ~900 launches become one replay).
-    On CPU "auto" keeps the eager loop: inductor's step costs less CPU time (bench_decode.py --compile: 1.5 vs
-    3.9 ms per step at 8 rows, 4.3 vs 7.2 at 64), but the static loop keeps finished rows in the batch and each
-    process compiles for seconds: 10 sampling calls of 64 rows (tiny model, <= 128 tokens) took 1.9 vs 2.4 s
-    each where rollouts averaged 95 tokens, 1.3 vs 1.2 s where they averaged 17. "on" pays for long rollouts."""
+    in tests/test_sampling.py). "on": yes. "auto": on cuda (CUDA graphs: ~900 launches become one replay); on
+    CPU for a call of rows x max_new_tokens >= CPU_COMPILE_MIN_ROW_TOKENS (GRPO's rollout batches, not the
+    tests' few-token calls). On CPU inductor's step costs less CPU time (bench_decode.py --compile: 1.5 vs 3.9 ms
+    per step at 8 rows, 4.3 vs 7.2 at 64) and decode_static compacts finished rows into smaller buckets, but
+    each process compiles once (~4 s of CPU with inductor's on-disk caches warm, ~10 s wall; each later bucket
+    shape: one more compile). Measured (bench/README.md, the side-by-side's 8 prompts x 8 rollouts, <= 64 tokens,
+    tiny model, T = 1, one thread, CPU seconds per sampling call against main's eager loop in the same process):
+    compiled 0.59x where rollouts averaged 57 tokens, 0.57x where 27; the eager loop (prefix shared too) 0.74x
+    and 0.70x. A process that samples fewer than ~30 such calls loses: pass "off"."""
     if setting not in ("auto", "on", "off"):
         raise ValueError(f"compile_decode must be auto, on or off, got {setting!r}")
     if setting == "off" or _compile_failed or any(isinstance(m, FSDPModule) for m in model.modules()):
         return False
-    return setting == "on" or next(model.parameters()).device.type == "cuda"
+    return setting == "on" or next(model.parameters()).device.type == "cuda" or \
+        rows * max_new_tokens >= CPU_COMPILE_MIN_ROW_TOKENS
 
 
 def bucket(n, multiple):
@@ -178,7 +204,7 @@ def bucket(n, multiple):
 
 @torch.no_grad()
 def decode_static(model, prompts, pixel_values, image_flags, max_new_tokens, temperature, top_p, stop_token_ids,
-                  banned_token_ids, pad_token_id, generator, sync_ranks, compile_step):
+                  banned_token_ids, pad_token_id, generator, sync_ranks, compile_step, copies):
     """generate's loop with fixed shapes, so that a decode step is one CUDA-graph replay instead of ~900 kernel
     launches: a StaticCache [b, H_kv, total, d] (transformers 5.19 cache_utils.StaticLayer: written in place at
     its running length) and a full-width attention mask [b, total] whose column width + t opens at step t. Rows
@@ -190,19 +216,18 @@ def decode_static(model, prompts, pixel_values, image_flags, max_new_tokens, tem
     cache to bucket(width + max_new_tokens, 64) columns (masked), and keeps the model's last StaticCache for
     the next call of the same shape: a GRPO step replays the graphs of the one before (bench_decode.py
     --graph_calls). The kept cache holds its memory between calls. A compile failure falls back to the eager step
-    with one warning."""
+    with one warning. copies (generate's): the prompts' prefixes are encoded once, in a DynamicCache, and
+    copied to their rows of the StaticCache."""
     device = next(model.parameters()).device
-    b, width = len(prompts), max(len(p) for p in prompts)
+    b, width = sum(copies), max(len(p) for p in prompts)
     rows, total = b, width + max_new_tokens
     if compile_step:
         rows, total = bucket(b, 8), bucket(total, 64)
-        prompts = list(prompts) + [[pad_token_id]] * (rows - b)
-    input_ids = torch.full((rows, width), pad_token_id, dtype=torch.long, device=device)
-    attn = torch.zeros((rows, total), dtype=torch.long, device=device)   # [rows, total]: static for the whole loop
-    for i, p in enumerate(prompts):
-        input_ids[i, width - len(p):] = torch.tensor(p, device=device)
-        attn[i, width - len(p):width] = 1
-    positions = (attn[:, :width].cumsum(-1) - 1).clamp(min=0)
+    if rows > b:   # the padded rows: one one-token dummy prompt
+        prompts, copies = list(prompts) + [[pad_token_id]], list(copies) + [rows - b]
+    input_ids, prompt_attn, prompt_positions = left_padded(prompts, width, pad_token_id, device, total)
+    row_prompt = torch.repeat_interleave(torch.tensor(copies, device=device))   # [rows]: each row's prompt
+    attn, positions = prompt_attn[row_prompt], prompt_positions[row_prompt]   # attn [rows, total]: static
     vocab = model.language_model.get_output_embeddings().weight.shape[0]
     banned = torch.zeros(vocab, dtype=torch.bool, device=device)
     banned[list(banned_token_ids)] = True
@@ -211,37 +236,55 @@ def decode_static(model, prompts, pixel_values, image_flags, max_new_tokens, tem
     stop = torch.tensor(sorted(set(stop_token_ids)) or [-1], device=device)
     state = _decode_state.setdefault(model, {})
     key = (rows, total, next(model.parameters()).dtype, device)
-    if compile_step and state.get("cache_key") == key:
-        cache = state["cache"]
+    if compile_step and key in state.get("caches", {}):
+        cache = state["caches"][key]
         cache.reset()   # zeroed in place: the same tensors, so the recorded graphs stay valid
     else:
         cache = StaticCache(config=model.language_model.config, max_cache_len=total)
         if compile_step:
-            state.update(cache_key=key, cache=cache)
-    logits = model(input_ids, pixel_values=pixel_values, image_flags=image_flags, attention_mask=attn,
-                   position_ids=positions, past_key_values=cache)[:, -1].float()
+            state["caches"] = {key: cache}   # and the smaller ones that compaction adds
+    prefix = DynamicCache()
+    logits = model(input_ids, pixel_values=pixel_values, image_flags=image_flags,
+                   attention_mask=prompt_attn[:, :width], position_ids=prompt_positions,
+                   past_key_values=prefix)[:, -1].float()[row_prompt]
+    fill_static_cache(cache, [(layer.keys[row_prompt], layer.values[row_prompt]) for layer in prefix.layers], width)
     out_tokens = torch.full((b, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
     out_logprobs = torch.zeros((b, max_new_tokens), device=device)
     lengths = torch.full((b,), max_new_tokens, dtype=torch.long, device=device)   # tokens kept per row
     stopped = torch.zeros(b, dtype=torch.bool, device=device)
-    dummy_tokens = torch.full((rows - b,), pad_token_id, dtype=torch.long, device=device)   # the padded rows'
     next_pos = positions[:, -1:] + 1   # [rows, 1]
     ranks = synced_ranks(sync_ranks, device)
+    live = torch.arange(b, device=device)   # the row in each of the first len(live) batch slots; the rest: dummies
+    compact = compile_step and device.type == "cpu" and not sync_ranks
     steps = 0
     for step in range(max_new_tokens):
-        tokens, logprobs = sample_next(logits[:b], temperature, top_p, banned, generator)   # real rows only
-        out_tokens[:, step], out_logprobs[:, step] = tokens, logprobs
-        newly = ~stopped & torch.isin(tokens, stop)
-        lengths = torch.where(newly, step + 1, lengths)
-        stopped |= newly
+        tokens, logprobs = sample_next(logits[:len(live)], temperature, top_p, banned, generator)   # real rows only
+        out_tokens[live, step], out_logprobs[live, step] = tokens, logprobs
+        newly = ~stopped[live] & torch.isin(tokens, stop)
+        lengths[live] = torch.where(newly, step + 1, lengths[live])
+        stopped[live] = stopped[live] | newly
         steps = step + 1
         # every 16 steps: are all rows done, on every rank (sync_ranks: one all-reduce, at the same step on every
         # rank; a rank whose rows have ended keeps stepping its pad tokens, so the ranks' forwards stay in step)
         if step == max_new_tokens - 1 or \
                 (step % 16 == 15 and tu.all_reduce_max(float(not bool(stopped.all())), ranks) == 0):
             break
+        if compact and step % 16 == 15 and bucket(int((~stopped[live]).sum()), 8) < rows:
+            # compaction: the rows still decoding move to a smaller bucket's StaticCache (kept per bucket, so its
+            # step compiles once per process); a dummy slot copies a live row's state (never sampled)
+            going = (~stopped[live]).nonzero()[:, 0]
+            rows = bucket(len(going), 8)
+            slots = torch.cat([going, going[:1].expand(rows - len(going))])
+            live, tokens, attn, next_pos = live[going], tokens[going], attn[slots], next_pos[slots]
+            key = (rows, total, next(model.parameters()).dtype, device)
+            smaller = state["caches"].setdefault(
+                key, StaticCache(config=model.language_model.config, max_cache_len=total))
+            fill_static_cache(smaller, [(layer.keys[slots, :, :width + step], layer.values[slots, :, :width + step])
+                                        for layer in cache.layers], width + step)
+            cache = smaller
         attn[:, width + step] = 1
-        tokens = torch.cat([torch.where(stopped, pad_token_id, tokens), dummy_tokens])[:, None]
+        tokens = torch.cat([torch.where(stopped[live], pad_token_id, tokens),
+                            tokens.new_full((rows - len(live),), pad_token_id)])[:, None]
         if compile_step:
             try:   # one compiled callable per model: later calls with the same shapes replay its graphs
                 step_fn = state.get("step") or state.setdefault(
@@ -262,6 +305,17 @@ def decode_static(model, prompts, pixel_values, image_flags, max_new_tokens, tem
     tokens, logprobs = out_tokens.tolist(), out_logprobs.tolist()
     return [{"token_ids": tokens[i][:lengths[i]], "logprobs": logprobs[i][:lengths[i]],
              "finish_reason": "stop" if stopped[i] else "length"} for i in range(b)]
+
+
+def fill_static_cache(cache, keys_values, length):
+    """Write each layer's (K, V) [rows, H_kv, length, d] into the StaticCache's first `length` columns, in place
+    (its tensors keep their addresses: the compiled step's graphs stay valid), as StaticLayer.update would."""
+    for layer, (keys, values) in zip(cache.layers, keys_values):
+        if not layer.is_initialized:
+            layer.lazy_initialization(keys, values)
+        layer.keys[:, :, :length].copy_(keys)
+        layer.values[:, :, :length].copy_(values)
+        layer.cumulative_length.fill_(length)
 
 
 def synced_ranks(sync_ranks, device):
@@ -445,8 +499,11 @@ class BuiltinSampler:
         dummy = [{"input_ids": [self.pad_id], "pixel_values": None}]
         outs = []
         for i, chunk in enumerate(chunks + [dummy] * (calls - len(chunks))):
+            # a prompt's rollouts (consecutive rows holding the same prompt) share its encoded prefix
+            starts = [j for j in range(len(chunk)) if j == 0 or chunk[j] is not chunk[j - 1]]
+            chunk, copies = [chunk[j] for j in starts], [b - a for a, b in zip(starts, starts[1:] + [len(chunk)])]
             batch = data.collate_left_padded(chunk, self.pad_id, dummy_tile_size)   # the chunk's tiles, in order
-            out = generate(self.net, [p["input_ids"] for p in chunk],
+            out = generate(self.net, [p["input_ids"] for p in chunk], copies=copies,
                            pixel_values=to_device(batch["pixel_values"]),
                            image_flags=to_device(batch["image_flags"]), max_new_tokens=max_tokens,
                            temperature=self.temperature, top_p=self.top_p, stop_token_ids=stop_ids,

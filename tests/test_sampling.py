@@ -112,9 +112,37 @@ def test_compiled_cpu_decode_equals_eager_and_reuses_its_graph(tok, monkeypatch)
             torch.testing.assert_close(torch.tensor(a["logprobs"]), torch.tensor(b["logprobs"]), rtol=1e-4,
                                        atol=1e-4)
         if extra:   # the second call: no compile, the first call's cache
-            assert counters["unique_graphs"] == graphs and sampling._decode_state[net]["cache"] is cache
-        cache = sampling._decode_state[net]["cache"]
+            assert counters["unique_graphs"] == graphs and sampling._decode_state[net]["caches"] == caches
+        caches = dict(sampling._decode_state[net]["caches"])
     assert not sampling._compile_failed and len({len(p) for p in prompts}) > 1
+
+
+def test_shared_prefix_and_compiled_compaction_give_the_eager_tokens(tok, monkeypatch):
+    """copies: each prompt's prefix (its image tiles) encoded once for its rows gives the tokens of the rows
+    encoded one by one, in the eager loop and the static one. The compiled CPU loop compacts: at its 16-step check
+    the rows still decoding move to a smaller bucket's StaticCache (5 rows in a bucket of 8 -> 2 in one of 2),
+    with the eager loop's tokens and finish reasons at T = 0."""
+    monkeypatch.setattr(sampling, "_compile_failed", [])
+    net = tiny_net(tok, llm={"num_hidden_layers": 1})
+    cfg = net.config
+    prompts = [image_prompt(tok, cfg, 1, "How many?"), image_prompt(tok, cfg, 2, "Sum the numbers in both images")]
+    pv = random_pixels(3, cfg)
+    kwargs = dict(max_new_tokens=40, temperature=0, pad_token_id=tok.pad_token_id)
+    one_by_one = sampling.generate(net, [prompts[0]] * 3 + [prompts[1]] * 2, pixel_values=pv[[0, 0, 0, 1, 2, 1, 2]],
+                                   static_cache=False, **kwargs)
+    first, second = one_by_one[0]["token_ids"], one_by_one[3]["token_ids"]
+    stop = [next(t for t in first[:8] if t not in second)]   # the first prompt's rows stop early, the others not
+    kwargs.update(pixel_values=pv, copies=[3, 2], stop_token_ids=stop)
+    eager = sampling.generate(net, prompts, static_cache=False, **kwargs)
+    static = sampling.generate(net, prompts, static_cache=True, compile_decode="off", **kwargs)
+    compiled = sampling.generate(net, prompts, compile_decode="on", **kwargs)
+    assert [r["token_ids"] for r in eager[3:]] == [second] * 2 and len(eager[0]["token_ids"]) <= 8
+    for out in (static, compiled):
+        assert [(r["token_ids"], r["finish_reason"]) for r in out] == \
+            [(r["token_ids"], r["finish_reason"]) for r in eager]
+        for a, b in zip(out, eager):
+            torch.testing.assert_close(torch.tensor(a["logprobs"]), torch.tensor(b["logprobs"]), rtol=1e-4, atol=1e-4)
+    assert {key[0] for key in sampling._decode_state[net]["caches"]} == {8, 2} and not sampling._compile_failed
 
 
 def test_compile_failure_falls_back_to_eager_with_one_warning(tok, monkeypatch):
@@ -161,8 +189,9 @@ def test_fsdp_model_decodes_without_compile(tok, monkeypatch):
     finally:
         tu.cleanup_distributed()
     assert compiled == [] and on == off
-    plain = tiny_net(tok)   # the same model unwrapped: compiled when asked, eager on CPU by default
-    assert sampling.compiles_decode_step(plain, "on") and not sampling.compiles_decode_step(plain, "auto")
+    plain = tiny_net(tok)   # the same model unwrapped: compiled when asked; on CPU by default for large calls only
+    assert sampling.compiles_decode_step(plain, "on") and not sampling.compiles_decode_step(plain, "auto", 8, 16)
+    assert sampling.compiles_decode_step(plain, "auto", 64, 64) and not sampling.compiles_decode_step(net, "auto", 64, 64)
     with pytest.raises(ValueError, match="compile_decode"):
         sampling.compiles_decode_step(net, "yes")
 
@@ -342,21 +371,24 @@ def test_builtin_sampler_bans_and_stops(tiny):
 def test_builtin_sampler_batches_tiles_and_fsdp_dummy_tile(tiny, monkeypatch):
     calls = []
 
-    def fake_generate(net, prompts, pixel_values=None, image_flags=None, sync_ranks=False, **kw):
+    def fake_generate(net, prompts, pixel_values=None, image_flags=None, sync_ranks=False, copies=None, **kw):
         calls.append((len(prompts), None if pixel_values is None else pixel_values.shape[0],
-                      None if image_flags is None else image_flags.tolist(), sync_ranks, kw["stop_token_ids"]))
-        return [{"token_ids": [9, 2], "logprobs": [-1.0, -0.5], "finish_reason": "stop"} for _ in prompts]
+                      None if image_flags is None else image_flags.tolist(), sync_ranks, kw["stop_token_ids"], copies))
+        return [{"token_ids": [9, 2], "logprobs": [-1.0, -0.5], "finish_reason": "stop"} for _ in range(sum(copies))]
 
     monkeypatch.setattr(sampling, "generate", fake_generate)
     t = tiny.tiles
     out = sampling.BuiltinSampler(tiny.net, tiny.tok, batch_size=2).sample(tiny.prompts, [1, 2], 4)
     # rows: text, image, image -> chunks of 2: (text, image) then (image); each chunk brings its own tiles
     assert [c[:3] for c in calls] == [(2, t, [1] * t), (1, t, [1] * t)]
+    calls.clear()   # a prompt's rollouts are one prompt with copies (its prefix encoded once), within a chunk
+    out = sampling.BuiltinSampler(tiny.net, tiny.tok, batch_size=4).sample(tiny.prompts, [1, 4], 4)
+    assert [(c[0], c[1], c[5]) for c in calls] == [(2, t, [1, 3]), (1, t, [1])] and [len(o) for o in out] == [1, 4]
     assert out[1][1] == {"token_ids": [9, 2], "logprobs": [-1.0, -0.5], "text": tiny.tok.decode([9]),
                          "num_tokens": 2, "finish_reason": "stop"}
     calls.clear()   # under FSDP a text-only batch gets one zero tile with flag 0, and generate syncs the ranks
     sampling.BuiltinSampler(tiny.net, tiny.tok, sync_ranks=True).sample(tiny.prompts[:1], 2, 4)
-    assert calls == [(2, 1, [0], True, sampling.stop_token_ids(tiny.tok))]
+    assert calls == [(1, 1, [0], True, sampling.stop_token_ids(tiny.tok), [2])]
 
 # -----------------------------------------------------------------------------
 # the vLLM sampler against a fake engine
