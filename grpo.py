@@ -119,7 +119,8 @@ class Config:
     #   "policy" the policy (one GPU: a one-rank FSDP2 model re-casting weights at every decode
     #   step); auto: bfloat16 on one GPU with dtype=bfloat16
     compile_decode: Literal["auto", "on", "off"] = "auto"   # builtin: torch.compile of the decode step
-    # ^ auto: on a GPU; "on" also on CPU; never on an FSDP-wrapped model (sampling.compiles_decode_step)
+    # ^ auto: on a GPU, and on CPU for calls of >= 2048 rows x tokens; never on an FSDP-wrapped model
+    #   (sampling.compiles_decode_step)
     vllm_tensor_parallel_size: int = 1
     vllm_gpu_memory_utilization: float = 0.5   # vLLM shares the GPUs with the policy and optimizer
     vllm_max_images: int = 8            # limit_mm_per_prompt

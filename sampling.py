@@ -74,8 +74,7 @@ def sample_next(logits, temperature, top_p, banned, generator):
 
 
 def left_padded(prompts, width, pad_token_id, device, columns=None):
-    """prompts (token id lists) -> input_ids [n, width] left-padded, attention mask [n, columns or width] (1 over
-    each prompt), position ids [n, width] (0 at each prompt's first token)."""
+    """prompts -> input_ids [n, width] left-padded, attention mask [n, columns or width], position ids [n, width]."""
     input_ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long, device=device)
     attn = torch.zeros((len(prompts), columns or width), dtype=torch.long, device=device)
     for i, p in enumerate(prompts):
@@ -89,11 +88,9 @@ def generate(model, prompts, pixel_values=None, image_flags=None, max_new_tokens
              stop_token_ids=(), banned_token_ids=(), pad_token_id=0, generator=None, sync_ranks=False,
              static_cache=None, compile_decode="auto", copies=None):
     """Left-padded batched sampling. The prefix is encoded once (KV cache); rows that finish leave the batch.
-    copies: rows per prompt (default one each), in prompt order: a prompt's prefix (its image tiles included) is
-    encoded once and its K/V copied to its rows, as GRPO's n rollouts of one prompt share it; each row samples on
-    its own. pixel_values / image_flags are the prompts' (not the rows'). On the GRPO side-by-side workload (8
-    prompts x 8 rollouts, 59-token prompts, <= 64 new tokens, tiny model, CPU) the prefill of 64 rows was a
-    quarter of the rollout's CPU time.
+    copies: rows per prompt (default one each): a prompt's prefix (image tiles included; pixel_values are the
+    prompts') is encoded once and its K/V copied to its rows, as GRPO's n rollouts of one prompt share it (the
+    prefill of 8 x 8 rows was a quarter of the side-by-side's CPU rollout time: bench_decode.py --rollouts).
     sync_ranks: under FSDP every rank must run the same collectives in the same order (each forward all-gathers
     every block), so each step starts with one all-reduce "is any rank still decoding?" and then every rank runs
     one forward: a rank whose rows have all ended runs a dummy one-token forward, until all ranks are done.
@@ -170,9 +167,6 @@ _decode_state = weakref.WeakKeyDictionary()   # model -> its compiled step and i
 _compile_failed = []   # [its message] once torch.compile has failed: every later decode runs eager
 
 
-CPU_COMPILE_MIN_ROW_TOKENS = 2048   # "auto" compiles a CPU decode of rows x max_new_tokens >= this
-
-
 def compiles_decode_step(model, setting, rows=0, max_new_tokens=0):
     """Whether decode_static runs its step through torch.compile. "off", or after a compile failure: no.
     An FSDP-wrapped model: no, whatever the setting. Dynamo cannot trace through FSDP2's pre/post-forward hooks
@@ -180,20 +174,17 @@ def compiles_decode_step(model, setting, rows=0, max_new_tokens=0):
     layer's int layer_idx, so every block compiles its own frame until the recompile limit sends the rest to
     eager, a compile per layer for nothing. The eager static loop does the same math (the sharded 2-rank test
     in tests/test_sampling.py). "on": yes. "auto": on cuda (CUDA graphs: ~900 launches become one replay); on
-    CPU for a call of rows x max_new_tokens >= CPU_COMPILE_MIN_ROW_TOKENS (GRPO's rollout batches, not the
-    tests' few-token calls). On CPU inductor's step costs less CPU time (bench_decode.py --compile: 1.5 vs 3.9 ms
-    per step at 8 rows, 4.3 vs 7.2 at 64) and decode_static compacts finished rows into smaller buckets, but
-    each process compiles once (~4 s of CPU with inductor's on-disk caches warm, ~10 s wall; each later bucket
-    shape: one more compile). Measured (bench/README.md, the side-by-side's 8 prompts x 8 rollouts, <= 64 tokens,
-    tiny model, T = 1, one thread, CPU seconds per sampling call against main's eager loop in the same process):
-    compiled 0.59x where rollouts averaged 57 tokens, 0.57x where 27; the eager loop (prefix shared too) 0.74x
-    and 0.70x. A process that samples fewer than ~30 such calls loses: pass "off"."""
+    CPU for calls of rows x max_new_tokens >= 2048 (GRPO's rollouts, not the tests' few tokens): its step costs
+    less (bench_decode.py --compile: 1.5 vs 3.9 ms at 8 rows, 4.3 vs 7.2 at 64) and decode_static compacts
+    finished rows, but each process compiles (~4 s of CPU, inductor's disk caches warm). 8 x 8 rows, T = 1,
+    CPU s per call vs eager without prefix sharing (bench_decode.py --rollouts): compiled 0.59x at 57 tokens per
+    rollout, 0.57x at 27; eager shared 0.74x, 0.70x. Fewer than ~30 such calls per process lose: pass "off"."""
     if setting not in ("auto", "on", "off"):
         raise ValueError(f"compile_decode must be auto, on or off, got {setting!r}")
     if setting == "off" or _compile_failed or any(isinstance(m, FSDPModule) for m in model.modules()):
         return False
     return setting == "on" or next(model.parameters()).device.type == "cuda" or \
-        rows * max_new_tokens >= CPU_COMPILE_MIN_ROW_TOKENS
+        rows * max_new_tokens >= 2048
 
 
 def bucket(n, multiple):
@@ -216,8 +207,8 @@ def decode_static(model, prompts, pixel_values, image_flags, max_new_tokens, tem
     cache to bucket(width + max_new_tokens, 64) columns (masked), and keeps the model's last StaticCache for
     the next call of the same shape: a GRPO step replays the graphs of the one before (bench_decode.py
     --graph_calls). The kept cache holds its memory between calls. A compile failure falls back to the eager step
-    with one warning. copies (generate's): the prompts' prefixes are encoded once, in a DynamicCache, and
-    copied to their rows of the StaticCache."""
+    with one warning. copies: the prefixes are encoded in a DynamicCache, then copied to their rows. On CPU the
+    compiled loop compacts: at each 16-step check, rows still decoding that fit a smaller bucket move to it."""
     device = next(model.parameters()).device
     b, width = sum(copies), max(len(p) for p in prompts)
     rows, total = b, width + max_new_tokens
@@ -255,8 +246,7 @@ def decode_static(model, prompts, pixel_values, image_flags, max_new_tokens, tem
     next_pos = positions[:, -1:] + 1   # [rows, 1]
     ranks = synced_ranks(sync_ranks, device)
     live = torch.arange(b, device=device)   # the row in each of the first len(live) batch slots; the rest: dummies
-    compact = compile_step and device.type == "cpu" and not sync_ranks
-    steps = 0
+    compact, steps = compile_step and device.type == "cpu" and not sync_ranks, 0
     for step in range(max_new_tokens):
         tokens, logprobs = sample_next(logits[:len(live)], temperature, top_p, banned, generator)   # real rows only
         out_tokens[live, step], out_logprobs[live, step] = tokens, logprobs
@@ -269,9 +259,8 @@ def decode_static(model, prompts, pixel_values, image_flags, max_new_tokens, tem
         if step == max_new_tokens - 1 or \
                 (step % 16 == 15 and tu.all_reduce_max(float(not bool(stopped.all())), ranks) == 0):
             break
-        if compact and step % 16 == 15 and bucket(int((~stopped[live]).sum()), 8) < rows:
-            # compaction: the rows still decoding move to a smaller bucket's StaticCache (kept per bucket, so its
-            # step compiles once per process); a dummy slot copies a live row's state (never sampled)
+        if compact and step % 16 == 15 and bucket(int((~stopped[live]).sum()), 8) < rows:   # compaction: rows
+            # still decoding -> a smaller bucket's StaticCache (kept: compiled once); dummy slots copy a live row
             going = (~stopped[live]).nonzero()[:, 0]
             rows = bucket(len(going), 8)
             slots = torch.cat([going, going[:1].expand(rows - len(going))])
@@ -308,8 +297,7 @@ def decode_static(model, prompts, pixel_values, image_flags, max_new_tokens, tem
 
 
 def fill_static_cache(cache, keys_values, length):
-    """Write each layer's (K, V) [rows, H_kv, length, d] into the StaticCache's first `length` columns, in place
-    (its tensors keep their addresses: the compiled step's graphs stay valid), as StaticLayer.update would."""
+    """Each layer's (K, V) [rows, H_kv, length, d] into the cache's first columns, in place (static addresses)."""
     for layer, (keys, values) in zip(cache.layers, keys_values):
         if not layer.is_initialized:
             layer.lazy_initialization(keys, values)
@@ -499,8 +487,7 @@ class BuiltinSampler:
         dummy = [{"input_ids": [self.pad_id], "pixel_values": None}]
         outs = []
         for i, chunk in enumerate(chunks + [dummy] * (calls - len(chunks))):
-            # a prompt's rollouts (consecutive rows holding the same prompt) share its encoded prefix
-            starts = [j for j in range(len(chunk)) if j == 0 or chunk[j] is not chunk[j - 1]]
+            starts = [j for j in range(len(chunk)) if j == 0 or chunk[j] is not chunk[j - 1]]   # a prompt's rows
             chunk, copies = [chunk[j] for j in starts], [b - a for a, b in zip(starts, starts[1:] + [len(chunk)])]
             batch = data.collate_left_padded(chunk, self.pad_id, dummy_tile_size)   # the chunk's tiles, in order
             out = generate(self.net, [p["input_ids"] for p in chunk], copies=copies,

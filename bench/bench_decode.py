@@ -7,6 +7,7 @@ step: CUDA graphs on cuda), measured in the same run, with the greedy tokens che
     python bench/bench_decode.py --device=cuda --shape=config/internvl3-1b.json --batch=128 --compile
     python bench/bench_decode.py --kv_copies      # bytes copied per decode step: transformers' sdpa vs ours
     python bench/bench_decode.py --graph_calls=10 # compiles and graph recordings over 10 GRPO-like calls
+    python bench/bench_decode.py --rollouts [--stops=8]   # GRPO-shaped sampler calls: prefix per row / shared
 
 Operator calls per step: torch.profiler events named aten::* (nested calls included) of a generate with
 --steps2 new tokens minus one with --steps1, divided by the difference, so the prefill cancels out. On cuda the
@@ -173,6 +174,43 @@ def graph_rows(calls=10, batch=64, new_tokens=16):
              "cuda_graph_recordings": len(seen)}]
 
 
+def rollout_rows(calls=6, prompts=8, rollouts=8, new_tokens=64, stops=0):
+    """CPU seconds per BuiltinSampler.sample call of GRPO's shape (prompts x rollouts rows, T = 1, the tiny model,
+    random init: rollouts run long), median of `calls` after one untimed call (the compile): each prompt's rows
+    encoded one by one (a distinct copy of the prompt per row) vs the prefix shared (sampling.generate's copies),
+    eager; and shared + the compiled step (decode_static compacts finished rows). stops > 0: the model's `stops`
+    most frequent tokens (in an uncounted eager call) also stop a row, for shorter rollouts."""
+    net, tok, _ = build("", torch.device("cpu"), torch.float32)
+    texts = [f"Question {i}: how many circles are there?" + " Think." * i for i in range(prompts)]
+    ids = [tok(chat.build_prompt([{"role": "user", "content": t}], tokenizer=tok),
+               add_special_tokens=False)["input_ids"] for t in texts]
+    shared = [{"input_ids": p, "pixel_values": None} for p in ids]
+    sampler = lambda mode: sampling.BuiltinSampler(net, tok, temperature=1.0, batch_size=prompts * rollouts,
+                                                   compile_decode=mode)
+    stop = ()
+    if stops:
+        out = sampler("off").sample(shared, rollouts, new_tokens, seed=0)
+        counts = torch.bincount(torch.tensor([t for g in out for o in g for t in o["token_ids"]]))
+        stop = tuple(tok.convert_ids_to_tokens(t) for t in counts.argsort(descending=True)[:stops].tolist())
+    variants = [("eager, prefix per row", "off", lambda: [dict(p) for p in shared for _ in range(rollouts)], 1),
+                ("eager, prefix shared", "off", lambda: shared, rollouts),
+                ("compiled + compaction, prefix shared", "on", lambda: shared, rollouts)]
+    rows = []
+    for name, mode, make, n in variants:
+        s, times, tokens = sampler(mode), [], []
+        for call in range(calls + 1):
+            t = time.process_time()
+            out = s.sample(make(), n, new_tokens, stop=stop, seed=call)
+            times.append(time.process_time() - t)
+            tokens.append(sum(o["num_tokens"] for g in out for o in g))
+        rows.append({"sampling": name, "rows": prompts * rollouts,
+                     "mean_tokens": round(sum(tokens[1:]) / calls / (prompts * rollouts), 1),
+                     "cpu_s_per_call": round(sorted(times[1:])[calls // 2], 3), "first_call_cpu_s": round(times[0], 2)})
+    for r in rows[1:]:
+        r["vs_per_row"] = round(r["cpu_s_per_call"] / rows[0]["cpu_s_per_call"], 3)
+    return rows
+
+
 @dataclass
 class Args:
     device: str = "cpu"
@@ -186,6 +224,8 @@ class Args:
     kv_copies: bool = False  # bytes copied per decode step instead (see above)
     context: int = 1024      # --kv_copies: cache columns
     graph_calls: int = 0     # > 0: compiles and graph recordings over this many calls instead
+    rollouts: bool = False   # GRPO-shaped sampling calls instead (see rollout_rows)
+    stops: int = 0           # --rollouts: extra stop tokens (the most frequent ones): shorter rollouts
 
 
 def main():
@@ -194,6 +234,9 @@ def main():
     if args.kv_copies:
         rows = kv_copy_rows(args.batch, args.context)
         print("one decode step, InternVL3-1B's LLM shape (2 layers), fp32, cpu")
+    elif args.rollouts:
+        rows = rollout_rows(stops=args.stops)
+        print("GRPO-shaped sampling calls (8 prompts x 8 rollouts, <= 64 tokens, T = 1), tiny model, cpu")
     elif args.graph_calls:
         rows = graph_rows(args.graph_calls, args.batch)
         print(f"{args.graph_calls} generate calls of {args.batch} rows, compiled step (dynamo eager backend)")
