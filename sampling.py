@@ -176,9 +176,9 @@ def compiles_decode_step(model, setting, rows=0, max_new_tokens=0):
     in tests/test_sampling.py). "on": yes. "auto": on cuda (CUDA graphs: ~900 launches become one replay); on
     CPU for calls of rows x max_new_tokens >= 2048 (GRPO's rollouts, not the tests' few tokens): its step costs
     less (bench_decode.py --compile: 1.5 vs 3.9 ms at 8 rows, 4.3 vs 7.2 at 64) and decode_static compacts
-    finished rows, but each process compiles (~4 s of CPU, inductor's disk caches warm). 8 x 8 rows, T = 1,
-    CPU s per call vs eager without prefix sharing (bench_decode.py --rollouts): compiled 0.59x at 57 tokens per
-    rollout, 0.57x at 27; eager shared 0.74x, 0.70x. Fewer than ~30 such calls per process lose: pass "off"."""
+    finished rows, but each process compiles (~6 s of CPU, inductor's disk caches warm). 8 x 8 rows, T = 1,
+    CPU s per call vs eager without prefix sharing (bench_decode.py --rollouts): compiled 0.59x at 55 tokens per
+    rollout, 0.54x at 29 (--stops=8); eager shared 0.77x, 0.80x. Fewer than ~40 such calls per process lose."""
     if setting not in ("auto", "on", "off"):
         raise ValueError(f"compile_decode must be auto, on or off, got {setting!r}")
     if setting == "off" or _compile_failed or any(isinstance(m, FSDPModule) for m in model.modules()):
