@@ -207,8 +207,8 @@ def decode_static(model, prompts, pixel_values, image_flags, max_new_tokens, tem
     cache to bucket(width + max_new_tokens, 64) columns (masked), and keeps the model's last StaticCache for
     the next call of the same shape: a GRPO step replays the graphs of the one before (bench_decode.py
     --graph_calls). The kept cache holds its memory between calls. A compile failure falls back to the eager step
-    with one warning. copies: the prefixes are encoded in a DynamicCache, then copied to their rows. On CPU the
-    compiled loop compacts: at each 16-step check, rows still decoding that fit a smaller bucket move to it."""
+    with one warning. copies: prefixes encoded in a DynamicCache, copied to their rows. On CPU the compiled loop
+    compacts: every 16 steps, rows still decoding that fit a smaller bucket move to its (kept) StaticCache."""
     device = next(model.parameters()).device
     b, width = sum(copies), max(len(p) for p in prompts)
     rows, total = b, width + max_new_tokens
