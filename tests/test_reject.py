@@ -55,19 +55,22 @@ def reject_config(tiny, tmp_path, **overrides):
 
 
 def fake_generate(tok, calls):
-    """sampling.generate stand-in: row i of a question's k copies gets RESPONSES[question][i]."""
-    def generate(net, prompts, pixel_values=None, stop_token_ids=(), **kwargs):
-        calls.append(len(prompts))
+    """sampling.generate stand-in: row i of a question's k copies gets RESPONSES[question][i]. Rows: each prompt
+    `copies` times (the tiles are the prompts')."""
+    def generate(net, prompts, pixel_values=None, stop_token_ids=(), copies=None, **kwargs):
+        copies = copies or [1] * len(prompts)
+        calls.append(sum(copies))
         n_tiles = 0
         outs, seen = [], {}
-        for p in prompts:
+        for p, n in zip(prompts, copies):
             text = decode(tok, p)
             q = next(q["id"] for q in QUESTIONS if q["question"] in text)
             n_tiles += text.count("<img>")
-            response, finish = RESPONSES[q][seen.setdefault(q, 0)]
-            seen[q] += 1
-            ids = tok.encode(response) + ([stop_token_ids[0]] if finish == "stop" else [])
-            outs.append({"token_ids": ids, "logprobs": [0.0] * len(ids), "finish_reason": finish})
+            for _ in range(n):
+                response, finish = RESPONSES[q][seen.setdefault(q, 0)]
+                seen[q] += 1
+                ids = tok.encode(response) + ([stop_token_ids[0]] if finish == "stop" else [])
+                outs.append({"token_ids": ids, "logprobs": [0.0] * len(ids), "finish_reason": finish})
         assert (0 if pixel_values is None else pixel_values.shape[0]) == n_tiles
         return outs
     return generate
