@@ -30,8 +30,8 @@ import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 import configurator
 import chat
 import data
+import decode
 import model
-import sampling
 import train_utils as tu
 from logprobs import token_logprobs_and_entropy
 from token_entropy import (DEFAULT_CRITICAL_WORDS, critical_mask, critical_token_sequences, entropy_metrics,
@@ -45,7 +45,7 @@ from token_entropy import (DEFAULT_CRITICAL_WORDS, critical_mask, critical_token
 class EntropyConfig:
     checkpoints: list = field(default_factory=list)  # checkpoint dirs (model.py format, tokenizer inside)
     data: str = ""                   # validation records (data.read_records): prompts and images
-    generations: str = ""            # JSONL of existing responses; empty -> sample them with sampling.generate
+    generations: str = ""            # JSONL of existing responses; empty -> sample them with decode.generate
     accuracies: list = field(default_factory=list)  # one summary.json (or dir holding one) per checkpoint
     out: str = "out/entropy"
     num_prompts: int = 32            # validation records used (0 = all)
@@ -185,7 +185,7 @@ def score_response(net, prompt_ids, response_ids, pixel_values, chunk_size):
 
 
 def sample_rows(net, tokenizer, records, cfg, ckpt):
-    """Responses of one checkpoint with sampling.generate: samples_per_prompt per record, the same seed for every
+    """Responses of one checkpoint with decode.generate: samples_per_prompt per record, the same seed for every
     checkpoint. -> generation rows (also written to OUT/generations.jsonl for reuse with --generations)."""
     prompts = []
     for record in records:
@@ -198,7 +198,7 @@ def sample_rows(net, tokenizer, records, cfg, ckpt):
         batch = prompts[start:start + cfg.batch_size]
         pvs = [e["pixel_values"] for _, _, e in batch if e["pixel_values"] is not None]
         pixel_values = torch.cat(pvs).to(device=device, dtype=dtype) if pvs else None
-        outs = sampling.generate(net, [e["input_ids"] for _, _, e in batch], pixel_values=pixel_values,
+        outs = decode.generate(net, [e["input_ids"] for _, _, e in batch], pixel_values=pixel_values,
                                  max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                                  stop_token_ids=[tokenizer.eos_token_id], pad_token_id=tokenizer.pad_token_id or 0,
                                  generator=generator)

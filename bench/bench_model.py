@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import chat
 import configurator
 import model as M
-import sampling
+import decode
 from logprobs import token_logprobs_and_entropy
 
 
@@ -65,7 +65,7 @@ def timed(fn):
 
 
 def kv_cache():
-    sampling.generate(model, [prompt] * batch, pixel_values=pv, max_new_tokens=new_tokens, temperature=0)
+    decode.generate(model, [prompt] * batch, pixel_values=pv, max_new_tokens=new_tokens, temperature=0)
 
 
 @torch.no_grad()

@@ -1,6 +1,6 @@
 """
 First contact with a GPU (issue 11): one command, at most ~8 minutes on one H100/H200, that prints a small table.
-  1. sampler  the built-in sampler (sampling.generate) at batch 64, InternVL3-1B shape: decode tokens/s with bf16
+  1. sampler  the built-in sampler (decode.generate) at batch 64, InternVL3-1B shape: decode tokens/s with bf16
               weights (what one-GPU GRPO samples from) vs fp32 weights under autocast (the baseline, same run), and
               its share of the HBM-bandwidth bound (bf16 LLM weights + KV cache read once per decode step)
   2. train    grpo.py's training forward+backward (logprobs.sequence_logprobs: autocast bf16 over fp32 weights, chunked
@@ -46,7 +46,7 @@ import grpo
 import logprobs
 import model as M
 import rewards
-import sampling
+import decode
 import synthetic
 import train_utils as tu
 
@@ -100,7 +100,7 @@ def no_compiles_while_timed(check, compiles):
 
 def decode_s_per_step(net, prompt, pixel_values, batch, new_tokens, ctx=contextlib.nullcontext, static_cache=None,
                       compile_decode="auto"):
-    """Seconds per decode step of sampling.generate: (t(new_tokens) - t(1 token)) / (new_tokens - 1), so the
+    """Seconds per decode step of decode.generate: (t(new_tokens) - t(1 token)) / (new_tokens - 1), so the
     prefill cancels (up to its attention over a cache new_tokens - 1 columns wider). Both timed calls first run
     once untimed at their exact shapes: the static cache is prompt + n wide and each width is its own compiled
     step. static_cache, compile_decode: generate's. -> (seconds per step, frames compiled
@@ -111,7 +111,7 @@ def decode_s_per_step(net, prompt, pixel_values, batch, new_tokens, ctx=contextl
         sync()
         t = time.perf_counter()
         with ctx():
-            sampling.generate(net, [prompt] * batch, pixel_values=pixel_values, max_new_tokens=n, temperature=1.0,
+            decode.generate(net, [prompt] * batch, pixel_values=pixel_values, max_new_tokens=n, temperature=1.0,
                               generator=torch.Generator(device).manual_seed(0), static_cache=static_cache,
                               compile_decode=compile_decode)
         sync()

@@ -338,7 +338,7 @@ def test_cli_samples_with_generate_and_aligns_with_its_logprobs(tiny_run):
     rows = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
     assert len(rows) == 2 * 2 * 2 and {r["checkpoint"] for r in rows} == set(map(str, ckpts))
     # teacher-forced log-probs == the sampler's own log-probs at T=1: position t scores response token t.
-    # sampling.generate reports raw log-probs (the full vocabulary), though it never samples <IMG_CONTEXT>
+    # decode.generate reports raw log-probs (the full vocabulary), though it never samples <IMG_CONTEXT>
     net = model.load_model(rows[0]["checkpoint"]).eval()
     records = {r.id: r for r in data.read_records(root / "val.jsonl")}
     lm_head = net.language_model.get_output_embeddings()

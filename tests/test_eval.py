@@ -19,6 +19,7 @@ import chat
 import eval as E
 import model
 import rewards
+import decode
 import sampling
 import stub_server
 from test_benchmarks import b64, write_tsv   # the TSV helpers of the reader tests
@@ -249,7 +250,7 @@ def test_vllm_engine_arguments_end_to_end_with_fake_engine(tiny_checkpoint, tmp_
         max_model_len=4096)   # the default 32768 capped at the checkpoint's positions: vLLM refuses more
     requests, params = engines[0].calls[0]   # one request per question, its k samples as n, seeded by the item
     assert len(requests) == 2 and [p.kwargs["n"] for p in params] == [3, 3]
-    assert [p.kwargs["seed"] for p in params] == [E.sampling.item_seed(0, "MMMU_tiny", i)
+    assert [p.kwargs["seed"] for p in params] == [sampling.item_seed(0, "MMMU_tiny", i)
                                                   for i in ("validation_Art_1", "validation_Math_2")]
     gens = [json.loads(g) for g in (out / "MMMU_tiny/think_full/generations.jsonl").read_text().splitlines()]
     assert sorted((g["id"], g["sample"], g["response"]) for g in gens) == \
@@ -282,8 +283,8 @@ def test_nowait_never_emits_a_banned_token(tiny_checkpoint):
         kw = dict(max_new_tokens=16, temperature=1.0, stop_token_ids=sampling.stop_token_ids(tok),
                   generator=torch.Generator().manual_seed(0))
         image_ids = sampling.image_token_ids(tok)   # a text-only prompt must not sample image tokens either
-        free = sampling.generate(m, [prompt] * 12, banned_token_ids=image_ids, **kw)
-        masked = sampling.generate(m, [prompt] * 12, banned_token_ids=banned + image_ids, **kw)
+        free = decode.generate(m, [prompt] * 12, banned_token_ids=image_ids, **kw)
+        masked = decode.generate(m, [prompt] * 12, banned_token_ids=banned + image_ids, **kw)
     finally:
         hook.remove()
     count = lambda gens: sum(t in banned for g in gens for t in g["token_ids"])

@@ -16,7 +16,7 @@ sys.path.insert(0, str(REPO))
 
 import chat  # noqa: E402
 import model as M  # noqa: E402
-import sampling  # noqa: E402
+import decode  # noqa: E402
 
 
 def test_smoke_run_on_cpu(tmp_path):
@@ -58,7 +58,7 @@ def test_decode_timing_is_warm_and_counts_compiles(monkeypatch):
     gpu_check = import_gpu_check(monkeypatch)
     real_compile = torch.compile
     monkeypatch.setattr(torch, "compile", lambda fn, **_: real_compile(fn, backend="eager"))
-    monkeypatch.setattr(sampling, "_compile_failed", [])
+    monkeypatch.setattr(decode, "_compile_failed", [])
     torch._dynamo.reset()
     torch.manual_seed(0)
     net = M.build_model(M.tiny_config()).eval()
@@ -70,7 +70,7 @@ def test_decode_timing_is_warm_and_counts_compiles(monkeypatch):
                                                            compile_decode="on")
     assert s_per_step > 0 and compiles == 0
     before = gpu_check.dynamo_compiles()
-    sampling.generate(net, [prompt] * 2, pixel_values=pv, max_new_tokens=5 + 64, static_cache=True,
+    decode.generate(net, [prompt] * 2, pixel_values=pv, max_new_tokens=5 + 64, static_cache=True,
                       compile_decode="on")   # a new width bucket
     assert gpu_check.dynamo_compiles() > before
     with pytest.raises(gpu_check.RecompiledWhileTimed):

@@ -358,7 +358,7 @@ def torchrun_worker(workspace, out):
         if dist.is_main:
             (Path(cfg.out_dir) / "history.json").write_text(json.dumps(history))
             torch.save(store, Path(cfg.out_dir) / "grads.pt")
-    # sampling.generate under FSDP (sync_ranks, dummy tiles) and dynamic sampling's cross-rank trimming
+    # decode.generate under FSDP (sync_ranks, dummy tiles) and dynamic sampling's cross-rank trimming
     cfg = dynamic_sampling_config(Path(workspace) / "ckpt", Path(workspace) / "train.jsonl", Path(out) / "dyn")
     history = grpo.main(cfg, reward_fn=half_constant_reward)
     if dist.is_main:

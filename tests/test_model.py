@@ -17,11 +17,11 @@ import benchmarks
 import chat
 import connector_tune
 import data
+import decode
 import entropy
 import eval as E
 import grpo
 import model as M
-import sampling
 import sft
 import train_utils as tu
 
@@ -442,7 +442,7 @@ def test_other_llms_build_round_trip_and_generate(tok, tmp_path, llm):
     M.save_model(tmp_path / "ck", model.state_dict(), model.config, tok)
     loaded = M.load_model(tmp_path / "ck").eval()
     assert torch.equal(loaded(ids, pixel_values=pv), model(ids, pixel_values=pv))
-    out = sampling.generate(loaded, [ids[0].tolist()], pixel_values=pv, max_new_tokens=4, temperature=0)
+    out = decode.generate(loaded, [ids[0].tolist()], pixel_values=pv, max_new_tokens=4, temperature=0)
     assert len(out[0]["token_ids"]) == 4
 
 

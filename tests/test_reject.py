@@ -9,11 +9,12 @@ import torch
 
 import chat
 import data
+import decode
 import reject
 import sampling
 import sft
 import train_utils as tu
-from test_sft import decode, make_config, tiny, write_jsonl  # noqa: F401   tiny is a fixture
+from test_sft import decode as detokenize, make_config, tiny, write_jsonl  # noqa: F401   tiny is a fixture
 
 # -----------------------------------------------------------------------------
 # rejection sampling (§2)
@@ -55,19 +56,22 @@ def reject_config(tiny, tmp_path, **overrides):
 
 
 def fake_generate(tok, calls):
-    """sampling.generate stand-in: row i of a question's k copies gets RESPONSES[question][i]."""
-    def generate(net, prompts, pixel_values=None, stop_token_ids=(), **kwargs):
-        calls.append(len(prompts))
+    """decode.generate stand-in: row i of a question's k copies gets RESPONSES[question][i]. Rows: each prompt
+    `copies` times (the tiles are the prompts')."""
+    def generate(net, prompts, pixel_values=None, stop_token_ids=(), copies=None, **kwargs):
+        copies = copies or [1] * len(prompts)
+        calls.append(sum(copies))
         n_tiles = 0
         outs, seen = [], {}
-        for p in prompts:
-            text = decode(tok, p)
+        for p, n in zip(prompts, copies):
+            text = detokenize(tok, p)
             q = next(q["id"] for q in QUESTIONS if q["question"] in text)
             n_tiles += text.count("<img>")
-            response, finish = RESPONSES[q][seen.setdefault(q, 0)]
-            seen[q] += 1
-            ids = tok.encode(response) + ([stop_token_ids[0]] if finish == "stop" else [])
-            outs.append({"token_ids": ids, "logprobs": [0.0] * len(ids), "finish_reason": finish})
+            for _ in range(n):
+                response, finish = RESPONSES[q][seen.setdefault(q, 0)]
+                seen[q] += 1
+                ids = tok.encode(response) + ([stop_token_ids[0]] if finish == "stop" else [])
+                outs.append({"token_ids": ids, "logprobs": [0.0] * len(ids), "finish_reason": finish})
         assert (0 if pixel_values is None else pixel_values.shape[0]) == n_tiles
         return outs
     return generate
@@ -75,7 +79,7 @@ def fake_generate(tok, calls):
 
 def test_rejection_sampling_keeps_exactly_the_right_answers(tiny, tmp_path, questions, monkeypatch):
     calls = []
-    monkeypatch.setattr(sampling, "generate", fake_generate(tiny.tok, calls))
+    monkeypatch.setattr(decode, "generate", fake_generate(tiny.tok, calls))
     counts = reject.reject(reject_config(tiny, tmp_path, backend="builtin"))
     assert calls == [9]  # 3 questions x k=3 in one batch
     out = tmp_path / "sft_data" / "cold.jsonl"
@@ -94,13 +98,13 @@ def test_rejection_sampling_keeps_exactly_the_right_answers(tiny, tmp_path, ques
     assert chats[0]["images"] and Path(chats[0]["images"][0]).resolve() == (tiny.root / "red.png").resolve()
     cfg = make_config(tiny, tmp_path, data=str(out))
     samples, skipped, _ = sft.tokenize_share(chats, [0, 1, 2], cfg, tiny.tok, tiny.mc, tu.Dist())
-    assert skipped == 0 and decode(tiny.tok, [t for t in samples[0]["labels"] if t != -100]) == \
+    assert skipped == 0 and detokenize(tiny.tok, [t for t in samples[0]["labels"] if t != -100]) == \
         "<think>\n" + RESPONSES["q1"][0][0] + "<|im_end|>"
 
 
 def test_rejection_sampling_per_question_cap_and_restart(tiny, tmp_path, questions, monkeypatch):
     calls = []
-    monkeypatch.setattr(sampling, "generate", fake_generate(tiny.tok, calls))
+    monkeypatch.setattr(decode, "generate", fake_generate(tiny.tok, calls))
     cfg = reject_config(tiny, tmp_path, backend="builtin", max_per_question=1, batch_size=2)
     counts = reject.reject(cfg)
     out = Path(cfg.out)
@@ -181,7 +185,7 @@ def test_a_torn_progress_line_is_redone_not_a_crash(tiny, tmp_path, questions, m
     """A crash in the middle of appending a progress line leaves a torn last line: the rerun drops it
     (data.read_jsonl's one torn-line policy), redoes that question, and the files come out whole."""
     calls = []
-    monkeypatch.setattr(sampling, "generate", fake_generate(tiny.tok, calls))
+    monkeypatch.setattr(decode, "generate", fake_generate(tiny.tok, calls))
     cfg = reject_config(tiny, tmp_path, backend="builtin", max_per_question=1, batch_size=2)
     counts = reject.reject(cfg)
     progress = Path(cfg.out).with_name("cold.jsonl.progress.jsonl")

@@ -21,7 +21,6 @@ import chat
 import checkpoint
 import data
 import model
-import sampling
 import sft
 import train_utils as tu
 from test_train_utils import torchrun
