@@ -44,7 +44,7 @@ else  # the main GRPO run saves every 10 steps: 8 checkpoints for Figs. 5 and 10
 fi
 if [ "${PAPER_DEMO_CI:-0}" = 1 ]; then   # tests/test_demo.py's SCALE=ci paper_demo: every pipeline, tiny settings
   DATA_ARGS=(--n_train=64 --n_val=16 --n_test=16 --n_ood=16 --n_sft=64 --n_sft_val=8 --n_caption=64)
-  CAPTION_ARGS=(--max_steps=4); SFT_ARGS=(--max_steps=4 --eval_every=2); GRPO_ARGS=(--steps=6 --save_every=2
+  CAPTION_ARGS=(--max_steps=4); SFT_ARGS=(--max_steps=4 --eval_every=2); GRPO_ARGS=(--steps=6 --save_every=3
     --prompts_per_step=4 --rollouts_per_prompt=2 --response_length_schedule="[(0, 24)]")
   CONNECTOR_ARGS=(--max_steps=2); EVAL_ARGS=(--max_items=8 --k=2 --max_new_tokens=24)
   VAL_EVAL_ARGS=(--max_items=8 --k=1 --max_new_tokens=24)
@@ -142,15 +142,17 @@ demo_entropy() {  # critical-token entropy over the GRPO checkpoints, with their
   stage "$DEMO/entropy" entropy_of "$DEMO/entropy" "${ckpts[*]}" "${accs[*]}" "${gens[@]}"
 }
 
-entropy_of() {  # entropy_of OUT "CKPT..." "ACC..." CKPT=GENERATIONS...: entropy.py on the tagged responses
-  local out=$1 ckpts=($2) accs=($3) g; shift 3
+entropy_of() {  # entropy_of OUT "CKPT..." "ACC..." CKPT=GENERATIONS... [--key=value...]: entropy.py on the tagged
+  # responses
+  local out=$1 ckpts=($2) accs=($3) g extra=(); shift 3
   mkdir -p "$out"
   for g in "$@"; do  # each row names the checkpoint that wrote it (entropy.rows_for_checkpoint)
+    case "$g" in --*) extra+=("$g"); continue ;; esac
     "$PY" -c 'import json, sys
 for line in open(sys.argv[2]): print(json.dumps(dict(json.loads(line), checkpoint=sys.argv[1])))' "${g%%=*}" "${g#*=}"
   done > "$out/generations_in.jsonl"
   "$PY" entropy.py --checkpoints "${ckpts[@]}" ${accs[0]:+--accuracies "${accs[@]}"} --data "$D/val.jsonl" \
-    --generations "$out/generations_in.jsonl" --out "$out" --seed "$SEED"
+    --generations "$out/generations_in.jsonl" --out "$out" --seed "$SEED" "${extra[@]}"
 }
 
 demo() {
@@ -174,6 +176,16 @@ grpo_arm() {  # grpo_arm NAME INIT [grpo.py args...]: a GRPO ablation arm under 
   local name=$1 init=$2; shift 2
   stage "$DEMO/$name" "$PY" grpo.py config/grpo_demo.py --init_from="$init" --data="$D/train.jsonl" \
     --out_dir="$DEMO/$name" --seed="$SEED" "${GRPO_ARGS[@]}" "$@"
+}
+
+curriculum_arm() {  # curriculum_arm SWITCH_STEP [grpo.py args...]: Fig. 7's arm from a copy of the main GRPO run at
+  # its switch step (checkpoint and metrics.jsonl; the resume keeps the rows up to it), from scratch when the main
+  # run saved no checkpoint there
+  local out=$DEMO/fig7_8/curriculum main; main=$DEMO/grpo/step_$(printf %06d "$1"); shift
+  mkdir -p "$out"
+  if [ -d "$main" ]; then cp -r "$main" "$out/"; cp "$DEMO/grpo/metrics.jsonl" "$out/"; fi
+  "$PY" grpo.py config/grpo_demo.py --init_from="$(last_ckpt "$DEMO/sft")" --data="$D/train.jsonl" \
+    --out_dir="$out" --seed="$SEED" "${GRPO_ARGS[@]}" --resume=True "$@"
 }
 
 paper_demo() {  # every target over SEEDS, JOBS seeds at a time, with progress and ETA; then report.py
@@ -326,7 +338,9 @@ case "$1" in
     steps_lr=$("$PY" -c 'import sys, configurator as c, grpo; cfg = c.parse_config(grpo.Config, sys.argv[1:])
 print(cfg.steps, cfg.lr / 10)' config/grpo_demo.py "${GRPO_ARGS[@]}")   # one process: importing grpo costs seconds
     read -r steps lr <<< "$steps_lr"
-    grpo_arm fig7_8/curriculum "$(last_ckpt "$DEMO/sft")" \
+    # up to its switch step the curriculum arm is the main run, bit for bit (tests/test_grpo.py): it resumes from
+    # the main run's checkpoint there
+    stage "$DEMO/fig7_8/curriculum" curriculum_arm $((steps / 2)) \
       --curriculum="[('$D/train.jsonl', 0), ('$DEMO/data_hard/train.jsonl', $((steps / 2)))]"
     # the lr claim is about steps 1-20 (report.py): the lr / 10 arm runs those steps of the same schedule only
     grpo_arm fig7_8/low_lr "$(last_ckpt "$DEMO/sft")" --lr="$lr" --steps=$((steps < 20 ? steps : 20)) \
@@ -360,7 +374,9 @@ print(cfg.steps, cfg.lr / 10)' config/grpo_demo.py "${GRPO_ARGS[@]}")   # one pr
     for c in $(all_ckpts "$DEMO/grpo"); do
       ckpts+=("$c"); gens+=("$c=$DEMO/eval/val_$(basename "$c")/val/think_full/generations.jsonl")
     done
-    stage "$DEMO/fig10" entropy_of "$DEMO/fig10" "${ckpts[*]}" "" "${gens[@]}"
+    # the GRPO checkpoints' scores are Fig. 5's (entropy.py --reuse: the same responses, records and settings)
+    stage "$DEMO/fig10" entropy_of "$DEMO/fig10" "${ckpts[*]}" "" "${gens[@]}" \
+      --reuse="$DEMO/entropy/entropy_table.json"
     mkdir -p "$T/fig10"; cp "$DEMO/fig10/entropy.png" "$DEMO/fig10/entropy_table.json" "$T/fig10/"
     plot_curves "$T/fig10/fig10_training.png" entropy/mean,entropy/high_frac,entropy/critical \
       "GRPO=$DEMO/grpo/metrics.jsonl"

@@ -615,8 +615,14 @@ def main(argv=None):
                 if cfg.score_only:
                     generations = read_generations(run_dir / "generations.jsonl")
                 else:
+                    rng = getattr(sampler, "generator", None)   # builtin: one generator draws every run in turn
+                    fresh = not (run_dir / "generations.jsonl").exists()
+                    before = None if rng is None else rng.get_state()
                     generations = generate_run(cfg, items, mode, budget, row_sampler(sampler, tokenizer, banned),
                                                prompts, model_sha256)
+                    if rng is not None:
+                        sampling.carry_rng(rng, run_dir, before, fresh,
+                                           [[it.id, s] for it in items for s in range(cfg.k)])
                 missing = [(it.id, s) for it in items for s in range(cfg.k) if (it.id, s) not in generations]
                 if missing:
                     raise ValueError(f"{run_dir}: {len(missing)} (id, sample) pairs not generated, e.g. {missing[:3]}")

@@ -389,6 +389,20 @@ def bf16_copy_of(policy):
     return copy.eval().requires_grad_(False)
 
 
+def carry_rng(generator, run_dir, before, fresh, requested):
+    """eval.py: one builtin-sampler generator draws every run of an invocation in turn. A run generated whole
+    (fresh) saves the generator's state before and after it in run_dir/sampler_rng.pt; a run read back whole from
+    the same state before, for the same (id, sample) pairs (a resume, or demo.sh's copy of an identical earlier
+    run), moves the generator to that after, so the runs after it draw what they would have drawn."""
+    path = os.path.join(run_dir, "sampler_rng.pt")
+    if fresh:
+        torch.save({"before": before, "after": generator.get_state(), "requested": requested}, path)
+    elif os.path.isfile(path) and torch.equal(generator.get_state(), before):   # nothing was generated now
+        saved = torch.load(path)
+        if torch.equal(saved["before"], before) and saved["requested"] == requested:
+            generator.set_state(saved["after"])
+
+
 class BuiltinSampler:
     """generate over `batch_size` rows (prompt copies) at a time. seed: the generator's start; sample(...,
     seed=s) reseeds it (GRPO seeds every step). sync_ranks: under FSDP every rank runs the same number of

@@ -235,6 +235,13 @@ def test_paper_demo_ci(tmp_path):
         # fig7_8: two benchmarks from files both once named test.jsonl are evaluated side by side
         runs = json.loads((seed / "eval" / "fig7_curriculum" / "summary.json").read_text())["runs"]
         assert {r["benchmark"] for r in runs.values()} == {"test", "hard"}
+        # fig7_8's curriculum arm resumed from the main GRPO run's checkpoint at its switch step (step 3 of 6),
+        # kept the main run's rows up to it and trained on the hard data after it
+        assert f"resumed from {seed / 'fig7_8' / 'curriculum' / 'step_000003'} at step 3" in log, log[-3000:]
+        main, curriculum = ([json.loads(line) for line in (seed / run / "metrics.jsonl").open()]
+                            for run in ("grpo", "fig7_8/curriculum"))
+        assert [r["step"] for r in curriculum] == list(range(1, 7)) and curriculum[:3] == main[:3]
+        assert [r["data/stage"] for r in curriculum[3:]] == [1, 1, 1]
         # fig11's no-cold-start arm ran every step (whether it learns is the real run's question: report.md)
         rows = [json.loads(line) for line in (seed / "fig11" / "self_incentive" / "metrics.jsonl").open()]
         assert [r["step"] for r in rows] == list(range(1, 7))
@@ -246,8 +253,15 @@ def test_paper_demo_ci(tmp_path):
         entropy = json.loads((seed / "entropy" / "entropy_table.json").read_text())["checkpoints"]
         assert len(entropy) >= 2 and all(r["accuracy"] is not None for r in entropy), entropy
         # checkpoints are labelled by stage in the entropy tables (the cold-start one is not a late GRPO step)
-        names = [r["name"] for r in json.loads((seed / "fig10" / "entropy_table.json").read_text())["checkpoints"]]
+        fig10 = json.loads((seed / "fig10" / "entropy_table.json").read_text())["checkpoints"]
+        names = [r["name"] for r in fig10]
         assert "sft/step_000004" in names and all(n.startswith(("sft/", "grpo/")) for n in names), names
+        # fig10 scored the cold-start checkpoint only: the GRPO checkpoints' rows are fig5's (entropy.py --reuse)
+        assert log.count("scored already: ") == len(entropy) == len(names) - 1, log[-3000:]
+        fig5 = {r["checkpoint"]: r for r in entropy}
+        for r in (r for r in fig10 if r["name"].startswith("grpo/")):
+            same = [k for k in r if k not in ("accuracy", "accuracy_source", "rank")]
+            assert {k: r[k] for k in same} == {k: fig5[r["checkpoint"]][k] for k in same}, r["name"]
         for target, out in [("table2", "table2.md"), ("table3", "table3.md"), ("fig6", "fig6.png"),
                             ("fig7_8", "fig7_8.png"), ("fig11", "fig11.png"), ("fig5", "entropy.png")]:
             assert (seed / "targets" / target / out).is_file() or target in failed, (target, out)

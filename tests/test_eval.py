@@ -370,6 +370,38 @@ def test_end_to_end_builtin_generation_and_resume(tiny_checkpoint, tmp_path):
     assert rescored["sampling"] == think["sampling"]   # from the generations, not the rescore's defaults
 
 
+def test_a_run_read_back_whole_leaves_the_sampler_where_generating_did(tiny_checkpoint, tmp_path):
+    """The builtin sampler's one generator draws the runs in turn. demo.sh's Table 4 eval (think, nothink, nowait on
+    test) reuses the think run of the final checkpoint's eval (think on test, then ood) by copying it in: the runs
+    after it draw the same samples as a Table 4 eval that generates everything (sampler_rng.pt); a run copied to
+    another place in the order (ood's, first here) is read back but leaves the generator alone."""
+    import shutil
+    for name, qs in (("test", ("1+1?", "2+2?", "3+1?")), ("ood", ("5-1?", "4-2?"))):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"id": f"{name}{i}", "images": [], "question": q,
+                                                                    "answer": "2"}) + "\n" for i, q in enumerate(qs)))
+    common = [f"--checkpoint={tiny_checkpoint}", "--k=2", "--max_new_tokens=8", "--batch_size=4", "--backend=builtin",
+              "--wandb=False", "--split=validation"]
+
+    def run(out, benches, modes, copy=()):
+        for src in copy:   # an identical earlier run, copied in as demo.sh does
+            (tmp_path / out / src.parent.name / src.name).mkdir(parents=True)
+            for f in ("generations.jsonl", "sampler_rng.pt"):
+                shutil.copy(src / f, tmp_path / out / src.parent.name / src.name / f)
+        assert E.main([*common, f"--benchmarks={','.join(str(tmp_path / f'{b}.jsonl') for b in benches)}",
+                       f"--mode={modes}", f"--out_dir={tmp_path / out}"]) == 0
+        return {p.parent.relative_to(tmp_path / out).as_posix(): p.read_text()
+                for p in sorted((tmp_path / out).glob("*/*/generations.jsonl"))}
+
+    final = run("final", ["test", "ood"], "think")
+    table4 = run("table4", ["test"], "think,nothink,nowait")
+    reused = run("reused", ["test"], "think,nothink,nowait", [tmp_path / "final" / "test" / "think_full"])
+    assert final["test/think_full"] == table4["test/think_full"] == reused["test/think_full"]
+    assert reused == table4 and table4["test/nothink_full"] != run("fresh_nothink", ["test"], "nothink")[
+        "test/nothink_full"]   # without the carried generator state the nothink run would draw anew
+    moved = run("moved", ["ood", "test"], "think", [tmp_path / "final" / "ood" / "think_full"])
+    assert moved["test/think_full"] == final["test/think_full"]   # ood read back whole: test draws from the start
+
+
 def test_resume_refuses_another_model_at_the_same_path(tiny_checkpoint, tmp_path):
     """The model is identified by content: a checkpoint replaced at the same path is refused before any sample is
     added to the old model's avg@k; a copy of the same model at another path resumes."""
