@@ -242,6 +242,10 @@ def test_paper_demo_ci(tmp_path):
                             for run in ("grpo", "fig7_8/curriculum"))
         assert [r["step"] for r in curriculum] == list(range(1, 7)) and curriculum[:3] == main[:3]
         assert [r["data/stage"] for r in curriculum[3:]] == [1, 1, 1]
+        # the think run of Table 4 and the test run of fig7_8's normal arm were copied from the final checkpoint's
+        # and the GRPO checkpoint's evals (8 items x 2 samples), not sampled again
+        for copied in ("table4", "fig7_grpo"):
+            assert f"{seed / 'eval' / copied / 'test' / 'think_full'}: 16 samples already generated, 0 to go" in log
         # fig11's no-cold-start arm ran every step (whether it learns is the real run's question: report.md)
         rows = [json.loads(line) for line in (seed / "fig11" / "self_incentive" / "metrics.jsonl").open()]
         assert [r["step"] for r in rows] == list(range(1, 7))
