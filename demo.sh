@@ -38,7 +38,8 @@ if [ "$SCALE" = ci ]; then
 else  # the main GRPO run saves every 10 steps: 8 checkpoints for Figs. 5 and 10 (saved by the demo too, so that
   # fig5 and fig10 reuse its GRPO stage; the demo itself reads only the last), each scoring 200 val questions
   # x 6 samples (the fewest critical tokens in a checkpoint, over seeds: 55-119 at x 2, 510-552 at x 10 (seeds 0
-  # and 2); Fig. 5 wants >= 200)
+  # and 2); Fig. 5 wants >= 200). Its step-40 checkpoint is where Fig. 7's curriculum arm starts (curriculum_arm);
+  # so is step 3 of PAPER_DEMO_CI's 6 (saved every 3)
   DATA_ARGS=(); CAPTION_ARGS=(); SFT_ARGS=(); GRPO_ARGS=(); CONNECTOR_ARGS=(); EVAL_ARGS=()
   VAL_EVAL_ARGS=(--k=6); HARD_ARGS=(); GRPO_MAIN_ARGS=(--save_every=10); REJECT_ARGS=(); TABLE3_SFT_ARGS=()
 fi

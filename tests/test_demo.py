@@ -128,52 +128,6 @@ def wandb_history(run_dir):
     return history
 
 
-def test_demo_pipeline_ci(tmp_path):
-    demo = tmp_path / "ci"
-    result = launch("demo", SCALE="ci", DEMO=str(demo), SEED="0", WANDB_MODE="offline")
-    assert result.returncode == 0, result.stdout[-5000:]
-    for stage in ("data", "init", "caption", "sft", "grpo", "connector", "eval/caption", "eval/sft", "eval/grpo",
-                  "eval/connector"):
-        assert (demo / stage / ".done").is_file(), f"stage {stage} did not finish:\n{result.stdout[-3000:]}"
-    # what only paper_demo's Figs. 5 and 10 read (each GRPO checkpoint's val eval, its entropy) is left to them
-    assert not (demo / "entropy").exists() and not list((demo / "eval").glob("val_*")), sorted(demo.rglob(".done"))
-    table = (demo / "results.md").read_text()
-    assert "cold-start SFT" in table and "GRPO" in table and "connector-only tuning" in table
-    # each stage's checkpoint is the one the next stage started from, and the connector stage changed only mlp1
-    import model
-    grpo_last = sorted((demo / "grpo").glob("step_*"))[-1]
-    tuned = model.load_model(sorted((demo / "connector").glob("step_*"))[-1]).state_dict()
-    rl = model.load_model(grpo_last).state_dict()
-    changed = {k.split(".")[0] for k in rl if not (rl[k] == tuned[k]).all()}
-    assert changed == {"mlp1"}, changed
-    # WANDB_MODE=offline: every training stage and eval wrote one offline run beside its outputs, `wandb sync`
-    # would upload them all, and each training run's W&B history has its metrics.jsonl, step by step
-    runs = sorted(demo.glob("*/wandb/offline-run-*")) + sorted(demo.glob("eval/*/wandb/offline-run-*"))
-    assert [r.parent.parent.relative_to(demo).as_posix() for r in runs] == [
-        "caption", "connector", "grpo", "sft", "eval/caption", "eval/connector", "eval/grpo", "eval/sft"], runs
-    sync = subprocess.run([str(Path(sys.prefix) / "bin" / "wandb"), "sync", "--dry-run", *map(str, runs)],
-                          text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    assert sync.returncode == 0 and f"Would sync {len(runs)} run(s)" in sync.stdout, sync.stdout
-    for run in runs:
-        history = wandb_history(run)
-        if run.parent.parent.parent.name == "eval":
-            accuracy = json.loads((run.parent.parent / "summary.json").read_text())["accuracy"]
-            assert [h["eval/accuracy"] for h in history.values()] == [pytest.approx(accuracy)], history
-            continue
-        logged = {}
-        for row in map(json.loads, (run.parent.parent / "metrics.jsonl").open()):
-            logged.setdefault(row.pop("step"), {}).update(row)
-        assert sorted(history) == sorted(logged), (run, sorted(history), sorted(logged))
-        for step, row in logged.items():
-            for key, value in row.items():
-                if isinstance(value, float) and math.isfinite(value) or type(value) is int:
-                    assert history[step][key] == pytest.approx(value, rel=1e-12), (run, step, key)
-    # the point of the demo: RL beats the cold-start checkpoint it started from, on held-out boards
-    sft_reward = heldout_reward(demo / "eval" / "sft", demo / "data" / "test.jsonl")
-    grpo_reward = heldout_reward(demo / "eval" / "grpo", demo / "data" / "test.jsonl")
-    assert grpo_reward > sft_reward, (sft_reward, grpo_reward, table)
-
-
 def test_paper_target_checks_inputs_on_entry(tmp_path):
     """A paper target with a missing input stops before its first command, naming every missing input; with all
     inputs present (or DRY_RUN=1) it prints its commands."""
@@ -208,7 +162,7 @@ PAPER_DEMO_SECTIONS = ["Table 1", "Table 2", "Table 3", "Table 4", "Table 5", "F
                        "Fig. 10", "Fig. 11"]
 
 
-def test_paper_demo_ci(tmp_path):
+def test_paper_demo_ci(tmp_path, demo_ci):   # demo_ci: test_demo_pipeline_ci's run, beside this one (2 cores)
     """`launch.sh paper_demo` at SCALE=ci on tiny settings (PAPER_DEMO_CI=1), 2 seeds: every target's pipeline runs
     to the end for every seed and the report has every section, the seed count and a verdict per claim. This checks
     the machinery, not the science (a few steps teach the tiny model nothing). Table 3's SFT arm is the one
@@ -284,3 +238,66 @@ def test_paper_demo_ci(tmp_path):
     assert "| seed 0 | seed 1 | mean |" in report
     for png in ("table2", "table3", "fig5", "fig6", "fig7_8", "fig9", "fig10", "fig11"):
         assert (pd / f"{png}.png").is_file(), png
+
+
+@pytest.fixture(scope="module")
+def demo_ci(tmp_path_factory):
+    """`launch.sh demo` at SCALE=ci (W&B offline), started in the background by the first test that asks for it:
+    it runs one stage at a time on one core, so test_paper_demo_ci (2 seeds, one core each) asks for it first and
+    the two runs share the 2 cores; test_demo_pipeline_ci waits for it. -> (DEMO dir, Popen, log path)"""
+    demo, log = tmp_path_factory.mktemp("demo_ci") / "ci", tmp_path_factory.getbasetemp() / "demo_ci.log"
+    env = dict(os.environ, VENV=sys.prefix, SCALE="ci", DEMO=str(demo), SEED="0", WANDB_MODE="offline")
+    with open(log, "w") as out:   # a file, not a pipe: nobody reads it until the run ends
+        proc = subprocess.Popen(["bash", str(ROOT / "launch.sh"), "demo"], cwd=ROOT, env=env, text=True, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    yield demo, proc, log
+    if proc.poll() is None:   # its test was not selected: stop the whole run
+        os.killpg(proc.pid, 15)
+        proc.wait()
+
+
+def test_demo_pipeline_ci(demo_ci):
+    demo, proc, log = demo_ci
+    returncode = proc.wait()
+    result = subprocess.CompletedProcess(proc.args, returncode, stdout=log.read_text())
+    assert result.returncode == 0, result.stdout[-5000:]
+    for stage in ("data", "init", "caption", "sft", "grpo", "connector", "eval/caption", "eval/sft", "eval/grpo",
+                  "eval/connector"):
+        assert (demo / stage / ".done").is_file(), f"stage {stage} did not finish:\n{result.stdout[-3000:]}"
+    # what only paper_demo's Figs. 5 and 10 read (each GRPO checkpoint's val eval, its entropy) is left to them
+    assert not (demo / "entropy").exists() and not list((demo / "eval").glob("val_*")), sorted(demo.rglob(".done"))
+    table = (demo / "results.md").read_text()
+    assert "cold-start SFT" in table and "GRPO" in table and "connector-only tuning" in table
+    # each stage's checkpoint is the one the next stage started from, and the connector stage changed only mlp1
+    import model
+    grpo_last = sorted((demo / "grpo").glob("step_*"))[-1]
+    tuned = model.load_model(sorted((demo / "connector").glob("step_*"))[-1]).state_dict()
+    rl = model.load_model(grpo_last).state_dict()
+    changed = {k.split(".")[0] for k in rl if not (rl[k] == tuned[k]).all()}
+    assert changed == {"mlp1"}, changed
+    # WANDB_MODE=offline: every training stage and eval wrote one offline run beside its outputs, `wandb sync`
+    # would upload them all, and each training run's W&B history has its metrics.jsonl, step by step
+    runs = sorted(demo.glob("*/wandb/offline-run-*")) + sorted(demo.glob("eval/*/wandb/offline-run-*"))
+    assert [r.parent.parent.relative_to(demo).as_posix() for r in runs] == [
+        "caption", "connector", "grpo", "sft", "eval/caption", "eval/connector", "eval/grpo", "eval/sft"], runs
+    sync = subprocess.run([str(Path(sys.prefix) / "bin" / "wandb"), "sync", "--dry-run", *map(str, runs)],
+                          text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert sync.returncode == 0 and f"Would sync {len(runs)} run(s)" in sync.stdout, sync.stdout
+    for run in runs:
+        history = wandb_history(run)
+        if run.parent.parent.parent.name == "eval":
+            accuracy = json.loads((run.parent.parent / "summary.json").read_text())["accuracy"]
+            assert [h["eval/accuracy"] for h in history.values()] == [pytest.approx(accuracy)], history
+            continue
+        logged = {}
+        for row in map(json.loads, (run.parent.parent / "metrics.jsonl").open()):
+            logged.setdefault(row.pop("step"), {}).update(row)
+        assert sorted(history) == sorted(logged), (run, sorted(history), sorted(logged))
+        for step, row in logged.items():
+            for key, value in row.items():
+                if isinstance(value, float) and math.isfinite(value) or type(value) is int:
+                    assert history[step][key] == pytest.approx(value, rel=1e-12), (run, step, key)
+    # the point of the demo: RL beats the cold-start checkpoint it started from, on held-out boards
+    sft_reward = heldout_reward(demo / "eval" / "sft", demo / "data" / "test.jsonl")
+    grpo_reward = heldout_reward(demo / "eval" / "grpo", demo / "data" / "test.jsonl")
+    assert grpo_reward > sft_reward, (sft_reward, grpo_reward, table)
