@@ -25,12 +25,16 @@ PAPER_TARGETS = ["coldstart", "grpo", "connector", "table1", "table2", "table3",
                  "fig7_8", "fig9", "fig10", "fig11"]
 
 
-def launch(target, **env):
+def launch(target, log=None, **env):
     """bash launch.sh TARGET with this interpreter's venv -> CompletedProcess (stdout + stderr in .stdout); a
-    variable given as None is unset."""
+    variable given as None is unset. log: an open file: started in the background (a session of its own), stdout +
+    stderr to the file -> Popen."""
     full_env = {k: v for k, v in dict(os.environ, VENV=sys.prefix, **env).items() if v is not None}
-    return subprocess.run(["bash", str(ROOT / "launch.sh"), target], cwd=ROOT, env=full_env, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    argv = ["bash", str(ROOT / "launch.sh"), target]
+    if log is not None:
+        return subprocess.Popen(argv, cwd=ROOT, env=full_env, text=True, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    return subprocess.run(argv, cwd=ROOT, env=full_env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
 def parse_command(argv):
@@ -246,10 +250,8 @@ def demo_ci(tmp_path_factory):
     it runs one stage at a time on one core, so test_paper_demo_ci (2 seeds, one core each) asks for it first and
     the two runs share the 2 cores; test_demo_pipeline_ci waits for it. -> (DEMO dir, Popen, log path)"""
     demo, log = tmp_path_factory.mktemp("demo_ci") / "ci", tmp_path_factory.getbasetemp() / "demo_ci.log"
-    env = dict(os.environ, VENV=sys.prefix, SCALE="ci", DEMO=str(demo), SEED="0", WANDB_MODE="offline")
     with open(log, "w") as out:   # a file, not a pipe: nobody reads it until the run ends
-        proc = subprocess.Popen(["bash", str(ROOT / "launch.sh"), "demo"], cwd=ROOT, env=env, text=True, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = launch("demo", SCALE="ci", DEMO=str(demo), SEED="0", WANDB_MODE="offline", log=out)
     yield demo, proc, log
     if proc.poll() is None:   # its test was not selected: stop the whole run
         os.killpg(proc.pid, 15)
