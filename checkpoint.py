@@ -454,17 +454,18 @@ def save_checkpoint(out_dir, step, model, optimizer, model_config, tokenizer, tr
     return final
 
 
-def load_checkpoint(path, model, optimizer=None, run=None, allow_run_change=False):
+def load_checkpoint(path, model, optimizer=None, run=None, allow_run_change=False, trim=None):
     """Restores weights (into a plain or FSDP2-sharded model; each rank reads only the tensors it needs,
     one at a time, from the safetensors), the optimizer shard and this rank's RNG state.
     Returns the saved train_state with "step" added. The world size must equal the saving run's.
     run: describe_run(...) of this run; a checkpoint of a run described otherwise is a ValueError listing the
-    differences (a warning with allow_run_change)."""
+    differences (a warning with allow_run_change). trim(saved description) -> the part compared with run."""
     path = Path(path)
     rank, world_size = _rank(), _world_size()
     trainer_state = _torch_load(path / "trainer_state.pt")
     if run is not None:
-        _check_same_run(path, trainer_state.get("run"), run, allow_run_change)
+        saved = trainer_state.get("run")
+        _check_same_run(path, trim(saved) if trim and saved is not None else saved, run, allow_run_change)
     if trainer_state["world_size"] != world_size:
         raise ValueError(f"{path} was written by {trainer_state['world_size']} ranks but this run has "
                          f"{world_size}: the optimizer shards only fit the same world size")

@@ -98,6 +98,16 @@ def check_schedule(name, first_steps):
         raise ValueError(f"--{name}: must start at step 0 and be sorted by step, got first steps {first_steps}")
 
 
+def value_at(step, schedule):
+    """schedule [(first_step, value), ...] sorted by step -> the value in force at `step`."""
+    return [value for first, value in schedule if first <= step][-1]
+
+
+def stage_at(step, stages):
+    """stages [(data, first_step), ...] -> index of the curriculum stage in force (§5.3)."""
+    return [i for i, (_, first) in enumerate(stages) if first <= step][-1]
+
+
 def _is_list(tp):
     return tp is list or typing.get_origin(tp) is list
 

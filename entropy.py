@@ -13,6 +13,7 @@ Token entropy, critical-token entropy (paper §5.1, Fig. 5) and entropy-based ch
 The per-token alignment convention (which row predicts which token) is in logprobs.py, whose chunked
 log-probs and entropy this file scores responses with.
 """
+import hashlib
 import json
 import math
 import sys
@@ -27,6 +28,7 @@ import torch
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
+import checkpoint
 import configurator
 import chat
 import data
@@ -47,6 +49,8 @@ class EntropyConfig:
     data: str = ""                   # validation records (data.read_records): prompts and images
     generations: str = ""            # JSONL of existing responses; empty -> sample them with decode.generate
     accuracies: list = field(default_factory=list)  # one summary.json (or dir holding one) per checkpoint
+    reuse: list = field(default_factory=list)   # entropy_table.json of earlier runs: a checkpoint they scored on
+    #                                             the same responses and settings is not scored again (scored_sha256)
     out: str = "out/entropy"
     num_prompts: int = 32            # validation records used (0 = all)
     samples_per_prompt: int = 1
@@ -264,6 +268,29 @@ def plot_checkpoints(table, path, cfg):
     plt.close(fig)
 
 
+NAN_FIELDS = ("critical_entropy_mean", "mean_token_entropy", "high_entropy_frac")   # nan when nothing counted
+
+
+def scoring_sha256(ckpt, rows, cfg):
+    """What a checkpoint's scores depend on: its weights and tokenizer (by content), the responses, the records
+    that give their prompts and images, and the scoring settings. Equal -> the same numbers (--reuse)."""
+    settings = {k: getattr(cfg, k) for k in ("mode", "words", "high_threshold", "hist_bins", "hist_max",
+                                             "chunk_size", "dtype", "device")}
+    key = [checkpoint.model_sha256(ckpt), checkpoint.file_sha256(cfg.data) if cfg.data else None, settings,
+           [{k: v for k, v in r.items() if k != "where"} for r in rows]]
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def accuracy_of(cfg, i, ckpt):
+    """(accuracy, its source) of checkpoint i: --accuracies, else a summary.json beside it, else (None, None)."""
+    if cfg.accuracies:
+        return read_accuracy(cfg.accuracies[i])
+    for candidate in (Path(ckpt) / "summary.json", Path(ckpt) / "eval" / "summary.json"):
+        if candidate.is_file():
+            return read_accuracy(candidate)
+    return None, None
+
+
 def parse_args(argv):
     """EntropyConfig from --key value / --key=value (lists: --checkpoints A B C), configurator.py's parser."""
     cfg = configurator.parse_config(EntropyConfig, argv)
@@ -285,6 +312,15 @@ def main(argv=None):
         records = records[:cfg.num_prompts]
     by_id = {r.id: r for r in records}
     given_rows = read_generation_rows(cfg.generations) if cfg.generations else None
+    reusable = {}   # scored_sha256 -> {"row", "from"}: the rows of --reuse tables, their nan back from JSON's null
+    for path in cfg.reuse:
+        for row in json.loads(Path(path).read_text())["checkpoints"]:
+            if row.get("scored_sha256"):
+                row = {k: (math.nan if v is None else v) if k in NAN_FIELDS else v for k, v in row.items()}
+                row["critical_entropy_per_response"] = [math.nan if v is None else v
+                                                        for v in row["critical_entropy_per_response"]]
+                reusable[row["scored_sha256"]] = {"row": {k: v for k, v in row.items() if k != "rank"},
+                                                  "from": f"{path}, {row['name']}"}
     dtype = tu.torch_dtype(cfg.dtype, cfg.device)
     table, sampled = [], []
     for i, ckpt in enumerate(cfg.checkpoints):
@@ -302,6 +338,12 @@ def main(argv=None):
                 raise ValueError(f"{cfg.data}: no records to sample from")
             rows = sample_rows(net, tokenizer, records, cfg, ckpt)
             sampled += rows
+        scored_sha256 = scoring_sha256(ckpt, rows, cfg) if given_rows is not None else None
+        if scored_sha256 in reusable:   # the same scores, computed once (demo.sh: Fig. 10 reuses Fig. 5's)
+            print(f"  scored already: {reusable[scored_sha256]['from']}")
+            table.append(dict(reusable[scored_sha256]["row"], checkpoint=str(ckpt), name=stage_label(ckpt),
+                              **dict(zip(("accuracy", "accuracy_source"), accuracy_of(cfg, i, ckpt)))))
+            continue
         entropies, criticals = [], []
         for row in rows:
             response_ids = row.get("response_ids")
@@ -322,18 +364,12 @@ def main(argv=None):
         for j, (e, c) in enumerate(zip(entropies, criticals)):
             ent[j, :len(e)], mask[j, :len(e)], crit[j, :len(e)] = e, True, c
         metrics = entropy_metrics(ent, mask, crit, cfg.high_threshold, cfg.hist_bins, cfg.hist_max)
-        accuracy, accuracy_source = None, None
-        if cfg.accuracies:
-            accuracy, accuracy_source = read_accuracy(cfg.accuracies[i])
-        else:
-            for candidate in (Path(ckpt) / "summary.json", Path(ckpt) / "eval" / "summary.json"):
-                if candidate.is_file():
-                    accuracy, accuracy_source = read_accuracy(candidate)
-                    break
+        accuracy, accuracy_source = accuracy_of(cfg, i, ckpt)
         per_sample = metrics.pop("per_sample")
         table.append({"checkpoint": str(ckpt), "name": stage_label(ckpt), "accuracy": accuracy,
                       "accuracy_source": accuracy_source, "num_responses": len(entropies), **metrics,
-                      "critical_entropy_per_response": per_sample["critical_entropy_mean"]})
+                      "critical_entropy_per_response": per_sample["critical_entropy_mean"],
+                      "scored_sha256": scored_sha256})
         print(f"  {len(entropies)} responses, {metrics['num_tokens']} tokens, {metrics['critical_count']} critical: "
               f"critical H {metrics['critical_entropy_mean']:.3f}, mean H {metrics['mean_token_entropy']:.3f}, "
               f"H>{cfg.high_threshold:.2f} {metrics['high_entropy_frac']:.4f}")

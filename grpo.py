@@ -207,14 +207,12 @@ def policy_loss(logp, old_logp, ref_logp, advantages, mask, cfg):
     return total, stats
 
 
-def value_at(step, schedule):
-    """schedule [(first_step, value), ...] sorted by step -> the value in force at `step`."""
-    return [value for first, value in schedule if first <= step][-1]
-
-
-def stage_at(step, stages):
-    """stages [(data, first_step), ...] -> index of the curriculum stage in force (§5.3)."""
-    return [i for i, (_, first) in enumerate(stages) if first <= step][-1]
+def stages_begun(run_desc, step):
+    """A run description cut to the curriculum stages begun before `step`: a resume there is the same run whatever
+    the later stages are (demo.sh's curriculum arm resumes from the main run's checkpoint at its switch step)."""
+    n = sum(first < step for first in run_desc.get("curriculum_steps", []))
+    return {k: v[:n] if k == "curriculum_steps" else v for k, v in run_desc.items()
+            if not (k.startswith("sha256 of data file ") and int(k.rsplit(" ", 1)[1]) >= n)}
 
 # -----------------------------------------------------------------------------
 # one step's pieces: a sampling round, micro-batches (their log-probs: logprobs.sequence_logprobs)
@@ -382,7 +380,9 @@ def main(cfg, sampler=None, reward_fn=None):
     run_desc["sha256 of init_from"] = checkpoint.model_sha256(cfg.init_from)
     resume_from = checkpoint.find_resume_checkpoint(cfg.out_dir) if cfg.resume else None
     if resume_from is not None:   # weights, Adam moments, RNG, data position; refused if changed
-        state = checkpoint.load_checkpoint(resume_from, model, optimizer, run_desc, cfg.allow_run_change)
+        at = int(checkpoint.STEP_DIR.match(resume_from.name).group(1))
+        state = checkpoint.load_checkpoint(resume_from, model, optimizer, stages_begun(run_desc, at),
+                                           cfg.allow_run_change, trim=lambda saved: stages_begun(saved, at))
         state.setdefault("no_signal", [0, 0])   # a checkpoint of an older version
         if dist.is_main:
             print(f"resumed from {resume_from} at step {state['step']}")
@@ -406,10 +406,10 @@ def main(cfg, sampler=None, reward_fn=None):
 
     for step in range(state["step"], cfg.steps):
         t_step = time.time()
-        stage = stage_at(step, stages)
+        stage = configurator.stage_at(step, stages)
         if stage != state["stage"]:   # §5.3: a new dataset starts from its own beginning
             state.update(stage=stage, data_state=(0, 0))
-        records, max_tokens = stage_records[stage], value_at(step, cfg.response_length_schedule)
+        records, max_tokens = stage_records[stage], configurator.value_at(step, cfg.response_length_schedule)
         sums = dict.fromkeys(grpo_metrics.SUMS, 0.0)
 
         # 1. rollouts and rewards (eqs. 1-3). §5.5 dynamic sampling: a group whose rollouts all

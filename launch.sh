@@ -321,8 +321,9 @@ case "$target" in
       [ -f "out/fig5/val_$n/summary.json" ] || paper_eval "out/fig5/val_$n" "$c" "$RL_VAL" --k=1
       [ "${DRY_RUN:-0}" = 1 ] || cat out/fig5/val_"$n"/*/think_full/generations.jsonl >> out/fig10/generations.jsonl
     done
+    reuse=(); [ ! -f out/fig5/entropy_table.json ] || reuse=(--reuse out/fig5/entropy_table.json)   # fig5's scores
     x "$PY" entropy.py --checkpoints "${ckpts[@]}" --data "$RL_VAL" --generations out/fig10/generations.jsonl \
-      --device cuda --dtype bfloat16 --out out/fig10
+      --device cuda --dtype bfloat16 --out out/fig10 "${reuse[@]}"
     plot_curves out/fig10/fig10_training.png entropy/mean,entropy/high_frac,entropy/critical "GRPO=$GRPO_METRICS"
     ;;
 

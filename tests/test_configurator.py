@@ -121,6 +121,13 @@ def test_check_values_names_the_field():
             check(**kw)
 
 
+def test_schedules():
+    schedule = [(0, 4096), (100, 8192)]
+    assert [configurator.value_at(s, schedule) for s in (0, 99, 100, 500)] == [4096, 4096, 8192, 8192]
+    stages = [("normal.jsonl", 0), ("hard.jsonl", 50)]
+    assert [configurator.stage_at(s, stages) for s in (0, 49, 50)] == [0, 0, 1]
+
+
 def test_check_schedule_wants_step_0_first_and_sorted_steps():
     for firsts in ([], [0], [0, 100, 100, 500]):
         configurator.check_schedule("response_length_schedule", firsts)

@@ -37,12 +37,16 @@ PAPER_TARGETS = ["coldstart", "grpo", "connector", "table1", "table2", "table3",
                  "fig7_8", "fig9", "fig10", "fig11"]
 
 
-def launch(target, **env):
+def launch(target, log=None, **env):
     """bash launch.sh TARGET with this interpreter's venv -> CompletedProcess (stdout + stderr in .stdout); a
-    variable given as None is unset."""
+    variable given as None is unset. log: an open file: started in the background (a session of its own), stdout +
+    stderr to the file -> Popen."""
     full_env = {k: v for k, v in dict(os.environ, VENV=sys.prefix, **env).items() if v is not None}
-    return subprocess.run(["bash", str(ROOT / "launch.sh"), target], cwd=ROOT, env=full_env, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    argv = ["bash", str(ROOT / "launch.sh"), target]
+    if log is not None:
+        return subprocess.Popen(argv, cwd=ROOT, env=full_env, text=True, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    return subprocess.run(argv, cwd=ROOT, env=full_env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
 def parse_command(argv):
@@ -129,9 +133,139 @@ def wandb_history(run_dir):
     return history
 
 
-def test_demo_pipeline_ci(tmp_path):
-    demo = tmp_path / "ci"
-    result = launch("demo", SCALE="ci", DEMO=str(demo), SEED="0", WANDB_MODE="offline")
+def test_paper_target_checks_inputs_on_entry(tmp_path):
+    """A paper target with a missing input stops before its first command, naming every missing input; with all
+    inputs present (or DRY_RUN=1) it prints its commands."""
+    model, bench = tmp_path / "model", tmp_path / "bench"
+    result = launch("table4", MODEL=str(model), BENCH_DIR=str(bench))
+    assert result.returncode == 2, result.stdout
+    assert not [line for line in result.stdout.splitlines() if line.startswith("+ ")], result.stdout
+    assert f"missing directory {model}" in result.stdout
+    assert f"missing file {bench / 'MMMU_DEV_VAL.tsv'}" in result.stdout
+    dry = launch("table4", MODEL=str(model), BENCH_DIR=str(bench), DRY_RUN="1")
+    assert dry.returncode == 0 and "missing directory" in dry.stdout, dry.stdout
+    assert [line for line in dry.stdout.splitlines() if line.startswith("+ ")], dry.stdout
+    model.mkdir()
+    bench.mkdir()
+    (bench / "MMMU_DEV_VAL.tsv").write_text("index\tquestion\n")
+    ready = launch("table4", MODEL=str(model), BENCH_DIR=str(bench), DRY_RUN="1")
+    assert ready.returncode == 0 and ready.stdout.startswith("+ ") and len(ready.stdout.splitlines()) == 1, ready.stdout
+
+
+@pytest.mark.parametrize("target", ["fig6", "fig7_8", "fig11"])
+def test_curve_targets_need_the_main_grpo_run_first(target, tmp_path):
+    """Figs. 6, 7-8 and 11 plot against out/grpo_38b/metrics.jsonl: checked before any GRPO run starts."""
+    if (ROOT / "out" / "grpo_38b" / "metrics.jsonl").exists():
+        pytest.skip("this checkout has out/grpo_38b/metrics.jsonl")
+    result = launch(target, SFT_CKPT=str(tmp_path), BASE_MODEL=str(tmp_path), RL_DATA=__file__,
+                    HARD_DATA=__file__, RL_VAL=__file__, BENCH_DIR=str(tmp_path))
+    assert result.returncode == 2 and "missing file out/grpo_38b/metrics.jsonl" in result.stdout, result.stdout
+    assert not [line for line in result.stdout.splitlines() if line.startswith("+ ")], result.stdout
+
+
+PAPER_DEMO_SECTIONS = ["Table 1", "Table 2", "Table 3", "Table 4", "Table 5", "Fig. 5", "Fig. 6", "Figs. 7-8", "Fig. 9",
+                       "Fig. 10", "Fig. 11"]
+
+
+def test_paper_demo_ci(tmp_path, demo_ci):   # demo_ci: test_demo_pipeline_ci's run, beside this one (2 cores)
+    """`launch.sh paper_demo` at SCALE=ci on tiny settings (PAPER_DEMO_CI=1), 2 seeds: every target's pipeline runs
+    to the end for every seed and the report has every section, the seed count and a verdict per claim. This checks
+    the machinery, not the science (a few steps teach the tiny model nothing). Table 3's SFT arm is the one
+    exception allowed: it trains on the RL model's correct, well-formed answers, and an untrained CI model may
+    write none (then sft.py stops naming the empty file, the seed's other targets still run, report.md lists the
+    missing table3_sft eval)."""
+    pd = tmp_path / "pd"
+    # WANDB_MODE unset, as a user runs it: the demo stays W&B-free (no run written, no W&B warning)
+    result = launch("paper_demo", SCALE="ci", PAPER_DEMO_CI="1", PAPER_DEMO=str(pd), SEEDS="0 1", JOBS="2",
+                    WANDB_MODE=None)
+    logs = "\n".join((pd / f"seed{s}" / "log.txt").read_text()[-3000:] for s in (0, 1) if (pd / f"seed{s}").is_dir())
+    full_logs = "".join(log.read_text() for log in pd.glob("seed*/log.txt")) + result.stdout
+    assert not list(pd.rglob("wandb")) and not re.search(r"W&B|^wandb:", full_logs, re.M), logs
+    assert "ETA" in result.stdout
+    for s in (0, 1):
+        seed = pd / f"seed{s}"
+        assert (seed / "progress").read_text().split() == ["17", "17"], logs   # the demo (6 units) + 11 targets
+        log = (seed / "log.txt").read_text()
+        failed = re.findall(r"=== target (\w+) \(seed \d\): FAILED", log)
+        assert failed in ([], ["table3"]), logs
+        if failed:   # the allowed exception: too few correct samples to train on, said by sft.py
+            assert "training samples, fewer than global_batch_size" in log, log[-3000:]
+        assert (seed / "table3" / "distill" / ".done").is_file()
+        # fig7_8: two benchmarks from files both once named test.jsonl are evaluated side by side
+        runs = json.loads((seed / "eval" / "fig7_curriculum" / "summary.json").read_text())["runs"]
+        assert {r["benchmark"] for r in runs.values()} == {"test", "hard"}
+        # fig7_8's curriculum arm resumed from the main GRPO run's checkpoint at its switch step (step 3 of 6),
+        # kept the main run's rows up to it and trained on the hard data after it
+        assert f"resumed from {seed / 'fig7_8' / 'curriculum' / 'step_000003'} at step 3" in log, log[-3000:]
+        main, curriculum = ([json.loads(line) for line in (seed / run / "metrics.jsonl").open()]
+                            for run in ("grpo", "fig7_8/curriculum"))
+        assert [r["step"] for r in curriculum] == list(range(1, 7)) and curriculum[:3] == main[:3]
+        assert [r["data/stage"] for r in curriculum[3:]] == [1, 1, 1]
+        # the think run of Table 4 and the test run of fig7_8's normal arm were copied from the final checkpoint's
+        # and the GRPO checkpoint's evals (8 items x 2 samples), not sampled again
+        for copied in ("table4", "fig7_grpo"):
+            assert f"{seed / 'eval' / copied / 'test' / 'think_full'}: 16 samples already generated, 0 to go" in log
+        # fig11's no-cold-start arm ran every step (whether it learns is the real run's question: report.md)
+        rows = [json.loads(line) for line in (seed / "fig11" / "self_incentive" / "metrics.jsonl").open()]
+        assert [r["step"] for r in rows] == list(range(1, 7))
+        # NoThink on the demo model: no response contains a thinking tag (eval.py bans both in nothink mode)
+        gens = [json.loads(line) for line in
+                (seed / "eval" / "table4" / "test" / "nothink_full" / "generations.jsonl").open()]
+        assert gens and not any("<think>" in g["response"] or "</think>" in g["response"] for g in gens)
+        # fig5: every GRPO checkpoint's critical-token entropy beside its val accuracy
+        entropy = json.loads((seed / "entropy" / "entropy_table.json").read_text())["checkpoints"]
+        assert len(entropy) >= 2 and all(r["accuracy"] is not None for r in entropy), entropy
+        # checkpoints are labelled by stage in the entropy tables (the cold-start one is not a late GRPO step)
+        fig10 = json.loads((seed / "fig10" / "entropy_table.json").read_text())["checkpoints"]
+        names = [r["name"] for r in fig10]
+        assert "sft/step_000004" in names and all(n.startswith(("sft/", "grpo/")) for n in names), names
+        # fig10 scored the cold-start checkpoint only: the GRPO checkpoints' rows are fig5's (entropy.py --reuse)
+        assert log.count("scored already: ") == len(entropy) == len(names) - 1, log[-3000:]
+        fig5 = {r["checkpoint"]: r for r in entropy}
+        for r in (r for r in fig10 if r["name"].startswith("grpo/")):
+            same = [k for k in r if k not in ("accuracy", "accuracy_source", "rank")]
+            assert {k: r[k] for k in same} == {k: fig5[r["checkpoint"]][k] for k in same}, r["name"]
+        for target, out in [("table2", "table2.md"), ("table3", "table3.md"), ("fig6", "fig6.png"),
+                            ("fig7_8", "fig7_8.png"), ("fig11", "fig11.png"), ("fig5", "entropy.png")]:
+            assert (seed / "targets" / target / out).is_file() or target in failed, (target, out)
+    report = (pd / "report.md").read_text()
+    assert report.startswith("# The paper's claims at demo scale (2 seeds: 0, 1)"), report[:200]
+    for title in PAPER_DEMO_SECTIONS:
+        assert f"\n## {title}" in report, title
+    missing = report[report.find("## Missing outputs"):].splitlines()[2:] if "## Missing outputs" in report else []
+    assert all(m.endswith("eval/table3_sft/summary.json") for m in missing), missing
+    assert result.returncode == (1 if missing else 0), result.stdout[-3000:]
+    summary_rows = [line for line in report.splitlines() if line.startswith("| ") and line.endswith(
+        ("| reproduced |", "| not reproduced |", "| no effect at demo scale |", "| inconclusive |"))]
+    verdicts = re.findall(r"\*\*Verdict: (reproduced|not reproduced|no effect at demo scale|inconclusive)\*\*", report)
+    assert len(verdicts) == len(summary_rows) >= 20, (len(verdicts), len(summary_rows))
+    assert all("(n = " in row for row in summary_rows)
+    assert "| seed 0 | seed 1 | mean |" in report
+    claims = json.loads((pd / "claims.json").read_text())["claims"]   # what the report's verdicts are rendered from
+    assert [c["verdict"] for c in claims] == verdicts and all((pd / f"seed{s}" / "report_inputs.json").is_file()
+                                                              for s in (0, 1))
+    for png in ("table2", "table3", "fig5", "fig6", "fig7_8", "fig9", "fig10", "fig11"):
+        assert (pd / f"{png}.png").is_file(), png
+
+
+@pytest.fixture(scope="module")
+def demo_ci(tmp_path_factory):
+    """`launch.sh demo` at SCALE=ci (W&B offline), started in the background by the first test that asks for it:
+    it runs one stage at a time on one core, so test_paper_demo_ci (2 seeds, one core each) asks for it first and
+    the two runs share the 2 cores; test_demo_pipeline_ci waits for it. -> (DEMO dir, Popen, log path)"""
+    demo, log = tmp_path_factory.mktemp("demo_ci") / "ci", tmp_path_factory.getbasetemp() / "demo_ci.log"
+    with open(log, "w") as out:   # a file, not a pipe: nobody reads it until the run ends
+        proc = launch("demo", SCALE="ci", DEMO=str(demo), SEED="0", WANDB_MODE="offline", log=out)
+    yield demo, proc, log
+    if proc.poll() is None:   # its test was not selected: stop the whole run
+        os.killpg(proc.pid, 15)
+        proc.wait()
+
+
+def test_demo_pipeline_ci(demo_ci):
+    demo, proc, log = demo_ci
+    returncode = proc.wait()
+    result = subprocess.CompletedProcess(proc.args, returncode, stdout=log.read_text())
     assert result.returncode == 0, result.stdout[-5000:]
     for stage in ("data", "init", "caption", "sft", "grpo", "connector", "eval/caption", "eval/sft", "eval/grpo",
                   "eval/connector"):
@@ -172,100 +306,3 @@ def test_demo_pipeline_ci(tmp_path):
     sft_reward = heldout_reward(demo / "eval" / "sft", demo / "data" / "test.jsonl")
     grpo_reward = heldout_reward(demo / "eval" / "grpo", demo / "data" / "test.jsonl")
     assert grpo_reward > sft_reward, (sft_reward, grpo_reward, table)
-
-
-def test_paper_target_checks_inputs_on_entry(tmp_path):
-    """A paper target with a missing input stops before its first command, naming every missing input; with all
-    inputs present (or DRY_RUN=1) it prints its commands."""
-    model, bench = tmp_path / "model", tmp_path / "bench"
-    result = launch("table4", MODEL=str(model), BENCH_DIR=str(bench))
-    assert result.returncode == 2, result.stdout
-    assert not [line for line in result.stdout.splitlines() if line.startswith("+ ")], result.stdout
-    assert f"missing directory {model}" in result.stdout
-    assert f"missing file {bench / 'MMMU_DEV_VAL.tsv'}" in result.stdout
-    dry = launch("table4", MODEL=str(model), BENCH_DIR=str(bench), DRY_RUN="1")
-    assert dry.returncode == 0 and "missing directory" in dry.stdout, dry.stdout
-    assert [line for line in dry.stdout.splitlines() if line.startswith("+ ")], dry.stdout
-    model.mkdir()
-    bench.mkdir()
-    (bench / "MMMU_DEV_VAL.tsv").write_text("index\tquestion\n")
-    ready = launch("table4", MODEL=str(model), BENCH_DIR=str(bench), DRY_RUN="1")
-    assert ready.returncode == 0 and ready.stdout.startswith("+ ") and len(ready.stdout.splitlines()) == 1, ready.stdout
-
-
-@pytest.mark.parametrize("target", ["fig6", "fig7_8", "fig11"])
-def test_curve_targets_need_the_main_grpo_run_first(target, tmp_path):
-    """Figs. 6, 7-8 and 11 plot against out/grpo_38b/metrics.jsonl: checked before any GRPO run starts."""
-    if (ROOT / "out" / "grpo_38b" / "metrics.jsonl").exists():
-        pytest.skip("this checkout has out/grpo_38b/metrics.jsonl")
-    result = launch(target, SFT_CKPT=str(tmp_path), BASE_MODEL=str(tmp_path), RL_DATA=__file__,
-                    HARD_DATA=__file__, RL_VAL=__file__, BENCH_DIR=str(tmp_path))
-    assert result.returncode == 2 and "missing file out/grpo_38b/metrics.jsonl" in result.stdout, result.stdout
-    assert not [line for line in result.stdout.splitlines() if line.startswith("+ ")], result.stdout
-
-
-PAPER_DEMO_SECTIONS = ["Table 1", "Table 2", "Table 3", "Table 4", "Table 5", "Fig. 5", "Fig. 6", "Figs. 7-8", "Fig. 9",
-                       "Fig. 10", "Fig. 11"]
-
-
-def test_paper_demo_ci(tmp_path):
-    """`launch.sh paper_demo` at SCALE=ci on tiny settings (PAPER_DEMO_CI=1), 2 seeds: every target's pipeline runs
-    to the end for every seed and the report has every section, the seed count and a verdict per claim. This checks
-    the machinery, not the science (a few steps teach the tiny model nothing). Table 3's SFT arm is the one
-    exception allowed: it trains on the RL model's correct, well-formed answers, and an untrained CI model may
-    write none (then sft.py stops naming the empty file, the seed's other targets still run, report.md lists the
-    missing table3_sft eval)."""
-    pd = tmp_path / "pd"
-    # WANDB_MODE unset, as a user runs it: the demo stays W&B-free (no run written, no W&B warning)
-    result = launch("paper_demo", SCALE="ci", PAPER_DEMO_CI="1", PAPER_DEMO=str(pd), SEEDS="0 1", JOBS="2",
-                    WANDB_MODE=None)
-    logs = "\n".join((pd / f"seed{s}" / "log.txt").read_text()[-3000:] for s in (0, 1) if (pd / f"seed{s}").is_dir())
-    full_logs = "".join(log.read_text() for log in pd.glob("seed*/log.txt")) + result.stdout
-    assert not list(pd.rglob("wandb")) and not re.search(r"W&B|^wandb:", full_logs, re.M), logs
-    assert "ETA" in result.stdout
-    for s in (0, 1):
-        seed = pd / f"seed{s}"
-        assert (seed / "progress").read_text().split() == ["17", "17"], logs   # the demo (6 units) + 11 targets
-        log = (seed / "log.txt").read_text()
-        failed = re.findall(r"=== target (\w+) \(seed \d\): FAILED", log)
-        assert failed in ([], ["table3"]), logs
-        if failed:   # the allowed exception: too few correct samples to train on, said by sft.py
-            assert "training samples, fewer than global_batch_size" in log, log[-3000:]
-        assert (seed / "table3" / "distill" / ".done").is_file()
-        # fig7_8: two benchmarks from files both once named test.jsonl are evaluated side by side
-        runs = json.loads((seed / "eval" / "fig7_curriculum" / "summary.json").read_text())["runs"]
-        assert {r["benchmark"] for r in runs.values()} == {"test", "hard"}
-        # fig11's no-cold-start arm ran every step (whether it learns is the real run's question: report.md)
-        rows = [json.loads(line) for line in (seed / "fig11" / "self_incentive" / "metrics.jsonl").open()]
-        assert [r["step"] for r in rows] == list(range(1, 7))
-        # NoThink on the demo model: no response contains a thinking tag (eval.py bans both in nothink mode)
-        gens = [json.loads(line) for line in
-                (seed / "eval" / "table4" / "test" / "nothink_full" / "generations.jsonl").open()]
-        assert gens and not any("<think>" in g["response"] or "</think>" in g["response"] for g in gens)
-        # fig5: every GRPO checkpoint's critical-token entropy beside its val accuracy
-        entropy = json.loads((seed / "entropy" / "entropy_table.json").read_text())["checkpoints"]
-        assert len(entropy) >= 2 and all(r["accuracy"] is not None for r in entropy), entropy
-        # checkpoints are labelled by stage in the entropy tables (the cold-start one is not a late GRPO step)
-        names = [r["name"] for r in json.loads((seed / "fig10" / "entropy_table.json").read_text())["checkpoints"]]
-        assert "sft/step_000004" in names and all(n.startswith(("sft/", "grpo/")) for n in names), names
-        for target, out in [("table2", "table2.md"), ("table3", "table3.md"), ("fig6", "fig6.png"),
-                            ("fig7_8", "fig7_8.png"), ("fig11", "fig11.png"), ("fig5", "entropy.png")]:
-            assert (seed / "targets" / target / out).is_file() or target in failed, (target, out)
-    report = (pd / "report.md").read_text()
-    assert report.startswith("# The paper's claims at demo scale (2 seeds: 0, 1)"), report[:200]
-    for title in PAPER_DEMO_SECTIONS:
-        assert f"\n## {title}" in report, title
-    missing = report[report.find("## Missing outputs"):].splitlines()[2:] if "## Missing outputs" in report else []
-    assert all(m.endswith("eval/table3_sft/summary.json") for m in missing), missing
-    assert result.returncode == (1 if missing else 0), result.stdout[-3000:]
-    summary_rows = [line for line in report.splitlines() if line.startswith("| ") and line.endswith(
-        ("| reproduced |", "| not reproduced |", "| no effect at demo scale |", "| inconclusive |"))]
-    verdicts = re.findall(r"\*\*Verdict: (reproduced|not reproduced|no effect at demo scale|inconclusive)\*\*", report)
-    assert len(verdicts) == len(summary_rows) >= 20, (len(verdicts), len(summary_rows))
-    assert all("(n = " in row for row in summary_rows)
-    assert "| seed 0 | seed 1 | mean |" in report
-    claims = json.loads((pd / "claims.json").read_text())["claims"]   # what the report's verdicts are rendered from
-    assert [c["verdict"] for c in claims] == verdicts and all((pd / f"seed{s}" / "report_inputs.json").is_file()
-                                                              for s in (0, 1))
-    for png in ("table2", "table3", "fig5", "fig6", "fig7_8", "fig9", "fig10", "fig11"):
-        assert (pd / f"{png}.png").is_file(), png

@@ -326,6 +326,35 @@ def test_cli_scores_generations_ranks_and_correlates(tiny_run):
     assert table["correlation"]["spearman"] == pytest.approx(sign)
 
 
+def test_cli_reuses_the_scores_of_an_earlier_table(tiny_run, monkeypatch):
+    """demo.sh's Fig. 10 reuses Fig. 5's scores: a checkpoint scored on the same responses, records and settings
+    takes the earlier table's row, and the table is the one a fresh run writes (accuracy and rank are this run's);
+    other responses are scored again."""
+    root, ckpts, tok, gens = tiny_run
+    calls = []
+    score = E.score_response
+    monkeypatch.setattr(E, "score_response", lambda *a: calls.append(1) or score(*a))
+    (root / "other_acc.json").write_text(json.dumps({"accuracy": 0.5}))
+    common = ["--data", str(root / "val.jsonl"), "--generations", str(root / "gens.jsonl"), "--chunk_size", "5"]
+    E.main(["--checkpoints", str(ckpts[1]), "--accuracies", str(root / "other_acc.json"), "--out",
+            str(root / "first"), *common])
+    assert len(calls) == 2
+    fresh = E.main(["--checkpoints", *map(str, ckpts), "--out", str(root / "fresh"), *common])
+    assert len(calls) == 6
+    reused = E.main(["--checkpoints", *map(str, ckpts), "--out", str(root / "reused"),
+                     "--reuse", str(root / "first" / "entropy_table.json"), *common])
+    assert len(calls) == 8   # only the first checkpoint was scored
+    tables = [json.loads((root / out / "entropy_table.json").read_text()) for out in ("fresh", "reused")]
+    assert tables[0]["checkpoints"] == tables[1]["checkpoints"] and reused["correlation"] == fresh["correlation"]
+    assert [r["accuracy"] for r in tables[1]["checkpoints"] if r["checkpoint"] == str(ckpts[1])] == [0.75]
+    assert {k: v for k, v in tables[0]["config"].items() if k not in ("reuse", "out")} == \
+        {k: v for k, v in tables[1]["config"].items() if k not in ("reuse", "out")}
+    (root / "gens2.jsonl").write_text(json.dumps(dict(gens[0], response=gens[0]["response"] + " 3")) + "\n")
+    E.main(["--checkpoints", str(ckpts[1]), "--out", str(root / "other"), "--data", str(root / "val.jsonl"),
+            "--generations", str(root / "gens2.jsonl"), "--reuse", str(root / "first" / "entropy_table.json")])
+    assert len(calls) == 9
+
+
 def test_cli_samples_with_generate_and_aligns_with_its_logprobs(tiny_run):
     root, ckpts, tok, _ = tiny_run
     out = root / "out_sampled"

@@ -391,6 +391,33 @@ def test_a_killed_and_resumed_eval_samples_what_an_uninterrupted_one_does(tiny_c
     assert any(E.FORCED_THINK_END in r[2] for r in responses("budget1", "think_4"))
 
 
+def test_a_run_copied_in_equals_generating_it(tiny_checkpoint, tmp_path):
+    """demo.sh's Table 4 eval (think, nothink, nowait on test) copies in the think run of the final checkpoint's
+    eval (think on test, then ood) and reads it back: the same runs as a Table 4 eval that generates everything,
+    since every (item, sample) draws from its own seed, whatever ran before it (a nothink run alone draws what it
+    draws after think)."""
+    for name, qs in (("test", ("1+1?", "2+2?", "3+1?")), ("ood", ("5-1?", "4-2?"))):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"id": f"{name}{i}", "images": [], "question": q,
+                                                                    "answer": "2"}) + "\n" for i, q in enumerate(qs)))
+    common = [f"--checkpoint={tiny_checkpoint}", "--k=2", "--max_new_tokens=8", "--batch_size=4", "--backend=builtin",
+              "--wandb=False", "--split=validation"]
+
+    def run(out, benches, modes, copy=()):
+        for src in copy:   # an identical earlier run, copied in as demo.sh does
+            (tmp_path / out / src.parent.name / src.name).mkdir(parents=True)
+            shutil.copy(src / "generations.jsonl", tmp_path / out / src.parent.name / src.name / "generations.jsonl")
+        assert E.main([*common, f"--benchmarks={','.join(str(tmp_path / f'{b}.jsonl') for b in benches)}",
+                       f"--mode={modes}", f"--out_dir={tmp_path / out}"]) == 0
+        return {p.parent.relative_to(tmp_path / out).as_posix(): p.read_text()
+                for p in sorted((tmp_path / out).glob("*/*/generations.jsonl"))}
+
+    final = run("final", ["test", "ood"], "think")
+    table4 = run("table4", ["test"], "think,nothink,nowait")
+    reused = run("reused", ["test"], "think,nothink,nowait", [tmp_path / "final" / "test" / "think_full"])
+    assert final["test/think_full"] == table4["test/think_full"] == reused["test/think_full"]
+    assert reused == table4 and table4["test/nothink_full"] == run("alone", ["test"], "nothink")["test/nothink_full"]
+
+
 def test_resume_refuses_another_model_at_the_same_path(tiny_checkpoint, tmp_path):
     """The model is identified by content: a checkpoint replaced at the same path is refused before any sample is
     added to the old model's avg@k; a copy of the same model at another path resumes."""

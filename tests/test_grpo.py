@@ -310,12 +310,6 @@ def test_shared_prefix_gives_the_per_sequence_loss_and_gradients(tmp_path):
     assert abs(forced_loss - micro_batch_loss_and_grads(net, samples[:6], per_seq, 6)[0]) > 1e-4
 
 
-def test_schedules():
-    schedule = [(0, 4096), (100, 8192)]
-    assert [grpo.value_at(s, schedule) for s in (0, 99, 100, 500)] == [4096, 4096, 8192, 8192]
-    stages = [("normal.jsonl", 0), ("hard.jsonl", 50)]
-    assert [grpo.stage_at(s, stages) for s in (0, 49, 50)] == [0, 0, 1]
-
 # -----------------------------------------------------------------------------
 # (b) two ranks == one process
 
@@ -565,6 +559,46 @@ def test_resume_is_exact(tmp_path, rollout_dtype):
     wa = load_file(str(tmp_path / "full" / "step_000004" / "model.safetensors"))
     wb = load_file(str(tmp_path / "split" / "step_000004" / "model.safetensors"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_curriculum_arm_resumes_from_the_main_run_at_its_switch_step(tmp_path):
+    """demo.sh's curriculum arm (normal -> hard at step 2) is the main run (normal only) up to its switch step, bit
+    for bit: metrics rows and weights at step 2. So it resumes from a copy of the main run's step-2 checkpoint and
+    metrics.jsonl, and the resumed arm equals the arm run from scratch (rows and weights at step 4). Before grpo.py
+    checked a resume against the stages begun before it, the added stage was refused as another run."""
+    ckpt, records = make_workspace(tmp_path / "ws")
+    hard = tmp_path / "ws" / "hard.jsonl"
+    hard.write_text("".join(json.dumps({"id": f"h{i}", "images": [], "question": f"Hard {i}?", "answer": "2"}) + "\n"
+                            for i in range(6)))
+    common = dict(steps=4, save_every=2, lr_schedule="cosine", warmup_steps=1)
+    curriculum = [(str(records), 0), (str(hard), 2)]
+    grpo.main(run_config(ckpt, records, tmp_path / "main", **common), reward_fn=toy_reward)
+    grpo.main(run_config(ckpt, records, tmp_path / "scratch", curriculum=curriculum, **common), reward_fn=toy_reward)
+    (tmp_path / "resumed").mkdir()
+    shutil.copytree(tmp_path / "main" / "step_000002", tmp_path / "resumed" / "step_000002")
+    shutil.copy(tmp_path / "main" / "metrics.jsonl", tmp_path / "resumed" / "metrics.jsonl")
+    resumed = grpo.main(run_config(ckpt, records, tmp_path / "resumed", curriculum=curriculum, resume=True,
+                                   **common), reward_fn=toy_reward)
+    assert [m["data/stage"] for m in resumed] == [1, 1]
+
+    def rows(run):
+        return [json.dumps({k: v for k, v in json.loads(line).items() if not k.startswith(("time/", "perf/"))})
+                for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+
+    def weights(run, step):
+        return load_file(str(tmp_path / run / f"step_{step:06d}" / "model.safetensors"))
+
+    assert rows("scratch")[:2] == rows("main")[:2] and rows("scratch")[2:] != rows("main")[2:]
+    assert rows("resumed") == rows("scratch") and len(rows("resumed")) == 4
+    for (a, step), b in ((("main", 2), "scratch"), (("resumed", 4), "scratch")):
+        wa, wb = weights(a, step), weights(b, step)
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    # a stage that had begun before the resume step still defines the run: another hard file at step 1 is refused
+    (tmp_path / "early").mkdir()
+    shutil.copytree(tmp_path / "main" / "step_000002", tmp_path / "early" / "step_000002")
+    with pytest.raises(ValueError, match=r"another run: curriculum_steps: \[0\] -> \[0, 1\]"):
+        grpo.main(run_config(ckpt, records, tmp_path / "early", curriculum=[(str(records), 0), (str(hard), 1)],
+                             resume=True, **common), reward_fn=toy_reward)
 
 
 def test_schedule_steps_stops_early_on_the_longer_schedule(tmp_path):
