@@ -391,7 +391,8 @@ def build(seeds, out):
     for s, tb in zip(S.seeds, tables):
         if tb:
             pts = sorted((r["critical_entropy_mean"], 100 * r["accuracy"]) for r in tb["checkpoints"]
-                         if r["accuracy"] is not None and math.isfinite(r["critical_entropy_mean"]))
+                         if r["accuracy"] is not None and r["critical_entropy_mean"] is not None   # null: none
+                         and math.isfinite(r["critical_entropy_mean"]))                              # counted
             series.append((f"seed {s}", [p[0] for p in pts], [[p[1] for p in pts]]))
     plot_points(out / "fig5.png", "Fig. 5 (demo): critical-token entropy vs val accuracy, GRPO checkpoints",
                 "critical-token entropy (nats)", "val accuracy (%)", series)

@@ -214,6 +214,8 @@ def fake_run(root, seeds):
             rows = [{"name": f"grpo/step_{10 * i:06d}", "accuracy": 0.3 + u() / 10, "critical_entropy_mean": u(),
                      "critical_count": 250 + i, "mean_token_entropy": 0.3 - i / 100 + u() / 100,
                      "high_entropy_frac": u() / 1e4, "per_response": [1.0] * 50} for i in range(1, 9)]
+            if seed == seeds[0]:   # a checkpoint whose responses hold no critical word: entropy.py writes null
+                rows[-1]["critical_entropy_mean"] = None
             table = {"checkpoints": rows, "correlation": {"n": 8, "pearson": u() - 0.3, "spearman": 0.1},
                      "config": {"high_threshold": 3.63, "other": 1}}
             (root / f"seed{seed}" / name).mkdir(parents=True)
