@@ -2,8 +2,9 @@
 # The CPU demo: the paper's recipe on a tiny model (model.tiny_config) and a synthetic visual task (synthetic.py).
 #   bash demo.sh [demo]        data -> init -> captions -> cold-start SFT -> GRPO -> connector-only -> eval
 #   bash demo.sh TARGET        a paper target at demo scale: coldstart, grpo, connector, table1..table5, fig5..fig11
-#   bash demo.sh paper_demo    every target over SEEDS [0 1 2] (JOBS [3] seeds at a time), then report.py's
-#                              out/paper_demo/report.md (SCALE=ci: out/ci_paper_demo); finished stages are reused
+#   bash demo.sh paper_demo    every target (or TARGETS="table2 fig9 ...") over SEEDS [0 1 2] (JOBS [3] seeds at
+#                              a time), then report.py's out/paper_demo/report.md (SCALE=ci: out/ci_paper_demo);
+#                              finished stages are reused
 # (`bash launch.sh demo` and `SCALE=demo bash launch.sh TARGET` run these.) Every stage is a directory under $DEMO
 # that is marked done when its command finishes; finished stages are skipped on the next run (rm -rf to redo one).
 #   SCALE=demo (default)   out/demo (out/demo_seedN for SEED=N)
@@ -205,8 +206,12 @@ curriculum_arm() {  # curriculum_arm SWITCH_STEP [grpo.py args...]: Fig. 7's arm
 paper_demo() {  # every target over SEEDS, JOBS seeds at a time, with progress and ETA; then report.py
   local pd=${PAPER_DEMO:-out/$([ "$SCALE" = ci ] && echo ci_)paper_demo} seeds=(${SEEDS:-0 1 2}) jobs=${JOBS:-3}
   local t0=$SECONDS s pids=() running
+  for s in ${TARGETS:-}; do  # a misspelt target would print demo.sh's usage and count as done
+    [[ " ${DEMO_TARGETS[*]} " == *" $s "* ]] || { echo "paper_demo: TARGETS: no target '$s' (${DEMO_TARGETS[*]})"; return 2; }
+  done
   mkdir -p "$pd"
-  echo "paper_demo: seeds ${seeds[*]}, $jobs at a time, under $pd (each seed's log: $pd/seedN/log.txt)"
+  echo "paper_demo: seeds ${seeds[*]}, $jobs at a time, targets ${TARGETS:-all}, under $pd (each seed's log:" \
+    "$pd/seedN/log.txt)"
   for s in "${seeds[@]}"; do
     while running=$(jobs -pr | wc -l); [ "$running" -ge "$jobs" ]; do paper_demo_progress "$pd" "$t0"; sleep 20; done
     mkdir -p "$pd/seed$s"
@@ -238,11 +243,11 @@ all_targets() {  # one seed: the demo, then every paper target (each its own pro
   # is reported and the others still run), counting progress into $DEMO/progress as "done total" in units of one
   # target; the demo weighs 6 (about 35% of a seed's time when it still ran fig5's val evals and entropy: 24-26
   # of 69-72 min, paper_demo at main 36ab814; it now runs less and fig5 more, a rough weight either way)
-  local demo_units=6 t t1 failed=()
-  local i=0 n=$((demo_units + ${#DEMO_TARGETS[@]}))
+  local demo_units=6 t t1 failed=() targets=(${TARGETS:-${DEMO_TARGETS[*]}})
+  local i=0 n=$((demo_units + ${#targets[@]}))
   mkdir -p "$DEMO"; echo "0 $n" > "$DEMO/progress"
   demo; i=$demo_units; echo "$i $n" > "$DEMO/progress"
-  for t in "${DEMO_TARGETS[@]}"; do
+  for t in "${targets[@]}"; do
     t1=$SECONDS
     echo "=== target $t (seed $SEED)"
     if SEED=$SEED DEMO=$DEMO OUT_ROOT=$T bash "$0" "$t"; then
