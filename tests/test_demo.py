@@ -32,21 +32,10 @@ import model  # noqa: E402
 import reject  # noqa: E402
 import rewards  # noqa: E402
 import sft  # noqa: E402
+from launch_sh import launch  # noqa: E402
 
 PAPER_TARGETS = ["coldstart", "grpo", "connector", "table1", "table2", "table3", "table4", "table5", "fig5", "fig6",
                  "fig7_8", "fig9", "fig10", "fig11"]
-
-
-def launch(target, log=None, **env):
-    """bash launch.sh TARGET with this interpreter's venv -> CompletedProcess (stdout + stderr in .stdout); a
-    variable given as None is unset. log: an open file: started in the background (a session of its own), stdout +
-    stderr to the file -> Popen."""
-    full_env = {k: v for k, v in dict(os.environ, VENV=sys.prefix, **env).items() if v is not None}
-    argv = ["bash", str(ROOT / "launch.sh"), target]
-    if log is not None:
-        return subprocess.Popen(argv, cwd=ROOT, env=full_env, text=True, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    return subprocess.run(argv, cwd=ROOT, env=full_env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
 def parse_command(argv):
@@ -167,17 +156,15 @@ PAPER_DEMO_SECTIONS = ["Table 1", "Table 2", "Table 3", "Table 4", "Table 5", "F
                        "Fig. 10", "Fig. 11"]
 
 
-def test_paper_demo_ci(tmp_path, demo_ci):   # demo_ci: test_demo_pipeline_ci's run, beside this one (2 cores)
+def test_paper_demo_ci(pipeline_runs):
     """`launch.sh paper_demo` at SCALE=ci on tiny settings (PAPER_DEMO_CI=1), 2 seeds: every target's pipeline runs
     to the end for every seed and the report has every section, the seed count and a verdict per claim. This checks
     the machinery, not the science (a few steps teach the tiny model nothing). Table 3's SFT arm is the one
     exception allowed: it trains on the RL model's correct, well-formed answers, and an untrained CI model may
     write none (then sft.py stops naming the empty file, the seed's other targets still run, report.md lists the
-    missing table3_sft eval)."""
-    pd = tmp_path / "pd"
-    # WANDB_MODE unset, as a user runs it: the demo stays W&B-free (no run written, no W&B warning)
-    result = launch("paper_demo", SCALE="ci", PAPER_DEMO_CI="1", PAPER_DEMO=str(pd), SEEDS="0 1", JOBS="2",
-                    WANDB_MODE=None)
+    missing table3_sft eval). The run started with the session (conftest.py), WANDB_MODE unset as a user runs it."""
+    pd, proc, run_log = pipeline_runs["test_paper_demo_ci"]
+    result = subprocess.CompletedProcess(proc.args, proc.wait(), stdout=Path(run_log).read_text())
     logs = "\n".join((pd / f"seed{s}" / "log.txt").read_text()[-3000:] for s in (0, 1) if (pd / f"seed{s}").is_dir())
     full_logs = "".join(log.read_text() for log in pd.glob("seed*/log.txt")) + result.stdout
     assert not list(pd.rglob("wandb")) and not re.search(r"W&B|^wandb:", full_logs, re.M), logs
@@ -248,24 +235,10 @@ def test_paper_demo_ci(tmp_path, demo_ci):   # demo_ci: test_demo_pipeline_ci's 
         assert (pd / f"{png}.png").is_file(), png
 
 
-@pytest.fixture(scope="module")
-def demo_ci(tmp_path_factory):
-    """`launch.sh demo` at SCALE=ci (W&B offline), started in the background by the first test that asks for it:
-    it runs one stage at a time on one core, so test_paper_demo_ci (2 seeds, one core each) asks for it first and
-    the two runs share the 2 cores; test_demo_pipeline_ci waits for it. -> (DEMO dir, Popen, log path)"""
-    demo, log = tmp_path_factory.mktemp("demo_ci") / "ci", tmp_path_factory.getbasetemp() / "demo_ci.log"
-    with open(log, "w") as out:   # a file, not a pipe: nobody reads it until the run ends
-        proc = launch("demo", SCALE="ci", DEMO=str(demo), SEED="0", WANDB_MODE="offline", log=out)
-    yield demo, proc, log
-    if proc.poll() is None:   # its test was not selected: stop the whole run
-        os.killpg(proc.pid, 15)
-        proc.wait()
-
-
-def test_demo_pipeline_ci(demo_ci):
-    demo, proc, log = demo_ci
-    returncode = proc.wait()
-    result = subprocess.CompletedProcess(proc.args, returncode, stdout=log.read_text())
+def test_demo_pipeline_ci(pipeline_runs):
+    """`launch.sh demo` at SCALE=ci (W&B offline), started with the session (conftest.py)."""
+    demo, proc, run_log = pipeline_runs["test_demo_pipeline_ci"]
+    result = subprocess.CompletedProcess(proc.args, proc.wait(), stdout=Path(run_log).read_text())
     assert result.returncode == 0, result.stdout[-5000:]
     for stage in ("data", "init", "caption", "sft", "grpo", "connector", "eval/caption", "eval/sft", "eval/grpo",
                   "eval/connector"):

@@ -41,12 +41,13 @@ def readme_commands(text=None):
 
 # run by another test: README command -> (that test file, a string it must contain: the call that runs it)
 RUN_ELSEWHERE = {
-    "bash launch.sh demo": ("test_demo.py", 'launch("demo", SCALE="ci"'),   # the same launch.sh/demo.sh path
-    "SEED=1 bash launch.sh demo": ("test_demo.py", 'SEED="0"'),
-    "bash launch.sh paper_demo": ("test_demo.py", 'launch("paper_demo", SCALE="ci"'),
+    # conftest.py starts the runs that test_demo.py checks: the same launch.sh/demo.sh path
+    "bash launch.sh demo": ("conftest.py", '"demo", log=log, nice=10, SCALE="ci"'),
+    "SEED=1 bash launch.sh demo": ("conftest.py", 'SEED="0"'),
+    "bash launch.sh paper_demo": ("conftest.py", '"paper_demo", log=log, nice=10, SCALE="ci"'),
     "bash launch.sh TARGET": ("test_demo.py", "def test_paper_scale_commands_parse"),   # every target, DRY_RUN=1
-    "SCALE=demo bash launch.sh TARGET": ("test_demo.py", 'launch("paper_demo", SCALE="ci"'),   # every target
-    "SCALE=demo bash launch.sh fig5": ("test_demo.py", 'launch("paper_demo", SCALE="ci"'),   # fig5 among them
+    "SCALE=demo bash launch.sh TARGET": ("conftest.py", '"paper_demo", log=log'),   # every target
+    "SCALE=demo bash launch.sh fig5": ("conftest.py", '"paper_demo", log=log'),   # fig5 among them
     "python bench/gpu_check.py": ("test_gpu_check.py", "--tiny"),   # its CPU mode; the GPU run is not in CI
     "python model.py CONFIG [--json OUT]": ("test_model.py", '"--json"'),
     "python model.py --init_tiny OUT": ("test_model.py", '"--init_tiny"'),
