@@ -12,7 +12,7 @@ PIPELINE_TESTS = ("test_demo_pipeline_ci", "test_paper_demo_ci")
 
 
 def pytest_collection_modifyitems(items):
-    late = [item for item in items if item.originalname in PIPELINE_TESTS]
+    late = [item for item in items if getattr(item, "originalname", item.name) in PIPELINE_TESTS]
     items[:] = [item for item in items if item not in late] + late
 
 
@@ -21,7 +21,7 @@ def pipeline_runs(request, tmp_path_factory):
     """-> {test name: (run directory, Popen, log path)} for the pipeline tests this session selected, each run
     started here in the background; a run still going when the session ends (its test failed early, or was
     interrupted) is stopped whole."""
-    selected = {item.originalname for item in request.session.items}
+    selected = {getattr(item, "originalname", item.name) for item in request.session.items}
     base, runs = tmp_path_factory.getbasetemp(), {}
     if "test_demo_pipeline_ci" in selected:   # the demo as a user runs it, but W&B offline (the test reads the runs)
         demo = tmp_path_factory.mktemp("demo_ci") / "ci"
