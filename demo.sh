@@ -203,11 +203,12 @@ curriculum_arm() {  # curriculum_arm SWITCH_STEP [grpo.py args...]: Fig. 7's arm
     --out_dir="$out" --seed="$SEED" "${GRPO_ARGS[@]}" --resume=True "$@"
 }
 
-paper_demo() {  # every target over SEEDS, JOBS seeds at a time, with progress and ETA; then report.py
+paper_demo() {  # every target (or TARGETS) over SEEDS, JOBS seeds at a time, with progress and ETA; then report.py
   local pd=${PAPER_DEMO:-out/$([ "$SCALE" = ci ] && echo ci_)paper_demo} seeds=(${SEEDS:-0 1 2}) jobs=${JOBS:-3}
   local t0=$SECONDS s pids=() running
   for s in ${TARGETS:-}; do  # a misspelt target would print demo.sh's usage and count as done
-    [[ " ${DEMO_TARGETS[*]} " == *" $s "* ]] || { echo "paper_demo: TARGETS: no target '$s' (${DEMO_TARGETS[*]})"; return 2; }
+    [[ " ${DEMO_TARGETS[*]} " == *" $s "* ]] ||
+      { echo "paper_demo: TARGETS: no target '$s' (${DEMO_TARGETS[*]})"; return 2; }
   done
   mkdir -p "$pd"
   echo "paper_demo: seeds ${seeds[*]}, $jobs at a time, targets ${TARGETS:-all}, under $pd (each seed's log:" \
@@ -222,7 +223,7 @@ paper_demo() {  # every target over SEEDS, JOBS seeds at a time, with progress a
   local failed=0 p
   for p in "${pids[@]}"; do wait "$p" || failed=$((failed + 1)); done
   [ "$failed" = 0 ] || echo "paper_demo: $failed seed(s) failed: $pd/seed*/log.txt (report.md lists what is missing)"
-  "$PY" report.py "$pd" --seeds "${seeds[@]}" --wall_s $((SECONDS - t0))
+  "$PY" report.py "$pd" --seeds "${seeds[@]}" ${TARGETS:+--targets $TARGETS} --wall_s $((SECONDS - t0))
   echo "paper_demo: $((SECONDS - t0)) s -> $pd/report.md"
   [ "$failed" = 0 ]
 }

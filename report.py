@@ -1,5 +1,5 @@
-"""The paper's claims at demo scale, over seeds: `bash launch.sh paper_demo` runs every demo target once per seed
-(demo.sh all_targets under PAPER_DEMO/seedN), then this writes, in PAPER_DEMO:
+"""The paper's claims at demo scale, over seeds: `bash launch.sh paper_demo` runs every demo target (or demo.sh's
+TARGETS) once per seed (demo.sh all_targets under PAPER_DEMO/seedN), then this writes, in PAPER_DEMO:
   claims.json                every claim of the pre-registered design (results/paper_demo/design.md): its metric,
                              the paper's side and value, the smallest effect of interest, the per-seed values at
                              full precision, mean, 95% interval, verdict and Holm-adjusted verdict (verdicts.py);
@@ -9,11 +9,12 @@
   seedN/report_inputs.json   every per-seed number this report read (eval summaries, the metrics.jsonl columns it
                              uses, entropy tables), so that the results directory alone recomputes everything.
 
-    python report.py out/paper_demo --seeds 3 4 5 [--wall_s S] [--readme README.md]
+    python report.py out/paper_demo --seeds 3 4 5 [--targets table2 fig9 ...] [--wall_s S] [--readme README.md]
     python report.py results/paper_demo --recompute    # from seedN/report_inputs.json only (seeds: claims.json's)
 
 Nothing here trains or evaluates: it reads eval.py summaries, grpo.py metrics.jsonl and entropy.py tables. A file
-that is missing is named in the report (that seed is left out of the claim), never silently skipped.
+that is missing is named in the report (that seed is left out of the claim), never silently skipped; a target the
+run did not run is named as such, and its claims have no numbers.
 """
 import json
 import math
@@ -35,6 +36,8 @@ from verdicts import Claim  # noqa: E402
 from grpo_metrics import NO_SIGNAL_WARNING  # noqa: E402
 from tables import write_text  # noqa: E402
 
+TARGETS = ("table1", "table2", "table3", "table4", "table5", "fig5", "fig6", "fig7_8", "fig9", "fig10",
+           "fig11")   # demo.sh's DEMO_TARGETS
 MIN_PHRASE_RESPONSES = 20   # Table 5: responses with the phrase a seed needs before its "with" accuracy counts
 INPUTS = "report_inputs.json"   # per seed: every value this report read from that seed's outputs
 RUN_KEYS = ("benchmark", "mode", "budget", "accuracy", "avg_tokens", "hallucination")   # of an eval.py run
@@ -279,11 +282,12 @@ def build(seeds, out):
     S = seeds
 
     def section(title, paper, body, plot=None, new_claims=(), notes=()):
-        first = len(claims)
+        first, read_from = len(claims), sum(len(sec["missing"]) for sec in sections)
         claims.extend(new_claims)
         head = [f"## {title}", "", f"Paper: {paper}", "", body] + (["", f"![{title}]({plot})"] if plot else [])
         sections.append({"title": title, "head": "\n".join(head), "claims": list(range(first, len(claims))),
-                         "notes": [f"- {n}" for n in notes]})
+                         "notes": [f"- {n}" for n in notes], "target": new_claims[0].target if new_claims else "table1",
+                         "missing": S.missing[read_from:]})   # the files this section's reads found missing
 
     # Table 1: the eval suite
     rows = [(f"{b} (connector-tuned)", S.acc("connector" if b != "val" else "table1_val", b))
@@ -543,11 +547,15 @@ def pooled(runs, part):
 
 
 def render_section(sec, doc):
-    return "\n".join([sec["head"], ""] + [verdicts.claim_line(doc["claims"][i]) for i in sec["claims"]] + sec["notes"])
+    not_run = [] if sec["target"] in doc["targets"] else [
+        f"- Not run: the run's targets were {', '.join(doc['targets'])}, so this section has no numbers."]
+    return "\n".join([sec["head"], ""] + [verdicts.claim_line(doc["claims"][i]) for i in sec["claims"]] + sec["notes"]
+                     + not_run)
 
 
-def render_report(doc, sections, missing):
-    """report.md: the counts, the claims table and every section, the claim lines from claims.json's content."""
+def render_report(doc, sections):
+    """report.md: the counts, the claims table and every section, the claim lines from claims.json's content; the
+    missing outputs of the targets the run ran."""
     claims, seeds = doc["claims"], doc["seeds"]
 
     def counts(get):
@@ -567,7 +575,7 @@ def render_report(doc, sections, missing):
     warnings = sorted({w for text in bodies for w in text.splitlines() if "WARNING" in w})
     if warnings:
         head += ["## Arms that did not train", ""] + warnings + [""]
-    missing = sorted(set(missing))
+    missing = sorted({m for sec in sections if sec["target"] in doc["targets"] for m in sec["missing"]})
     tail = ["## Missing outputs (under the run's directory)", ""] + [f"- {m}" for m in missing] if missing else []
     return "\n".join(head + [body + "\n" for body in bodies] + tail) + "\n"
 
@@ -578,10 +586,13 @@ class ReportConfig:
     wall_s: float | None = None   # the run's wall time, for the report's first lines (--recompute: claims.json's)
     readme: str = ""              # replace the block between the paper_demo markers in this file
     recompute: bool = False       # read ROOT/seedN/report_inputs.json, not the run's outputs (a results directory)
+    targets: list[str] = field(default_factory=lambda: list(TARGETS))   # the targets the run ran (demo.sh TARGETS;
+    # --recompute: claims.json's): the others' claims are reported as not run, their outputs not as missing
 
 
 def main(argv=None):
-    usage = ("usage: python report.py ROOT --seeds S [S ...] [--wall_s SECONDS] [--readme README.md]\n"
+    usage = ("usage: python report.py ROOT --seeds S [S ...] [--targets T ...] [--wall_s SECONDS] "
+             "[--readme README.md]\n"
              "       python report.py ROOT --recompute [--readme README.md]")
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0].startswith("-"):   # ROOT first: the positional is not a config file here
@@ -593,17 +604,23 @@ def main(argv=None):
             raise SystemExit(f"--recompute: no {out / 'claims.json'} to take the seeds and wall time from")
         previous = json.loads((out / "claims.json").read_text())
         args.seeds = args.seeds or previous["seeds"]
+        args.targets = previous["targets"]
         wall_s = previous["wall_s"] if wall_s is None else wall_s
     if not args.seeds:
         raise SystemExit(f"--seeds is required\n{usage}")
+    if set(args.targets) - set(TARGETS):
+        raise SystemExit(f"--targets: no target {sorted(set(args.targets) - set(TARGETS))} (targets: {TARGETS})")
     seeds = Seeds(out, args.seeds, replay=args.recompute)
     sections, claims = build(seeds, out)
-    doc = verdicts.claims_document(claims, seeds.seeds, wall_s)
+    for c in claims:
+        if c.target not in args.targets:   # outputs another run left there are not this run's numbers
+            c.per_seed = [None] * len(seeds.seeds)
+    doc = verdicts.claims_document(claims, seeds.seeds, wall_s, args.targets)
     write_text(out / "claims.json", json.dumps(doc, indent=1, ensure_ascii=False, allow_nan=False) + "\n")
     if not args.recompute:
         seeds.write_inputs()
     doc = json.loads((out / "claims.json").read_text())   # what follows is rendered from the file as written
-    write_text(out / "report.md", render_report(doc, sections, seeds.missing))
+    write_text(out / "report.md", render_report(doc, sections))
     write_text(out / "summary.md", verdicts.claims_table(doc) + "\n")
     if args.readme:
         readme = Path(args.readme).read_text()

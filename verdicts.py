@@ -217,12 +217,12 @@ class Claim:
                 "confirmatory": st["n"] >= self.seeds_planned and not set(seeds) & set(SEEN_SEEDS)}
 
 
-def claims_document(claims, seeds, wall_s):
-    """Claims and the run's seed names -> claims.json's content: the run, the design, every claim with its
-    verdicts (Holm over the family)."""
+def claims_document(claims, seeds, wall_s, targets):
+    """Claims, the run's seed names and the targets it ran -> claims.json's content: the run, the design, every
+    claim with its verdicts (Holm over the family; a claim of a target not run has no numbers, p = 1)."""
     records = [c.record(seeds) for c in claims]
     family = holm_verdicts(records)
-    return {"design": DESIGN, "seeds": list(seeds), "wall_s": wall_s, "level": LEVEL,
+    return {"design": DESIGN, "seeds": list(seeds), "targets": list(targets), "wall_s": wall_s, "level": LEVEL,
             "holm_family_size": family, "claims": records}
 
 
@@ -255,6 +255,7 @@ def claims_table(doc):
              "|---|---|---|---|---|---|---|"]
     for c in doc["claims"]:
         ours = num(c["mean"]) + ("" if c["ci95"] is None else f" [{num(c['ci95'][0])}, {num(c['ci95'][1])}]")
+        ours = ours if c["target"] in doc["targets"] else "not run"
         test = f"M = {c['reference']:g}" if c["kind"] == "magnitude" else f"±{c['smallest_effect']:g}"
         text = c["claim"] + (" (built in)" if c["built_in"] else "")
         lines.append(f"| {c['target']} | {text} | {c['paper']} | {test} {c['unit']} | {ours} (n = {c['n']}) | "

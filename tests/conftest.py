@@ -1,6 +1,7 @@
 """The two demo-pipeline tests of test_demo.py check runs that take minutes of CPU. Those runs start in the
-background when the session starts, at nice 10 (below the tests' CPU priority), and their two tests run last: the other tests
-use the cores meanwhile (and come first when both want one), instead of the suite waiting for the runs."""
+background when the session starts, at nice 10 (below the tests' CPU priority), and their two tests run last: the
+other tests use the cores meanwhile (and come first when both want one), instead of the suite waiting for the
+runs."""
 import os
 import signal
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("WANDB_MODE", "disabled")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 import report  # noqa: E402
 import verdicts  # noqa: E402
@@ -152,6 +153,31 @@ def test_claims_json_round_trip_through_the_per_seed_inputs(tmp_path):
     with pytest.raises(SystemExit, match="no 'eval/connector"):
         (results / "seed3" / report.INPUTS).write_text("{}")
         report.main([str(results), "--recompute"])
+
+
+def test_a_run_of_some_targets_reports_the_others_as_not_run(tmp_path):
+    """demo.sh TARGETS=...: the claims of the targets not run have no numbers (even where an earlier run left
+    outputs) and say "not run"; their outputs are not listed as missing; --recompute keeps the targets."""
+    run = tmp_path / "run"
+    fake_run(run, ["3", "4"])   # seed 4's fig11 arm is missing
+    ran = [t for t in report.TARGETS if t not in ("fig5", "fig11")]
+    report.main([str(run), "--seeds", "3", "4", "--targets", *ran])
+    doc = json.loads((run / "claims.json").read_text())
+    assert doc["targets"] == ran
+    for c in doc["claims"]:
+        assert (c["n"] == 0 and c["verdict"] == "inconclusive") if c["target"] in ("fig5", "fig11") else c["n"] > 0
+    text, rows = (run / "report.md").read_text(), verdicts.claims_table(doc).splitlines()[2:]
+    assert [r.split("|")[1].strip() for r in rows if "| not run (n = 0) |" in r] == ["fig5", "fig5", "fig11", "fig11"]
+    assert "## Missing outputs" not in text and text.count("- Not run: the run's targets were table1, ") == 2
+    report.main([str(run), "--seeds", "3", "4"])   # all targets: seed 4's fig11 arm is missing, and said so
+    assert "seed4/fig11/self_incentive/metrics.jsonl" in (run / "report.md").read_text()
+    with pytest.raises(SystemExit, match="no target"):
+        report.main([str(run), "--seeds", "3", "--targets", "fig12"])
+
+
+def test_report_knows_demo_shs_targets():
+    line = next(x for x in (ROOT / "demo.sh").read_text().splitlines() if x.startswith("DEMO_TARGETS=("))
+    assert tuple(line[len("DEMO_TARGETS=("):-1].split()) == report.TARGETS
 
 
 def test_report_and_readme_tables_are_rendered_from_claims_json(tmp_path):
