@@ -214,12 +214,14 @@ paper_demo() {  # every target (or TARGETS) over SEEDS, JOBS seeds at a time, wi
   echo "paper_demo: seeds ${seeds[*]}, $jobs at a time, targets ${TARGETS:-all}, under $pd (each seed's log:" \
     "$pd/seedN/log.txt)"
   for s in "${seeds[@]}"; do
-    while running=$(jobs -pr | wc -l); [ "$running" -ge "$jobs" ]; do paper_demo_progress "$pd" "$t0"; sleep 20; done
+    while running=$(jobs -pr | wc -l); [ "$running" -ge "$jobs" ]; do
+      paper_demo_progress "$pd" "$t0" "${seeds[@]}"; sleep 20
+    done
     mkdir -p "$pd/seed$s"
     SEED=$s DEMO=$pd/seed$s OUT_ROOT=$pd/seed$s/targets bash "$0" all_targets > "$pd/seed$s/log.txt" 2>&1 &
     pids+=($!)
   done
-  while [ "$(jobs -pr | wc -l)" -gt 0 ]; do paper_demo_progress "$pd" "$t0"; sleep 20; done
+  while [ "$(jobs -pr | wc -l)" -gt 0 ]; do paper_demo_progress "$pd" "$t0" "${seeds[@]}"; sleep 20; done
   local failed=0 p
   for p in "${pids[@]}"; do wait "$p" || failed=$((failed + 1)); done
   [ "$failed" = 0 ] || echo "paper_demo: $failed seed(s) failed: $pd/seed*/log.txt (report.md lists what is missing)"
@@ -228,14 +230,15 @@ paper_demo() {  # every target (or TARGETS) over SEEDS, JOBS seeds at a time, wi
   [ "$failed" = 0 ]
 }
 
-paper_demo_progress() {  # PD T0: one line: the share of the work done over the seeds, elapsed, ETA from that share
-  local pd=$1 t0=$2 done_=0 total=0 f
-  for f in "$pd"/seed*/progress; do
-    [ -f "$f" ] || continue
-    read -r d n < "$f" || continue   # a seed is rewriting it this instant: count it next time
-    done_=$((done_ + d)); total=$((total + n))
+paper_demo_progress() {  # PD T0 SEED...: one line: the share of the seeds' work done (a seed not started yet counts
+  # as none done), elapsed, ETA from that share
+  local pd=$1 t0=$2 done_=0 per_seed=0 s d n; shift 2
+  for s in "$@"; do
+    [ -f "$pd/seed$s/progress" ] || continue
+    read -r d n < "$pd/seed$s/progress" || continue   # a seed is rewriting it this instant: count it next time
+    done_=$((done_ + d)); per_seed=$n   # every seed runs the same units
   done
-  local el=$((SECONDS - t0)) eta="?"
+  local total=$((per_seed * $#)) el=$((SECONDS - t0)) eta="?"
   [ "$done_" = 0 ] || eta=$(( el * (total - done_) / done_ ))
   echo "paper_demo: $(( total ? 100 * done_ / total : 0 ))% done, ${el}s elapsed, ETA ~${eta}s ($(date -u +%H:%M:%S))"
 }

@@ -152,6 +152,18 @@ def test_curve_targets_need_the_main_grpo_run_first(target, tmp_path):
     assert not [line for line in result.stdout.splitlines() if line.startswith("+ ")], result.stdout
 
 
+def test_paper_demo_progress_counts_the_seeds_not_started(tmp_path):
+    """The share done is over every seed of the run: seeds still waiting for a slot (JOBS) count as none done, and
+    a stale seed directory from another run does not count."""
+    for seed, progress in (("3", "6 11"), ("4", "7 11"), ("0", "11 11")):   # seeds 5, 6: not started; 0: stale
+        (tmp_path / f"seed{seed}").mkdir()
+        (tmp_path / f"seed{seed}" / "progress").write_text(progress + "\n")
+    script = (f'eval "$(sed -n "/^paper_demo_progress() {{/,/^}}/p" {ROOT / "demo.sh"})"; SECONDS=100; '
+              f'paper_demo_progress {tmp_path} 0 3 4 5 6')
+    out = subprocess.run(["bash", "-c", script], text=True, capture_output=True, check=True).stdout
+    assert out.startswith("paper_demo: 29% done, 100s elapsed, ETA ~238s"), out   # 13 of 44 units done
+
+
 PAPER_DEMO_SECTIONS = ["Table 1", "Table 2", "Table 3", "Table 4", "Table 5", "Fig. 5", "Fig. 6", "Figs. 7-8", "Fig. 9",
                        "Fig. 10", "Fig. 11"]
 
