@@ -116,6 +116,7 @@ def fake_run(root, seeds):
                      "config": {"high_threshold": 3.63, "other": 1}}
             (root / f"seed{seed}" / name).mkdir(parents=True)
             (root / f"seed{seed}" / name / "entropy_table.json").write_text(json.dumps(table))
+        summary(seed, "caption", [(b, "think", None, 0.2 + 0.1 * u(), 40.0) for b in ("test", "ood")])
 
 
 def test_claims_json_round_trip_through_the_per_seed_inputs(tmp_path):
@@ -150,7 +151,7 @@ def test_claims_json_round_trip_through_the_per_seed_inputs(tmp_path):
     report.main([str(results), "--recompute"])
     for name in ("claims.json", "report.md", "summary.md"):
         assert (results / name).read_text() == (run / name).read_text(), name
-    with pytest.raises(SystemExit, match="no 'eval/connector"):
+    with pytest.raises(SystemExit, match="no 'eval/caption"):
         (results / "seed3" / report.INPUTS).write_text("{}")
         report.main([str(results), "--recompute"])
 
@@ -169,6 +170,11 @@ def test_a_run_of_some_targets_reports_the_others_as_not_run(tmp_path):
     text, rows = (run / "report.md").read_text(), verdicts.claims_table(doc).splitlines()[2:]
     assert [r.split("|")[1].strip() for r in rows if "| not run (n = 0) |" in r] == ["fig5", "fig5", "fig11", "fig11"]
     assert "## Missing outputs" not in text and text.count("- Not run: the run's targets were table1, ") == 2
+    # the demo's own table is there whatever the targets: GRPO's gain over its cold start, by hand
+    sft, grpo = ([100 * json.loads((run / f"seed{s}" / "eval" / name / "summary.json").read_text())["runs"][
+        "test/think/full"]["accuracy"] for s in ("3", "4")] for name in ("sft", "grpo"))
+    gain = statistics.fmean(g - s for g, s in zip(grpo, sft))
+    assert f"- GRPO − cold-start SFT on test: {gain:.1f} points (n = 2, 95% interval [" in text
     report.main([str(run), "--seeds", "3", "4"])   # all targets: seed 4's fig11 arm is missing, and said so
     assert "seed4/fig11/self_incentive/metrics.jsonl" in (run / "report.md").read_text()
     with pytest.raises(SystemExit, match="no target"):
