@@ -248,7 +248,8 @@ def test_paper_demo_ci(pipeline_runs):
 
 
 def test_demo_pipeline_ci(pipeline_runs):
-    """`launch.sh demo` at SCALE=ci (W&B offline), started with the session (conftest.py)."""
+    """`launch.sh demo` at SCALE=ci (W&B offline), started with the session (conftest.py); then one seed of
+    paper_demo's all_targets on it with TARGETS."""
     demo, proc, run_log = pipeline_runs["test_demo_pipeline_ci"]
     result = subprocess.CompletedProcess(proc.args, proc.wait(), stdout=Path(run_log).read_text())
     assert result.returncode == 0, result.stdout[-5000:]
@@ -291,3 +292,9 @@ def test_demo_pipeline_ci(pipeline_runs):
     sft_reward = heldout_reward(demo / "eval" / "sft", demo / "data" / "test.jsonl")
     grpo_reward = heldout_reward(demo / "eval" / "grpo", demo / "data" / "test.jsonl")
     assert grpo_reward > sft_reward, (sft_reward, grpo_reward, table)
+    # one seed of paper_demo with TARGETS: the demo (done: every stage skipped), then only the targets named
+    targets = launch("all_targets", SCALE="ci", DEMO=str(demo), SEED="0", TARGETS="table5",
+                     OUT_ROOT=str(demo / "targets"))
+    assert targets.returncode == 0, targets.stdout[-3000:]
+    assert (demo / "progress").read_text().split() == ["7", "7"]   # the demo (6 units) + 1 target
+    assert sorted(p.name for p in (demo / "targets").iterdir()) == ["table5"] and "=== target table5" in targets.stdout
