@@ -367,8 +367,9 @@ print(cfg.steps, cfg.lr / 10)' config/grpo_demo.py "${GRPO_ARGS[@]}")   # one pr
     # the main run's checkpoint there
     stage "$DEMO/fig7_8/curriculum" curriculum_arm $((steps / 2)) \
       --curriculum="[('$D/train.jsonl', 0), ('$DEMO/data_hard/train.jsonl', $((steps / 2)))]"
-    # the lr claim is about steps 1-20 (report.py): the lr / 10 arm runs those steps of the same schedule only
-    grpo_arm fig7_8/low_lr "$(last_ckpt "$DEMO/sft")" --lr="$lr" --steps=$((steps < 20 ? steps : 20)) \
+    # the lr claim is about steps 21-40, after the 10-step warmup (report.py): the lr / 10 arm runs the first 40
+    # steps of the same schedule only
+    grpo_arm fig7_8/low_lr "$(last_ckpt "$DEMO/sft")" --lr="$lr" --steps=$((steps < 40 ? steps : 40)) \
       --schedule_steps="$steps"
     hard=("$D/test.jsonl" "$DEMO/data_hard/hard.jsonl")
     demo_eval fig7_grpo "$(last_ckpt "$DEMO/grpo")" "${hard[@]}" +grpo/test/think_full   # the demo's GRPO eval's
@@ -377,10 +378,10 @@ print(cfg.steps, cfg.lr / 10)' config/grpo_demo.py "${GRPO_ARGS[@]}")   # one pr
     acc_table "$T/fig7_8/fig7_8.md" \
       "Figs. 7-8 (demo): curriculum and learning rate, final checkpoints (test = normal, hard = sum_colors)" \
       "normal, demo lr=$DEMO/eval/fig7_grpo" "curriculum, demo lr=$DEMO/eval/fig7_curriculum" \
-      "normal, lr / 10, step 20=$DEMO/eval/fig7_low_lr"
+      "normal, lr / 10, step 40=$DEMO/eval/fig7_low_lr"
     plot_curves "$T/fig7_8/fig7_8.png" reward/mean,reward/accuracy,entropy/mean,train/grad_norm \
       "normal, demo lr=$DEMO/grpo/metrics.jsonl" "curriculum, demo lr=$DEMO/fig7_8/curriculum/metrics.jsonl" \
-      "normal, lr / 10, steps 1-20=$DEMO/fig7_8/low_lr/metrics.jsonl"
+      "normal, lr / 10, steps 1-40=$DEMO/fig7_8/low_lr/metrics.jsonl"
     ;;
 
   fig9)  # Fig. 9: accuracy vs thinking budget (final checkpoint; a budget cuts the thinking, then 16 answer tokens)

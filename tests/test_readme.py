@@ -34,7 +34,7 @@ def readme_commands(text=None):
             if line and not line.startswith("#"):
                 commands.append(line)
     prose = re.sub(r"```bash\n.*?```", "", text, flags=re.S)
-    command = r"`((?:[A-Z_]+=\S+ )*(?:bash launch\.sh|bash demo\.sh|python3? |torchrun |vllm )[^`]*)`"
+    command = r"`((?:[A-Z_]+=(?:\"[^\"`]*\"|\S+) )*(?:bash launch\.sh|bash demo\.sh|python3? |torchrun |vllm )[^`]*)`"
     commands += re.findall(command, prose)
     return list(dict.fromkeys(commands))
 
@@ -45,6 +45,9 @@ RUN_ELSEWHERE = {
     "bash launch.sh demo": ("conftest.py", '"demo", log=log, nice=10, SCALE="ci"'),
     "SEED=1 bash launch.sh demo": ("conftest.py", 'SEED="0"'),
     "bash launch.sh paper_demo": ("conftest.py", '"paper_demo", log=log, nice=10, SCALE="ci"'),
+    # the confirmatory run's first part: paper_demo over other SEEDS (conftest.py), with TARGETS (test_demo.py)
+    'SEEDS="3 4 5 6 7 8 9 10" TARGETS="table2 table3 table4 table5 fig9" JOBS=2 bash launch.sh paper_demo': (
+        "test_demo.py", 'TARGETS="table5"'),
     "bash launch.sh TARGET": ("test_demo.py", "def test_paper_scale_commands_parse"),   # every target, DRY_RUN=1
     "SCALE=demo bash launch.sh TARGET": ("conftest.py", '"paper_demo", log=log'),   # every target
     "SCALE=demo bash launch.sh fig5": ("conftest.py", '"paper_demo", log=log'),   # fig5 among them
@@ -78,8 +81,9 @@ NOT_RUN = {
 
 def test_readme_commands_are_found():
     text = ("```bash\nbash a.sh   # x\n# c\npython b.py \\\n    --k=1\n```\n"
-            "See `bash launch.sh x` and `SEED=1 python y.py`.")
-    assert readme_commands(text) == ["bash a.sh", "python b.py --k=1", "bash launch.sh x", "SEED=1 python y.py"]
+            'See `bash launch.sh x`, `SEED=1 python y.py` and `SEEDS="1 2" JOBS=2 bash launch.sh z`.')
+    assert readme_commands(text) == ["bash a.sh", "python b.py --k=1", "bash launch.sh x", "SEED=1 python y.py",
+                                     'SEEDS="1 2" JOBS=2 bash launch.sh z']
 
 
 def test_every_readme_command_is_accounted_for():
