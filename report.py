@@ -24,17 +24,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
-
-import configurator  # noqa: E402
-import data  # noqa: E402
-import verdicts  # noqa: E402
-from verdicts import Claim  # noqa: E402
-from grpo_metrics import NO_SIGNAL_WARNING  # noqa: E402
-from tables import write_text  # noqa: E402
+import configurator
+import data
+import verdicts
+from verdicts import Claim
+from grpo_metrics import NO_SIGNAL_WARNING
+from tables import plot_arms, plot_points, write_text
 
 TARGETS = ("table1", "table2", "table3", "table4", "table5", "fig5", "fig6", "fig7_8", "fig9", "fig10",
            "fig11")   # demo.sh's DEMO_TARGETS
@@ -176,78 +171,6 @@ def dead_arms(seeds, runs):
                            f"{len(rows)} steps had no learning signal (all rewards in each group equal, or zero "
                            f"gradient); reward/mean at the end {rows[-1]['reward/mean']:.3f}")
     return out
-
-
-# -----------------------------------------------------------------------------
-# plots
-
-def smooth(values, width):
-    """Centred moving average over `width` points (shorter at the ends)."""
-    h = width // 2
-    return [statistics.fmean(values[max(0, i - h):i + h + 1]) for i in range(len(values))]
-
-
-def plot_arms(path, seeds, metrics, arms):
-    """Training curves: a panel per metric; per arm a thin line per seed, the seeds' mean (smoothed), and the band
-    between the lowest and highest seed (smoothed). arms: [(label, run dir under each seed)]."""
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.6), squeeze=False)
-    for color, (label, run) in enumerate(arms):
-        curves = {}
-        for s in seeds.seeds:
-            rows = seeds.metrics(s, run) or []
-            for m in metrics:
-                pts = {r["step"]: r[m] for r in rows if isinstance(r.get(m), (int, float)) and math.isfinite(r[m])}
-                if pts:
-                    curves.setdefault(m, []).append(pts)
-        for ax, m in zip(axes[0], metrics):
-            per_seed = curves.get(m, [])
-            if not per_seed:
-                continue
-            steps = sorted(set.intersection(*(set(p) for p in per_seed)))
-            if not steps:
-                continue
-            width = max(1, len(steps) // 10)
-            lines = [smooth([p[t] for t in steps], width) for p in per_seed]
-            for line in lines:
-                ax.plot(steps, line, color=f"C{color}", lw=0.6, alpha=0.4)
-            ax.fill_between(steps, [min(v) for v in zip(*lines)], [max(v) for v in zip(*lines)], color=f"C{color}",
-                            alpha=0.15)
-            ax.plot(steps, [statistics.fmean(v) for v in zip(*lines)], color=f"C{color}", lw=1.8,
-                    label=f"{label} ({len(lines)} seeds)")
-    for ax, m in zip(axes[0], metrics):
-        ax.set_title(m, fontsize=9)
-        ax.set_xlabel("step")
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    save(fig, path)
-
-
-def plot_points(path, title, xlabel, ylabel, series):
-    """series: [(label, xs, [per-seed ys])] -> a line per seed (thin) and the mean (bold)."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for color, (label, xs, per_seed) in enumerate(series):
-        for ys in per_seed:
-            pts = [(x, y) for x, y in zip(xs, ys) if y is not None]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=f"C{color}", lw=0.6, ms=3, alpha=0.5)
-        means = [statistics.fmean(v) if None not in v else None for v in zip(*per_seed)] if per_seed else []
-        pts = [(x, y) for x, y in zip(xs, means) if y is not None]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "s-", color=f"C{color}", lw=2, label=f"{label} (mean)")
-    ax.set_title(title, fontsize=9)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
-    save(fig, path)
-
-
-def save(fig, path):
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
 
 
 # -----------------------------------------------------------------------------
@@ -565,9 +488,12 @@ def ran(sec, doc):
 
 
 def render_section(sec, doc):
-    not_run = [] if ran(sec, doc) else [
-        f"- Not run: the run's targets were {', '.join(doc['targets'])}, so this section has no numbers."]
-    return "\n".join([sec["head"], ""] + [verdicts.claim_line(doc["claims"][i]) for i in sec["claims"]] + sec["notes"]
+    if ran(sec, doc):
+        head, not_run = sec["head"], []
+    else:   # no plot: it would show only the arms other targets share
+        head = "\n".join(line for line in sec["head"].splitlines() if not line.startswith("!["))
+        not_run = [f"- Not run: the run's targets were {', '.join(doc['targets'])}, so this section has no numbers."]
+    return "\n".join([head, ""] + [verdicts.claim_line(doc["claims"][i]) for i in sec["claims"]] + sec["notes"]
                      + not_run)
 
 

@@ -1,5 +1,6 @@
 """The tables and plots that launch.sh and demo.sh write: accuracy tables from eval.py's summaries, training curves
-from metrics.jsonl files, and the demo's closing lines. Nothing here trains or evaluates; it only reads outputs.
+from metrics.jsonl files (report.py's over seeds too), and the demo's closing lines. Nothing here trains or
+evaluates; it only reads outputs.
 
     python tables.py acc_table OUT.md TITLE LABEL=EVAL_DIR...        one row per eval.py out_dir
     python tables.py plot_curves OUT.png METRIC,METRIC... LABEL=metrics.jsonl...
@@ -10,7 +11,9 @@ Positional arguments, not the scripts' `--key=value` configs: these are called b
 of LABEL=PATH pairs, which reads best as it is written in launch.sh.
 """
 import json
+import math
 import os
+import statistics
 import sys
 from pathlib import Path
 
@@ -69,12 +72,76 @@ def plot_curves(out, metrics, runs):
         ax.set_title(m)
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
+    save(fig, out)
+
+
+def smooth(values, width):
+    """Centred moving average over `width` points (shorter at the ends)."""
+    h = width // 2
+    return [statistics.fmean(values[max(0, i - h):i + h + 1]) for i in range(len(values))]
+
+
+def plot_arms(path, seeds, metrics, arms):
+    """report.py's training curves over seeds: a panel per metric; per arm a thin line per seed, the seeds' mean (smoothed), and the band
+    between the lowest and highest seed (smoothed). arms: [(label, run dir under each seed)]."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.6), squeeze=False)
+    for color, (label, run) in enumerate(arms):
+        curves = {}
+        for s in seeds.seeds:
+            rows = seeds.metrics(s, run) or []
+            for m in metrics:
+                pts = {r["step"]: r[m] for r in rows if isinstance(r.get(m), (int, float)) and math.isfinite(r[m])}
+                if pts:
+                    curves.setdefault(m, []).append(pts)
+        for ax, m in zip(axes[0], metrics):
+            per_seed = curves.get(m, [])
+            if not per_seed:
+                continue
+            steps = sorted(set.intersection(*(set(p) for p in per_seed)))
+            if not steps:
+                continue
+            width = max(1, len(steps) // 10)
+            lines = [smooth([p[t] for t in steps], width) for p in per_seed]
+            for line in lines:
+                ax.plot(steps, line, color=f"C{color}", lw=0.6, alpha=0.4)
+            ax.fill_between(steps, [min(v) for v in zip(*lines)], [max(v) for v in zip(*lines)], color=f"C{color}",
+                            alpha=0.15)
+            ax.plot(steps, [statistics.fmean(v) for v in zip(*lines)], color=f"C{color}", lw=1.8,
+                    label=f"{label} ({len(lines)} seeds)")
+    for ax, m in zip(axes[0], metrics):
+        ax.set_title(m, fontsize=9)
+        ax.set_xlabel("step")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    save(fig, path)
+
+
+def plot_points(path, title, xlabel, ylabel, series):
+    """series: [(label, xs, [per-seed ys])] -> a line per seed (thin) and the mean (bold)."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for color, (label, xs, per_seed) in enumerate(series):
+        for ys in per_seed:
+            pts = [(x, y) for x, y in zip(xs, ys) if y is not None]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=f"C{color}", lw=0.6, ms=3, alpha=0.5)
+        means = [statistics.fmean(v) if None not in v else None for v in zip(*per_seed)] if per_seed else []
+        pts = [(x, y) for x, y in zip(xs, means) if y is not None]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "s-", color=f"C{color}", lw=2, label=f"{label} (mean)")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    save(fig, path)
+
+
+def save(fig, path):
     fig.tight_layout()
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(out).with_name(Path(out).stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, out)
+    tmp.replace(path)
 
 
 def demo_summary(demo):

@@ -1,5 +1,5 @@
 """report.py: claims.json's round trip through the per-seed inputs, report.md and the README table rendered from
-claims.json (verdicts.py's tables), the design's table against the code, the smoothing, and Table 5's pooling."""
+claims.json (verdicts.py's tables), the design's table against the code, and Table 5's pooling."""
 import json
 import os
 import random
@@ -17,11 +17,6 @@ sys.path.insert(0, str(ROOT))
 
 import report  # noqa: E402
 import verdicts  # noqa: E402
-
-
-def test_smooth_is_a_centred_moving_average():
-    assert report.smooth([0, 3, 6, 9], 3) == [1.5, 3, 6, 7.5]
-    assert report.smooth([1, 2], 1) == [1, 2]
 
 
 def test_cli_root_then_flags(tmp_path):
@@ -170,6 +165,7 @@ def test_a_run_of_some_targets_reports_the_others_as_not_run(tmp_path):
     text, rows = (run / "report.md").read_text(), verdicts.claims_table(doc).splitlines()[2:]
     assert [r.split("|")[1].strip() for r in rows if "| not run (n = 0) |" in r] == ["fig5", "fig5", "fig11", "fig11"]
     assert "## Missing outputs" not in text and text.count("- Not run: the run's targets were table1, ") == 2
+    assert "](fig5.png)" not in text and "](fig11.png)" not in text and "](fig6.png)" in text
     # the demo's own table is there whatever the targets: GRPO's gain over its cold start, by hand
     sft, grpo = ([100 * json.loads((run / f"seed{s}" / "eval" / name / "summary.json").read_text())["runs"][
         "test/think/full"]["accuracy"] for s in ("3", "4")] for name in ("sft", "grpo"))
@@ -184,6 +180,19 @@ def test_a_run_of_some_targets_reports_the_others_as_not_run(tmp_path):
 def test_report_knows_demo_shs_targets():
     line = next(x for x in (ROOT / "demo.sh").read_text().splitlines() if x.startswith("DEMO_TARGETS=("))
     assert tuple(line[len("DEMO_TARGETS=("):-1].split()) == report.TARGETS
+
+
+def test_the_committed_results_recompute_from_their_per_seed_files(tmp_path):
+    """results/paper_demo's claims.json, report.md and summary.md are what report.py computes from the committed
+    seedN/report_inputs.json alone, byte for byte (the README's table is summary.md: test_readme.py)."""
+    committed = ROOT / "results" / "paper_demo"
+    results = tmp_path / "paper_demo"
+    shutil.copytree(committed, results, ignore=shutil.ignore_patterns("seeds_0-2", "*.md", "*.png"))
+    doc = json.loads((committed / "claims.json").read_text())
+    assert sorted(p.name for p in results.glob("seed*")) == sorted(f"seed{s}" for s in doc["seeds"])
+    report.main([str(results), "--recompute"])
+    for name in ("claims.json", "report.md", "summary.md"):
+        assert (results / name).read_text() == (committed / name).read_text(), name
 
 
 def test_report_and_readme_tables_are_rendered_from_claims_json(tmp_path):

@@ -73,3 +73,8 @@ def test_plot_curves_writes_png(tmp_path):
                              "reward/mean,entropy/mean", f"run={metrics}"], text=True, capture_output=True)
     assert result.returncode == 0, result.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not list(out.parent.glob("*.tmp*"))
+
+
+def test_smooth_is_a_centred_moving_average():
+    assert tables.smooth([0, 3, 6, 9], 3) == [1.5, 3, 6, 7.5]
+    assert tables.smooth([1, 2], 1) == [1, 2]
