@@ -1,6 +1,7 @@
 """report.py: claims.json's round trip through the per-seed inputs, report.md and the README table rendered from
 claims.json (verdicts.py's tables), the design's table against the code, and Table 5's pooling."""
 import json
+import math
 import os
 import random
 import re
@@ -15,6 +16,8 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import configurator  # noqa: E402
+import grpo  # noqa: E402
 import report  # noqa: E402
 import verdicts  # noqa: E402
 
@@ -63,6 +66,27 @@ def test_table5_pools_test_and_ood_and_drops_seeds_with_few_phrase_responses(tmp
     assert claim["per_seed"] == [pytest.approx(without0 - 30, abs=1e-12), None, pytest.approx(20.0, abs=1e-12)]
 
 
+def hist(counts_at):
+    """An entropy.py histogram (48 bins of 0.25 nats) with counts_at[j] tokens in bin 2j + 2 (0.5j + 0.5 nats)."""
+    counts = [0] * 48
+    for j, n in enumerate(counts_at):
+        counts[2 * j + 2] = n
+    return {"edges": [0.25 * k for k in range(49)], "counts": counts}
+
+
+def test_fig10_threshold_and_share_by_hand():
+    h = hist([900, 90, 5, 5])   # 1000 tokens: 0.5, 1.0, 1.5, 2.0 nats
+    assert report.high_edge(h) == 1.25   # 10 tokens (1%) above it; below it, the 90 at 1.0 nats too
+    assert report.high_edge(h, share=0.009) == 1.75   # 5 tokens above
+    assert report.share_above(h, 1.5) == 0.01 and report.share_above(h, 0.5) == 1.0 and report.share_above(h, 12.0) == 0
+    assert math.isnan(report.share_above(hist([0]), 0.5))
+
+
+def test_fig10s_warmup_is_the_demo_configs():
+    assert configurator.parse_config(grpo.Config, [str(ROOT / "config" / "grpo_demo.py")]).warmup_steps == \
+        report.DEMO_WARMUP_STEPS
+
+
 def fake_run(root, seeds):
     """Every output report.py reads, for each seed, with seed-dependent numbers (and a column report.py does not
     keep, and a seed whose fig11 arm is missing)."""
@@ -107,6 +131,12 @@ def fake_run(root, seeds):
                      "high_entropy_frac": u() / 1e4, "per_response": [1.0] * 50} for i in range(1, 9)]
             if seed == seeds[0]:   # a checkpoint whose responses hold no critical word: entropy.py writes null
                 rows[-1]["critical_entropy_mean"] = None
+            for i, r in enumerate(rows, 1):   # 0.25-nat bins: a seed-dependent tail in bin 8 (2.0-2.25 nats)
+                r["histogram"] = hist([900, 90, 5, int(seed) + i])
+            if name == "fig10":   # the cold-start checkpoint: 1000 tokens, 5 of them at 2.0 nats and above
+                rows.append({"name": "sft/step_000300", "accuracy": None, "critical_entropy_mean": 0.5,
+                             "critical_count": 250, "mean_token_entropy": 0.3, "high_entropy_frac": 0.0,
+                             "histogram": hist([905, 90, 0, 5]), "per_response": [1.0] * 50})
             table = {"checkpoints": rows, "correlation": {"n": 8, "pearson": u() - 0.3, "spearman": 0.1},
                      "config": {"high_threshold": 3.63, "other": 1}}
             (root / f"seed{seed}" / name).mkdir(parents=True)
@@ -166,6 +196,7 @@ def test_a_run_of_some_targets_reports_the_others_as_not_run(tmp_path):
     assert [r.split("|")[1].strip() for r in rows if "| not run (n = 0) |" in r] == ["fig5", "fig5", "fig11", "fig11"]
     assert "## Missing outputs" not in text and text.count("- Not run: the run's targets were table1, ") == 2
     assert "](fig5.png)" not in text and "](fig11.png)" not in text and "](fig6.png)" in text
+    assert not (run / "fig5.png").exists() and (run / "fig6.png").is_file()
     # the demo's own table is there whatever the targets: GRPO's gain over its cold start, by hand
     sft, grpo = ([100 * json.loads((run / f"seed{s}" / "eval" / name / "summary.json").read_text())["runs"][
         "test/think/full"]["accuracy"] for s in ("3", "4")] for name in ("sft", "grpo"))
