@@ -217,9 +217,9 @@ def diff(a, b):
 
 def build(seeds, out, targets):
     """-> (sections, claims), plotting the targets the run ran. A section: {"title", "head" (claim, numbers, plot),
-    "claims" (indices into claims), "notes", "target", "missing"}; its claim lines are rendered from claims.json (render_section). Each Claim's smallest effect, seed
-    count, metric and built-in note are the pre-registered design's (results/paper_demo/design.md, whose table
-    tests/test_report.py checks against these)."""
+    "claims" (indices into claims), "notes", "target", "missing"}; its claim lines are rendered from claims.json
+    (render_section). Each Claim's smallest effect, seed count, metric and built-in note are the pre-registered
+    design's (results/paper_demo/design.md, whose table tests/test_report.py checks against these)."""
     sections, claims = [], []
     S = seeds
 
@@ -260,8 +260,7 @@ def build(seeds, out, targets):
             ("connector + LLM", "table2_connector+llm"), ("connector + ViT + LLM", "table2_connector+vision+llm")]
     vals = {label: S.acc_mean(name) for label, name in arms}
     plot(plot_points, out / "table2.png", "Table 2 (demo): mean of test and ood", "", "accuracy (%)",
-                [("accuracy", list(range(len(arms))), [[vals[label][i] for label, _ in arms]
-                                                       for i in range(len(S.seeds))])])
+         [("accuracy", list(range(len(arms))), [[vals[label][i] for label, _ in arms] for i in range(len(S.seeds))])])
     section("Table 2: tuning after RL", "connector-only 76.0 > RL 74.5 > connector + LLM 73.2 > connector + ViT + "
             "LLM 69.7 (MMMU)", value_table(S, [(label, v) for label, v in vals.items()], " %")
             + "\n\naccuracy (%): mean of test and ood; x axis of the plot: the rows in this order", "table2.png", [
@@ -277,9 +276,10 @@ def build(seeds, out, targets):
     # Table 3: RL vs SFT on the same questions
     t = {(arm, b): S.acc(name, b) for arm, name in (("baseline", "sft"), ("RL", "grpo"), ("SFT", "table3_sft"))
          for b in ("test", "ood")}
-    plot(plot_points, out / "table3.png", "Table 3 (demo): in-domain (test) and out-of-domain (ood)", "0 = test, 1 = ood",
-                "accuracy (%)", [(arm, [0, 1], [[t[(arm, "test")][i], t[(arm, "ood")][i]] for i in range(len(S.seeds))])
-                                 for arm in ("baseline", "RL", "SFT")])
+    plot(plot_points, out / "table3.png", "Table 3 (demo): in-domain (test) and out-of-domain (ood)",
+         "0 = test, 1 = ood", "accuracy (%)", [(arm, [0, 1], [[t[(arm, "test")][i], t[(arm, "ood")][i]]
+                                                          for i in range(len(S.seeds))])
+                                               for arm in ("baseline", "RL", "SFT")])
     section("Table 3: RL vs SFT on the same data", "baseline 71.3 / 68.1, RL 77.2 / 74.5, SFT 75.9 / 65.4 (in-domain "
             "MathVista / out-of-domain MMMU): only RL generalises",
             value_table(S, [(f"{arm} {b}", v) for (arm, b), v in t.items()], " %"), "table3.png", [
@@ -358,7 +358,7 @@ def build(seeds, out, targets):
                          and math.isfinite(r["critical_entropy_mean"]))                              # counted
             series.append((f"seed {s}", [p[0] for p in pts], [[p[1] for p in pts]]))
     plot(plot_points, out / "fig5.png", "Fig. 5 (demo): critical-token entropy vs val accuracy, GRPO checkpoints",
-                "critical-token entropy (nats)", "val accuracy (%)", series)
+         "critical-token entropy (nats)", "val accuracy (%)", series)
     section("Fig. 5: critical-token entropy selects checkpoints", "critical-token entropy correlates strongly with "
             "accuracy over the GRPO checkpoints, so it selects the checkpoint", value_table(S, [
                 ("GRPO checkpoints", n_ckpt), ("fewest critical tokens in a checkpoint", crit),
@@ -384,7 +384,7 @@ def build(seeds, out, targets):
     lost = [None if None in (a, f, c) or a <= c else 100 * (a - f) / (a - c)
             for a, f, c in zip(vals["all trainable"], vals["frozen connector"], cold)]
     plot(plot_arms, out / "fig6.png", S, ["reward/mean", "train/grad_norm", "response/len_mean", "entropy/mean"],
-              [(label, run) for label, run, _ in arms])
+         [(label, run) for label, run, _ in arms])
     section("Fig. 6: module activation in GRPO", "frozen connector: reward drops sharply, training fails; frozen ViT: "
             "reward close to all-trainable, all-trainable a little better (MathVista)",
             value_table(S, [(f"{label}, test/ood mean (%)", v) for label, v in vals.items()]
@@ -409,8 +409,8 @@ def build(seeds, out, targets):
     early = {label: [window_mean(S.metrics(s, run), "reward/mean", 21, 40) for s in S.seeds]
              for label, run in (("demo lr", "grpo"), ("lr / 10", "fig7_8/low_lr"))}
     plot(plot_arms, out / "fig7_8.png", S, ["reward/mean", "reward/accuracy", "entropy/mean", "train/grad_norm"],
-              [("normal, demo lr", "grpo"), ("curriculum, demo lr", "fig7_8/curriculum"),
-               ("normal, lr / 10 (steps 1-40)", "fig7_8/low_lr")])
+         [("normal, demo lr", "grpo"), ("curriculum, demo lr", "fig7_8/curriculum"),
+          ("normal, lr / 10 (steps 1-40)", "fig7_8/low_lr")])
     section("Figs. 7-8: curriculum and learning rate", "a normal → hard curriculum lowers accuracy on normal "
             "problems; lr 1e-5 gains reward faster early than 1e-6", value_table(
                 S, [(f"{k}: test (normal) %", v) for k, v in normal.items()]
@@ -428,8 +428,8 @@ def build(seeds, out, targets):
     budgets = next((b for b in [S.budgets(s, "fig9") for s in S.seeds] if b), [])   # the first seed's that has any
     per_budget = {b: S.acc("fig9", "test", "think", b) for b in budgets}
     plot(plot_points, out / "fig9.png", "Fig. 9 (demo): accuracy vs thinking budget", "thinking budget (tokens)",
-                "test accuracy (%)", [("test", budgets, [[per_budget[b][i] for b in budgets]
-                                                         for i in range(len(S.seeds))])] if budgets else [])
+         "test accuracy (%)", [("test", budgets, [[per_budget[b][i] for b in budgets] for i in range(len(S.seeds))])]
+         if budgets else [])
     lo_b, hi_b = (budgets[0], budgets[-1]) if budgets else (None, None)
     section("Fig. 9: accuracy vs thinking budget", "61.6 % at 1k tokens, 67.7 % at 2k, rising steadily to 16k",
             value_table(S, [(f"budget {b}", v) for b, v in per_budget.items()], " %"), "fig9.png",
@@ -461,7 +461,7 @@ def build(seeds, out, targets):
     steps = [step_of(r) for r in sorted((r for r in next((tb for tb in tables if tb), {}).get("checkpoints", [])
                                          if r["name"].startswith("grpo/")), key=step_of)]
     plot(plot_points, out / "fig10.png", "Fig. 10 (demo): mean token entropy over GRPO checkpoints", "GRPO step",
-                "mean token entropy (nats)", [("mean entropy", steps, series)] if steps else [])
+         "mean token entropy (nats)", [("mean entropy", steps, series)] if steps else [])
     section("Fig. 10: entropy over GRPO steps", "mean token entropy falls from step 140 to 220 while the share of "
             "tokens above 6.8 nats rises", value_table(S, [
                 (f"mean entropy, first GRPO checkpoint after step {DEMO_WARMUP_STEPS} (nats)",
@@ -490,8 +490,8 @@ def build(seeds, out, targets):
     reward = {label: [None if v is None else 100 * v for v in (window_mean(S.metrics(s, run), "reward/accuracy", 71,
                                                                            80) for s in S.seeds)]
               for label, run in arms}
-    plot(plot_arms, out / "fig11.png", S, ["response/len_mean", "reward/accuracy", "reward/format", "entropy/critical"],
-              arms)
+    plot(plot_arms, out / "fig11.png", S,
+         ["response/len_mean", "reward/accuracy", "reward/format", "entropy/critical"], arms)
     section("Fig. 11: cold start vs self-incentive prompt", "without cold start the responses do not grow long and "
             "the reward stays lower; cold start lengthens the reasoning and raises the reward",
             value_table(S, [(f"{k}: length, steps 71-80", v) for k, v in length.items()]

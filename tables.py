@@ -82,8 +82,9 @@ def smooth(values, width):
 
 
 def plot_arms(path, seeds, metrics, arms):
-    """report.py's training curves over seeds: a panel per metric; per arm a thin line per seed, the seeds' mean (smoothed), and the band
-    between the lowest and highest seed (smoothed). arms: [(label, run dir under each seed)]."""
+    """report.py's training curves over seeds: a panel per metric; per arm a thin line per seed, the seeds' mean
+    (smoothed), and the band between the lowest and highest seed (smoothed). arms: [(label, run dir under each
+    seed)]; seeds: report.Seeds (its .seeds and .metrics(seed, run))."""
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.6), squeeze=False)
     for color, (label, run) in enumerate(arms):
         curves = {}
