@@ -72,7 +72,7 @@ def plot_curves(out, metrics, runs):
         ax.set_title(m)
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
-    save(fig, out)
+    save(fig, out, dpi=110)
 
 
 def smooth(values, width):
@@ -135,12 +135,13 @@ def plot_points(path, title, xlabel, ylabel, series):
     save(fig, path)
 
 
-def save(fig, path):
+def save(fig, path, dpi=100):
+    """Atomic PNG write, as write_text: a reader never sees half a plot."""
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    fig.savefig(tmp, dpi=dpi)
     plt.close(fig)
     tmp.replace(path)
 
