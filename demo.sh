@@ -357,8 +357,10 @@ case "$1" in
 
   fig7_8)  # Figs. 7-8: curriculum (normal -> hard) and learning rate: the demo lr vs lr / 10
     demo_grpo
-    # "hard problems": two-colour sums only, the hardest in-domain question type. Its test split is copied to
-    # hard.jsonl: eval.py names a benchmark by its file name, and two files named test.jsonl are refused
+    # "hard problems": two-colour sums on dense boards (3-4 shapes, answers 3 or 4: a count of 4 is never a normal
+    # answer), so the hard stage shifts the answer prior as well as the difficulty; with sums over the normal mix's
+    # boards the curriculum cost nothing (design.md). Its test split is copied to hard.jsonl: eval.py names a
+    # benchmark by its file name, and two files named test.jsonl are refused
     stage "$DEMO/data_hard" hard_data
     steps_lr=$("$PY" -c 'import sys, configurator as c, grpo; cfg = c.parse_config(grpo.Config, sys.argv[1:])
 print(cfg.steps, cfg.lr / 10)' config/grpo_demo.py "${GRPO_ARGS[@]}")   # one process: importing grpo costs seconds
@@ -376,7 +378,7 @@ print(cfg.steps, cfg.lr / 10)' config/grpo_demo.py "${GRPO_ARGS[@]}")   # one pr
     demo_eval fig7_curriculum "$(last_ckpt "$DEMO/fig7_8/curriculum")" "${hard[@]}"
     demo_eval fig7_low_lr "$(last_ckpt "$DEMO/fig7_8/low_lr")" "${hard[@]}"
     acc_table "$T/fig7_8/fig7_8.md" \
-      "Figs. 7-8 (demo): curriculum and learning rate, final checkpoints (test = normal, hard = sum_colors)" \
+      "Figs. 7-8 (demo): curriculum and learning rate, final checkpoints (test = normal, hard = sums on dense boards)" \
       "normal, demo lr=$DEMO/eval/fig7_grpo" "curriculum, demo lr=$DEMO/eval/fig7_curriculum" \
       "normal, lr / 10, step 40=$DEMO/eval/fig7_low_lr"
     plot_curves "$T/fig7_8/fig7_8.png" reward/mean,reward/accuracy,entropy/mean,train/grad_norm \
@@ -420,7 +422,7 @@ esac
 
 hard_data() {
   "$PY" synthetic.py --out="$DEMO/data_hard" --seed="$SEED" "${TASK_ARGS[@]}" --question_types=sum_colors \
-    --n_train=1000 --n_val=0 --n_test=200 --n_ood=0 --n_sft=0 --n_sft_val=0 --n_caption=0 "${HARD_ARGS[@]}"
+    --min_shapes=3 --answer_values="(3, 4)" --n_train=1000 --n_val=0 --n_test=200 --n_ood=0 --n_sft=0 --n_sft_val=0 --n_caption=0 "${HARD_ARGS[@]}"
   cp "$DEMO/data_hard/test.jsonl" "$DEMO/data_hard/hard.jsonl"
 }
 
