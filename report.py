@@ -10,7 +10,8 @@ TARGETS) once per seed (demo.sh all_targets under PAPER_DEMO/seedN), then this w
                              uses, entropy tables), so that the results directory alone recomputes everything.
 
     python report.py out/paper_demo --seeds 3 4 5 [--targets table2 fig9 ...] [--wall_s S] [--readme README.md]
-    python report.py results/paper_demo --recompute    # from seedN/report_inputs.json only (seeds: claims.json's)
+    python report.py results/paper_demo/part_a --recompute   # from seedN/report_inputs.json only (claims.json's seeds)
+    python report.py results/paper_demo --parts part_a part_b  # the design's parts -> one claims.json and summary.md
 
 Nothing here trains or evaluates: it reads eval.py summaries, grpo.py metrics.jsonl and entropy.py tables. A file
 that is missing is named in the report (that seed is left out of the claim), never silently skipped; a target the
@@ -565,16 +566,29 @@ class ReportConfig:
     recompute: bool = False       # read ROOT/seedN/report_inputs.json, not the run's outputs (a results directory)
     targets: list[str] = field(default_factory=lambda: list(TARGETS))   # the targets the run ran (demo.sh TARGETS;
     # --recompute: claims.json's): the others' claims are reported as not run, their outputs not as missing
+    parts: list[str] = field(default_factory=list)   # ROOT/PART/claims.json of runs of disjoint targets -> the
+    # design's claims.json and summary.md in ROOT, each claim from the part that ran it, Holm over all of them
 
 
 def main(argv=None):
     usage = ("usage: python report.py ROOT --seeds S [S ...] [--targets T ...] [--wall_s SECONDS] "
              "[--readme README.md]\n"
-             "       python report.py ROOT --recompute [--readme README.md]")
+             "       python report.py ROOT --recompute [--readme README.md]\n"
+             "       python report.py ROOT --parts PART [PART ...] [--readme README.md]")
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0].startswith("-"):   # ROOT first: the positional is not a config file here
         raise SystemExit(usage)
     out, args = Path(argv[0]), configurator.parse_config(ReportConfig, argv[1:])
+    if args.parts:
+        missing = [p for p in args.parts if not (out / p / "claims.json").is_file()]
+        if missing:
+            raise SystemExit(f"--parts: no claims.json in {', '.join(str(out / p) for p in missing)}")
+        try:
+            doc = verdicts.combine_parts([(p, json.loads((out / p / "claims.json").read_text())) for p in args.parts])
+        except ValueError as e:
+            raise SystemExit(f"--parts: {e}")
+        write_claims(out, doc, args.readme)
+        return
     wall_s = args.wall_s
     if args.recompute:
         if not (out / "claims.json").is_file():
@@ -592,22 +606,28 @@ def main(argv=None):
     for c in claims:
         if c.target not in args.targets:   # outputs another run left there are not this run's numbers
             c.per_seed = [None] * len(seeds.seeds)
-    doc = verdicts.claims_document(claims, seeds.seeds, wall_s, args.targets)
-    write_text(out / "claims.json", json.dumps(doc, indent=1, ensure_ascii=False, allow_nan=False) + "\n")
     if not args.recompute:
         seeds.write_inputs()
-    doc = json.loads((out / "claims.json").read_text())   # what follows is rendered from the file as written
+    doc = write_claims(out, verdicts.claims_document(claims, seeds.seeds, wall_s, args.targets), args.readme)
     write_text(out / "report.md", render_report(doc, sections))
+
+
+def write_claims(out, doc, readme_path):
+    """claims.json, then summary.md and the README block rendered from the file as written -> its content."""
+    write_text(out / "claims.json", json.dumps(doc, indent=1, ensure_ascii=False, allow_nan=False) + "\n")
+    doc = json.loads((out / "claims.json").read_text())
     write_text(out / "summary.md", verdicts.claims_table(doc) + "\n")
-    if args.readme:
-        readme = Path(args.readme).read_text()
+    if readme_path:
+        readme = Path(readme_path).read_text()
         begin, end = "<!-- paper_demo:begin -->", "<!-- paper_demo:end -->"
         if begin not in readme or end not in readme:
-            raise SystemExit(f"{args.readme}: no {begin} ... {end} block to replace")
+            raise SystemExit(f"{readme_path}: no {begin} ... {end} block to replace")
         block = f"{begin}\n{verdicts.claims_table(doc)}\n{end}"
-        write_text(args.readme, readme[:readme.index(begin)] + block + readme[readme.index(end) + len(end):])
+        write_text(readme_path, readme[:readme.index(begin)] + block + readme[readme.index(end) + len(end):])
     counts = {v: sum(c["verdict"] == v for c in doc["claims"]) for v in verdicts.VERDICTS}
-    print(f"report.py: {len(doc['claims'])} claims {counts} -> {out / 'claims.json'}, {out / 'report.md'}")
+    holm = {v: sum(c["holm"]["verdict"] == v for c in doc["claims"]) for v in verdicts.VERDICTS}
+    print(f"report.py: {len(doc['claims'])} claims {counts}, Holm-adjusted {holm} -> {out / 'claims.json'}")
+    return doc
 
 
 if __name__ == "__main__":

@@ -226,6 +226,28 @@ def claims_document(claims, seeds, wall_s, targets):
             "holm_family_size": family, "claims": records}
 
 
+def combine_parts(parts):
+    """[(name, claims.json content)] of runs of disjoint targets (the design's parts, each on its own seeds) ->
+    one claims.json content: each claim's entry from the part that ran its target, Holm again over the whole family
+    (the design's confirmatory verdict is over all 48 tests, whichever part measured them)."""
+    ran, design = {}, [(c["target"], c["claim"]) for c in parts[0][1]["claims"]]
+    for name, doc in parts:
+        if [(c["target"], c["claim"]) for c in doc["claims"]] != design:
+            raise ValueError(f"parts {parts[0][0]} and {name} test different claims: not one design")
+        for t in doc["targets"]:
+            if t in ran:
+                raise ValueError(f"target {t} is in both parts {ran[t]} and {name}: each claim is measured once")
+            ran[t] = name
+    records = []
+    for i, claim in enumerate(parts[0][1]["claims"]):
+        name = ran.get(claim["target"])   # None: no part ran it, and every part has it without numbers
+        records.append({**(dict(parts)[name]["claims"][i] if name else claim), "part": name})
+    family = holm_verdicts(records)
+    return {"design": DESIGN, "parts": [{"part": name, "seeds": doc["seeds"], "targets": doc["targets"],
+                                         "wall_s": doc["wall_s"]} for name, doc in parts],
+            "targets": list(ran), "level": LEVEL, "holm_family_size": family, "claims": records}
+
+
 def num(v):
     """A signed number for the report: 2 decimals, or 2 significant digits when smaller than 0.1."""
     return "-" if v is None else f"{v:+.2f}" if abs(v) >= 0.1 or v == 0 else f"{v:+.2g}"

@@ -56,7 +56,8 @@ RUN_ELSEWHERE = {
     "python model.py --init_tiny OUT": ("test_model.py", '"--init_tiny"'),
     "python rewards.py --jsonl IN --out OUT": ("test_rewards.py", '"--jsonl"'),
     "python eval.py --mmmu_outputs DIR --json OUT": ("test_benchmarks.py", '"--mmmu_outputs"'),
-    "python report.py results/paper_demo --recompute": ("test_report.py", '"--recompute"'),
+    "python report.py results/paper_demo/part_a --recompute": ("test_report.py", '"--recompute"'),
+    "python report.py results/paper_demo --parts part_a part_b": ("test_report.py", '"--parts"'),
 }
 # run by the tests of this file
 RUN_HERE = {

@@ -214,16 +214,26 @@ def test_report_knows_demo_shs_targets():
 
 
 def test_the_committed_results_recompute_from_their_per_seed_files(tmp_path):
-    """results/paper_demo's claims.json, report.md and summary.md are what report.py computes from the committed
-    seedN/report_inputs.json alone, byte for byte (the README's table is summary.md: test_readme.py)."""
+    """Each part of results/paper_demo (part_a, part_b: the design's two runs): its claims.json, report.md and
+    summary.md are what report.py computes from its committed seedN/report_inputs.json alone, byte for byte; the
+    design's claims.json and summary.md combine the parts (the README's table is that summary.md: test_readme.py)."""
     committed = ROOT / "results" / "paper_demo"
     results = tmp_path / "paper_demo"
     shutil.copytree(committed, results, ignore=shutil.ignore_patterns("seeds_0-2", "*.md", "*.png"))
-    doc = json.loads((committed / "claims.json").read_text())
-    assert sorted(p.name for p in results.glob("seed*")) == sorted(f"seed{s}" for s in doc["seeds"])
-    report.main([str(results), "--recompute"])
-    for name in ("claims.json", "report.md", "summary.md"):
+    design = json.loads((committed / "claims.json").read_text())
+    parts = [p["part"] for p in design["parts"]]
+    assert parts == sorted(p.name for p in committed.glob("part_*"))
+    for part in parts:
+        doc = json.loads((committed / part / "claims.json").read_text())
+        assert sorted(p.name for p in (results / part).glob("seed*")) == sorted(f"seed{s}" for s in doc["seeds"])
+        report.main([str(results / part), "--recompute"])
+        for name in ("claims.json", "report.md", "summary.md"):
+            assert (results / part / name).read_text() == (committed / part / name).read_text(), (part, name)
+    report.main([str(results), "--parts", *parts])
+    for name in ("claims.json", "summary.md"):
         assert (results / name).read_text() == (committed / name).read_text(), name
+    with pytest.raises(SystemExit, match="no claims.json in"):
+        report.main([str(results), "--parts", *parts, "part_z"])
 
 
 def test_report_and_readme_tables_are_rendered_from_claims_json(tmp_path):

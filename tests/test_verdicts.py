@@ -115,3 +115,38 @@ def test_holm_hand_computed():
     assert claims[2]["holm"]["p_equivalence"] is None
     # unadjusted the second would be "no effect" (0.02 < 0.05); after Holm (0.06) it is not
     assert [c["holm"]["verdict"] for c in claims] == ["reproduced", "inconclusive", "not reproduced"]
+
+
+def test_parts_combine_into_one_family():
+    """The design's parts (disjoint targets on their own seeds) -> one claims.json: each claim from the part that ran
+    its target, Holm again over every test of both parts; overlapping parts and different designs are refused."""
+    def claims(values):   # two sign claims of t1 and one magnitude claim of t2, each seed's values given
+        return [verdicts.Claim("t1", "a", "acc", "+1", values[0], smallest_effect=0.5, seeds_planned=3),
+                verdicts.Claim("t1", "b", "acc", "+1", values[1], smallest_effect=0.5, seeds_planned=3),
+                verdicts.Claim("t2", "c", "len", "18%", values[2], smallest_effect=9.0, seeds_planned=3,
+                               kind="magnitude", reference=9.0)]
+    none = [None] * 3
+    part_a = verdicts.claims_document(claims([[2.0, 2.2, 2.4], [0.1, -0.1, 0.0], none]), ["3", "4", "5"], 60,
+                                      ["t1"])
+    part_b = verdicts.claims_document(claims([none, none, [30.0, 31.0, 35.0]]), ["11", "12", "13"], 70, ["t2"])
+    doc = verdicts.combine_parts([("part_a", part_a), ("part_b", part_b)])
+    assert [c["part"] for c in doc["claims"]] == ["part_a", "part_a", "part_b"]
+    assert [c["seeds"] for c in doc["claims"]] == [["3", "4", "5"]] * 2 + [["11", "12", "13"]]
+    assert [c["per_seed"] for c in doc["claims"]] == [[2.0, 2.2, 2.4], [0.1, -0.1, 0.0], [30.0, 31.0, 35.0]]
+    assert doc["targets"] == ["t1", "t2"] and doc["holm_family_size"] == 5
+    assert [p["wall_s"] for p in doc["parts"]] == [60, 70]
+    # the family is both parts' 5 tests: adjusted as one list, in the order difference tests, equivalence tests
+    raw = [c["p_difference"] for c in doc["claims"]] + [c["p_equivalence"] for c in doc["claims"][:2]]
+    adjusted = verdicts.holm(raw)
+    assert [c["holm"]["p_difference"] for c in doc["claims"]] == adjusted[:3]
+    assert [c["holm"]["p_equivalence"] for c in doc["claims"][:2]] == adjusted[3:]
+    # each part alone adjusted over its own family: part B's magnitude claim had p = 1 for part A's two claims
+    assert part_b["claims"][2]["holm"]["p_difference"] != doc["claims"][2]["holm"]["p_difference"]
+    # a target no part ran keeps its entry without numbers
+    part_c = verdicts.claims_document(claims([none, none, none]), ["20"], None, [])
+    assert verdicts.combine_parts([("part_a", part_a), ("part_c", part_c)])["claims"][2]["n"] == 0
+    with pytest.raises(ValueError, match="target t1 is in both parts part_a and again"):
+        verdicts.combine_parts([("part_a", part_a), ("again", part_a)])
+    other = verdicts.claims_document(claims([none] * 3)[:2], ["11"], None, ["t2"])
+    with pytest.raises(ValueError, match="test different claims"):
+        verdicts.combine_parts([("part_a", part_a), ("other", other)])
