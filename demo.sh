@@ -422,7 +422,8 @@ esac
 
 hard_data() {
   "$PY" synthetic.py --out="$DEMO/data_hard" --seed="$SEED" "${TASK_ARGS[@]}" --question_types=sum_colors \
-    --min_shapes=3 --answer_values="(3, 4)" --n_train=1000 --n_val=0 --n_test=200 --n_ood=0 --n_sft=0 --n_sft_val=0 --n_caption=0 "${HARD_ARGS[@]}"
+    --min_shapes=3 --answer_values="(3, 4)" --write_tokenizer_corpus=False --n_train=1000 --n_val=0 --n_test=200 \
+    --n_ood=0 --n_sft=0 --n_sft_val=0 --n_caption=0 "${HARD_ARGS[@]}"
   cp "$DEMO/data_hard/test.jsonl" "$DEMO/data_hard/hard.jsonl"
 }
 

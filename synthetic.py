@@ -32,7 +32,8 @@ writes, next to an images/ folder (paths in the files are relative to the file):
     train/val/test/ood.jsonl  {"id", "images": ["images/x.png"], "question", "answer", "options"?, "meta"}
     sft.jsonl, sft_val.jsonl  {"id", "messages": [user, assistant], "images": [...], "meta"}
     caption.jsonl             the same chat format; assistant content is a description, no <think>
-    tokenizer_corpus.jsonl    one JSON string per line, to train chat.build_tiny_tokenizer on
+    tokenizer_corpus.jsonl    one JSON string per line, to train chat.build_tiny_tokenizer on (unless
+                              --write_tokenizer_corpus=False)
     config.json               the Config used
 """
 
@@ -61,6 +62,10 @@ class Config:
     n_sft: int = 2000
     n_sft_val: int = 100
     n_caption: int = 2000
+    write_tokenizer_corpus: bool = True  # False for data read by a model whose tokenizer was fit on other data
+    #                                      (demo.sh's hard problems): the corpus asks every question type for every
+    #                                      answer value, and with answers 3-4 a count_both of 4 (four identical
+    #                                      shapes) is too rare for the scene search at some seeds
     # the board
     image_size: int = 112  # px, = tiny_config's; 112 / patch 14 = 8x8 patches = 4x4 image tokens after pixel
     #                        shuffle, so each cell of a 2x2 board is 2x2 tokens: enough to tell shapes apart
@@ -514,9 +519,10 @@ def write_dataset(out_dir, n_train=2000, n_val=200, n_test=200, n_ood=200, n_sft
                 f.write(json.dumps(item) + "\n")
         os.replace(tmp, path)  # a half-written file never looks complete
         written[f"{name}.jsonl"] = n
-    with open(os.path.join(out_dir, "tokenizer_corpus.jsonl"), "w") as f:  # one JSON string per line
-        for text in tokenizer_corpus(seed=seed, cfg=cfg):
-            f.write(json.dumps(text) + "\n")
+    if cfg.write_tokenizer_corpus:
+        with open(os.path.join(out_dir, "tokenizer_corpus.jsonl"), "w") as f:  # one JSON string per line
+            for text in tokenizer_corpus(seed=seed, cfg=cfg):
+                f.write(json.dumps(text) + "\n")
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(dict(dataclasses.asdict(cfg), seed=seed), f, indent=1)
     return written

@@ -268,6 +268,20 @@ def test_tokenizer_corpus_covers_the_vocabulary():
         assert word in text, word
 
 
+def test_hard_problems_write_no_tokenizer_corpus(tmp_path):
+    """demo.sh's hard problems (sums on dense boards, answers 3-4) at seed 11: their data has no tokenizer corpus,
+    whose every-type traces would ask for a count_both answer of 4 that the scene search can miss (it did)."""
+    hard = ["--question_types=('sum_colors',)", "--min_shapes=3", "--answer_values=(3, 4)", "--seed=11",
+            "--n_train=6", "--n_test=4", "--n_val=0", "--n_ood=0", "--n_sft=0", "--n_sft_val=0", "--n_caption=0"]
+    synthetic.main([f"--out={tmp_path}", *hard, "--write_tokenizer_corpus=False"])
+    assert not (tmp_path / "tokenizer_corpus.jsonl").exists()
+    rows = [json.loads(line) for line in open(tmp_path / "train.jsonl")]
+    assert len(rows) == 6 and {r["meta"]["answer_value"] for r in rows} <= {3, 4}
+    assert all(sum(cell is not None for cell in r["meta"]["scene"]) >= 3 for r in rows)
+    with pytest.raises(ValueError, match="no sft scene gives a count_both answer of 4"):   # the corpus: named
+        synthetic.main([f"--out={tmp_path / 'with_corpus'}", *hard])
+
+
 def test_main_parses_args_and_rejects_bad_ones(tmp_path):
     synthetic.main([f"--out={tmp_path}", "--n_train", "4", "--n_val=2", "--n_test=2", "--n_ood=2", "--n_sft=2",
                     "--n_sft_val=1", "--n_caption=2", "--seed=5", "--ood_types=('count_both',)", "--mc_fraction=0"])
