@@ -48,6 +48,7 @@ RUN_ELSEWHERE = {
     # the confirmatory run's first part: paper_demo over other SEEDS (conftest.py), with TARGETS (test_demo.py)
     'SEEDS="3 4 5 6 7 8 9 10" TARGETS="table2 table3 table4 table5 fig9" JOBS=2 bash launch.sh paper_demo': (
         "test_demo.py", 'TARGETS="table5"'),
+    'SEEDS="11 12 13" bash launch.sh paper_demo': ("conftest.py", 'SEEDS="0 1"'),   # part B: every target
     "bash launch.sh TARGET": ("test_demo.py", "def test_paper_scale_commands_parse"),   # every target, DRY_RUN=1
     "SCALE=demo bash launch.sh TARGET": ("conftest.py", '"paper_demo", log=log'),   # every target
     "SCALE=demo bash launch.sh fig5": ("conftest.py", '"paper_demo", log=log'),   # fig5 among them
