@@ -1,7 +1,8 @@
 """The pre-registered verdict rule of the paper_demo report (results/paper_demo/design.md): a claim's per-seed
 paired differences -> a 95% Student-t interval, one of four verdicts, two p-values from the same t statistic, and
-Holm's step-down over the whole family of claims; then a claim's claims.json entry (`Claim`, `claims_document`) and
-what report.py renders from claims.json as written (`claim_line`, `claims_table`).
+Holm's step-down over the whole family of claims; then a claim's claims.json entry (`Claim`, `claims_document`), the
+design's parts put together (`combine_parts`), and what report.py renders from claims.json as written
+(`claim_line`, `claims_table`).
 
 Two kinds of claim:
   sign       the paper says a - b is on one side of 0. Verdicts on the 95% interval of the per-seed differences,
