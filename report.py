@@ -201,13 +201,14 @@ def fmt(v, digits=1):
 
 
 def value_table(seeds, rows, unit="", digits=1):
-    """rows: [(label, per-seed values)] -> markdown: a column per seed, then the mean over the seeds that have it."""
+    """rows: [(label, per-seed values[, digits of that row])] -> markdown: a column per seed, then the mean over the
+    seeds that have it."""
     head = "| | " + " | ".join(f"seed {s}" for s in seeds.seeds) + " | mean |"
     lines = [head, "|---" * (len(seeds.seeds) + 2) + "|"]
-    for label, vals in rows:
-        have = [v for v in vals if v is not None]
+    for label, vals, *row_digits in rows:
+        have, d = [v for v in vals if v is not None], row_digits[0] if row_digits else digits
         mean = statistics.fmean(have) if have else None
-        lines.append(f"| {label} | " + " | ".join(fmt(v, digits) for v in vals) + f" | {fmt(mean, digits)}{unit} |")
+        lines.append(f"| {label} | " + " | ".join(fmt(v, d) for v in vals) + f" | {fmt(mean, d)}{unit} |")
     return "\n".join(lines)
 
 
@@ -217,9 +218,9 @@ def diff(a, b):
 
 
 def build(seeds, out, targets):
-    """-> (sections, claims), plotting the targets the run ran. A section: {"title", "head" (claim, numbers, plot),
-    "claims" (indices into claims), "notes", "target", "missing"}; its claim lines are rendered from claims.json
-    (render_section). Each Claim's smallest effect, seed count, metric and built-in note are the pre-registered
+    """-> (sections, claims), plotting the targets the run ran. A section: {"title", "intro" (title, the paper's
+    claim), "head" (the intro, numbers, plot), "claims" (indices into claims), "notes", "target", "missing"}; its
+    claim lines are rendered from claims.json (render_section). Each Claim's smallest effect, seed count, metric and built-in note are the pre-registered
     design's (results/paper_demo/design.md, whose table tests/test_report.py checks against these)."""
     sections, claims = [], []
     S = seeds
@@ -231,8 +232,10 @@ def build(seeds, out, targets):
     def section(title, paper, body, plot=None, new_claims=(), notes=(), target="table1"):
         first, read_from = len(claims), sum(len(sec["missing"]) for sec in sections)
         claims.extend(new_claims)
-        head = [f"## {title}", "", f"Paper: {paper}", "", body] + (["", f"![{title}]({plot})"] if plot else [])
-        sections.append({"title": title, "head": "\n".join(head), "claims": list(range(first, len(claims))),
+        intro = [f"## {title}", "", f"Paper: {paper}"]
+        head = intro + ["", body] + (["", f"![{title}]({plot})"] if plot else [])
+        sections.append({"title": title, "intro": "\n".join(intro), "head": "\n".join(head),
+                         "claims": list(range(first, len(claims))),
                          "notes": [f"- {n}" for n in notes], "target": new_claims[0].target if new_claims else target,
                          "missing": S.missing[read_from:]})   # the files this section's reads found missing
 
@@ -416,7 +419,7 @@ def build(seeds, out, targets):
             "problems; lr 1e-5 gains reward faster early than 1e-6", value_table(
                 S, [(f"{k}: test (normal) %", v) for k, v in normal.items()]
                 + [(f"{k}: hard %", v) for k, v in hard.items()]
-                + [(f"{k}: reward steps 21-40", v) for k, v in early.items()]), "fig7_8.png", [
+                + [(f"{k}: reward steps 21-40", v, 3) for k, v in early.items()]), "fig7_8.png", [
                 Claim("fig7_8", "normal − curriculum on normal problems", "test accuracy (%)",
                       "> 0 (drop in stage 2)", diff(normal["normal"], normal["curriculum"]), smallest_effect=2.0,
                       seeds_planned=3),
@@ -523,12 +526,11 @@ def ran(sec, doc):
 
 def render_section(sec, doc):
     if ran(sec, doc):
-        head, not_run = sec["head"], []
-    else:   # no plot: it would show only the arms other targets share
-        head = "\n".join(line for line in sec["head"].splitlines() if not line.startswith("!["))
-        not_run = [f"- Not run: the run's targets were {', '.join(doc['targets'])}, so this section has no numbers."]
-    return "\n".join([head, ""] + [verdicts.claim_line(doc["claims"][i]) for i in sec["claims"]] + sec["notes"]
-                     + not_run)
+        head, notes = sec["head"], sec["notes"]
+    else:   # no table, plot or notes: what another run left in the directory is not this run's
+        head = sec["intro"]
+        notes = [f"- Not run: the run's targets were {', '.join(doc['targets'])}, so this section has no numbers."]
+    return "\n".join([head, ""] + [verdicts.claim_line(doc["claims"][i]) for i in sec["claims"]] + notes)
 
 
 def render_report(doc, sections):

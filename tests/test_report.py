@@ -196,6 +196,11 @@ def test_a_run_of_some_targets_reports_the_others_as_not_run(tmp_path):
     assert [r.split("|")[1].strip() for r in rows if "| not run (n = 0) |" in r] == ["fig5", "fig5", "fig11", "fig11"]
     assert "## Missing outputs" not in text and text.count("- Not run: the run's targets were table1, ") == 2
     assert "](fig5.png)" not in text and "](fig11.png)" not in text and "](fig6.png)" in text
+    # the outputs an earlier run left for Fig. 5 show nowhere in its section: no table, no notes
+    fig5 = text[text.index("## Fig. 5"):text.index("## ", text.index("## Fig. 5") + 3)]
+    assert "| seed 3 |" not in fig5 and fig5.count("\n- ") == 3, fig5   # its 2 claim lines and "Not run"
+    assert "| seed 3 |" in text[text.index("## Fig. 6"):]
+    assert re.search(r"\| demo lr: reward steps 21-40 \| \d\.\d{3} \| \d\.\d{3} \| \d\.\d{3} \|", text)   # not 0.4
     assert not (run / "fig5.png").exists() and (run / "fig6.png").is_file()
     # the demo's own table is there whatever the targets: GRPO's gain over its cold start, by hand
     sft, grpo = ([100 * json.loads((run / f"seed{s}" / "eval" / name / "summary.json").read_text())["runs"][
