@@ -220,8 +220,9 @@ def diff(a, b):
 def build(seeds, out, targets):
     """-> (sections, claims), plotting the targets the run ran. A section: {"title", "intro" (title, the paper's
     claim), "head" (the intro, numbers, plot), "claims" (indices into claims), "notes", "target", "missing"}; its
-    claim lines are rendered from claims.json (render_section). Each Claim's smallest effect, seed count, metric and built-in note are the pre-registered
-    design's (results/paper_demo/design.md, whose table tests/test_report.py checks against these)."""
+    claim lines are rendered from claims.json (render_section). Each Claim's smallest effect, seed count, metric
+    and built-in note are the pre-registered design's (results/paper_demo/design.md, whose table
+    tests/test_report.py checks against these)."""
     sections, claims = [], []
     S = seeds
 
