@@ -304,7 +304,7 @@ MMMU_PRO_COT_MCQ = "Answer the following multiple-choice question. " + MMMU_PRO_
 MMK12_SYSTEM_PROMPT = "Solve the question. The user asks a question, and you solves it. You first thinks about the reasoning process in the mind and then provides the user with the answer. The answer is in latex format and wrapped in $...$. The final answer must be wrapped using the \\\\boxed{} command. Th answer should be enclosed within <answer> </answer> tags, i.e., Since $1+1=2$, so the answer is $2$. <answer> The answer is $\\\\boxed{2}$ </answer>, which means the final answer assistant's output should start with <answer> and end with </answer>."  # noqa: E501
 
 
-def build_user_text(item: EvalItem, mmmu_images: str = "front"):
+def build_user_text(item: EvalItem, mmmu_images: str = "front", instruction: str = data.DEFAULT_INSTRUCTION):
     """-> (user text with one "<image>" per image, images in that order). Images go first ("<image>\\n" each,
     as vLLM's OpenAI server places them) unless said otherwise.
     VLMEvalKit MCQ datasets (MMMU, MMStar, ... and any TSV with option columns; image_mcq.py L174-208):
@@ -321,14 +321,14 @@ def build_user_text(item: EvalItem, mmmu_images: str = "front"):
     `query_cot` when the benchmark name has "cot" (MathVerse_MINI_Vision_Only_cot).
     MathVista hub parquet: the official `query`. Other TSVs (MathVista_MINI, MathVision, LogicVista): `question`.
     MMK12 (evaluate.py L100-104, any benchmark named *mmk12*): the question (its system turn: build_messages).
-    Our JSONL / K12: data.format_question (question, options, the boxed instruction used in training)."""
+    Our JSONL / K12: data.format_question (question, options, `instruction`: the boxed one used in training)."""
     if mmmu_images not in ("front", "inplace"):
         raise ValueError(f"mmmu_images={mmmu_images!r}, expected 'front' or 'inplace'")
     name = item.benchmark.lower()
     if item.extra.get("format") == "records" and "mmk12" not in name:
         record = data.Record(id=item.id, question=item.question, answer=str(item.answer),
                              images=list(item.images), options=item.options or None, source=item.benchmark)
-        return data.format_question(record), list(item.images)
+        return data.format_question(record, instruction), list(item.images)
 
     if name.startswith("mathverse"):
         column = "query_cot" if "cot" in item.benchmark else "question"   # VLMEvalKit: 'cot' in dataset_name
@@ -395,10 +395,11 @@ def build_user_text(item: EvalItem, mmmu_images: str = "front"):
     return "<image>\n" * len(images) + text, images
 
 
-def build_messages(item: EvalItem, system_prompt: str = "", mmmu_images: str = "front"):
+def build_messages(item: EvalItem, system_prompt: str = "", mmmu_images: str = "front",
+                   instruction: str = data.DEFAULT_INSTRUCTION):
     """-> (chat messages, images): build_user_text's user turn, after a system turn: system_prompt when given,
     else the benchmark's released one (MMK12: MMK12_SYSTEM_PROMPT), else none (R1V3-alpha: system_prompt=None)."""
-    text, images = build_user_text(item, mmmu_images)
+    text, images = build_user_text(item, mmmu_images, instruction)
     system = system_prompt or (MMK12_SYSTEM_PROMPT if "mmk12" in item.benchmark.lower() else "")
     return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}], images
 

@@ -30,8 +30,8 @@ from PIL import Image
 import chat
 # the records, the JSONL reader/writer and the question text live in records.py (no torch, for light readers);
 # data.X names them for every training and eval script
-from records import (DEFAULT_INSTRUCTION, IMAGE_MARKER, Record, format_question, read_jsonl,  # noqa: F401
-                     read_records, read_utf8, write_jsonl)
+from records import (DEFAULT_INSTRUCTION, IMAGE_MARKER, NOTHINK_INSTRUCTION, Record, format_question,  # noqa: F401
+                     read_jsonl, read_records, read_utf8, write_jsonl)
 
 IM_END = "<|im_end|>"   # ends every turn (ChatML); an SFT label span ends with it
 IGNORE_INDEX = -100                               # label of tokens without loss (torch cross_entropy default)

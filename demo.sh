@@ -61,7 +61,7 @@ fi
 # the RL boards' smaller shapes, detours for the critical tokens)
 TASK_ARGS=(--image_size=112 --grid=2 --min_shapes=1 --max_shapes=4 --answer_values="(0, 1, 2, 3)" --mc_fraction=0.5
   --question_types="('count_shape', 'count_color', 'sum_colors')" --ood_types="('difference',)"
-  --detour_fraction=0.6 --noise_fraction=0.0 --blind_fraction=0.05 --nothink_fraction=0.1
+  --detour_fraction=0.6 --noise_fraction=0.0 --blind_fraction=0.05 --nothink_fraction=0.1 --nothink_instruction=True
   --caption_kinds="('list', 'list', 'list', 'answer')" --rl_scale="(0.45, 0.6)")
 
 # -----------------------------------------------------------------------------
@@ -323,7 +323,7 @@ case "$1" in
     demo_connector
     # its think run is the final checkpoint's eval's first run (demo, table1, table5): copied, not sampled again
     demo_eval table4 "$(last_ckpt "$DEMO/connector")" "$D/test.jsonl" --mode=think,nothink,nowait \
-      +connector/test/think_full
+      --nothink_instruction=True +connector/test/think_full
     mkdir -p "$T/table4"; cp "$DEMO/eval/table4/summary.md" "$T/table4/table4.md"
     ;;
 

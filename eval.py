@@ -104,6 +104,9 @@ class EvalConfig:
     seed: int = 0                        # sample s of an item draws from item_seed(seed, benchmark, id) + s (above)
     nowait_words: list = field(default_factory=lambda: ["Wait", "Alternatively", "Hmm"])  # §6.2
     hallucination_phrases: list = field(default_factory=lambda: list(rewards.UNSEEN_IMAGE_PHRASES))  # Table 5
+    nothink_instruction: bool = False    # nothink mode asks our JSONL items with data.NOTHINK_INSTRUCTION, the one a
+    #                                      synthetic.py --nothink_instruction SFT pairs with direct answers (the
+    #                                      demo's NoThink); off = the paper's NoThink: only the template changes
     verifier_url: str = ""               # OpenAI-compatible endpoint (rewards.VerifierClient); "" = rules only
     verifier_model: str = ""
     verifier_api_key_env: str = ""       # name of the environment variable holding its API key (never the key)
@@ -333,7 +336,9 @@ def run_prompts(cfg, items, mode, tokenizer, model_config=None, max_prompt_token
     forced = 0 if tokenizer is None else len(tokenizer.encode(FORCED_THINK_END, add_special_tokens=False))
     prompts = {}
     for item in items:
-        messages, images = build_messages(item, cfg.system_prompt, cfg.mmmu_images)
+        instruction = data.NOTHINK_INSTRUCTION if mode == "nothink" and cfg.nothink_instruction else \
+            data.DEFAULT_INSTRUCTION
+        messages, images = build_messages(item, cfg.system_prompt, cfg.mmmu_images, instruction)
         text = chat.build_prompt(messages, mode, tokenizer=tokenizer)
         prompts[item.id] = {"prompt": text, "images": images, "prefix": "", "forced_tokens": forced}
         if max_prompt_tokens:   # images expanded as model.py does (vLLM's processor does the same)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 IMAGE_MARKER = "<image>"                          # placeholder that chat.expand_image_tokens expands
 DEFAULT_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+# the demo's NoThink prompt (Table 4): its SFT pairs it with direct answers, so the prompt, not chance, picks the mode
+NOTHINK_INSTRUCTION = "Answer directly, and put your final answer within \\boxed{}."
 OPTION_LETTER = re.compile(r"^[A-Z]$")
 
 

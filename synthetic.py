@@ -91,6 +91,8 @@ class Config:
     noise_fraction: float = 0.0  # traces where the teacher misreads one cell (wrong answer, on purpose)
     blind_fraction: float = 0.0  # traces that claim not to see the image and then guess (Table 5's "with" row)
     nothink_fraction: float = 0.0  # SFT items answered directly, no <think> block: the model's NoThink mode (Table 4)
+    nothink_instruction: bool = False  # those items ask with records.NOTHINK_INSTRUCTION, so that the prompt picks the
+    #                                    mode (eval.py --nothink_instruction); off, only chance does
     caption_kinds: tuple = ("list",)  # also "sentence", "cell", "answer" (a question answered directly, boxed, no
     #                                   thinking: Fig. 11's base model then writes the rewarded format); "list" is
     #                                   learnt fastest
@@ -467,14 +469,17 @@ def generate_split(name, n, seed, kind=None, cfg=None):
                     seen, noisy = candidate, True
                     break
         # the user turn is exactly what grpo.py / eval.py will prompt with (data.format_question, from records.py)
-        user_text = records.format_question(records.Record(id=item_id, question=question, answer=gold,
-                                                           images=["image"], options=options, source="synthetic"))
+        record = records.Record(id=item_id, question=question, answer=gold, images=["image"], options=options,
+                                source="synthetic")
+        user_text = records.format_question(record)
         assistant, said, detour = teacher_trace(seen, qtype, args, options, rng, cfg, detour)
         style, u = "think", rng.random() if cfg.blind_fraction or cfg.nothink_fraction else 1.0  # same draws as before
         if u < cfg.blind_fraction:
             (assistant, said), style, detour = blind_trace(options, rng, cfg), "blind", None
         elif u < cfg.blind_fraction + cfg.nothink_fraction:
             assistant, style, detour = f"The answer is \\boxed{{{said}}}.", "nothink", None
+            if cfg.nothink_instruction:   # the same item otherwise: no draw is added or moved
+                user_text = records.format_question(record, records.NOTHINK_INSTRUCTION)
         meta["style"] = style
         meta.update(detour=detour, noisy=noisy, seen_scene=seen, teacher_answer=said, gold=gold,
                     question=question, options=options)

@@ -16,6 +16,7 @@ from PIL import Image
 import bench_metrics
 import benchmarks as B
 import chat
+import data
 import eval as E
 import model
 import rewards
@@ -146,6 +147,25 @@ def test_budget_rule():
     E.generate_rows(rows, fake_sampler(script, calls), "think", None, cfg)
     E.generate_rows(rows, fake_sampler(script, calls), "nothink", 16, cfg)
     assert [c[1:] for c in calls] == [(100, False), (16, False)]
+
+
+def test_nothink_instruction_asks_our_items_in_nothink_mode_only():
+    """eval.py --nothink_instruction: nothink prompts of our JSONL items end with NOTHINK_INSTRUCTION (the text
+    synthetic.py's nothink SFT items are asked with); think and NoWait keep the training instruction, and without
+    the flag NoThink is the paper's (the template alone changes). Other benchmarks keep their released prompts."""
+    ours = B.EvalItem(id="q0", question="How many red shapes?", answer="2", images=[], options={}, benchmark="test",
+                      extra={"format": "records"})
+    mmmu = B.EvalItem(id="m0", question="Which?", answer="A", images=[], options={"A": "a", "B": "b"},
+                      benchmark="MMMU_tiny")
+    prompt = lambda mode, **kw: E.run_prompts(E.EvalConfig(**kw), [ours, mmmu], mode, None)
+    expect = lambda instruction: data.format_question(data.Record(id="q0", question="How many red shapes?",
+                                                                  answer="2", images=[], options=None,
+                                                                  source="test"), instruction)
+    assert expect(data.NOTHINK_INSTRUCTION) in prompt("nothink", nothink_instruction=True)["q0"]["prompt"]
+    for mode, flag in (("think", True), ("nowait", True), ("nothink", False)):
+        text = prompt(mode, nothink_instruction=flag)["q0"]["prompt"]
+        assert expect(data.DEFAULT_INSTRUCTION) in text and data.NOTHINK_INSTRUCTION not in text
+    assert prompt("nothink", nothink_instruction=True)["m0"] == prompt("nothink")["m0"]
 
 
 def test_resume_skips_finished_samples(tmp_path):

@@ -14,6 +14,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import data
+import records
 import rewards
 import synthetic
 from synthetic import Config, generate_split
@@ -333,6 +334,21 @@ def test_blind_and_nothink_traces():
         [it["messages"] for it in generate_split("sft", 50, 3, cfg=Config(blind_fraction=0.0))]
     with pytest.raises(ValueError):
         synthetic.check_config(Config(blind_fraction=0.6, nothink_fraction=0.6))
+
+
+def test_nothink_instruction_lets_the_prompt_pick_the_mode():
+    """Table 4's prompt lever: with nothink_instruction the direct answers (and only they) are asked with
+    NOTHINK_INSTRUCTION, in the text eval.py's nothink prompt uses (format_question's); every draw is as without it."""
+    plain = generate_split("sft", 200, 5, cfg=Config(nothink_fraction=0.3))
+    picked = generate_split("sft", 200, 5, cfg=Config(nothink_fraction=0.3, nothink_instruction=True))
+    assert sum(it["meta"]["style"] == "nothink" for it in picked) > 30
+    for a, b in zip(plain, picked):
+        assert a["meta"] == b["meta"] and a["messages"][1] == b["messages"][1]
+        user_a, user_b = a["messages"][0]["content"], b["messages"][0]["content"]
+        if b["meta"]["style"] == "nothink":
+            assert user_b == user_a.removesuffix(records.DEFAULT_INSTRUCTION) + records.NOTHINK_INSTRUCTION
+        else:
+            assert user_b == user_a and user_a.endswith(records.DEFAULT_INSTRUCTION)
 
 
 def test_answer_captions_are_direct_right_answers():
