@@ -11,7 +11,7 @@ TARGETS) once per seed (demo.sh all_targets under PAPER_DEMO/seedN), then this w
 
     python report.py out/paper_demo --seeds 3 4 5 [--targets table2 fig9 ...] [--wall_s S] [--readme README.md]
     python report.py results/paper_demo/part_a --recompute   # from seedN/report_inputs.json only (claims.json's seeds)
-    python report.py results/paper_demo --parts part_a part_b  # the design's parts -> one claims.json and summary.md
+    python report.py results/paper_demo --parts part_a part_b  # the design's parts -> one claims.json, summary.md
 
 Nothing here trains or evaluates: it reads eval.py summaries, grpo.py metrics.jsonl and entropy.py tables. A file
 that is missing is named in the report (that seed is left out of the claim), never silently skipped; a target the
@@ -569,8 +569,9 @@ class ReportConfig:
     recompute: bool = False       # read ROOT/seedN/report_inputs.json, not the run's outputs (a results directory)
     targets: list[str] = field(default_factory=lambda: list(TARGETS))   # the targets the run ran (demo.sh TARGETS;
     # --recompute: claims.json's): the others' claims are reported as not run, their outputs not as missing
-    parts: list[str] = field(default_factory=list)   # ROOT/PART/claims.json of runs of disjoint targets -> the
-    # design's claims.json and summary.md in ROOT, each claim from the part that ran it, Holm over all of them
+    parts: list[str] = field(default_factory=list)   # ROOT/PART/claims.json of the design's parts, in the order
+    # they ran -> the design's claims.json and summary.md in ROOT, each claim from the last part that ran its target,
+    # Holm over all of them
 
 
 def main(argv=None):

@@ -228,25 +228,34 @@ def claims_document(claims, seeds, wall_s, targets):
 
 
 def combine_parts(parts):
-    """[(name, claims.json content)] of runs of disjoint targets (the design's parts, each on its own seeds) ->
-    one claims.json content: each claim's entry from the part that ran its target, Holm again over the whole family
-    (the design's confirmatory verdict is over all 48 tests, whichever part measured them)."""
-    ran, design = {}, [(c["target"], c["claim"]) for c in parts[0][1]["claims"]]
+    """[(name, claims.json content)] of the design's parts, in the order they ran, each on its own seeds -> one
+    claims.json content: each claim's entry from the last part that ran its target (a later part replaces an earlier
+    one's target when design.md re-ran it on new seeds: "replaced" names both), Holm again over the whole family (the
+    design's confirmatory verdict is over all 48 tests, whichever part measured them)."""
+    ran, replaced, design = {}, [], [(c["target"], c["claim"]) for c in parts[0][1]["claims"]]
+    docs = dict(parts)
+    if len(docs) != len(parts):
+        raise ValueError(f"a part is named twice in {[name for name, _ in parts]}")
     for name, doc in parts:
         if [(c["target"], c["claim"]) for c in doc["claims"]] != design:
             raise ValueError(f"parts {parts[0][0]} and {name} test different claims: not one design")
         for t in doc["targets"]:
             if t in ran:
-                raise ValueError(f"target {t} is in both parts {ran[t]} and {name}: each claim is measured once")
+                shared = sorted(set(docs[ran[t]]["seeds"]) & set(doc["seeds"]))
+                if shared:
+                    raise ValueError(f"target {t}: part {name} re-runs seeds {', '.join(shared)} of part {ran[t]}; "
+                                     "a part that replaces another runs new seeds")
+                replaced.append({"target": t, "part": ran[t], "by": name})
             ran[t] = name
     records = []
     for i, claim in enumerate(parts[0][1]["claims"]):
         name = ran.get(claim["target"])   # None: no part ran it, and every part has it without numbers
-        records.append({**(dict(parts)[name]["claims"][i] if name else claim), "part": name})
+        records.append({**(docs[name]["claims"][i] if name else claim), "part": name})
     family = holm_verdicts(records)
     return {"design": DESIGN, "parts": [{"part": name, "seeds": doc["seeds"], "targets": doc["targets"],
                                          "wall_s": doc["wall_s"]} for name, doc in parts],
-            "targets": list(ran), "level": LEVEL, "holm_family_size": family, "claims": records}
+            "targets": list(ran), "replaced": replaced, "level": LEVEL, "holm_family_size": family,
+            "claims": records}
 
 
 def num(v):
@@ -283,4 +292,6 @@ def claims_table(doc):
         text = c["claim"] + (" (built in)" if c["built_in"] else "")
         lines.append(f"| {c['target']} | {text} | {c['paper']} | {test} {c['unit']} | {ours} (n = {c['n']}) | "
                      f"{c['verdict']} | {c['holm']['verdict']} |")
+    lines += [f"\n{r['target']}: part {r['by']}'s seeds replace part {r['part']}'s ({DESIGN})."
+              for r in doc.get("replaced", [])]
     return "\n".join(lines)

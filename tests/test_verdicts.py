@@ -118,8 +118,9 @@ def test_holm_hand_computed():
 
 
 def test_parts_combine_into_one_family():
-    """The design's parts (disjoint targets on their own seeds) -> one claims.json: each claim from the part that ran
-    its target, Holm again over every test of both parts; overlapping parts and different designs are refused."""
+    """The design's parts (each on its own seeds) -> one claims.json: each claim from the part that ran
+    its target, Holm again over every test of both parts; a later part re-running a target on new seeds replaces it;
+    re-run seeds and different designs are refused."""
     def claims(values):   # two sign claims of t1 and one magnitude claim of t2, each seed's values given
         return [verdicts.Claim("t1", "a", "acc", "+1", values[0], smallest_effect=0.5, seeds_planned=3),
                 verdicts.Claim("t1", "b", "acc", "+1", values[1], smallest_effect=0.5, seeds_planned=3),
@@ -145,8 +146,20 @@ def test_parts_combine_into_one_family():
     # a target no part ran keeps its entry without numbers
     part_c = verdicts.claims_document(claims([none, none, none]), ["20"], None, [])
     assert verdicts.combine_parts([("part_a", part_a), ("part_c", part_c)])["claims"][2]["n"] == 0
-    with pytest.raises(ValueError, match="target t1 is in both parts part_a and again"):
+    assert "replaced" not in verdicts.claims_table(doc)
+    # a later part that ran t1 again, on new seeds, replaces part A's t1 (and says so); on part A's seeds it is refused
+    rerun = verdicts.claims_document(claims([[-1.0, -1.5, -2.0], [0.3, 0.2, 0.1], none]), ["14", "15", "16"], 80,
+                                     ["t1"])
+    doc = verdicts.combine_parts([("part_a", part_a), ("part_b", part_b), ("part_c", rerun)])
+    assert [c["part"] for c in doc["claims"]] == ["part_c", "part_c", "part_b"]
+    assert doc["claims"][0]["per_seed"] == [-1.0, -1.5, -2.0] and doc["claims"][0]["verdict"] == "not reproduced"
+    assert doc["replaced"] == [{"target": "t1", "part": "part_a", "by": "part_c"}] and doc["targets"] == ["t1", "t2"]
+    assert verdicts.claims_table(doc).endswith("t1: part part_c's seeds replace part part_a's "
+                                               f"({verdicts.DESIGN}).")
+    with pytest.raises(ValueError, match="target t1: part again re-runs seeds 3, 4, 5 of part part_a"):
         verdicts.combine_parts([("part_a", part_a), ("again", part_a)])
+    with pytest.raises(ValueError, match="named twice"):
+        verdicts.combine_parts([("part_a", part_a), ("part_a", rerun)])
     other = verdicts.claims_document(claims([none] * 3)[:2], ["11"], None, ["t2"])
     with pytest.raises(ValueError, match="test different claims"):
         verdicts.combine_parts([("part_a", part_a), ("other", other)])
