@@ -156,6 +156,24 @@ def verdict(st, sign, smallest_effect, kind="sign", reference=0.0):
     return v, f"{interval} contains {what}" + (f" and is not within ±{smallest_effect:g}" if kind == "sign" else "")
 
 
+def seeds_for_power(st, smallest_effect, kind="sign", reference=0.0, alpha=ALPHA, power=0.8, most=200):
+    """A planning reading for a next design, taking the observed mean and SD (of `stats_of`) as the truth: the
+    fewest seeds n (3..most) at which the verdict is a decision with probability >= power at level alpha, the
+    interval excluding the reference, or (sign claims) lying within +/- smallest_effect; None when more than `most`
+    or no SD. Normal approximation to the t statistic: P = Phi(distance * sqrt(n) / sd - t(1 - alpha / 2, n - 1)),
+    distance = |mean - reference| for the difference test, smallest_effect - |mean| for equivalence."""
+    if st["sd"] is None:
+        return None
+    phi = statistics.NormalDist().cdf
+    distances = [abs(st["mean"] - reference)] + ([smallest_effect - abs(st["mean"])] if kind == "sign" else [])
+    for n in range(3, most + 1):
+        t = t_quantile(1 - alpha / 2, n - 1)
+        if st["sd"] == 0 and max(distances) > 0 or \
+                st["sd"] > 0 and max(phi(d * math.sqrt(n) / st["sd"] - t) for d in distances) >= power:
+            return n
+    return None
+
+
 def holm(p):
     """Holm's step-down adjusted p-values, in the order given."""
     m = len(p)
@@ -175,7 +193,9 @@ def holm_verdicts(claims):
     family += [(i, "p_equivalence") for i, c in enumerate(claims) if c["kind"] == "sign"]
     adjusted = holm([claims[i][key] for i, key in family])
     for c in claims:
-        c["holm"] = {"p_difference": None, "p_equivalence": None}
+        st = {"mean": c["mean"], "sd": c.get("sd")}   # at Holm's first step, the strictest: alpha / family size
+        c["holm"] = {"p_difference": None, "p_equivalence": None, "seeds_for_power": seeds_for_power(
+            st, c.get("smallest_effect", 0.0), c["kind"], c["reference"], alpha=ALPHA / len(family))}
     for (i, key), p in zip(family, adjusted):
         claims[i]["holm"][key] = p
     for c in claims:
@@ -215,6 +235,7 @@ class Claim:
                 "ci95": None if st["lo"] is None else [st["lo"], st["hi"]],
                 "p_difference": p_diff, "p_equivalence": p_eq if self.kind == "sign" else None,
                 "verdict": v, "reason": reason,
+                "seeds_for_power": seeds_for_power(st, self.smallest_effect, self.kind, self.reference),
                 "confirmatory": st["n"] >= self.seeds_planned and not set(seeds) & set(SEEN_SEEDS)}
 
 
@@ -274,6 +295,10 @@ def claim_line(c):
     notes = []
     if c["built_in"]:
         notes.append(f"Built in, not evidence of the mechanism: {c['built_in']}.")
+    if c["sd"] is not None:
+        plan = lambda n: "more than 200" if n is None else n
+        notes.append(f"Seeds for an 80% chance of a decision if this mean and SD were the truth: "
+                     f"{plan(c['seeds_for_power'])}, {plan(c['holm']['seeds_for_power'])} under Holm.")
     if not c["confirmatory"]:
         notes.append(f"Not confirmatory (design: {c['seeds_planned']} seeds, none of {', '.join(SEEN_SEEDS)}).")
     return (f"- {c['claim']}: {c['metric']}, {what} ({test}; paper: {c['paper']}). Ours: mean {num(c['mean'])} "

@@ -163,3 +163,17 @@ def test_parts_combine_into_one_family():
     other = verdicts.claims_document(claims([none] * 3)[:2], ["11"], None, ["t2"])
     with pytest.raises(ValueError, match="test different claims"):
         verdicts.combine_parts([("part_a", part_a), ("other", other)])
+
+
+def test_seeds_for_power_match_the_textbook_one_sample_t_sizes():
+    """The planning reading: a paired t test at 5%, 80% power needs 34 seeds for an effect of half an SD and 10 for
+    one SD (the exact noncentral-t sizes, e.g. Cohen 1988's tables / G*Power); Holm's stricter level needs more;
+    equivalence counts when the mean is near 0; no SD, or a claim beyond 200 seeds, gives None."""
+    st = lambda mean, sd: {"mean": mean, "sd": sd}
+    assert verdicts.seeds_for_power(st(0.5, 1.0), 0.1) == 34
+    assert verdicts.seeds_for_power(st(-1.0, 1.0), 0.1) == 10
+    assert verdicts.seeds_for_power(st(1.0, 1.0), 0.1, alpha=0.05 / 48) > 20
+    # magnitude: the distance to M decides; a sign claim at mean 0 is decided by equivalence alone
+    assert verdicts.seeds_for_power(st(10.0, 1.0), 0.1, kind="magnitude", reference=9.0) == 10
+    assert verdicts.seeds_for_power(st(0.0, 1.0), 1.0) == 10
+    assert verdicts.seeds_for_power(st(0.0, 1.0), 0.01) is None and verdicts.seeds_for_power(st(1.0, None), 1) is None
