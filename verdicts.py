@@ -317,6 +317,6 @@ def claims_table(doc):
         text = c["claim"] + (" (built in)" if c["built_in"] else "")
         lines.append(f"| {c['target']} | {text} | {c['paper']} | {test} {c['unit']} | {ours} (n = {c['n']}) | "
                      f"{c['verdict']} | {c['holm']['verdict']} |")
-    lines += [f"\n{r['target']}: part {r['by']}'s seeds replace part {r['part']}'s ({DESIGN})."
+    lines += [f"\n{r['target']}: {r['by']}'s seeds replace {r['part']}'s ({DESIGN})."
               for r in doc.get("replaced", [])]
     return "\n".join(lines)

@@ -154,7 +154,7 @@ def test_parts_combine_into_one_family():
     assert [c["part"] for c in doc["claims"]] == ["part_c", "part_c", "part_b"]
     assert doc["claims"][0]["per_seed"] == [-1.0, -1.5, -2.0] and doc["claims"][0]["verdict"] == "not reproduced"
     assert doc["replaced"] == [{"target": "t1", "part": "part_a", "by": "part_c"}] and doc["targets"] == ["t1", "t2"]
-    assert verdicts.claims_table(doc).endswith("t1: part part_c's seeds replace part part_a's "
+    assert verdicts.claims_table(doc).endswith("t1: part_c's seeds replace part_a's "
                                                f"({verdicts.DESIGN}).")
     with pytest.raises(ValueError, match="target t1: part again re-runs seeds 3, 4, 5 of part part_a"):
         verdicts.combine_parts([("part_a", part_a), ("again", part_a)])
