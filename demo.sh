@@ -210,7 +210,7 @@ paper_demo() {  # every target (or TARGETS) over SEEDS, JOBS seeds at a time, wi
     [[ " ${DEMO_TARGETS[*]} " == *" $s "* ]] ||
       { echo "paper_demo: TARGETS: no target '$s' (${DEMO_TARGETS[*]})"; return 2; }
   done
-  mkdir -p "$pd"
+  mkdir -p "$pd"; : > "$pd/started"   # a seed's progress file older than this is an earlier run's
   echo "paper_demo: seeds ${seeds[*]}, $jobs at a time, targets ${TARGETS:-all}, under $pd (each seed's log:" \
     "$pd/seedN/log.txt)"
   for s in "${seeds[@]}"; do
@@ -230,11 +230,11 @@ paper_demo() {  # every target (or TARGETS) over SEEDS, JOBS seeds at a time, wi
   [ "$failed" = 0 ]
 }
 
-paper_demo_progress() {  # PD T0 SEED...: one line: the share of the seeds' work done (a seed not started yet counts
-  # as none done), elapsed, ETA from that share
+paper_demo_progress() {  # PD T0 SEED...: one line: the share of the seeds' work done (a seed not started yet in
+  # this run counts as none done, whatever an earlier run left), elapsed, ETA from that share
   local pd=$1 t0=$2 done_=0 per_seed=0 s d n; shift 2
   for s in "$@"; do
-    [ -f "$pd/seed$s/progress" ] || continue
+    [ "$pd/seed$s/progress" -nt "$pd/started" ] || continue
     read -r d n < "$pd/seed$s/progress" || continue   # a seed is rewriting it this instant: count it next time
     done_=$((done_ + d)); per_seed=$n   # every seed runs the same units
   done

@@ -154,10 +154,15 @@ def test_curve_targets_need_the_main_grpo_run_first(target, tmp_path):
 
 def test_paper_demo_progress_counts_the_seeds_not_started(tmp_path):
     """The share done is over every seed of the run: seeds still waiting for a slot (JOBS) count as none done, and
-    a stale seed directory from another run does not count."""
-    for seed, progress in (("3", "6 11"), ("4", "7 11"), ("0", "11 11")):   # seeds 5, 6: not started; 0: stale
+    neither a seed directory of another run nor a seed of this run that an earlier run finished and this one has
+    not started yet."""
+    (tmp_path / "started").write_text("")   # paper_demo's start
+    os.utime(tmp_path / "started", (1e9, 1e9))
+    for seed, progress in (("3", "6 11"), ("4", "7 11"), ("0", "11 11"), ("5", "11 11")):   # 5, 6: not started
         (tmp_path / f"seed{seed}").mkdir()
         (tmp_path / f"seed{seed}" / "progress").write_text(progress + "\n")
+    for stale in ("0", "5"):   # an earlier run's, from before the start
+        os.utime(tmp_path / f"seed{stale}" / "progress", (1e9 - 60, 1e9 - 60))
     script = (f'eval "$(sed -n "/^paper_demo_progress() {{/,/^}}/p" {ROOT / "demo.sh"})"; SECONDS=100; '
               f'paper_demo_progress {tmp_path} 0 3 4 5 6')
     out = subprocess.run(["bash", "-c", script], text=True, capture_output=True, check=True).stdout
