@@ -11,7 +11,7 @@ TARGETS) once per seed (demo.sh all_targets under PAPER_DEMO/seedN), then this w
 
     python report.py out/paper_demo --seeds 3 4 5 [--targets table2 fig9 ...] [--wall_s S] [--readme README.md]
     python report.py results/paper_demo/part_a --recompute   # from seedN/report_inputs.json only (claims.json's seeds)
-    python report.py results/paper_demo --parts part_a part_b  # the design's parts -> one claims.json, summary.md
+    python report.py results/paper_demo --parts part_a part_b part_c part_d  # the parts -> claims.json, summary.md
 
 Nothing here trains or evaluates: it reads eval.py summaries, grpo.py metrics.jsonl and entropy.py tables. A file
 that is missing is named in the report (that seed is left out of the claim), never silently skipped; a target the

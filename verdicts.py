@@ -317,6 +317,9 @@ def claims_table(doc):
         text = c["claim"] + (" (built in)" if c["built_in"] else "")
         lines.append(f"| {c['target']} | {text} | {c['paper']} | {test} {c['unit']} | {ours} (n = {c['n']}) | "
                      f"{c['verdict']} | {c['holm']['verdict']} |")
-    lines += [f"\n{r['target']}: {r['by']}'s seeds replace {r['part']}'s ({DESIGN})."
-              for r in doc.get("replaced", [])]
+    replaced = {}   # (earlier part, later part) -> the targets the later one re-ran
+    for r in doc.get("replaced", []):
+        replaced.setdefault((r["part"], r["by"]), []).append(r["target"])
+    lines += [f"\n{', '.join(targets)}: {by}'s seeds replace {part}'s ({DESIGN})."
+              for (part, by), targets in replaced.items()]
     return "\n".join(lines)

@@ -49,6 +49,10 @@ RUN_ELSEWHERE = {
     'SEEDS="3 4 5 6 7 8 9 10" TARGETS="table2 table3 table4 table5 fig9" JOBS=2 bash launch.sh paper_demo': (
         "test_demo.py", 'TARGETS="table5"'),
     'SEEDS="11 12 13" bash launch.sh paper_demo': ("conftest.py", 'SEEDS="0 1"'),   # part B: every target
+    'SEEDS="14 15 16 17 18 19 20 21" TARGETS="table4" JOBS=2 bash launch.sh paper_demo': (   # part C
+        "test_demo.py", 'TARGETS="table5"'),
+    'SEEDS="14 15 16 17 18 19 20 21" TARGETS="fig5 fig6 fig7_8 fig10 fig11" JOBS=2 bash launch.sh paper_demo': (
+        "test_demo.py", 'TARGETS="table5"'),   # part D
     "bash launch.sh TARGET": ("test_demo.py", "def test_paper_scale_commands_parse"),   # every target, DRY_RUN=1
     "SCALE=demo bash launch.sh TARGET": ("conftest.py", '"paper_demo", log=log'),   # every target
     "SCALE=demo bash launch.sh fig5": ("conftest.py", '"paper_demo", log=log'),   # fig5 among them
@@ -58,7 +62,7 @@ RUN_ELSEWHERE = {
     "python rewards.py --jsonl IN --out OUT": ("test_rewards.py", '"--jsonl"'),
     "python eval.py --mmmu_outputs DIR --json OUT": ("test_benchmarks.py", '"--mmmu_outputs"'),
     "python report.py results/paper_demo/part_a --recompute": ("test_report.py", '"--recompute"'),
-    "python report.py results/paper_demo --parts part_a part_b": ("test_report.py", '"--parts"'),
+    "python report.py results/paper_demo --parts part_a part_b part_c part_d": ("test_report.py", '"--parts"'),
 }
 # run by the tests of this file
 RUN_HERE = {

@@ -156,6 +156,9 @@ def test_parts_combine_into_one_family():
     assert doc["replaced"] == [{"target": "t1", "part": "part_a", "by": "part_c"}] and doc["targets"] == ["t1", "t2"]
     assert verdicts.claims_table(doc).endswith("t1: part_c's seeds replace part_a's "
                                                f"({verdicts.DESIGN}).")
+    whole = {**part_a, "targets": ["t1", "t2"]}
+    both = verdicts.combine_parts([("part_x", whole), ("part_y", {**rerun, "targets": ["t1", "t2"]})])
+    assert verdicts.claims_table(both).endswith(f"|\n\nt1, t2: part_y's seeds replace part_x's ({verdicts.DESIGN}).")
     with pytest.raises(ValueError, match="target t1: part again re-runs seeds 3, 4, 5 of part part_a"):
         verdicts.combine_parts([("part_a", part_a), ("again", part_a)])
     with pytest.raises(ValueError, match="named twice"):
