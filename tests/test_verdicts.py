@@ -118,7 +118,7 @@ def test_holm_hand_computed():
 
 
 def test_parts_combine_into_one_family():
-    """The design's parts (each on its own seeds) -> one claims.json: each claim from the part that ran
+    """The design's parts (each on its own seeds) -> one claims.json: each claim from the last part that ran
     its target, Holm again over every test of both parts; a later part re-running a target on new seeds replaces it;
     re-run seeds and different designs are refused."""
     def claims(values):   # two sign claims of t1 and one magnitude claim of t2, each seed's values given
@@ -146,7 +146,7 @@ def test_parts_combine_into_one_family():
     # a target no part ran keeps its entry without numbers
     part_c = verdicts.claims_document(claims([none, none, none]), ["20"], None, [])
     assert verdicts.combine_parts([("part_a", part_a), ("part_c", part_c)])["claims"][2]["n"] == 0
-    assert "replaced" not in verdicts.claims_table(doc)
+    assert "replace" not in verdicts.claims_table(doc)
     # a later part that ran t1 again, on new seeds, replaces part A's t1 (and says so); on part A's seeds it is refused
     rerun = verdicts.claims_document(claims([[-1.0, -1.5, -2.0], [0.3, 0.2, 0.1], none]), ["14", "15", "16"], 80,
                                      ["t1"])
@@ -170,7 +170,7 @@ def test_parts_combine_into_one_family():
 
 def test_seeds_for_power_match_the_textbook_one_sample_t_sizes():
     """The planning reading: a paired t test at 5%, 80% power needs 34 seeds for an effect of half an SD and 10 for
-    one SD (the exact noncentral-t sizes, e.g. Cohen 1988's tables / G*Power); Holm's stricter level needs more;
+    one SD (the exact noncentral-t sizes, as G*Power's one-sample t test gives them); Holm's stricter level more;
     equivalence counts when the mean is near 0; no SD, or a claim beyond 200 seeds, gives None."""
     st = lambda mean, sd: {"mean": mean, "sd": sd}
     assert verdicts.seeds_for_power(st(0.5, 1.0), 0.1) == 34
