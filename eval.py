@@ -616,13 +616,7 @@ def main(argv=None):
                 banned = sampling.nowait_banned_token_ids(tokenizer, cfg.nowait_words)
                 print(f"nowait: {len(banned)} banned token ids")
             if mode == "nothink" and tokenizer is not None:
-                # NoThink (§6.2) drops "<think>\n" from the generation prompt. A model whose training traces open
-                # their own <think> (the demo's: data.py renders SFT prompts without it) opens one anyway; even
-                # without it the demo model writes its reasoning and "</think>" (measured): both tags are banned.
-                tags = [tokenizer.encode(t, add_special_tokens=False) for t in (chat.THINK_START, chat.THINK_END)]
-                banned = [ids[0] for ids in tags if len(ids) == 1]
-                if len(banned) < 2:   # a tag of several pieces: banning them would ban other text too
-                    print(f"nothink: {chat.THINK_START!r}/{chat.THINK_END!r} not single tokens; responses may think")
+                banned = sampling.nothink_banned_token_ids(tokenizer)
             if not cfg.score_only:
                 prompts = run_prompts(cfg, items, mode, tokenizer, model_config, max_prompt_tokens)
             for budget in budgets:

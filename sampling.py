@@ -95,6 +95,17 @@ def nowait_banned_token_ids(tokenizer, words):
     return banned
 
 
+def nothink_banned_token_ids(tokenizer):
+    """The <think> and </think> tokens (§6.2 NoThink drops "<think>\n" from the generation prompt). A model whose
+    training traces open their own <think> (the demo's: data.py renders SFT prompts without it) opens one anyway;
+    even without it the demo model writes its reasoning and "</think>" (measured): both tags are banned."""
+    tags = [tokenizer.encode(t, add_special_tokens=False) for t in (chat.THINK_START, chat.THINK_END)]
+    banned = [ids[0] for ids in tags if len(ids) == 1]
+    if len(banned) < 2:   # a tag of several pieces: banning them would ban other text too
+        print(f"nothink: {chat.THINK_START!r}/{chat.THINK_END!r} not single tokens; responses may think")
+    return banned
+
+
 def strip_eos(text):
     for eos in EOS_TOKENS:
         if text.endswith(eos):

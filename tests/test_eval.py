@@ -293,6 +293,7 @@ def test_nowait_never_emits_a_banned_token(tiny_checkpoint):
     m = model.load_model(tiny_checkpoint).eval()
     banned = sampling.nowait_banned_token_ids(tok, ["Wait", "Alternatively", "Hmm"])
     assert {tok.decode([i]) for i in banned} == {" Wait", " Hmm", " Alternatively"}
+    assert [tok.decode([i]) for i in sampling.nothink_banned_token_ids(tok)] == [chat.THINK_START, chat.THINK_END]
     # push the banned tokens up so that, unbanned, the model says them all the time
     bias = torch.zeros(len(tok))
     bias[banned] = 4.0
